@@ -1,0 +1,79 @@
+"""The exceptions trio_sync raises.
+
+Every failure a user can see is one of these: library exceptions (sqlite3, trio-websocket,
+wsproto, cattrs, json) are translated where they happen, so ``except TrioSyncError`` is
+enough to catch everything this library decides to raise.
+
+This module is pure (no trio, no sqlite3), so the sans-IO core can raise these too.
+"""
+
+from __future__ import annotations
+
+
+class TrioSyncError(Exception):
+    """Base class for every error trio_sync raises."""
+
+
+# --- protocol -------------------------------------------------------------------------
+
+
+class ProtocolError(TrioSyncError):
+    """A peer sent something the protocol does not allow."""
+
+
+class MalformedFrame(ProtocolError):
+    """A frame could not be decoded at all (not JSON, not text, not an object)."""
+
+
+class InvalidMessage(ProtocolError):
+    """A frame decoded, but is not a valid message (unknown type, wrong or missing fields)."""
+
+
+class InvalidEvent(TrioSyncError, ValueError):
+    """An event given to ``commit()`` cannot be stored (bad name, args not JSON)."""
+
+
+# --- store ----------------------------------------------------------------------------
+
+
+class StoreError(TrioSyncError):
+    """The durable store cannot be used."""
+
+
+class StoreInUse(StoreError):
+    """Another process (or another open handle) already has this store open."""
+
+
+class StoreCorrupt(StoreError):
+    """The store file is damaged or is not a trio_sync store."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written by a newer trio_sync whose schema this one does not know."""
+
+
+class StoreMismatch(StoreError):
+    """The store belongs to a different client or server than the one asked for."""
+
+
+# --- transport and sync ---------------------------------------------------------------
+
+
+class TransportError(TrioSyncError):
+    """The connection to the peer failed."""
+
+
+class ConnectError(TransportError):
+    """Could not open a connection to the server."""
+
+
+class ConnectionClosed(TransportError):
+    """The connection was closed (by either side, or by the network)."""
+
+
+class IncompatibleServer(TrioSyncError):
+    """The server cannot sync with this client (other schema, or its database was rebuilt)."""
+
+
+class ClientClosed(TrioSyncError):
+    """The client was used after its ``open_client`` block exited."""

@@ -1,0 +1,198 @@
+"""Wire messages: frozen attrs classes, one per message type.
+
+Every frame is a JSON object whose ``"type"`` names the class (the ``TYPE`` attribute).
+docs/protocol.md describes the conversation; the validators here make sure a message that
+decodes is also one a peer is allowed to send (positive positions, contiguous batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any, ClassVar
+
+import attrs
+
+from ._events import Event
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{attribute.name} must be a non-negative integer, got {value!r}")
+
+
+def _check_contiguous_client_seqs(events: Sequence[Event]) -> None:
+    for before, after in pairwise(events):
+        if after.key != (before.client_id, before.client_seq + 1):
+            raise ValueError(
+                f"events are not consecutive commits of one client: {before.key} then {after.key}"
+            )
+
+
+def _check_contiguous_seqs(events: Sequence[Event]) -> None:
+    for before, after in pairwise(events):
+        if before.seq is None or after.seq != before.seq + 1:
+            raise ValueError(f"seq values are not contiguous: {before.seq} then {after.seq}")
+
+
+# --- handshake ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Hello:
+    """Client -> server, first message: who I am and where I am."""
+
+    TYPE: ClassVar[str] = "hello"
+    client_id: str
+    schema_name: str
+    schema_version: int = attrs.field(validator=_non_negative)
+    #: The server identity this client last synced with (None on first contact).
+    server_id: str | None
+    #: The last global seq the client holds.
+    cursor: int = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen
+class Welcome:
+    """Server -> client: the server's identity, schema and head."""
+
+    TYPE: ClassVar[str] = "welcome"
+    server_id: str
+    schema_name: str
+    schema_version: int = attrs.field(validator=_non_negative)
+    head: int = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen
+class Error:
+    """Either way: a fatal problem with the connection; the sender closes it next."""
+
+    TYPE: ClassVar[str] = "error"
+    reason: str
+    #: True when retrying cannot help (schema mismatch); the client reports "incompatible".
+    fatal: bool = False
+
+
+# --- push -----------------------------------------------------------------------------
+
+
+def _pending_batch(instance: Push, attribute: attrs.Attribute[Any], value: object) -> None:
+    events: tuple[Event, ...] = value  # type: ignore[assignment]
+    if not events:
+        raise ValueError("a push carries at least one event")
+    if any(event.seq is not None for event in events):
+        raise ValueError("pushed events must not carry a seq")
+    _check_contiguous_client_seqs(events)
+
+
+@attrs.frozen
+class Push:
+    """Client -> server: append these events after ``parent``."""
+
+    TYPE: ClassVar[str] = "push"
+    push_id: int = attrs.field(validator=_non_negative)
+    parent: int = attrs.field(validator=_non_negative)
+    events: tuple[Event, ...] = attrs.field(validator=_pending_batch)
+
+
+@attrs.frozen
+class PushAck:
+    """Server -> client: the events are durable at these seqs (one per pushed event)."""
+
+    TYPE: ClassVar[str] = "push_ack"
+    push_id: int = attrs.field(validator=_non_negative)
+    first_client_seq: int = attrs.field(validator=_non_negative)
+    seqs: tuple[int, ...]
+
+
+@attrs.frozen
+class ServerAhead:
+    """Server -> client: other clients' events lie after your parent; catch up first."""
+
+    TYPE: ClassVar[str] = "server_ahead"
+    push_id: int = attrs.field(validator=_non_negative)
+    head: int = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen
+class PushRejected:
+    """Server -> client: the batch can never be accepted as it is."""
+
+    TYPE: ClassVar[str] = "push_rejected"
+    push_id: int = attrs.field(validator=_non_negative)
+    reason: str
+
+
+# --- pull -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Pull:
+    """Client -> server: stream everything after ``cursor``, then stay live.
+
+    A new Pull replaces the previous one on the same connection; ``pull_id`` lets the
+    client ignore pages of a pull it has already replaced.
+    """
+
+    TYPE: ClassVar[str] = "pull"
+    pull_id: int = attrs.field(validator=_non_negative)
+    cursor: int = attrs.field(validator=_non_negative)
+
+
+def _confirmed_batch(instance: PullPage, attribute: attrs.Attribute[Any], value: object) -> None:
+    events: tuple[Event, ...] = value  # type: ignore[assignment]
+    if any(event.seq is None for event in events):
+        raise ValueError("pulled events must carry a seq")
+    _check_contiguous_seqs(events)
+
+
+@attrs.frozen
+class PullPage:
+    """Server -> client: consecutive events of the global log, and the server's head."""
+
+    TYPE: ClassVar[str] = "pull_page"
+    pull_id: int = attrs.field(validator=_non_negative)
+    events: tuple[Event, ...] = attrs.field(validator=_confirmed_batch)
+    head: int = attrs.field(validator=_non_negative)
+
+
+# --- liveness -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Ping:
+    """Client -> server: are you there?"""
+
+    TYPE: ClassVar[str] = "ping"
+    nonce: int = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen
+class Pong:
+    """Server -> client: yes, and this is my head."""
+
+    TYPE: ClassVar[str] = "pong"
+    nonce: int = attrs.field(validator=_non_negative)
+    head: int = attrs.field(validator=_non_negative)
+
+
+ClientMessage = Hello | Push | Pull | Ping | Error
+ServerMessage = Welcome | PushAck | ServerAhead | PushRejected | PullPage | Pong | Error
+Message = ClientMessage | ServerMessage
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        Welcome,
+        Error,
+        Push,
+        PushAck,
+        ServerAhead,
+        PushRejected,
+        Pull,
+        PullPage,
+        Ping,
+        Pong,
+    )
+}

@@ -1,0 +1,277 @@
+"""The push supervisor: when to push, what, and what to do with each answer.
+
+Two policies share one interface so the runtime never branches on a flag:
+
+* :class:`SupervisedPush` (the default) never parks. A failed push is retried after a
+  jittered backoff, ``server_ahead`` asks for an active catch-up pull, and every upstream
+  advance or rebase restarts pushing from the new head at once.
+* :class:`ParkingPush` reproduces LiveStore's legacy leader: after any push error it parks,
+  and only an upstream *rebase* unparks it. An advance-only sequence (our own events echoed
+  back after a lost ack) leaves it parked for ever. It exists for the stall reproduction
+  and the benchmark, never as a default.
+
+The runtime drives a machine like this::
+
+    action = machine.poll(state, now)
+    SendPush -> send it;  Sleep(deadline) -> wait until woken or deadline;
+    at the deadline -> machine.on_deadline(now, jitter)
+
+and tells it about replies (``on_ack``, ``on_server_ahead``, ``on_rejected``), about upstream
+changes (``on_upstream_change``) and about the connection (``on_connected``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from ._backoff import backoff_delay
+from ._messages import Push
+from ._state import SyncState
+
+Phase = Literal["ready", "in_flight", "backoff", "catching_up", "parked"]
+
+
+@attrs.frozen
+class SendPush:
+    """Send this push now."""
+
+    push: Push
+
+
+@attrs.frozen
+class Sleep:
+    """Nothing to send: wait until ``deadline`` (None: until something happens)."""
+
+    deadline: float | None
+
+
+@attrs.frozen
+class CatchUp:
+    """Ask the server to stream again from our head: it holds events we have not seen."""
+
+    server_head: int
+
+
+PushAction = SendPush | Sleep
+
+
+@attrs.frozen
+class PushTimings:
+    """Timing parameters of a push machine, in seconds."""
+
+    #: How long to wait for the answer to a push before calling it failed.
+    ack_timeout: float = 10.0
+    #: First and largest backoff step after consecutive failures.
+    retry_base: float = 0.1
+    retry_cap: float = 10.0
+    #: How long to wait for a catch-up before pushing again anyway.
+    catch_up_timeout: float = 5.0
+
+
+class PushMachine:
+    """Common part of both policies. Subclasses decide what failures and changes do."""
+
+    policy: str = ""
+
+    def __init__(self, batch_size: int, timings: PushTimings | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError("push batch_size must be at least 1")
+        self.batch_size = batch_size
+        self.timings = timings or PushTimings()
+        self.phase: Phase = "ready"
+        #: When the current phase ends on its own (ack timeout, end of backoff).
+        self.deadline: float | None = None
+        #: The push awaiting an answer, if any.
+        self.in_flight: Push | None = None
+        self.failures = 0
+        self.last_error: str | None = None
+        self.catch_up_target = 0
+        self._next_push_id = 1
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(phase={self.phase!r}, failures={self.failures})"
+
+    # --- what to do now ---------------------------------------------------------------
+
+    def poll(self, state: SyncState, now: float) -> PushAction:
+        """The next step for the push loop."""
+        if self.phase == "catching_up" and state.upstream_head >= self.catch_up_target:
+            self._become_ready()
+        if self.phase != "ready":
+            return Sleep(self.deadline)
+        plan = state.plan_push(self.batch_size)
+        if plan is None:
+            return Sleep(None)
+        push = Push(push_id=self._next_push_id, parent=plan.parent, events=plan.events)
+        self._next_push_id += 1
+        self.in_flight = push
+        self.phase = "in_flight"
+        self.deadline = now + self.timings.ack_timeout
+        return SendPush(push)
+
+    def on_deadline(self, now: float, jitter: float) -> None:
+        """The current phase's deadline passed (call only when ``now >= deadline``)."""
+        if self.deadline is None or now < self.deadline:
+            return
+        if self.phase == "in_flight":
+            self._failed(
+                f"no answer to push {self.in_flight_id} within {self.timings.ack_timeout:g}s",
+                now,
+                jitter,
+            )
+        elif self.phase in ("backoff", "catching_up"):
+            self._become_ready()
+
+    @property
+    def in_flight_id(self) -> int | None:
+        return self.in_flight.push_id if self.in_flight else None
+
+    @property
+    def idle_with_work(self) -> bool:
+        """True when nothing is in flight or scheduled although events wait (stuck queue)."""
+        return self.phase == "parked"
+
+    # --- answers ----------------------------------------------------------------------
+
+    def on_ack(self, push_id: int) -> None:
+        """The server acknowledged push ``push_id`` (the caller updates the SyncState)."""
+        if push_id == self.in_flight_id:
+            self.failures = 0
+            self.last_error = None
+            self._become_ready()
+
+    def on_server_ahead(
+        self, push_id: int, server_head: int, state: SyncState, now: float, jitter: float
+    ) -> CatchUp | None:
+        """The server holds other clients' events after our parent."""
+        if push_id != self.in_flight_id:
+            return None
+        return self._server_ahead(server_head, state, now, jitter)
+
+    def on_rejected(self, push_id: int, reason: str, now: float, jitter: float) -> None:
+        """The server refused the batch outright."""
+        if push_id == self.in_flight_id:
+            self._failed(f"push rejected: {reason}", now, jitter)
+
+    def on_connected(self) -> None:
+        """A new connection is up: whatever was in flight is gone; start afresh."""
+        self.failures = 0
+        self._become_ready()
+
+    def on_upstream_change(self, kind: str) -> None:
+        """The pull applied new upstream events (``kind`` is "advance" or "rebase")."""
+        raise NotImplementedError
+
+    def on_kick(self) -> None:
+        """The heartbeat saw events waiting with nothing pushing them."""
+        raise NotImplementedError
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _become_ready(self) -> None:
+        self.phase = "ready"
+        self.deadline = None
+        self.in_flight = None
+
+    def _failed(self, error: str, now: float, jitter: float) -> None:
+        raise NotImplementedError
+
+    def _server_ahead(
+        self, server_head: int, state: SyncState, now: float, jitter: float
+    ) -> CatchUp | None:
+        raise NotImplementedError
+
+
+class SupervisedPush(PushMachine):
+    """The default policy: never parks; retries, catches up, restarts on any change."""
+
+    policy = "supervised"
+
+    def on_upstream_change(self, kind: str) -> None:
+        # The restart that fixes LiveStore's stall: any change (advance or rebase) ends a
+        # backoff or a catch-up wait at once. A push still in flight keeps waiting for its
+        # answer (bounded by ack_timeout): re-sending it now would only duplicate it.
+        if self.phase != "in_flight":
+            self._become_ready()
+
+    def on_kick(self) -> None:
+        if self.phase != "in_flight":
+            self._become_ready()
+
+    def _failed(self, error: str, now: float, jitter: float) -> None:
+        self.failures += 1
+        self.last_error = error
+        self.in_flight = None
+        self.phase = "backoff"
+        self.deadline = now + backoff_delay(
+            self.failures,
+            base=self.timings.retry_base,
+            cap=self.timings.retry_cap,
+            jitter=jitter,
+        )
+
+    def _server_ahead(
+        self, server_head: int, state: SyncState, now: float, jitter: float
+    ) -> CatchUp | None:
+        self.in_flight = None
+        if state.upstream_head >= server_head:
+            # The pull already brought what the server meant: push again from the new head.
+            self._become_ready()
+            return None
+        self.phase = "catching_up"
+        self.catch_up_target = server_head
+        self.deadline = now + self.timings.catch_up_timeout
+        return CatchUp(server_head)
+
+
+class ParkingPush(PushMachine):
+    """LiveStore's legacy policy: park after any push error, unpark only on a rebase."""
+
+    policy = "park"
+
+    def on_upstream_change(self, kind: str) -> None:
+        # The bug, reproduced on purpose: an advance does not restart a parked push loop.
+        if kind == "rebase" and self.phase != "in_flight":
+            self._become_ready()
+
+    def on_kick(self) -> None:
+        # The legacy leader had no heartbeat to rescue it.
+        pass
+
+    def _failed(self, error: str, now: float, jitter: float) -> None:
+        self.failures += 1
+        self.last_error = error
+        self.in_flight = None
+        self.phase = "parked"
+        self.deadline = None
+
+    def _server_ahead(
+        self, server_head: int, state: SyncState, now: float, jitter: float
+    ) -> CatchUp | None:
+        self._failed(f"server ahead at {server_head}", now, jitter)
+        return None
+
+
+PUSH_POLICIES: dict[str, type[PushMachine]] = {
+    SupervisedPush.policy: SupervisedPush,
+    ParkingPush.policy: ParkingPush,
+}
+
+
+def make_push_machine(
+    policy: str, batch_size: int, timings: PushTimings | None = None
+) -> PushMachine:
+    """Returns the push machine for ``policy`` ("supervised" or "park").
+
+    Raises:
+        ValueError: Unknown policy.
+    """
+    try:
+        cls = PUSH_POLICIES[policy]
+    except KeyError:
+        raise ValueError(
+            f"unknown push_policy {policy!r}; expected one of {sorted(PUSH_POLICIES)}"
+        ) from None
+    return cls(batch_size, timings)

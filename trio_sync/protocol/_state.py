@@ -1,0 +1,237 @@
+"""The client's sync state and the merge of upstream batches (advance or rebase).
+
+``SyncState`` is a sans-IO object in the style of h11's ``Connection``: methods take what
+happened and say what it meant, and nothing here does I/O. It holds what a client needs
+to decide what to do next; the confirmed log itself lives in the store. Every method
+either applies completely or, when it refuses, leaves the state untouched.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from itertools import islice
+from typing import ClassVar
+
+import attrs
+
+from .._errors import ProtocolError
+from ._events import Event, new_event
+
+
+@attrs.frozen
+class PushPlan:
+    """The next batch to push: ``events`` to be appended after global position ``parent``."""
+
+    parent: int
+    events: tuple[Event, ...]
+
+
+@attrs.frozen
+class Advance:
+    """The upstream batch only confirmed our own pending events, or we had none pending.
+
+    Attributes:
+        applied: Every event of the batch that was new to us, in server order.
+        confirmed_own: Our own events among them (no longer pending).
+    """
+
+    applied: tuple[Event, ...]
+    confirmed_own: tuple[Event, ...]
+
+    kind: ClassVar[str] = "advance"
+
+
+@attrs.frozen
+class Rebase:
+    """Other clients' events arrived while we still hold pending events.
+
+    The still-pending events now sit after the new head: their next push names the new
+    head as parent, and an application showing confirmed + pending sees them move.
+
+    Attributes:
+        applied: Every event of the batch that was new to us, in server order.
+        confirmed_own: Our own events among them (no longer pending).
+        rebased: The events still pending, now after the new head.
+    """
+
+    applied: tuple[Event, ...]
+    confirmed_own: tuple[Event, ...]
+    rebased: tuple[Event, ...]
+
+    kind: ClassVar[str] = "rebase"
+
+
+@attrs.frozen
+class Refused:
+    """The batch cannot be merged (a gap, or our own events out of order); nothing changed."""
+
+    reason: str
+
+    kind: ClassVar[str] = "refused"
+
+
+MergeResult = Advance | Rebase | Refused
+
+
+class SyncState:
+    """What one client knows about its place in the global log.
+
+    Attributes:
+        client_id: This client.
+        upstream_head: The last global seq applied locally. Never moves backwards.
+        acked_through: The highest own client_seq the server acknowledged as durable.
+        next_client_seq: The client_seq the next commit gets.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        *,
+        upstream_head: int = 0,
+        pending: Iterable[Event] = (),
+        acked_through: int = 0,
+        next_client_seq: int = 1,
+    ) -> None:
+        self.client_id = client_id
+        self.upstream_head = upstream_head
+        self._pending: deque[Event] = deque(pending)
+        self.acked_through = acked_through
+        self.next_client_seq = next_client_seq
+        self.check_invariants()
+
+    def __repr__(self) -> str:
+        return (
+            f"SyncState(client_id={self.client_id!r}, upstream_head={self.upstream_head}, "
+            f"pending={len(self._pending)}, acked_through={self.acked_through}, "
+            f"next_client_seq={self.next_client_seq})"
+        )
+
+    # --- queries ----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> tuple[Event, ...]:
+        """Own events not yet confirmed by the pull, in commit order."""
+        return tuple(self._pending)
+
+    @property
+    def pending_count(self) -> int:
+        """How many own events are not yet confirmed by the pull."""
+        return len(self._pending)
+
+    def _first_unacknowledged_index(self) -> int:
+        if not self._pending:
+            return 0
+        return max(0, self.acked_through + 1 - self._pending[0].client_seq)
+
+    @property
+    def unacknowledged_count(self) -> int:
+        """How many own events the server has not acknowledged (what status shows)."""
+        return len(self._pending) - self._first_unacknowledged_index()
+
+    def plan_push(self, batch_size: int) -> PushPlan | None:
+        """The next push: up to ``batch_size`` unacknowledged events after our head.
+
+        Returns None when there is nothing to push.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        start = self._first_unacknowledged_index()
+        events = tuple(islice(self._pending, start, start + batch_size))
+        if not events:
+            return None
+        return PushPlan(parent=self.upstream_head, events=events)
+
+    def check_invariants(self) -> None:
+        """Raises AssertionError if the state is inconsistent (tests call it after each step).
+
+        Pending is in contiguous client_seq order, ends at the last commit, holds only our
+        own events without a seq, and nothing was acknowledged that was never committed.
+        """
+        assert self.upstream_head >= 0, "upstream_head is negative"
+        assert 0 <= self.acked_through < self.next_client_seq, "acked beyond the last commit"
+        expected = self.next_client_seq - len(self._pending)
+        assert expected >= 1, "more pending events than commits"
+        for event in self._pending:
+            assert event.client_seq == expected, (
+                f"pending is not contiguous: client_seq {event.client_seq}, expected {expected}"
+            )
+            assert event.seq is None, f"pending event {event.key} carries seq {event.seq}"
+            assert event.client_id == self.client_id, f"pending holds {event.key}"
+            expected += 1
+
+    # --- transitions ------------------------------------------------------------------
+
+    def commit(self, name: str, args: object) -> Event:
+        """Adds a new pending event and returns it.
+
+        Raises:
+            InvalidEvent: The name or args cannot be stored.
+        """
+        event = new_event(name, args, self.client_id, self.next_client_seq)
+        self._pending.append(event)
+        self.next_client_seq += 1
+        return event
+
+    def acknowledge(self, first_client_seq: int, count: int) -> None:
+        """Records that the server holds ``count`` own events from ``first_client_seq`` on.
+
+        Acks of older pushes arrive late and are harmless: acked_through never goes back.
+
+        Raises:
+            ProtocolError: The ack names events this client never committed.
+        """
+        last = first_client_seq + count - 1
+        if count < 1 or first_client_seq < 1 or last >= self.next_client_seq:
+            raise ProtocolError(
+                f"ack for client_seq {first_client_seq}..{last}, but this client committed "
+                f"only up to {self.next_client_seq - 1}"
+            )
+        self.acked_through = max(self.acked_through, last)
+
+    def merge(self, batch: Sequence[Event]) -> MergeResult:
+        """Applies an upstream batch (consecutive events of the global log).
+
+        Events at or below our head are skipped (a page we already had). The rest must
+        start right after our head; our own events in it must be our pending events, in
+        order, unchanged. On :class:`Refused` nothing changes.
+        """
+        new = [e for e in batch if e.seq is None or e.seq > self.upstream_head]
+        expected = self.upstream_head + 1
+        for event in new:
+            if event.seq != expected:
+                return Refused(f"gap in upstream: expected seq {expected}, got {event.seq}")
+            expected += 1
+
+        confirmed_own: list[Event] = []
+        saw_foreign = False
+        pending = iter(self._pending)
+        for event in new:
+            if event.client_id != self.client_id:
+                saw_foreign = True
+                continue
+            mine = next(pending, None)
+            if mine is None:
+                return Refused(
+                    f"own event client_seq {event.client_seq} at seq {event.seq} is not "
+                    "pending here (committed elsewhere, or the store was restored)"
+                )
+            if event.client_seq != mine.client_seq:
+                return Refused(
+                    f"own event client_seq {event.client_seq} at seq {event.seq} arrived "
+                    f"out of order: expected client_seq {mine.client_seq}"
+                )
+            if not event.same_fact(mine):
+                return Refused(
+                    f"own event client_seq {event.client_seq} at seq {event.seq} differs "
+                    "from the one committed here"
+                )
+            confirmed_own.append(event)
+
+        for _ in confirmed_own:
+            self._pending.popleft()
+        if new:
+            self.upstream_head = new[-1].seq  # type: ignore[assignment]
+        if saw_foreign and self._pending:
+            return Rebase(tuple(new), tuple(confirmed_own), tuple(self._pending))
+        return Advance(tuple(new), tuple(confirmed_own))
