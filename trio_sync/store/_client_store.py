@@ -1,0 +1,178 @@
+"""The client's durable store: confirmed log, pending events, cursor and identity.
+
+The API is synchronous on purpose: the client runtime decides whether a call runs in a
+worker thread (production, so an fsync never blocks the event loop) or inline (the
+simulator, where a thread would break determinism).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Sequence
+
+from .._errors import StoreCorrupt, StoreMismatch
+from ..protocol import Event, SyncState
+from ._sqlite import Database, ensure_directory, get_meta, set_meta
+
+
+def _schema_v1(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+    conn.execute(
+        "CREATE TABLE confirmed (seq INTEGER PRIMARY KEY, client_id TEXT NOT NULL, "
+        "client_seq INTEGER NOT NULL, name TEXT NOT NULL, args TEXT NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE pending (client_seq INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "args TEXT NOT NULL)"
+    )
+
+
+MIGRATIONS = [_schema_v1]
+
+
+def dump_args(args: object) -> str:
+    return json.dumps(args, separators=(",", ":"), ensure_ascii=False)
+
+
+class ClientStore:
+    """One client's SQLite store.
+
+    Raises (from ``open``):
+        StoreInUse: Another process has the store open.
+        StoreCorrupt: The file is damaged or not a trio_sync client store.
+        StoreVersionError: The file was written by a newer trio_sync.
+        StoreMismatch: The store belongs to another client id.
+    """
+
+    def __init__(self, db: Database, client_id: str) -> None:
+        self._db = db
+        self.client_id = client_id
+
+    @classmethod
+    def open(cls, path: str, client_id: str | None = None) -> ClientStore:
+        """Opens (creating if needed) the store at ``path`` (":memory:" for a test store).
+
+        ``client_id`` None means: the id recorded in the store, or a new random one.
+        """
+        path = str(path)
+        ensure_directory(path)
+        db = Database(path, kind="client", migrations=MIGRATIONS)
+        try:
+            recorded = db.read(lambda conn: get_meta(conn, "client_id"))
+            if recorded is None:
+                chosen = client_id or uuid.uuid4().hex
+                db.write(lambda conn: set_meta(conn, "client_id", chosen))
+                recorded = chosen
+            elif client_id is not None and client_id != recorded:
+                raise StoreMismatch(
+                    f"store {path!r} belongs to client {recorded!r}, not {client_id!r}"
+                )
+            return cls(db, recorded)
+        except BaseException:
+            db.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        return self._db.path
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- reads ------------------------------------------------------------------------
+
+    def load_state(self) -> SyncState:
+        """Rebuilds the sync state from disk.
+
+        Raises:
+            StoreCorrupt: The recorded state breaks an invariant.
+        """
+
+        def load(conn: sqlite3.Connection) -> SyncState:
+            head = get_meta(conn, "upstream_head") or 0
+            acked = get_meta(conn, "acked_through") or 0
+            next_seq = get_meta(conn, "next_client_seq") or 1
+            pending = [
+                Event(name, json.loads(args), self.client_id, client_seq)
+                for client_seq, name, args in conn.execute(
+                    "SELECT client_seq, name, args FROM pending ORDER BY client_seq"
+                )
+            ]
+            try:
+                return SyncState(
+                    self.client_id,
+                    upstream_head=head,
+                    pending=pending,
+                    acked_through=min(acked, next_seq - 1),
+                    next_client_seq=next_seq,
+                )
+            except (AssertionError, ValueError, TypeError) as exc:
+                raise StoreCorrupt(f"store {self.path!r} holds an invalid state: {exc}") from None
+
+        return self._db.read(load)
+
+    @property
+    def server_id(self) -> str | None:
+        """The server identity this client last synced with."""
+        value: str | None = self._db.read(lambda conn: get_meta(conn, "server_id"))
+        return value
+
+    def confirmed_events(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        """Confirmed events with seq > ``after``, in server order."""
+        return self._db.read(
+            lambda conn: [
+                Event(name, json.loads(args), client_id, client_seq, seq)
+                for seq, client_id, client_seq, name, args in conn.execute(
+                    "SELECT seq, client_id, client_seq, name, args FROM confirmed "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, -1 if limit is None else limit),
+                )
+            ]
+        )
+
+    def pending_events(self) -> list[Event]:
+        """Own events not yet confirmed, in commit order."""
+        return list(self.load_state().pending)
+
+    # --- writes -----------------------------------------------------------------------
+
+    def append_pending(self, event: Event) -> None:
+        """Durably records a new local commit (fsynced before this returns)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO pending (client_seq, name, args) VALUES (?, ?, ?)",
+                (event.client_seq, event.name, dump_args(event.args)),
+            )
+            set_meta(conn, "next_client_seq", event.client_seq + 1)
+
+        self._db.write(write)
+
+    def apply_upstream(self, applied: Sequence[Event], confirmed_own: Sequence[Event]) -> None:
+        """Durably appends merged upstream events and retires the confirmed own ones."""
+        if not applied:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO confirmed (seq, client_id, client_seq, name, args) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(e.seq, e.client_id, e.client_seq, e.name, dump_args(e.args)) for e in applied],
+            )
+            if confirmed_own:
+                conn.execute(
+                    "DELETE FROM pending WHERE client_seq <= ?", (confirmed_own[-1].client_seq,)
+                )
+            set_meta(conn, "upstream_head", applied[-1].seq)
+
+        self._db.write(write)
+
+    def record_ack(self, acked_through: int) -> None:
+        """Durably records the highest client_seq the server acknowledged."""
+        self._db.write(lambda conn: set_meta(conn, "acked_through", acked_through))
+
+    def record_server_id(self, server_id: str) -> None:
+        """Remembers the server identity this client syncs with."""
+        self._db.write(lambda conn: set_meta(conn, "server_id", server_id))

@@ -1,0 +1,45 @@
+"""The one interface both runtimes talk through.
+
+A :class:`Connection` carries whole protocol messages. Implementations translate their own
+errors: a closed or broken connection raises :class:`~trio_sync.ConnectionClosed`, a
+frame that does not decode raises a :class:`~trio_sync.ProtocolError` subclass; nothing
+else escapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from ..protocol import Message
+
+
+class Connection(Protocol):
+    """A message connection between one client and the server."""
+
+    async def send(self, message: Message) -> None:
+        """Sends one message.
+
+        Raises:
+            ConnectionClosed: The connection is closed or broken.
+        """
+
+    async def receive(self) -> Message:
+        """Receives the next message.
+
+        Raises:
+            ConnectionClosed: The connection is closed or broken.
+            ProtocolError: The peer sent a frame that is not a valid message.
+        """
+        ...
+
+    async def aclose(self, reason: str = "") -> None:
+        """Closes the connection (idempotent; never raises)."""
+
+
+#: Opens a client connection to ``url``; raises ConnectError if that fails.
+Connector = Callable[[str], AbstractAsyncContextManager[Connection]]
+
+#: Handles one accepted server-side connection until it ends.
+ConnectionHandler = Callable[[Connection], Awaitable[None]]
