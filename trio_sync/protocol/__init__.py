@@ -17,6 +17,7 @@ from ._heartbeat import (
     SendPing,
 )
 from ._messages import (
+    PROTOCOL_VERSION,
     ClientMessage,
     Error,
     Hello,
@@ -50,6 +51,7 @@ from ._status import ConnectionPhase, StatusState, SyncStatus, derive_status
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "PROTOCOL_VERSION",
     "PUSH_POLICIES",
     "Accept",
     "Advance",

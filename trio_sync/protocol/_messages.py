@@ -15,6 +15,9 @@ import attrs
 
 from ._events import Event
 
+#: Version of the wire protocol itself; both sides must speak the same one.
+PROTOCOL_VERSION = 1
+
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if type(value) is not int or value < 0:
@@ -43,6 +46,7 @@ class Hello:
     """Client -> server, first message: who I am and where I am."""
 
     TYPE: ClassVar[str] = "hello"
+    protocol_version: int
     client_id: str
     schema_name: str
     schema_version: int = attrs.field(validator=_non_negative)
@@ -57,6 +61,7 @@ class Welcome:
     """Server -> client: the server's identity, schema and head."""
 
     TYPE: ClassVar[str] = "welcome"
+    protocol_version: int
     server_id: str
     schema_name: str
     schema_version: int = attrs.field(validator=_non_negative)
