@@ -1,1 +1,57 @@
-"""trio_sync: a local-first event-log sync engine for Trio applications."""
+"""trio_sync: a local-first event-log sync engine for Trio applications.
+
+Each client keeps a durable event log (SQLite), commits events locally at once, pushes
+them to a sync server that gives every event one global position, pulls everyone else's
+events, and rebases its pending events when upstream moved on.
+"""
+
+from ._errors import (
+    ClientClosed,
+    ConnectError,
+    ConnectionClosed,
+    IncompatibleServer,
+    InvalidEvent,
+    InvalidMessage,
+    MalformedFrame,
+    ProtocolError,
+    StoreCorrupt,
+    StoreError,
+    StoreInUse,
+    StoreMismatch,
+    StoreVersionError,
+    TransportError,
+    TrioSyncError,
+)
+from .client import Client, ClientTimings, open_client
+from .protocol import Event, HeartbeatTimings, PushTimings, SyncState, SyncStatus
+from .server import Server, serve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ClientClosed",
+    "ClientTimings",
+    "ConnectError",
+    "ConnectionClosed",
+    "Event",
+    "HeartbeatTimings",
+    "IncompatibleServer",
+    "InvalidEvent",
+    "InvalidMessage",
+    "MalformedFrame",
+    "ProtocolError",
+    "PushTimings",
+    "Server",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreInUse",
+    "StoreMismatch",
+    "StoreVersionError",
+    "SyncState",
+    "SyncStatus",
+    "TransportError",
+    "TrioSyncError",
+    "open_client",
+    "serve",
+]

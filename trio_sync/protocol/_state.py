@@ -162,15 +162,29 @@ class SyncState:
 
     # --- transitions ------------------------------------------------------------------
 
-    def commit(self, name: str, args: object) -> Event:
-        """Adds a new pending event and returns it.
+    def prepare_commit(self, name: str, args: object) -> Event:
+        """Builds the next pending event without adding it (write it durably, then add it).
 
         Raises:
             InvalidEvent: The name or args cannot be stored.
         """
-        event = new_event(name, args, self.client_id, self.next_client_seq)
+        return new_event(name, args, self.client_id, self.next_client_seq)
+
+    def add_pending(self, event: Event) -> None:
+        """Adds an event made by :meth:`prepare_commit` (once it is durable)."""
+        if event.client_seq != self.next_client_seq or event.client_id != self.client_id:
+            raise ValueError(f"{event.key} is not the next commit of {self.client_id!r}")
         self._pending.append(event)
         self.next_client_seq += 1
+
+    def commit(self, name: str, args: object) -> Event:
+        """Adds a new pending event and returns it (prepare + add, for pure use).
+
+        Raises:
+            InvalidEvent: The name or args cannot be stored.
+        """
+        event = self.prepare_commit(name, args)
+        self.add_pending(event)
         return event
 
     def acknowledge(self, first_client_seq: int, count: int) -> None:

@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from .._errors import ConnectionClosed, ProtocolError, StoreError
+from .._groups import single_exception
 from ..protocol import (
     PROTOCOL_VERSION,
     Accept,
@@ -65,8 +66,9 @@ class ServerSession:
             hello = await self._handshake()
             if hello is not None:
                 self.client_id = hello.client_id
-                async with trio.open_nursery() as nursery:
-                    await self._serve(nursery)
+                with single_exception():
+                    async with trio.open_nursery() as nursery:
+                        await self._serve(nursery)
         except ConnectionClosed:
             pass
         except ProtocolError as exc:
@@ -76,6 +78,11 @@ class ServerSession:
         except StoreError as exc:
             reason = f"server storage failed: {exc}"
             logger.error("client %s: %s", self.client_id, reason)
+            await self._try_send(Error(reason))
+        except Exception:
+            # A bug here must cost one connection, never the whole server.
+            reason = "internal server error"
+            logger.exception("client %s: unexpected error", self.client_id)
             await self._try_send(Error(reason))
         finally:
             with trio.CancelScope(shield=True):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 
 import trio
 import trio_websocket
@@ -46,7 +45,9 @@ class WebSocketConnection:
 
     async def aclose(self, reason: str = "") -> None:
         with trio.move_on_after(CLOSE_TIMEOUT):
-            await self._ws.aclose(code=1000, reason=reason[:120] or None)
+            # A close reason must fit a control frame (125 bytes with the code).
+            short = reason.encode()[:120].decode(errors="ignore") or None
+            await self._ws.aclose(code=1000, reason=short)
 
 
 @asynccontextmanager
@@ -58,29 +59,38 @@ async def connect_websocket(
     Raises:
         ConnectError: The server could not be reached or refused the handshake.
     """
-    stack = AsyncExitStack()
+    opened = False
     try:
-        ws = await stack.enter_async_context(
-            trio_websocket.open_websocket_url(
-                url,
-                max_message_size=MAX_FRAME_BYTES,
-                connect_timeout=connect_timeout,
-                disconnect_timeout=CLOSE_TIMEOUT,
-            )
-        )
+        async with trio_websocket.open_websocket_url(
+            url,
+            max_message_size=MAX_FRAME_BYTES,
+            connect_timeout=connect_timeout,
+            disconnect_timeout=CLOSE_TIMEOUT,
+        ) as ws:
+            opened = True
+            connection = WebSocketConnection(ws)
+            try:
+                yield connection
+            finally:
+                # Say goodbye properly even when leaving because of a cancellation (the
+                # library's own close would be cancelled and look abnormal to the server).
+                with trio.CancelScope(shield=True):
+                    await connection.aclose()
     except trio_websocket.ConnectionTimeout:
+        if opened:
+            raise
         raise ConnectError(f"no answer from {url} within {connect_timeout:g}s") from None
     except trio_websocket.ConnectionRejected as exc:
         raise ConnectError(f"{url} refused the WebSocket handshake: {exc}") from None
+    except trio_websocket.DisconnectionTimeout:
+        if not opened:
+            raise ConnectError(f"cannot connect to {url}: closed during the handshake") from None
+        # The closing handshake timed out: the connection is gone either way.
     except (trio_websocket.HandshakeError, OSError, ValueError) as exc:
+        if opened:
+            raise
         cause = exc.__cause__ or exc
         raise ConnectError(f"cannot connect to {url}: {cause}") from None
-    try:
-        yield WebSocketConnection(ws)
-    finally:
-        # Closing a connection that already died must not mask what the caller raised.
-        with contextlib.suppress(trio_websocket.HandshakeError, trio_websocket.ConnectionClosed):
-            await stack.aclose()
 
 
 async def serve_websocket(

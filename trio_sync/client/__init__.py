@@ -1,0 +1,6 @@
+"""The client runtime: ``open_client()`` and the :class:`Client`."""
+
+from ._client import Client, open_client
+from ._config import ClientTimings
+
+__all__ = ["Client", "ClientTimings", "open_client"]

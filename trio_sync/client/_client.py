@@ -1,0 +1,251 @@
+"""``open_client()`` and the :class:`Client` it yields."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import trio
+
+from .._errors import (
+    ClientClosed,
+    IncompatibleServer,
+    ProtocolError,
+    TransportError,
+)
+from .._groups import single_exception
+from .._store_runner import StoreRunner, in_worker_thread
+from ..protocol import Event, SyncStatus, backoff_delay, make_push_machine
+from ..store import ClientStore
+from ..transport import Connector, connect_websocket
+from ._config import ClientTimings
+from ._core import ClientCore, TraceHook
+from ._session import ClientSession
+
+_StatusPredicate = Callable[[SyncStatus], bool]
+
+#: How many confirmed events ``confirmed_stream`` reads from the store at a time.
+_STREAM_PAGE = 500
+
+
+class Client:
+    """A connected (or connecting, or offline) sync client. Made by :func:`open_client`."""
+
+    def __init__(
+        self,
+        core: ClientCore,
+        url: str,
+        connector: Connector,
+        timings: ClientTimings,
+        schema: tuple[str, int],
+    ) -> None:
+        self._core = core
+        self._url = url
+        self._connector = connector
+        self._timings = timings
+        self._schema = schema
+        self._commit_lock = trio.Lock()
+        self._closed = False
+
+    # --- public API -------------------------------------------------------------------
+
+    @property
+    def client_id(self) -> str:
+        return self._core.state.client_id
+
+    @property
+    def status(self) -> SyncStatus:
+        """The current :class:`SyncStatus` (a fresh snapshot each time)."""
+        return self._core.status()
+
+    @property
+    def push_policy(self) -> str:
+        return self._core.push.policy
+
+    async def commit(self, name: str, args: dict[str, object] | None = None) -> Event:
+        """Commits an event locally; durable when this returns, pushed when connected.
+
+        Works offline: pending events go out when the connection returns.
+
+        Raises:
+            InvalidEvent: The name is empty or the args are not a JSON object.
+            StoreError: The event could not be written (disk full); nothing was recorded.
+            ClientClosed: The client's ``open_client`` block has exited.
+        """
+        self._check_open()
+        async with self._commit_lock:
+            event = self._core.state.prepare_commit(name, {} if args is None else args)
+            await self._core.add_commit(event)
+        return event
+
+    async def wait_synced(self) -> SyncStatus:
+        """Waits until nothing is pending and the local head equals the server head.
+
+        Waits through disconnections (wrap it in ``trio.fail_after`` to bound it).
+
+        Raises:
+            IncompatibleServer: The server cannot sync with this client.
+        """
+        return await self.wait_status(lambda status: status.state == "synced")
+
+    async def wait_status(self, predicate: _StatusPredicate) -> SyncStatus:
+        """Waits until ``predicate(status)`` holds and returns that status.
+
+        Raises:
+            IncompatibleServer: The status became "incompatible" (unless the predicate
+                accepts that).
+        """
+        while True:
+            self._check_open()
+            changed = self._core.changed.event
+            status = self._core.status()
+            if predicate(status):
+                return status
+            if status.state == "incompatible":
+                raise IncompatibleServer(status.last_error or "server is incompatible")
+            await changed.wait()
+
+    async def status_changes(self) -> AsyncIterator[SyncStatus]:
+        """Yields the status now and then each time it changes."""
+        last = None
+        while True:
+            changed = self._core.changed.event
+            status = self._core.status()
+            if status != last:
+                last = status
+                yield status
+            await changed.wait()
+
+    def confirmed_events(self) -> list[Event]:
+        """The confirmed log held locally, in server order."""
+        self._check_open()
+        return self._core.store.confirmed_events()
+
+    def pending_events(self) -> list[Event]:
+        """Own events not yet confirmed by the server's log, in commit order."""
+        self._check_open()
+        return list(self._core.state.pending)
+
+    async def confirmed_stream(self, after: int | None = None) -> AsyncIterator[Event]:
+        """Yields confirmed events as they arrive, for applications that react to changes.
+
+        Args:
+            after: Start after this global seq (default: the current head, so only new
+                events; 0 replays the whole log first).
+        """
+        core = self._core
+        cursor = core.durable_head if after is None else after
+        while True:
+            self._check_open()
+            changed = core.changed.event
+            if cursor < core.durable_head:
+                events = await core.run_store(core.store.confirmed_events, cursor, _STREAM_PAGE)
+                for event in events:
+                    yield event
+                    cursor = event.seq or cursor
+                continue
+            await changed.wait()
+
+    # --- the connection supervisor ----------------------------------------------------
+
+    async def _maintain_connection(self) -> None:
+        """Connects, syncs, and reconnects with jittered capped backoff, for ever."""
+        core = self._core
+        timings = self._timings
+        failures = 0
+        while True:
+            core.set_phase("connecting")
+            session: ClientSession | None = None
+            try:
+                async with self._connector(self._url) as conn:
+                    session = ClientSession(core, conn, timings, self._schema)
+                    await session.run()
+            except IncompatibleServer as exc:
+                core.set_phase("incompatible", str(exc))
+                # Nothing heals this on our side; look again now and then in case the
+                # server is put right (a restored database, a schema roll-back).
+                await trio.sleep(timings.reconnect_cap)
+                continue
+            except (TransportError, ProtocolError) as exc:
+                core.set_phase("disconnected", str(exc))
+            failures = 1 if session is not None and session.connected else failures + 1
+            await trio.sleep(
+                backoff_delay(
+                    failures,
+                    base=timings.reconnect_base,
+                    cap=timings.reconnect_cap,
+                    jitter=core.rng.random(),
+                )
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed("this client's open_client() block has exited")
+
+
+@asynccontextmanager
+async def open_client(
+    url: str,
+    store_path: str,
+    *,
+    client_id: str | None = None,
+    push_batch_size: int = 100,
+    push_policy: str = "supervised",
+    schema_name: str = "default",
+    schema_version: int = 1,
+    timings: ClientTimings | None = None,
+    connector: Connector | None = None,
+    run_store: StoreRunner = in_worker_thread,
+    rng: random.Random | None = None,
+    trace: TraceHook | None = None,
+) -> AsyncIterator[Client]:
+    """Opens a sync client that runs in the background while the block runs.
+
+    The client owns a nursery with the connection supervisor (reconnecting with jittered,
+    capped exponential backoff) and, while connected, the pull loop, the push supervisor
+    and the heartbeat. Leaving the block stops them and closes the store.
+
+    Args:
+        url: The server's URL (``ws://host:port``).
+        store_path: The client's SQLite file (created if missing).
+        client_id: This client's id; None uses the one in the store, or a new one.
+        push_batch_size: The most events in one push.
+        push_policy: "supervised" (the default, never parks) or "park" (LiveStore's
+            legacy behaviour, for the stall reproduction only).
+        schema_name: The application schema, checked against the server's.
+        schema_version: Its version.
+        timings: Timeouts, intervals and backoff (see :class:`ClientTimings`).
+        connector: How to open a connection (WebSocket by default, with
+            ``timings.connect_timeout``).
+        run_store: Where store calls run (a worker thread by default).
+        rng: Source of jitter (seed it for reproducible runs).
+        trace: Called with every notable step (what, details).
+
+    Raises:
+        ValueError: Unknown push_policy or a bad push_batch_size.
+        StoreError: The store cannot be opened (in use, corrupt, another client's).
+    """
+    timings = timings or ClientTimings()
+    push = make_push_machine(push_policy, push_batch_size, timings.push)
+    store = await run_store(ClientStore.open, store_path, client_id)
+    client: Client | None = None
+    try:
+        state = await run_store(store.load_state)
+        core = ClientCore(store, state, push, run_store, rng or random.Random(), trace)
+        if connector is None:
+            connector = partial(connect_websocket, connect_timeout=timings.connect_timeout)
+        client = Client(core, url, connector, timings, (schema_name, schema_version))
+        with single_exception():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client._maintain_connection)
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
+    finally:
+        if client is not None:
+            client._closed = True
+        with trio.CancelScope(shield=True):
+            await run_store(store.close)

@@ -1,0 +1,124 @@
+"""The client's shared state, owned by the client and updated by its connection sessions."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+
+from .._broadcast import Broadcast
+from .._store_runner import StoreRunner
+from ..protocol import (
+    ConnectionPhase,
+    Event,
+    MergeResult,
+    PushAck,
+    PushMachine,
+    Refused,
+    SyncState,
+    SyncStatus,
+    derive_status,
+)
+from ..store import ClientStore
+
+#: Receives ``(what, details)`` for every notable step (the simulator records a trace).
+TraceHook = Callable[[str, Mapping[str, object]], None]
+
+
+class ClientCore:
+    """State shared by the client's tasks; every change notifies ``changed``."""
+
+    def __init__(
+        self,
+        store: ClientStore,
+        state: SyncState,
+        push: PushMachine,
+        run_store: StoreRunner,
+        rng: random.Random,
+        trace: TraceHook | None,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.push = push
+        self.run_store = run_store
+        self.rng = rng
+        self._trace = trace
+        self.changed = Broadcast()
+        self.phase: ConnectionPhase = "disconnected"
+        self.server_head: int | None = None
+        #: The upstream head the store holds (confirmed_events() can see up to here).
+        self.durable_head = state.upstream_head
+        self.last_error: str | None = None
+        self.stuck = False
+        #: The server identity this client syncs with (None until the first handshake).
+        self.known_server_id = store.server_id
+
+    def trace(self, what: str, **details: object) -> None:
+        if self._trace is not None:
+            self._trace(what, details)
+
+    def status(self) -> SyncStatus:
+        return derive_status(
+            self.phase,
+            pending=self.state.unacknowledged_count,
+            upstream_head=self.state.upstream_head,
+            server_head=self.server_head,
+            stuck=self.stuck,
+            last_error=self.last_error or self.push.last_error,
+        )
+
+    def set_phase(self, phase: ConnectionPhase, error: str | None = None) -> None:
+        self.phase = phase
+        if error is not None or phase == "connected":
+            self.last_error = error
+        if phase != "connected":
+            self.stuck = False
+        self.trace("phase", phase=phase, error=error)
+        self.changed.notify()
+
+    async def on_connected(self, server_id: str, server_head: int) -> None:
+        """The handshake succeeded: remember the server on first contact, report connected."""
+        if self.known_server_id is None:
+            await self.run_store(self.store.record_server_id, server_id)
+            self.known_server_id = server_id
+        self.note_server_head(server_head)
+        self.set_phase("connected")
+
+    def note_server_head(self, head: int) -> None:
+        if self.server_head is None or head > self.server_head:
+            self.server_head = head
+
+    async def add_commit(self, event: Event) -> None:
+        """Makes a prepared commit durable, then pending."""
+        await self.run_store(self.store.append_pending, event)
+        self.state.add_pending(event)
+        self.trace("commit", client_seq=event.client_seq, name=event.name)
+        self.changed.notify()
+
+    async def merge(self, events: Sequence[Event]) -> MergeResult:
+        """Merges an upstream page, persists it, and restarts pushing as the policy says."""
+        result = self.state.merge(events)
+        if isinstance(result, Refused):
+            self.trace("pull.refused", reason=result.reason)
+            return result
+        if result.applied:
+            await self.run_store(self.store.apply_upstream, result.applied, result.confirmed_own)
+            self.durable_head = self.state.upstream_head
+            self.trace(
+                f"pull.{result.kind}",
+                applied=len(result.applied),
+                own=len(result.confirmed_own),
+                head=self.state.upstream_head,
+            )
+            self.push.on_upstream_change(result.kind)
+            self.changed.notify()
+        return result
+
+    async def acknowledge(self, ack: PushAck) -> None:
+        """Records a push ack durably and tells the push machine."""
+        if ack.seqs:
+            self.state.acknowledge(ack.first_client_seq, len(ack.seqs))
+            await self.run_store(self.store.record_ack, self.state.acked_through)
+            self.note_server_head(max(ack.seqs))
+        self.trace("push.ack", push_id=ack.push_id, count=len(ack.seqs))
+        self.push.on_ack(ack.push_id)
+        self.changed.notify()

@@ -1,0 +1,244 @@
+"""One connection of a client: handshake, then the reader, push loop and heartbeat.
+
+A session ends by raising: :class:`ConnectionClosed` (or another transport or protocol
+error) when the connection is lost or found dead, :class:`IncompatibleServer` when the
+server cannot sync with this client. The connection supervisor decides what comes next.
+"""
+
+from __future__ import annotations
+
+import math
+
+import trio
+
+from .._errors import ConnectionClosed, IncompatibleServer, ProtocolError
+from .._groups import single_exception
+from ..protocol import (
+    PROTOCOL_VERSION,
+    CatchUp,
+    ConnectionDead,
+    Error,
+    Heartbeat,
+    Hello,
+    KickPush,
+    Ping,
+    Pong,
+    Pull,
+    PullPage,
+    PushAck,
+    PushRejected,
+    Refused,
+    RestartPull,
+    SendPing,
+    SendPush,
+    ServerAhead,
+    Welcome,
+)
+from ..transport import Connection
+from ._config import ClientTimings
+from ._core import ClientCore
+
+
+class ClientSession:
+    """Runs one connection until it fails."""
+
+    def __init__(
+        self,
+        core: ClientCore,
+        conn: Connection,
+        timings: ClientTimings,
+        schema: tuple[str, int],
+    ) -> None:
+        self._core = core
+        self._conn = conn
+        self._timings = timings
+        self._schema = schema
+        self._heartbeat = Heartbeat(timings.heartbeat)
+        self._pull_id = 0
+        #: Whether the handshake succeeded (the supervisor resets its backoff then).
+        self.connected = False
+
+    async def run(self) -> None:
+        """Handshakes, then syncs until the connection ends (always by an exception).
+
+        Raises:
+            ConnectionClosed, TransportError, ProtocolError: The connection failed.
+            IncompatibleServer: The server cannot sync with this client.
+        """
+        try:
+            welcome = await self._handshake()
+            self._check_welcome(welcome)
+            self._heartbeat.note_server_head(welcome.head)
+            self._core.push.on_connected()
+            self.connected = True
+            await self._core.on_connected(welcome.server_id, welcome.head)
+            with single_exception():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read_loop)
+                    nursery.start_soon(self._push_loop)
+                    nursery.start_soon(self._heartbeat_loop)
+                    await self._restart_pull("connected")
+        except ProtocolError as exc:
+            await self._say_goodbye(Error(f"client refuses: {exc}"))
+            raise
+
+    # --- handshake --------------------------------------------------------------------
+
+    async def _handshake(self) -> Welcome:
+        core = self._core
+        name, version = self._schema
+        await self._conn.send(
+            Hello(
+                protocol_version=PROTOCOL_VERSION,
+                client_id=core.state.client_id,
+                schema_name=name,
+                schema_version=version,
+                server_id=core.known_server_id,
+                cursor=core.state.upstream_head,
+            )
+        )
+        with trio.move_on_after(self._timings.handshake_timeout):
+            reply = await self._conn.receive()
+            if isinstance(reply, Welcome):
+                return reply
+            if isinstance(reply, Error):
+                if reply.fatal:
+                    raise IncompatibleServer(reply.reason)
+                raise ConnectionClosed(f"server refused: {reply.reason}")
+            raise ProtocolError(f"expected 'welcome', got {reply.TYPE!r}")
+        raise ConnectionClosed(
+            f"no welcome from the server within {self._timings.handshake_timeout:g}s"
+        )
+
+    def _check_welcome(self, welcome: Welcome) -> None:
+        core = self._core
+        name, version = self._schema
+        if (welcome.schema_name, welcome.schema_version) != (name, version):
+            raise IncompatibleServer(
+                f"server schema {welcome.schema_name!r} v{welcome.schema_version} does not "
+                f"match this client's {name!r} v{version}"
+            )
+        known = core.known_server_id
+        if known is not None and welcome.server_id != known:
+            raise IncompatibleServer(
+                f"the server's database was replaced (server id {welcome.server_id}, this "
+                f"client synced with {known}): its log is not the one this client holds"
+            )
+        if welcome.head < core.state.upstream_head:
+            raise IncompatibleServer(
+                f"the server's head {welcome.head} is behind this client's "
+                f"{core.state.upstream_head}: the server lost events"
+            )
+
+    # --- tasks ------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        core = self._core
+        while True:
+            message = await self._conn.receive()
+            if isinstance(message, PullPage):
+                await self._on_page(message)
+            elif isinstance(message, PushAck):
+                await core.acknowledge(message)
+            elif isinstance(message, ServerAhead):
+                core.trace("push.server_ahead", push_id=message.push_id, head=message.head)
+                core.note_server_head(message.head)
+                action = core.push.on_server_ahead(
+                    message.push_id,
+                    message.head,
+                    core.state,
+                    trio.current_time(),
+                    core.rng.random(),
+                )
+                core.changed.notify()
+                if isinstance(action, CatchUp):
+                    await self._restart_pull(f"server ahead at {action.server_head}")
+            elif isinstance(message, PushRejected):
+                core.trace("push.rejected", push_id=message.push_id, reason=message.reason)
+                core.push.on_rejected(
+                    message.push_id, message.reason, trio.current_time(), core.rng.random()
+                )
+                core.changed.notify()
+            elif isinstance(message, Pong):
+                self._heartbeat.on_pong(message.nonce, message.head)
+                core.note_server_head(message.head)
+                core.changed.notify()
+            elif isinstance(message, Error):
+                if message.fatal:
+                    raise IncompatibleServer(message.reason)
+                raise ConnectionClosed(f"server closed the connection: {message.reason}")
+            else:
+                raise ProtocolError(f"a server does not send {message.TYPE!r}")
+
+    async def _on_page(self, page: PullPage) -> None:
+        core = self._core
+        if page.pull_id != self._pull_id:
+            return  # a page of a pull we already replaced
+        core.note_server_head(page.head)
+        self._heartbeat.note_server_head(page.head)
+        result = await core.merge(page.events)
+        if isinstance(result, Refused):
+            await self._restart_pull(result.reason)
+        core.changed.notify()
+
+    async def _restart_pull(self, why: str) -> None:
+        self._pull_id += 1
+        cursor = self._core.state.upstream_head
+        self._core.trace("pull.start", pull_id=self._pull_id, cursor=cursor, why=why)
+        await self._conn.send(Pull(pull_id=self._pull_id, cursor=cursor))
+
+    async def _push_loop(self) -> None:
+        core = self._core
+        while True:
+            changed = core.changed.event
+            action = core.push.poll(core.state, trio.current_time())
+            if isinstance(action, SendPush):
+                push = action.push
+                core.trace(
+                    "push.send",
+                    push_id=push.push_id,
+                    parent=push.parent,
+                    first=push.events[0].client_seq,
+                    count=len(push.events),
+                )
+                await self._conn.send(push)
+                continue
+            deadline = action.deadline if action.deadline is not None else math.inf
+            with trio.move_on_at(deadline):
+                await changed.wait()
+            now = trio.current_time()
+            if action.deadline is not None and now >= action.deadline:
+                core.push.on_deadline(now, core.rng.random())
+                core.trace("push.deadline", phase=core.push.phase, error=core.push.last_error)
+                core.changed.notify()
+
+    async def _heartbeat_loop(self) -> None:
+        core = self._core
+        while True:
+            await trio.sleep(self._timings.heartbeat.interval)
+            push_stuck = core.push.idle_with_work and core.state.unacknowledged_count > 0
+            actions = self._heartbeat.tick(
+                trio.current_time(), upstream_head=core.state.upstream_head, push_stuck=push_stuck
+            )
+            for action in actions:
+                if isinstance(action, SendPing):
+                    await self._conn.send(Ping(nonce=action.nonce))
+                elif isinstance(action, ConnectionDead):
+                    core.trace("heartbeat.dead", reason=action.reason)
+                    raise ConnectionClosed(f"heartbeat: {action.reason}")
+                elif isinstance(action, RestartPull):
+                    core.trace("heartbeat.restart_pull", reason=action.reason)
+                    await self._restart_pull(f"heartbeat: {action.reason}")
+                elif isinstance(action, KickPush):
+                    core.trace("heartbeat.kick_push", reason=action.reason)
+                    core.push.on_kick()
+            if core.stuck != self._heartbeat.stuck:
+                core.stuck = self._heartbeat.stuck
+            core.changed.notify()
+
+    async def _say_goodbye(self, message: Error) -> None:
+        with trio.CancelScope(deadline=trio.current_time() + 1, shield=True):
+            try:
+                await self._conn.send(message)
+            except ConnectionClosed:
+                return
