@@ -1,0 +1,156 @@
+"""The push machines: the supervised policy never parks; the legacy one parks on advance."""
+
+from __future__ import annotations
+
+import pytest
+
+from trio_sync.protocol import (
+    CatchUp,
+    Event,
+    ParkingPush,
+    PushTimings,
+    SendPush,
+    Sleep,
+    SupervisedPush,
+    SyncState,
+    make_push_machine,
+)
+
+TIMINGS = PushTimings(ack_timeout=10.0, retry_base=1.0, retry_cap=8.0, catch_up_timeout=5.0)
+
+
+def state_with(n: int) -> SyncState:
+    state = SyncState("A")
+    for i in range(n):
+        state.commit("x", {"i": i})
+    return state
+
+
+def send(machine: object, state: SyncState, now: float = 0.0) -> SendPush:
+    action = machine.poll(state, now)  # type: ignore[attr-defined]
+    assert isinstance(action, SendPush), action
+    return action
+
+
+def test_one_push_in_flight_at_a_time_until_acknowledged() -> None:
+    state, machine = state_with(5), SupervisedPush(2, TIMINGS)
+    first = send(machine, state).push
+    assert [e.client_seq for e in first.events] == [1, 2] and first.parent == 0
+    assert machine.poll(state, 1.0) == Sleep(10.0)  # the ack timeout
+    state.acknowledge(1, 2)
+    machine.on_ack(first.push_id)
+    second = send(machine, state).push
+    assert [e.client_seq for e in second.events] == [3, 4]
+
+
+def test_nothing_to_push_sleeps_until_woken() -> None:
+    assert SupervisedPush(2, TIMINGS).poll(SyncState("A"), 0.0) == Sleep(None)
+
+
+def test_supervised_retries_a_lost_ack_after_a_jittered_backoff() -> None:
+    state, machine = state_with(1), SupervisedPush(10, TIMINGS)
+    first = send(machine, state).push
+    machine.on_deadline(10.0, jitter=0.0)
+    assert machine.phase == "backoff" and machine.deadline == 10.5  # base 1.0, half step
+    assert "no answer" in (machine.last_error or "")
+    machine.on_deadline(10.5, jitter=0.0)
+    again = send(machine, state, 10.5).push
+    assert again.events == first.events and again.push_id != first.push_id
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    state, machine = state_with(1), SupervisedPush(10, TIMINGS)
+    deadlines = []
+    now = 0.0
+    for _ in range(6):
+        send(machine, state, now)
+        now += 10.0
+        machine.on_deadline(now, jitter=0.999999)
+        deadlines.append(round(machine.deadline - now, 3))  # type: ignore[operator]
+        now = machine.deadline  # type: ignore[assignment]
+        machine.on_deadline(now, jitter=0.0)
+    assert deadlines == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+def test_supervised_restarts_on_advance_during_backoff() -> None:
+    state, machine = state_with(3), SupervisedPush(1, TIMINGS)
+    send(machine, state)
+    machine.on_deadline(10.0, jitter=0.5)
+    machine.on_upstream_change("advance")
+    assert isinstance(machine.poll(state, 10.0), SendPush)
+
+
+def test_parking_policy_parks_and_ignores_advances() -> None:
+    state, machine = state_with(3), ParkingPush(1, TIMINGS)
+    send(machine, state)
+    machine.on_deadline(10.0, jitter=0.5)
+    assert machine.phase == "parked" and machine.poll(state, 99.0) == Sleep(None)
+    machine.on_upstream_change("advance")
+    machine.on_kick()
+    assert machine.poll(state, 100.0) == Sleep(None)  # the LiveStore stall
+    assert machine.idle_with_work
+    machine.on_upstream_change("rebase")
+    assert isinstance(machine.poll(state, 100.0), SendPush)
+
+
+def test_supervised_server_ahead_asks_for_a_catch_up_then_pushes_from_the_new_head() -> None:
+    state, machine = state_with(1), SupervisedPush(10, TIMINGS)
+    push = send(machine, state).push
+    action = machine.on_server_ahead(push.push_id, 4, state, 1.0, 0.0)
+    assert action == CatchUp(4) and machine.poll(state, 1.0) == Sleep(6.0)
+    state.merge([Event("y", {}, "B", i, i) for i in range(1, 5)])
+    machine.on_upstream_change("rebase")
+    assert send(machine, state, 2.0).push.parent == 4
+
+
+def test_server_ahead_already_caught_up_pushes_at_once() -> None:
+    state, machine = state_with(1), SupervisedPush(10, TIMINGS)
+    push = send(machine, state).push
+    state.merge([Event("y", {}, "B", 1, 1)])
+    assert machine.on_server_ahead(push.push_id, 1, state, 1.0, 0.0) is None
+    assert send(machine, state, 1.0).push.parent == 1
+
+
+def test_catch_up_that_never_comes_times_out_into_a_push() -> None:
+    state, machine = state_with(1), SupervisedPush(10, TIMINGS)
+    push = send(machine, state).push
+    machine.on_server_ahead(push.push_id, 4, state, 1.0, 0.0)
+    machine.on_deadline(6.0, jitter=0.0)
+    assert isinstance(machine.poll(state, 6.0), SendPush)
+
+
+def test_parking_policy_parks_on_server_ahead_without_catch_up() -> None:
+    state, machine = state_with(1), ParkingPush(10, TIMINGS)
+    push = send(machine, state).push
+    assert machine.on_server_ahead(push.push_id, 4, state, 1.0, 0.0) is None
+    assert machine.phase == "parked"
+
+
+def test_answers_to_an_older_push_do_not_disturb_the_current_one() -> None:
+    state, machine = state_with(2), SupervisedPush(1, TIMINGS)
+    push = send(machine, state).push
+    machine.on_ack(push.push_id + 7)
+    machine.on_rejected(push.push_id + 7, "old", 1.0, 0.0)
+    assert machine.phase == "in_flight"
+
+
+def test_rejection_backs_off_under_supervision() -> None:
+    state, machine = state_with(1), SupervisedPush(1, TIMINGS)
+    push = send(machine, state).push
+    machine.on_rejected(push.push_id, "gap", 1.0, 0.0)
+    assert machine.phase == "backoff" and "gap" in (machine.last_error or "")
+
+
+def test_new_connection_forgets_the_push_in_flight() -> None:
+    state, machine = state_with(1), ParkingPush(1, TIMINGS)
+    send(machine, state)
+    machine.on_deadline(10.0, 0.0)
+    machine.on_connected()
+    assert isinstance(machine.poll(state, 11.0), SendPush)
+
+
+def test_unknown_policy_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown push_policy 'yolo'"):
+        make_push_machine("yolo", 10)
+    with pytest.raises(ValueError, match="at least 1"):
+        make_push_machine("park", 0)

@@ -1,0 +1,146 @@
+"""SyncState: commits, acks, push plans, and the merge of upstream batches."""
+
+from __future__ import annotations
+
+import pytest
+
+from trio_sync import InvalidEvent, ProtocolError
+from trio_sync.protocol import Advance, Event, Rebase, Refused, SyncState
+
+
+def confirmed(event: Event, seq: int) -> Event:
+    return event.at(seq)
+
+
+def foreign(seq: int, client: str = "B", client_seq: int | None = None) -> Event:
+    return Event("x", {"n": seq}, client, client_seq or seq, seq)
+
+
+def test_commit_numbers_events_and_normalises_args() -> None:
+    state = SyncState("A")
+    first = state.commit("todo.created", {"tags": ("a", "b"), 1: "one"})
+    second = state.commit("todo.done", {})
+    assert (first.client_seq, second.client_seq) == (1, 2)
+    assert first.args == {"tags": ["a", "b"], "1": "one"}  # what comes back from JSON
+    assert state.pending == (first, second)
+    assert state.unacknowledged_count == 2
+    state.check_invariants()
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "words"),
+    [
+        ("", {}, "name must be a non-empty string"),
+        ("x", [1], "args must be a dict"),
+        ("x", {"f": float("nan")}, "not JSON"),
+        ("x", {"f": object()}, "not JSON"),
+        ("x" * 300, {}, "longer than 256"),
+    ],
+)
+def test_commit_refuses_bad_input_and_records_nothing(
+    name: str, args: object, words: str
+) -> None:
+    state = SyncState("A")
+    with pytest.raises(InvalidEvent, match=words):
+        state.commit(name, args)
+    assert state.pending == () and state.next_client_seq == 1
+
+
+def test_add_pending_only_takes_the_next_commit() -> None:
+    state = SyncState("A")
+    event = state.prepare_commit("x", {})
+    state.add_pending(event)
+    with pytest.raises(ValueError, match="not the next commit"):
+        state.add_pending(event)
+
+
+def test_plan_push_takes_unacknowledged_events_after_the_head() -> None:
+    state = SyncState("A", upstream_head=7)
+    events = [state.commit("x", {"i": i}) for i in range(5)]
+    plan = state.plan_push(2)
+    assert plan is not None and plan.parent == 7 and plan.events == tuple(events[:2])
+    state.acknowledge(1, 2)
+    plan = state.plan_push(10)
+    assert plan is not None and plan.events == tuple(events[2:])
+    assert state.unacknowledged_count == 3
+    state.acknowledge(3, 3)
+    assert state.plan_push(10) is None
+    assert len(state.pending) == 5  # acknowledged, but not yet confirmed by the pull
+
+
+def test_late_acks_never_move_acknowledgement_back() -> None:
+    state = SyncState("A")
+    for _ in range(4):
+        state.commit("x", {})
+    state.acknowledge(1, 4)
+    state.acknowledge(1, 2)
+    assert state.acked_through == 4
+
+
+def test_ack_for_events_never_committed_is_a_protocol_error() -> None:
+    state = SyncState("A")
+    state.commit("x", {})
+    with pytest.raises(ProtocolError, match="committed only up to 1"):
+        state.acknowledge(1, 2)
+
+
+def test_merge_of_our_own_echo_is_an_advance() -> None:
+    state = SyncState("A")
+    a1, a2, a3 = (state.commit("x", {"i": i}) for i in range(3))
+    result = state.merge([confirmed(a1, 1), confirmed(a2, 2)])
+    assert isinstance(result, Advance)
+    assert result.confirmed_own == (confirmed(a1, 1), confirmed(a2, 2))
+    assert state.pending == (a3,) and state.upstream_head == 2
+
+
+def test_merge_with_nothing_pending_is_an_advance() -> None:
+    state = SyncState("A")
+    result = state.merge([foreign(1), foreign(2)])
+    assert isinstance(result, Advance) and len(result.applied) == 2
+    assert state.upstream_head == 2
+
+
+def test_foreign_events_before_pending_ones_are_a_rebase() -> None:
+    state = SyncState("A")
+    a1 = state.commit("x", {})
+    result = state.merge([foreign(1)])
+    assert isinstance(result, Rebase) and result.rebased == (a1,)
+    assert state.plan_push(10).parent == 1  # type: ignore[union-attr]
+
+
+def test_own_events_confirmed_after_foreign_ones_with_nothing_left_is_an_advance() -> None:
+    state = SyncState("A")
+    a1 = state.commit("x", {})
+    result = state.merge([foreign(1), confirmed(a1, 2)])
+    assert isinstance(result, Advance) and state.pending == ()
+
+
+def test_already_applied_events_are_skipped() -> None:
+    state = SyncState("A", upstream_head=2)
+    result = state.merge([foreign(1), foreign(2), foreign(3)])
+    assert isinstance(result, Advance) and [e.seq for e in result.applied] == [3]
+
+
+@pytest.mark.parametrize(
+    ("batch", "words"),
+    [
+        ([foreign(2)], "gap in upstream: expected seq 1, got 2"),
+        ([Event("x", {}, "A", 2, 1)], "arrived out of order: expected client_seq 1"),
+        ([Event("y", {}, "A", 1, 1)], "differs from the one committed here"),
+        ([Event("x", {}, "A", 1, 1), Event("x", {}, "A", 2, 2)], "is not pending here"),
+    ],
+    ids=["gap", "out-of-order", "changed", "unknown-own"],
+)
+def test_invalid_batches_are_refused_and_change_nothing(batch: list[Event], words: str) -> None:
+    state = SyncState("A")
+    state.commit("x", {})
+    before = (state.upstream_head, state.pending)
+    result = state.merge(batch)
+    assert isinstance(result, Refused) and words in result.reason
+    assert (state.upstream_head, state.pending) == before
+
+
+def test_loaded_state_must_be_consistent() -> None:
+    with pytest.raises(AssertionError, match="not contiguous"):
+        SyncState("A", pending=[Event("x", {}, "A", 1), Event("x", {}, "A", 3)],
+                  next_client_seq=4)
