@@ -74,30 +74,76 @@ BAD_FRAMES = [
     ("bool as int", frame(type="ping", nonce=True), InvalidMessage, "expected int, got bool"),
     ("float as int", frame(type="ping", nonce=1.0), InvalidMessage, "expected int, got float"),
     ("negative", frame(type="pull", pull_id=1, cursor=-1), InvalidMessage, "non-negative"),
-    ("empty push", frame(type="push", push_id=1, parent=0, events=[]), InvalidMessage,
-     "at least one event"),
-    ("events not a list", frame(type="push", push_id=1, parent=0, events=5), InvalidMessage,
-     "push.events"),
-    ("args not an object", frame(type="push", push_id=1, parent=0, events=[{**EVENT, "args": []}]),
-     InvalidMessage, "expected a JSON object, got list @ push.events[0].args"),
-    ("pushed with seq", frame(type="push", push_id=1, parent=0, events=[{**EVENT, "seq": 3}]),
-     InvalidMessage, "must not carry a seq"),
-    ("client_seq 0", frame(type="push", push_id=1, parent=0,
-                           events=[{**EVENT, "client_seq": 0}]),
-     InvalidMessage, "client_seq must be a positive integer"),
-    ("empty name", frame(type="push", push_id=1, parent=0, events=[{**EVENT, "name": ""}]),
-     InvalidMessage, "name must be a non-empty string"),
-    ("push gap", frame(type="push", push_id=1, parent=0,
-                       events=[EVENT, {**EVENT, "client_seq": 3}]),
-     InvalidMessage, "not consecutive commits"),
-    ("mixed clients", frame(type="push", push_id=1, parent=0,
-                            events=[EVENT, {**EVENT, "client_id": "B", "client_seq": 2}]),
-     InvalidMessage, "not consecutive commits"),
-    ("page gap", frame(type="pull_page", pull_id=1, head=3,
-                       events=[{**EVENT, "seq": 1}, {**EVENT, "client_seq": 2, "seq": 3}]),
-     InvalidMessage, "seq values are not contiguous: 1 then 3"),
-    ("page without seq", frame(type="pull_page", pull_id=1, head=3, events=[EVENT]),
-     InvalidMessage, "must carry a seq"),
+    (
+        "empty push",
+        frame(type="push", push_id=1, parent=0, events=[]),
+        InvalidMessage,
+        "at least one event",
+    ),
+    (
+        "events not a list",
+        frame(type="push", push_id=1, parent=0, events=5),
+        InvalidMessage,
+        "push.events",
+    ),
+    (
+        "args not an object",
+        frame(type="push", push_id=1, parent=0, events=[{**EVENT, "args": []}]),
+        InvalidMessage,
+        "expected a JSON object, got list @ push.events[0].args",
+    ),
+    (
+        "pushed with seq",
+        frame(type="push", push_id=1, parent=0, events=[{**EVENT, "seq": 3}]),
+        InvalidMessage,
+        "must not carry a seq",
+    ),
+    (
+        "client_seq 0",
+        frame(type="push", push_id=1, parent=0, events=[{**EVENT, "client_seq": 0}]),
+        InvalidMessage,
+        "client_seq must be a positive integer",
+    ),
+    (
+        "empty name",
+        frame(type="push", push_id=1, parent=0, events=[{**EVENT, "name": ""}]),
+        InvalidMessage,
+        "name must be a non-empty string",
+    ),
+    (
+        "push gap",
+        frame(type="push", push_id=1, parent=0, events=[EVENT, {**EVENT, "client_seq": 3}]),
+        InvalidMessage,
+        "not consecutive commits",
+    ),
+    (
+        "mixed clients",
+        frame(
+            type="push",
+            push_id=1,
+            parent=0,
+            events=[EVENT, {**EVENT, "client_id": "B", "client_seq": 2}],
+        ),
+        InvalidMessage,
+        "not consecutive commits",
+    ),
+    (
+        "page gap",
+        frame(
+            type="pull_page",
+            pull_id=1,
+            head=3,
+            events=[{**EVENT, "seq": 1}, {**EVENT, "client_seq": 2, "seq": 3}],
+        ),
+        InvalidMessage,
+        "seq values are not contiguous: 1 then 3",
+    ),
+    (
+        "page without seq",
+        frame(type="pull_page", pull_id=1, head=3, events=[EVENT]),
+        InvalidMessage,
+        "must carry a seq",
+    ),
 ]
 
 
@@ -126,8 +172,20 @@ message_like = st.fixed_dictionaries(
     {"type": st.sampled_from([m.TYPE for m in MESSAGES] + ["x"])},
     optional={
         key: json_values | st.just(EVENT) | st.lists(st.just(EVENT))
-        for key in ("nonce", "head", "events", "push_id", "parent", "cursor", "pull_id",
-                    "seqs", "reason", "client_id", "server_id", "first_client_seq")
+        for key in (
+            "nonce",
+            "head",
+            "events",
+            "push_id",
+            "parent",
+            "cursor",
+            "pull_id",
+            "seqs",
+            "reason",
+            "client_id",
+            "server_id",
+            "first_client_seq",
+        )
     },
 )
 

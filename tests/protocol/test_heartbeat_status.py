@@ -22,9 +22,7 @@ def test_ping_then_dead_when_no_pong_arrives() -> None:
     beat = Heartbeat(T)
     assert beat.tick(5.0, upstream_head=0, push_stuck=False) == [SendPing(1)]
     assert beat.tick(10.0, upstream_head=0, push_stuck=False) == []
-    assert beat.tick(15.0, upstream_head=0, push_stuck=False) == [
-        ConnectionDead("no pong for 10s")
-    ]
+    assert beat.tick(15.0, upstream_head=0, push_stuck=False) == [ConnectionDead("no pong for 10s")]
 
 
 def test_pong_clears_the_ping_and_a_new_one_goes_out() -> None:
@@ -40,8 +38,13 @@ def test_stalled_stream_restarts_the_pull_after_two_ticks_without_progress() -> 
     actions = []
     for i, now in enumerate((5.0, 10.0, 15.0)):
         beat.on_pong(i, 9)
-        actions.append([a for a in beat.tick(now, upstream_head=3, push_stuck=False)
-                        if not isinstance(a, SendPing)])
+        actions.append(
+            [
+                a
+                for a in beat.tick(now, upstream_head=3, push_stuck=False)
+                if not isinstance(a, SendPing)
+            ]
+        )
     assert actions[:2] == [[], []]
     assert actions[2] == [RestartPull("server head 9 ahead of 3 with no progress")]
 
@@ -51,8 +54,10 @@ def test_progress_is_not_a_stall() -> None:
     beat.note_server_head(100)
     for i, head in enumerate((10, 20, 30, 40)):
         beat.on_pong(i, 100)
-        assert not any(isinstance(a, RestartPull)
-                       for a in beat.tick(5.0 * (i + 1), upstream_head=head, push_stuck=False))
+        assert not any(
+            isinstance(a, RestartPull)
+            for a in beat.tick(5.0 * (i + 1), upstream_head=head, push_stuck=False)
+        )
 
 
 def test_stuck_queue_is_kicked_after_two_ticks_and_reported() -> None:
@@ -84,8 +89,14 @@ def test_stuck_queue_is_kicked_after_two_ticks_and_reported() -> None:
 def test_status_is_green_only_when_both_directions_are_done(
     phase: str, pending: int, head: int, server: int | None, stuck: bool, expected: str
 ) -> None:
-    status = derive_status(phase, pending=pending, upstream_head=head,  # type: ignore[arg-type]
-                           server_head=server, stuck=stuck, last_error=None)
+    status = derive_status(
+        phase,
+        pending=pending,
+        upstream_head=head,  # type: ignore[arg-type]
+        server_head=server,
+        stuck=stuck,
+        last_error=None,
+    )
     assert status.state == expected
     assert status.connected == (phase == "connected")
 

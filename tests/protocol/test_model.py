@@ -12,7 +12,7 @@ from collections import deque
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from trio_sync.protocol import (
     Accept,
@@ -36,7 +36,7 @@ class ModelServer:
         return PushFacts(
             head=len(self.log),
             last_client_seq=len(own),
-            foreign_after_parent=any(e.client_id != client_id for e in self.log[push.parent:]),
+            foreign_after_parent=any(e.client_id != client_id for e in self.log[push.parent :]),
             held={e.client_seq: e for e in own},
         )
 
@@ -89,7 +89,7 @@ class Interleavings(RuleBasedStateMachine):
     def pull(self, data: st.DataObject, page: int, drop_first: bool) -> None:
         c = self.client(data)
         state = self.clients[c]
-        events = self.server.log[state.upstream_head:state.upstream_head + page]
+        events = self.server.log[state.upstream_head : state.upstream_head + page]
         if drop_first and len(events) > 1:
             before = (state.upstream_head, state.pending)
             assert isinstance(state.merge(events[1:]), Refused)  # a lost page: a gap
@@ -105,9 +105,11 @@ class Interleavings(RuleBasedStateMachine):
             state.check_invariants()
             assert state.upstream_head >= self.heads[c], "head moved backwards"
             self.heads[c] = state.upstream_head
-            assert self.confirmed[c] == self.server.log[:state.upstream_head]
+            assert self.confirmed[c] == self.server.log[: state.upstream_head]
             # never lost: every commit is confirmed or pending, never both
-            confirmed_own = [e.client_seq for e in self.confirmed[c] if e.client_id == state.client_id]
+            confirmed_own = [
+                e.client_seq for e in self.confirmed[c] if e.client_id == state.client_id
+            ]
             pending = [e.client_seq for e in state.pending]
             assert confirmed_own + pending == [e.client_seq for e in self.committed[c]]
         if hasattr(self, "server"):
@@ -128,11 +130,10 @@ class Interleavings(RuleBasedStateMachine):
                     push = Push(push_id=1, parent=plan.parent, events=plan.events)
                     self.replies[c].append((push, self.server.push(state.client_id, push)))
                     self.reply_for(c)
-                result = state.merge(self.server.log[state.upstream_head:])
+                result = state.merge(self.server.log[state.upstream_head :])
                 assert not isinstance(result, Refused)
                 self.confirmed[c].extend(result.applied)
-            if all(not s.pending and s.upstream_head == len(self.server.log)
-                   for s in self.clients):
+            if all(not s.pending and s.upstream_head == len(self.server.log) for s in self.clients):
                 break
         for c, state in enumerate(self.clients):
             assert state.pending == (), f"client {c} still has pending events"
@@ -147,6 +148,5 @@ class Interleavings(RuleBasedStateMachine):
             self.clients[c].acknowledge(push.events[0].client_seq, len(decision.seqs))
 
 
-Interleavings.TestCase.settings = settings(max_examples=200, stateful_step_count=60,
-                                           deadline=None)
+Interleavings.TestCase.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
 TestInterleavings = Interleavings.TestCase

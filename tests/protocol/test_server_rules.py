@@ -17,10 +17,10 @@ def ev(client_seq: int, client: str = "A", seq: int | None = None, name: str = "
     return Event(name, {"n": client_seq}, client, client_seq, seq)
 
 
-def facts(head: int = 0, last: int = 0, foreign: bool = False, held: dict[int, Event] | None = None
-          ) -> PushFacts:
-    return PushFacts(head=head, last_client_seq=last, foreign_after_parent=foreign,
-                     held=held or {})
+def facts(
+    head: int = 0, last: int = 0, foreign: bool = False, held: dict[int, Event] | None = None
+) -> PushFacts:
+    return PushFacts(head=head, last_client_seq=last, foreign_after_parent=foreign, held=held or {})
 
 
 def test_push_on_the_head_is_appended_after_it() -> None:
@@ -40,8 +40,9 @@ def test_push_behind_other_clients_events_gets_server_ahead() -> None:
 
 def test_repushed_events_are_acknowledged_with_their_seqs_whatever_the_parent() -> None:
     held = {1: ev(1, seq=3), 2: ev(2, seq=5)}
-    decision = decide_push(Push(9, 0, (ev(1), ev(2))), "A",
-                           facts(head=8, last=2, foreign=True, held=held))
+    decision = decide_push(
+        Push(9, 0, (ev(1), ev(2))), "A", facts(head=8, last=2, foreign=True, held=held)
+    )
     assert decision == Accept(new=(), seqs=(3, 5))
 
 
@@ -57,8 +58,9 @@ def test_client_seq_gap_is_rejected_with_a_reason() -> None:
 
 
 def test_repush_with_other_content_is_rejected() -> None:
-    decision = decide_push(Push(1, 0, (ev(1, name="changed"),)), "A",
-                           facts(head=1, last=1, held={1: ev(1, seq=1)}))
+    decision = decide_push(
+        Push(1, 0, (ev(1, name="changed"),)), "A", facts(head=1, last=1, held={1: ev(1, seq=1)})
+    )
     assert isinstance(decision, Reject) and "differs" in decision.reason
 
 

@@ -37,9 +37,7 @@ def test_commit_numbers_events_and_normalises_args() -> None:
         ("x" * 300, {}, "longer than 256"),
     ],
 )
-def test_commit_refuses_bad_input_and_records_nothing(
-    name: str, args: object, words: str
-) -> None:
+def test_commit_refuses_bad_input_and_records_nothing(name: str, args: object, words: str) -> None:
     state = SyncState("A")
     with pytest.raises(InvalidEvent, match=words):
         state.commit(name, args)
@@ -142,5 +140,4 @@ def test_invalid_batches_are_refused_and_change_nothing(batch: list[Event], word
 
 def test_loaded_state_must_be_consistent() -> None:
     with pytest.raises(AssertionError, match="not contiguous"):
-        SyncState("A", pending=[Event("x", {}, "A", 1), Event("x", {}, "A", 3)],
-                  next_client_seq=4)
+        SyncState("A", pending=[Event("x", {}, "A", 1), Event("x", {}, "A", 3)], next_client_seq=4)

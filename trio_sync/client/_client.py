@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -107,16 +108,12 @@ class Client:
                 raise IncompatibleServer(status.last_error or "server is incompatible")
             await changed.wait()
 
-    async def status_changes(self) -> AsyncIterator[SyncStatus]:
-        """Yields the status now and then each time it changes."""
-        last = None
-        while True:
-            changed = self._core.changed.event
-            status = self._core.status()
-            if status != last:
-                last = status
-                yield status
-            await changed.wait()
+    def status_changes(self) -> AsyncIterator[SyncStatus]:
+        """Iterates over the status: the current one, then each time it changes.
+
+        A plain async iterator: breaking out of ``async for`` needs no clean-up.
+        """
+        return _StatusChanges(self)
 
     def confirmed_events(self) -> list[Event]:
         """The confirmed log held locally, in server order."""
@@ -128,25 +125,16 @@ class Client:
         self._check_open()
         return list(self._core.state.pending)
 
-    async def confirmed_stream(self, after: int | None = None) -> AsyncIterator[Event]:
-        """Yields confirmed events as they arrive, for applications that react to changes.
+    def confirmed_stream(self, after: int | None = None) -> AsyncIterator[Event]:
+        """Iterates over confirmed events as they arrive, for applications that react.
+
+        A plain async iterator: breaking out of ``async for`` needs no clean-up.
 
         Args:
             after: Start after this global seq (default: the current head, so only new
                 events; 0 replays the whole log first).
         """
-        core = self._core
-        cursor = core.durable_head if after is None else after
-        while True:
-            self._check_open()
-            changed = core.changed.event
-            if cursor < core.durable_head:
-                events = await core.run_store(core.store.confirmed_events, cursor, _STREAM_PAGE)
-                for event in events:
-                    yield event
-                    cursor = event.seq or cursor
-                continue
-            await changed.wait()
+        return _ConfirmedStream(self, self._core.durable_head if after is None else after)
 
     # --- the connection supervisor ----------------------------------------------------
 
@@ -183,6 +171,52 @@ class Client:
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this client's open_client() block has exited")
+
+
+class _ConfirmedStream:
+    def __init__(self, client: Client, after: int) -> None:
+        self._client = client
+        self._cursor = after
+        self._buffer: deque[Event] = deque()
+
+    def __aiter__(self) -> _ConfirmedStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        core = self._client._core
+        while not self._buffer:
+            self._client._check_open()
+            changed = core.changed.event
+            if self._cursor < core.durable_head:
+                events = await core.run_store(
+                    core.store.confirmed_events, self._cursor, _STREAM_PAGE
+                )
+                self._buffer.extend(events)
+                if events:
+                    self._cursor = events[-1].seq or self._cursor
+            else:
+                await changed.wait()
+        return self._buffer.popleft()
+
+
+class _StatusChanges:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._last: SyncStatus | None = None
+
+    def __aiter__(self) -> _StatusChanges:
+        return self
+
+    async def __anext__(self) -> SyncStatus:
+        core = self._client._core
+        while True:
+            self._client._check_open()
+            changed = core.changed.event
+            status = core.status()
+            if status != self._last:
+                self._last = status
+                return status
+            await changed.wait()
 
 
 @asynccontextmanager

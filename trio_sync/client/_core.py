@@ -60,7 +60,8 @@ class ClientCore:
         return derive_status(
             self.phase,
             pending=self.state.unacknowledged_count,
-            upstream_head=self.state.upstream_head,
+            # What the store holds, so that "synced" implies confirmed_events() is complete.
+            upstream_head=self.durable_head,
             server_head=self.server_head,
             stuck=self.stuck,
             last_error=self.last_error or self.push.last_error,

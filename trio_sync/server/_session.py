@@ -85,8 +85,8 @@ class ServerSession:
             logger.exception("client %s: unexpected error", self.client_id)
             await self._try_send(Error(reason))
         finally:
-            with trio.CancelScope(shield=True):
-                await self._conn.aclose(reason)
+            # Not shielded: when the server is cancelled, connections close at once.
+            await self._conn.aclose(reason)
 
     async def _handshake(self) -> Hello | None:
         config = self._config

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 
 from .._errors import ConnectError, ConnectionClosed, TransportError
+from .._groups import single_exception
 from ..protocol import MAX_FRAME_BYTES, Message, decode, encode
 from ._base import ConnectionHandler
 
@@ -50,47 +52,87 @@ class WebSocketConnection:
             await self._ws.aclose(code=1000, reason=short)
 
 
+def _parse_url(url: str) -> tuple[str, int, str, bool]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConnectError(f"{url!r} is not a ws:// or wss:// URL")
+    secure = parts.scheme == "wss"
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError:
+        raise ConnectError(f"{url!r} has an invalid port") from None
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return parts.hostname, port, resource, secure
+
+
 @asynccontextmanager
 async def connect_websocket(
     url: str, *, connect_timeout: float = CONNECT_TIMEOUT
 ) -> AsyncIterator[WebSocketConnection]:
-    """Opens a WebSocket connection to ``url`` (``ws://host:port``).
+    """Opens a WebSocket connection to ``url`` (``ws://host:port`` or ``wss://...``).
+
+    The TCP stream is ours, not the library's, so that it is closed on every path (a
+    cancellation in the middle of the opening handshake included).
 
     Raises:
         ConnectError: The server could not be reached or refused the handshake.
     """
-    opened = False
+    host, port, resource, secure = _parse_url(url)
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     try:
-        async with trio_websocket.open_websocket_url(
-            url,
-            max_message_size=MAX_FRAME_BYTES,
-            connect_timeout=connect_timeout,
-            disconnect_timeout=CLOSE_TIMEOUT,
-        ) as ws:
-            opened = True
-            connection = WebSocketConnection(ws)
-            try:
-                yield connection
-            finally:
-                # Say goodbye properly even when leaving because of a cancellation (the
-                # library's own close would be cancelled and look abnormal to the server).
-                with trio.CancelScope(shield=True):
-                    await connection.aclose()
-    except trio_websocket.ConnectionTimeout:
-        if opened:
-            raise
+        with trio.fail_after(connect_timeout):
+            if secure:
+                stream = await trio.open_ssl_over_tcp_stream(host, port, https_compatible=True)
+            else:
+                stream = await trio.open_tcp_stream(host, port)
+    except trio.TooSlowError:
         raise ConnectError(f"no answer from {url} within {connect_timeout:g}s") from None
-    except trio_websocket.ConnectionRejected as exc:
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {url}: {exc.strerror or exc}") from None
+    try:
+        with single_exception():
+            async with trio.open_nursery() as nursery:
+                try:
+                    with trio.fail_after(connect_timeout):
+                        ws = await _open_handshake(nursery, stream, url, host, port, resource)
+                except trio.TooSlowError:
+                    raise ConnectError(
+                        f"no WebSocket handshake from {url} within {connect_timeout:g}s"
+                    ) from None
+                connection = WebSocketConnection(ws)
+                try:
+                    yield connection
+                finally:
+                    # A normal exit closes with the closing handshake. Leaving because of
+                    # a cancellation closes at once: the library's reader task is
+                    # cancelled too, so a shielded handshake could only time out.
+                    await connection.aclose()
+                    nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+async def _open_handshake(
+    nursery: trio.Nursery,
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+    url: str,
+    host: str,
+    port: int,
+    resource: str,
+) -> trio_websocket.WebSocketConnection:
+    host_header = host if port in (80, 443) else f"{host}:{port}"
+    try:
+        ws = await trio_websocket.wrap_client_stream(
+            nursery, stream, host_header, resource, max_message_size=MAX_FRAME_BYTES
+        )
+    except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
         raise ConnectError(f"{url} refused the WebSocket handshake: {exc}") from None
-    except trio_websocket.DisconnectionTimeout:
-        if not opened:
-            raise ConnectError(f"cannot connect to {url}: closed during the handshake") from None
-        # The closing handshake timed out: the connection is gone either way.
-    except (trio_websocket.HandshakeError, OSError, ValueError) as exc:
-        if opened:
-            raise
-        cause = exc.__cause__ or exc
-        raise ConnectError(f"cannot connect to {url}: {cause}") from None
+    if ws.closed is not None:
+        raise ConnectError(f"{url} refused the WebSocket handshake: {_describe(ws.closed)}")
+    return ws
 
 
 async def serve_websocket(

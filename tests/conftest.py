@@ -1,0 +1,64 @@
+"""Shared fixtures: a real server on loopback (port 0) and quick client timings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import trio_sync
+from trio_sync import ClientTimings, HeartbeatTimings, PushTimings
+
+#: Real-network tests wait on conditions, bounded by this many (real) seconds.
+WAIT = 30
+
+FAST = ClientTimings(
+    connect_timeout=5.0,
+    handshake_timeout=5.0,
+    reconnect_base=0.01,
+    reconnect_cap=0.2,
+    heartbeat=HeartbeatTimings(interval=0.5, pong_timeout=5.0),
+    push=PushTimings(ack_timeout=5.0, retry_base=0.01, retry_cap=0.2),
+)
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, tmp_path: Path) -> trio_sync.Server:
+    started: trio_sync.Server = await nursery.start(
+        trio_sync.serve, str(tmp_path / "server.sqlite3")
+    )
+    return started
+
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[trio_sync.Client]]
+
+
+@pytest.fixture
+def open_test_client(tmp_path: Path) -> ClientFactory:
+    """``open_test_client(url, "A", **kwargs)``: a client with its store in tmp_path."""
+
+    def factory(
+        url: str, client_id: str, **kwargs: Any
+    ) -> AbstractAsyncContextManager[trio_sync.Client]:
+        kwargs.setdefault("timings", FAST)
+        return trio_sync.open_client(
+            url, str(tmp_path / f"{client_id}.sqlite3"), client_id=client_id, **kwargs
+        )
+
+    return factory
+
+
+async def wait_converged(*clients: trio_sync.Client) -> None:
+    """Waits (bounded) until every client is synced and all hold the same head."""
+    with trio.fail_after(WAIT):
+        while True:
+            for client in clients:
+                await client.wait_synced()
+            heads = {client.status.upstream_head for client in clients}
+            if len(heads) == 1 and all(c.status.state == "synced" for c in clients):
+                return
+            await trio.sleep(0.01)

@@ -1,0 +1,180 @@
+"""The client store: durable commits, reload, identity, and refusing what it cannot use."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from trio_sync import (
+    StoreCorrupt,
+    StoreError,
+    StoreInUse,
+    StoreMismatch,
+    StoreVersionError,
+)
+from trio_sync.protocol import Event, SyncState
+from trio_sync.store import ClientStore, ServerStore
+
+
+def test_state_survives_reopening(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.sqlite3")
+    store = ClientStore.open(path, "A")
+    state = SyncState("A")
+    events = [state.commit("x", {"i": i}) for i in range(3)]
+    for event in events:
+        store.append_pending(event)
+    foreign = Event("y", {}, "B", 1, 1)
+    store.apply_upstream([foreign, events[0].at(2)], [events[0].at(2)])
+    store.record_ack(2)
+    store.record_server_id("srv")
+    store.close()
+
+    store = ClientStore.open(path)  # the id comes from the store
+    loaded = store.load_state()
+    assert store.client_id == "A" and store.server_id == "srv"
+    assert loaded.upstream_head == 2 and loaded.acked_through == 2
+    assert loaded.pending == tuple(events[1:]) and loaded.next_client_seq == 4
+    assert store.confirmed_events() == [foreign, events[0].at(2)]
+    assert store.confirmed_events(after=1) == [events[0].at(2)]
+    store.close()
+
+
+def test_new_store_gets_a_random_client_id(tmp_path: Path) -> None:
+    first = ClientStore.open(str(tmp_path / "1.sqlite3"))
+    second = ClientStore.open(str(tmp_path / "2.sqlite3"))
+    assert first.client_id != second.client_id and len(first.client_id) == 32
+    first.close()
+    second.close()
+
+
+def test_store_of_another_client_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.sqlite3")
+    ClientStore.open(path, "A").close()
+    with pytest.raises(StoreMismatch, match="belongs to client 'A', not 'B'"):
+        ClientStore.open(path, "B")
+
+
+def test_second_handle_in_this_process_gets_store_in_use(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.sqlite3")
+    store = ClientStore.open(path, "A")
+    with pytest.raises(StoreInUse, match="in use"):
+        ClientStore.open(path, "A")
+    store.close()
+    ClientStore.open(path, "A").close()  # released on close
+
+
+def test_second_process_gets_store_in_use_and_corrupts_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.sqlite3")
+    store = ClientStore.open(path, "A")
+    state = SyncState("A")
+    store.append_pending(state.commit("x", {}))
+    code = textwrap.dedent(f"""
+        from trio_sync import StoreInUse
+        from trio_sync.store import ClientStore
+        try:
+            ClientStore.open({path!r}, "A")
+        except StoreInUse as exc:
+            print("refused:", exc)
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "refused: store" in result.stdout and "in use" in result.stdout
+    store.append_pending(state.commit("x", {}))
+    assert [e.client_seq for e in store.load_state().pending] == [1, 2]
+    store.close()
+
+
+def test_a_file_that_is_not_a_database_is_reported_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreCorrupt, match="damaged or not a trio_sync store"):
+        ClientStore.open(str(path), "A")
+    assert path.read_bytes() == b"this is not sqlite" * 100  # left as it was
+
+
+def test_another_sqlite_database_is_not_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "app.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    with pytest.raises(StoreCorrupt, match="not a trio_sync store"):
+        ClientStore.open(str(path), "A")
+
+
+def test_a_server_store_is_not_a_client_store(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sqlite3")
+    ServerStore.open(path).close()
+    with pytest.raises(StoreMismatch, match="is a trio_sync server store, not a client store"):
+        ClientStore.open(path, "A")
+
+
+def test_a_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.sqlite3")
+    ClientStore.open(path, "A").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreVersionError, match="schema version 99"):
+        ClientStore.open(path, "A")
+
+
+def test_store_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.sqlite3")
+    ClientStore.open(path, "A").close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_failed_write_records_nothing(tmp_path: Path) -> None:
+    # What was tried: the same client_seq written twice (as a bug would). The store says
+    # so, and the first commit is still there, alone.
+    store = ClientStore.open(str(tmp_path / "c.sqlite3"), "A")
+    event = SyncState("A").commit("x", {})
+    store.append_pending(event)
+    with pytest.raises(StoreError):
+        store.append_pending(event)
+    assert store.load_state().pending == (event,)
+    store.close()
+
+
+KILL_SCRIPT = """
+import sys
+from trio_sync.protocol import SyncState
+from trio_sync.store import ClientStore
+store = ClientStore.open(sys.argv[1], "A")
+state = store.load_state()
+for i in range(100000):
+    event = state.commit("n", {"i": i})
+    store.append_pending(event)
+    print(event.client_seq, flush=True)   # only after the commit returned
+"""
+
+
+def test_every_commit_that_returned_survives_sigkill(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.sqlite3")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, path], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    acknowledged = 0
+    for line in proc.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 200:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    rest = proc.stdout.read().split()
+    proc.stdout.close()
+    acknowledged = int(rest[-1]) if rest else acknowledged
+
+    store = ClientStore.open(path, "A")
+    state = store.load_state()
+    assert state.next_client_seq - 1 >= acknowledged
+    assert [e.args["i"] for e in state.pending] == list(range(state.next_client_seq - 1))
+    store.close()
