@@ -56,9 +56,11 @@ async def wait_converged(*clients: trio_sync.Client) -> None:
     """Waits (bounded) until every client is synced and all hold the same head."""
     with trio.fail_after(WAIT):
         while True:
+            target = max(client.status.upstream_head for client in clients)
             for client in clients:
-                await client.wait_synced()
-            heads = {client.status.upstream_head for client in clients}
-            if len(heads) == 1 and all(c.status.state == "synced" for c in clients):
+                await client.wait_status(
+                    lambda s: s.state == "synced" and s.upstream_head >= target  # noqa: B023
+                )
+            statuses = [client.status for client in clients]
+            if all(s.state == "synced" and s.upstream_head == target for s in statuses):
                 return
-            await trio.sleep(0.01)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
 
 import attrs
 import trio
@@ -36,6 +39,39 @@ class Server:
     db_path: str
 
 
+#: Accepts connections for a handler until cancelled: ``listen(handler, task_status=...)``
+#: reports where it listens (a port, a URL) through task_status.
+Listen = Callable[..., Awaitable[None]]
+
+
+async def serve_store(
+    store: ServerStore,
+    listen: Listen,
+    *,
+    schema_name: str = "default",
+    schema_version: int = 1,
+    run_store: StoreRunner = in_worker_thread,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serves ``store``'s log to every connection ``listen`` accepts, until cancelled.
+
+    The transport-neutral part of :func:`serve`: the simulator runs it over the in-memory
+    transport with ``run_store=inline``. Reports what ``listen`` reported.
+    """
+    config = ServerConfig(
+        server_id=store.server_id, schema_name=schema_name, schema_version=schema_version
+    )
+    log = ServerLog(store, run_store)
+
+    async def handle(conn: Connection) -> None:
+        await ServerSession(conn, log, config).run()
+
+    with single_exception():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(log.run_writer)
+            task_status.started(await nursery.start(listen, handle))
+
+
 async def serve(
     db_path: str,
     host: str = "127.0.0.1",
@@ -65,18 +101,18 @@ async def serve(
     """
     store = await run_store(ServerStore.open, db_path)
     try:
-        config = ServerConfig(
-            server_id=store.server_id, schema_name=schema_name, schema_version=schema_version
-        )
-        log = ServerLog(store, run_store)
-
-        async def handle(conn: Connection) -> None:
-            await ServerSession(conn, log, config).run()
-
         with single_exception():
             async with trio.open_nursery() as nursery:
-                await nursery.start(log.run_writer)
-                bound_port: int = await nursery.start(serve_websocket, handle, host, port)
+                bound_port: int = await nursery.start(
+                    partial(
+                        serve_store,
+                        store,
+                        partial(serve_websocket, host=host, port=port),
+                        schema_name=schema_name,
+                        schema_version=schema_version,
+                        run_store=run_store,
+                    )
+                )
                 url_host = f"[{host}]" if ":" in host else host
                 task_status.started(
                     Server(

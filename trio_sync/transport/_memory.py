@@ -64,8 +64,8 @@ class MemoryNetwork:
     async def serve(
         self,
         handler: ConnectionHandler,
-        name: str,
         *,
+        name: str,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accepts connections to ``memory://name`` until cancelled."""

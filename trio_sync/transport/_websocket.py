@@ -137,9 +137,9 @@ async def _open_handshake(
 
 async def serve_websocket(
     handler: ConnectionHandler,
+    *,
     host: str,
     port: int,
-    *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accepts WebSocket connections and runs ``handler`` for each, until cancelled.
