@@ -76,7 +76,7 @@ def test_supervised_restarts_on_advance_during_backoff() -> None:
     state, machine = state_with(3), SupervisedPush(1, TIMINGS)
     send(machine, state)
     machine.on_deadline(10.0, jitter=0.5)
-    machine.on_upstream_change("advance")
+    machine.on_upstream_change("advance", state)
     assert isinstance(machine.poll(state, 10.0), SendPush)
 
 
@@ -85,11 +85,12 @@ def test_parking_policy_parks_and_ignores_advances() -> None:
     send(machine, state)
     machine.on_deadline(10.0, jitter=0.5)
     assert machine.phase == "parked" and machine.poll(state, 99.0) == Sleep(None)
-    machine.on_upstream_change("advance")
+    state.merge([Event("x", {"i": 0}, "A", 1, 1)])  # our own event echoed: an advance
+    machine.on_upstream_change("advance", state)
     machine.on_kick()
     assert machine.poll(state, 100.0) == Sleep(None)  # the LiveStore stall
     assert machine.idle_with_work
-    machine.on_upstream_change("rebase")
+    machine.on_upstream_change("rebase", state)
     assert isinstance(machine.poll(state, 100.0), SendPush)
 
 
@@ -99,7 +100,7 @@ def test_supervised_server_ahead_asks_for_a_catch_up_then_pushes_from_the_new_he
     action = machine.on_server_ahead(push.push_id, 4, state, 1.0, 0.0)
     assert action == CatchUp(4) and machine.poll(state, 1.0) == Sleep(6.0)
     state.merge([Event("y", {}, "B", i, i) for i in range(1, 5)])
-    machine.on_upstream_change("rebase")
+    machine.on_upstream_change("rebase", state)
     assert send(machine, state, 2.0).push.parent == 4
 
 
@@ -154,3 +155,20 @@ def test_unknown_policy_is_a_clear_error() -> None:
         make_push_machine("yolo", 10)
     with pytest.raises(ValueError, match="at least 1"):
         make_push_machine("park", 0)
+
+
+def test_supervised_takes_the_echo_of_its_push_as_its_ack() -> None:
+    state, machine = state_with(3), SupervisedPush(2, TIMINGS)
+    push = send(machine, state).push
+    state.merge([e.at(i + 1) for i, e in enumerate(push.events)])  # echo, but no ack
+    machine.on_upstream_change("advance", state)
+    follow = send(machine, state, 0.5).push
+    assert [e.client_seq for e in follow.events] == [3] and follow.parent == 2
+
+
+def test_supervised_keeps_waiting_while_its_push_is_unconfirmed() -> None:
+    state, machine = state_with(3), SupervisedPush(2, TIMINGS)
+    send(machine, state)
+    state.merge([Event("y", {}, "B", 1, 1)])
+    machine.on_upstream_change("rebase", state)
+    assert machine.phase == "in_flight" and machine.poll(state, 1.0) == Sleep(10.0)

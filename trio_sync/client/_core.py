@@ -110,7 +110,7 @@ class ClientCore:
                 own=len(result.confirmed_own),
                 head=self.state.upstream_head,
             )
-            self.push.on_upstream_change(result.kind)
+            self.push.on_upstream_change(result.kind, self.state)
             self.changed.notify()
         return result
 

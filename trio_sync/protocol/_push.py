@@ -160,7 +160,7 @@ class PushMachine:
         self.failures = 0
         self._become_ready()
 
-    def on_upstream_change(self, kind: str) -> None:
+    def on_upstream_change(self, kind: str, state: SyncState) -> None:
         """The pull applied new upstream events (``kind`` is "advance" or "rebase")."""
         raise NotImplementedError
 
@@ -169,6 +169,13 @@ class PushMachine:
         raise NotImplementedError
 
     # --- helpers ----------------------------------------------------------------------
+
+    def _in_flight_confirmed(self, state: SyncState) -> bool:
+        if self.in_flight is None:
+            return False
+        last = self.in_flight.events[-1].client_seq
+        first_pending = state.pending_first_client_seq
+        return first_pending is None or last < first_pending
 
     def _become_ready(self) -> None:
         self.phase = "ready"
@@ -189,11 +196,12 @@ class SupervisedPush(PushMachine):
 
     policy = "supervised"
 
-    def on_upstream_change(self, kind: str) -> None:
+    def on_upstream_change(self, kind: str, state: SyncState) -> None:
         # The restart that fixes LiveStore's stall: any change (advance or rebase) ends a
-        # backoff or a catch-up wait at once. A push still in flight keeps waiting for its
-        # answer (bounded by ack_timeout): re-sending it now would only duplicate it.
-        if self.phase != "in_flight":
+        # backoff or a catch-up wait at once. A push in flight whose events came back in
+        # the pull is done (the echo proves them durable, whatever became of the ack);
+        # one still unconfirmed keeps waiting for its answer, bounded by ack_timeout.
+        if self.phase != "in_flight" or self._in_flight_confirmed(state):
             self._become_ready()
 
     def on_kick(self) -> None:
@@ -231,7 +239,7 @@ class ParkingPush(PushMachine):
 
     policy = "park"
 
-    def on_upstream_change(self, kind: str) -> None:
+    def on_upstream_change(self, kind: str, state: SyncState) -> None:
         # The bug, reproduced on purpose: an advance does not restart a parked push loop.
         if kind == "rebase" and self.phase != "in_flight":
             self._become_ready()

@@ -119,6 +119,11 @@ class SyncState:
         """How many own events are not yet confirmed by the pull."""
         return len(self._pending)
 
+    @property
+    def pending_first_client_seq(self) -> int | None:
+        """The client_seq of the oldest pending event (None when nothing is pending)."""
+        return self._pending[0].client_seq if self._pending else None
+
     def _first_unacknowledged_index(self) -> int:
         if not self._pending:
             return 0
