@@ -43,7 +43,7 @@ class ClientCore:
         self.rng = rng
         self._trace = trace
         self.changed = Broadcast()
-        self.phase: ConnectionPhase = "disconnected"
+        self.phase: ConnectionPhase = "connecting"  # the supervisor starts at once
         self.server_head: int | None = None
         #: The upstream head the store holds (confirmed_events() can see up to here).
         self.durable_head = state.upstream_head

@@ -1,0 +1,81 @@
+"""The ``trio-sync`` command."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ._errors import TrioSyncError
+from .server import Server, serve
+
+
+async def _serve_until_signalled(db: str, host: str, port: int, schema: tuple[str, int]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(
+                lambda task_status: serve(
+                    db,
+                    host,
+                    port,
+                    schema_name=schema[0],
+                    schema_version=schema[1],
+                    task_status=task_status,
+                )
+            )
+            print(f"trio-sync serving {db} at {server.url}", flush=True)
+            async for signum in signals:
+                print(f"trio-sync: {signal.Signals(signum).name}, shutting down", flush=True)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-sync", description="A local-first event-log sync engine for Trio."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="run a sync server")
+    run.add_argument("--db", required=True, help="the server's SQLite file (created if missing)")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    run.add_argument("--port", type=int, default=0, help="port (0: any free port)")
+    run.add_argument("--schema-name", default="default", help="application schema name")
+    run.add_argument("--schema-version", type=int, default=1, help="application schema version")
+
+    demo = commands.add_parser(
+        "demo", help="an embedded server and two clients syncing on loopback"
+    )
+    demo.add_argument("--events", type=int, default=50, help="events each client commits")
+    demo.add_argument("--seed", type=int, default=1, help="seed for what the clients commit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trio-sync`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            trio.run(
+                _serve_until_signalled,
+                args.db,
+                args.host,
+                args.port,
+                (args.schema_name, args.schema_version),
+            )
+            return 0
+        if args.command == "demo":
+            from ._demo import main as demo_main
+
+            return demo_main(args.events, args.seed)
+    except TrioSyncError as exc:
+        print(f"trio-sync {args.command}: {exc}", file=sys.stderr)
+        return 1
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())
