@@ -224,3 +224,17 @@ async def test_bad_push_policy_is_refused_before_anything_opens(tmp_path: Path) 
         ):
             pass  # pragma: no cover
     assert not (tmp_path / "c.sqlite3").exists()
+
+
+async def test_wait_synced_is_a_barrier_across_clients(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # What B had on the server before A called wait_synced is in A's log when it returns,
+    # even though A had not heard of it yet (no polling, no sleeping).
+    async with open_test_client(server.url, "A") as a, open_test_client(server.url, "B") as b:
+        for i in range(20):
+            await b.commit("from.b", {"i": i})
+            with trio.fail_after(WAIT):
+                await b.wait_synced()
+                await a.wait_synced()
+            assert [e.args["i"] for e in a.confirmed_events()] == list(range(i + 1))

@@ -28,7 +28,9 @@ TIMINGS = ClientTimings(
     reconnect_base=1.0,
     reconnect_cap=8.0,
     heartbeat=HeartbeatTimings(interval=5.0, pong_timeout=10.0, stuck_ticks=2),
-    push=PushTimings(ack_timeout=10.0, retry_base=1.0, retry_cap=8.0, catch_up_timeout=5.0),
+    # 12s, off the heartbeat's 5s grid: no two timers fire at the same virtual instant, so
+    # no assertion depends on Trio's scheduling order.
+    push=PushTimings(ack_timeout=12.0, retry_base=1.0, retry_cap=8.0, catch_up_timeout=5.0),
 )
 
 
@@ -180,9 +182,9 @@ async def test_park_policy_stalls_after_a_lost_ack_and_says_stuck(
         for i in range(5):
             await client.commit("e", {"i": i})
         status = await client.wait_status(lambda s: s.state == "stuck")
-        # The ack timeout parked the loop at t=10; the echo of events 1-2 was only an
+        # The ack timeout parked the loop at t=12; the echo of events 1-2 was only an
         # advance, so events 3-5 were never pushed. Two heartbeat ticks later: stuck.
-        assert world.times("A", "push.deadline") == [10.0]
+        assert world.times("A", "push.deadline") == [12.0]
         assert trio.current_time() == 20.0
         assert status.pending == 3 and status.upstream_head == 2
         assert "no answer to push" in (status.last_error or "")

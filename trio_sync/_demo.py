@@ -58,12 +58,13 @@ class _Screen:
         line = status_line(name, status, committed)
         if self._lines[name] == line:
             return
-        self._lines[name] = line
         if not self._live:
             if final or status.state != self._states[name]:
                 self._states[name] = status.state
+                self._lines[name] = line
                 print(line, file=self._out, flush=True)
             return
+        self._lines[name] = line
         if self._drawn:
             self._out.write(f"\x1b[{len(self._names)}F")
         for each in self._names:

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 import trio
 
 from ._errors import TrioSyncError
+from ._groups import single_exception
 from .server import Server, serve
 
 
 async def _serve_until_signalled(db: str, host: str, port: int, schema: tuple[str, int]) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, single_exception():
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(
                 lambda task_status: serve(

@@ -84,12 +84,23 @@ class Client:
     async def wait_synced(self) -> SyncStatus:
         """Waits until nothing is pending and the local head equals the server head.
 
+        A barrier, not a glance at the status: it asks the server for its current head and
+        returns once that head is applied locally and the server has acknowledged every
+        event committed before the call. So after it returns, everything the server held
+        when it was called is in ``confirmed_events()``, and everything this client
+        committed before it is on the server.
+
         Waits through disconnections (wrap it in ``trio.fail_after`` to bound it).
 
         Raises:
             IncompatibleServer: The server cannot sync with this client.
         """
-        return await self.wait_status(lambda status: status.state == "synced")
+        core = self._core
+        reports = core.head_reports
+        core.head_requests.notify()
+        return await self.wait_status(
+            lambda status: status.state == "synced" and core.head_reports > reports
+        )
 
     async def wait_status(self, predicate: _StatusPredicate) -> SyncStatus:
         """Waits until ``predicate(status)`` holds and returns that status.

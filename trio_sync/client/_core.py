@@ -49,6 +49,11 @@ class ClientCore:
         self.durable_head = state.upstream_head
         self.last_error: str | None = None
         self.stuck = False
+        #: Counts fresh reports of the server's head (welcome, pong): a report counted
+        #: after a moment T tells a head the server had at T or later.
+        self.head_reports = 0
+        #: Notified when someone needs a fresh head report (wait_synced).
+        self.head_requests = Broadcast()
         #: The server identity this client syncs with (None until the first handshake).
         self.known_server_id = store.server_id
 
@@ -81,8 +86,14 @@ class ClientCore:
         if self.known_server_id is None:
             await self.run_store(self.store.record_server_id, server_id)
             self.known_server_id = server_id
-        self.note_server_head(server_head)
         self.set_phase("connected")
+        self.note_fresh_server_head(server_head)
+
+    def note_fresh_server_head(self, head: int) -> None:
+        """The server just reported its head (a welcome or a pong)."""
+        self.note_server_head(head)
+        self.head_reports += 1
+        self.changed.notify()
 
     def note_server_head(self, head: int) -> None:
         if self.server_head is None or head > self.server_head:

@@ -77,6 +77,7 @@ class ClientSession:
                     nursery.start_soon(self._read_loop)
                     nursery.start_soon(self._push_loop)
                     nursery.start_soon(self._heartbeat_loop)
+                    nursery.start_soon(self._head_probe_loop)
                     await self._restart_pull("connected")
         except ProtocolError as exc:
             await self._say_goodbye(Error(f"client refuses: {exc}"))
@@ -161,8 +162,7 @@ class ClientSession:
                 core.changed.notify()
             elif isinstance(message, Pong):
                 self._heartbeat.on_pong(message.nonce, message.head)
-                core.note_server_head(message.head)
-                core.changed.notify()
+                core.note_fresh_server_head(message.head)
             elif isinstance(message, Error):
                 if message.fatal:
                     raise IncompatibleServer(message.reason)
@@ -235,6 +235,13 @@ class ClientSession:
             if core.stuck != self._heartbeat.stuck:
                 core.stuck = self._heartbeat.stuck
             core.changed.notify()
+
+    async def _head_probe_loop(self) -> None:
+        # Pings outside the heartbeat's numbering (nonce 0): their pongs report a fresh
+        # server head for wait_synced, without disturbing liveness accounting.
+        while True:
+            await self._core.head_requests.wait()
+            await self._conn.send(Ping(nonce=0))
 
     async def _say_goodbye(self, message: Error) -> None:
         with trio.CancelScope(deadline=trio.current_time() + 1, shield=True):

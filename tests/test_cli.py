@@ -1,0 +1,132 @@
+"""The command line and the README, run as a user would: real processes, real signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_sync
+
+from .conftest import WAIT, ClientFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "trio_sync.cli"]
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Embedding it", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README lost its embedding example"
+    return match.group(1)
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 3]
+    assert block[0].endswith("trio-sync demo")
+    assert block[1].endswith("python -m pytest")
+
+
+def test_readme_embedding_example_runs_as_written() -> None:
+    code = readme_example()
+    assert 15 <= len(code.splitlines()) <= 40
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "synced 0 2"
+    assert "2 B bread" in result.stdout
+
+
+def test_demo_ends_with_identical_logs() -> None:
+    result = subprocess.run(
+        [*CLI, "demo", "--events", "15"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "both logs identical" in out
+    digests = re.findall(r"30 events \(15 own\), log digest ([0-9a-f]{16})", out)
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert re.search(r"alice +synced +head +30/30 +pending +0", out)
+    assert re.search(r"bob +synced +head +30/30 +pending +0", out)
+
+
+async def start_serve(*args: str) -> tuple[trio.Process, str]:
+    proc = await trio.lowlevel.open_process(
+        [*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = b""
+    with trio.fail_after(WAIT):
+        while not line.endswith(b"\n"):
+            chunk = await proc.stdout.receive_some(1)
+            if not chunk:
+                break
+            line += chunk
+    return proc, line.decode()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_prints_its_url_when_ready_and_stops_cleanly_on_a_signal(
+    tmp_path: Path, open_test_client: ClientFactory, signum: signal.Signals
+) -> None:
+    db = tmp_path / "server.sqlite3"
+    proc, line = await start_serve("--db", str(db), "--port", "0")
+    try:
+        match = re.fullmatch(r"trio-sync serving (.+) at (ws://127\.0\.0\.1:\d+)\n", line)
+        assert match and match.group(1) == str(db), line
+        async with open_test_client(match.group(2), "A") as client:
+            await client.commit("over.the.cli", {"ok": True})
+            with trio.fail_after(WAIT):
+                await client.wait_synced()
+        proc.send_signal(signum)
+        with trio.fail_after(WAIT):
+            assert await proc.wait() == 0
+    finally:
+        proc.kill()
+    assert proc.stdout is not None
+    rest = await proc.stdout.receive_some(4096)
+    assert f"{signum.name}, shutting down" in rest.decode()
+    # The log is on disk and the database closed cleanly: a new server opens it.
+    async with trio.open_nursery() as nursery:
+        server: trio_sync.Server = await nursery.start(trio_sync.serve, str(db))
+        async with open_test_client(server.url, "B") as other:
+            with trio.fail_after(WAIT):
+                await other.wait_synced()
+            assert [e.name for e in other.confirmed_events()] == ["over.the.cli"]
+        nursery.cancel_scope.cancel()
+
+
+def test_serve_on_a_port_in_use_says_so(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CLI, "serve", "--db", str(tmp_path / "s.sqlite3"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_corrupt_database_says_so_and_leaves_it_alone(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite3"
+    db.write_bytes(b"garbage" * 1000)
+    result = subprocess.run(
+        [*CLI, "serve", "--db", str(db)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "damaged or not a trio_sync store" in result.stderr
+    assert db.read_bytes() == b"garbage" * 1000
