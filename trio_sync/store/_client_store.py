@@ -7,14 +7,13 @@ simulator, where a thread would break determinism).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from collections.abc import Sequence
 
 from .._errors import StoreCorrupt, StoreMismatch
 from ..protocol import Event, SyncState
-from ._sqlite import Database, ensure_directory, get_meta, set_meta
+from ._sqlite import Database, SQLiteStore, ensure_directory, get_meta, set_meta
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
@@ -32,11 +31,7 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
 MIGRATIONS = [_schema_v1]
 
 
-def dump_args(args: object) -> str:
-    return json.dumps(args, separators=(",", ":"), ensure_ascii=False)
-
-
-class ClientStore:
+class ClientStore(SQLiteStore):
     """One client's SQLite store.
 
     Raises (from ``open``):
@@ -47,7 +42,7 @@ class ClientStore:
     """
 
     def __init__(self, db: Database, client_id: str) -> None:
-        self._db = db
+        super().__init__(db)
         self.client_id = client_id
 
     @classmethod
@@ -74,13 +69,6 @@ class ClientStore:
             db.close()
             raise
 
-    @property
-    def path(self) -> str:
-        return self._db.path
-
-    def close(self) -> None:
-        self._db.close()
-
     # --- reads ------------------------------------------------------------------------
 
     def load_state(self) -> SyncState:
@@ -95,7 +83,7 @@ class ClientStore:
             acked = get_meta(conn, "acked_through") or 0
             next_seq = get_meta(conn, "next_client_seq") or 1
             pending = [
-                Event(name, json.loads(args), self.client_id, client_seq)
+                self.row_to_event((None, self.client_id, client_seq, name, args))
                 for client_seq, name, args in conn.execute(
                     "SELECT client_seq, name, args FROM pending ORDER BY client_seq"
                 )
@@ -123,9 +111,9 @@ class ClientStore:
         """Confirmed events with seq > ``after``, in server order."""
         return self._db.read(
             lambda conn: [
-                Event(name, json.loads(args), client_id, client_seq, seq)
-                for seq, client_id, client_seq, name, args in conn.execute(
-                    "SELECT seq, client_id, client_seq, name, args FROM confirmed "
+                self.row_to_event(row)
+                for row in conn.execute(
+                    f"SELECT {self.EVENT_COLUMNS} FROM confirmed "
                     "WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after, -1 if limit is None else limit),
                 )
@@ -142,9 +130,10 @@ class ClientStore:
         """Durably records a new local commit (fsynced before this returns)."""
 
         def write(conn: sqlite3.Connection) -> None:
+            _, _, client_seq, name, args = self.event_to_row(event)
             conn.execute(
                 "INSERT INTO pending (client_seq, name, args) VALUES (?, ?, ?)",
-                (event.client_seq, event.name, dump_args(event.args)),
+                (client_seq, name, args),
             )
             set_meta(conn, "next_client_seq", event.client_seq + 1)
 
@@ -157,9 +146,8 @@ class ClientStore:
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "INSERT INTO confirmed (seq, client_id, client_seq, name, args) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(e.seq, e.client_id, e.client_seq, e.name, dump_args(e.args)) for e in applied],
+                f"INSERT INTO confirmed ({self.EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                [self.event_to_row(e) for e in applied],
             )
             if confirmed_own:
                 conn.execute(

@@ -7,14 +7,12 @@ that commit returns.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from collections.abc import Sequence
 
 from ..protocol import Accept, Event, Push, PushDecision, PushFacts, decide_push
-from ._client_store import dump_args
-from ._sqlite import Database, ensure_directory, get_meta, set_meta
+from ._sqlite import Database, SQLiteStore, ensure_directory, get_meta, set_meta
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
@@ -30,16 +28,11 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
 MIGRATIONS = [_schema_v1]
 
 
-def _row_to_event(row: tuple[int, str, int, str, str]) -> Event:
-    seq, client_id, client_seq, name, args = row
-    return Event(name, json.loads(args), client_id, client_seq, seq)
-
-
-class ServerStore:
+class ServerStore(SQLiteStore):
     """The server's SQLite log."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        super().__init__(db)
         self.server_id: str = db.read(lambda conn: get_meta(conn, "server_id"))
         self.head: int = db.read(
             lambda conn: conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -61,21 +54,13 @@ class ServerStore:
             db.close()
             raise
 
-    @property
-    def path(self) -> str:
-        return self._db.path
-
-    def close(self) -> None:
-        self._db.close()
-
     def read(self, after: int, limit: int) -> list[Event]:
         """Up to ``limit`` events with seq > ``after``, in order."""
         return self._db.read(
             lambda conn: [
-                _row_to_event(row)
+                self.row_to_event(row)
                 for row in conn.execute(
-                    "SELECT seq, client_id, client_seq, name, args FROM events "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    f"SELECT {self.EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after, limit),
                 )
             ]
@@ -95,12 +80,8 @@ class ServerStore:
                 if isinstance(decision, Accept) and decision.new:
                     new = decision.new
                     conn.executemany(
-                        "INSERT INTO events (seq, client_id, client_seq, name, args) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        [
-                            (e.seq, e.client_id, e.client_seq, e.name, dump_args(e.args))
-                            for e in new
-                        ],
+                        f"INSERT INTO events ({self.EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                        [self.event_to_row(e) for e in new],
                     )
                     head = new[-1].seq or head
                 decisions.append(decision)
@@ -125,9 +106,9 @@ class ServerStore:
         held = {
             event.client_seq: event
             for event in map(
-                _row_to_event,
+                SQLiteStore.row_to_event,
                 conn.execute(
-                    "SELECT seq, client_id, client_seq, name, args FROM events "
+                    f"SELECT {SQLiteStore.EVENT_COLUMNS} FROM events "
                     "WHERE client_id = ? AND client_seq BETWEEN ? AND ?",
                     (client_id, first, min(final, last)),
                 ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
 from .._errors import StoreCorrupt, StoreError, StoreInUse, StoreMismatch, StoreVersionError
+from ..protocol import Event
 
 T = TypeVar("T")
 
@@ -160,6 +162,34 @@ class Database:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+class SQLiteStore:
+    """What both stores share: a :class:`Database` and the way events are stored in rows."""
+
+    #: The columns of a stored event, in the order :meth:`row_to_event` reads them.
+    EVENT_COLUMNS = "seq, client_id, client_seq, name, args"
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def path(self) -> str:
+        return self._db.path
+
+    def close(self) -> None:
+        """Closes the store and releases its lock file."""
+        self._db.close()
+
+    @staticmethod
+    def event_to_row(event: Event) -> tuple[int | None, str, int, str, str]:
+        args = json.dumps(event.args, separators=(",", ":"), ensure_ascii=False)
+        return (event.seq, event.client_id, event.client_seq, event.name, args)
+
+    @staticmethod
+    def row_to_event(row: tuple[int | None, str, int, str, str]) -> Event:
+        seq, client_id, client_seq, name, args = row
+        return Event(name, json.loads(args), client_id, client_seq, seq)
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> Any:
