@@ -33,6 +33,7 @@ from ..protocol import (
     SendPush,
     ServerAhead,
     Welcome,
+    welcome_problem,
 )
 from ..transport import Connection
 from ._config import ClientTimings
@@ -112,24 +113,14 @@ class ClientSession:
         )
 
     def _check_welcome(self, welcome: Welcome) -> None:
-        core = self._core
-        name, version = self._schema
-        if (welcome.schema_name, welcome.schema_version) != (name, version):
-            raise IncompatibleServer(
-                f"server schema {welcome.schema_name!r} v{welcome.schema_version} does not "
-                f"match this client's {name!r} v{version}"
-            )
-        known = core.known_server_id
-        if known is not None and welcome.server_id != known:
-            raise IncompatibleServer(
-                f"the server's database was replaced (server id {welcome.server_id}, this "
-                f"client synced with {known}): its log is not the one this client holds"
-            )
-        if welcome.head < core.state.upstream_head:
-            raise IncompatibleServer(
-                f"the server's head {welcome.head} is behind this client's "
-                f"{core.state.upstream_head}: the server lost events"
-            )
+        problem = welcome_problem(
+            welcome,
+            schema=self._schema,
+            known_server_id=self._core.known_server_id,
+            upstream_head=self._core.state.upstream_head,
+        )
+        if problem is not None:
+            raise IncompatibleServer(problem)
 
     # --- tasks ------------------------------------------------------------------------
 

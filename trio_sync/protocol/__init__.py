@@ -7,6 +7,7 @@ are passed in. The runtimes in ``client/`` and ``server/`` move bytes and call t
 from ._backoff import backoff_delay
 from ._codec import MAX_FRAME_BYTES, decode, encode
 from ._events import Event, new_event
+from ._handshake import hello_problem, welcome_problem
 from ._heartbeat import (
     ConnectionDead,
     Heartbeat,
@@ -102,6 +103,8 @@ __all__ = [
     "decode",
     "derive_status",
     "encode",
+    "hello_problem",
     "make_push_machine",
     "new_event",
+    "welcome_problem",
 ]

@@ -26,6 +26,7 @@ from ..protocol import (
     ServerAhead,
     ServerMessage,
     Welcome,
+    hello_problem,
 )
 from ..transport import Connection
 from ._log import ServerLog
@@ -94,20 +95,7 @@ class ServerSession:
             message = await self._conn.receive()
             if not isinstance(message, Hello):
                 raise ProtocolError(f"expected 'hello' first, got {message.TYPE!r}")
-            problem = None
-            if message.protocol_version != PROTOCOL_VERSION:
-                problem = (
-                    f"protocol version {message.protocol_version} is not supported "
-                    f"(server speaks {PROTOCOL_VERSION})"
-                )
-            elif (message.schema_name, message.schema_version) != (
-                config.schema_name,
-                config.schema_version,
-            ):
-                problem = (
-                    f"schema {message.schema_name!r} v{message.schema_version} does not match "
-                    f"the server's {config.schema_name!r} v{config.schema_version}"
-                )
+            problem = hello_problem(message, (config.schema_name, config.schema_version))
             if problem:
                 await self._try_send(Error(problem, fatal=True))
                 return None
