@@ -65,6 +65,12 @@ class Client:
     def push_policy(self) -> str:
         return self._core.push.policy
 
+    @property
+    def push_phase(self) -> str:
+        """What the push loop is doing: "ready", "in_flight", "backoff", "catching_up" or
+        "parked" (only under ``push_policy="park"``)."""
+        return self._core.push.phase
+
     async def commit(self, name: str, args: dict[str, object] | None = None) -> Event:
         """Commits an event locally; durable when this returns, pushed when connected.
 

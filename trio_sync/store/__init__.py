@@ -2,6 +2,6 @@
 
 from ._client_store import ClientStore
 from ._server_store import ServerStore
-from ._sqlite import MEMORY
+from ._sqlite import MEMORY, memory_path
 
-__all__ = ["MEMORY", "ClientStore", "ServerStore"]
+__all__ = ["MEMORY", "ClientStore", "ServerStore", "memory_path"]

@@ -25,6 +25,17 @@ T = TypeVar("T")
 
 MEMORY = ":memory:"
 
+
+def memory_path(name: str) -> str:
+    """A named in-memory database: it lives while any connection to it is open, so a
+    simulated client can crash and reopen its store (the simulator keeps one open)."""
+    return f"file:trio_sync_{name}?mode=memory&cache=shared"
+
+
+def is_memory(path: str) -> bool:
+    return path == MEMORY or (path.startswith("file:") and "mode=memory" in path)
+
+
 #: A migration takes the connection inside a transaction and brings the schema one step on.
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -77,12 +88,15 @@ class Database:
         self.path = str(path)
         self._lock = threading.Lock()
         self._lock_file: IO[bytes] | None = None
-        if self.path != MEMORY:
+        if not is_memory(self.path):
             self._lock_file = _acquire_lock(self.path)
         try:
             with translate_errors(self.path):
                 self._conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False
+                    self.path,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    uri=self.path.startswith("file:"),
                 )
                 self._configure()
                 self._migrate(kind, migrations)
@@ -91,7 +105,7 @@ class Database:
             raise
 
     def _configure(self) -> None:
-        if self.path != MEMORY:
+        if not is_memory(self.path):
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(f"store {self.path!r}: could not switch to WAL ({mode})")
@@ -207,6 +221,6 @@ def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
 
 def ensure_directory(path: str) -> None:
     """Creates the folder of ``path`` if needed (not for in-memory stores)."""
-    if path != MEMORY:
+    if not is_memory(path):
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)

@@ -1,0 +1,108 @@
+"""Scenario parameters: every one drawn from the seed, any one pinned by the caller."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+from ..protocol import PUSH_POLICIES
+
+BATCH_SIZES = (1, 2, 10, 100)
+
+
+@attrs.frozen
+class ScenarioParams:
+    """What a simulated run does. ``draw(seed, **pinned)`` makes one.
+
+    Attributes:
+        clients: How many clients (2 to 4 when drawn).
+        events: Events each client commits (1 to 400 each when drawn).
+        commit_batch: Events committed back to back before a pause (1, 2, 10 or 100).
+        push_batch_size: The clients' push batch size (1, 2, 10 or 100).
+        latency: One-way network latency in seconds (0 to 15 ms when drawn).
+        jitter: Extra random latency per message, up to this many seconds.
+        pause: Longest pause between commit batches, in seconds.
+        ack_loss: Probability that a push ack is lost on the way.
+        page_loss: Probability that a pull page is lost on the way.
+        disconnects: How many times a random client's connection is cut.
+        server_restarts: How many times the server restarts on its database.
+        client_crashes: How many times a random client crashes and restarts.
+        lose_acks: Push acks to lose on purpose: the n-th ack the server sends (1-based).
+        lose_pages: Pull pages to lose on purpose: the n-th page the server sends.
+        deadline: Virtual seconds after which a run that has not converged is stalled.
+    """
+
+    clients: int
+    events: tuple[int, ...]
+    commit_batch: int
+    push_batch_size: int
+    latency: float
+    jitter: float
+    pause: float
+    ack_loss: float
+    page_loss: float
+    disconnects: int
+    server_restarts: int
+    client_crashes: int
+    lose_acks: tuple[int, ...] = ()
+    lose_pages: tuple[int, ...] = ()
+    deadline: float = 300.0
+
+    @property
+    def client_ids(self) -> list[str]:
+        return [chr(ord("A") + i) for i in range(self.clients)]
+
+    @classmethod
+    def draw(cls, seed: int, **pinned: Any) -> ScenarioParams:
+        """Draws every parameter from ``seed``; keyword arguments pin any of them.
+
+        Each parameter has its own draw, so pinning one never changes the others.
+
+        Raises:
+            TypeError: An unknown parameter name.
+        """
+        unknown = set(pinned) - {field.name for field in attrs.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown scenario parameters: {sorted(unknown)}")
+
+        def rng(name: str) -> random.Random:
+            return random.Random(f"{seed}:{name}")
+
+        clients = pinned.get("clients", rng("clients").randint(2, 4))
+        faulty = rng("faulty").random() < 0.7  # some runs have a clean network
+        drawn: dict[str, Any] = {
+            "clients": clients,
+            "events": tuple(rng(f"events:{i}").randint(1, 400) for i in range(clients)),
+            "commit_batch": rng("commit_batch").choice(BATCH_SIZES),
+            "push_batch_size": rng("push_batch_size").choice(BATCH_SIZES),
+            "latency": round(rng("latency").uniform(0.0, 0.015), 6),
+            "jitter": round(rng("jitter").uniform(0.0, 0.005), 6),
+            "pause": round(rng("pause").uniform(0.0, 0.5), 6),
+            "ack_loss": round(rng("ack_loss").uniform(0.0, 0.3), 3) if faulty else 0.0,
+            "page_loss": round(rng("page_loss").uniform(0.0, 0.2), 3) if faulty else 0.0,
+            "disconnects": rng("disconnects").randint(0, 3) if faulty else 0,
+            "server_restarts": rng("server_restarts").randint(0, 2) if faulty else 0,
+            "client_crashes": rng("client_crashes").randint(0, 2) if faulty else 0,
+        }
+        drawn.update(pinned)
+        if "events" in pinned and isinstance(pinned["events"], int):
+            drawn["events"] = (pinned["events"],) * drawn["clients"]
+        drawn["events"] = tuple(drawn["events"])
+        if len(drawn["events"]) != drawn["clients"]:
+            drawn["events"] = tuple(
+                drawn["events"][i % len(drawn["events"])] for i in range(drawn["clients"])
+            )
+        drawn["lose_acks"] = tuple(drawn.get("lose_acks", ()))
+        drawn["lose_pages"] = tuple(drawn.get("lose_pages", ()))
+        return cls(**drawn)
+
+    def describe(self) -> str:
+        """One line with every parameter, as keyword arguments."""
+        return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in attrs.fields(type(self)))
+
+
+def check_policy(policy: str) -> None:
+    if policy not in PUSH_POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; expected one of {sorted(PUSH_POLICIES)}")
