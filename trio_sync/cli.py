@@ -52,6 +52,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--events", type=int, default=50, help="events each client commits")
     demo.add_argument("--seed", type=int, default=1, help="seed for what the clients commit")
+
+    replay = commands.add_parser(
+        "replay", help="run one simulated scenario again from its seed and show its trace"
+    )
+    replay.add_argument("--seed", type=int, required=True, help="the scenario's seed")
+    replay.add_argument(
+        "--policy",
+        choices=["supervised", "park"],
+        default="supervised",
+        help="the clients' push policy",
+    )
+    replay.add_argument(
+        "--scenario",
+        choices=["lost-ack", "lost-ack-and-echo"],
+        help="a canonical reproduction (pins every parameter)",
+    )
+    replay.add_argument("--full-trace", action="store_true", help="print every step")
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    stall = benches.add_parser(
+        "stall", help="randomized scenarios under each push policy: stalls and convergence"
+    )
+    stall.add_argument("--scenarios", type=int, default=200, help="scenarios per policy")
+    stall.add_argument("--seed", type=int, default=0, help="first seed")
+    stall.add_argument("--jobs", type=int, default=0, help="processes (0: one per core)")
+    stall.add_argument("--plot", default="stall.png", help="PNG of pending events over time")
     return parser
 
 
@@ -72,6 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._demo import main as demo_main
 
             return demo_main(args.events, args.seed)
+        if args.command == "replay":
+            from ._replay import replay
+
+            return replay(args.seed, args.policy, args.scenario, args.full_trace)
+        if args.command == "bench":
+            from ._bench_stall import main as bench_main
+
+            return bench_main(args.scenarios, args.seed, args.jobs, args.plot)
     except TrioSyncError as exc:
         print(f"trio-sync {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,8 @@ with seeded latency and faults, under Trio's MockClock; ``check_run(result)`` ch
 finished run must satisfy and explains a stall.
 """
 
+from ._canonical import CANONICAL, canonical_params
+from ._checker import CheckReport, assert_converged, check_run
 from ._network import SimNetwork
 from ._params import ScenarioParams
 from ._scenario import (
@@ -17,13 +19,18 @@ from ._scenario import (
 from ._trace import Trace, TraceRecord
 
 __all__ = [
+    "CANONICAL",
     "SIM_TIMINGS",
+    "CheckReport",
     "ClientStall",
     "ScenarioParams",
     "ScenarioResult",
     "SimNetwork",
     "Trace",
     "TraceRecord",
+    "assert_converged",
+    "canonical_params",
+    "check_run",
     "deterministic_scheduling",
     "run_scenario",
 ]

@@ -1,0 +1,125 @@
+"""What every finished run must satisfy, checked from its result alone."""
+
+from __future__ import annotations
+
+import attrs
+
+from ._scenario import ScenarioResult
+
+
+@attrs.frozen
+class CheckReport:
+    """The verdict on a run: ``ok``, or the problems found (and the stall, if any)."""
+
+    result: ScenarioResult
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        result = self.result
+        head = (
+            f"seed {result.seed} under {result.policy!r}: "
+            f"{'ok' if self.ok else f'{len(self.problems)} problem(s)'}"
+        )
+        lines = [head, f"  params: {result.params.describe()}"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        if result.stall:
+            lines.append(f"  stalled at t={result.virtual_seconds:g}s:")
+            for client in result.stall:
+                lines.append(f"    {client}")
+                if client.pending:
+                    lines += [f"      {line}" for line in explain_stall(result, client.client_id)]
+        if not self.ok:
+            lines.append(f"  replay: {result.replay_command}")
+        return "\n".join(lines)
+
+
+#: Steps that repeat while stuck and say nothing about why.
+_NOISE = {"heartbeat.kick_push", "heartbeat.restart_pull", "commit"}
+
+
+def explain_stall(result: ScenarioResult, client_id: str, limit: int = 10) -> list[str]:
+    """The client's trace from the last time its push loop stopped (a failed or refused
+    push), without the heartbeat's repeated complaints: what it saw after, and did not do.
+    """
+    records = [r for r in result.trace if r.actor == client_id]
+    stops = [
+        i
+        for i, r in enumerate(records)
+        if r.what in ("push.deadline", "push.server_ahead", "push.rejected")
+    ]
+    if not stops:
+        return []
+    after = records[stops[-1] :]
+    shown = [r for r in after if r.what not in _NOISE]
+    noise = len(after) - len(shown)
+    lines = [str(r) for r in shown[:limit]]
+    if len(shown) > limit:
+        lines.append(f"... {len(shown) - limit} more steps")
+    commits = sum(1 for r in after if r.what == "commit")
+    kicks = sum(1 for r in after if r.what == "heartbeat.kick_push")
+    if noise:
+        lines.append(
+            f"(not shown: {commits} new commits, {kicks} heartbeat kicks the push "
+            f"loop ignored, {noise - commits - kicks} pull restarts)"
+        )
+    pushes_after = sum(1 for r in shown[1:] if r.what == "push.send")
+    lines.append(f"push loop sent {pushes_after} push(es) after t={after[0].t:.4f}")
+    return lines
+
+
+def check_run(result: ScenarioResult) -> CheckReport:
+    """Checks a finished run.
+
+    Every client converged to the server's log; no committed event lost or duplicated;
+    each client's events in its commit order; nothing pending. For a run that did not
+    converge by its deadline, the report explains the stall: what was pending, since when
+    (virtual time), and what the push loop was doing.
+    """
+    problems: list[str] = []
+    server = result.server_log
+    if not result.converged:
+        problems.append(f"did not converge within {result.params.deadline:g} virtual seconds")
+
+    seqs = [event.seq for event in server]
+    if seqs != list(range(1, len(server) + 1)):
+        problems.append("the server's log has gaps or is out of order")
+    keys = [event.key for event in server]
+    duplicates = len(keys) - len(set(keys))
+    if duplicates:
+        problems.append(f"the server's log holds {duplicates} duplicated event(s)")
+
+    held = {event.key: event for event in server}
+    for client_id, events in result.committed.items():
+        lost = [e.client_seq for e in events if e.key not in held]
+        if lost:
+            problems.append(
+                f"{client_id}: {len(lost)} committed event(s) not on the server, "
+                f"client_seq {lost[:5]}{'...' if len(lost) > 5 else ''}"
+            )
+        changed = [e.client_seq for e in events if e.key in held and not held[e.key].same_fact(e)]
+        if changed:
+            problems.append(f"{client_id}: events changed on the way: client_seq {changed[:5]}")
+        order = [e.client_seq for e in server if e.client_id == client_id]
+        if order != sorted(order) or order != list(range(1, len(order) + 1)):
+            problems.append(f"{client_id}: its events are not in commit order on the server")
+
+    for client_id, log in result.logs.items():
+        if [(e.seq, e.key) for e in log] != [(e.seq, e.key) for e in server]:
+            problems.append(
+                f"{client_id}: log of {len(log)} events differs from the server's {len(server)}"
+            )
+    for client_id, pending in result.pending.items():
+        if pending:
+            problems.append(f"{client_id}: {len(pending)} event(s) still pending")
+    return CheckReport(result, tuple(problems))
+
+
+def assert_converged(result: ScenarioResult) -> None:
+    """Raises AssertionError with the full report (and the replay command) unless ok."""
+    report = check_run(result)
+    if not report.ok:
+        raise AssertionError(str(report))
