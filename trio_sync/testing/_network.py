@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 import trio
 
 from .._errors import ConnectError, ConnectionClosed
-from .._groups import single_exception
 from ..protocol import Message, PullPage, PushAck
 from ..transport import ConnectionHandler
 from ._params import ScenarioParams
@@ -27,13 +26,18 @@ _Item = tuple[float, Message]
 
 
 class _End:
-    """One end of a simulated connection (the Connection interface)."""
+    """One end of a simulated connection (the Connection interface).
+
+    A message travels as ``(delivery time, message)``; the receiver sleeps until the
+    delivery time itself, so a message costs no task of its own. Delivery times only grow
+    along one direction, so order is kept, like TCP.
+    """
 
     def __init__(
         self,
         link: _Link,
         outgoing: trio.MemorySendChannel[_Item],
-        incoming: trio.MemoryReceiveChannel[Message],
+        incoming: trio.MemoryReceiveChannel[_Item],
         from_server: bool,
     ) -> None:
         self._link = link
@@ -43,7 +47,8 @@ class _End:
         self._last_delivery = 0.0
 
     async def send(self, message: Message) -> None:
-        await trio.lowlevel.checkpoint()
+        # A cancellation point, not a yield: the message is on its way at once.
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._link.broken:
             raise ConnectionClosed("connection cut")
         if self._from_server and self._link.network.loses(self._link.client_id, message):
@@ -58,9 +63,14 @@ class _End:
 
     async def receive(self) -> Message:
         try:
-            return await self._incoming.receive()
+            delivery, message = await self._incoming.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
             raise ConnectionClosed("connection closed") from None
+        if delivery > trio.current_time():
+            await trio.sleep_until(delivery)
+        if self._link.broken:  # cut while the message was in flight: it is lost
+            raise ConnectionClosed("connection cut")
+        return message
 
     async def aclose(self, reason: str = "") -> None:
         self._outgoing.close()
@@ -69,48 +79,23 @@ class _End:
 
 
 class _Link:
-    """Both directions of one connection and the tasks that deliver them."""
+    """Both directions of one connection."""
 
     def __init__(self, network: SimNetwork, client_id: str) -> None:
         self.network = network
         self.client_id = client_id
         self.broken = False
-        self.scope = trio.CancelScope()
-        to_server_in, to_server_queue = trio.open_memory_channel[_Item](math.inf)
-        to_client_in, to_client_queue = trio.open_memory_channel[_Item](math.inf)
-        server_inbox_send, server_inbox = trio.open_memory_channel[Message](math.inf)
-        client_inbox_send, client_inbox = trio.open_memory_channel[Message](math.inf)
-        self.client_end = _End(self, to_server_in, client_inbox, from_server=False)
-        self.server_end = _End(self, to_client_in, server_inbox, from_server=True)
-        self._routes = [(to_server_queue, server_inbox_send), (to_client_queue, client_inbox_send)]
-
-    async def run(self) -> None:
-        """Delivers both directions until both ends close or the link is cut."""
-        with self.scope:
-            async with trio.open_nursery() as nursery:
-                for queue, inbox in self._routes:
-                    nursery.start_soon(self._deliver, queue, inbox)
-
-    @staticmethod
-    async def _deliver(
-        queue: trio.MemoryReceiveChannel[_Item], inbox: trio.MemorySendChannel[Message]
-    ) -> None:
-        try:
-            async for delivery, message in queue:
-                if delivery > trio.current_time():
-                    await trio.sleep_until(delivery)
-                try:
-                    inbox.send_nowait(message)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-        finally:
-            inbox.close()  # the receiver sees the connection end after what was delivered
-            queue.close()
+        to_server, server_inbox = trio.open_memory_channel[_Item](math.inf)
+        to_client, client_inbox = trio.open_memory_channel[_Item](math.inf)
+        self.client_end = _End(self, to_server, client_inbox, from_server=False)
+        self.server_end = _End(self, to_client, server_inbox, from_server=True)
+        self._channels = (to_server, to_client, server_inbox, client_inbox)
 
     def cut(self) -> None:
-        """Breaks the connection now: whatever is in flight is lost."""
+        """Breaks the connection now: whatever is in flight is lost, both ends see it."""
         self.broken = True
-        self.scope.cancel()
+        for channel in self._channels:
+            channel.close()
 
 
 class SimNetwork:
@@ -186,18 +171,12 @@ class SimNetwork:
         listener_nursery, handler = self._listener
         link = _Link(self, client_id)
         self._links[client_id].append(link)
+        listener_nursery.start_soon(handler, link.server_end)
         try:
-            with single_exception():
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(link.run)
-                    listener_nursery.start_soon(handler, link.server_end)
-                    try:
-                        yield link.client_end
-                    finally:
-                        await link.client_end.aclose()
-                        link.cut()
+            yield link.client_end
         finally:
             self._links[client_id].remove(link)
+            link.cut()
 
     def cut(self, client_id: str) -> int:
         """Cuts every connection of ``client_id``; returns how many."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -12,13 +13,18 @@ from ..protocol import PUSH_POLICIES
 BATCH_SIZES = (1, 2, 10, 100)
 
 
+def _log_uniform(rng: random.Random, low: int, high: int) -> int:
+    return min(high, int(math.exp(rng.uniform(math.log(low), math.log(high + 1)))))
+
+
 @attrs.frozen
 class ScenarioParams:
     """What a simulated run does. ``draw(seed, **pinned)`` makes one.
 
     Attributes:
         clients: How many clients (2 to 4 when drawn).
-        events: Events each client commits (1 to 400 each when drawn).
+        events: Events each client commits (1 to 400 each when drawn, log-uniformly: most
+            runs are small and quick, large ones still come up regularly).
         commit_batch: Events committed back to back before a pause (1, 2, 10 or 100).
         push_batch_size: The clients' push batch size (1, 2, 10 or 100).
         latency: One-way network latency in seconds (0 to 15 ms when drawn).
@@ -74,7 +80,7 @@ class ScenarioParams:
         faulty = rng("faulty").random() < 0.7  # some runs have a clean network
         drawn: dict[str, Any] = {
             "clients": clients,
-            "events": tuple(rng(f"events:{i}").randint(1, 400) for i in range(clients)),
+            "events": tuple(_log_uniform(rng(f"events:{i}"), 1, 400) for i in range(clients)),
             "commit_batch": rng("commit_batch").choice(BATCH_SIZES),
             "push_batch_size": rng("push_batch_size").choice(BATCH_SIZES),
             "latency": round(rng("latency").uniform(0.0, 0.015), 6),

@@ -44,6 +44,11 @@ SIM_TIMINGS = ClientTimings(
 
 _runs = itertools.count()
 
+#: Trace steps after which a run may have converged (the watcher looks only then).
+_MAY_CONVERGE = frozenset(
+    {"pull.advance", "pull.rebase", "push.ack", "workload.done", "phase", "restart", "up"}
+)
+
 
 @attrs.frozen
 class ClientStall:
@@ -162,11 +167,11 @@ class _Simulation:
         self.trace.add(now, actor, what, details)
         client = self.clients.get(actor)
         if client is not None:
-            self.last_pending[actor] = client.status.pending
+            self.last_pending[actor] = client._core.state.unacknowledged_count
             total = sum(self.last_pending.values())
             if total != self.pending_timeline[-1][1]:
                 self.pending_timeline.append((now, total))
-        if self.changed is not None:
+        if self.changed is not None and what in _MAY_CONVERGE:
             self.changed.notify()
 
     # --- the world --------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Mapping
 
 import attrs
@@ -19,10 +18,12 @@ class TraceRecord:
     details: Mapping[str, object] = attrs.field(factory=dict)
 
     def line(self) -> str:
-        """A canonical text form (the digest is computed over these)."""
-        return json.dumps(
-            [self.t, self.actor, self.what, dict(self.details)], sort_keys=True, default=str
-        )
+        """A canonical text form (the digest is computed over these).
+
+        repr() of floats, ints and strings is exact and the same in every process.
+        """
+        details = ",".join(f"{key}={value!r}" for key, value in sorted(self.details.items()))
+        return f"{self.t!r}|{self.actor}|{self.what}|{details}"
 
     def __str__(self) -> str:
         details = " ".join(f"{key}={value}" for key, value in self.details.items())
