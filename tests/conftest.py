@@ -13,6 +13,8 @@ import trio
 import trio_sync
 from trio_sync import ClientTimings, HeartbeatTimings, PushTimings
 
+pytest_plugins = ["trio_sync.testing.pytest_plugin"]
+
 #: Real-network tests wait on conditions, bounded by this many (real) seconds.
 WAIT = 30
 

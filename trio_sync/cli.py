@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         help="a canonical reproduction (pins every parameter)",
     )
     replay.add_argument("--full-trace", action="store_true", help="print every step")
+    replay.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pin a scenario parameter, e.g. --param clients=2 (repeatable)",
+    )
 
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True)
@@ -102,7 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             from ._replay import replay
 
-            return replay(args.seed, args.policy, args.scenario, args.full_trace)
+            try:
+                return replay(args.seed, args.policy, args.scenario, args.full_trace, args.param)
+            except (ValueError, TypeError) as exc:
+                print(f"trio-sync replay: {exc}", file=sys.stderr)
+                return 2
         if args.command == "bench":
             from ._bench_stall import main as bench_main
 

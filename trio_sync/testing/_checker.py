@@ -42,8 +42,9 @@ _NOISE = {"heartbeat.kick_push", "heartbeat.restart_pull", "commit"}
 
 
 def explain_stall(result: ScenarioResult, client_id: str, limit: int = 10) -> list[str]:
-    """The client's trace from the last time its push loop stopped (a failed or refused
-    push), without the heartbeat's repeated complaints: what it saw after, and did not do.
+    """The client's trace from the last push that failed or was refused, without the
+    heartbeat's repeated complaints: what came back, what the push loop did with it, and
+    what it did not do afterwards.
     """
     records = [r for r in result.trace if r.actor == client_id]
     stops = [
@@ -53,7 +54,8 @@ def explain_stall(result: ScenarioResult, client_id: str, limit: int = 10) -> li
     ]
     if not stops:
         return []
-    after = records[stops[-1] :]
+    sends = [i for i in range(stops[-1]) if records[i].what == "push.send"]
+    after = records[sends[-1] if sends else stops[-1] :]
     shown = [r for r in after if r.what not in _NOISE]
     noise = len(after) - len(shown)
     lines = [str(r) for r in shown[:limit]]
@@ -66,8 +68,9 @@ def explain_stall(result: ScenarioResult, client_id: str, limit: int = 10) -> li
             f"(not shown: {commits} new commits, {kicks} heartbeat kicks the push "
             f"loop ignored, {noise - commits - kicks} pull restarts)"
         )
-    pushes_after = sum(1 for r in shown[1:] if r.what == "push.send")
-    lines.append(f"push loop sent {pushes_after} push(es) after t={after[0].t:.4f}")
+    stopped = records[stops[-1]]
+    pushes_after = sum(1 for r in records[stops[-1] :] if r.what == "push.send")
+    lines.append(f"push loop sent {pushes_after} push(es) after t={stopped.t:.4f}")
     return lines
 
 

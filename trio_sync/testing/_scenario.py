@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import shlex
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,7 @@ from ..client import Client, ClientTimings, open_client
 from ..protocol import Event, HeartbeatTimings, PushTimings
 from ..server import serve_store
 from ..store import ServerStore, memory_path
+from ._canonical import CANONICAL
 from ._network import SimNetwork
 from ._params import ScenarioParams, check_policy
 from ._trace import Trace
@@ -110,11 +112,22 @@ class ScenarioResult:
     server_log: list[Event]
     pending_timeline: list[tuple[float, int]]
     stall: list[ClientStall]
+    #: The parameters the caller pinned (the rest were drawn from the seed).
+    pinned: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def replay_command(self) -> str:
-        """The command that replays this run and prints its trace."""
-        return f"trio-sync replay --seed {self.seed} --policy {self.policy}"
+        """The command that replays this run (pins included) and prints its trace."""
+        words = ["trio-sync", "replay", "--seed", str(self.seed), "--policy", self.policy]
+        pinned = dict(self.pinned)
+        for name, preset in CANONICAL.items():
+            if all(pinned.get(key) == value for key, value in preset.items()):
+                words += ["--scenario", name]
+                pinned = {k: v for k, v in pinned.items() if k not in preset}
+                break
+        for name, value in sorted(pinned.items()):
+            words += ["--param", f"{name}={value!r}"]
+        return shlex.join(words)
 
 
 @contextmanager
@@ -389,4 +402,5 @@ def run_scenario(seed: int, *, policy: str = "supervised", **params: Any) -> Sce
         server_log=server_log,
         pending_timeline=simulation.pending_timeline,
         stall=simulation.stall,
+        pinned=dict(params),
     )
