@@ -141,3 +141,21 @@ def test_invalid_batches_are_refused_and_change_nothing(batch: list[Event], word
 def test_loaded_state_must_be_consistent() -> None:
     with pytest.raises(AssertionError, match="not contiguous"):
         SyncState("A", pending=[Event("x", {}, "A", 1), Event("x", {}, "A", 3)], next_client_seq=4)
+
+
+def test_evaluating_a_merge_changes_nothing_until_it_is_applied() -> None:
+    state = SyncState("A")
+    a1 = state.commit("x", {})
+    result = state.evaluate_merge([foreign(1), confirmed(a1, 2)])
+    assert isinstance(result, Advance)
+    assert (state.upstream_head, state.pending) == (0, (a1,))  # nothing moved yet
+    state.apply_merge(result)
+    assert (state.upstream_head, state.pending) == (2, ())
+
+
+def test_a_merge_evaluated_at_another_head_cannot_be_applied() -> None:
+    state = SyncState("A")
+    stale = state.evaluate_merge([foreign(1)])
+    state.merge([foreign(1), foreign(2)])
+    with pytest.raises(ValueError, match="evaluated at another head"):
+        state.apply_merge(stale)  # type: ignore[arg-type]

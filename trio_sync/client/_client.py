@@ -103,7 +103,7 @@ class Client:
         """
         core = self._core
         reports = core.head_reports
-        core.head_requests.notify()
+        core.request_head()
         return await self.wait_status(
             lambda status: status.state == "synced" and core.head_reports > reports
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 
+import trio
+
 from .._broadcast import Broadcast
 from .._store_runner import StoreRunner
 from ..protocol import (
@@ -52,8 +54,9 @@ class ClientCore:
         #: Counts fresh reports of the server's head (welcome, pong): a report counted
         #: after a moment T tells a head the server had at T or later.
         self.head_reports = 0
-        #: Notified when someone needs a fresh head report (wait_synced).
-        self.head_requests = Broadcast()
+        #: Set while someone waits for a fresh head report (wait_synced). An Event, not a
+        #: Broadcast: a request made while no session listens stays pending until one does.
+        self.head_wanted = trio.Event()
         #: The server identity this client syncs with (None until the first handshake).
         self.known_server_id = store.server_id
 
@@ -89,6 +92,10 @@ class ClientCore:
         self.set_phase("connected")
         self.note_fresh_server_head(server_head)
 
+    def request_head(self) -> None:
+        """Asks the connected session (now or when one connects) to ask for the head."""
+        self.head_wanted.set()
+
     def note_fresh_server_head(self, head: int) -> None:
         """The server just reported its head (a welcome or a pong)."""
         self.note_server_head(head)
@@ -107,13 +114,19 @@ class ClientCore:
         self.changed.notify()
 
     async def merge(self, events: Sequence[Event]) -> MergeResult:
-        """Merges an upstream page, persists it, and restarts pushing as the policy says."""
-        result = self.state.merge(events)
+        """Merges an upstream page, persists it, and restarts pushing as the policy says.
+
+        Durable first, then in memory: if this is cancelled while writing (the connection
+        dropped, the client is closing), nothing has moved, and the next pull asks again
+        from the same head.
+        """
+        result = self.state.evaluate_merge(events)
         if isinstance(result, Refused):
             self.trace("pull.refused", reason=result.reason)
             return result
         if result.applied:
             await self.run_store(self.store.apply_upstream, result.applied, result.confirmed_own)
+            self.state.apply_merge(result)
             self.durable_head = self.state.upstream_head
             self.trace(
                 f"pull.{result.kind}",
@@ -128,8 +141,10 @@ class ClientCore:
     async def acknowledge(self, ack: PushAck) -> None:
         """Records a push ack durably and tells the push machine."""
         if ack.seqs:
+            # Validate, write, then remember (a cancelled write leaves memory as it was).
+            acked_through = self.state.acknowledged_through(ack.first_client_seq, len(ack.seqs))
+            await self.run_store(self.store.record_ack, acked_through)
             self.state.acknowledge(ack.first_client_seq, len(ack.seqs))
-            await self.run_store(self.store.record_ack, self.state.acked_through)
             self.note_server_head(max(ack.seqs))
         self.trace("push.ack", push_id=ack.push_id, count=len(ack.seqs))
         self.push.on_ack(ack.push_id)

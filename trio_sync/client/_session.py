@@ -230,8 +230,10 @@ class ClientSession:
     async def _head_probe_loop(self) -> None:
         # Pings outside the heartbeat's numbering (nonce 0): their pongs report a fresh
         # server head for wait_synced, without disturbing liveness accounting.
+        core = self._core
         while True:
-            await self._core.head_requests.wait()
+            await core.head_wanted.wait()
+            core.head_wanted = trio.Event()
             await self._conn.send(Ping(nonce=0))
 
     async def _say_goodbye(self, message: Error) -> None:

@@ -192,10 +192,8 @@ class SyncState:
         self.add_pending(event)
         return event
 
-    def acknowledge(self, first_client_seq: int, count: int) -> None:
-        """Records that the server holds ``count`` own events from ``first_client_seq`` on.
-
-        Acks of older pushes arrive late and are harmless: acked_through never goes back.
+    def acknowledged_through(self, first_client_seq: int, count: int) -> int:
+        """What acked_through becomes with this ack (nothing changes yet).
 
         Raises:
             ProtocolError: The ack names events this client never committed.
@@ -206,14 +204,32 @@ class SyncState:
                 f"ack for client_seq {first_client_seq}..{last}, but this client committed "
                 f"only up to {self.next_client_seq - 1}"
             )
-        self.acked_through = max(self.acked_through, last)
+        return max(self.acked_through, last)
+
+    def acknowledge(self, first_client_seq: int, count: int) -> None:
+        """Records that the server holds ``count`` own events from ``first_client_seq`` on.
+
+        Acks of older pushes arrive late and are harmless: acked_through never goes back.
+
+        Raises:
+            ProtocolError: The ack names events this client never committed.
+        """
+        self.acked_through = self.acknowledged_through(first_client_seq, count)
 
     def merge(self, batch: Sequence[Event]) -> MergeResult:
-        """Applies an upstream batch (consecutive events of the global log).
+        """Evaluates and applies an upstream batch (see :meth:`evaluate_merge`)."""
+        result = self.evaluate_merge(batch)
+        if not isinstance(result, Refused):
+            self.apply_merge(result)
+        return result
+
+    def evaluate_merge(self, batch: Sequence[Event]) -> MergeResult:
+        """Decides what an upstream batch (consecutive events of the global log) means,
+        without changing anything: write the result durably, then :meth:`apply_merge` it.
 
         Events at or below our head are skipped (a page we already had). The rest must
         start right after our head; our own events in it must be our pending events, in
-        order, unchanged. On :class:`Refused` nothing changes.
+        order, unchanged.
         """
         new = [e for e in batch if e.seq is None or e.seq > self.upstream_head]
         expected = self.upstream_head + 1
@@ -247,10 +263,20 @@ class SyncState:
                 )
             confirmed_own.append(event)
 
-        for _ in confirmed_own:
-            self._pending.popleft()
-        if new:
-            self.upstream_head = new[-1].seq  # type: ignore[assignment]
-        if saw_foreign and self._pending:
-            return Rebase(tuple(new), tuple(confirmed_own), tuple(self._pending))
+        still_pending = tuple(self._pending)[len(confirmed_own) :] if saw_foreign else ()
+        if saw_foreign and still_pending:
+            return Rebase(tuple(new), tuple(confirmed_own), still_pending)
         return Advance(tuple(new), tuple(confirmed_own))
+
+    def apply_merge(self, result: Advance | Rebase) -> None:
+        """Applies a merge :meth:`evaluate_merge` returned for the current state."""
+        if not result.applied:
+            return
+        first = result.applied[0].seq
+        if first != self.upstream_head + 1:
+            raise ValueError(
+                f"merge evaluated at another head: starts at {first}, head is {self.upstream_head}"
+            )
+        for _ in result.confirmed_own:
+            self._pending.popleft()
+        self.upstream_head = result.applied[-1].seq  # type: ignore[assignment]

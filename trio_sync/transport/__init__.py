@@ -1,7 +1,7 @@
 """Transports: the Connection interface, WebSockets for real use, memory for simulation."""
 
 from ._base import Connection, ConnectionHandler, Connector
-from ._memory import MemoryConnection, MemoryNetwork, memory_connection_pair
+from ._memory import MemoryConnection, MemoryNetwork
 from ._websocket import WebSocketConnection, connect_websocket, serve_websocket
 
 __all__ = [
@@ -12,6 +12,5 @@ __all__ = [
     "MemoryNetwork",
     "WebSocketConnection",
     "connect_websocket",
-    "memory_connection_pair",
     "serve_websocket",
 ]

@@ -1,14 +1,16 @@
-"""An in-memory transport: message objects over Trio memory channels, for the simulator.
+"""The in-memory transport: message objects over Trio memory channels.
 
-No encoding happens here: the simulator exercises the same client and server code as
-production, and the codec is tested on its own. Latency and faults are the simulator's
-business; it wraps these connections.
+No encoding happens here (the codec is tested on its own), so the simulator exercises the
+same client and server code as production at memory speed. A network can delay messages
+(``delay``), lose the server's messages (``loses``) and cut a client's connections
+(``cut``); the simulator sets those from a scenario's seed, tests can leave them out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -17,49 +19,109 @@ from .._errors import ConnectError, ConnectionClosed
 from ..protocol import Message
 from ._base import ConnectionHandler
 
+_Item = tuple[float, Message]
+
+
+def _no_delay() -> float:
+    return 0.0
+
+
+def _loses_nothing(client_id: str, message: Message) -> bool:
+    return False
+
 
 class MemoryConnection:
-    """One end of an in-memory connection."""
+    """One end of an in-memory connection (the Connection interface).
+
+    A message travels as ``(delivery time, message)``; the receiver sleeps until the
+    delivery time itself, so a message in flight costs no task. Delivery times only grow
+    along one direction, so order is kept, like TCP.
+    """
 
     def __init__(
         self,
-        send_channel: trio.MemorySendChannel[Message],
-        receive_channel: trio.MemoryReceiveChannel[Message],
+        link: _Link,
+        outgoing: trio.MemorySendChannel[_Item],
+        incoming: trio.MemoryReceiveChannel[_Item],
+        from_server: bool,
     ) -> None:
-        self._send = send_channel
-        self._receive = receive_channel
-        self.close_reason = ""
+        self._link = link
+        self._outgoing = outgoing
+        self._incoming = incoming
+        self._from_server = from_server
+        self._last_delivery = 0.0
 
     async def send(self, message: Message) -> None:
+        # A cancellation point, not a yield: the message is on its way at once.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        link = self._link
+        if link.broken:
+            raise ConnectionClosed("connection cut")
+        if self._from_server and link.network.loses(link.client_id, message):
+            return
+        delivery = max(self._last_delivery, trio.current_time() + link.network.delay())
+        self._last_delivery = delivery
         try:
-            await self._send.send(message)
+            self._outgoing.send_nowait((delivery, message))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ConnectionClosed("connection closed by the peer") from None
+            raise ConnectionClosed("connection closed") from None
 
     async def receive(self) -> Message:
         try:
-            return await self._receive.receive()
+            delivery, message = await self._incoming.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
             raise ConnectionClosed("connection closed") from None
+        if delivery > trio.current_time():
+            await trio.sleep_until(delivery)
+        if self._link.broken:  # cut while the message was in flight: it is lost
+            raise ConnectionClosed("connection cut")
+        return message
 
     async def aclose(self, reason: str = "") -> None:
-        self.close_reason = reason
-        await self._send.aclose()
-        await self._receive.aclose()
+        self._outgoing.close()
+        self._incoming.close()
+        await trio.lowlevel.checkpoint()
 
 
-def memory_connection_pair() -> tuple[MemoryConnection, MemoryConnection]:
-    """Two connected ends (client, server)."""
-    to_server, from_client = trio.open_memory_channel[Message](math.inf)
-    to_client, from_server = trio.open_memory_channel[Message](math.inf)
-    return MemoryConnection(to_server, from_server), MemoryConnection(to_client, from_client)
+class _Link:
+    """Both directions of one connection."""
+
+    def __init__(self, network: MemoryNetwork, client_id: str) -> None:
+        self.network = network
+        self.client_id = client_id
+        self.broken = False
+        to_server, server_inbox = trio.open_memory_channel[_Item](math.inf)
+        to_client, client_inbox = trio.open_memory_channel[_Item](math.inf)
+        self.client_end = MemoryConnection(self, to_server, client_inbox, from_server=False)
+        self.server_end = MemoryConnection(self, to_client, server_inbox, from_server=True)
+        self._channels = (to_server, to_client, server_inbox, client_inbox)
+
+    def cut(self) -> None:
+        """Breaks the connection now: whatever is in flight is lost, both ends see it."""
+        self.broken = True
+        for channel in self._channels:
+            channel.close()
 
 
 class MemoryNetwork:
-    """Named in-memory listeners that clients connect to by URL (``memory://name``)."""
+    """Named in-memory listeners that clients connect to by URL (``memory://name``).
 
-    def __init__(self) -> None:
+    Args:
+        delay: Returns the one-way latency of the next message, in seconds.
+        loses: Decides whether the server's message to a client is lost on the way.
+    """
+
+    def __init__(
+        self,
+        *,
+        delay: Callable[[], float] = _no_delay,
+        loses: Callable[[str, Message], bool] = _loses_nothing,
+    ) -> None:
+        self.delay = delay
+        self.loses = loses
         self._listeners: dict[str, tuple[trio.Nursery, ConnectionHandler]] = {}
+        # Lists, not sets: iteration order must not depend on object addresses.
+        self._links: dict[str, list[_Link]] = defaultdict(list)
 
     async def serve(
         self,
@@ -79,19 +141,29 @@ class MemoryNetwork:
                 del self._listeners[url]
 
     @asynccontextmanager
-    async def connect(self, url: str) -> AsyncIterator[MemoryConnection]:
-        """Connects to a listener.
+    async def connect(self, url: str, *, client_id: str = "") -> AsyncIterator[MemoryConnection]:
+        """Connects to a listener (``client_id`` names the connection for ``cut``/``loses``).
 
         Raises:
             ConnectError: Nothing listens at ``url``.
         """
+        await trio.lowlevel.checkpoint()
         listener = self._listeners.get(url)
         if listener is None:
             raise ConnectError(f"nothing listens at {url}")
-        nursery, handler = listener
-        client_end, server_end = memory_connection_pair()
-        nursery.start_soon(handler, server_end)
+        listener_nursery, handler = listener
+        link = _Link(self, client_id)
+        self._links[client_id].append(link)
+        listener_nursery.start_soon(handler, link.server_end)
         try:
-            yield client_end
+            yield link.client_end
         finally:
-            await client_end.aclose()
+            self._links[client_id].remove(link)
+            link.cut()
+
+    def cut(self, client_id: str) -> int:
+        """Cuts every connection of ``client_id``; returns how many."""
+        links = list(self._links[client_id])
+        for link in links:
+            link.cut()
+        return len(links)
