@@ -108,6 +108,7 @@ def test_seeds_found_in_the_wild_stall_park_and_not_supervised(
     push_batch_size=st.sampled_from([1, 2, 10, 100]),
     latency=st.floats(0.0, 0.015),
     ack_loss=st.sampled_from([0.0, 0.05, 0.3]),
+    ack_delay=st.sampled_from([0.0, 0.05, 0.2]),
     page_loss=st.sampled_from([0.0, 0.05, 0.2]),
     disconnects=st.integers(0, 3),
     server_restarts=st.integers(0, 2),

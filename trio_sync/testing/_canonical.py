@@ -24,6 +24,7 @@ _QUIET = {
     "jitter": 0.0,
     "pause": 0.0,
     "ack_loss": 0.0,
+    "ack_delay": 0.0,
     "page_loss": 0.0,
     "disconnects": 0,
     "server_restarts": 0,

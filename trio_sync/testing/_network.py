@@ -1,7 +1,8 @@
 """The simulated network: the in-memory transport with a scenario's latency and losses.
 
 Each direction of a connection delivers in order after a latency drawn from the
-simulation's seeded random source. The server's messages can be lost on purpose (the n-th
+simulation's seeded random source; a push ack can be held up for seconds (``ack_delay``).
+The server's messages can be lost on purpose (the n-th
 push ack or pull page) or by chance (``ack_loss``, ``page_loss``); ``cut`` breaks a
 client's connections, losing what is in flight.
 """
@@ -29,9 +30,22 @@ class SimNetwork(MemoryNetwork):
         self.acks_sent = 0
         self.pages_sent = 0
 
-    def _delay(self) -> float:
-        jitter = self._params.jitter
-        return self._params.latency + (self._rng.uniform(0.0, jitter) if jitter else 0.0)
+    def _delay(self, message: Message) -> float:
+        params = self._params
+        delay = params.latency + (self._rng.uniform(0.0, params.jitter) if params.jitter else 0.0)
+        if (
+            isinstance(message, PushAck)
+            and params.ack_delay
+            and (self._rng.random() < params.ack_delay)
+        ):
+            # Held up past the client's ack timeout: the ack arrives after the retry (and,
+            # the connection being ordered, so does everything sent after it).
+            extra = self._rng.uniform(0.5, 4.0)
+            self._record(
+                "net", "delayed.push_ack", {"push_id": message.push_id, "by": round(extra, 6)}
+            )
+            delay += extra
+        return delay
 
     def _loses(self, client_id: str, message: Message) -> bool:
         params = self._params

@@ -31,6 +31,8 @@ class ScenarioParams:
         jitter: Extra random latency per message, up to this many seconds.
         pause: Longest pause between commit batches, in seconds.
         ack_loss: Probability that a push ack is lost on the way.
+        ack_delay: Probability that a push ack is held up 0.5 to 4 seconds (past the ack
+            timeout, so it arrives after the client retried).
         page_loss: Probability that a pull page is lost on the way.
         disconnects: How many times a random client's connection is cut.
         server_restarts: How many times the server restarts on its database.
@@ -48,6 +50,7 @@ class ScenarioParams:
     jitter: float
     pause: float
     ack_loss: float
+    ack_delay: float
     page_loss: float
     disconnects: int
     server_restarts: int
@@ -87,6 +90,7 @@ class ScenarioParams:
             "jitter": round(rng("jitter").uniform(0.0, 0.005), 6),
             "pause": round(rng("pause").uniform(0.0, 0.5), 6),
             "ack_loss": round(rng("ack_loss").uniform(0.0, 0.3), 3) if faulty else 0.0,
+            "ack_delay": round(rng("ack_delay").uniform(0.0, 0.1), 3) if faulty else 0.0,
             "page_loss": round(rng("page_loss").uniform(0.0, 0.2), 3) if faulty else 0.0,
             "disconnects": rng("disconnects").randint(0, 3) if faulty else 0,
             "server_restarts": rng("server_restarts").randint(0, 2) if faulty else 0,

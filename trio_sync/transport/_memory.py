@@ -22,7 +22,7 @@ from ._base import ConnectionHandler
 _Item = tuple[float, Message]
 
 
-def _no_delay() -> float:
+def _no_delay(message: Message) -> float:
     return 0.0
 
 
@@ -59,7 +59,7 @@ class MemoryConnection:
             raise ConnectionClosed("connection cut")
         if self._from_server and link.network.loses(link.client_id, message):
             return
-        delivery = max(self._last_delivery, trio.current_time() + link.network.delay())
+        delivery = max(self._last_delivery, trio.current_time() + link.network.delay(message))
         self._last_delivery = delivery
         try:
             self._outgoing.send_nowait((delivery, message))
@@ -107,14 +107,14 @@ class MemoryNetwork:
     """Named in-memory listeners that clients connect to by URL (``memory://name``).
 
     Args:
-        delay: Returns the one-way latency of the next message, in seconds.
+        delay: Returns the one-way latency of a message, in seconds.
         loses: Decides whether the server's message to a client is lost on the way.
     """
 
     def __init__(
         self,
         *,
-        delay: Callable[[], float] = _no_delay,
+        delay: Callable[[Message], float] = _no_delay,
         loses: Callable[[str, Message], bool] = _loses_nothing,
     ) -> None:
         self.delay = delay
