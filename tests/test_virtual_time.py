@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -20,7 +19,7 @@ from trio_sync._store_runner import inline
 from trio_sync.protocol import Message, Pong, PushAck, backoff_delay
 from trio_sync.server import serve_store
 from trio_sync.store import MEMORY, ServerStore
-from trio_sync.transport import Connection, MemoryNetwork
+from trio_sync.transport import MemoryNetwork
 
 TIMINGS = ClientTimings(
     connect_timeout=5.0,
@@ -34,31 +33,19 @@ TIMINGS = ClientTimings(
 )
 
 
-class Dropping:
-    """A connection that loses the server's messages ``drop`` picks."""
-
-    def __init__(self, conn: Connection, drop: Callable[[Message], bool]) -> None:
-        self._conn = conn
-        self._drop = drop
-
-    async def send(self, message: Message) -> None:
-        await self._conn.send(message)
-
-    async def receive(self) -> Message:
-        while True:
-            message = await self._conn.receive()
-            if not self._drop(message):
-                return message
-
-    async def aclose(self, reason: str = "") -> None:
-        await self._conn.aclose(reason)
+def _keep(message: Message) -> bool:
+    return False
 
 
 class World:
     """A memory network with one server; records every client trace step with its time."""
 
     def __init__(self, nursery: trio.Nursery) -> None:
-        self.network = MemoryNetwork()
+        #: Per client: which of the server's messages to it are lost.
+        self.drops: dict[str, Callable[[Message], bool]] = {}
+        self.network = MemoryNetwork(
+            loses=lambda client_id, message: self.drops.get(client_id, _keep)(message)
+        )
         self.nursery = nursery
         self.trace: list[tuple[float, str, str, dict[str, object]]] = []
         self.url = ""
@@ -74,12 +61,8 @@ class World:
     def client(
         self, client_id: str, drop: Callable[[Message], bool] | None = None, **kwargs: Any
     ) -> Any:
-        network = self.network
-
-        @asynccontextmanager
-        async def connect(url: str) -> AsyncIterator[Connection]:
-            async with network.connect(url) as conn:
-                yield Dropping(conn, drop) if drop else conn
+        if drop is not None:
+            self.drops[client_id] = drop
 
         def record(what: str, details: Any) -> None:
             self.trace.append((trio.current_time(), client_id, what, dict(details)))
@@ -89,7 +72,7 @@ class World:
             self.url or "memory://server",
             MEMORY,
             client_id=client_id,
-            connector=connect,
+            connector=partial(self.network.connect, client_id=client_id),
             run_store=inline,
             rng=random.Random(client_id),
             trace=record,
