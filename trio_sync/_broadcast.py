@@ -28,7 +28,3 @@ class Broadcast:
     def notify(self) -> None:
         self._event.set()
         self._event = trio.Event()
-
-    async def wait(self) -> None:
-        """Waits for the next notify."""
-        await self._event.wait()

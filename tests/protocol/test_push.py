@@ -89,7 +89,7 @@ def test_parking_policy_parks_and_ignores_advances() -> None:
     machine.on_upstream_change("advance", state)
     machine.on_kick()
     assert machine.poll(state, 100.0) == Sleep(None)  # the LiveStore stall
-    assert machine.idle_with_work
+    assert machine.is_stuck(state)
     machine.on_upstream_change("rebase", state)
     assert isinstance(machine.poll(state, 100.0), SendPush)
 

@@ -207,7 +207,7 @@ class ClientSession:
         core = self._core
         while True:
             await trio.sleep(self._timings.heartbeat.interval)
-            push_stuck = core.push.idle_with_work and core.state.unacknowledged_count > 0
+            push_stuck = core.push.is_stuck(core.state)
             actions = self._heartbeat.tick(
                 trio.current_time(), upstream_head=core.state.upstream_head, push_stuck=push_stuck
             )

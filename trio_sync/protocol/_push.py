@@ -128,10 +128,10 @@ class PushMachine:
     def in_flight_id(self) -> int | None:
         return self.in_flight.push_id if self.in_flight else None
 
-    @property
-    def idle_with_work(self) -> bool:
-        """True when nothing is in flight or scheduled although events wait (stuck queue)."""
-        return self.phase == "parked"
+    def is_stuck(self, state: SyncState) -> bool:
+        """True when events wait for the server with nothing pushing or scheduled to push
+        them (the heartbeat's "stuck queue")."""
+        return self.phase == "parked" and state.unacknowledged_count > 0
 
     # --- answers ----------------------------------------------------------------------
 
