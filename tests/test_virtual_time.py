@@ -16,7 +16,7 @@ import trio.testing
 import trio_sync
 from trio_sync import ClientTimings, ConnectionClosed, HeartbeatTimings, PushTimings
 from trio_sync._store_runner import inline
-from trio_sync.protocol import Message, Pong, PushAck, backoff_delay
+from trio_sync.protocol import Error, Message, Pong, PushAck, backoff_delay
 from trio_sync.server import serve_store
 from trio_sync.store import MEMORY, ServerStore
 from trio_sync.transport import MemoryNetwork
@@ -180,6 +180,9 @@ async def test_server_drops_a_connection_that_never_says_hello(
 ) -> None:
     await world.start_server()
     async with world.network.connect(world.url) as conn:
+        farewell = await conn.receive()
+        assert isinstance(farewell, Error) and not farewell.fatal
+        assert farewell.reason == "no hello within 10s (hello_timeout)"
         with pytest.raises(ConnectionClosed):
             await conn.receive()
-    assert trio.current_time() == 10.0  # ServerConfig.handshake_timeout
+    assert trio.current_time() == 10.0  # ServerLimits.hello_timeout

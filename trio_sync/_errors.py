@@ -48,6 +48,14 @@ class StoreCorrupt(StoreError):
     """The store file is damaged or is not a trio_sync store."""
 
 
+class StoreFull(StoreError):
+    """The disk (or the database's size limit) is full: nothing was written. Retry later."""
+
+
+class StoreReadOnly(StoreError):
+    """The store's file or folder cannot be written."""
+
+
 class StoreVersionError(StoreError):
     """The store was written by a newer trio_sync whose schema this one does not know."""
 

@@ -4,6 +4,8 @@ what was wrong, never with a bare KeyError, TypeError or ValueError."""
 from __future__ import annotations
 
 import json
+import math
+import sys
 
 import pytest
 from hypothesis import given
@@ -24,6 +26,7 @@ from trio_sync.protocol import (
     PushRejected,
     ServerAhead,
     Welcome,
+    WireLimits,
     decode,
     encode,
 )
@@ -34,12 +37,15 @@ A2 = Event("todo.done", {"id": 1}, "A", 2)
 MESSAGES = [
     Hello(PROTOCOL_VERSION, "A", "todo", 3, None, 0),
     Hello(PROTOCOL_VERSION, "A", "todo", 3, "srv", 17),
-    Welcome(PROTOCOL_VERSION, "srv", "todo", 3, 17),
+    Hello(PROTOCOL_VERSION, "A", "todo", 3, None, 0, token="v1.x.y"),
+    Welcome(PROTOCOL_VERSION, "srv", "todo", 3, 17, "default", WireLimits()),
+    Welcome(PROTOCOL_VERSION, "srv", "todo", 3, 17, "s1", WireLimits(max_push_events=7)),
     Error("bad", fatal=True),
     Push(1, 0, (A1, A2)),
     PushAck(1, 1, (5, 6)),
     ServerAhead(2, 9),
     PushRejected(3, "gap"),
+    PushRejected(3, "disk full", retryable=True),
     Pull(1, 0),
     PullPage(1, (A1.at(1), A2.at(2)), 2),
     PullPage(2, (), 2),
@@ -60,6 +66,24 @@ def frame(**body: object) -> str:
 
 
 EVENT = {"name": "a", "args": {}, "client_id": "A", "client_seq": 1, "seq": None}
+HELLO = json.loads(encode(Hello(PROTOCOL_VERSION, "A", "default", 1, None, 0)))
+
+
+def push_with_args(args: object) -> str:
+    return frame(type="push", push_id=1, parent=0, events=[{**EVENT, "args": args}])
+
+
+def push_with_seq(client_seq: int) -> str:
+    return frame(type="push", push_id=1, parent=0, events=[{**EVENT, "client_seq": client_seq}])
+
+
+def nested(depth: int) -> str:
+    """A push whose args hold a value nested ``depth`` arrays deep (built as text: the
+    standard library cannot encode it)."""
+    return push_with_args({"deep": 1}).replace(
+        '"deep": 1', '"deep": ' + "[" * depth + "1" + "]" * depth
+    )
+
 
 BAD_FRAMES = [
     # (what was tried, frame, error class, words the message must contain)
@@ -102,7 +126,7 @@ BAD_FRAMES = [
         "client_seq 0",
         frame(type="push", push_id=1, parent=0, events=[{**EVENT, "client_seq": 0}]),
         InvalidMessage,
-        "client_seq must be a positive integer",
+        "client_seq must be a positive 64-bit integer",
     ),
     (
         "empty name",
@@ -144,6 +168,106 @@ BAD_FRAMES = [
         InvalidMessage,
         "must carry a seq",
     ),
+    # Values that one peer could store but another could not read back.
+    (
+        "lone surrogate in args",
+        push_with_args({"x": "\ud800"}),
+        InvalidMessage,
+        "push.events[0].args.x: string holds a lone UTF-16 surrogate",
+    ),
+    (
+        "lone surrogate in an event name",
+        frame(type="push", push_id=1, parent=0, events=[{**EVENT, "name": "\udc00"}]),
+        InvalidMessage,
+        "lone UTF-16 surrogate",
+    ),
+    (
+        "lone surrogate in the hello's client_id",
+        json.dumps({**HELLO, "client_id": "\ud800"}),
+        InvalidMessage,
+        "hello.client_id: string holds a lone UTF-16 surrogate",
+    ),
+    (
+        "lone surrogate in an object key",
+        push_with_args({"\ud800": 1}),
+        InvalidMessage,
+        "(key): string holds a lone UTF-16 surrogate",
+    ),
+    ("client_seq of 2**63", push_with_seq(2**63), InvalidMessage, "does not fit in 64 bits"),
+    ("client_seq of 2**64", push_with_seq(2**64), InvalidMessage, "does not fit in 64 bits"),
+    ("client_seq of 2**64 + 1", push_with_seq(2**64 + 1), InvalidMessage, "64 bits"),
+    (
+        "parent of 2**63",
+        frame(type="push", push_id=1, parent=2**63, events=[EVENT]),
+        InvalidMessage,
+        "push.parent: integer of 64 bits does not fit in 64 bits",
+    ),
+    (
+        "integer of 5000 digits",
+        frame(type="ping", nonce=0).replace("0", "9" * 5000),
+        MalformedFrame,
+        "an integer literal has too many digits",
+    ),
+    (
+        "negative 2**63 + 1 in args",
+        push_with_args({"n": -(2**63) - 1}),
+        InvalidMessage,
+        "push.events[0].args.n: integer of 64 bits does not fit in 64 bits",
+    ),
+    ("NaN in args", push_with_args({"x": math.nan}), InvalidMessage, "args.x: float nan"),
+    ("Infinity in args", push_with_args({"x": math.inf}), InvalidMessage, "float inf"),
+    ("-Infinity in args", push_with_args({"y": [-math.inf]}), InvalidMessage, "args.y[0]"),
+    ("1e400 in args", push_with_args({"x": 1}).replace(": 1}", ": 1e400}"), InvalidMessage, "inf"),
+    ("args nested 900 deep", nested(900), InvalidMessage, "deeper than 32"),
+    ("args nested 2000 deep", nested(2000), MalformedFrame, "too deeply"),
+    ("args nested 33 deep", nested(33), InvalidMessage, "deeper than 32"),
+    (
+        "unknown field",
+        frame(type="ping", nonce=1, admin=True),
+        InvalidMessage,
+        "extra fields found",
+    ),
+    (
+        "unknown field in an event",
+        frame(type="push", push_id=1, parent=0, events=[{**EVENT, "seq_override": 9}]),
+        InvalidMessage,
+        "seq_override",
+    ),
+    (
+        "client id of 10,000 characters",
+        json.dumps({**HELLO, "client_id": "x" * 10_000}),
+        InvalidMessage,
+        "client_id is longer than 128 characters",
+    ),
+    (
+        "client id with a control character",
+        json.dumps({**HELLO, "client_id": "a\nb"}),
+        InvalidMessage,
+        "control character",
+    ),
+    (
+        "event over max_event_bytes",
+        push_with_args({"pad": "x" * (1024 * 1024)}),
+        InvalidMessage,
+        "exceeds the limit max_event_bytes=1048576",
+    ),
+    (
+        "push over max_push_events",
+        frame(
+            type="push",
+            push_id=1,
+            parent=0,
+            events=[{**EVENT, "client_seq": i} for i in range(1, 1002)],
+        ),
+        InvalidMessage,
+        "push of 1001 events exceeds the limit max_push_events=1000",
+    ),
+    (
+        "a token longer than 4096 characters",
+        json.dumps({**HELLO, "token": "t" * 5000}),
+        InvalidMessage,
+        "token is longer than 4096",
+    ),
 ]
 
 
@@ -156,6 +280,37 @@ def test_bad_frames_raise_a_clear_protocol_error(
     with pytest.raises(error) as caught:
         decode(frame_)
     assert words in str(caught.value)
+
+
+def test_a_token_never_shows_in_a_repr() -> None:
+    hello = Hello(PROTOCOL_VERSION, "A", "default", 1, None, 0, token="v1.secret.sig")
+    assert "secret" not in repr(hello) and "secret" not in str(hello)
+
+
+def test_the_limits_a_server_announces_apply() -> None:
+    small = WireLimits(max_frame_bytes=4096, max_event_bytes=100, max_push_events=2)
+    with pytest.raises(InvalidMessage, match="max_event_bytes=100"):
+        decode(push_with_args({"pad": "x" * 200}), small)
+    with pytest.raises(MalformedFrame, match="max_frame_bytes=4096"):
+        decode(push_with_args({"pad": "x" * 5000}), small)
+
+
+def test_limits_that_could_never_deliver_an_accepted_event_are_refused() -> None:
+    with pytest.raises(ValueError, match="leaves no room in a frame"):
+        WireLimits(max_frame_bytes=2048, max_event_bytes=2000)
+
+
+def test_64_bit_edges_are_accepted() -> None:
+    for value in (2**63 - 1, -(2**63)):
+        push = decode(push_with_args({"n": value}))
+        assert isinstance(push, Push) and push.events[0].args["n"] == value
+    assert isinstance(decode(push_with_seq(2**63 - 1)), Push)
+
+
+def test_deep_args_under_the_recursion_limit_are_refused_without_recursing() -> None:
+    assert sys.getrecursionlimit() >= 1000
+    with pytest.raises(ProtocolError):
+        decode(nested(100_000))
 
 
 def test_oversized_frame_is_refused_before_parsing() -> None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from trio_sync.protocol import PROTOCOL_VERSION, Hello, Welcome, hello_problem, welcome_problem
+from trio_sync.protocol import (
+    PROTOCOL_VERSION,
+    Hello,
+    Welcome,
+    WireLimits,
+    hello_problem,
+    welcome_problem,
+)
 
 SCHEMA = ("todo", 2)
 
@@ -13,7 +20,7 @@ def welcome(
     schema: tuple[str, int] = SCHEMA,
     protocol: int = PROTOCOL_VERSION,
 ) -> Welcome:
-    return Welcome(protocol, server_id, schema[0], schema[1], head)
+    return Welcome(protocol, server_id, schema[0], schema[1], head, "default", WireLimits())
 
 
 def test_matching_hello_is_welcome() -> None:
@@ -22,7 +29,10 @@ def test_matching_hello_is_welcome() -> None:
 
 def test_hello_with_another_protocol_or_schema_is_refused() -> None:
     other_protocol = hello_problem(Hello(PROTOCOL_VERSION + 1, "A", "todo", 2, None, 0), SCHEMA)
-    assert other_protocol and "protocol version 2 is not supported" in other_protocol
+    assert (
+        other_protocol
+        and f"protocol version {PROTOCOL_VERSION + 1} is not supported" in other_protocol
+    )
     other_schema = hello_problem(Hello(PROTOCOL_VERSION, "A", "todo", 1, None, 0), SCHEMA)
     assert other_schema == "schema 'todo' v1 does not match the server's 'todo' v2"
 

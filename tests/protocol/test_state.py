@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trio_sync import InvalidEvent, ProtocolError
-from trio_sync.protocol import Advance, Event, Rebase, Refused, SyncState
+from trio_sync.protocol import Advance, Event, Rebase, Refused, SyncState, WireLimits
 
 
 def confirmed(event: Event, seq: int) -> Event:
@@ -35,6 +35,20 @@ def test_commit_numbers_events_and_normalises_args() -> None:
         ("x", {"f": float("nan")}, "not JSON"),
         ("x", {"f": object()}, "not JSON"),
         ("x" * 300, {}, "longer than 256"),
+        # What every peer could not store and read back, refused before it is durable.
+        ("x", {"f": float("inf")}, "not JSON"),
+        ("x", {"s": "\ud800"}, "args.s: string holds a lone UTF-16 surrogate"),
+        ("x", {"\udfff": 1}, "lone UTF-16 surrogate"),
+        ("x", {"n": 2**63}, "args.n: integer of 64 bits does not fit in 64 bits"),
+        ("x", {"n": -(2**64)}, "does not fit in 64 bits"),
+        ("x", {"n": 10**5000}, "not JSON"),
+        (
+            "x",
+            {"deep": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+            "deeper than 32",
+        ),
+        ("x", {"pad": "p" * (1024 * 1024)}, "exceeds the limit of 1048576 bytes"),
+        ("x\n", {}, "control character"),
     ],
 )
 def test_commit_refuses_bad_input_and_records_nothing(name: str, args: object, words: str) -> None:
@@ -42,6 +56,39 @@ def test_commit_refuses_bad_input_and_records_nothing(name: str, args: object, w
     with pytest.raises(InvalidEvent, match=words):
         state.commit(name, args)
     assert state.pending == () and state.next_client_seq == 1
+
+
+def test_commit_normalises_args_through_json() -> None:
+    class Label(str):
+        pass
+
+    event = SyncState("A").commit(
+        "x", {"t": (1, 2), "l": Label("z"), "u": "\u00e9\U0001f600", 7: "int key"}
+    )
+    assert event.args == {"t": [1, 2], "l": "z", "u": "\u00e9\U0001f600", "7": "int key"}
+    assert type(event.args["l"]) is str
+
+
+def test_commit_follows_the_limits_the_server_announced() -> None:
+    state = SyncState("A", limits=WireLimits(max_frame_bytes=8192, max_event_bytes=64))
+    with pytest.raises(InvalidEvent, match="exceeds the limit of 64 bytes"):
+        state.commit("x", {"pad": "p" * 100})
+    state.commit("x", {"pad": "p" * 10})
+
+
+def test_plan_push_stays_within_the_servers_event_count_and_frame_size() -> None:
+    limits = WireLimits(max_frame_bytes=8192, max_event_bytes=4000, max_push_events=3)
+    state = SyncState("A", limits=limits)
+    for _ in range(5):
+        state.commit("x", {"pad": "p" * 3500})
+    plan = state.plan_push(100)
+    # Three fit by count, but only two of ~3.6 kB fit in a frame of 8 kB.
+    assert plan is not None and [e.client_seq for e in plan.events] == [1, 2]
+    state = SyncState("A", limits=limits)
+    for _ in range(5):
+        state.commit("x", {})
+    plan = state.plan_push(100)
+    assert plan is not None and len(plan.events) == 3
 
 
 def test_add_pending_only_takes_the_next_commit() -> None:

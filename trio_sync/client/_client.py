@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -26,6 +27,8 @@ from ._core import ClientCore, TraceHook
 from ._session import ClientSession
 
 _StatusPredicate = Callable[[SyncStatus], bool]
+#: A token, or a function that returns the current one (sync or async).
+TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 
 #: How many confirmed events ``confirmed_stream`` reads from the store at a time.
 _STREAM_PAGE = 500
@@ -41,12 +44,14 @@ class Client:
         connector: Connector,
         timings: ClientTimings,
         schema: tuple[str, int],
+        token: TokenSource | None = None,
     ) -> None:
         self._core = core
         self._url = url
         self._connector = connector
         self._timings = timings
         self._schema = schema
+        self._token = token
         self._commit_lock = trio.Lock()
         self._closed = False
 
@@ -164,8 +169,9 @@ class Client:
             core.set_phase("connecting")
             session: ClientSession | None = None
             try:
+                token = await self._current_token()
                 async with self._connector(self._url) as conn:
-                    session = ClientSession(core, conn, timings, self._schema)
+                    session = ClientSession(core, conn, timings, self._schema, token)
                     await session.run()
             except IncompatibleServer as exc:
                 core.set_phase("incompatible", str(exc))
@@ -175,7 +181,10 @@ class Client:
                 continue
             except (TransportError, ProtocolError) as exc:
                 core.set_phase("disconnected", str(exc))
-            failures = 1 if session is not None and session.connected else failures + 1
+            # A connection that stayed up a while resets the backoff; one that is refused or
+            # dropped at once (a full server, a restarting one) must not reconnect in a loop.
+            stable = session is not None and session.connected_for() >= timings.stable_connection
+            failures = 1 if stable else failures + 1
             await trio.sleep(
                 backoff_delay(
                     failures,
@@ -184,6 +193,13 @@ class Client:
                     jitter=core.rng.random(),
                 )
             )
+
+    async def _current_token(self) -> str | None:
+        token = self._token
+        if token is None or isinstance(token, str):
+            return token
+        value = token()
+        return value if isinstance(value, str) else await value
 
     def _check_open(self) -> None:
         if self._closed:
@@ -242,6 +258,8 @@ async def open_client(
     store_path: str,
     *,
     client_id: str | None = None,
+    token: TokenSource | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     push_batch_size: int = 100,
     push_policy: str = "supervised",
     schema_name: str = "default",
@@ -262,6 +280,9 @@ async def open_client(
         url: The server's URL (``ws://host:port``).
         store_path: The client's SQLite file (created if missing).
         client_id: This client's id; None uses the one in the store, or a new one.
+        token: The token the server requires (``trio-sync token``), or a function
+            returning the current one (called at each connection, so it may renew it).
+        ssl_context: For ``wss://`` URLs: how to check the server's certificate.
         push_batch_size: The most events in one push.
         push_policy: "supervised" (the default, never parks) or "park" (LiveStore's
             legacy behaviour, for the stall reproduction only).
@@ -286,8 +307,10 @@ async def open_client(
         state = await run_store(store.load_state)
         core = ClientCore(store, state, push, run_store, rng or random.Random(), trace)
         if connector is None:
-            connector = partial(connect_websocket, connect_timeout=timings.connect_timeout)
-        client = Client(core, url, connector, timings, (schema_name, schema_version))
+            connector = partial(
+                connect_websocket, connect_timeout=timings.connect_timeout, ssl_context=ssl_context
+            )
+        client = Client(core, url, connector, timings, (schema_name, schema_version), token)
         with single_exception():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client._maintain_connection)

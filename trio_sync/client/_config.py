@@ -21,5 +21,7 @@ class ClientTimings:
     #: Reconnection backoff: first and largest step (jittered, capped, exponential).
     reconnect_base: float = 0.1
     reconnect_cap: float = 10.0
+    #: A connection that stayed up this long resets the reconnection backoff.
+    stable_connection: float = 2.0
     heartbeat: HeartbeatTimings = attrs.field(factory=HeartbeatTimings)
     push: PushTimings = attrs.field(factory=PushTimings)

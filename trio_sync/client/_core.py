@@ -18,6 +18,7 @@ from ..protocol import (
     Refused,
     SyncState,
     SyncStatus,
+    Welcome,
     derive_status,
 )
 from ..store import ClientStore
@@ -84,13 +85,17 @@ class ClientCore:
         self.trace("phase", phase=phase, error=error)
         self.changed.notify()
 
-    async def on_connected(self, server_id: str, server_head: int) -> None:
-        """The handshake succeeded: remember the server on first contact, report connected."""
+    async def on_connected(self, welcome: Welcome) -> None:
+        """The handshake succeeded: remember the server on first contact and the limits it
+        announced (commits follow them, offline too), report connected."""
         if self.known_server_id is None:
-            await self.run_store(self.store.record_server_id, server_id)
-            self.known_server_id = server_id
+            await self.run_store(self.store.record_server_id, welcome.server_id)
+            self.known_server_id = welcome.server_id
+        if welcome.limits != self.state.limits:
+            await self.run_store(self.store.record_limits, welcome.limits)
+            self.state.limits = welcome.limits
         self.set_phase("connected")
-        self.note_fresh_server_head(server_head)
+        self.note_fresh_server_head(welcome.head)
 
     def request_head(self) -> None:
         """Asks the connected session (now or when one connects) to ask for the head."""

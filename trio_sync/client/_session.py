@@ -49,15 +49,18 @@ class ClientSession:
         conn: Connection,
         timings: ClientTimings,
         schema: tuple[str, int],
+        token: str | None = None,
     ) -> None:
         self._core = core
         self._conn = conn
+        self._token = token
         self._timings = timings
         self._schema = schema
         self._heartbeat = Heartbeat(timings.heartbeat)
         self._pull_id = 0
-        #: Whether the handshake succeeded (the supervisor resets its backoff then).
+        #: Whether the handshake succeeded, and when.
         self.connected = False
+        self._connected_at = 0.0
 
     async def run(self) -> None:
         """Handshakes, then syncs until the connection ends (always by an exception).
@@ -72,7 +75,8 @@ class ClientSession:
             self._heartbeat.note_server_head(welcome.head)
             self._core.push.on_connected()
             self.connected = True
-            await self._core.on_connected(welcome.server_id, welcome.head)
+            self._connected_at = trio.current_time()
+            await self._core.on_connected(welcome)
             with single_exception():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._read_loop)
@@ -83,6 +87,10 @@ class ClientSession:
         except ProtocolError as exc:
             await self._say_goodbye(Error(f"client refuses: {exc}"))
             raise
+
+    def connected_for(self) -> float:
+        """Seconds since the handshake succeeded (0 if it did not)."""
+        return trio.current_time() - self._connected_at if self.connected else 0.0
 
     # --- handshake --------------------------------------------------------------------
 
@@ -97,6 +105,7 @@ class ClientSession:
                 schema_version=version,
                 server_id=core.known_server_id,
                 cursor=core.state.upstream_head,
+                token=self._token,
             )
         )
         with trio.move_on_after(self._timings.handshake_timeout):

@@ -5,8 +5,8 @@ are passed in. The runtimes in ``client/`` and ``server/`` move bytes and call t
 """
 
 from ._backoff import backoff_delay
-from ._codec import MAX_FRAME_BYTES, decode, encode
-from ._events import Event, new_event
+from ._codec import MAX_FRAME_BYTES, decode, encode, event_json
+from ._events import Event, check_identifier, event_size, new_event
 from ._handshake import hello_problem, welcome_problem
 from ._heartbeat import (
     ConnectionDead,
@@ -16,6 +16,17 @@ from ._heartbeat import (
     KickPush,
     RestartPull,
     SendPing,
+)
+from ._json import INT64_MAX, check_value
+from ._limits import (
+    CLIENT_RECEIVE_LIMITS,
+    DEFAULT_LIMITS,
+    EVENT_ENVELOPE_BYTES,
+    HARD_MAX_FRAME_BYTES,
+    MAX_CLIENT_ID_LENGTH,
+    MAX_STORE_ID_LENGTH,
+    MESSAGE_ENVELOPE_BYTES,
+    WireLimits,
 )
 from ._messages import (
     PROTOCOL_VERSION,
@@ -46,12 +57,22 @@ from ._push import (
     SupervisedPush,
     make_push_machine,
 )
+from ._rate import TokenBucket
 from ._server_rules import Accept, Ahead, PushDecision, PushFacts, Reject, decide_push
 from ._state import Advance, MergeResult, PushPlan, Rebase, Refused, SyncState
 from ._status import ConnectionPhase, StatusState, SyncStatus, derive_status
+from ._tokens import TokenClaims, TokenError, check_secret, issue_token, read_token, token_problem
 
 __all__ = [
+    "CLIENT_RECEIVE_LIMITS",
+    "DEFAULT_LIMITS",
+    "EVENT_ENVELOPE_BYTES",
+    "HARD_MAX_FRAME_BYTES",
+    "INT64_MAX",
+    "MAX_CLIENT_ID_LENGTH",
     "MAX_FRAME_BYTES",
+    "MAX_STORE_ID_LENGTH",
+    "MESSAGE_ENVELOPE_BYTES",
     "PROTOCOL_VERSION",
     "PUSH_POLICIES",
     "Accept",
@@ -97,14 +118,26 @@ __all__ = [
     "SupervisedPush",
     "SyncState",
     "SyncStatus",
+    "TokenBucket",
+    "TokenClaims",
+    "TokenError",
     "Welcome",
+    "WireLimits",
     "backoff_delay",
+    "check_identifier",
+    "check_secret",
+    "check_value",
     "decide_push",
     "decode",
     "derive_status",
     "encode",
+    "event_json",
+    "event_size",
     "hello_problem",
+    "issue_token",
     "make_push_machine",
     "new_event",
+    "read_token",
+    "token_problem",
     "welcome_problem",
 ]

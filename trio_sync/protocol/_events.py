@@ -3,40 +3,56 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import attrs
 
-from .._errors import InvalidEvent
-
-#: Longest event name accepted; names are identifiers such as ``"todo.created"``.
-MAX_NAME_LENGTH = 256
-#: Longest client id accepted.
-MAX_CLIENT_ID_LENGTH = 128
+from .._errors import InvalidEvent, InvalidMessage, ProtocolError
+from ._json import INT64_MAX, check_value, dumps, loads
+from ._limits import DEFAULT_LIMITS, MAX_CLIENT_ID_LENGTH, MAX_NAME_LENGTH, WireLimits
 
 JsonObject = dict[str, Any]
 
-
-def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+#: Characters that have no place in an identifier (they garble logs and terminals).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _optional_positive_int(
-    instance: object, attribute: attrs.Attribute[Any], value: object
-) -> None:
-    if value is not None:
-        _positive_int(instance, attribute, value)
+def check_identifier(value: object, what: str, limit: int) -> str:
+    """Returns ``value`` if it is a usable identifier (event name, client id, store id).
+
+    Raises:
+        ValueError: Not a non-empty string of at most ``limit`` printable characters.
+    """
+    if type(value) is not str or not value:
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > limit:
+        raise ValueError(f"{what} is longer than {limit} characters")
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} {value!r} holds a control character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} holds a lone UTF-16 surrogate") from None
+    return value
 
 
-def _bounded_str(limit: int) -> Any:
+def _identifier(limit: int) -> Any:
     def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if type(value) is not str or not value:
-            raise ValueError(f"{attribute.name} must be a non-empty string, got {value!r}")
-        if len(value) > limit:
-            raise ValueError(f"{attribute.name} is longer than {limit} characters")
+        check_identifier(value, attribute.name, limit)
 
     return check
+
+
+def _position(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not int or not 1 <= value <= INT64_MAX:
+        raise ValueError(f"{attribute.name} must be a positive 64-bit integer, got {value!r}")
+
+
+def _optional_position(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _position(instance, attribute, value)
 
 
 def _json_object(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -56,11 +72,13 @@ class Event:
         seq: The global position the server gave it; ``None`` while pending.
     """
 
-    name: str = attrs.field(validator=_bounded_str(MAX_NAME_LENGTH))
+    name: str = attrs.field(validator=_identifier(MAX_NAME_LENGTH))
     args: JsonObject = attrs.field(validator=_json_object)
-    client_id: str = attrs.field(validator=_bounded_str(MAX_CLIENT_ID_LENGTH))
-    client_seq: int = attrs.field(validator=_positive_int)
-    seq: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    client_id: str = attrs.field(validator=_identifier(MAX_CLIENT_ID_LENGTH))
+    client_seq: int = attrs.field(validator=_position)
+    seq: int | None = attrs.field(default=None, validator=_optional_position)
+    #: The event's encoded JSON, kept once made: a server sends one event to many pullers.
+    _wire: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -81,21 +99,70 @@ class Event:
         return attrs.evolve(self, seq=seq)
 
 
-def new_event(name: str, args: object, client_id: str, client_seq: int) -> Event:
-    """Builds a pending event from application input.
+def event_size(name: str, args_json: bytes | str) -> int:
+    """An event's size as limits count it: its name plus its args as UTF-8 JSON."""
+    args_bytes = len(args_json) if isinstance(args_json, bytes) else len(args_json.encode())
+    return len(name.encode()) + args_bytes
 
-    The args are normalised through JSON (tuples become lists) so that the event a client
-    stores is exactly the one that comes back from the server.
+
+def check_event_content(event: Event, *, path: str, limits: WireLimits) -> None:
+    """Checks what the Event class cannot see alone: the args' values, depth and size.
 
     Raises:
-        InvalidEvent: The name is not a non-empty string, or args is not a JSON object.
+        InvalidMessage: The args break a rule or the event is over the size limit.
+    """
+    check_value(event.args, path=f"{path}.args", max_depth=limits.max_depth)
+    size = event_size(event.name, dumps(event.args))
+    if size > limits.max_event_bytes:
+        raise InvalidMessage(
+            f"{path}: event of {size} bytes exceeds the limit max_event_bytes="
+            f"{limits.max_event_bytes}"
+        )
+
+
+def json_dumps_compact(value: Any) -> str:
+    """Compact JSON text, accepting only what JSON can hold (NaN and friends refused)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def new_event(
+    name: str,
+    args: object,
+    client_id: str,
+    client_seq: int,
+    *,
+    limits: WireLimits = DEFAULT_LIMITS,
+) -> Event:
+    """Builds a pending event from application input.
+
+    The args are normalised through JSON (tuples become lists, str and int subclasses
+    plain values) so that the event a client stores is exactly the one that comes back
+    from the server.
+
+    Raises:
+        InvalidEvent: The name is not a usable identifier, args is not a JSON object, a
+            value cannot be stored by every peer (NaN, a 65-bit integer, a lone
+            surrogate, nesting deeper than ``limits.max_depth``), or the event is larger
+            than ``limits.max_event_bytes``.
     """
     if not isinstance(args, dict):
         raise InvalidEvent(f"args must be a dict, got {type(args).__name__}")
     try:
-        normalised = json.loads(json.dumps(args, allow_nan=False))
+        check_identifier(name, "event name", MAX_NAME_LENGTH)
+        text = json_dumps_compact(args)
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"args of {name!r} are not JSON: {exc}") from None
+    try:
+        normalised = loads(text, what="args")
+        check_value(normalised, path="args", max_depth=limits.max_depth)
+    except ProtocolError as exc:
+        raise InvalidEvent(f"event {name!r}: {exc}") from None
+    size = event_size(name, text)
+    if size > limits.max_event_bytes:
+        raise InvalidEvent(
+            f"event {name!r} of {size} bytes exceeds the limit of {limits.max_event_bytes} "
+            "bytes (max_event_bytes)"
+        )
     try:
         return Event(name=name, args=normalised, client_id=client_id, client_seq=client_seq)
     except (TypeError, ValueError) as exc:

@@ -13,15 +13,41 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ._events import Event
+from ._events import Event, check_identifier
+from ._json import INT64_MAX
+from ._limits import (
+    MAX_CLIENT_ID_LENGTH,
+    MAX_LABEL_LENGTH,
+    MAX_REASON_LENGTH,
+    MAX_TOKEN_LENGTH,
+    WireLimits,
+)
 
 #: Version of the wire protocol itself; both sides must speak the same one.
-PROTOCOL_VERSION = 1
+#: 2: stores, tokens, limits in the welcome, retryable push refusals.
+PROTOCOL_VERSION = 2
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{attribute.name} must be a non-negative integer, got {value!r}")
+    if type(value) is not int or not 0 <= value <= INT64_MAX:
+        raise ValueError(f"{attribute.name} must be a non-negative 64-bit integer, got {value!r}")
+
+
+def _bounded(limit: int) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and len(value) > limit:  # type: ignore[arg-type]
+            raise ValueError(f"{attribute.name} is longer than {limit} characters")
+
+    return check
+
+
+def _client_id(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_identifier(value, attribute.name, MAX_CLIENT_ID_LENGTH)
+
+
+def _clip_reason(reason: str) -> str:
+    # A reason is text for people; one that is too long is cut, not refused.
+    return reason if len(reason) <= MAX_REASON_LENGTH else reason[: MAX_REASON_LENGTH - 3] + "..."
 
 
 def _check_contiguous_client_seqs(events: Sequence[Event]) -> None:
@@ -47,13 +73,16 @@ class Hello:
 
     TYPE: ClassVar[str] = "hello"
     protocol_version: int
-    client_id: str
-    schema_name: str
+    client_id: str = attrs.field(validator=_client_id)
+    schema_name: str = attrs.field(validator=_bounded(MAX_LABEL_LENGTH))
     schema_version: int = attrs.field(validator=_non_negative)
     #: The server identity this client last synced with (None on first contact).
-    server_id: str | None
+    server_id: str | None = attrs.field(validator=_bounded(MAX_LABEL_LENGTH))
     #: The last global seq the client holds.
     cursor: int = attrs.field(validator=_non_negative)
+    #: A token from ``trio-sync token`` when the server requires one. Never shown in a repr
+    #: (and so never in a log line).
+    token: str | None = attrs.field(default=None, repr=False, validator=_bounded(MAX_TOKEN_LENGTH))
 
 
 @attrs.frozen
@@ -62,10 +91,15 @@ class Welcome:
 
     TYPE: ClassVar[str] = "welcome"
     protocol_version: int
-    server_id: str
-    schema_name: str
+    #: The identity of this store's log (new each time a store is created).
+    server_id: str = attrs.field(validator=_bounded(MAX_LABEL_LENGTH))
+    schema_name: str = attrs.field(validator=_bounded(MAX_LABEL_LENGTH))
     schema_version: int = attrs.field(validator=_non_negative)
     head: int = attrs.field(validator=_non_negative)
+    #: The store this connection serves.
+    store_id: str = attrs.field(validator=_bounded(MAX_LABEL_LENGTH))
+    #: What the server accepts: clients refuse bigger events at commit() and size pushes.
+    limits: WireLimits
 
 
 @attrs.frozen
@@ -73,7 +107,7 @@ class Error:
     """Either way: a fatal problem with the connection; the sender closes it next."""
 
     TYPE: ClassVar[str] = "error"
-    reason: str
+    reason: str = attrs.field(converter=_clip_reason)
     #: True when retrying cannot help (schema mismatch); the client reports "incompatible".
     fatal: bool = False
 
@@ -125,7 +159,10 @@ class PushRejected:
 
     TYPE: ClassVar[str] = "push_rejected"
     push_id: int = attrs.field(validator=_non_negative)
-    reason: str
+    reason: str = attrs.field(converter=_clip_reason)
+    #: True when the batch is fine but the server could not take it now (its storage is
+    #: full or failing): retry later. False: it can never be accepted as it is.
+    retryable: bool = False
 
 
 # --- pull -----------------------------------------------------------------------------

@@ -52,9 +52,16 @@ class Ahead:
 
 @attrs.frozen
 class Reject:
-    """Refuse for good: the batch can never be appended as it is."""
+    """Refuse for good: the batch can never be appended as it is.
+
+    Attributes:
+        reason: What is wrong, in words.
+        code: The same in one word, for metrics: "foreign_event", "not_held", "differs",
+            "client_seq_gap" or "parent_beyond_head".
+    """
 
     reason: str
+    code: str
 
 
 PushDecision = Accept | Ahead | Reject
@@ -64,16 +71,21 @@ def decide_push(push: Push, client_id: str, facts: PushFacts) -> PushDecision:
     """Decides what the server does with ``push`` from ``client_id``."""
     for event in push.events:
         if event.client_id != client_id:
-            return Reject(f"event {event.key} belongs to another client than {client_id!r}")
+            return Reject(
+                f"event {event.key} belongs to another client than {client_id!r}",
+                "foreign_event",
+            )
     held_part = [e for e in push.events if e.client_seq <= facts.last_client_seq]
     new_part = [e for e in push.events if e.client_seq > facts.last_client_seq]
     seqs: list[int] = []
     for event in held_part:
         held = facts.held.get(event.client_seq)
         if held is None or held.seq is None:
-            return Reject(f"event {event.key} is below the last held client_seq but not held")
+            return Reject(
+                f"event {event.key} is below the last held client_seq but not held", "not_held"
+            )
         if not held.same_fact(event):
-            return Reject(f"event {event.key} differs from the one the server holds")
+            return Reject(f"event {event.key} differs from the one the server holds", "differs")
         seqs.append(held.seq)
     if not new_part:
         return Accept(new=(), seqs=tuple(seqs))
@@ -82,10 +94,13 @@ def decide_push(push: Push, client_id: str, facts: PushFacts) -> PushDecision:
     if new_part[0].client_seq != expected:
         return Reject(
             f"client_seq gap: the server holds up to {facts.last_client_seq}, "
-            f"the batch continues at {new_part[0].client_seq}"
+            f"the batch continues at {new_part[0].client_seq}",
+            "client_seq_gap",
         )
     if push.parent > facts.head:
-        return Reject(f"parent {push.parent} is beyond the server head {facts.head}")
+        return Reject(
+            f"parent {push.parent} is beyond the server head {facts.head}", "parent_beyond_head"
+        )
     if push.parent != facts.head and facts.foreign_after_parent:
         return Ahead(facts.head)
     new = tuple(e.at(facts.head + i + 1) for i, e in enumerate(new_part))

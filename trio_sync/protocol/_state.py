@@ -16,7 +16,9 @@ from typing import ClassVar
 import attrs
 
 from .._errors import ProtocolError
+from ._codec import event_json
 from ._events import Event, new_event
+from ._limits import DEFAULT_LIMITS, WireLimits
 
 
 @attrs.frozen
@@ -82,6 +84,8 @@ class SyncState:
         upstream_head: The last global seq applied locally. Never moves backwards.
         acked_through: The highest own client_seq the server acknowledged as durable.
         next_client_seq: The client_seq the next commit gets.
+        limits: What the server accepts (its welcome says; the defaults before that):
+            commits and pushes stay within them.
     """
 
     def __init__(
@@ -92,8 +96,10 @@ class SyncState:
         pending: Iterable[Event] = (),
         acked_through: int = 0,
         next_client_seq: int = 1,
+        limits: WireLimits = DEFAULT_LIMITS,
     ) -> None:
         self.client_id = client_id
+        self.limits = limits
         self.upstream_head = upstream_head
         self._pending: deque[Event] = deque(pending)
         self.acked_through = acked_through
@@ -135,17 +141,26 @@ class SyncState:
         return len(self._pending) - self._first_unacknowledged_index()
 
     def plan_push(self, batch_size: int) -> PushPlan | None:
-        """The next push: up to ``batch_size`` unacknowledged events after our head.
+        """The next push: up to ``batch_size`` unacknowledged events after our head, within
+        the server's limits on events per push and bytes per frame.
 
         Returns None when there is nothing to push.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         start = self._first_unacknowledged_index()
-        events = tuple(islice(self._pending, start, start + batch_size))
+        count = min(batch_size, self.limits.max_push_events)
+        budget = self.limits.push_bytes_budget()
+        events: list[Event] = []
+        for event in islice(self._pending, start, start + count):
+            size = len(event_json(event)) + 1
+            if events and size > budget:
+                break
+            budget -= size
+            events.append(event)
         if not events:
             return None
-        return PushPlan(parent=self.upstream_head, events=events)
+        return PushPlan(parent=self.upstream_head, events=tuple(events))
 
     def check_invariants(self) -> None:
         """Raises AssertionError if the state is inconsistent (tests call it after each step).
@@ -171,9 +186,10 @@ class SyncState:
         """Builds the next pending event without adding it (write it durably, then add it).
 
         Raises:
-            InvalidEvent: The name or args cannot be stored.
+            InvalidEvent: The name or args cannot be stored, or the event is larger than
+                the server accepts.
         """
-        return new_event(name, args, self.client_id, self.next_client_seq)
+        return new_event(name, args, self.client_id, self.next_client_seq, limits=self.limits)
 
     def add_pending(self, event: Event) -> None:
         """Adds an event made by :meth:`prepare_commit` (once it is durable)."""

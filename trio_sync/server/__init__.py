@@ -1,7 +1,22 @@
-"""The sync server runtime: ``serve()`` on trio-websocket, one nursery per connection."""
+"""The sync server runtime: ``serve()`` on WebSockets, one nursery per connection."""
 
-from ._log import ServerLog
-from ._serve import Listen, Server, serve, serve_store
-from ._session import ServerConfig, ServerSession
+from ._hub import Hub, HubConfig
+from ._limits import ServerLimits
+from ._log import StoreLog
+from ._metrics import ServerMetrics
+from ._serve import Listen, Server, serve, serve_hub, serve_store
+from ._session import ServerSession
 
-__all__ = ["Listen", "Server", "ServerConfig", "ServerLog", "ServerSession", "serve", "serve_store"]
+__all__ = [
+    "Hub",
+    "HubConfig",
+    "Listen",
+    "Server",
+    "ServerLimits",
+    "ServerMetrics",
+    "ServerSession",
+    "StoreLog",
+    "serve",
+    "serve_hub",
+    "serve_store",
+]

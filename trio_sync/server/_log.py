@@ -1,125 +1,103 @@
-"""The server's live view of its log: head, change notification, group commit, recent tail.
+"""One store's log as the connections see it: head, change notification, recent tail.
 
-All pushes go through one writer task, which takes every push waiting at that moment and
-applies them in one transaction (one fsync), then answers each. Pullers read recent events
-from an in-memory tail and older ones from the store, so a slow or dead client only ever
-holds up its own connection: there is no per-client queue to fill.
+Pullers read recent events from an in-memory tail and older ones from the database, so a
+slow or dead client only ever holds up its own connection: there is no per-client queue
+to fill. The tail is bounded in bytes (its share of the server's ``max_tail_bytes``) and
+in events; each event in it keeps its encoded JSON, so a new event is encoded once however
+many clients it is sent to.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from collections import deque
-from itertools import islice
-
-import attrs
-import trio
+from collections.abc import Callable, Sequence
 
 from .._broadcast import Broadcast
-from .._errors import StoreError
-from .._store_runner import StoreRunner
-from ..protocol import Accept, Event, Push, PushDecision
-from ..store import ServerStore
-
-logger = logging.getLogger("trio_sync.server")
+from ..protocol import Event, event_json
+from ..store import StoreInfo
 
 
-@attrs.define
-class _PushRequest:
-    client_id: str
-    push: Push
-    done: trio.Event = attrs.field(factory=trio.Event)
-    decision: PushDecision | None = None
-    error: StoreError | None = None
-
-
-class ServerLog:
-    """The server's log as the connections see it."""
+class StoreLog:
+    """The live view of one store, shared by every connection to it."""
 
     def __init__(
-        self,
-        store: ServerStore,
-        run_store: StoreRunner,
-        *,
-        tail_size: int = 10_000,
-        max_group: int = 64,
+        self, info: StoreInfo, *, tail_budget: Callable[[], int], max_tail_events: int
     ) -> None:
-        self.store = store
-        self._run_store = run_store
-        self._max_group = max_group
-        self._tail: deque[Event] = deque(maxlen=tail_size)
+        self.store_id = info.store_id
+        self.server_id = info.server_id
+        self._head = info.head
+        self._tail_budget = tail_budget
+        self._max_tail_events = max_tail_events
+        self._tail: deque[Event] = deque()
+        self._tail_bytes = 0
         self._changed = Broadcast()
-        self._send_request, self._requests = trio.open_memory_channel[_PushRequest](math.inf)
+        #: Connections to this store that said hello.
+        self.connections = 0
 
     @property
     def head(self) -> int:
-        return self.store.head
+        """The last durable seq of this store."""
+        return self._head
 
-    async def run_writer(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """The group-commit writer; runs until cancelled."""
-        recent = await self._run_store(
-            self.store.read, max(0, self.head - (self._tail.maxlen or 0)), self._tail.maxlen or 0
-        )
-        self._tail.extend(recent)
-        task_status.started()
-        async for first in self._requests:
-            group = [first]
-            while len(group) < self._max_group:
-                try:
-                    group.append(self._requests.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            await self._apply(group)
+    @property
+    def tail_bytes(self) -> int:
+        return self._tail_bytes
 
-    async def _apply(self, group: list[_PushRequest]) -> None:
-        try:
-            decisions = await self._run_store(
-                self.store.apply_pushes, [(r.client_id, r.push) for r in group]
-            )
-        except StoreError as exc:
-            logger.error("could not write %d push(es): %s", len(group), exc)
-            for request in group:
-                request.error = exc
-                request.done.set()
-            return
-        appended = False
-        for request, decision in zip(group, decisions, strict=True):
-            if isinstance(decision, Accept) and decision.new:
-                self._tail.extend(decision.new)
-                appended = True
-            request.decision = decision
-            request.done.set()
-        if appended:
-            self._changed.notify()
+    def publish(self, events: Sequence[Event]) -> None:
+        """New durable events: keep them, move the head, wake the pullers.
 
-    async def push(self, client_id: str, push: Push) -> PushDecision:
-        """Queues a push for the writer and returns its decision once it is durable.
-
-        Raises:
-            StoreError: The server could not write (the push may be retried).
+        Events at or below the head are skipped (this view was made after they were
+        durable). Should the rest not follow the head, the tail starts again from them:
+        older reads then go to the database.
         """
-        request = _PushRequest(client_id, push)
-        self._send_request.send_nowait(request)
-        await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        assert request.decision is not None
-        return request.decision
+        fresh = [event for event in events if (event.seq or 0) > self._head]
+        if not fresh:
+            return
+        if fresh[0].seq != self._head + 1:
+            self._drop_tail()
+        for event in fresh:
+            self._tail.append(event)
+            self._tail_bytes += len(event_json(event))
+        self._head = fresh[-1].seq or self._head
+        self.trim()
+        self._changed.notify()
 
-    async def read(self, after: int, limit: int) -> list[Event]:
-        """Up to ``limit`` events after seq ``after``, from memory when recent enough."""
-        if self._tail and after >= self._tail[0].seq - 1:  # type: ignore[operator]
-            start = after - (self._tail[0].seq - 1)  # type: ignore[operator]
-            return list(islice(self._tail, start, start + limit))
-        return await self._run_store(self.store.read, after, limit)
+    def trim(self) -> None:
+        """Drops the oldest events past this store's share of the tail budget."""
+        budget = self._tail_budget()
+        while self._tail and (self._tail_bytes > budget or len(self._tail) > self._max_tail_events):
+            self._tail_bytes -= len(event_json(self._tail.popleft()))
+
+    def _drop_tail(self) -> None:
+        self._tail.clear()
+        self._tail_bytes = 0
+
+    def read_tail(self, after: int, max_events: int, max_bytes: int) -> list[Event] | None:
+        """Events after ``after`` from memory, or None when they are older than the tail.
+
+        Returns at least one event when there is one, and stops before ``max_bytes``.
+        """
+        if not self._tail or after < (self._tail[0].seq or 0) - 1:
+            return None
+        start = after - ((self._tail[0].seq or 0) - 1)
+        events: list[Event] = []
+        budget = max_bytes
+        for index in range(start, min(len(self._tail), start + max_events)):
+            event = self._tail[index]
+            budget -= len(event_json(event)) + 1
+            if events and budget < 0:
+                break
+            events.append(event)
+        return events
 
     async def wait_beyond(self, cursor: int) -> None:
         """Returns once the head is past ``cursor``."""
         while True:
             changed = self._changed.event
-            if self.head > cursor:
+            if self._head > cursor:
                 return
             await changed.wait()
+
+    def poke(self) -> None:
+        """Wakes every waiter (to make them look at something else, such as a shutdown)."""
+        self._changed.notify()

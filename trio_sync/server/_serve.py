@@ -1,23 +1,46 @@
-"""``serve()``: the sync server on trio-websocket."""
+"""``serve()``: the sync server on WebSockets, and ``serve_store()`` over any transport."""
 
 from __future__ import annotations
 
+import errno
 import logging
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
 import attrs
 import trio
 
+from .._errors import TransportError
 from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
+from ..protocol import check_secret
 from ..store import ServerStore
-from ..transport import Connection, serve_websocket
-from ._log import ServerLog
-from ._session import ServerConfig, ServerSession
+from ..transport import (
+    Connection,
+    HttpRequest,
+    HttpResponse,
+    ListenerConfig,
+    serve_websocket,
+)
+from ._hub import Hub, HubConfig
+from ._limits import ServerLimits
+from ._metrics import CONTENT_TYPE
+from ._session import ServerSession
 
 logger = logging.getLogger("trio_sync.server")
+
+#: Accepts connections for a handler until cancelled: ``listen(handler, task_status=...)``
+#: reports where it listens (a port, a URL) through task_status.
+Listen = Callable[..., Awaitable[None]]
+
+
+@attrs.frozen
+class _Control:
+    hub: Hub
+    stop_accepting: trio.Event
+    scope: trio.CancelScope
 
 
 @attrs.frozen
@@ -25,10 +48,12 @@ class Server:
     """A running server, as returned by ``nursery.start(trio_sync.serve, ...)``.
 
     Attributes:
-        url: Where clients connect (``ws://host:port``).
+        url: Where clients connect: ``ws://host:port`` (``wss://`` with TLS) serves the
+            default store, ``<url>/<store_id>`` another store.
         host: The address it listens on.
-        port: The port it listens on (the real one when 0 was asked for).
-        server_id: This server database's identity (new when the database is created).
+        port: The port it listens on (the real one when 0 was asked for, or the one it
+            fell back to).
+        server_id: The default store's identity (new when the database is created).
         db_path: The SQLite file of its log.
     """
 
@@ -37,11 +62,35 @@ class Server:
     port: int
     server_id: str
     db_path: str
+    _control: _Control = attrs.field(eq=False, repr=False, alias="control")
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Shuts down gracefully, then makes ``serve()`` return.
+
+        Stops accepting connections, lets pushes in flight commit and be acknowledged,
+        and closes every connection with code 1001 (going away): clients reconnect on
+        their own when a server is back. Connections still open after ``grace`` seconds
+        are cut.
+        """
+        control = self._control
+        control.stop_accepting.set()
+        await control.hub.drain(grace)
+        control.scope.cancel()
 
 
-#: Accepts connections for a handler until cancelled: ``listen(handler, task_status=...)``
-#: reports where it listens (a port, a URL) through task_status.
-Listen = Callable[..., Awaitable[None]]
+async def serve_hub(
+    hub: Hub, listen: Listen, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Runs the writer and serves every connection ``listen`` accepts, until cancelled.
+    Reports what ``listen`` reported."""
+
+    async def handle(conn: Connection) -> None:
+        await ServerSession(conn, hub).run()
+
+    with single_exception():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run_writer)
+            task_status.started(await nursery.start(listen, handle))
 
 
 async def serve_store(
@@ -50,26 +99,36 @@ async def serve_store(
     *,
     schema_name: str = "default",
     schema_version: int = 1,
+    limits: ServerLimits | None = None,
+    create_stores: bool = False,
+    auth_secrets: Sequence[bytes] = (),
     run_store: StoreRunner = in_worker_thread,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serves ``store``'s log to every connection ``listen`` accepts, until cancelled.
+    """Serves ``store``'s logs to every connection ``listen`` accepts, until cancelled.
 
     The transport-neutral part of :func:`serve`: the simulator runs it over the in-memory
     transport with ``run_store=inline``. Reports what ``listen`` reported.
     """
-    config = ServerConfig(
-        server_id=store.server_id, schema_name=schema_name, schema_version=schema_version
+    hub = Hub(
+        store, run_store, _config(schema_name, schema_version, limits, create_stores, auth_secrets)
     )
-    log = ServerLog(store, run_store)
+    await serve_hub(hub, listen, task_status=task_status)
 
-    async def handle(conn: Connection) -> None:
-        await ServerSession(conn, log, config).run()
 
-    with single_exception():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(log.run_writer)
-            task_status.started(await nursery.start(listen, handle))
+def _config(
+    schema_name: str,
+    schema_version: int,
+    limits: ServerLimits | None,
+    create_stores: bool,
+    auth_secrets: Sequence[bytes],
+) -> HubConfig:
+    return HubConfig(
+        schema=(schema_name, schema_version),
+        limits=limits or ServerLimits(),
+        create_stores=create_stores,
+        auth_secrets=tuple(check_secret(secret) for secret in auth_secrets),
+    )
 
 
 async def serve(
@@ -77,53 +136,163 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    port_fallback: int = 0,
     schema_name: str = "default",
     schema_version: int = 1,
+    limits: ServerLimits | None = None,
+    create_stores: bool = False,
+    auth_secrets: Sequence[bytes] = (),
+    ssl_context: ssl.SSLContext | None = None,
     run_store: StoreRunner = in_worker_thread,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Runs a sync server on ``db_path`` until cancelled.
+    """Runs a sync server on ``db_path`` until cancelled (or ``Server.shutdown()``).
 
     Use with ``server = await nursery.start(trio_sync.serve, "server.sqlite3")``: start()
-    returns once the server accepts connections.
+    returns once the server accepts connections. ``ws://host:port/<store_id>`` serves the
+    store ``store_id``; the bare URL the default store. ``GET /healthz`` and
+    ``GET /metrics`` (Prometheus) are served on the same port.
 
     Args:
         db_path: The SQLite file of the server's log (created if missing).
         host: The address to listen on.
         port: The port to listen on; 0 picks a free one (see ``Server.port``).
+        port_fallback: When ``port`` is taken, how many next ports to try.
         schema_name: The application schema clients must speak.
         schema_version: Its version; clients with another one are told "incompatible".
+        limits: What the server accepts (see :class:`ServerLimits`).
+        create_stores: Create an unknown store when a client first connects to it (by
+            default such a connection is refused).
+        auth_secrets: Secrets that sign tokens (``trio-sync token``); when given, every
+            client must present a valid token for its store and client id.
+        ssl_context: Serve TLS (``wss://``) with this context.
         run_store: Where store calls run (a worker thread by default).
 
     Raises:
-        StoreError: The database cannot be opened (in use, corrupt, newer schema).
-        TransportError: The address cannot be bound.
+        StoreError: The database cannot be opened or written (in use, corrupt, newer
+            schema, read-only).
+        TransportError: No port could be bound.
+        TokenError: A secret is too short.
     """
+    config = _config(schema_name, schema_version, limits, create_stores, auth_secrets)
     store = await run_store(ServerStore.open, db_path)
     try:
-        with single_exception():
+        await run_store(store.check_writable)
+        hub = Hub(store, run_store, config)
+        stop_accepting = trio.Event()
+        listener_config = ListenerConfig(
+            handshake_timeout=config.limits.hello_timeout,
+            max_connections=config.limits.max_connections,
+            limits=config.limits.wire,
+            ssl_context=ssl_context,
+        )
+        with trio.CancelScope() as scope, single_exception():
             async with trio.open_nursery() as nursery:
-                bound_port: int = await nursery.start(
+                bound: int = await nursery.start(
+                    serve_hub,
+                    hub,
                     partial(
-                        serve_store,
-                        store,
-                        partial(serve_websocket, host=host, port=port),
-                        schema_name=schema_name,
-                        schema_version=schema_version,
-                        run_store=run_store,
-                    )
+                        _listen_with_fallback,
+                        host=host,
+                        port=port,
+                        port_fallback=port_fallback,
+                        http_handler=partial(_http, hub),
+                        config=listener_config,
+                        stop_accepting=stop_accepting,
+                    ),
                 )
                 url_host = f"[{host}]" if ":" in host else host
-                task_status.started(
-                    Server(
-                        url=f"ws://{url_host}:{bound_port}",
-                        host=host,
-                        port=bound_port,
-                        server_id=store.server_id,
-                        db_path=str(db_path),
-                    )
+                scheme = "wss" if ssl_context is not None else "ws"
+                server = Server(
+                    url=f"{scheme}://{url_host}:{bound}",
+                    host=host,
+                    port=bound,
+                    server_id=store.server_id,
+                    db_path=str(db_path),
+                    control=_Control(hub, stop_accepting, scope),
                 )
-                logger.info("serving %s on ws://%s:%d", db_path, url_host, bound_port)
+                _log_start(server, store, config, tls=ssl_context is not None)
+                task_status.started(server)
     finally:
         with trio.CancelScope(shield=True):
             await run_store(store.close)
+
+
+async def _listen_with_fallback(
+    handler: Callable[[Connection], Awaitable[None]],
+    *,
+    host: str,
+    port: int,
+    port_fallback: int,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Listens on ``port``, or the next free one of ``port_fallback`` more after a short
+    backoff, logging each conflict (Styxy's first recovery layer)."""
+    delay = 0.05
+    for attempt in range(port_fallback + 1):
+        candidate = port + attempt if port else 0
+        try:
+            await serve_websocket(
+                handler, host=host, port=candidate, task_status=task_status, **options
+            )
+            return
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == port_fallback:
+                tried = f" or the {attempt} next port(s)" if attempt else ""
+                hint = " (port_fallback=N tries the next N ports)" if not port_fallback else ""
+                raise TransportError(
+                    f"cannot listen on {host}:{port}{tried}: {exc.strerror or exc}{hint}"
+                ) from None
+            logger.warning("port %d is in use; trying %d in %.2fs", candidate, candidate + 1, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+async def _http(hub: Hub, request: HttpRequest) -> HttpResponse:
+    path = request.target.split("?", 1)[0]
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponse(405, b"only GET\n")
+    if path == "/healthz":
+        if hub.draining:
+            return HttpResponse(503, b"shutting down\n")
+        problem = await hub.storage_problem()
+        if problem:
+            return HttpResponse(503, f"storage cannot be written: {problem}\n".encode())
+        return HttpResponse(200, b"ok\n")
+    if path == "/metrics":
+        return HttpResponse(200, hub.metrics.render(), content_type=CONTENT_TYPE)
+    return HttpResponse(404, b"not found: /healthz, /metrics, or a WebSocket to / or /<store>\n")
+
+
+def _log_start(server: Server, store: ServerStore, config: HubConfig, *, tls: bool) -> None:
+    limits = config.limits
+    stores = store.stores()
+    logger.info(
+        "trio_sync server on %s: database %s, %d store(s) (default: head %d, identity %s)",
+        server.url,
+        server.db_path,
+        len(stores),
+        store.head,
+        store.server_id,
+    )
+    logger.info(
+        "tokens %s, TLS %s, unknown stores %s, schema %s v%d",
+        f"required ({len(config.auth_secrets)} secret(s))" if config.auth_secrets else "off",
+        "on" if tls else "off",
+        "created on first use" if config.create_stores else "refused",
+        *config.schema,
+    )
+    logger.info(
+        "limits: frame %d B, event %d B, %d events/push, page %d B, tail %d B, "
+        "%d connections (%d per store), %g msg/s, idle %gs",
+        limits.wire.max_frame_bytes,
+        limits.wire.max_event_bytes,
+        limits.wire.max_push_events,
+        limits.max_page_bytes,
+        limits.max_tail_bytes,
+        limits.max_connections,
+        limits.max_connections_per_store,
+        limits.messages_per_second,
+        limits.idle_timeout,
+    )

@@ -1,14 +1,20 @@
-"""One client connection on the server: handshake, pushes, a pull stream, pings."""
+"""One client connection on the server: handshake, pushes, a pull stream, pings.
+
+Whatever the client sends, a session ends by closing its own connection, with a reason the
+client is told and the log records; nothing it sends can end the server. Sends go through
+the connection's one writer (see ``transport/_outbox.py``), so the pull stream, which this
+session cancels when a new pull replaces it, never cuts a frame.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
-import attrs
 import trio
 
-from .._errors import ConnectionClosed, ProtocolError, StoreError
+from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
 from .._groups import single_exception
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -25,112 +31,281 @@ from ..protocol import (
     PushRejected,
     ServerAhead,
     ServerMessage,
+    TokenBucket,
     Welcome,
     hello_problem,
+    token_problem,
 )
-from ..transport import Connection
-from ._log import ServerLog
+from ..store import DEFAULT_STORE, valid_store_id
+from ..transport import CLOSE_GOING_AWAY, CLOSE_NORMAL, Connection
+from ._hub import Hub, InternalError
+from ._log import StoreLog
 
 logger = logging.getLogger("trio_sync.server")
 
 
-@attrs.frozen
-class ServerConfig:
-    """What a server says about itself, and its limits."""
+class Refusal(Exception):
+    """Ends a session with a reason the client is told (``fatal``: retrying cannot help,
+    the client shows "incompatible") and a short ``code`` for metrics."""
 
-    server_id: str
-    schema_name: str = "default"
-    schema_version: int = 1
-    #: Events per pull page.
-    page_size: int = 500
-    #: Seconds a client has to say hello.
-    handshake_timeout: float = 10.0
-    #: Seconds one send may take before the client counts as too slow and is dropped
-    #: (it reconnects and catches up by pulling).
-    send_timeout: float = 30.0
+    def __init__(self, reason: str, code: str, *, fatal: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.fatal = fatal
+
+
+def store_for_target(target: str) -> str | None:
+    """The store a request path names: "/" is the default store, "/<id>" the store <id>
+    (a query string is ignored); None for anything else."""
+    path = target.split("?", 1)[0].rstrip("/")
+    if not path:
+        return DEFAULT_STORE
+    name = path[1:] if path.startswith("/") else None
+    return name if name is not None and valid_store_id(name) else None
 
 
 class ServerSession:
     """Serves one connection until it closes."""
 
-    def __init__(self, conn: Connection, log: ServerLog, config: ServerConfig) -> None:
+    def __init__(self, conn: Connection, hub: Hub) -> None:
         self._conn = conn
-        self._log = log
-        self._config = config
+        self._hub = hub
+        self._limits = hub.config.limits
         self._pull_scope: trio.CancelScope | None = None
+        self._receive_scope: trio.CancelScope | None = None
+        #: Why the server ended this session on its own (shutdown, a newer connection).
+        self._stopped: tuple[str, bool] | None = None
         self.client_id = "?"
+        self.store_id = "?"
+        self.peer = conn.peer
+
+    @property
+    def bytes_sent(self) -> int:
+        return getattr(self._conn, "bytes_sent", 0)
+
+    @property
+    def bytes_received(self) -> int:
+        return getattr(self._conn, "bytes_received", 0)
+
+    def stop(self, reason: str, *, going_away: bool = False) -> None:
+        """Ends the session after the message in hand (a push is committed and answered
+        first), telling the client ``reason``."""
+        self._stopped = (reason, going_away)
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
 
     async def run(self) -> None:
         """Handles the connection; never raises (errors close the connection)."""
-        reason = ""
+        hub = self._hub
+        hub.track(self)
+        started = time.monotonic()
+        reason, code = "", CLOSE_NORMAL
         try:
-            hello = await self._handshake()
-            if hello is not None:
-                self.client_id = hello.client_id
-                with single_exception():
-                    async with trio.open_nursery() as nursery:
-                        await self._serve(nursery)
-        except ConnectionClosed:
-            pass
+            reason, code = await self._run()
+        except Refusal as refusal:
+            reason = refusal.reason
+            hub.metrics.refusals.labels(refusal.code).inc()
+            logger.info(
+                "refused %s (client %r, store %r): %s",
+                self.peer,
+                self.client_id,
+                self.store_id,
+                reason,
+            )
+            await self._try_send(Error(reason, fatal=refusal.fatal))
+        except ConnectionClosed as exc:
+            reason = str(exc)
         except ProtocolError as exc:
             reason = str(exc)
-            logger.info("client %s sent an invalid message: %s", self.client_id, exc)
+            hub.metrics.refusals.labels("invalid_message").inc()
+            logger.info(
+                "client %r of store %r (%s) sent an invalid message: %s",
+                self.client_id,
+                self.store_id,
+                self.peer,
+                exc,
+            )
             await self._try_send(Error(reason))
         except StoreError as exc:
             reason = f"server storage failed: {exc}"
-            logger.error("client %s: %s", self.client_id, reason)
+            hub.metrics.refusals.labels("storage").inc()
+            logger.error("client %r of store %r: %s", self.client_id, self.store_id, reason)
             await self._try_send(Error(reason))
         except Exception:
             # A bug here must cost one connection, never the whole server.
             reason = "internal server error"
-            logger.exception("client %s: unexpected error", self.client_id)
+            hub.metrics.refusals.labels("internal_error").inc()
+            logger.exception(
+                "client %r of store %r: unexpected error", self.client_id, self.store_id
+            )
             await self._try_send(Error(reason))
         finally:
+            hub.untrack(self)
+            if self.client_id != "?":
+                logger.info(
+                    "client %r of store %r (%s) disconnected after %.1fs: %s",
+                    self.client_id,
+                    self.store_id,
+                    self.peer,
+                    time.monotonic() - started,
+                    reason or "closed",
+                )
             # Not shielded: when the server is cancelled, connections close at once.
-            await self._conn.aclose(reason)
+            await self._conn.aclose(reason, code=code)
 
-    async def _handshake(self) -> Hello | None:
-        config = self._config
-        with trio.move_on_after(config.handshake_timeout):
-            message = await self._conn.receive()
-            if not isinstance(message, Hello):
-                raise ProtocolError(f"expected 'hello' first, got {message.TYPE!r}")
-            problem = hello_problem(message, (config.schema_name, config.schema_version))
-            if problem:
-                await self._try_send(Error(problem, fatal=True))
-                return None
+    async def _run(self) -> tuple[str, int]:
+        hello, log = await self._handshake()
+        hub = self._hub
+        hub.add_session(self, log, hello.client_id)
+        try:
             await self._send(
                 Welcome(
                     protocol_version=PROTOCOL_VERSION,
-                    server_id=config.server_id,
-                    schema_name=config.schema_name,
-                    schema_version=config.schema_version,
-                    head=self._log.head,
+                    server_id=log.server_id,
+                    schema_name=hub.config.schema[0],
+                    schema_version=hub.config.schema[1],
+                    head=log.head,
+                    store_id=log.store_id,
+                    limits=self._limits.wire,
                 )
             )
-            return message
-        return None  # no hello in time
+            logger.info(
+                "client %r connected to store %r from %s (head %d)",
+                self.client_id,
+                self.store_id,
+                self.peer,
+                log.head,
+            )
+            with single_exception():
+                async with trio.open_nursery() as nursery:
+                    await self._serve(log, nursery)
+                    nursery.cancel_scope.cancel()
+        finally:
+            hub.remove_session(self, log, hello.client_id)
+        assert self._stopped is not None
+        reason, going_away = self._stopped
+        await self._try_send(Error(reason))
+        return reason, CLOSE_GOING_AWAY if going_away else CLOSE_NORMAL
 
-    async def _serve(self, nursery: trio.Nursery) -> None:
-        while True:
+    # --- handshake --------------------------------------------------------------------
+
+    async def _handshake(self) -> tuple[Hello, StoreLog]:
+        hub, limits = self._hub, self._limits
+        if hub.draining:
+            raise Refusal("the server is shutting down", "shutting_down")
+        message = None
+        with trio.move_on_after(limits.hello_timeout):
             message = await self._conn.receive()
-            if isinstance(message, Push):
-                await self._send(await self._answer_push(message))
-            elif isinstance(message, Pull):
-                if self._pull_scope is not None:
-                    self._pull_scope.cancel()
-                self._pull_scope = trio.CancelScope()
-                nursery.start_soon(self._stream, message, self._pull_scope)
-            elif isinstance(message, Ping):
-                await self._send(Pong(nonce=message.nonce, head=self._log.head))
-            elif isinstance(message, Error):
-                logger.info("client %s closed: %s", self.client_id, message.reason)
-                raise ConnectionClosed(message.reason)
-            else:
-                raise ProtocolError(f"a client does not send {message.TYPE!r}")
+        if message is None:
+            raise Refusal(f"no hello within {limits.hello_timeout:g}s (hello_timeout)", "timeout")
+        if not isinstance(message, Hello):
+            raise ProtocolError(f"expected 'hello' first, got {message.TYPE!r}")
+        self.client_id = message.client_id
+        store_id = store_for_target(self._conn.target)
+        if store_id is None:
+            raise Refusal(
+                f"no store at path {self._conn.target[:80]!r}: connect to / (the default store) "
+                "or /<store id> (letters, digits, _ . -)",
+                "bad_path",
+                fatal=True,
+            )
+        self.store_id = store_id
+        problem = hello_problem(message, hub.config.schema)
+        if problem:
+            raise Refusal(problem, "incompatible", fatal=True)
+        if hub.config.auth_secrets:
+            # Before anything about the store is said: without a valid token, nothing is
+            # learnt, not even whether the store exists.
+            problem = token_problem(
+                message.token,
+                hub.config.auth_secrets,
+                store_id=store_id,
+                client_id=message.client_id,
+                now=time.time(),
+            )
+            if problem:
+                raise Refusal(f"not authorized: {problem}", "unauthorized", fatal=True)
+        log = await hub.open_store(store_id)
+        if log is None:
+            raise Refusal(
+                f"store {store_id!r} does not exist on this server (a server started with "
+                "--create-stores creates stores on first use)",
+                "unknown_store",
+                fatal=True,
+            )
+        if log.connections >= limits.max_connections_per_store:
+            raise Refusal(
+                f"store {store_id!r} has {log.connections} connections: the limit is "
+                f"{limits.max_connections_per_store} (max_connections_per_store)",
+                "too_many_connections",
+            )
+        return message, log
 
-    async def _answer_push(self, push: Push) -> ServerMessage:
-        decision = await self._log.push(self.client_id, push)
+    # --- the conversation -------------------------------------------------------------
+
+    async def _serve(self, log: StoreLog, nursery: trio.Nursery) -> None:
+        limits = self._limits
+        bucket = TokenBucket(limits.messages_per_second, limits.message_burst, trio.current_time())
+        while True:
+            message = None
+            with trio.CancelScope() as self._receive_scope:  # stop() cancels it
+                if self._stopped is not None:
+                    return
+                delay = bucket.take(trio.current_time())
+                if delay:
+                    # Too many messages: this client waits; nobody else does.
+                    await trio.sleep(delay)
+                with trio.move_on_after(limits.idle_timeout) as idle:
+                    message = await self._conn.receive()
+            self._receive_scope = None
+            if message is None:
+                if self._stopped is not None:
+                    return
+                assert idle.cancelled_caught
+                raise Refusal(
+                    f"nothing received for {limits.idle_timeout:g}s (idle_timeout)", "idle"
+                )
+            # A message in hand is handled even if stop() came meanwhile: a push is
+            # committed and answered before the connection closes.
+            await self._handle(message, log, nursery)
+
+    async def _handle(self, message: object, log: StoreLog, nursery: trio.Nursery) -> None:
+        if isinstance(message, Push):
+            await self._send(await self._answer_push(message, log))
+        elif isinstance(message, Pull):
+            if message.cursor > log.head:
+                raise ProtocolError(
+                    f"pull cursor {message.cursor} is beyond the head {log.head} of store "
+                    f"{log.store_id!r}"
+                )
+            if self._pull_scope is not None:
+                self._pull_scope.cancel()
+            self._pull_scope = trio.CancelScope()
+            nursery.start_soon(self._stream, message, log, self._pull_scope)
+        elif isinstance(message, Ping):
+            await self._send(Pong(nonce=message.nonce, head=log.head))
+        elif isinstance(message, Error):
+            raise ConnectionClosed(f"client closed: {message.reason}")
+        else:
+            raise ProtocolError(f"a client does not send {message.TYPE!r}")  # type: ignore[attr-defined]
+
+    async def _answer_push(self, push: Push, log: StoreLog) -> ServerMessage:
+        hub = self._hub
+        try:
+            decision = await hub.push(log, self.client_id, push)
+        except StoreFull as exc:
+            hub.metrics.pushes.labels("storage_full").inc()
+            return PushRejected(
+                push.push_id, f"the server's storage is full, retry later: {exc}", retryable=True
+            )
+        except StoreError as exc:
+            hub.metrics.pushes.labels("storage_error").inc()
+            return PushRejected(
+                push.push_id, f"the server could not write, retry later: {exc}", retryable=True
+            )
+        except InternalError:
+            raise
         if isinstance(decision, Accept):
             return PushAck(
                 push_id=push.push_id,
@@ -141,29 +316,33 @@ class ServerSession:
             return ServerAhead(push_id=push.push_id, head=decision.head)
         return PushRejected(push_id=push.push_id, reason=decision.reason)
 
-    async def _stream(self, pull: Pull, scope: trio.CancelScope) -> None:
+    async def _stream(self, pull: Pull, log: StoreLog, scope: trio.CancelScope) -> None:
+        hub = self._hub
         with scope:
             cursor = pull.cursor
             while True:
-                await self._log.wait_beyond(cursor)
-                events = await self._log.read(cursor, self._config.page_size)
+                await log.wait_beyond(cursor)
+                events = await hub.read(log, cursor)
                 await self._send(
-                    PullPage(pull_id=pull.pull_id, events=tuple(events), head=self._log.head)
+                    PullPage(pull_id=pull.pull_id, events=tuple(events), head=log.head)
                 )
                 cursor = events[-1].seq  # type: ignore[assignment]
+                hub.metrics.pull_lag.observe(log.head - cursor)
 
     async def _send(self, message: ServerMessage) -> None:
-        with trio.move_on_after(self._config.send_timeout) as scope:
+        with trio.move_on_after(self._limits.send_timeout) as scope:
             await self._conn.send(message)
         if scope.cancelled_caught:
+            self._hub.metrics.refusals.labels("too_slow").inc()
             raise ConnectionClosed(
-                f"client {self.client_id} too slow: send took over {self._config.send_timeout:g}s"
+                f"client {self.client_id!r} too slow: a send waited over "
+                f"{self._limits.send_timeout:g}s (send_timeout)"
             )
 
     async def _try_send(self, message: ServerMessage) -> None:
         # Shielded (we may be closing because of a cancellation) but bounded in time.
         with (
             trio.CancelScope(deadline=trio.current_time() + 1, shield=True),
-            contextlib.suppress(ConnectionClosed),
+            contextlib.suppress(TrioSyncError),
         ):
             await self._conn.send(message)

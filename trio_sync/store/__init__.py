@@ -1,7 +1,16 @@
 """Durable SQLite stores: the client's log and state, and the server's global log."""
 
 from ._client_store import ClientStore
-from ._server_store import ServerStore
+from ._server_store import DEFAULT_STORE, PushRequest, ServerStore, StoreInfo, valid_store_id
 from ._sqlite import MEMORY, memory_path
 
-__all__ = ["MEMORY", "ClientStore", "ServerStore", "memory_path"]
+__all__ = [
+    "DEFAULT_STORE",
+    "MEMORY",
+    "ClientStore",
+    "PushRequest",
+    "ServerStore",
+    "StoreInfo",
+    "memory_path",
+    "valid_store_id",
+]

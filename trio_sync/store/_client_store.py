@@ -11,8 +11,11 @@ import sqlite3
 import uuid
 from collections.abc import Sequence
 
+import attrs
+import orjson
+
 from .._errors import StoreCorrupt, StoreMismatch
-from ..protocol import Event, SyncState
+from ..protocol import DEFAULT_LIMITS, Event, SyncState, WireLimits
 from ._sqlite import Database, SQLiteStore, ensure_directory, get_meta, set_meta
 
 
@@ -82,6 +85,7 @@ class ClientStore(SQLiteStore):
             head = get_meta(conn, "upstream_head") or 0
             acked = get_meta(conn, "acked_through") or 0
             next_seq = get_meta(conn, "next_client_seq") or 1
+            limits = get_meta(conn, "server_limits")
             pending = [
                 self.row_to_event((None, self.client_id, client_seq, name, args))
                 for client_seq, name, args in conn.execute(
@@ -95,6 +99,7 @@ class ClientStore(SQLiteStore):
                     pending=pending,
                     acked_through=min(acked, next_seq - 1),
                     next_client_seq=next_seq,
+                    limits=WireLimits(**orjson.loads(limits)) if limits else DEFAULT_LIMITS,
                 )
             except (AssertionError, ValueError, TypeError) as exc:
                 raise StoreCorrupt(f"store {self.path!r} holds an invalid state: {exc}") from None
@@ -164,3 +169,8 @@ class ClientStore(SQLiteStore):
     def record_server_id(self, server_id: str) -> None:
         """Remembers the server identity this client syncs with."""
         self._db.write(lambda conn: set_meta(conn, "server_id", server_id))
+
+    def record_limits(self, limits: WireLimits) -> None:
+        """Remembers the limits the server announced (commits made offline follow them)."""
+        text = orjson.dumps(attrs.asdict(limits)).decode()
+        self._db.write(lambda conn: set_meta(conn, "server_limits", text))

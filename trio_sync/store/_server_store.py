@@ -1,18 +1,66 @@
-"""The server's durable log: every event with its global position.
+"""The server's durable log: every store's events with their global positions.
+
+One database holds many independent stores, each with its own log (seqs 1, 2, 3 ...) and
+its own identity (a ``server_id`` made when the store is created, which clients remember:
+a store rebuilt from scratch gets a new one, and its clients notice). The store named
+:data:`DEFAULT_STORE` always exists; it serves the bare URL.
 
 Pushes are applied in groups: :meth:`ServerStore.apply_pushes` decides and appends several
-pushes in one transaction and one fsync, and the server acknowledges none of them before
-that commit returns.
+pushes, of any stores, in one transaction and one fsync, and the server acknowledges none
+of them before that commit returns.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Sequence
 
-from ..protocol import Accept, Event, Push, PushDecision, PushFacts, decide_push
+import attrs
+
+from .._errors import StoreCorrupt
+from ..protocol import (
+    EVENT_ENVELOPE_BYTES,
+    MAX_STORE_ID_LENGTH,
+    Accept,
+    Event,
+    Push,
+    PushDecision,
+    PushFacts,
+    decide_push,
+)
 from ._sqlite import Database, SQLiteStore, ensure_directory, get_meta, set_meta
+
+#: The store the bare URL (``ws://host:port``) serves.
+DEFAULT_STORE = "default"
+
+_STORE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_STORE_ID_LENGTH - 1}}}")
+
+
+def valid_store_id(store_id: str) -> bool:
+    """True for a usable store id: letters, digits, ``_ . -``, at most 64, not starting
+    with a dot or a dash (so it is also a safe file and URL path name)."""
+    return _STORE_ID.fullmatch(store_id) is not None
+
+
+@attrs.frozen
+class StoreInfo:
+    """One store as the database knows it."""
+
+    store_id: str
+    server_id: str
+    head: int
+
+
+@attrs.frozen
+class PushRequest:
+    """A push to apply: ``client_id``'s ``push`` into store ``store_id``."""
+
+    store_id: str
+    client_id: str
+    push: Push
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
@@ -25,18 +73,51 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
     set_meta(conn, "server_id", uuid.uuid4().hex)
 
 
-MIGRATIONS = [_schema_v1]
+def _schema_v2(conn: sqlite3.Connection) -> None:
+    """Many stores: the v1 log becomes the default store, with its identity, so clients
+    that synced with it stay compatible."""
+    conn.execute(
+        "CREATE TABLE stores (store_id TEXT PRIMARY KEY, server_id TEXT NOT NULL, "
+        "created_at REAL NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute(
+        "INSERT INTO stores VALUES (?, ?, ?)",
+        (DEFAULT_STORE, get_meta(conn, "server_id"), time.time()),
+    )
+    # A rowid table: rows can be large, which WITHOUT ROWID tables handle badly.
+    conn.execute(
+        "CREATE TABLE log (store_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "client_id TEXT NOT NULL, client_seq INTEGER NOT NULL, name TEXT NOT NULL, "
+        "args TEXT NOT NULL, UNIQUE (store_id, seq), UNIQUE (store_id, client_id, client_seq))"
+    )
+    conn.execute(
+        "INSERT INTO log (store_id, seq, client_id, client_seq, name, args) "
+        "SELECT ?, seq, client_id, client_seq, name, args FROM events ORDER BY seq",
+        (DEFAULT_STORE,),
+    )
+    conn.execute("DROP TABLE events")
+
+
+MIGRATIONS = [_schema_v1, _schema_v2]
+
+_EVENT_COLUMNS = "seq, client_id, client_seq, name, args"
 
 
 class ServerStore(SQLiteStore):
-    """The server's SQLite log."""
+    """The server's SQLite log of every store. Heads are kept in memory: one process owns
+    the file (the lock file sees to that), so only its own appends move them."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        self.server_id: str = db.read(lambda conn: get_meta(conn, "server_id"))
-        self.head: int = db.read(
-            lambda conn: conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        rows = db.read(
+            lambda conn: conn.execute(
+                "SELECT stores.store_id, server_id, coalesce(max(seq), 0) FROM stores "
+                "LEFT JOIN log ON log.store_id = stores.store_id GROUP BY stores.store_id"
+            ).fetchall()
         )
+        self._stores = {row[0]: StoreInfo(*row) for row in rows}
+        if DEFAULT_STORE not in self._stores:
+            raise StoreCorrupt(f"store {db.path!r} has no {DEFAULT_STORE!r} store")
 
     @classmethod
     def open(cls, path: str) -> ServerStore:
@@ -44,6 +125,8 @@ class ServerStore(SQLiteStore):
 
         Raises:
             StoreInUse, StoreCorrupt, StoreVersionError, StoreMismatch: as for the client.
+            StoreReadOnly: The file or its folder cannot be written (``check_writable``
+                tells before the first push does).
         """
         path = str(path)
         ensure_directory(path)
@@ -54,53 +137,119 @@ class ServerStore(SQLiteStore):
             db.close()
             raise
 
-    def read(self, after: int, limit: int) -> list[Event]:
-        """Up to ``limit`` events with seq > ``after``, in order."""
-        return self._db.read(
-            lambda conn: [
-                self.row_to_event(row)
-                for row in conn.execute(
-                    f"SELECT {self.EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, limit),
-                )
-            ]
+    # --- stores -----------------------------------------------------------------------
+
+    @property
+    def server_id(self) -> str:
+        """The default store's identity."""
+        return self._stores[DEFAULT_STORE].server_id
+
+    @property
+    def head(self) -> int:
+        """The default store's head."""
+        return self._stores[DEFAULT_STORE].head
+
+    def store(self, store_id: str) -> StoreInfo | None:
+        """What the database knows of ``store_id`` (None: no such store)."""
+        return self._stores.get(store_id)
+
+    def stores(self) -> list[StoreInfo]:
+        """Every store, by id."""
+        return sorted(self._stores.values(), key=lambda info: info.store_id)
+
+    def create_store(self, store_id: str) -> StoreInfo:
+        """Creates ``store_id`` with a new identity (or returns the existing one).
+
+        Raises:
+            ValueError: Not a valid store id.
+            StoreError: The database cannot be written.
+        """
+        if not valid_store_id(store_id):
+            raise ValueError(f"{store_id!r} is not a valid store id")
+        existing = self._stores.get(store_id)
+        if existing is not None:
+            return existing
+        info = StoreInfo(store_id=store_id, server_id=uuid.uuid4().hex, head=0)
+        self._db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO stores VALUES (?, ?, ?)", (store_id, info.server_id, time.time())
+            )
         )
+        self._stores[store_id] = info
+        return info
 
-    def apply_pushes(self, pushes: Sequence[tuple[str, Push]]) -> list[PushDecision]:
-        """Decides and applies ``(client_id, push)`` pairs in order, in one transaction.
+    # --- the log ----------------------------------------------------------------------
 
-        Returns one decision per push; accepted events are durable when this returns.
+    def read(
+        self, after: int, limit: int, *, store_id: str = DEFAULT_STORE, max_bytes: int = 0
+    ) -> list[Event]:
+        """Up to ``limit`` events of ``store_id`` with seq > ``after``, in order.
+
+        With ``max_bytes``, stops before the events' encoded size (bounded from above:
+        name, args and :data:`EVENT_ENVELOPE_BYTES` each) would pass it, but always returns
+        at least one event if there is one: a page must make progress.
         """
 
-        def write(conn: sqlite3.Connection) -> list[PushDecision]:
-            head = self.head
-            decisions: list[PushDecision] = []
-            for client_id, push in pushes:
-                decision = decide_push(push, client_id, self._facts(conn, client_id, push, head))
-                if isinstance(decision, Accept) and decision.new:
-                    new = decision.new
-                    conn.executemany(
-                        f"INSERT INTO events ({self.EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                        [self.event_to_row(e) for e in new],
-                    )
-                    head = new[-1].seq or head
-                decisions.append(decision)
-            return decisions
+        def read(conn: sqlite3.Connection) -> list[Event]:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM log WHERE store_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (store_id, after, limit),
+            )
+            events: list[Event] = []
+            budget = max_bytes
+            for row in rows:
+                if max_bytes:
+                    budget -= len(row[3]) + len(row[4]) + EVENT_ENVELOPE_BYTES
+                    if events and budget < 0:
+                        break
+                events.append(self.row_to_event(row))
+            return events
 
-        decisions = self._db.write(write)
-        for decision in decisions:  # only now is it durable: publish the new head
-            if isinstance(decision, Accept) and decision.new:
-                self.head = decision.new[-1].seq or self.head
+        return self._db.read(read)
+
+    def apply_pushes(self, requests: Sequence[PushRequest]) -> list[PushDecision]:
+        """Decides and applies pushes in order, in one transaction.
+
+        Returns one decision per push; accepted events are durable when this returns.
+
+        Raises:
+            KeyError: A push names a store that does not exist (the caller checks first).
+            StoreError: The transaction failed (StoreFull on a full disk); nothing was
+                written, and the heads are as they were.
+        """
+
+        def write(conn: sqlite3.Connection) -> tuple[list[PushDecision], dict[str, int]]:
+            heads: dict[str, int] = {}
+            decisions: list[PushDecision] = []
+            for request in requests:
+                head = heads.get(request.store_id, self._stores[request.store_id].head)
+                facts = self._facts(conn, request, head)
+                decision = decide_push(request.push, request.client_id, facts)
+                if isinstance(decision, Accept) and decision.new:
+                    conn.executemany(
+                        f"INSERT INTO log (store_id, {_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                        [(request.store_id, *self.event_to_row(e)) for e in decision.new],
+                    )
+                    heads[request.store_id] = decision.new[-1].seq or head
+                decisions.append(decision)
+            return decisions, heads
+
+        decisions, heads = self._db.write(write)
+        for store_id, head in heads.items():  # only now is it durable: publish the heads
+            self._stores[store_id] = attrs.evolve(self._stores[store_id], head=head)
         return decisions
 
     @staticmethod
-    def _facts(conn: sqlite3.Connection, client_id: str, push: Push, head: int) -> PushFacts:
+    def _facts(conn: sqlite3.Connection, request: PushRequest, head: int) -> PushFacts:
+        store_id, client_id, push = request.store_id, request.client_id, request.push
         last = conn.execute(
-            "SELECT coalesce(max(client_seq), 0) FROM events WHERE client_id = ?", (client_id,)
+            "SELECT coalesce(max(client_seq), 0) FROM log WHERE store_id = ? AND client_id = ?",
+            (store_id, client_id),
         ).fetchone()[0]
         foreign = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE seq > ? AND client_id != ?)",
-            (push.parent, client_id),
+            "SELECT EXISTS (SELECT 1 FROM log WHERE store_id = ? AND seq > ? AND client_id != ?)",
+            (store_id, push.parent, client_id),
         ).fetchone()[0]
         first, final = push.events[0].client_seq, push.events[-1].client_seq
         held = {
@@ -108,9 +257,9 @@ class ServerStore(SQLiteStore):
             for event in map(
                 SQLiteStore.row_to_event,
                 conn.execute(
-                    f"SELECT {SQLiteStore.EVENT_COLUMNS} FROM events "
-                    "WHERE client_id = ? AND client_seq BETWEEN ? AND ?",
-                    (client_id, first, min(final, last)),
+                    f"SELECT {_EVENT_COLUMNS} FROM log "
+                    "WHERE store_id = ? AND client_id = ? AND client_seq BETWEEN ? AND ?",
+                    (store_id, client_id, first, min(final, last)),
                 ),
             )
         }

@@ -10,15 +10,26 @@ errors.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
-import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
-from .._errors import StoreCorrupt, StoreError, StoreInUse, StoreMismatch, StoreVersionError
+import orjson
+
+from .._errors import (
+    StoreCorrupt,
+    StoreError,
+    StoreFull,
+    StoreInUse,
+    StoreMismatch,
+    StoreReadOnly,
+    StoreVersionError,
+)
 from ..protocol import Event
 
 T = TypeVar("T")
@@ -45,7 +56,10 @@ def _lock_path(path: str) -> str:
 
 
 def _acquire_lock(path: str) -> IO[bytes]:
-    lock_file = open(_lock_path(path), "ab")  # noqa: SIM115 (held for the store's lifetime)
+    try:
+        lock_file = open(_lock_path(path), "ab")  # noqa: SIM115 (held for the store's lifetime)
+    except OSError as exc:
+        raise _os_error(path, exc) from None
     try:
         fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -57,24 +71,42 @@ def _acquire_lock(path: str) -> IO[bytes]:
     return lock_file
 
 
+def _os_error(path: str, exc: OSError) -> StoreError:
+    text = exc.strerror or str(exc)
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return StoreReadOnly(f"store {path!r} cannot be written: {text} ({exc.filename})")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"store {path!r}: the disk is full ({text}); nothing was written")
+    return StoreError(f"store {path!r}: {text}")
+
+
+def _sqlite_error(path: str, exc: sqlite3.Error) -> StoreError:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    if name == "SQLITE_FULL":
+        return StoreFull(f"store {path!r}: the disk is full ({text}); nothing was written")
+    if name.startswith("SQLITE_READONLY") or name == "SQLITE_PERM":
+        return StoreReadOnly(f"store {path!r} cannot be written: {text}")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreInUse(f"store {path!r} is locked by another process ({text})")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or type(exc) is sqlite3.DatabaseError:
+        return StoreCorrupt(f"store {path!r} is damaged or not a trio_sync store: {text}")
+    if name.startswith("SQLITE_CANTOPEN"):
+        return StoreError(f"store {path!r} cannot be opened: {text}")
+    if name.startswith("SQLITE_IOERR"):
+        return StoreError(f"store {path!r}: I/O error ({text}); nothing was written")
+    return StoreError(f"store {path!r}: {text}")
+
+
 @contextlib.contextmanager
 def translate_errors(path: str) -> Iterator[None]:
     """Maps sqlite3 and OS errors to trio_sync store errors that name the file."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
-        if "full" in text:
-            raise StoreError(
-                f"store {path!r}: the disk is full ({text}); nothing was written"
-            ) from None
-        if "locked" in text or "busy" in text:
-            raise StoreInUse(f"store {path!r} is locked by another process ({text})") from None
-        raise StoreError(f"store {path!r}: {text}") from None
-    except sqlite3.DatabaseError as exc:
-        raise StoreCorrupt(f"store {path!r} is damaged or not a trio_sync store: {exc}") from None
+    except sqlite3.Error as exc:
+        raise _sqlite_error(path, exc) from None
     except OSError as exc:
-        raise StoreError(f"store {path!r}: {exc}") from None
+        raise _os_error(path, exc) from None
 
 
 class Database:
@@ -114,17 +146,19 @@ class Database:
 
     def _migrate(self, kind: str, migrations: Sequence[Migration]) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(migrations):
-            raise StoreVersionError(
-                f"store {self.path!r} has schema version {version}; this trio_sync knows "
-                f"up to {len(migrations)}: upgrade trio_sync"
-            )
         if version == 0:
             tables = self._conn.execute(
                 "SELECT count(*) FROM sqlite_master WHERE type='table'"
             ).fetchone()[0]
             if tables:
                 raise StoreCorrupt(f"{self.path!r} is a SQLite file but not a trio_sync store")
+        else:
+            self._check_kind(kind)  # before the version: another kind has other versions
+        if version > len(migrations):
+            raise StoreVersionError(
+                f"store {self.path!r} has schema version {version}; this trio_sync knows "
+                f"up to {len(migrations)}: upgrade trio_sync"
+            )
         for number in range(version, len(migrations)):
             with self._transaction():
                 migrations[number](self._conn)
@@ -132,7 +166,13 @@ class Database:
                     self._conn.execute("CREATE TABLE store_kind (kind TEXT NOT NULL)")
                     self._conn.execute("INSERT INTO store_kind VALUES (?)", (kind,))
                 self._conn.execute(f"PRAGMA user_version={number + 1}")
-        found = self._conn.execute("SELECT kind FROM store_kind").fetchone()
+        self._check_kind(kind)
+
+    def _check_kind(self, kind: str) -> None:
+        try:
+            found = self._conn.execute("SELECT kind FROM store_kind").fetchone()
+        except sqlite3.OperationalError:
+            found = None
         if found is None or found[0] != kind:
             raise StoreMismatch(
                 f"store {self.path!r} is a trio_sync {found[0] if found else '?'} store, "
@@ -144,10 +184,14 @@ class Database:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._conn.execute("COMMIT")  # can fail too (a full disk shows up here)
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            # SQLite rolls back by itself after some errors (SQLITE_FULL among them); a
+            # failing rollback must not hide the error that caused it.
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Runs ``work`` in one durable transaction (all or nothing).
@@ -195,15 +239,32 @@ class SQLiteStore:
         """Closes the store and releases its lock file."""
         self._db.close()
 
+    def check_writable(self) -> None:
+        """Writes a small durable record, to learn now rather than at the first real write
+        that the store cannot be written.
+
+        Raises:
+            StoreReadOnly: The file or its folder cannot be written.
+            StoreFull: The disk is full.
+            StoreError: Another failure to write.
+        """
+        self._db.write(lambda conn: set_meta(conn, "last_write_check", time.time()))
+
     @staticmethod
     def event_to_row(event: Event) -> tuple[int | None, str, int, str, str]:
-        args = json.dumps(event.args, separators=(",", ":"), ensure_ascii=False)
+        args = orjson.dumps(event.args).decode()
         return (event.seq, event.client_id, event.client_seq, event.name, args)
 
     @staticmethod
     def row_to_event(row: tuple[int | None, str, int, str, str]) -> Event:
         seq, client_id, client_seq, name, args = row
-        return Event(name, json.loads(args), client_id, client_seq, seq)
+        try:
+            return Event(name, orjson.loads(args), client_id, client_seq, seq)
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            # Written by an older trio_sync that accepted what JSON cannot hold (NaN).
+            raise StoreCorrupt(
+                f"event {client_id!r}/{client_seq} (seq {seq}) cannot be read back: {exc}"
+            ) from None
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> Any:
@@ -220,7 +281,14 @@ def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
 
 
 def ensure_directory(path: str) -> None:
-    """Creates the folder of ``path`` if needed (not for in-memory stores)."""
+    """Creates the folder of ``path`` if needed (not for in-memory stores).
+
+    Raises:
+        StoreError: The folder cannot be created (StoreReadOnly when not permitted).
+    """
     if not is_memory(path):
         folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(path, exc) from None

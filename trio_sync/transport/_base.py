@@ -14,12 +14,25 @@ from typing import Protocol
 
 from ..protocol import Message
 
+#: WebSocket close codes the runtimes use.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+
 
 class Connection(Protocol):
-    """A message connection between one client and the server."""
+    """A message connection between one client and the server.
+
+    Attributes:
+        target: What the peer asked for: the request path on the server side ("/" or
+            "/<store_id>"); "" on the client side.
+        peer: Who is at the other end, for logs (an address, a simulated client's name).
+    """
+
+    target: str
+    peer: str
 
     async def send(self, message: Message) -> None:
-        """Sends one message.
+        """Sends one message (queued whole: a cancelled send never cuts a frame).
 
         Raises:
             ConnectionClosed: The connection is closed or broken.
@@ -34,8 +47,9 @@ class Connection(Protocol):
         """
         ...
 
-    async def aclose(self, reason: str = "") -> None:
-        """Closes the connection (idempotent; never raises)."""
+    async def aclose(self, reason: str = "", *, code: int = CLOSE_NORMAL) -> None:
+        """Sends what is queued (briefly), then closes with ``code`` (idempotent; never
+        raises)."""
 
 
 #: Opens a client connection to ``url``; raises ConnectError if that fails.

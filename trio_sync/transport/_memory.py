@@ -12,12 +12,13 @@ import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import trio
 
 from .._errors import ConnectError, ConnectionClosed
 from ..protocol import Message
-from ._base import ConnectionHandler
+from ._base import CLOSE_NORMAL, ConnectionHandler
 
 _Item = tuple[float, Message]
 
@@ -44,7 +45,10 @@ class MemoryConnection:
         outgoing: trio.MemorySendChannel[_Item],
         incoming: trio.MemoryReceiveChannel[_Item],
         from_server: bool,
+        target: str = "",
     ) -> None:
+        self.target = target
+        self.peer = link.client_id if from_server else "server"
         self._link = link
         self._outgoing = outgoing
         self._incoming = incoming
@@ -77,7 +81,7 @@ class MemoryConnection:
             raise ConnectionClosed("connection cut")
         return message
 
-    async def aclose(self, reason: str = "") -> None:
+    async def aclose(self, reason: str = "", *, code: int = CLOSE_NORMAL) -> None:
         self._outgoing.close()
         self._incoming.close()
         await trio.lowlevel.checkpoint()
@@ -86,14 +90,16 @@ class MemoryConnection:
 class _Link:
     """Both directions of one connection."""
 
-    def __init__(self, network: MemoryNetwork, client_id: str) -> None:
+    def __init__(self, network: MemoryNetwork, client_id: str, target: str) -> None:
         self.network = network
         self.client_id = client_id
         self.broken = False
         to_server, server_inbox = trio.open_memory_channel[_Item](math.inf)
         to_client, client_inbox = trio.open_memory_channel[_Item](math.inf)
         self.client_end = MemoryConnection(self, to_server, client_inbox, from_server=False)
-        self.server_end = MemoryConnection(self, to_client, server_inbox, from_server=True)
+        self.server_end = MemoryConnection(
+            self, to_client, server_inbox, from_server=True, target=target
+        )
         self._channels = (to_server, to_client, server_inbox, client_inbox)
 
     def cut(self) -> None:
@@ -144,15 +150,18 @@ class MemoryNetwork:
     async def connect(self, url: str, *, client_id: str = "") -> AsyncIterator[MemoryConnection]:
         """Connects to a listener (``client_id`` names the connection for ``cut``/``loses``).
 
+        ``memory://name/store`` reaches the store ``store`` of the listener ``name``.
+
         Raises:
             ConnectError: Nothing listens at ``url``.
         """
         await trio.lowlevel.checkpoint()
-        listener = self._listeners.get(url)
+        parts = urlsplit(url)
+        listener = self._listeners.get(f"{parts.scheme}://{parts.netloc}")
         if listener is None:
             raise ConnectError(f"nothing listens at {url}")
         listener_nursery, handler = listener
-        link = _Link(self, client_id)
+        link = _Link(self, client_id, parts.path or "/")
         self._links[client_id].append(link)
         listener_nursery.start_soon(handler, link.server_end)
         try:

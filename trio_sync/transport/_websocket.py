@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -9,17 +10,22 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from .._errors import ConnectError, ConnectionClosed, TransportError
+from .._errors import ConnectError, ConnectionClosed
 from .._groups import single_exception
-from ..protocol import MAX_FRAME_BYTES, Message, decode, encode
-from ._base import ConnectionHandler
+from ..protocol import CLIENT_RECEIVE_LIMITS, Message, PullPage, WireLimits, decode, encode
+from ._base import CLOSE_NORMAL
+from ._outbox import Outbox
 
 #: Seconds allowed for the TCP + WebSocket handshake, and for the closing handshake.
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
+#: Bytes read from the socket at a time (trio-websocket's 4 KiB default costs a system
+#: call per 4 KiB of a large page).
+RECEIVE_BUFFER = 64 * 1024
 
 
-def _describe(reason: trio_websocket.CloseReason | None) -> str:
+def describe_close(reason: trio_websocket.CloseReason | None) -> str:
+    """A closed WebSocket's code and reason, in words."""
     if reason is None:
         return "connection closed"
     text = f"connection closed ({reason.code} {reason.name})"
@@ -27,29 +33,70 @@ def _describe(reason: trio_websocket.CloseReason | None) -> str:
 
 
 class WebSocketConnection:
-    """A :class:`~trio_sync.transport.Connection` over a trio-websocket connection."""
+    """A :class:`~trio_sync.transport.Connection` over a trio-websocket connection.
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    Sends go through an :class:`Outbox` and one writer task that runs in ``nursery`` (the
+    connection's own, which also runs the library's reader task).
+    """
+
+    def __init__(
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        nursery: trio.Nursery,
+        *,
+        limits: WireLimits = CLIENT_RECEIVE_LIMITS,
+        target: str = "",
+        peer: str = "",
+    ) -> None:
         self._ws = ws
+        self._limits = limits
+        self._outbox = Outbox()
+        self.target = target
+        self.peer = peer
+        #: Bytes of frames sent and received (for metrics).
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        nursery.start_soon(self._write_frames)
+
+    @property
+    def close_reason(self) -> trio_websocket.CloseReason | None:
+        return self._ws.closed
 
     async def send(self, message: Message) -> None:
+        frame = encode(message)
+        await self._outbox.put(frame, bulk=isinstance(message, PullPage))
+
+    async def _write_frames(self) -> None:
+        outbox = self._outbox
         try:
-            await self._ws.send_message(encode(message))
+            while True:
+                frame = await outbox.take()
+                await self._ws.send_message(frame)
+                self.bytes_sent += len(frame)
+                outbox.written()
         except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(_describe(exc.reason)) from None
+            outbox.close(describe_close(exc.reason))
+        except ConnectionClosed:
+            pass
 
     async def receive(self) -> Message:
         try:
             frame = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(_describe(exc.reason)) from None
-        return decode(frame)
+            reason = describe_close(exc.reason)
+            self._outbox.close(reason)
+            raise ConnectionClosed(reason) from None
+        self.bytes_received += len(frame)
+        return decode(frame, self._limits)
 
-    async def aclose(self, reason: str = "") -> None:
+    async def aclose(self, reason: str = "", *, code: int = CLOSE_NORMAL) -> None:
         with trio.move_on_after(CLOSE_TIMEOUT):
+            await self._outbox.wait_empty()
+            self._outbox.close(reason or "connection closed")
             # A close reason must fit a control frame (125 bytes with the code).
             short = reason.encode()[:120].decode(errors="ignore") or None
-            await self._ws.aclose(code=1000, reason=short)
+            await self._ws.aclose(code=code, reason=short)
+        self._outbox.close(reason or "connection closed")
 
 
 def _parse_url(url: str) -> tuple[str, int, str, bool]:
@@ -69,12 +116,21 @@ def _parse_url(url: str) -> tuple[str, int, str, bool]:
 
 @asynccontextmanager
 async def connect_websocket(
-    url: str, *, connect_timeout: float = CONNECT_TIMEOUT
+    url: str,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
-    """Opens a WebSocket connection to ``url`` (``ws://host:port`` or ``wss://...``).
+    """Opens a WebSocket connection to ``url`` (``ws://host:port[/store]`` or ``wss://``).
 
     The TCP stream is ours, not the library's, so that it is closed on every path (a
     cancellation in the middle of the opening handshake included).
+
+    Args:
+        url: Where to connect.
+        connect_timeout: Seconds for TCP, TLS and the WebSocket handshake each.
+        ssl_context: For ``wss://``: how to check the server (the system's trusted
+            certificates by default).
 
     Raises:
         ConnectError: The server could not be reached or refused the handshake.
@@ -84,11 +140,17 @@ async def connect_websocket(
     try:
         with trio.fail_after(connect_timeout):
             if secure:
-                stream = await trio.open_ssl_over_tcp_stream(host, port, https_compatible=True)
+                stream = await trio.open_ssl_over_tcp_stream(
+                    host, port, ssl_context=ssl_context, https_compatible=True
+                )
+                await stream.do_handshake()
             else:
                 stream = await trio.open_tcp_stream(host, port)
     except trio.TooSlowError:
         raise ConnectError(f"no answer from {url} within {connect_timeout:g}s") from None
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__ or exc
+        raise ConnectError(f"TLS handshake with {url} failed: {cause}") from None
     except OSError as exc:
         raise ConnectError(f"cannot connect to {url}: {exc.strerror or exc}") from None
     try:
@@ -101,7 +163,7 @@ async def connect_websocket(
                     raise ConnectError(
                         f"no WebSocket handshake from {url} within {connect_timeout:g}s"
                     ) from None
-                connection = WebSocketConnection(ws)
+                connection = WebSocketConnection(ws, nursery, peer=url)
                 try:
                     yield connection
                 finally:
@@ -126,45 +188,21 @@ async def _open_handshake(
     host_header = host if port in (80, 443) else f"{host}:{port}"
     try:
         ws = await trio_websocket.wrap_client_stream(
-            nursery, stream, host_header, resource, max_message_size=MAX_FRAME_BYTES
+            nursery,
+            stream,
+            host_header,
+            resource,
+            max_message_size=CLIENT_RECEIVE_LIMITS.max_frame_bytes,
+            receive_buffer_size=RECEIVE_BUFFER,
         )
+    except trio_websocket.ConnectionRejected as exc:
+        body = (exc.body or b"").decode(errors="replace").strip()
+        raise ConnectError(
+            f"{url} answered HTTP {exc.status_code} instead of a WebSocket handshake"
+            f"{f': {body[:200]}' if body else ''}"
+        ) from None
     except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
         raise ConnectError(f"{url} refused the WebSocket handshake: {exc}") from None
     if ws.closed is not None:
-        raise ConnectError(f"{url} refused the WebSocket handshake: {_describe(ws.closed)}")
+        raise ConnectError(f"{url} refused the WebSocket handshake: {describe_close(ws.closed)}")
     return ws
-
-
-async def serve_websocket(
-    handler: ConnectionHandler,
-    *,
-    host: str,
-    port: int,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Accepts WebSocket connections and runs ``handler`` for each, until cancelled.
-
-    Calls ``task_status.started(port)`` with the bound port once listening.
-
-    Raises:
-        TransportError: The address cannot be bound (port in use, unknown host).
-    """
-
-    async def on_request(request: trio_websocket.WebSocketRequest) -> None:
-        try:
-            ws = await request.accept()
-        except trio_websocket.ConnectionClosed:
-            return
-        await handler(WebSocketConnection(ws))
-
-    try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        raise TransportError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server = trio_websocket.WebSocketServer(
-        on_request, listeners, max_message_size=MAX_FRAME_BYTES, connect_timeout=CONNECT_TIMEOUT
-    )
-    bound = server.port
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        task_status.started(bound)

@@ -1,0 +1,135 @@
+"""JSON values every peer can store and read back, and the fast JSON codec.
+
+A value that one peer accepts must survive SQLite, another language's JSON parser and a
+round trip through this module unchanged. So the rules are stricter than Python's ``json``:
+
+* strings are valid Unicode (no lone UTF-16 surrogates, which UTF-8 cannot hold);
+* integers fit in a signed 64-bit integer (SQLite's and most parsers' limit);
+* floats are finite (JSON has no NaN or Infinity);
+* objects have string keys, and nesting is bounded (a deep value costs every reader
+  recursion).
+
+:func:`loads` parses untrusted text with orjson and, when orjson refuses it or an integer
+literal may be out of range, parses it again with the standard library so that the error can
+name the offending field. :func:`check_value` enforces the rules on a parsed value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+from .._errors import InvalidMessage, MalformedFrame
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+#: A JSON integer literal long enough that it may not fit in 64 bits. orjson silently turns
+#: integers beyond 64 bits into floats, so a frame holding one is parsed again exactly.
+_LONG_INT_LITERAL = re.compile(r"(?<![\w.])-?\d{19,}(?![\d.eE])")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON of a value that :func:`check_value` accepted."""
+    return orjson.dumps(value)
+
+
+def loads(text: str | bytes, *, what: str = "frame") -> Any:
+    """Parses untrusted JSON text.
+
+    Raises:
+        MalformedFrame: The text is not JSON (or nests deeper than any parser allows).
+        InvalidMessage: The JSON holds a value outside the rules, naming where.
+    """
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _loads_precisely(text, what)
+    if _may_hold_long_int(text):
+        return _loads_precisely(text, what)
+    return value
+
+
+def _may_hold_long_int(text: str | bytes) -> bool:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return _LONG_INT_LITERAL.search(text) is not None
+
+
+def _loads_precisely(text: str | bytes, what: str) -> Any:
+    """The standard library's parser, which keeps what orjson refuses (lone surrogates,
+    NaN, huge integers) so that :func:`check_value` can say where it is."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise MalformedFrame(f"{what} nests too deeply to parse") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        message = str(exc)
+        if "integer string conversion" in message:
+            message = "an integer literal has too many digits"
+        raise MalformedFrame(f"{what} is not valid JSON: {message}") from None
+    root = value.get("type") if isinstance(value, dict) else None
+    check_value(
+        value,
+        path=root if isinstance(root, str) and root.isidentifier() else what,
+        max_depth=10_000,
+    )
+    # Every rule holds, yet orjson refused: nothing we know of does this, but never pass
+    # on text our own fast path cannot read back.
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedFrame(f"{what} is not valid JSON: {exc}") from None
+
+
+def check_value(value: Any, *, path: str, max_depth: int) -> None:
+    """Checks that ``value`` (parsed JSON, or what an application passed) follows the rules.
+
+    Raises:
+        InvalidMessage: A value breaks a rule; the message names its path, for example
+            ``push.events[0].args.when: float nan is not finite``.
+    """
+    _check(value, path, max_depth, 0)
+
+
+def _check(value: Any, path: str, max_depth: int, depth: int) -> None:
+    kind = type(value)
+    if kind is str:
+        _check_string(value, path)
+    elif kind is int:
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidMessage(
+                f"{path}: integer of {value.bit_length()} bits does not fit in 64 bits"
+            )
+    elif kind is dict:
+        if depth >= max_depth:
+            raise InvalidMessage(f"{path}: nested deeper than {max_depth} levels")
+        for key, item in value.items():
+            if type(key) is not str:
+                raise InvalidMessage(f"{path}: object key {key!r} is not a string")
+            _check_string(key, f"{path} (key)")
+            _check(item, f"{path}.{key}", max_depth, depth + 1)
+    elif kind is list:
+        if depth >= max_depth:
+            raise InvalidMessage(f"{path}: nested deeper than {max_depth} levels")
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]", max_depth, depth + 1)
+    elif kind is float:
+        if not math.isfinite(value):
+            raise InvalidMessage(f"{path}: float {value} is not finite")
+    elif value is None or kind is bool:
+        pass
+    else:
+        raise InvalidMessage(f"{path}: {kind.__name__} is not a JSON value")
+
+
+def _check_string(text: str, path: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidMessage(f"{path}: string holds a lone UTF-16 surrogate") from None

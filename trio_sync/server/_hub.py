@@ -1,0 +1,295 @@
+"""The server's shared state: its stores, the one group-commit writer, the live sessions,
+the health of its storage, and shutting down gracefully.
+
+All pushes, of every store, go through one writer task, which takes every push waiting at
+that moment and applies them in one transaction (one fsync), then answers each. A store's
+live view (:class:`StoreLog`) exists while a connection uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from functools import partial
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .._broadcast import Broadcast
+from .._errors import StoreError, TrioSyncError
+from .._store_runner import StoreRunner
+from ..protocol import Accept, Ahead, Event, Push, PushDecision, Reject
+from ..store import PushRequest, ServerStore
+from ._limits import ServerLimits
+from ._log import StoreLog
+from ._metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from ._session import ServerSession
+
+logger = logging.getLogger("trio_sync.server")
+
+#: Seconds a health answer is reused (a /healthz flood must not become a write flood).
+HEALTH_CACHE_SECONDS = 2.0
+
+
+class InternalError(TrioSyncError):
+    """The server failed in a way that is its own fault (logged with the traceback)."""
+
+
+@attrs.frozen
+class HubConfig:
+    """What a server is configured with.
+
+    Attributes:
+        schema: The application schema (name, version) clients must speak.
+        limits: What it accepts.
+        create_stores: Whether a connection to an unknown store creates it (else refused).
+        auth_secrets: Secrets that sign tokens; empty: no tokens required.
+    """
+
+    schema: tuple[str, int] = ("default", 1)
+    limits: ServerLimits = attrs.field(factory=ServerLimits)
+    create_stores: bool = False
+    auth_secrets: tuple[bytes, ...] = attrs.field(default=(), repr=False)
+
+
+@attrs.define
+class _PushJob:
+    request: PushRequest
+    done: trio.Event = attrs.field(factory=trio.Event)
+    decision: PushDecision | None = None
+    error: TrioSyncError | None = None
+
+
+class Hub:
+    """What every connection of one server shares."""
+
+    def __init__(
+        self,
+        db: ServerStore,
+        run_store: StoreRunner,
+        config: HubConfig,
+        metrics: ServerMetrics | None = None,
+        *,
+        max_group: int = 64,
+    ) -> None:
+        self.db = db
+        self.run_store = run_store
+        self.config = config
+        self.metrics = metrics or ServerMetrics()
+        self._max_group = max_group
+        self._logs: dict[str, StoreLog] = {}
+        self._send_job, self._jobs = trio.open_memory_channel[_PushJob](math.inf)
+        #: Every live session, and the one of each (store, client id).
+        self.sessions: set[ServerSession] = set()
+        self._by_client: dict[tuple[str, str], ServerSession] = {}
+        self._sessions_changed = Broadcast()
+        self.draining = False
+        self._storage_problem: str | None = None
+        self._health_checked = -math.inf
+        self.metrics.count_live_traffic(self._live_traffic)
+        self.metrics.healthy.set(1)
+
+    # --- stores -----------------------------------------------------------------------
+
+    async def open_store(self, store_id: str) -> StoreLog | None:
+        """The live view of ``store_id``, created on first use if the server may create
+        stores; None when the store does not exist and may not be created.
+
+        Raises:
+            StoreError: The database could not be read or written.
+        """
+        log = self._logs.get(store_id)
+        if log is not None:
+            return log
+        info = await self.run_store(self.db.store, store_id)
+        if info is None:
+            if not self.config.create_stores:
+                return None
+            info = await self.run_store(self.db.create_store, store_id)
+            logger.info("created store %r (identity %s)", store_id, info.server_id)
+        log = self._logs.get(store_id)  # another connection may have opened it meanwhile
+        if log is None:
+            log = StoreLog(
+                info,
+                tail_budget=self._tail_share,
+                max_tail_events=self.config.limits.max_page_events * 20,
+            )
+            self._logs[store_id] = log
+            for other in self._logs.values():
+                other.trim()
+            self.metrics.stores_open.set(len(self._logs))
+        return log
+
+    def _tail_share(self) -> int:
+        return self.config.limits.max_tail_bytes // max(1, len(self._logs))
+
+    def _release_store(self, log: StoreLog) -> None:
+        if log.connections == 0 and self._logs.get(log.store_id) is log:
+            del self._logs[log.store_id]
+            self.metrics.stores_open.set(len(self._logs))
+
+    async def read(self, log: StoreLog, after: int) -> list[Event]:
+        """The next page of ``log`` after seq ``after`` (from memory when recent)."""
+        limits = self.config.limits
+        events = log.read_tail(after, limits.max_page_events, limits.page_events_budget)
+        if events is not None:
+            return events
+        read = partial(self.db.read, store_id=log.store_id, max_bytes=limits.page_events_budget)
+        return await self.run_store(read, after, limits.max_page_events)
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def add_session(self, session: ServerSession, log: StoreLog, client_id: str) -> None:
+        """Registers a session that said hello; an older session of the same client and
+        store is replaced (its connection is a dead one the client has left, or a
+        duplicate)."""
+        key = (log.store_id, client_id)
+        previous = self._by_client.get(key)
+        if previous is not None:
+            logger.info(
+                "client %r of store %r reconnected from %s: closing its older connection",
+                client_id,
+                log.store_id,
+                session.peer,
+            )
+            previous.stop(f"replaced by a newer connection of client {client_id!r}")
+        self._by_client[key] = session
+        log.connections += 1
+        self.metrics.connections.inc()
+        self.metrics.connections_opened.inc()
+
+    def remove_session(self, session: ServerSession, log: StoreLog, client_id: str) -> None:
+        if self._by_client.get((log.store_id, client_id)) is session:
+            del self._by_client[(log.store_id, client_id)]
+        log.connections -= 1
+        self.metrics.connections.dec()
+        self._release_store(log)
+
+    def track(self, session: ServerSession) -> None:
+        self.sessions.add(session)
+
+    def untrack(self, session: ServerSession) -> None:
+        self.sessions.discard(session)
+        self.metrics.closed_bytes_sent += session.bytes_sent
+        self.metrics.closed_bytes_received += session.bytes_received
+        self._sessions_changed.notify()
+
+    def _live_traffic(self) -> tuple[int, int]:
+        return (
+            sum(session.bytes_sent for session in self.sessions),
+            sum(session.bytes_received for session in self.sessions),
+        )
+
+    async def drain(self, grace: float) -> None:
+        """Stops taking messages; lets in-flight pushes commit and be answered; closes every
+        connection with 1001 (going away). Returns when all are closed, or after ``grace``
+        seconds."""
+        self.draining = True
+        logger.info("shutting down: %d connection(s) to close", len(self.sessions))
+        for session in list(self.sessions):
+            session.stop("the server is shutting down", going_away=True)
+        with trio.move_on_after(grace):
+            while self.sessions:
+                changed = self._sessions_changed.event
+                if self.sessions:
+                    await changed.wait()
+
+    # --- pushes -----------------------------------------------------------------------
+
+    async def push(self, log: StoreLog, client_id: str, push: Push) -> PushDecision:
+        """Queues a push for the writer and returns its decision once it is durable.
+
+        Raises:
+            StoreError: The server could not write (StoreFull: its disk is full); the push
+                may be retried later.
+            InternalError: The writer failed in an unexpected way (logged).
+        """
+        job = _PushJob(PushRequest(log.store_id, client_id, push))
+        self._send_job.send_nowait(job)
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.decision is not None
+        return job.decision
+
+    async def run_writer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The group-commit writer; runs until cancelled."""
+        task_status.started()
+        async for first in self._jobs:
+            group = [first]
+            while len(group) < self._max_group:
+                try:
+                    group.append(self._jobs.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self._apply(group)
+
+    async def _apply(self, group: list[_PushJob]) -> None:
+        started = time.perf_counter()
+        try:
+            decisions = await self.run_store(self.db.apply_pushes, [job.request for job in group])
+        except StoreError as exc:
+            logger.error("could not write %d push(es): %s", len(group), exc)
+            self._note_storage(str(exc))
+            self._fail(group, exc)
+            return
+        except Exception:
+            logger.exception("the writer failed on %d push(es)", len(group))
+            self._fail(group, InternalError("internal server error while writing"))
+            return
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._note_storage(None)
+        for job, decision in zip(group, decisions, strict=True):
+            self._count(decision)
+            if isinstance(decision, Accept) and decision.new:
+                log = self._logs.get(job.request.store_id)
+                if log is not None:
+                    log.publish(decision.new)
+                self.metrics.events_appended.inc(len(decision.new))
+            job.decision = decision
+            job.done.set()
+        self.metrics.tail_bytes.set(sum(log.tail_bytes for log in self._logs.values()))
+
+    @staticmethod
+    def _fail(group: list[_PushJob], error: TrioSyncError) -> None:
+        for job in group:
+            job.error = error
+            job.done.set()
+
+    def _count(self, decision: PushDecision) -> None:
+        if isinstance(decision, Accept):
+            result = "accepted"
+        elif isinstance(decision, Ahead):
+            result = "server_ahead"
+        else:
+            assert isinstance(decision, Reject)
+            result = f"rejected_{decision.code}"
+        self.metrics.pushes.labels(result).inc()
+
+    # --- health -----------------------------------------------------------------------
+
+    def _note_storage(self, problem: str | None) -> None:
+        if problem != self._storage_problem:
+            if problem is None:
+                logger.info("storage is writable again")
+            self._storage_problem = problem
+            self.metrics.healthy.set(0 if problem else 1)
+        self._health_checked = time.monotonic()
+
+    async def storage_problem(self) -> str | None:
+        """Why the database cannot be written now (None: it can). Checked with a small
+        write at most every few seconds; a failed or successful push counts as a check."""
+        if time.monotonic() - self._health_checked > HEALTH_CACHE_SECONDS:
+            try:
+                await self.run_store(self.db.check_writable)
+            except StoreError as exc:
+                self._note_storage(str(exc))
+            else:
+                self._note_storage(None)
+        return self._storage_problem
