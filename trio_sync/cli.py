@@ -3,35 +3,146 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
+import ssl
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
 
 import trio
 
 from ._errors import TrioSyncError
 from ._groups import single_exception
-from .server import Server, serve
+from .protocol import (
+    MAX_CLIENT_ID_LENGTH,
+    TokenError,
+    WireLimits,
+    check_identifier,
+    check_secret,
+    issue_token,
+)
+from .server import Server, ServerLimits, serve
+from .store import valid_store_id
 
 
-async def _serve_until_signalled(db: str, host: str, port: int, schema: tuple[str, int]) -> None:
+async def _serve_until_signalled(args: argparse.Namespace) -> None:
+    ssl_context = None
+    if args.certfile:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise CommandError(f"cannot load the certificate or key: {exc}") from None
+    if args.keyfile and not args.certfile:
+        raise CommandError("--keyfile needs --certfile")
+    secrets = read_secrets(args.auth_secret_file) if args.auth_secret_file else ()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, single_exception():
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(
-                lambda task_status: serve(
-                    db,
-                    host,
-                    port,
-                    schema_name=schema[0],
-                    schema_version=schema[1],
-                    task_status=task_status,
+                partial(
+                    serve,
+                    args.db,
+                    args.host,
+                    args.port,
+                    port_fallback=args.port_fallback,
+                    schema_name=args.schema_name,
+                    schema_version=args.schema_version,
+                    limits=_limits(args),
+                    create_stores=args.create_stores,
+                    auth_secrets=secrets,
+                    ssl_context=ssl_context,
                 )
             )
-            print(f"trio-sync serving {db} at {server.url}", flush=True)
+            print(f"trio-sync serving {args.db} at {server.url}", flush=True)
             async for signum in signals:
                 print(f"trio-sync: {signal.Signals(signum).name}, shutting down", flush=True)
+                # Graceful: in-flight pushes are committed and answered, clients are told
+                # 1001 (going away). A second signal cuts it short.
+                async with trio.open_nursery() as graceful:
+                    graceful.start_soon(_cancel_on_next_signal, signals, graceful.cancel_scope)
+                    await server.shutdown(args.shutdown_grace)
+                    graceful.cancel_scope.cancel()
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _cancel_on_next_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
+
+
+class CommandError(TrioSyncError):
+    """A command's input cannot be used (the message says why)."""
+
+
+def read_secrets(path: str) -> tuple[bytes, ...]:
+    """The secrets in a secret file: one per line, the first signs new tokens, every one
+    verifies (rotation); blank lines and lines starting with # are ignored.
+
+    Raises:
+        CommandError: The file cannot be read, holds no secret, or a secret is too short.
+    """
+    try:
+        with open(path, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            lines = file.read().splitlines()
+    except OSError as exc:
+        raise CommandError(f"cannot read the secret file {path!r}: {exc.strerror}") from None
+    secrets = tuple(
+        line.strip() for line in lines if line.strip() and not line.strip().startswith(b"#")
+    )
+    if not secrets:
+        raise CommandError(f"the secret file {path!r} holds no secret")
+    for secret in secrets:
+        try:
+            check_secret(secret)
+        except TokenError as exc:
+            raise CommandError(f"the secret file {path!r}: {exc}") from None
+    if mode & 0o077:
+        print(
+            f"trio-sync: warning: {path} can be read by other users (chmod 600 it)",
+            file=sys.stderr,
+        )
+    return secrets
+
+
+def _limits(args: argparse.Namespace) -> ServerLimits:
+    defaults = ServerLimits()
+    wire = WireLimits(
+        max_frame_bytes=args.max_frame_bytes or defaults.wire.max_frame_bytes,
+        max_event_bytes=args.max_event_bytes or defaults.wire.max_event_bytes,
+        max_push_events=args.max_push_events or defaults.wire.max_push_events,
+    )
+    try:
+        return ServerLimits(
+            wire=wire,
+            max_page_bytes=min(defaults.max_page_bytes, wire.max_frame_bytes),
+            max_connections=args.max_connections or defaults.max_connections,
+            max_connections_per_store=(
+                args.max_connections_per_store or defaults.max_connections_per_store
+            ),
+            idle_timeout=args.idle_timeout or defaults.idle_timeout,
+            messages_per_second=args.messages_per_second or defaults.messages_per_second,
+        )
+    except ValueError as exc:
+        raise CommandError(f"limits: {exc}") from None
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = read_secrets(args.secret_file)[0]
+    print(
+        issue_token(
+            secret,
+            store_id=args.store,
+            client_id=args.client,
+            expires_at=time.time() + args.ttl,
+        )
+    )
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,12 +151,75 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("serve", help="run a sync server")
+    run = commands.add_parser(
+        "serve",
+        help="run a sync server",
+        description="Serves the default store at ws://HOST:PORT and store S at "
+        "ws://HOST:PORT/S; GET /healthz and /metrics on the same port. SIGINT or SIGTERM "
+        "shut it down gracefully (a second one at once).",
+    )
     run.add_argument("--db", required=True, help="the server's SQLite file (created if missing)")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    run.add_argument("--port", type=int, default=0, help="port (0: any free port)")
+    run.add_argument("--port", type=_port, default=0, help="port (0: any free port)")
+    run.add_argument(
+        "--port-fallback",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="when the port is taken, try the next N ports",
+    )
+    run.add_argument(
+        "--create-stores",
+        action="store_true",
+        help="create a store when a client first connects to it (default: refuse)",
+    )
+    run.add_argument(
+        "--auth-secret-file",
+        metavar="FILE",
+        help="require tokens signed with the secret(s) in FILE (one per line; the first "
+        "signs, all verify)",
+    )
+    run.add_argument("--certfile", help="serve TLS (wss://) with this certificate (PEM)")
+    run.add_argument("--keyfile", help="the certificate's private key (PEM)")
     run.add_argument("--schema-name", default="default", help="application schema name")
-    run.add_argument("--schema-version", type=int, default=1, help="application schema version")
+    run.add_argument("--schema-version", type=_count, default=1, help="application schema version")
+    limits = run.add_argument_group("limits (0 or absent: the default)")
+    for flag, kind, text in (
+        ("--max-frame-bytes", _count, "largest frame"),
+        ("--max-event-bytes", _count, "largest event (name + args as JSON)"),
+        ("--max-push-events", _count, "most events in one push"),
+        ("--max-connections", _count, "open connections in total"),
+        ("--max-connections-per-store", _count, "connections to one store"),
+        ("--idle-timeout", _seconds, "seconds a connection may stay silent"),
+        ("--messages-per-second", _seconds, "messages read per connection per second"),
+    ):
+        limits.add_argument(flag, type=kind, default=0, help=text)
+    run.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a graceful shutdown waits for connections to close",
+    )
+    run.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="INFO",
+        help="what the server logs to stderr",
+    )
+
+    token = commands.add_parser(
+        "token",
+        help="sign a token that lets one client sync one store",
+        description="Prints a token for open_client(..., token=...). Secrets are never "
+        "printed; the token itself is a credential: treat it like a password.",
+    )
+    token.add_argument("--secret-file", required=True, help="the server's secret file")
+    token.add_argument("--store", required=True, type=_store_id, help="the store id")
+    token.add_argument("--client", required=True, type=_client_id, help="the client id")
+    token.add_argument(
+        "--ttl", type=_seconds, default=30 * 24 * 3600, help="seconds it is valid (30 days)"
+    )
 
     demo = commands.add_parser(
         "demo", help="an embedded server and two clients syncing on loopback"
@@ -89,19 +263,60 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite, non-negative number")
+    return value
+
+
+def _store_id(text: str) -> str:
+    if not valid_store_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a store id (letters, digits, _ . -, at most 64)"
+        )
+    return text
+
+
+def _client_id(text: str) -> str:
+    try:
+        return check_identifier(text, "client id", MAX_CLIENT_ID_LENGTH)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-sync`` command; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            trio.run(
-                _serve_until_signalled,
-                args.db,
-                args.host,
-                args.port,
-                (args.schema_name, args.schema_version),
+            logging.basicConfig(
+                level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
+            trio.run(_serve_until_signalled, args)
             return 0
+        if args.command == "token":
+            return _token(args)
         if args.command == "demo":
             from ._demo import main as demo_main
 
