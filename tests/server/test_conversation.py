@@ -3,48 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
+import attrs
 import pytest
 import trio
 import trio_websocket
 
 import trio_sync
-from trio_sync.protocol import (
-    PROTOCOL_VERSION,
-    Error,
-    Event,
-    Hello,
-    Message,
-    Pull,
-    PullPage,
-    Push,
-    PushAck,
-    Welcome,
-    decode,
-    encode,
-)
-from trio_sync.transport import connect_websocket
+from trio_sync.protocol import Error, Event, Pull, PullPage, Push, PushAck, Welcome, encode
 
-from .conftest import WAIT, ClientFactory, wait_converged
-
-
-@asynccontextmanager
-async def raw_websocket(url: str) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """A WebSocket to send anything on. Opened through trio_sync's connector, which closes
-    the socket even when the server closes first (trio-websocket's own client does not)."""
-    async with connect_websocket(url) as conn:
-        yield conn._ws
-
-
-def hello(client_id: str, schema: tuple[str, int] = ("default", 1)) -> Hello:
-    return Hello(PROTOCOL_VERSION, client_id, schema[0], schema[1], None, 0)
-
-
-async def receive(ws: trio_websocket.WebSocketConnection) -> Message:
-    with trio.fail_after(WAIT):
-        return decode(await ws.get_message())
+from ..conftest import WAIT, ClientFactory, wait_converged
+from ._raw import hello, raw_websocket, receive
 
 
 async def test_malformed_frame_gets_a_reason_and_the_server_keeps_serving(
@@ -81,7 +50,9 @@ async def test_first_message_must_be_hello(server: trio_sync.Server) -> None:
 
 async def test_wrong_schema_is_a_fatal_error(server: trio_sync.Server) -> None:
     async with raw_websocket(server.url) as ws:
-        await ws.send_message(encode(hello("raw", ("todo", 9))))
+        await ws.send_message(
+            encode(attrs.evolve(hello("raw"), schema_name="todo", schema_version=9))
+        )
         reply = await receive(ws)
         assert isinstance(reply, Error) and reply.fatal
         assert "'todo' v9 does not match the server's 'default' v1" in reply.reason
