@@ -1,0 +1,188 @@
+"""Who gets in where: stores are separate logs, and with tokens nobody reads or writes a
+store, or acts as a client, without a token that says so."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_sync
+from trio_sync.protocol import issue_token
+
+from ..conftest import WAIT, ClientFactory, wait_converged
+
+SECRET = b"a-long-enough-server-secret-0123456789"
+ROTATED = b"the-previous-server-secret-9876543210"
+
+
+def token(
+    store: str = "default", client: str = "A", ttl: float = 3600, secret: bytes = SECRET
+) -> str:
+    return issue_token(secret, store_id=store, client_id=client, expires_at=time.time() + ttl)
+
+
+@pytest.fixture
+async def open_server(nursery: trio.Nursery, tmp_path: Path) -> Callable[..., trio.lowlevel.Task]:
+    async def start(**options: object) -> trio_sync.Server:
+        server: trio_sync.Server = await nursery.start(
+            partial(trio_sync.serve, str(tmp_path / "server.sqlite3"), **options)  # type: ignore[arg-type]
+        )
+        return server
+
+    return start  # type: ignore[return-value]
+
+
+def stored_events(db: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT store_id, client_id FROM log ORDER BY store_id, seq").fetchall()
+    finally:
+        conn.close()
+
+
+async def test_stores_are_separate_logs(
+    open_server: ServerFactory, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    server = await open_server(create_stores=True)
+    async with (
+        open_test_client(server.url + "/todo", "A") as a,
+        open_test_client(server.url + "/todo", "B") as b,
+        open_test_client(server.url + "/notes", "C") as c,
+        open_test_client(server.url, "D") as d,
+    ):
+        for client in (a, b, c, d):
+            await client.commit("note", {"by": client.client_id})
+        await wait_converged(a, b)
+        await wait_converged(c)
+        await wait_converged(d)
+        assert {e.client_id for e in a.confirmed_events()} == {"A", "B"}
+        assert b.confirmed_events() == a.confirmed_events()
+        assert [e.client_id for e in c.confirmed_events()] == ["C"]
+        assert [e.client_id for e in d.confirmed_events()] == ["D"]
+        # Each store numbers its own log, and has its own identity.
+        assert c.confirmed_events()[0].seq == d.confirmed_events()[0].seq == 1
+    assert sorted(stored_events(tmp_path / "server.sqlite3")) == [
+        ("default", "D"),
+        ("notes", "C"),
+        ("todo", "A"),
+        ("todo", "B"),
+    ]
+
+
+async def test_the_bare_url_and_slash_default_are_the_same_store(
+    open_server: ServerFactory, open_test_client: ClientFactory
+) -> None:
+    server = await open_server()
+    async with (
+        open_test_client(server.url, "A") as a,
+        open_test_client(server.url + "/default", "B") as b,
+    ):
+        await a.commit("x", {})
+        await b.commit("y", {})
+        await wait_converged(a, b)
+        assert len(a.confirmed_events()) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/nope", "store 'nope' does not exist on this server"),
+        ("/a/b", "no store at path '/a/b'"),
+        ("/.hidden", "no store at path"),
+    ],
+)
+async def test_an_unknown_store_or_a_bad_path_is_refused_and_nothing_is_lost(
+    open_server: ServerFactory,
+    open_test_client: ClientFactory,
+    tmp_path: Path,
+    path: str,
+    words: str,
+) -> None:
+    server = await open_server()
+    async with open_test_client(server.url + path, "A") as client:
+        await client.commit("kept", {"i": 1})
+        with trio.fail_after(WAIT):
+            status = await client.wait_status(lambda s: s.state == "incompatible")
+        assert words in (status.last_error or "")
+        assert [e.name for e in client.pending_events()] == ["kept"]
+    assert stored_events(tmp_path / "server.sqlite3") == []
+
+
+async def test_an_unknown_store_is_created_on_first_use_when_allowed(
+    open_server: ServerFactory, open_test_client: ClientFactory
+) -> None:
+    server = await open_server(create_stores=True)
+    async with open_test_client(server.url + "/fresh", "A") as client:
+        await client.commit("x", {})
+        await wait_converged(client)
+
+
+# --- tokens -----------------------------------------------------------------------------
+
+
+BAD_TOKENS = [
+    ("no token", lambda: None, "this server requires a token"),
+    ("garbage", lambda: "not-a-token", "the token is malformed"),
+    ("another server's secret", lambda: token(secret=b"x" * 32), "not signed by this server"),
+    ("expired", lambda: token(ttl=-1), "the token expired at"),
+    ("another store", lambda: token(store="other"), "the token is for store 'other'"),
+    # The probe's hijack: saying hello with someone else's id. Now the token pins the id.
+    ("another client's id", lambda: token(client="mallory"), "for client 'mallory', not 'A'"),
+]
+
+
+@pytest.mark.parametrize(("what", "make", "words"), BAD_TOKENS, ids=[b[0] for b in BAD_TOKENS])
+async def test_a_client_without_a_valid_token_reads_and_writes_nothing(
+    open_server: ServerFactory,
+    open_test_client: ClientFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    what: str,
+    make: Callable[[], str | None],
+    words: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_sync")
+    server = await open_server(auth_secrets=[SECRET])
+    async with open_test_client(server.url, "B", token=token(client="B")) as insider:
+        await insider.commit("secret", {"x": 1})
+        await wait_converged(insider)
+    bad = make()
+    async with open_test_client(server.url, "A", token=bad) as client:
+        await client.commit("mine", {})
+        with trio.fail_after(WAIT):
+            status = await client.wait_status(lambda s: s.state == "incompatible")
+        assert status.last_error is not None and words in status.last_error
+        assert "not authorized" in status.last_error
+        assert client.confirmed_events() == []  # nothing read
+        assert [e.name for e in client.pending_events()] == ["mine"]  # nothing lost
+    assert stored_events(tmp_path / "server.sqlite3") == [("default", "B")]  # nothing written
+    if bad:
+        logged = "\n".join(record.getMessage() for record in caplog.records)
+        assert "not authorized" in logged and bad not in logged  # refused, token not shown
+
+
+async def test_a_valid_token_syncs_and_a_rotated_secret_still_verifies(
+    open_server: ServerFactory, open_test_client: ClientFactory
+) -> None:
+    server = await open_server(auth_secrets=[SECRET, ROTATED], create_stores=True)
+    calls: list[int] = []
+
+    def fresh_token() -> str:  # a function: called at each connection, may renew
+        calls.append(1)
+        return token(store="todo", client="B", secret=ROTATED)
+
+    async with (
+        open_test_client(server.url + "/todo", "A", token=token(store="todo")) as a,
+        open_test_client(server.url + "/todo", "B", token=fresh_token) as b,
+    ):
+        await a.commit("x", {})
+        await b.commit("y", {})
+        await wait_converged(a, b)
+    assert calls
