@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,23 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> trio_sync.Server:
         trio_sync.serve, str(tmp_path / "server.sqlite3")
     )
     return started
+
+
+ServerFactory = Callable[..., Awaitable[trio_sync.Server]]
+
+
+@pytest.fixture
+def open_server(nursery: trio.Nursery, tmp_path: Path) -> ServerFactory:
+    """``await open_server(**options)``: another server on tmp_path/server.sqlite3, with
+    any options of ``trio_sync.serve``."""
+
+    async def start(**options: Any) -> trio_sync.Server:
+        server: trio_sync.Server = await nursery.start(
+            partial(trio_sync.serve, str(tmp_path / "server.sqlite3"), **options)
+        )
+        return server
+
+    return start
 
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[trio_sync.Client]]

@@ -7,16 +7,14 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
-import trio_sync
 from trio_sync.protocol import issue_token
 
-from ..conftest import WAIT, ClientFactory, wait_converged
+from ..conftest import WAIT, ClientFactory, ServerFactory, wait_converged
 
 SECRET = b"a-long-enough-server-secret-0123456789"
 ROTATED = b"the-previous-server-secret-9876543210"
@@ -26,17 +24,6 @@ def token(
     store: str = "default", client: str = "A", ttl: float = 3600, secret: bytes = SECRET
 ) -> str:
     return issue_token(secret, store_id=store, client_id=client, expires_at=time.time() + ttl)
-
-
-@pytest.fixture
-async def open_server(nursery: trio.Nursery, tmp_path: Path) -> Callable[..., trio.lowlevel.Task]:
-    async def start(**options: object) -> trio_sync.Server:
-        server: trio_sync.Server = await nursery.start(
-            partial(trio_sync.serve, str(tmp_path / "server.sqlite3"), **options)  # type: ignore[arg-type]
-        )
-        return server
-
-    return start  # type: ignore[return-value]
 
 
 def stored_events(db: Path) -> list[tuple[str, str]]:
