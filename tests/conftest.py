@@ -14,6 +14,8 @@ import trio
 import trio_sync
 from trio_sync import ClientTimings, HeartbeatTimings, PushTimings
 
+from ._virtual import World
+
 pytest_plugins = ["trio_sync.testing.pytest_plugin"]
 
 #: Real-network tests wait on conditions, bounded by this many (real) seconds.
@@ -52,6 +54,12 @@ def open_server(nursery: trio.Nursery, tmp_path: Path) -> ServerFactory:
         return server
 
     return start
+
+
+@pytest.fixture
+async def world(nursery: trio.Nursery) -> World:
+    """A virtual-time world (see tests/_virtual.py); use with the ``autojump_clock``."""
+    return World(nursery)
 
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[trio_sync.Client]]

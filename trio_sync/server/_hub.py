@@ -235,7 +235,7 @@ class Hub:
         try:
             decisions = await self.run_store(self.db.apply_pushes, [job.request for job in group])
         except StoreError as exc:
-            logger.error("could not write %d push(es): %s", len(group), exc)
+            logger.debug("could not write %d push(es): %s", len(group), exc)
             self._note_storage(str(exc))
             self._fail(group, exc)
             return
@@ -278,6 +278,8 @@ class Hub:
         if problem != self._storage_problem:
             if problem is None:
                 logger.info("storage is writable again")
+            else:
+                logger.error("storage cannot be written (pushes refused until it can): %s", problem)
             self._storage_problem = problem
             self.metrics.healthy.set(0 if problem else 1)
         self._health_checked = time.monotonic()

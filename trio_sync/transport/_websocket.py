@@ -172,6 +172,16 @@ async def connect_websocket(
                     # cancelled too, so a shielded handshake could only time out.
                     await connection.aclose()
                     nursery.cancel_scope.cancel()
+    except trio_websocket.ConnectionRejected as exc:
+        # Raised by the library's reader task, so it arrives here, not from the handshake
+        # call: an HTTP answer that is not an upgrade (a proxy's 404, a full server's 503).
+        body = (exc.body or b"").decode(errors="replace").strip()
+        raise ConnectError(
+            f"{url} answered HTTP {exc.status_code} instead of a WebSocket handshake"
+            f"{f': {body[:200]}' if body else ''}"
+        ) from None
+    except trio_websocket.HandshakeError as exc:
+        raise ConnectError(f"{url} refused the WebSocket handshake: {exc}") from None
     finally:
         with trio.CancelScope(shield=True):
             await stream.aclose()
@@ -195,12 +205,6 @@ async def _open_handshake(
             max_message_size=CLIENT_RECEIVE_LIMITS.max_frame_bytes,
             receive_buffer_size=RECEIVE_BUFFER,
         )
-    except trio_websocket.ConnectionRejected as exc:
-        body = (exc.body or b"").decode(errors="replace").strip()
-        raise ConnectError(
-            f"{url} answered HTTP {exc.status_code} instead of a WebSocket handshake"
-            f"{f': {body[:200]}' if body else ''}"
-        ) from None
     except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
         raise ConnectError(f"{url} refused the WebSocket handshake: {exc}") from None
     if ws.closed is not None:
