@@ -71,6 +71,13 @@ async def http_get(url: str, path: str) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
+async def wait_for_metric(url: str, line: bytes) -> None:
+    """Polls /metrics until it shows ``line``: some server state is observable only there."""
+    with trio.fail_after(WAIT):
+        while line not in (await http_get(url, "/metrics"))[1]:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+
+
 def assert_log_reads_back(db_path: str | Path) -> int:
     """The database passes SQLite's integrity check and every stored event reads back as
     one that every peer can store: returns how many events it holds."""
