@@ -60,9 +60,14 @@ def test_demo_ends_with_identical_logs() -> None:
 
 
 async def start_serve(*args: str) -> tuple[trio.Process, str]:
-    proc = await trio.lowlevel.open_process(
-        [*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    """Starts ``trio-sync serve`` and returns it with the line it prints once ready. Its log
+    (stderr) goes to a file beside the database (a pipe nobody reads would fill and block
+    a busy server)."""
+    db = Path(args[args.index("--db") + 1]) if "--db" in args else Path(".")
+    with open(db.with_name(db.name + ".log"), "ab") as log:  # noqa: ASYNC230 (at start-up)
+        proc = await trio.lowlevel.open_process(
+            [*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=log
+        )
     assert proc.stdout is not None
     line = b""
     with trio.fail_after(WAIT):

@@ -41,6 +41,8 @@ class _Control:
     hub: Hub
     stop_accepting: trio.Event
     scope: trio.CancelScope
+    #: Set once serve() has closed its database.
+    stopped: trio.Event = attrs.field(factory=trio.Event)
 
 
 @attrs.frozen
@@ -65,7 +67,8 @@ class Server:
     _control: _Control = attrs.field(eq=False, repr=False, alias="control")
 
     async def shutdown(self, grace: float = 10.0) -> None:
-        """Shuts down gracefully, then makes ``serve()`` return.
+        """Shuts down gracefully; returns once ``serve()`` has stopped and closed its
+        database.
 
         Stops accepting connections, lets pushes in flight commit and be acknowledged,
         and closes every connection with code 1001 (going away): clients reconnect on
@@ -76,6 +79,7 @@ class Server:
         control.stop_accepting.set()
         await control.hub.drain(grace)
         control.scope.cancel()
+        await control.stopped.wait()
 
 
 async def serve_hub(
@@ -176,6 +180,7 @@ async def serve(
     """
     config = _config(schema_name, schema_version, limits, create_stores, auth_secrets)
     store = await run_store(ServerStore.open, db_path)
+    stopped = trio.Event()
     try:
         await run_store(store.check_writable)
         hub = Hub(store, run_store, config)
@@ -209,13 +214,14 @@ async def serve(
                     port=bound,
                     server_id=store.server_id,
                     db_path=str(db_path),
-                    control=_Control(hub, stop_accepting, scope),
+                    control=_Control(hub, stop_accepting, scope, stopped),
                 )
                 _log_start(server, store, config, tls=ssl_context is not None)
                 task_status.started(server)
     finally:
         with trio.CancelScope(shield=True):
             await run_store(store.close)
+        stopped.set()
 
 
 async def _listen_with_fallback(

@@ -141,7 +141,6 @@ class ServerSession:
             )
             await self._try_send(Error(reason))
         finally:
-            hub.untrack(self)
             if self.client_id != "?":
                 logger.info(
                     "client %r of store %r (%s) disconnected after %.1fs: %s",
@@ -151,8 +150,11 @@ class ServerSession:
                     time.monotonic() - started,
                     reason or "closed",
                 )
-            # Not shielded: when the server is cancelled, connections close at once.
-            await self._conn.aclose(reason, code=code)
+            try:
+                # Not shielded: when the server is cancelled, connections close at once.
+                await self._conn.aclose(reason, code=code)
+            finally:
+                hub.untrack(self)  # live until closed: a graceful shutdown waits for this
 
     async def _run(self) -> tuple[str, int]:
         hello, log = await self._handshake()

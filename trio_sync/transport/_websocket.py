@@ -139,20 +139,13 @@ async def connect_websocket(
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     try:
         with trio.fail_after(connect_timeout):
-            if secure:
-                stream = await trio.open_ssl_over_tcp_stream(
-                    host, port, ssl_context=ssl_context, https_compatible=True
-                )
-                await stream.do_handshake()
-            else:
-                stream = await trio.open_tcp_stream(host, port)
+            stream = await trio.open_tcp_stream(host, port)
     except trio.TooSlowError:
         raise ConnectError(f"no answer from {url} within {connect_timeout:g}s") from None
-    except trio.BrokenResourceError as exc:
-        cause = exc.__cause__ or exc
-        raise ConnectError(f"TLS handshake with {url} failed: {cause}") from None
     except OSError as exc:
         raise ConnectError(f"cannot connect to {url}: {exc.strerror or exc}") from None
+    if secure:
+        stream = await _start_tls(stream, url, host, connect_timeout, ssl_context)
     try:
         with single_exception():
             async with trio.open_nursery() as nursery:
@@ -185,6 +178,31 @@ async def connect_websocket(
     finally:
         with trio.CancelScope(shield=True):
             await stream.aclose()
+
+
+async def _start_tls(
+    tcp: trio.SocketStream,
+    url: str,
+    host: str,
+    seconds_allowed: float,
+    ssl_context: ssl.SSLContext | None,
+) -> trio.SSLStream[trio.SocketStream]:
+    """TLS over an open TCP stream; on any failure the TCP stream is closed."""
+    context = ssl_context or ssl.create_default_context()
+    stream = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
+    try:
+        with trio.fail_after(seconds_allowed):
+            await stream.do_handshake()
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            await tcp.aclose()
+        if isinstance(exc, trio.TooSlowError):
+            raise ConnectError(f"no TLS handshake from {url} within {seconds_allowed:g}s") from None
+        if isinstance(exc, trio.BrokenResourceError):
+            cause = exc.__cause__ or exc
+            raise ConnectError(f"TLS handshake with {url} failed: {cause}") from None
+        raise
+    return stream
 
 
 async def _open_handshake(
