@@ -8,6 +8,7 @@ still up, a normal client still syncs, and the log reads back whole.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -234,6 +235,20 @@ async def test_an_unexpected_error_costs_one_connection_and_is_logged(
         for record in caplog.records
     ), "the traceback is logged"
     await _the_server_still_serves(server, open_test_client, tmp_path)
+
+
+async def test_nobody_can_forge_a_log_line(
+    server: trio_sync.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_sync")
+    forged = "\n2026-01-01 00:00:00 INFO trio_sync.server: client 'admin' authorized"
+    async with raw_websocket(server.url) as ws:
+        assert isinstance(await say_hello(ws), Welcome)
+        await ws.send_message(with_args({forged: float("nan")}))
+        assert isinstance(await receive(ws), Error)
+    lines = [r.getMessage() for r in caplog.records if "invalid message" in r.getMessage()]
+    assert lines and all("\n" not in line for line in lines)
+    assert "\\n2026-01-01" in lines[0]  # shown escaped
 
 
 async def test_a_flood_of_pings_is_slowed_not_served_at_once(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 
 import trio
@@ -53,6 +54,16 @@ class Refusal(Exception):
         self.reason = reason
         self.code = code
         self.fatal = fatal
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def loggable(text: str, limit: int = 300) -> str:
+    """Text a client chose (a field path holds its keys), made safe for a log line: control
+    characters escaped, so nobody can forge a line, and cut to ``limit`` characters."""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return _UNPRINTABLE.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def store_for_target(target: str) -> str | None:
@@ -111,7 +122,7 @@ class ServerSession:
                 self.peer,
                 self.client_id,
                 self.store_id,
-                reason,
+                loggable(reason),
             )
             await self._try_send(Error(reason, fatal=refusal.fatal))
         except ConnectionClosed as exc:
@@ -124,7 +135,7 @@ class ServerSession:
                 self.client_id,
                 self.store_id,
                 self.peer,
-                exc,
+                loggable(reason),
             )
             await self._try_send(Error(reason))
         except StoreError as exc:
@@ -148,7 +159,7 @@ class ServerSession:
                     self.store_id,
                     self.peer,
                     time.monotonic() - started,
-                    reason or "closed",
+                    loggable(reason or "closed"),
                 )
             try:
                 # Not shielded: when the server is cancelled, connections close at once.
