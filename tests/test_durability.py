@@ -3,6 +3,7 @@ and pushes arriving together are committed together."""
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 from functools import partial
@@ -14,10 +15,10 @@ import trio_sync
 from trio_sync._store_runner import inline
 from trio_sync.protocol import PROTOCOL_VERSION, Event, Hello, Push, PushAck, Welcome
 from trio_sync.server import serve_store
-from trio_sync.store import MEMORY, ServerStore
+from trio_sync.store import MEMORY, PushRequest, ServerStore
 from trio_sync.transport import MemoryNetwork
 
-from .conftest import WAIT, ClientFactory
+from .conftest import WAIT, ClientFactory, wait_converged
 from .test_cli import CLI, start_serve
 
 
@@ -50,6 +51,70 @@ async def test_server_killed_with_sigkill_keeps_every_acknowledged_event(
     assert [e.args["i"] for e in held] == list(range(len(held)))  # in commit order, no gaps
 
 
+async def test_a_server_killed_again_and_again_under_load_loses_nothing_acknowledged(
+    tmp_path: Path, open_test_client: ClientFactory
+) -> None:
+    db = tmp_path / "server.sqlite3"
+    rng = random.Random(7)
+    proc, line = await start_serve("--db", str(db))
+    url = line.split(" at ")[1].strip()
+    port = url.rsplit(":", 1)[1]
+    names = ["A", "B", "C"]
+    committed = dict.fromkeys(names, 0)
+    stop = trio.Event()
+
+    async def keep_committing(client: trio_sync.Client) -> None:
+        while not stop.is_set():
+            await client.commit("e", {"i": committed[client.client_id]})
+            committed[client.client_id] += 1
+
+    try:
+        async with (
+            open_test_client(url, "A", push_batch_size=7) as a,
+            open_test_client(url, "B", push_batch_size=1) as b,
+            open_test_client(url, "C", push_batch_size=50) as c,
+            trio.open_nursery() as writers,
+        ):
+            clients = [a, b, c]
+            for client in clients:
+                writers.start_soon(keep_committing, client)
+            for _ in range(3):
+                # A random moment under load: once the server has taken some more events.
+                target = a.status.upstream_head + rng.randint(20, 300)
+                with trio.fail_after(WAIT):
+                    await a.wait_status(lambda s, t=target: s.upstream_head >= t)  # type: ignore[misc]
+                proc.send_signal(signal.SIGKILL)
+                with trio.fail_after(WAIT):
+                    assert await proc.wait() == -signal.SIGKILL
+                # What each client was told is durable: the server, dead, must hold it.
+                acknowledged = {
+                    each.client_id: committed[each.client_id] - each.status.pending
+                    for each in clients
+                }
+                store = ServerStore.open(str(db))  # WAL recovery after the kill
+                held = store.read(0, 10**9)
+                store.close()
+                for name, count in acknowledged.items():
+                    assert sum(1 for e in held if e.client_id == name) >= count, name
+                proc, _ = await start_serve("--db", str(db), "--port", port)
+            stop.set()
+            for client in clients:
+                with trio.fail_after(WAIT):
+                    await client.wait_synced()
+            await wait_converged(*clients)
+            logs = [client.confirmed_events() for client in clients]
+    finally:
+        proc.kill()
+        await proc.wait()
+    store = ServerStore.open(str(db))
+    server_log = store.read(0, 10**9)
+    store.close()
+    assert logs[0] == logs[1] == logs[2] == server_log
+    for name in names:
+        mine = [e.args["i"] for e in server_log if e.client_id == name]
+        assert mine == list(range(committed[name])), name  # every one, once, in order
+
+
 async def test_pushes_arriving_together_share_one_commit(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -57,7 +122,7 @@ async def test_pushes_arriving_together_share_one_commit(
     transactions: list[int] = []
     apply = store.apply_pushes
 
-    def counting(pushes: list[tuple[str, Push]]) -> object:
+    def counting(pushes: list[PushRequest]) -> object:
         transactions.append(len(pushes))
         return apply(pushes)
 
