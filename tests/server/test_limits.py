@@ -113,7 +113,7 @@ async def test_a_full_disk_is_refused_distinctly_retried_with_backoff_and_healed
         # What was tried: the server's database may not grow (SQLITE_FULL, as on a full
         # disk). The client keeps its events, shows why, and backs off.
         pages = store._db.read(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
-        store._db.read(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+        store._db._conn.execute(f"PRAGMA max_page_count = {pages}")
         for i in range(20):
             await client.commit("big", {"i": i, "pad": "x" * 20_000})
         status = await client.wait_status(lambda s: "storage is full" in (s.last_error or ""))
@@ -127,7 +127,7 @@ async def test_a_full_disk_is_refused_distinctly_retried_with_backoff_and_healed
         assert [t for t, _, w, d in world.trace if w == "phase" and d["phase"] == "connected"] == [
             0.0
         ]  # the connection stays up
-        store._db.read(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+        store._db._conn.execute("PRAGMA max_page_count = 1073741823")
         status = await client.wait_synced()
         assert status.pending == 0 and status.upstream_head == 21
 

@@ -80,11 +80,11 @@ async def test_healthz_says_whether_the_store_can_be_written(
     assert await http_get(server.url, "/healthz") == (200, b"ok\n")
     db = server._control.hub.db
     # What was tried: the database stops taking writes (as a read-only remount would).
-    db._db.read(lambda conn: conn.execute("PRAGMA query_only = 1"))
+    db._db._conn.execute("PRAGMA query_only = 1")
     server._control.hub._health_checked = 0.0  # do not wait out the answer's cache
     status, body = await http_get(server.url, "/healthz")
     assert status == 503 and b"cannot be written" in body
-    db._db.read(lambda conn: conn.execute("PRAGMA query_only = 0"))
+    db._db._conn.execute("PRAGMA query_only = 0")
     server._control.hub._health_checked = 0.0
     assert await http_get(server.url, "/healthz") == (200, b"ok\n")
 

@@ -145,12 +145,12 @@ def test_a_full_disk_is_a_distinct_error_and_writes_nothing(tmp_path: Path) -> N
     store = ServerStore.open(str(tmp_path / "s.sqlite3"))
     store.apply_pushes([push("A", 1, 0, 1)])
     # What was tried: the database may not grow (SQLite reports SQLITE_FULL, as for a disk).
-    store._db.read(lambda conn: conn.execute("PRAGMA max_page_count = 1"))
+    store._db._conn.execute("PRAGMA max_page_count = 1")
     big = tuple(ev("A", i, pad="x" * 50_000) for i in range(2, 12))
     with pytest.raises(StoreFull, match="the disk is full"):
         store.apply_pushes([PushRequest(DEFAULT_STORE, "A", Push(2, 1, big))])
     assert store.head == 1 and len(store.read(0, 100)) == 1
-    store._db.read(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    store._db._conn.execute("PRAGMA max_page_count = 1073741823")
     [decision] = store.apply_pushes([PushRequest(DEFAULT_STORE, "A", Push(3, 1, big))])
     assert isinstance(decision, Accept) and store.head == 11
     store.close()

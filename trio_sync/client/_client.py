@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -25,6 +25,7 @@ from ..transport import Connector, connect_websocket
 from ._config import ClientTimings
 from ._core import ClientCore, TraceHook
 from ._session import ClientSession
+from ._writer import ClientWriter
 
 _StatusPredicate = Callable[[SyncStatus], bool]
 #: A token, or a function that returns the current one (sync or async).
@@ -52,7 +53,6 @@ class Client:
         self._timings = timings
         self._schema = schema
         self._token = token
-        self._commit_lock = trio.Lock()
         self._closed = False
 
     # --- public API -------------------------------------------------------------------
@@ -79,18 +79,36 @@ class Client:
     async def commit(self, name: str, args: dict[str, object] | None = None) -> Event:
         """Commits an event locally; durable when this returns, pushed when connected.
 
-        Works offline: pending events go out when the connection returns.
+        Works offline: pending events go out when the connection returns. Commits from
+        several tasks at once share one transaction (and one fsync).
 
         Raises:
-            InvalidEvent: The name is empty or the args are not a JSON object.
+            InvalidEvent: The name is not a usable identifier, the args are not a JSON
+                object every peer can store, or the event is larger than the server
+                accepts; nothing was recorded.
             StoreError: The event could not be written (disk full); nothing was recorded.
             ClientClosed: The client's ``open_client`` block has exited.
         """
         self._check_open()
-        async with self._commit_lock:
-            event = self._core.state.prepare_commit(name, {} if args is None else args)
-            await self._core.add_commit(event)
+        draft = self._core.state.draft(name, {} if args is None else args)
+        [event] = await self._core.writer.commit([draft])
         return event
+
+    async def commit_many(self, items: Iterable[tuple[str, dict[str, object]]]) -> list[Event]:
+        """Commits several events atomically, in one transaction: all of them, in order,
+        or (on any error) none. Durable when this returns.
+
+        Raises:
+            InvalidEvent: One of them cannot be stored (checked before anything is
+                written: then none is).
+            StoreError: The write failed; none was recorded.
+            ClientClosed: The client's ``open_client`` block has exited.
+        """
+        self._check_open()
+        drafts = [self._core.state.draft(name, args) for name, args in items]
+        if not drafts:
+            return []
+        return await self._core.writer.commit(drafts)
 
     async def wait_synced(self) -> SyncStatus:
         """Waits until nothing is pending and the local head equals the server head.
@@ -310,9 +328,11 @@ async def open_client(
             connector = partial(
                 connect_websocket, connect_timeout=timings.connect_timeout, ssl_context=ssl_context
             )
+        core.writer = ClientWriter(core)
         client = Client(core, url, connector, timings, (schema_name, schema_version), token)
         with single_exception():
             async with trio.open_nursery() as nursery:
+                await nursery.start(core.writer.run)
                 nursery.start_soon(client._maintain_connection)
                 try:
                     yield client

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
 from .._broadcast import Broadcast
 from .._store_runner import StoreRunner
 from ..protocol import (
+    Advance,
     ConnectionPhase,
     Event,
     MergeResult,
     PushAck,
     PushMachine,
+    Rebase,
     Refused,
     SyncState,
     SyncStatus,
@@ -22,6 +25,9 @@ from ..protocol import (
     derive_status,
 )
 from ..store import ClientStore
+
+if TYPE_CHECKING:
+    from ._writer import ClientWriter
 
 #: Receives ``(what, details)`` for every notable step (the simulator records a trace).
 TraceHook = Callable[[str, Mapping[str, object]], None]
@@ -60,6 +66,8 @@ class ClientCore:
         self.head_wanted = trio.Event()
         #: The server identity this client syncs with (None until the first handshake).
         self.known_server_id = store.server_id
+        #: Writes everything to the store (set by open_client, which runs its task).
+        self.writer: ClientWriter
 
     def trace(self, what: str, **details: object) -> None:
         if self._trace is not None:
@@ -111,45 +119,55 @@ class ClientCore:
         if self.server_head is None or head > self.server_head:
             self.server_head = head
 
-    async def add_commit(self, event: Event) -> None:
-        """Makes a prepared commit durable, then pending."""
-        await self.run_store(self.store.append_pending, event)
+    # --- what the writer reports, applied in memory in the order it was written --------
+
+    def note_commit(self, event: Event) -> None:
+        """A commit is durable: it is pending now."""
         self.state.add_pending(event)
         self.trace("commit", client_seq=event.client_seq, name=event.name)
         self.changed.notify()
 
-    async def merge(self, events: Sequence[Event]) -> MergeResult:
-        """Merges an upstream page, persists it, and restarts pushing as the policy says.
+    def note_merge(self, result: Advance | Rebase) -> None:
+        """A merged upstream batch is written: apply it, restart pushing as the policy says."""
+        self.state.apply_merge(result)
+        self.durable_head = self.state.upstream_head
+        self.trace(
+            f"pull.{result.kind}",
+            applied=len(result.applied),
+            own=len(result.confirmed_own),
+            head=self.state.upstream_head,
+        )
+        self.push.on_upstream_change(result.kind, self.state)
+        self.changed.notify()
 
-        Durable first, then in memory: if this is cancelled while writing (the connection
-        dropped, the client is closing), nothing has moved, and the next pull asks again
-        from the same head.
+    # --- what the connection brings -------------------------------------------------
+
+    async def merge(self, events: Sequence[Event]) -> MergeResult:
+        """Merges upstream events: evaluated now, written by the writer, then applied.
+
+        Durable first, then in memory: nothing moves unless the write succeeds, and the
+        next pull asks again from the same head.
+
+        Raises:
+            StoreError: The local store could not be written.
         """
         result = self.state.evaluate_merge(events)
         if isinstance(result, Refused):
             self.trace("pull.refused", reason=result.reason)
-            return result
-        if result.applied:
-            await self.run_store(self.store.apply_upstream, result.applied, result.confirmed_own)
-            self.state.apply_merge(result)
-            self.durable_head = self.state.upstream_head
-            self.trace(
-                f"pull.{result.kind}",
-                applied=len(result.applied),
-                own=len(result.confirmed_own),
-                head=self.state.upstream_head,
-            )
-            self.push.on_upstream_change(result.kind, self.state)
-            self.changed.notify()
+        elif result.applied:
+            await self.writer.merge(result)
         return result
 
-    async def acknowledge(self, ack: PushAck) -> None:
-        """Records a push ack durably and tells the push machine."""
+    def acknowledge(self, ack: PushAck) -> None:
+        """Takes a push ack: in memory at once; on disk with the writer's next batch (an
+        ack lost in a crash only means pushing those events again).
+
+        Raises:
+            ProtocolError: The ack names events this client never committed.
+        """
         if ack.seqs:
-            # Validate, write, then remember (a cancelled write leaves memory as it was).
-            acked_through = self.state.acknowledged_through(ack.first_client_seq, len(ack.seqs))
-            await self.run_store(self.store.record_ack, acked_through)
             self.state.acknowledge(ack.first_client_seq, len(ack.seqs))
+            self.writer.note_ack(self.state.acked_through)
             self.note_server_head(max(ack.seqs))
         self.trace("push.ack", push_id=ack.push_id, count=len(ack.seqs))
         self.push.on_ack(ack.push_id)

@@ -58,6 +58,8 @@ class ClientSession:
         self._schema = schema
         self._heartbeat = Heartbeat(timings.heartbeat)
         self._pull_id = 0
+        # Pages wait here for the applier; a few at most, then the reader waits too.
+        self._send_page, self._pages = trio.open_memory_channel[PullPage](16)
         #: Whether the handshake succeeded, and when.
         self.connected = False
         self._connected_at = 0.0
@@ -80,6 +82,7 @@ class ClientSession:
             with single_exception():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._read_loop)
+                    nursery.start_soon(self._apply_pages)
                     nursery.start_soon(self._push_loop)
                     nursery.start_soon(self._heartbeat_loop)
                     nursery.start_soon(self._head_probe_loop)
@@ -138,9 +141,11 @@ class ClientSession:
         while True:
             message = await self._conn.receive()
             if isinstance(message, PullPage):
-                await self._on_page(message)
+                core.note_server_head(message.head)
+                self._heartbeat.note_server_head(message.head)
+                await self._send_page.send(message)
             elif isinstance(message, PushAck):
-                await core.acknowledge(message)
+                core.acknowledge(message)
             elif isinstance(message, ServerAhead):
                 core.trace("push.server_ahead", push_id=message.push_id, head=message.head)
                 core.note_server_head(message.head)
@@ -170,16 +175,24 @@ class ClientSession:
             else:
                 raise ProtocolError(f"a server does not send {message.TYPE!r}")
 
-    async def _on_page(self, page: PullPage) -> None:
+    async def _apply_pages(self) -> None:
+        """Merges pulled pages: whatever has queued up while the last write ran is merged
+        and written at once (a catch-up costs one transaction per batch, not per page)."""
         core = self._core
-        if page.pull_id != self._pull_id:
-            return  # a page of a pull we already replaced
-        core.note_server_head(page.head)
-        self._heartbeat.note_server_head(page.head)
-        result = await core.merge(page.events)
-        if isinstance(result, Refused):
-            await self._restart_pull(result.reason)
-        core.changed.notify()
+        async for first in self._pages:
+            pages = [first]
+            while True:
+                try:
+                    pages.append(self._pages.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            # Pages of a pull already replaced are dropped: the new one resends them.
+            events = [e for page in pages if page.pull_id == self._pull_id for e in page.events]
+            if not events:
+                continue
+            result = await core.merge(events)
+            if isinstance(result, Refused):
+                await self._restart_pull(result.reason)
 
     async def _restart_pull(self, why: str) -> None:
         self._pull_id += 1

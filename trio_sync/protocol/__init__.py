@@ -6,7 +6,7 @@ are passed in. The runtimes in ``client/`` and ``server/`` move bytes and call t
 
 from ._backoff import backoff_delay
 from ._codec import MAX_FRAME_BYTES, decode, encode, event_json
-from ._events import Event, check_identifier, event_size, new_event
+from ._events import Draft, Event, check_identifier, event_size, new_draft, new_event
 from ._handshake import hello_problem, welcome_problem
 from ._heartbeat import (
     ConnectionDead,
@@ -82,6 +82,7 @@ __all__ = [
     "ClientMessage",
     "ConnectionDead",
     "ConnectionPhase",
+    "Draft",
     "Error",
     "Event",
     "Heartbeat",
@@ -136,6 +137,7 @@ __all__ = [
     "hello_problem",
     "issue_token",
     "make_push_machine",
+    "new_draft",
     "new_event",
     "read_token",
     "token_problem",

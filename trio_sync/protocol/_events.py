@@ -125,19 +125,25 @@ def json_dumps_compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def new_event(
-    name: str,
-    args: object,
-    client_id: str,
-    client_seq: int,
-    *,
-    limits: WireLimits = DEFAULT_LIMITS,
-) -> Event:
-    """Builds a pending event from application input.
+@attrs.frozen
+class Draft:
+    """A commit checked and normalised, waiting for its ``client_seq`` (given when it is
+    written, so that concurrent commits number in the order they are written)."""
+
+    name: str
+    args: JsonObject
+
+    def event(self, client_id: str, client_seq: int) -> Event:
+        """The pending event this draft becomes."""
+        return Event(name=self.name, args=self.args, client_id=client_id, client_seq=client_seq)
+
+
+def new_draft(name: str, args: object, *, limits: WireLimits = DEFAULT_LIMITS) -> Draft:
+    """Checks and normalises application input for a commit.
 
     The args are normalised through JSON (tuples become lists, str and int subclasses
-    plain values) so that the event a client stores is exactly the one that comes back
-    from the server.
+    plain values, keys strings) so that the event a client stores is exactly the one that
+    comes back from the server.
 
     Raises:
         InvalidEvent: The name is not a usable identifier, args is not a JSON object, a
@@ -163,7 +169,24 @@ def new_event(
             f"event {name!r} of {size} bytes exceeds the limit of {limits.max_event_bytes} "
             "bytes (max_event_bytes)"
         )
+    return Draft(name=name, args=normalised)
+
+
+def new_event(
+    name: str,
+    args: object,
+    client_id: str,
+    client_seq: int,
+    *,
+    limits: WireLimits = DEFAULT_LIMITS,
+) -> Event:
+    """Builds a pending event from application input (see :func:`new_draft`).
+
+    Raises:
+        InvalidEvent: As :func:`new_draft`, or a bad client id or client_seq.
+    """
+    draft = new_draft(name, args, limits=limits)
     try:
-        return Event(name=name, args=normalised, client_id=client_id, client_seq=client_seq)
+        return draft.event(client_id, client_seq)
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(str(exc)) from None

@@ -17,7 +17,7 @@ import attrs
 
 from .._errors import ProtocolError
 from ._codec import event_json
-from ._events import Event, new_event
+from ._events import Draft, Event, new_draft, new_event
 from ._limits import DEFAULT_LIMITS, WireLimits
 
 
@@ -190,6 +190,16 @@ class SyncState:
                 the server accepts.
         """
         return new_event(name, args, self.client_id, self.next_client_seq, limits=self.limits)
+
+    def draft(self, name: str, args: object) -> Draft:
+        """Checks and normalises a commit, within the server's limits (its client_seq is
+        given when it is written).
+
+        Raises:
+            InvalidEvent: The name or args cannot be stored, or the event is larger than
+                the server accepts.
+        """
+        return new_draft(name, args, limits=self.limits)
 
     def add_pending(self, event: Event) -> None:
         """Adds an event made by :meth:`prepare_commit` (once it is durable)."""

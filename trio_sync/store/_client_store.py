@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import orjson
@@ -17,6 +17,9 @@ import orjson
 from .._errors import StoreCorrupt, StoreMismatch
 from ..protocol import DEFAULT_LIMITS, Event, SyncState, WireLimits
 from ._sqlite import Database, SQLiteStore, ensure_directory, get_meta, set_meta
+
+#: A write a client's writer batches with others: a function of the connection.
+Write = Callable[[sqlite3.Connection], object]
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
@@ -130,41 +133,63 @@ class ClientStore(SQLiteStore):
         return list(self.load_state().pending)
 
     # --- writes -----------------------------------------------------------------------
+    #
+    # Each kind of write is a ``Write`` (a function of the connection), so that the client's
+    # writer can run several in one transaction (``write_batch``); the methods below run
+    # one on its own.
+
+    def pending_write(self, events: Sequence[Event]) -> Write:
+        """Records new local commits (consecutive client_seqs, in order)."""
+        rows = [(e.client_seq, e.name, self.event_to_row(e)[4]) for e in events]
+        next_seq = events[-1].client_seq + 1
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO pending (client_seq, name, args) VALUES (?, ?, ?)", rows)
+            set_meta(conn, "next_client_seq", next_seq)
+
+        return write
+
+    def upstream_write(self, applied: Sequence[Event], confirmed_own: Sequence[Event]) -> Write:
+        """Appends merged upstream events and retires the confirmed own ones."""
+        rows = [self.event_to_row(e) for e in applied]
+        last_own = confirmed_own[-1].client_seq if confirmed_own else None
+        head = applied[-1].seq if applied else None
+
+        def write(conn: sqlite3.Connection) -> None:
+            if not rows:
+                return
+            conn.executemany(
+                f"INSERT INTO confirmed ({self.EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows
+            )
+            if last_own is not None:
+                conn.execute("DELETE FROM pending WHERE client_seq <= ?", (last_own,))
+            set_meta(conn, "upstream_head", head)
+
+        return write
+
+    @staticmethod
+    def ack_write(acked_through: int) -> Write:
+        """Records the highest client_seq the server acknowledged. It need not be durable:
+        after a crash, events acknowledged but not recorded are pushed again, and the server
+        answers with the positions it already gave them."""
+        return lambda conn: set_meta(conn, "acked_through", acked_through)
+
+    def write_batch(self, writes: Sequence[Write], *, durable: bool) -> list[object]:
+        """Runs ``writes`` in one transaction, each in its own savepoint (see
+        :meth:`Database.write_batch`); fsynced when ``durable``."""
+        return self._db.write_batch(writes, durable=durable)
 
     def append_pending(self, event: Event) -> None:
         """Durably records a new local commit (fsynced before this returns)."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            _, _, client_seq, name, args = self.event_to_row(event)
-            conn.execute(
-                "INSERT INTO pending (client_seq, name, args) VALUES (?, ?, ?)",
-                (client_seq, name, args),
-            )
-            set_meta(conn, "next_client_seq", event.client_seq + 1)
-
-        self._db.write(write)
+        self._db.write(self.pending_write([event]))
 
     def apply_upstream(self, applied: Sequence[Event], confirmed_own: Sequence[Event]) -> None:
         """Durably appends merged upstream events and retires the confirmed own ones."""
-        if not applied:
-            return
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                f"INSERT INTO confirmed ({self.EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                [self.event_to_row(e) for e in applied],
-            )
-            if confirmed_own:
-                conn.execute(
-                    "DELETE FROM pending WHERE client_seq <= ?", (confirmed_own[-1].client_seq,)
-                )
-            set_meta(conn, "upstream_head", applied[-1].seq)
-
-        self._db.write(write)
+        self._db.write(self.upstream_write(applied, confirmed_own))
 
     def record_ack(self, acked_through: int) -> None:
         """Durably records the highest client_seq the server acknowledged."""
-        self._db.write(lambda conn: set_meta(conn, "acked_through", acked_through))
+        self._db.write(self.ack_write(acked_through))
 
     def record_server_id(self, server_id: str) -> None:
         """Remembers the server identity this client syncs with."""

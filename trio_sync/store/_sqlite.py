@@ -113,28 +113,38 @@ class Database:
     """A SQLite connection guarded by a lock, usable from any one thread at a time.
 
     The runtimes call store methods either inline (the simulator) or in a worker thread
-    (production); the lock serialises them.
+    (production); the lock serialises them. A file database also has a second connection
+    for reads, with its own lock: in WAL mode a reader sees the last committed state and
+    never waits for a writer's fsync, so cheap reads can run on the event loop.
     """
 
     def __init__(self, path: str, *, kind: str, migrations: Sequence[Migration]) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._lock_file: IO[bytes] | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._synchronous = "FULL"
         if not is_memory(self.path):
             self._lock_file = _acquire_lock(self.path)
         try:
             with translate_errors(self.path):
-                self._conn = sqlite3.connect(
-                    self.path,
-                    isolation_level=None,
-                    check_same_thread=False,
-                    uri=self.path.startswith("file:"),
-                )
+                self._conn = self._connect()
                 self._configure()
                 self._migrate(kind, migrations)
+                if not is_memory(self.path):
+                    self._reader = self._connect()
         except BaseException:
-            self._release_lock()
+            self.close()
             raise
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=self.path.startswith("file:"),
+        )
 
     def _configure(self) -> None:
         if not is_memory(self.path):
@@ -199,16 +209,63 @@ class Database:
         Raises:
             StoreError: The write failed (disk full, I/O error); nothing was written.
         """
-        with self._lock, translate_errors(self.path), self._transaction() as conn:
-            return work(conn)
+        with self._lock, translate_errors(self.path):
+            self._set_synchronous("FULL")
+            with self._transaction() as conn:
+                return work(conn)
+
+    def write_batch(
+        self, works: Sequence[Callable[[sqlite3.Connection], Any]], *, durable: bool
+    ) -> list[Any]:
+        """Runs each of ``works`` in a savepoint of one transaction: one commit, and one
+        fsync when ``durable`` (otherwise the commit is atomic, and durable once a later
+        durable commit is: WAL frames are written in order).
+
+        Returns one result per work, in order: what it returned, or the StoreError (or
+        other exception) it raised, in which case its changes alone were rolled back.
+
+        Raises:
+            StoreError: The transaction itself failed (a full disk at commit, say):
+                nothing of any work was written.
+        """
+        with self._lock, translate_errors(self.path):
+            self._set_synchronous("FULL" if durable else "NORMAL")
+            with self._transaction() as conn:
+                results: list[Any] = []
+                for work in works:
+                    conn.execute("SAVEPOINT work")
+                    try:
+                        results.append(work(conn))
+                    except Exception as exc:
+                        if not conn.in_transaction:
+                            raise  # SQLite rolled the whole transaction back (SQLITE_FULL)
+                        conn.execute("ROLLBACK TO work")
+                        results.append(
+                            _sqlite_error(self.path, exc) if isinstance(exc, sqlite3.Error) else exc
+                        )
+                    conn.execute("RELEASE work")
+                return results
+
+    def _set_synchronous(self, level: str) -> None:
+        if level != self._synchronous:
+            self._conn.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
 
     def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Runs ``work`` for reading."""
-        with self._lock, translate_errors(self.path):
-            return work(self._conn)
+        """Runs ``work`` for reading: on the reader connection of a file database (it sees
+        the last committed state and does not wait for a write in progress)."""
+        if self._reader is None:
+            with self._lock, translate_errors(self.path):
+                return work(self._conn)
+        with self._read_lock, translate_errors(self.path):
+            return work(self._reader)
 
     def close(self) -> None:
-        """Closes the connection and releases the lock file. Safe to call twice."""
+        """Closes the connections and releases the lock file. Safe to call twice."""
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         with self._lock:
             conn = getattr(self, "_conn", None)
             if conn is not None:
