@@ -49,6 +49,9 @@ SIM_TIMINGS = ClientTimings(
 #: Trace steps after which a run may have converged (the watcher looks only then).
 _MAY_CONVERGE = frozenset({"pull.advance", "pull.rebase", "push.ack", "phase", "up"})
 
+#: The virtual pause after convergence in which every runnable task runs (see _settle).
+_QUIET = 1e-6
+
 _runs = itertools.count()
 
 Workload = Callable[["World"], Awaitable[Any]]
@@ -159,21 +162,25 @@ class Engine:
             try:
                 self.step_check()
             except Exception as exc:
-                self.fail("step_invariant", f"after {self.trace.records[-1]}:\n{exc}")
+                step = self.trace.records[-1]
+                text = str(exc) or type(exc).__name__
+                where = f"after the step at t={step.t:.4f}: {step.actor} {step.what}"
+                self.fail("step_invariant", f"{where}\n{text}", text)
             finally:
                 self._checking = False
 
-    def note_failure(self, kind: str, message: str) -> None:
-        """Records why the run is not ok (the first failure wins)."""
+    def note_failure(self, kind: str, message: str, why: str | None = None) -> None:
+        """Records why the run is not ok (the first failure wins); ``why`` is the short
+        form for the trace (the message's first line by default)."""
         if self.failure is not None:
             return
         self.virtual_seconds = trio.current_time()
         self.failure = Failure(kind, message, self.virtual_seconds)
-        self.record("sim", "failed", {"kind": kind, "why": _first_line(message)})
+        self.record("sim", "failed", {"kind": kind, "why": _first_line(why or message)})
 
-    def fail(self, kind: str, message: str) -> None:
+    def fail(self, kind: str, message: str, why: str | None = None) -> None:
         """Ends the run now with a failure."""
-        self.note_failure(kind, message)
+        self.note_failure(kind, message, why)
         self.root.cancel_scope.cancel()
 
     # --- the run ----------------------------------------------------------------------
@@ -202,7 +209,7 @@ class Engine:
                     self.record("sim", "workload.returned", {})
                     if self.network.partitioned:
                         self.heal(by="sim")
-                    await self.wait_converged(final=True)
+                    await self._settle()
                     self.converged = True
                     self.online_at_end = [d.name for d in self.devices.values() if d.online]
                     self.record("sim", "converged", {"head": self.server_store.head})
@@ -219,7 +226,9 @@ class Engine:
                 raise found from None
             leaf = _leaf(exc)
             self.note_failure(
-                f"error:{type(leaf).__name__}", "".join(traceback.format_exception(leaf))
+                f"error:{type(leaf).__name__}",
+                "".join(traceback.format_exception(leaf)),
+                f"{type(leaf).__name__}: {leaf}",
             )
         finally:
             self.server_log = self.server_store.read(0, 10**9)
@@ -237,6 +246,7 @@ class Engine:
             self.fail(
                 f"error:{type(leaf).__name__}",
                 "the workload raised:\n" + "".join(traceback.format_exception(leaf)),
+                f"{type(leaf).__name__}: {leaf}",
             )
             await trio.sleep_forever()  # fail() cancelled the run: it ends here
         # The workload is done once every device it started has finished its main.
@@ -427,6 +437,19 @@ class Engine:
             if status.pending or status.upstream_head != head:
                 return False
         return True
+
+    async def _settle(self) -> None:
+        """Waits until converged and still converged once every task that can run at
+        that moment has run: an application following the log has caught up (and one
+        that commits in reaction to what it saw has pushed that too) before the
+        invariant looks at it."""
+        while True:
+            await self.wait_converged(final=True)
+            # Under autojump, no virtual time passes while any task can run: a sleep this
+            # short returns once all of them are blocked again.
+            await trio.sleep(_QUIET)
+            if self.is_converged(final=True):
+                return
 
     async def wait_converged(self, *, final: bool) -> None:
         while True:
