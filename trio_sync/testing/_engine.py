@@ -203,20 +203,18 @@ class Engine:
                 self.root = root
                 await self.start_server()
                 root.start_soon(self._faults)
-                with trio.move_on_at(self.params.deadline):
-                    value = await self._run_workload(workload, world)
-                    self.workload_done = True
-                    self.record("sim", "workload.returned", {})
-                    if self.network.partitioned:
-                        self.heal(by="sim")
-                    await self._settle()
-                    self.converged = True
-                    self.online_at_end = [d.name for d in self.devices.values() if d.online]
-                    self.record("sim", "converged", {"head": self.server_store.head})
+                root.start_soon(self._deadline)
+                value = await self._run_workload(workload, world)
+                self.workload_done = True
+                self.record("sim", "workload.returned", {})
+                if self.network.partitioned:
+                    self.heal(by="sim")
+                await self._settle()
+                self.converged = True
                 self.virtual_seconds = trio.current_time()
-                if not self.converged:
-                    self._stalled()
-                elif invariant is not None:
+                self.online_at_end = [d.name for d in self.devices.values() if d.online]
+                self.record("sim", "converged", {"head": self.server_store.head})
+                if invariant is not None:
                     self._check(invariant, world)
                 root.cancel_scope.cancel()
         except Exception as exc:
@@ -255,7 +253,10 @@ class Engine:
                 await device.wait_finished()
         return value
 
-    def _stalled(self) -> None:
+    async def _deadline(self) -> None:
+        """At the deadline, a run still going is stalled: say what every device was doing
+        (before anything is torn down), then end it."""
+        await trio.sleep_until(self.params.deadline)
         self.stall = self.diagnose()
         if not self.workload_done:
             message = (
@@ -264,7 +265,7 @@ class Engine:
             )
         else:
             message = f"did not converge within {self.params.deadline:g} virtual seconds"
-        self.note_failure("stalled", message)
+        self.fail("stalled", message)
 
     def _check(self, invariant: Invariant, world: World) -> None:
         try:
@@ -406,11 +407,13 @@ class Engine:
         for at, kind in plan:
             await trio.sleep_until(at)
             if kind == "server_restart":
-                await self.restart_server(rng.uniform(0.1, 1.5), by=None)
+                # In its own task: the plan's later faults keep their times.
+                self.root.start_soon(partial(self.restart_server, rng.uniform(0.1, 1.5), by=None))
                 continue
             online = [device for device in self.devices.values() if device.online]
             if not online:
-                continue  # nobody to hit: this fault does not happen
+                self.record("sim", "fault.skipped", {"fault": kind, "why": "no device online"})
+                continue
             target = rng.choice(online).name
             if kind == "disconnect":
                 self.cut(target, by=None)

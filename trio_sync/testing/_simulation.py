@@ -163,6 +163,9 @@ class SimulationResult:
         if self.workload_params:
             described = ", ".join(f"{k}={v!r}" for k, v in self.workload_params.items())
             lines.append(f"  workload: {described}")
+        left = [f"{name} ({len(events)})" for name, events in self.pending.items() if events]
+        if left and self.converged:
+            lines.append(f"  closed with pending events: {', '.join(left)}")
         if self.stall:
             lines.append(f"  stalled at t={self.virtual_seconds:g}s:")
             for client in self.stall:
