@@ -283,3 +283,68 @@ def test_the_server_speaks_the_schema_the_world_was_given() -> None:
     result = run_simulation(1, versions, schema=("todo", 2), **CLEAN)
     state, error = result.value
     assert state == "synced" and "'todo' v3 does not match the server's 'todo' v2" in error
+
+
+async def offline_edits(world: World) -> None:
+    async with world.open_client("A") as a:
+        world.partition(["A"])
+        for n in range(5):
+            await a.commit("edit", {"n": n})
+            await trio.sleep(1)
+
+
+def at_most_three_waiting(world: World) -> None:
+    for name, client in world.clients.items():
+        waiting = client.status.pending
+        assert waiting <= 3, f"{name} holds {waiting} edits nobody has seen"
+
+
+def test_a_step_invariant_stops_the_run_at_the_first_step_that_breaks_it() -> None:
+    result = run_simulation(1, offline_edits, step_invariant=at_most_three_waiting, **CLEAN)
+    assert not result.ok and result.failure is not None
+    assert result.failure.kind == "step_invariant"
+    assert result.failure.message.startswith(  # pytest's assertion rewriting adds more
+        "after the step at t=3.0000: A commit\nA holds 4 edits nobody has seen"
+    )
+    assert result.virtual_seconds == 3.0 and result.trace.records[-1].what == "failed"
+    report = result.report()
+    assert report.startswith("seed 1: FAILED (step_invariant) at t=3.0000")
+    assert "trace from the first fault (step" in report and "net      partition" in report
+    assert report.endswith(
+        "replay: trio-sync replay --seed 1 --workload tests.testing.test_world:offline_edits "
+        "--step-invariant tests.testing.test_world:at_most_three_waiting "
+        "--param ack_delay=0.0 --param ack_loss=0.0 --param client_crashes=0 "
+        "--param disconnects=0 --param page_loss=0.0 --param server_restarts=0"
+    )
+
+
+async def raises(world: World) -> None:
+    async with world.open_client("A") as a:
+        await a.commit("edit", {})
+        raise ValueError("the app lost its mind")
+
+
+def test_an_exception_in_the_workload_is_a_failure_that_replays() -> None:
+    result = run_simulation(3, raises, **CLEAN)
+    assert result.failure is not None and result.failure.kind == "error:ValueError"
+    assert "the workload raised:" in result.failure.message
+    assert "ValueError: the app lost its mind" in result.report()
+    failed = result.trace.records[-1]
+    assert failed.details == {
+        "kind": "error:ValueError",
+        "why": "ValueError: the app lost its mind",
+    }
+    assert run_simulation(3, raises, **CLEAN).trace_digest == result.trace_digest
+
+
+async def device_main_raises(world: World) -> None:
+    async def main(device: Device) -> None:
+        raise KeyError("no such item")
+
+    world.start_device("A", main)
+
+
+def test_an_exception_in_a_device_is_a_failure_too() -> None:
+    result = run_simulation(3, device_main_raises, **CLEAN)
+    assert result.failure is not None and result.failure.kind == "error:KeyError"
+    assert "no such item" in result.failure.message
