@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from trio_sync.testing import run_simulation
-from trio_sync.testing._shrink import shrink
+from trio_sync.testing import run_simulation, shrink
 
 from .simulation import arrival_order_workload, same_list_everywhere, workload
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from examples.todo.simulation import arrival_order_workload, same_list_everywhere, workload
-from trio_sync.testing import NO_FAULTS, run_scenario, run_simulation
-from trio_sync.testing._shrink import shrink, shrink_scenario
+from trio_sync.testing import NO_FAULTS, run_scenario, run_simulation, shrink, shrink_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "trio_sync.cli"]

@@ -16,6 +16,7 @@ from ._network import SimNetwork
 from ._params import NO_FAULTS, ScenarioParams, SimParams
 from ._sandbox import SimulationError, deterministic_scheduling
 from ._scenario import ScenarioResult, run_scenario
+from ._shrink import ShrinkResult, shrink, shrink_scenario
 from ._simulation import SimulationResult, run_simulation
 from ._trace import Trace, TraceRecord
 from ._world import Device, World
@@ -30,6 +31,7 @@ __all__ = [
     "Failure",
     "ScenarioParams",
     "ScenarioResult",
+    "ShrinkResult",
     "SimNetwork",
     "SimParams",
     "SimulationError",
@@ -43,4 +45,6 @@ __all__ = [
     "deterministic_scheduling",
     "run_scenario",
     "run_simulation",
+    "shrink",
+    "shrink_scenario",
 ]

@@ -58,9 +58,19 @@ class _PerThreadScheduler:
     def __init__(self, original: random.Random) -> None:
         self.original = original
 
+    def _source(self) -> random.Random:
+        source: random.Random | None = getattr(_state, "scheduler", None)
+        return source if source is not None else self.original
+
+    # The two calls Trio's scheduler makes on every batch, spelled out (they are hot).
+    def shuffle(self, batch: list[Any]) -> None:
+        self._source().shuffle(batch)
+
+    def random(self) -> float:
+        return self._source().random()
+
     def __getattr__(self, name: str) -> Any:
-        source: random.Random = getattr(_state, "scheduler", None) or self.original
-        return getattr(source, name)
+        return getattr(self._source(), name)
 
 
 def _refuse_in_simulation(what: str, original: Callable[..., Any]) -> Callable[..., Any]:
