@@ -146,7 +146,7 @@ def test_restart_server_keeps_the_log_and_clients_reconnect() -> None:
 async def draws(world: World) -> tuple[int, int, float]:
     return (
         world.param("devices", 3),
-        world.param("size", lambda r: r.randint(1, 10**6)),
+        world.param("size", draw=lambda r: r.randint(1, 10**6)),
         world.random.random(),
     )
 
@@ -172,6 +172,12 @@ def test_unknown_and_clashing_parameters_are_refused() -> None:
     result = run_simulation(1, clash)
     assert result.failure is not None and result.failure.kind == "error:TypeError"
     assert "world.params.latency" in result.failure.message
+
+    async def neither(world: World) -> None:
+        world.param("size")
+
+    result = run_simulation(1, neither)
+    assert result.failure is not None and "give a default or a draw" in result.failure.message
 
 
 async def device_misuse(world: World) -> None:

@@ -429,6 +429,8 @@ class Engine:
             return False
         head = self.server_store.head
         for device in self.devices.values():
+            if final and device.managed and not device.finished:
+                return False  # part of the workload, still at work
             client = device.client
             if client is None:
                 if device.managed:

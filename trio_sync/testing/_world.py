@@ -18,12 +18,13 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
 from .._groups import single_exception
 from ..client import Client
+from ..protocol import Event
 from ._sandbox import SimulationError
 from ._trace import TraceRecord
 
@@ -93,13 +94,13 @@ class Device:
         """Waits until ``start_device``'s ``main`` has returned once."""
         await self._finished.wait()
 
-    def confirmed_events(self) -> list[Any]:
+    def confirmed_events(self) -> list[Event]:
         """The confirmed log this device holds (from its client, or its store if closed)."""
         if self.client is not None:
             return self.client.confirmed_events()
         return self._engine.read_store(self)[0]
 
-    def pending_events(self) -> list[Any]:
+    def pending_events(self) -> list[Event]:
         """Its own events not yet confirmed (from its client, or its store if closed)."""
         if self.client is not None:
             return self.client.pending_events()
@@ -160,39 +161,46 @@ class World:
         """The current virtual time, in seconds."""
         return trio.current_time()
 
-    @overload
     def param(
-        self, name: str, default: Callable[[random.Random], T], *, minimum: int | None = None
-    ) -> T: ...
-    @overload
-    def param(self, name: str, default: T, *, minimum: int | None = None) -> T: ...
+        self,
+        name: str,
+        default: T | None = None,
+        *,
+        draw: Callable[[random.Random], T] | None = None,
+        minimum: int | None = None,
+    ) -> T:
+        """A parameter of the workload: the value pinned by the caller, else ``default``,
+        else drawn from the seed by ``draw``.
 
-    def param(self, name: str, default: Any, *, minimum: int | None = None) -> Any:
-        """A parameter of the workload: the value pinned by the caller, else ``default``.
-
-        ``default`` may be a function of a ``random.Random`` (its own, named after the
-        parameter): then an unpinned value is drawn from the seed. Pin it with
-        ``run_simulation(seed, workload, name=value)`` or ``--param name=value``.
+        Pin it with ``run_simulation(seed, workload, name=value)`` or ``--param
+        name=value``. ``draw`` gets a ``random.Random`` of its own, named after the
+        parameter, so drawing or pinning one parameter never shifts another.
 
         Args:
             name: The parameter's name.
-            default: Its value when not pinned, or a function drawing it.
+            default: Its value when not pinned (and no ``draw``).
+            draw: Draws its value from the seed when not pinned.
             minimum: For an integer: the smallest value that makes sense. Shrinking tries
                 smaller values down to it (for example fewer devices); without it,
                 shrinking leaves the parameter alone.
 
         Raises:
-            TypeError: ``name`` is a simulation parameter (read ``world.params`` instead).
+            TypeError: ``name`` is a simulation parameter (read ``world.params`` instead),
+                or neither or both of ``default`` and ``draw`` were given.
         """
         if name in self._engine.sim_param_names:
             raise TypeError(f"{name!r} is a simulation parameter: read world.params.{name}")
+        if (default is None) == (draw is None):
+            raise TypeError(f"world.param({name!r}): give a default or a draw function")
         if name in self.params_read:
-            return self.params_read[name]
+            value: T = self.params_read[name]
+            return value
         if name in self._pins:
             value = self._pins[name]
-        elif callable(default):
-            value = default(random.Random(f"{self.seed}:param:{name}"))
+        elif draw is not None:
+            value = draw(random.Random(f"{self.seed}:param:{name}"))
         else:
+            assert default is not None
             value = default
         self.params_read[name] = value
         if minimum is not None:
