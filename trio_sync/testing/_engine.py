@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -148,7 +148,7 @@ class Engine:
         if device is not None:
             if what == "commit":
                 self.events_committed += 1
-                self.commit_times[actor][int(details["client_seq"])] = now  # type: ignore[call-overload]
+                self.commit_times[actor][cast(int, details["client_seq"])] = now
             client = device.client
             if client is not None:
                 self.last_pending[actor] = client._core.state.unacknowledged_count
@@ -259,9 +259,11 @@ class Engine:
         await trio.sleep_until(self.params.deadline)
         self.stall = self.diagnose()
         if not self.workload_done:
+            busy = [d.name for d in self.devices.values() if d.managed and not d.finished]
             message = (
                 f"the workload had not returned by the deadline (t={self.params.deadline:g}): "
                 "it waits for something that never happened"
+                + (f" (main still running on {busy})" if busy else "")
             )
         else:
             message = f"did not converge within {self.params.deadline:g} virtual seconds"
