@@ -113,14 +113,15 @@ class SimulationResult:
     failure: Failure | None
     virtual_seconds: float
     wall_seconds: float
-    trace: Trace
+    trace: Trace = attrs.field(repr=False)
     trace_digest: str
     events_committed: int
-    logs: Mapping[str, list[Event]]
-    pending: Mapping[str, list[Event]]
-    server_log: list[Event]
+    # The bulky fields stay out of repr(): a failing assert shows the rest.
+    logs: Mapping[str, list[Event]] = attrs.field(repr=False)
+    pending: Mapping[str, list[Event]] = attrs.field(repr=False)
+    server_log: list[Event] = attrs.field(repr=False)
     online: tuple[str, ...]
-    pending_timeline: list[tuple[float, int]]
+    pending_timeline: list[tuple[float, int]] = attrs.field(repr=False)
     stall: list[ClientStall]
 
     @property
