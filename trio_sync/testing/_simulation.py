@@ -142,7 +142,10 @@ class SimulationResult:
         if self.workload is None:
             named = [f"invariant={self.invariant or '...'}"] if self.invariant else []
             args = ", ".join([str(self.seed), "workload", *named, *pins])
-            return f"run_simulation({args})  # define the workload at module level to replay it"
+            return (
+                f"run_simulation({args})  # trio-sync replay needs the workload importable "
+                "as module:function"
+            )
         words = ["trio-sync", "replay", "--seed", str(self.seed), "--workload", self.workload]
         if self.invariant:
             words += ["--invariant", self.invariant]
