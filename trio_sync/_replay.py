@@ -1,4 +1,9 @@
-"""``trio-sync replay``: run one simulated scenario again and show what happened."""
+"""``trio-sync replay``: run one simulated run again and show what happened.
+
+Without ``--workload`` it replays ``run_scenario`` (the simulator's generated workload);
+with ``--workload module:function`` it replays the user's own workload under
+``run_simulation``. ``--shrink`` looks for the smallest parameters that still fail.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import ast
 import sys
 from typing import Any, TextIO
 
-from .testing import canonical_params, check_run, run_scenario
+from .testing import canonical_params, check_run, run_scenario, run_simulation
+from .testing._shrink import MAX_RUNS, shrink, shrink_scenario
+from .testing._simulation import load_callable
 
 
 def parse_params(assignments: list[str]) -> dict[str, Any]:
@@ -29,15 +36,53 @@ def parse_params(assignments: list[str]) -> dict[str, Any]:
 
 def replay(
     seed: int,
-    policy: str,
+    policy: str | None = None,
     scenario: str | None = None,
     full_trace: bool = False,
     params: list[str] | None = None,
     out: TextIO = sys.stdout,
+    *,
+    workload: str | None = None,
+    invariant: str | None = None,
+    step_invariant: str | None = None,
+    shrinking: bool = False,
+    max_runs: int = MAX_RUNS,
 ) -> int:
-    """Replays a run; returns 0 when it converged and passed every check, else 1."""
+    """Replays a run; returns 0 when it converged and passed every check, else 1.
+
+    Raises:
+        ValueError: Bad arguments (a workload with a policy or a scenario, an unknown
+            name, a parameter that is not a literal).
+        TypeError: An unknown parameter.
+    """
+    if workload is not None:
+        if policy is not None or scenario is not None:
+            raise ValueError(
+                "--policy and --scenario replay run_scenario; a workload chooses its own "
+                "push policy (pass it through world.param if it is a parameter)"
+            )
+        return _replay_workload(
+            seed,
+            workload,
+            invariant,
+            step_invariant,
+            parse_params(params or []),
+            full_trace=full_trace,
+            shrinking=shrinking,
+            max_runs=max_runs,
+            out=out,
+        )
+    if invariant is not None or step_invariant is not None:
+        raise ValueError("--invariant and --step-invariant need --workload")
+    policy = policy or "supervised"
     pinned = canonical_params(scenario) if scenario else {}
     pinned.update(parse_params(params or []))
+    if shrinking:
+        found = shrink_scenario(
+            seed, policy=policy, max_runs=max_runs, progress=_printer(out), **pinned
+        )
+        print(found.report(), file=out)
+        return 1
     result = run_scenario(seed, policy=policy, **pinned)
     if full_trace or scenario:
         print(result.trace.format(), file=out)
@@ -54,3 +99,56 @@ def replay(
         file=out,
     )
     return 0 if check_run(result).ok else 1
+
+
+def _replay_workload(
+    seed: int,
+    workload_name: str,
+    invariant_name: str | None,
+    step_invariant_name: str | None,
+    pinned: dict[str, Any],
+    *,
+    full_trace: bool,
+    shrinking: bool,
+    max_runs: int,
+    out: TextIO,
+) -> int:
+    workload = load_callable(workload_name)
+    invariant = load_callable(invariant_name) if invariant_name else None
+    step_invariant = load_callable(step_invariant_name) if step_invariant_name else None
+    if shrinking:
+        print(f"replaying seed {seed}, then shrinking (up to {max_runs} runs)...", file=out)
+        found = shrink(
+            seed,
+            workload,
+            invariant=invariant,
+            step_invariant=step_invariant,
+            max_runs=max_runs,
+            progress=_printer(out),
+            **pinned,
+        )
+        print(found.smallest.report(), file=out)
+        print("", file=out)
+        print(found.report(), file=out)
+        return 1
+    result = run_simulation(
+        seed, workload, invariant=invariant, step_invariant=step_invariant, **pinned
+    )
+    if full_trace:
+        print(result.trace.format(), file=out)
+        print("", file=out)
+    print(result.report(), file=out)
+    print(
+        f"{'ok' if result.ok else 'FAILED'} at t={result.virtual_seconds:.4f} virtual "
+        f"seconds, {result.events_committed} events, trace digest "
+        f"{result.trace_digest[:16]}, {result.wall_seconds:.2f}s wall",
+        file=out,
+    )
+    return 0 if result.ok else 1
+
+
+def _printer(out: TextIO) -> Any:
+    def progress(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    return progress

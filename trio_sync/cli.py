@@ -228,14 +228,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1, help="seed for what the clients commit")
 
     replay = commands.add_parser(
-        "replay", help="run one simulated scenario again from its seed and show its trace"
+        "replay",
+        help="run one simulated run again from its seed and show its trace",
+        description="Replays run_scenario (the simulator's own workload), or your own "
+        "workload with --workload module:function, from its seed.",
     )
-    replay.add_argument("--seed", type=int, required=True, help="the scenario's seed")
+    replay.add_argument("--seed", type=int, required=True, help="the run's seed")
     replay.add_argument(
         "--policy",
         choices=["supervised", "park"],
-        default="supervised",
-        help="the clients' push policy",
+        default=None,
+        help="the clients' push policy (run_scenario only; default supervised)",
     )
     replay.add_argument(
         "--scenario",
@@ -248,8 +251,25 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="pin a scenario parameter, e.g. --param clients=2 (repeatable)",
+        help="pin a parameter, e.g. --param clients=2 (repeatable)",
     )
+    replay.add_argument(
+        "--workload",
+        metavar="MODULE:FUNCTION",
+        help="replay your own workload (async def workload(world)) under run_simulation",
+    )
+    replay.add_argument(
+        "--invariant", metavar="MODULE:FUNCTION", help="the invariant checked at the end"
+    )
+    replay.add_argument(
+        "--step-invariant", metavar="MODULE:FUNCTION", help="the invariant checked every step"
+    )
+    replay.add_argument(
+        "--shrink",
+        action="store_true",
+        help="look for the smallest parameters (fewer faults, fewer clients) that still fail",
+    )
+    replay.add_argument("--max-runs", type=int, default=100, help="how many runs --shrink may take")
 
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True)
@@ -325,7 +345,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._replay import replay
 
             try:
-                return replay(args.seed, args.policy, args.scenario, args.full_trace, args.param)
+                return replay(
+                    args.seed,
+                    args.policy,
+                    args.scenario,
+                    args.full_trace,
+                    args.param,
+                    workload=args.workload,
+                    invariant=args.invariant,
+                    step_invariant=args.step_invariant,
+                    shrinking=args.shrink,
+                    max_runs=args.max_runs,
+                )
             except (ValueError, TypeError) as exc:
                 print(f"trio-sync replay: {exc}", file=sys.stderr)
                 return 2

@@ -13,8 +13,13 @@ from trio_sync._bench_stall import run as run_bench
 CLI = [sys.executable, "-m", "trio_sync.cli"]
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def replay(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "replay", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*CLI, "replay", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
 
 
 def test_replay_of_the_canonical_reproduction_shows_the_stall() -> None:
@@ -38,6 +43,42 @@ def test_replay_refuses_a_bad_param_clearly() -> None:
     assert result.returncode == 2 and "--param takes name=value" in result.stderr
     result = replay("--seed", "1", "--param", "flavour=1")
     assert result.returncode == 2 and "unknown scenario parameters: ['flavour']" in result.stderr
+
+
+TODO = "examples.todo.simulation"
+
+
+def test_replay_of_a_workload_prints_its_report_and_the_same_digest_every_time() -> None:
+    args = [
+        "--seed",
+        "5",
+        "--workload",
+        f"{TODO}:workload",
+        "--invariant",
+        f"{TODO}:same_list_everywhere",
+    ]
+    first, second = replay(*args), replay(*args, "--param", "edits=12")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.startswith("seed 5: ok at t=")
+    assert "workload: devices=3, edits=12, outages=1" in first.stdout
+    digest = re.compile(r"trace digest ([0-9a-f]{16})")
+    assert digest.findall(first.stdout) == digest.findall(second.stdout) != []
+    full = replay(*args, "--full-trace")
+    assert "todo.edit" in full.stdout and "sim      converged" in full.stdout
+
+
+def test_replay_of_a_workload_refuses_bad_arguments_clearly() -> None:
+    cases = [
+        (["--workload", f"{TODO}:workload", "--policy", "park"], "a workload chooses its own"),
+        (["--workload", "no_such_module:workload"], "cannot import 'no_such_module'"),
+        (["--workload", f"{TODO}:nothing"], "has no 'nothing'"),
+        (["--workload", "workload"], "expected module:function"),
+        (["--invariant", f"{TODO}:same_list_everywhere"], "need --workload"),
+        (["--workload", f"{TODO}:workload", "--param", "colour=1"], "unknown parameters"),
+    ]
+    for args, message in cases:
+        result = replay("--seed", "1", *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
 
 
 def test_bench_prints_both_policies_and_plots_a_stalled_seed(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from ._scenario import ScenarioResult
+from ._trace import explain_stall as explain_trace_stall
 
 
 @attrs.frozen
@@ -37,41 +38,10 @@ class CheckReport:
         return "\n".join(lines)
 
 
-#: Steps that repeat while stuck and say nothing about why.
-_NOISE = {"heartbeat.kick_push", "heartbeat.restart_pull", "commit"}
-
-
 def explain_stall(result: ScenarioResult, client_id: str, limit: int = 10) -> list[str]:
-    """The client's trace from the last push that failed or was refused, without the
-    heartbeat's repeated complaints: what came back, what the push loop did with it, and
-    what it did not do afterwards.
-    """
-    records = [r for r in result.trace if r.actor == client_id]
-    stops = [
-        i
-        for i, r in enumerate(records)
-        if r.what in ("push.deadline", "push.server_ahead", "push.rejected")
-    ]
-    if not stops:
-        return []
-    sends = [i for i in range(stops[-1]) if records[i].what == "push.send"]
-    after = records[sends[-1] if sends else stops[-1] :]
-    shown = [r for r in after if r.what not in _NOISE]
-    noise = len(after) - len(shown)
-    lines = [str(r) for r in shown[:limit]]
-    if len(shown) > limit:
-        lines.append(f"... {len(shown) - limit} more steps")
-    commits = sum(1 for r in after if r.what == "commit")
-    kicks = sum(1 for r in after if r.what == "heartbeat.kick_push")
-    if noise:
-        lines.append(
-            f"(not shown: {commits} new commits, {kicks} heartbeat kicks the push "
-            f"loop ignored, {noise - commits - kicks} pull restarts)"
-        )
-    stopped = records[stops[-1]]
-    pushes_after = sum(1 for r in records[stops[-1] :] if r.what == "push.send")
-    lines.append(f"push loop sent {pushes_after} push(es) after t={stopped.t:.4f}")
-    return lines
+    """What the client's push loop did from its last failed push on (see
+    :func:`trio_sync.testing._trace.explain_stall`)."""
+    return explain_trace_stall(result.trace, client_id, limit)
 
 
 def check_run(result: ScenarioResult) -> CheckReport:

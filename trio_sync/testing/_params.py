@@ -1,9 +1,16 @@
-"""Scenario parameters: every one drawn from the seed, any one pinned by the caller."""
+"""Simulation and scenario parameters: every one drawn from the seed, any one pinned.
+
+:class:`SimParams` is the world's: network latency and background faults. A workload's
+own parameters are read with ``world.param``. :class:`ScenarioParams` adds what
+``run_scenario``'s generated workload does. Both draw the shared fields from the same
+named sources, so a seed has the same network and faults under either.
+"""
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -15,6 +22,112 @@ BATCH_SIZES = (1, 2, 10, 100)
 
 def _log_uniform(rng: random.Random, low: int, high: int) -> int:
     return min(high, int(math.exp(rng.uniform(math.log(low), math.log(high + 1)))))
+
+
+def _named_rng(seed: int) -> Callable[[str], random.Random]:
+    # One source per parameter, named after it: pinning one never shifts the others.
+    def rng(name: str) -> random.Random:
+        return random.Random(f"{seed}:{name}")
+
+    return rng
+
+
+def _draw_network_and_faults(rng: Callable[[str], random.Random]) -> dict[str, Any]:
+    faulty = rng("faulty").random() < 0.7  # some runs have a clean network
+    return {
+        "latency": round(rng("latency").uniform(0.0, 0.015), 6),
+        "jitter": round(rng("jitter").uniform(0.0, 0.005), 6),
+        "ack_loss": round(rng("ack_loss").uniform(0.0, 0.3), 3) if faulty else 0.0,
+        "ack_delay": round(rng("ack_delay").uniform(0.0, 0.1), 3) if faulty else 0.0,
+        "page_loss": round(rng("page_loss").uniform(0.0, 0.2), 3) if faulty else 0.0,
+        "disconnects": rng("disconnects").randint(0, 3) if faulty else 0,
+        "server_restarts": rng("server_restarts").randint(0, 2) if faulty else 0,
+        "client_crashes": rng("client_crashes").randint(0, 2) if faulty else 0,
+    }
+
+
+def _check_names(cls: type, pinned: Mapping[str, Any], what: str) -> None:
+    unknown = set(pinned) - {field.name for field in attrs.fields(cls)}
+    if unknown:
+        raise TypeError(f"unknown {what} parameters: {sorted(unknown)}")
+
+
+#: The background faults and the value that turns each off (what shrinking tries).
+NO_FAULTS: dict[str, Any] = {
+    "ack_loss": 0.0,
+    "ack_delay": 0.0,
+    "page_loss": 0.0,
+    "disconnects": 0,
+    "server_restarts": 0,
+    "client_crashes": 0,
+    "lose_acks": (),
+    "lose_pages": (),
+}
+
+
+@attrs.frozen
+class SimParams:
+    """The simulated world's network and background faults. ``draw(seed, **pinned)``.
+
+    Attributes:
+        latency: One-way network latency in seconds (0 to 15 ms when drawn).
+        jitter: Extra random latency per message, up to this many seconds.
+        ack_loss: Probability that a push ack is lost on the way.
+        ack_delay: Probability that a push ack is held up 0.5 to 4 seconds (past the ack
+            timeout, so it arrives after the client retried).
+        page_loss: Probability that a pull page is lost on the way.
+        disconnects: How many times an online client's connection is cut.
+        server_restarts: How many times the server restarts on its database.
+        client_crashes: How many times an online client crashes.
+        lose_acks: Push acks to lose on purpose: the n-th ack the server sends (1-based).
+        lose_pages: Pull pages to lose on purpose: the n-th page the server sends.
+        fault_window: Background faults happen at times drawn uniformly in
+            ``[0, fault_window]`` virtual seconds (1 to 10 when drawn): pin it to the
+            length of your workload.
+        deadline: Virtual time by which the workload must have returned and every client
+            converged; a run still going then is reported as stalled.
+        schema: The server's ``(schema_name, schema_version)``; clients opened through
+            the world speak it unless told otherwise.
+
+    Seventy percent of drawn worlds have faults; the rest have a clean network.
+    """
+
+    latency: float
+    jitter: float
+    ack_loss: float
+    ack_delay: float
+    page_loss: float
+    disconnects: int
+    server_restarts: int
+    client_crashes: int
+    lose_acks: tuple[int, ...] = ()
+    lose_pages: tuple[int, ...] = ()
+    fault_window: float = 10.0
+    deadline: float = 300.0
+    schema: tuple[str, int] = ("default", 1)
+
+    @classmethod
+    def draw(cls, seed: int, **pinned: Any) -> SimParams:
+        """Draws every parameter from ``seed``; keyword arguments pin any of them.
+
+        Raises:
+            TypeError: An unknown parameter name.
+        """
+        _check_names(cls, pinned, "simulation")
+        rng = _named_rng(seed)
+        drawn = _draw_network_and_faults(rng)
+        drawn["fault_window"] = round(rng("fault_window").uniform(1.0, 10.0), 6)
+        drawn.update(pinned)
+        for name in ("lose_acks", "lose_pages"):
+            drawn[name] = tuple(drawn.get(name, ()))
+        if "schema" in drawn:
+            name, version = drawn["schema"]
+            drawn["schema"] = (str(name), int(version))
+        return cls(**drawn)
+
+    def describe(self) -> str:
+        """One line with every parameter, as keyword arguments."""
+        return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in attrs.fields(type(self)))
 
 
 @attrs.frozen
@@ -72,29 +185,16 @@ class ScenarioParams:
         Raises:
             TypeError: An unknown parameter name.
         """
-        unknown = set(pinned) - {field.name for field in attrs.fields(cls)}
-        if unknown:
-            raise TypeError(f"unknown scenario parameters: {sorted(unknown)}")
-
-        def rng(name: str) -> random.Random:
-            return random.Random(f"{seed}:{name}")
-
+        _check_names(cls, pinned, "scenario")
+        rng = _named_rng(seed)
         clients = pinned.get("clients", rng("clients").randint(2, 4))
-        faulty = rng("faulty").random() < 0.7  # some runs have a clean network
         drawn: dict[str, Any] = {
             "clients": clients,
             "events": tuple(_log_uniform(rng(f"events:{i}"), 1, 400) for i in range(clients)),
             "commit_batch": rng("commit_batch").choice(BATCH_SIZES),
             "push_batch_size": rng("push_batch_size").choice(BATCH_SIZES),
-            "latency": round(rng("latency").uniform(0.0, 0.015), 6),
-            "jitter": round(rng("jitter").uniform(0.0, 0.005), 6),
             "pause": round(rng("pause").uniform(0.0, 0.5), 6),
-            "ack_loss": round(rng("ack_loss").uniform(0.0, 0.3), 3) if faulty else 0.0,
-            "ack_delay": round(rng("ack_delay").uniform(0.0, 0.1), 3) if faulty else 0.0,
-            "page_loss": round(rng("page_loss").uniform(0.0, 0.2), 3) if faulty else 0.0,
-            "disconnects": rng("disconnects").randint(0, 3) if faulty else 0,
-            "server_restarts": rng("server_restarts").randint(0, 2) if faulty else 0,
-            "client_crashes": rng("client_crashes").randint(0, 2) if faulty else 0,
+            **_draw_network_and_faults(rng),
         }
         drawn.update(pinned)
         if "events" in pinned and isinstance(pinned["events"], int):
@@ -111,6 +211,23 @@ class ScenarioParams:
     def describe(self) -> str:
         """One line with every parameter, as keyword arguments."""
         return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in attrs.fields(type(self)))
+
+    def fault_window(self) -> float:
+        """When background faults may happen: while the busiest client commits.
+
+        Roughly that client's pauses plus one latency per event, and a second of slack.
+        """
+        return 1.0 + max(
+            (events / self.commit_batch) * self.pause / 2 + events * self.latency
+            for events in self.events
+        )
+
+    def sim_params(self) -> SimParams:
+        """The world this scenario runs in."""
+        shared = {f.name for f in attrs.fields(SimParams)} - {"fault_window", "schema"}
+        return SimParams(
+            **{name: getattr(self, name) for name in shared}, fault_window=self.fault_window()
+        )
 
 
 def check_policy(policy: str) -> None:

@@ -1,0 +1,1 @@
+"""Examples of applications built on trio_sync, run by the tests."""

@@ -1,0 +1,1 @@
+"""A todo list folded from events, and its simulation (``python -m examples.todo``)."""
