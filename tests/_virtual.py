@@ -27,7 +27,10 @@ TIMINGS = ClientTimings(
     heartbeat=HeartbeatTimings(interval=5.0, pong_timeout=10.0, stuck_ticks=2),
     # 12s, off the heartbeat's 5s grid: no two timers fire at the same virtual instant, so
     # no assertion depends on Trio's scheduling order.
-    push=PushTimings(ack_timeout=12.0, retry_base=1.0, retry_cap=8.0, catch_up_timeout=5.0),
+    # A floor equal to the cap: these tests assert the fixed timeout, not the measured one.
+    push=PushTimings(
+        ack_timeout=12.0, min_ack_timeout=12.0, retry_base=1.0, retry_cap=8.0, catch_up_timeout=5.0
+    ),
 )
 
 

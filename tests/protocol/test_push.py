@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from trio_sync.protocol import (
-    CatchUp,
     Event,
     ParkingPush,
     PushTimings,
@@ -16,7 +15,10 @@ from trio_sync.protocol import (
     make_push_machine,
 )
 
-TIMINGS = PushTimings(ack_timeout=10.0, retry_base=1.0, retry_cap=8.0, catch_up_timeout=5.0)
+# A floor equal to the cap: these tests are about the fixed timeout, not the measured one.
+TIMINGS = PushTimings(
+    ack_timeout=10.0, min_ack_timeout=10.0, retry_base=1.0, retry_cap=8.0, catch_up_timeout=5.0
+)
 
 
 def state_with(n: int) -> SyncState:
@@ -38,7 +40,7 @@ def test_one_push_in_flight_at_a_time_until_acknowledged() -> None:
     assert [e.client_seq for e in first.events] == [1, 2] and first.parent == 0
     assert machine.poll(state, 1.0) == Sleep(10.0)  # the ack timeout
     state.acknowledge(1, 2)
-    machine.on_ack(first.push_id)
+    machine.on_ack(first.push_id, 1.0)
     second = send(machine, state).push
     assert [e.client_seq for e in second.events] == [3, 4]
 
@@ -94,11 +96,11 @@ def test_parking_policy_parks_and_ignores_advances() -> None:
     assert isinstance(machine.poll(state, 100.0), SendPush)
 
 
-def test_supervised_server_ahead_asks_for_a_catch_up_then_pushes_from_the_new_head() -> None:
+def test_supervised_server_ahead_waits_for_the_pull_then_pushes_from_the_new_head() -> None:
     state, machine = state_with(1), SupervisedPush(10, TIMINGS)
     push = send(machine, state).push
-    action = machine.on_server_ahead(push.push_id, 4, state, 1.0, 0.0)
-    assert action == CatchUp(4) and machine.poll(state, 1.0) == Sleep(6.0)
+    machine.on_server_ahead(push.push_id, 4, state, 1.0, 0.0)
+    assert machine.phase == "catching_up" and machine.poll(state, 1.0) == Sleep(6.0)
     state.merge([Event("y", {}, "B", i, i) for i in range(1, 5)])
     machine.on_upstream_change("rebase", state)
     assert send(machine, state, 2.0).push.parent == 4
@@ -108,7 +110,7 @@ def test_server_ahead_already_caught_up_pushes_at_once() -> None:
     state, machine = state_with(1), SupervisedPush(10, TIMINGS)
     push = send(machine, state).push
     state.merge([Event("y", {}, "B", 1, 1)])
-    assert machine.on_server_ahead(push.push_id, 1, state, 1.0, 0.0) is None
+    machine.on_server_ahead(push.push_id, 1, state, 1.0, 0.0)
     assert send(machine, state, 1.0).push.parent == 1
 
 
@@ -123,14 +125,14 @@ def test_catch_up_that_never_comes_times_out_into_a_push() -> None:
 def test_parking_policy_parks_on_server_ahead_without_catch_up() -> None:
     state, machine = state_with(1), ParkingPush(10, TIMINGS)
     push = send(machine, state).push
-    assert machine.on_server_ahead(push.push_id, 4, state, 1.0, 0.0) is None
+    machine.on_server_ahead(push.push_id, 4, state, 1.0, 0.0)
     assert machine.phase == "parked"
 
 
 def test_answers_to_an_older_push_do_not_disturb_the_current_one() -> None:
     state, machine = state_with(2), SupervisedPush(1, TIMINGS)
     push = send(machine, state).push
-    machine.on_ack(push.push_id + 7)
+    machine.on_ack(push.push_id + 7, 1.0)
     machine.on_rejected(push.push_id + 7, "old", 1.0, 0.0)
     assert machine.phase == "in_flight"
 
@@ -172,3 +174,28 @@ def test_supervised_keeps_waiting_while_its_push_is_unconfirmed() -> None:
     state.merge([Event("y", {}, "B", 1, 1)])
     machine.on_upstream_change("rebase", state)
     assert machine.phase == "in_flight" and machine.poll(state, 1.0) == Sleep(10.0)
+
+
+def test_the_ack_timeout_follows_measured_round_trips_within_floor_and_cap() -> None:
+    timings = PushTimings(ack_timeout=10.0, min_ack_timeout=0.2, retry_base=1.0, retry_cap=8.0)
+    state, machine = state_with(5), SupervisedPush(1, timings)
+    first = send(machine, state, 0.0).push
+    assert machine.deadline == 10.0  # nothing measured yet: the cap
+    machine.on_ack(first.push_id, 0.05)  # a 50 ms round trip
+    state.acknowledge(1, 1)
+    send(machine, state, 1.0)
+    # 50 ms smoothed, 25 ms variation: 50 + 4 * 25 = 150 ms, below the 200 ms floor.
+    assert machine.deadline == pytest.approx(1.2)
+    machine.on_deadline(1.2, jitter=0.0)
+    assert machine.last_error == "no answer to push 2 within 0.2s"
+
+
+def test_answers_of_every_kind_measure_the_round_trip() -> None:
+    timings = PushTimings(ack_timeout=10.0, min_ack_timeout=0.01)
+    state, machine = state_with(3), SupervisedPush(1, timings)
+    push = send(machine, state, 0.0).push
+    machine.on_server_ahead(push.push_id, 0, state, 1.0, 0.0)  # a 1 s round trip
+    assert machine.round_trip.smoothed == 1.0
+    push = send(machine, state, 2.0).push
+    machine.on_rejected(push.push_id, "gap", 2.5, 0.0)
+    assert machine.round_trip.smoothed == pytest.approx(0.9375)

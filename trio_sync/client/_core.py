@@ -170,5 +170,5 @@ class ClientCore:
             self.writer.note_ack(self.state.acked_through)
             self.note_server_head(max(ack.seqs))
         self.trace("push.ack", push_id=ack.push_id, count=len(ack.seqs))
-        self.push.on_ack(ack.push_id)
+        self.push.on_ack(ack.push_id, trio.current_time())
         self.changed.notify()

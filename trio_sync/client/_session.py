@@ -15,7 +15,6 @@ from .._errors import ConnectionClosed, IncompatibleServer, ProtocolError
 from .._groups import single_exception
 from ..protocol import (
     PROTOCOL_VERSION,
-    CatchUp,
     ConnectionDead,
     Error,
     Heartbeat,
@@ -32,6 +31,7 @@ from ..protocol import (
     SendPing,
     SendPush,
     ServerAhead,
+    StreamWatch,
     Welcome,
     welcome_problem,
 )
@@ -72,7 +72,9 @@ class ClientSession:
             IncompatibleServer: The server cannot sync with this client.
         """
         try:
+            asked = trio.current_time()
             welcome = await self._handshake()
+            self._core.push.round_trip.sample(trio.current_time() - asked)
             self._check_welcome(welcome)
             self._heartbeat.note_server_head(welcome.head)
             self._core.push.on_connected()
@@ -85,6 +87,7 @@ class ClientSession:
                     nursery.start_soon(self._apply_pages)
                     nursery.start_soon(self._push_loop)
                     nursery.start_soon(self._heartbeat_loop)
+                    nursery.start_soon(self._watch_stream)
                     nursery.start_soon(self._head_probe_loop)
                     await self._restart_pull("connected")
         except ProtocolError as exc:
@@ -149,7 +152,7 @@ class ClientSession:
             elif isinstance(message, ServerAhead):
                 core.trace("push.server_ahead", push_id=message.push_id, head=message.head)
                 core.note_server_head(message.head)
-                action = core.push.on_server_ahead(
+                core.push.on_server_ahead(
                     message.push_id,
                     message.head,
                     core.state,
@@ -157,8 +160,6 @@ class ClientSession:
                     core.rng.random(),
                 )
                 core.changed.notify()
-                if isinstance(action, CatchUp):
-                    await self._restart_pull(f"server ahead at {action.server_head}")
             elif isinstance(message, PushRejected):
                 core.trace("push.rejected", push_id=message.push_id, reason=message.reason)
                 core.push.on_rejected(
@@ -193,6 +194,27 @@ class ClientSession:
             result = await core.merge(events)
             if isinstance(result, Refused):
                 await self._restart_pull(result.reason)
+
+    async def _watch_stream(self) -> None:
+        """Restarts the pull when it stopped delivering what the server is known to hold,
+        within a round-trip timeout (a lost last page leaves no gap to notice)."""
+        core = self._core
+        watch = StreamWatch()
+        while True:
+            changed = core.changed.event
+            watch.observe(
+                trio.current_time(),
+                upstream_head=core.state.upstream_head,
+                server_head=core.server_head or 0,
+            )
+            timeout = core.push.answer_timeout()
+            deadline = watch.deadline(timeout)
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await changed.wait()
+            stalled = watch.check(trio.current_time(), timeout)
+            if stalled is not None:
+                core.trace("pull.stalled", reason=stalled.reason)
+                await self._restart_pull(stalled.reason)
 
     async def _restart_pull(self, why: str) -> None:
         self._pull_id += 1

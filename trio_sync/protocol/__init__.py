@@ -47,7 +47,6 @@ from ._messages import (
 )
 from ._push import (
     PUSH_POLICIES,
-    CatchUp,
     ParkingPush,
     PushAction,
     PushMachine,
@@ -58,6 +57,7 @@ from ._push import (
     make_push_machine,
 )
 from ._rate import TokenBucket
+from ._round_trip import RoundTrip, StreamStalled, StreamWatch
 from ._server_rules import Accept, Ahead, PushDecision, PushFacts, Reject, decide_push
 from ._state import Advance, MergeResult, PushPlan, Rebase, Refused, SyncState
 from ._status import ConnectionPhase, StatusState, SyncStatus, derive_status
@@ -78,7 +78,6 @@ __all__ = [
     "Accept",
     "Advance",
     "Ahead",
-    "CatchUp",
     "ClientMessage",
     "ConnectionDead",
     "ConnectionPhase",
@@ -110,12 +109,15 @@ __all__ = [
     "Refused",
     "Reject",
     "RestartPull",
+    "RoundTrip",
     "SendPing",
     "SendPush",
     "ServerAhead",
     "ServerMessage",
     "Sleep",
     "StatusState",
+    "StreamStalled",
+    "StreamWatch",
     "SupervisedPush",
     "SyncState",
     "SyncStatus",

@@ -3,8 +3,10 @@
 Two policies share one interface so the runtime never branches on a flag:
 
 * :class:`SupervisedPush` (the default) never parks. A failed push is retried after a
-  jittered backoff, ``server_ahead`` asks for an active catch-up pull, and every upstream
-  advance or rebase restarts pushing from the new head at once.
+  jittered backoff; after ``server_ahead`` it waits for the pull to bring what the server
+  holds (the stream watch restarts a stream that stalled); every upstream advance or
+  rebase restarts pushing from the new head at once. A push unanswered for a round-trip
+  timeout (measured, see ``_round_trip.py``) counts as failed.
 * :class:`ParkingPush` reproduces LiveStore's legacy leader: after any push error it parks,
   and only an upstream *rebase* unparks it. An advance-only sequence (our own events echoed
   back after a lost ack) leaves it parked for ever. It exists for the stall reproduction
@@ -16,8 +18,9 @@ The runtime drives a machine like this::
     SendPush -> send it;  Sleep(deadline) -> wait until woken or deadline;
     at the deadline -> machine.on_deadline(now, jitter)
 
-and tells it about replies (``on_ack``, ``on_server_ahead``, ``on_rejected``), about upstream
-changes (``on_upstream_change``) and about the connection (``on_connected``).
+and tells it about replies (``on_ack``, ``on_server_ahead``, ``on_rejected``, each with the
+time it came: answers measure the round trip), about upstream changes
+(``on_upstream_change``) and about the connection (``on_connected``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import attrs
 
 from ._backoff import backoff_delay
 from ._messages import Push
+from ._round_trip import RoundTrip
 from ._state import SyncState
 
 Phase = Literal["ready", "in_flight", "backoff", "catching_up", "parked"]
@@ -47,13 +51,6 @@ class Sleep:
     deadline: float | None
 
 
-@attrs.frozen
-class CatchUp:
-    """Ask the server to stream again from our head: it holds events we have not seen."""
-
-    server_head: int
-
-
 PushAction = SendPush | Sleep
 
 
@@ -61,8 +58,11 @@ PushAction = SendPush | Sleep
 class PushTimings:
     """Timing parameters of a push machine, in seconds."""
 
-    #: How long to wait for the answer to a push before calling it failed.
+    #: How long to wait for the answer to a push before calling it failed, at most: once
+    #: round trips are measured, the wait is their smoothed time plus four times their
+    #: variation, but at least ``min_ack_timeout``.
     ack_timeout: float = 10.0
+    min_ack_timeout: float = 0.5
     #: First and largest backoff step after consecutive failures.
     retry_base: float = 0.1
     retry_cap: float = 10.0
@@ -88,6 +88,9 @@ class PushMachine:
         self.failures = 0
         self.last_error: str | None = None
         self.catch_up_target = 0
+        self.round_trip = RoundTrip()
+        self._sent_at = 0.0
+        self._waiting = 0.0
         self._next_push_id = 1
 
     def __repr__(self) -> str:
@@ -108,8 +111,15 @@ class PushMachine:
         self._next_push_id += 1
         self.in_flight = push
         self.phase = "in_flight"
-        self.deadline = now + self.timings.ack_timeout
+        self._sent_at = now
+        self._waiting = self.answer_timeout()
+        self.deadline = now + self._waiting
         return SendPush(push)
+
+    def answer_timeout(self) -> float:
+        """How long an answer may take now before it counts as lost."""
+        timings = self.timings
+        return self.round_trip.timeout(floor=timings.min_ack_timeout, cap=timings.ack_timeout)
 
     def on_deadline(self, now: float, jitter: float) -> None:
         """The current phase's deadline passed (call only when ``now >= deadline``)."""
@@ -117,9 +127,7 @@ class PushMachine:
             return
         if self.phase == "in_flight":
             self._failed(
-                f"no answer to push {self.in_flight_id} within {self.timings.ack_timeout:g}s",
-                now,
-                jitter,
+                f"no answer to push {self.in_flight_id} within {self._waiting:.3g}s", now, jitter
             )
         elif self.phase in ("backoff", "catching_up"):
             self._become_ready()
@@ -135,25 +143,31 @@ class PushMachine:
 
     # --- answers ----------------------------------------------------------------------
 
-    def on_ack(self, push_id: int) -> None:
+    def on_ack(self, push_id: int, now: float) -> None:
         """The server acknowledged push ``push_id`` (the caller updates the SyncState)."""
         if push_id == self.in_flight_id:
+            self._answered(now)
             self.failures = 0
             self.last_error = None
             self._become_ready()
 
     def on_server_ahead(
         self, push_id: int, server_head: int, state: SyncState, now: float, jitter: float
-    ) -> CatchUp | None:
+    ) -> None:
         """The server holds other clients' events after our parent."""
-        if push_id != self.in_flight_id:
-            return None
-        return self._server_ahead(server_head, state, now, jitter)
+        if push_id == self.in_flight_id:
+            self._answered(now)
+            self._server_ahead(server_head, state, now, jitter)
 
     def on_rejected(self, push_id: int, reason: str, now: float, jitter: float) -> None:
         """The server refused the batch outright."""
         if push_id == self.in_flight_id:
+            self._answered(now)
             self._failed(f"push rejected: {reason}", now, jitter)
+
+    def _answered(self, now: float) -> None:
+        # Each push has its own id, so an answer is never mistaken for a retry's.
+        self.round_trip.sample(now - self._sent_at)
 
     def on_connected(self) -> None:
         """A new connection is up: whatever was in flight is gone; start afresh."""
@@ -185,9 +199,7 @@ class PushMachine:
     def _failed(self, error: str, now: float, jitter: float) -> None:
         raise NotImplementedError
 
-    def _server_ahead(
-        self, server_head: int, state: SyncState, now: float, jitter: float
-    ) -> CatchUp | None:
+    def _server_ahead(self, server_head: int, state: SyncState, now: float, jitter: float) -> None:
         raise NotImplementedError
 
 
@@ -220,18 +232,17 @@ class SupervisedPush(PushMachine):
             jitter=jitter,
         )
 
-    def _server_ahead(
-        self, server_head: int, state: SyncState, now: float, jitter: float
-    ) -> CatchUp | None:
+    def _server_ahead(self, server_head: int, state: SyncState, now: float, jitter: float) -> None:
         self.in_flight = None
         if state.upstream_head >= server_head:
             # The pull already brought what the server meant: push again from the new head.
             self._become_ready()
-            return None
+            return
+        # The live pull is bringing it (the stream watch restarts it if a page was lost):
+        # push again once it is here, or after catch_up_timeout anyway.
         self.phase = "catching_up"
         self.catch_up_target = server_head
         self.deadline = now + self.timings.catch_up_timeout
-        return CatchUp(server_head)
 
 
 class ParkingPush(PushMachine):
@@ -255,11 +266,8 @@ class ParkingPush(PushMachine):
         self.phase = "parked"
         self.deadline = None
 
-    def _server_ahead(
-        self, server_head: int, state: SyncState, now: float, jitter: float
-    ) -> CatchUp | None:
+    def _server_ahead(self, server_head: int, state: SyncState, now: float, jitter: float) -> None:
         self._failed(f"server ahead at {server_head}", now, jitter)
-        return None
 
 
 PUSH_POLICIES: dict[str, type[PushMachine]] = {

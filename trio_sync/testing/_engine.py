@@ -43,7 +43,9 @@ SIM_TIMINGS = ClientTimings(
     reconnect_base=0.05,
     reconnect_cap=2.0,
     heartbeat=HeartbeatTimings(interval=1.0, pong_timeout=3.0, stuck_ticks=2),
-    push=PushTimings(ack_timeout=2.0, retry_base=0.05, retry_cap=2.0, catch_up_timeout=1.0),
+    push=PushTimings(
+        ack_timeout=2.0, min_ack_timeout=0.1, retry_base=0.05, retry_cap=2.0, catch_up_timeout=1.0
+    ),
 )
 
 #: Trace steps after which a run may have converged (the watcher looks only then).

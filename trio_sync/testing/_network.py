@@ -54,6 +54,8 @@ class SimNetwork(MemoryNetwork):
         self._record = record
         self.acks_sent = 0
         self.pages_sent = 0
+        #: Every message sent, both ways (lost ones included): the protocol's traffic.
+        self.messages_sent = 0
         #: Clients that cannot reach the server (a list: iteration order is insertion).
         self.partitioned: list[str] = []
         #: Per client, how many of the next push acks sent to it are lost.
@@ -96,6 +98,7 @@ class SimNetwork(MemoryNetwork):
     # --- what every message goes through ----------------------------------------------
 
     def _delay(self, message: Message) -> float:
+        self.messages_sent += 1
         params = self._params
         delay = params.latency + (self._rng.uniform(0.0, params.jitter) if params.jitter else 0.0)
         if (

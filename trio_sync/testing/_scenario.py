@@ -37,6 +37,7 @@ class ScenarioResult:
         trace: Every step, with virtual times.
         trace_digest: Digest of the trace: same seed and params, same digest.
         events_committed: How many commits returned, over all clients.
+        messages: How many messages were sent, both ways, lost ones included.
         committed: Per client, every event whose ``commit()`` returned.
         logs: Per client, its final confirmed log (read from its store).
         pending: Per client, its pending events at the end.
@@ -55,6 +56,7 @@ class ScenarioResult:
     trace: Trace
     trace_digest: str
     events_committed: int
+    messages: int
     committed: Mapping[str, list[Event]]
     logs: Mapping[str, list[Event]]
     pending: Mapping[str, list[Event]]
@@ -149,6 +151,7 @@ def run_scenario(seed: int, *, policy: str = "supervised", **params: Any) -> Sce
         trace=result.trace,
         trace_digest=result.trace_digest,
         events_committed=sum(len(events) for events in workload.committed.values()),
+        messages=result.messages,
         committed=workload.committed,
         logs={cid: result.logs.get(cid, []) for cid in ids},
         pending={cid: result.pending.get(cid, []) for cid in ids},

@@ -92,6 +92,7 @@ class SimulationResult:
         wall_seconds: Real time the simulation took.
         trace: Every step, with virtual times; ``trace_digest`` is its digest.
         events_committed: How many commits returned, over all devices.
+        messages: How many messages were sent, both ways, lost ones included.
         logs: Per device, its final confirmed log (read from its store).
         pending: Per device, its pending events at the end.
         server_log: The server's final log.
@@ -116,6 +117,7 @@ class SimulationResult:
     trace: Trace = attrs.field(repr=False)
     trace_digest: str
     events_committed: int
+    messages: int
     # The bulky fields stay out of repr(): a failing assert shows the rest.
     logs: Mapping[str, list[Event]] = attrs.field(repr=False)
     pending: Mapping[str, list[Event]] = attrs.field(repr=False)
@@ -288,6 +290,7 @@ def simulate(
         trace=engine.trace,
         trace_digest=engine.trace.digest(),
         events_committed=engine.events_committed,
+        messages=engine.network.messages_sent,
         logs=logs,
         pending=pending,
         server_log=server_log,
