@@ -326,6 +326,16 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux: /proc/PID/stat), or NaN."""
+    try:
+        # The command name (field 2) may hold spaces: count fields after its ")".
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def temp_dir(prefix: str, base: str | None = None) -> Iterator[Path]:
     """A temporary directory, removed afterwards (real files: SQLite fsyncs to disk)."""

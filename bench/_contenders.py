@@ -71,8 +71,7 @@ class Pair:
             self._send_visible.send_nowait(args)
 
     async def warm_up(self) -> None:
-        # Repeated, because a relay may register B a moment after B's handshake, and
-        # drop what A sent before that.
+        # Repeated: a peer may drop what is sent before it has fully registered B.
         with trio.fail_after(WARM_UP_TIMEOUT):
             while not self._warm.is_set():
                 await self.commit({WARMUP: True})

@@ -97,7 +97,6 @@ async def relay_round(folder: Path, clients: int, events: int) -> dict[str, Any]
                 await stack.enter_async_context(trio_websocket.open_websocket_url(url))
                 for _ in range(clients)
             ]
-            await _relay_ready(sockets)
             # received[reader][writer]: how many of writer's messages reader has.
             received = [[0] * clients for _ in range(clients)]
             delivered: dict[int, trio.Event] = {k: trio.Event() for k in range(clients)}
@@ -135,28 +134,6 @@ async def relay_round(folder: Path, clients: int, events: int) -> dict[str, Any]
                 go.set()
         nursery.cancel_scope.cancel()
     return run_result([d for d in drains if d is not None], max(held), total)
-
-
-async def _relay_ready(sockets: Sequence[trio_websocket.WebSocketConnection]) -> None:
-    """Waits until the relay forwards between every pair: each socket says hello until
-    every other one has heard it (the relay registers a connection a moment after its
-    handshake, and drops what came before)."""
-    heard = [set[int]() for _ in sockets]
-    with trio.fail_after(30):
-        while not all(len(h) == len(sockets) - 1 for h in heard):
-            for k, ws in enumerate(sockets):
-                await ws.send_message(json.dumps({"hello": k}))
-            with trio.move_on_after(0.1):
-                for k, ws in enumerate(sockets):
-                    while len(heard[k]) < len(sockets) - 1:
-                        heard[k].add(json.loads(await ws.get_message())["hello"])
-    # Drain the repeated hellos still in flight, so the measured reads start clean.
-    for ws in sockets:
-        while True:
-            with trio.move_on_after(0.05) as scope:
-                await ws.get_message()
-            if scope.cancelled_caught:
-                break
 
 
 ROUNDS: dict[str, Callable[[Path, int, int], Any]] = {

@@ -46,10 +46,12 @@ async def serve_relay(
     peers: set[_Peer] = set()
 
     async def handle(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
+        # Registered before the handshake completes, so that a client whose connection
+        # is open never misses a message (its queue holds them until it is accepted).
         me = _Peer()
         peers.add(me)
         try:
+            ws = await request.accept()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(me.send_all, ws)
                 while True:
