@@ -41,6 +41,8 @@ EVENT_NAME = "bench.event"
 WARMUP = "warmup"
 #: Seconds for a new pair to get one event through.
 WARM_UP_TIMEOUT = 30.0
+#: Seconds after the last paced commit before an event not yet seen counts as lost.
+LATE_AFTER = 30.0
 
 
 class Pair:
@@ -353,7 +355,8 @@ async def _commit_each(pair: Pair, payload: Sequence[Args]) -> None:
 
 async def paced_latencies(pair: Pair, rate: float, count: int) -> tuple[float, list[float]]:
     """Commits ``count`` events at ``rate`` per second; returns the rate reached and,
-    per event, the seconds from the commit call until B saw it."""
+    per event B saw, the seconds from the commit call until B saw it (fewer than
+    ``count`` if some never arrived within ``LATE_AFTER`` seconds of the last commit)."""
     latencies: list[float] = []
     async with trio.open_nursery() as nursery:
         done = trio.Event()
@@ -370,7 +373,9 @@ async def paced_latencies(pair: Pair, rate: float, count: int) -> tuple[float, l
 
         nursery.start_soon(record)
         reached = await pace(rate, count, commit)
-        await done.wait()
+        with trio.move_on_after(LATE_AFTER):
+            await done.wait()
+        nursery.cancel_scope.cancel()
     return reached, latencies
 
 

@@ -135,11 +135,23 @@ class RawConnection:
         await self.stream.aclose()
 
 
-async def open_raw_connection(url: str) -> RawConnection:
-    """Connects and completes the opening handshake (reading only its answer)."""
+async def open_raw_connection(url: str, receive_buffer: int | None = None) -> RawConnection:
+    """Connects and completes the opening handshake (reading only its answer).
+
+    ``receive_buffer`` sets SO_RCVBUF before connecting (it sizes the TCP window): what
+    a client that never reads can hold before the server's sends block.
+    """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    stream = await trio.open_tcp_stream(host, port)
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, receive_buffer)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    stream = trio.SocketStream(sock)
     try:
         ws = WSConnection(ConnectionType.CLIENT)
         await stream.send_all(ws.send(Request(host=f"{host}:{port}", target=parts.path or "/")))
@@ -165,10 +177,15 @@ async def open_idle(url: str) -> RawConnection:
     return conn
 
 
+#: A small receive window for the never-reading pullers: their sends block sooner, and a
+#: thousand of them do not pin gigabytes of kernel memory on a shared machine.
+NEVER_READER_BUFFER = 16 * 1024
+
+
 async def open_never_reading_puller(url: str) -> RawConnection:
     """Hello, then a pull of the whole log, then never reads a byte: the server's sends
     to it fill the socket buffers and block."""
-    conn = await open_raw_connection(url)
+    conn = await open_raw_connection(url, receive_buffer=NEVER_READER_BUFFER)
     await conn.send(hello(unique_id("stuck")))
     await conn.send(Pull(pull_id=1, cursor=0))
     return conn
