@@ -263,25 +263,32 @@ def plot_lines(
     title: str,
     logx: bool = False,
     logy: bool = False,
-    steps: bool = False,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Each series as a line of (x, y) points (marked when there are few)."""
+    """Each series as a line of (x, y) points (marked when there are few); ``styles``
+    gives matplotlib keywords per series (color, linestyle)."""
     plt = _pyplot()
     if plt is None:
         return
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for label, points in series.items():
         if not points:
             continue
         xs, ys = zip(*points, strict=True)
-        if steps:
-            axis.step(xs, ys, where="post", label=label)
-        else:
-            axis.plot(xs, ys, marker="o" if len(points) <= 30 else None, label=label)
-    if logx:
-        axis.set_xscale("log")
-    if logy:
-        axis.set_yscale("log")
+        style = {"marker": "o" if len(points) <= 30 else None, **(styles or {}).get(label, {})}
+        axis.plot(xs, ys, label=label, **style)
+    for log, scale, ticks in (
+        (logx, axis.set_xscale, axis.xaxis),
+        (logy, axis.set_yscale, axis.yaxis),
+    ):
+        if log:
+            scale("log")
+            ticks.set_major_formatter(ScalarFormatter())  # 100, not 10^2
+            ticks.set_minor_formatter(NullFormatter())
+    if logx:  # label the measured points (10, 100, 500), not the decades
+        axis.set_xticks(sorted({x for points in series.values() for x, _ in points}))
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.set_title(title)

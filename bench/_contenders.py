@@ -271,7 +271,8 @@ async def open_pycrdt_pair(folder: Path, url: str | None = None) -> AsyncIterato
             trio_websocket.open_websocket_url(url + room) as ws_a,
             trio_websocket.open_websocket_url(url + room) as ws_b,
         ):
-            doc_a, doc_b = Doc(), Doc()
+            doc_a: Doc[Any] = Doc()
+            doc_b: Doc[Any] = Doc()
             pair = PycrdtPair(doc_a, doc_b)
             async with (
                 Provider(doc_a, _TrioChannel(ws_a, room)) as provider_a,

@@ -90,7 +90,7 @@ async def prefill(
     """
     client_id = unique_id("prefill")
     async with open_wire_client(url, client_id) as client:
-        parent = client.welcome.head
+        parent: int = client.welcome.head
         for push_id, first in enumerate(range(0, count, batch), start=1):
             events = tuple(
                 Event(name=EVENT_NAME, args=make_args(i), client_id=client_id, client_seq=i + 1)

@@ -380,6 +380,11 @@ async def main() -> None:
             title=f"fan-out latency at {options.rate:g} events/s against readers",
             logx=True,
             logy=True,
+            styles={
+                f"{name} {q}": {"color": color, "linestyle": "-" if q == "p99" else "--"}
+                for name, color in zip(CONTENDERS, ("tab:blue", "tab:orange"), strict=True)
+                for q in ("p50", "p99")
+            },
         )
 
 
