@@ -62,6 +62,19 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
+def rounds_latency_summary(per_round: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Like :func:`latency_summary` over several rounds: p50 and p99 are the median of
+    each round's own (on a shared machine one noisy round would drag pooled samples
+    along), max is the maximum of all, n counts all samples."""
+    summaries = [latency_summary(samples) for samples in per_round if samples]
+    return {
+        "n": sum(len(samples) for samples in per_round),
+        "p50_ms": median([s["p50_ms"] for s in summaries]),
+        "p99_ms": median([s["p99_ms"] for s in summaries]),
+        "max_ms": max((s["max_ms"] for s in summaries), default=math.nan),
+    }
+
+
 # --- formatting ----------------------------------------------------------------------
 
 NA = "n/a"

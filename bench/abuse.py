@@ -34,6 +34,7 @@ from _common import (
     plot_cdfs,
     progress,
     raise_fd_limit,
+    rounds_latency_summary,
     spawn_server,
     temp_dir,
     trio_sync_server_command,
@@ -157,18 +158,18 @@ async def main() -> None:
 
     summaries: dict[str, Any] = {}
     for condition, runs in results.items():
-        latencies = [x for _, samples in runs for x in samples]
+        summary = rounds_latency_summary([samples for _, samples in runs])
         summaries[condition] = {
-            **latency_summary(latencies),
+            **summary,
             "reached": median([reached for reached, _ in runs]),
-            "lost": rounds * count - len(latencies),
+            "lost": rounds * count - summary["n"],
             "server_rss_mib": median([r / 2**20 for r in rss[condition]]),
         }
     idle, abused = summaries[IDLE], summaries[ABUSED]
     table = Table(
         f"abuse: a normal trio_sync client, commit until visible on another, {rate:g} events/s for "
         f"{seconds:g} s; {connections} abusive connections (half idle, half never-reading "
-        f"pullers); {rounds} interleaved round(s) pooled",
+        f"pullers); {rounds} interleaved round(s)",
         ["condition", "reached/s", "p50 ms", "p99 ms", "max ms", "lost", "server RSS MiB"],
     )
     for condition, summary in summaries.items():
@@ -187,7 +188,8 @@ async def main() -> None:
     )
     per_connection = median(growth) / 1024 / connections
     table.notes += [
-        f"under abuse / idle: p50 {p50}, p99 {p99} (goal: within {GOAL:g}x).",
+        f"under abuse / idle: p50 {p50}, p99 {p99} (goal: within {GOAL:g}x); p50, p99: "
+        "median over rounds of each round's own.",
         f"server memory per abusive connection: {per_connection:.0f} KiB "
         "((RSS under abuse - RSS just before they connected) / connections; the server "
         "keeps some after they leave, so idle RSS grows round after round).",

@@ -45,6 +45,7 @@ from _common import (
     progress,
     raise_fd_limit,
     relay_server_command,
+    rounds_latency_summary,
     spawn_server,
     split,
     temp_dir,
@@ -255,9 +256,8 @@ async def fan_out(name: str, clients: int, options: Any) -> dict[str, Any]:
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    latencies = [x for run in runs for x in run["latencies"]]
     return {
-        **latency_summary(latencies),
+        **rounds_latency_summary([run["latencies"] for run in runs]),
         "reached": median([run["reached"] for run in runs]),
         "short": sum(run["short"] for run in runs),
         "expected": sum(run["expected"] for run in runs),
@@ -309,7 +309,7 @@ async def main() -> None:
     reader_kind = "open_client clients" if options.full_clients else "wire-protocol readers"
     table = Table(
         f"fan-out: one writer at {options.rate:g} events/s for {options.seconds:g} s, C readers "
-        f"({reader_kind}) in {options.workers} processes, {rounds} interleaved round(s) pooled",
+        f"({reader_kind}) in {options.workers} processes, {rounds} interleaved round(s)",
         [
             "C",
             "trio_sync p50 ms",
@@ -346,7 +346,8 @@ async def main() -> None:
             f"{ours['short']}/{relay['short']}",
         )
     table.notes += [
-        "latency: commit call (relay: send) until a reader sees the event, every reader.",
+        "latency: commit call (relay: send) until a reader sees the event, every reader; "
+        "p50, p99: median over rounds of each round's own.",
         "KiB/conn: (server RSS with C readers - RSS with none) / C; RSS: with C readers.",
         "CPU: server process (readers: all worker processes, trio_sync/relay) while writing, "
         "in cores (100% = one core busy).",
