@@ -186,13 +186,14 @@ async def main() -> None:
         fmt_ratio(abused["p50_ms"], idle["p50_ms"]),
         fmt_ratio(abused["p99_ms"], idle["p99_ms"]),
     )
-    per_connection = median(growth) / 1024 / connections
+    # The first abused round's growth: later rounds start from memory the server kept.
+    per_connection = growth[0] / 1024 / connections
     table.notes += [
         f"under abuse / idle: p50 {p50}, p99 {p99} (goal: within {GOAL:g}x); p50, p99: "
         "median over rounds of each round's own.",
-        f"server memory per abusive connection: {per_connection:.0f} KiB "
-        "((RSS under abuse - RSS just before they connected) / connections; the server "
-        "keeps some after they leave, so idle RSS grows round after round).",
+        f"server memory per abusive connection: {per_connection:.0f} KiB (first abused "
+        "round: (RSS under abuse - RSS just before) / connections; the server keeps much of "
+        "it after they leave, so later rounds start higher).",
         f"server log prefilled with {log_size:,} events; abusive connections opened: "
         + ", ".join(f"{o['open']} ({len(o['failed'])} failed)" for o in opened),
         f"server process still running at the end: {'yes' if server_alive else 'NO'}",
