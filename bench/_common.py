@@ -165,8 +165,10 @@ async def interleave(
 async def pace(rate: float, count: int, action: Callable[[int], Awaitable[None]]) -> float:
     """Calls ``action(i)`` ``count`` times on a fixed schedule of ``rate`` per second.
 
-    A call that overruns its slot delays the next one (no catch-up burst). Returns the
-    rate actually reached: calls per second from the first call to the last return.
+    A call that overruns its slot makes the next ones late: they run back to back until
+    the schedule is met again, so a contender too slow for ``rate`` runs flat out.
+    Returns the rate actually reached: calls per second from the first call to the last
+    return.
     """
     start = trio.current_time()
     for i in range(count):
