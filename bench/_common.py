@@ -397,12 +397,12 @@ def relay_server_command() -> list[str]:
 def spawn_server(command: Sequence[str], timeout: float = 30.0) -> Iterator[ServerProcess]:
     """Starts ``command``, waits for the ws:// URL it prints, and stops it with SIGTERM
     at the end (SIGKILL if it does not stop in 10 s)."""
+    raise_fd_limit()  # the child inherits our limit (a preexec_fn is unsafe with threads)
     process = subprocess.Popen(
         list(command),
         stdout=subprocess.PIPE,
         stderr=None,  # its errors go straight to ours, where someone will read them
         text=True,
-        preexec_fn=_raise_fd_limit_in_child,
     )
     try:
         url = _read_url(process, timeout)
@@ -417,10 +417,6 @@ def spawn_server(command: Sequence[str], timeout: float = 30.0) -> Iterator[Serv
                 process.wait()
         if process.stdout is not None:
             process.stdout.close()
-
-
-def _raise_fd_limit_in_child() -> None:
-    raise_fd_limit()
 
 
 def _read_url(process: subprocess.Popen[str], timeout: float) -> str:

@@ -87,7 +87,7 @@ async def _open_all(url: str, connections: int, held: list[RawConnection]) -> li
         async with limiter:
             try:
                 held.append(await opener(url))
-            except OSError as exc:
+            except (OSError, trio.BrokenResourceError) as exc:  # refused, reset, closed
                 failures.append(f"{type(exc).__name__}: {exc}")
 
     async with trio.open_nursery() as nursery:
