@@ -7,6 +7,11 @@ call returns; pages and acks are written atomically and become durable with the 
 commit (a crash before that only means pulling them again, or pushing events the server
 already holds and answers for with the same positions).
 
+A batch that needs an fsync runs in a worker thread; one that does not (pages, acks) costs
+less than the hop to a thread and runs right here. The store's automatic checkpoints are
+off, so that nothing here fsyncs; every ``CHECKPOINT_EVERY`` batches one runs in the
+thread.
+
 Commits get their ``client_seq`` here, when the batch is formed, so a failed write leaves
 no gap: the next batch numbers from the same place. All commits of a batch are one write,
 so they succeed or fail together. What a write changes in memory (the pending list, the
@@ -55,6 +60,10 @@ class _Ack(_Job):
     acked_through: int
 
 
+#: Batches between two checkpoints of the store's write-ahead log.
+CHECKPOINT_EVERY = 256
+
+
 class ClientWriter:
     """Batches the client's writes; :meth:`run` is its task."""
 
@@ -62,6 +71,7 @@ class ClientWriter:
         self._core = core
         self._send, self._jobs = trio.open_memory_channel[_Job](math.inf)
         self._closed = False
+        self._batches_since_checkpoint = 0
 
     async def commit(self, drafts: Sequence[Draft]) -> list[Event]:
         """Writes new commits durably (with any others waiting); returns them as events.
@@ -120,6 +130,20 @@ class ClientWriter:
                     self._jobs.receive_nowait().fail(closed)
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+
+    async def _run_batch(
+        self, store: ClientStore, writes: list[Write], *, durable: bool
+    ) -> list[object]:
+        self._batches_since_checkpoint += 1
+        if self._batches_since_checkpoint >= CHECKPOINT_EVERY:
+            self._batches_since_checkpoint = 0
+            await self._core.run_store(store.checkpoint)
+        if durable:
+            return await self._core.run_store(partial(store.write_batch, durable=True), writes)
+        # No fsync: cheaper than a hop to a thread. Still a cancellation point first, as
+        # a store call is everywhere else.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return store.write_batch(writes, durable=False)
 
     async def _write(self, batch: list[_Job]) -> None:
         core = self._core

@@ -18,12 +18,19 @@ JsonObject = dict[str, Any]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+#: Identifiers found valid, by limit: client ids and event names repeat in every page.
+_KNOWN_GOOD: dict[tuple[str, int], None] = {}
+_KNOWN_GOOD_MAX = 65_536
+
+
 def check_identifier(value: object, what: str, limit: int) -> str:
     """Returns ``value`` if it is a usable identifier (event name, client id, store id).
 
     Raises:
         ValueError: Not a non-empty string of at most ``limit`` printable characters.
     """
+    if type(value) is str and (value, limit) in _KNOWN_GOOD:
+        return value
     if type(value) is not str or not value:
         raise ValueError(f"{what} must be a non-empty string, got {value!r}")
     if len(value) > limit:
@@ -35,6 +42,9 @@ def check_identifier(value: object, what: str, limit: int) -> str:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"{what} holds a lone UTF-16 surrogate") from None
+    if len(_KNOWN_GOOD) >= _KNOWN_GOOD_MAX:
+        _KNOWN_GOOD.clear()
+    _KNOWN_GOOD[value, limit] = None
     return value
 
 
@@ -105,13 +115,18 @@ def event_size(name: str, args_json: bytes | str) -> int:
     return len(name.encode()) + args_bytes
 
 
-def check_event_content(event: Event, *, path: str, limits: WireLimits) -> None:
-    """Checks what the Event class cannot see alone: the args' values, depth and size.
+def check_event_content(
+    event: Event, *, path: str, limits: WireLimits, measure: bool = True
+) -> None:
+    """Checks what the Event class cannot see alone: the args' values, depth and size
+    (``measure=False`` when the caller knows the event is smaller than the limit).
 
     Raises:
         InvalidMessage: The args break a rule or the event is over the size limit.
     """
     check_value(event.args, path=f"{path}.args", max_depth=limits.max_depth)
+    if not measure:
+        return
     size = event_size(event.name, dumps(event.args))
     if size > limits.max_event_bytes:
         raise InvalidMessage(

@@ -59,7 +59,7 @@ class ClientStore(SQLiteStore):
         """
         path = str(path)
         ensure_directory(path)
-        db = Database(path, kind="client", migrations=MIGRATIONS)
+        db = Database(path, kind="client", migrations=MIGRATIONS, manual_checkpoints=True)
         try:
             recorded = db.read(lambda conn: get_meta(conn, "client_id"))
             if recorded is None:
@@ -178,6 +178,11 @@ class ClientStore(SQLiteStore):
         """Runs ``writes`` in one transaction, each in its own savepoint (see
         :meth:`Database.write_batch`); fsynced when ``durable``."""
         return self._db.write_batch(writes, durable=durable)
+
+    def checkpoint(self) -> None:
+        """Copies the write-ahead log into the database file (it may fsync: call it where
+        that does not block anyone)."""
+        self._db.checkpoint()
 
     def append_pending(self, event: Event) -> None:
         """Durably records a new local commit (fsynced before this returns)."""

@@ -118,8 +118,16 @@ class Database:
     never waits for a writer's fsync, so cheap reads can run on the event loop.
     """
 
-    def __init__(self, path: str, *, kind: str, migrations: Sequence[Migration]) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        kind: str,
+        migrations: Sequence[Migration],
+        manual_checkpoints: bool = False,
+    ) -> None:
         self.path = str(path)
+        self._manual_checkpoints = manual_checkpoints
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._lock_file: IO[bytes] | None = None
@@ -153,6 +161,10 @@ class Database:
                 raise StoreError(f"store {self.path!r}: could not switch to WAL ({mode})")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
+        if self._manual_checkpoints:
+            # The caller runs writes that need no fsync on its event loop: a checkpoint
+            # (which fsyncs) must not happen there, so it asks for them (checkpoint()).
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
 
     def _migrate(self, kind: str, migrations: Sequence[Migration]) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -245,6 +257,13 @@ class Database:
                         )
                     conn.execute("RELEASE work")
                 return results
+
+    def checkpoint(self) -> None:
+        """Copies the write-ahead log into the database (a passive checkpoint: it waits
+        for nobody). For a database opened with ``manual_checkpoints``; run it where an
+        fsync may block."""
+        with self._lock, translate_errors(self.path):
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _set_synchronous(self, level: str) -> None:
         if level != self._synchronous:
