@@ -39,7 +39,11 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
     if args.keyfile and not args.certfile:
         raise CommandError("--keyfile needs --certfile")
     secrets = read_secrets(args.auth_secret_file) if args.auth_secret_file else ()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, single_exception():
+    with (
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        trio.open_signal_receiver(signal.SIGHUP) as hangups,
+        single_exception(),
+    ):
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(
                 partial(
@@ -57,6 +61,10 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
                 )
             )
             print(f"trio-sync serving {args.db} at {server.url}", flush=True)
+            if args.auth_secret_file:
+                nursery.start_soon(
+                    _reload_secrets_on_hangup, hangups, server, args.auth_secret_file
+                )
             async for signum in signals:
                 print(f"trio-sync: {signal.Signals(signum).name}, shutting down", flush=True)
                 # Graceful: in-flight pushes are committed and answered, clients are told
@@ -67,6 +75,18 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
                     graceful.cancel_scope.cancel()
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _reload_secrets_on_hangup(hangups: AsyncIterator[int], server: Server, path: str) -> None:
+    """SIGHUP rereads the secret file (a rotation); a file that cannot be used now is
+    reported, and the secrets in use stay."""
+    async for _ in hangups:
+        try:
+            server.reload_auth_secrets(read_secrets(path))
+        except (TrioSyncError, ValueError) as exc:
+            logging.getLogger("trio_sync.server").error(
+                "SIGHUP: the secrets stay as they were: %s", exc
+            )
 
 
 async def _cancel_on_next_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:

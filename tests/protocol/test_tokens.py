@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from trio_sync.protocol import TokenError, issue_token, read_token, token_problem
@@ -48,6 +50,15 @@ def test_a_valid_token_is_accepted_and_says_what_it_allows() -> None:
         ("expires exactly now", token(expires=NOW), "expired"),
         ("another store", token(store="other"), "for store 'other', not 'todo'"),
         ("another client", token(client="B"), "for client 'B', not 'A'"),
+        # Found by the hostile probe: the payload was parsed before the signature, so an
+        # unsigned token of 3000 nested brackets raised RecursionError (a traceback).
+        (
+            "an unsigned payload that nests deeply",
+            "v1." + base64.urlsafe_b64encode(b"[" * 3000).decode().rstrip("=") + ".AAAA",
+            "not signed by this server's secret",
+        ),
+        ("padding added", token() + "==", "not base64url"),
+        ("a fourth part", token() + ".x", "malformed"),
     ],
 )
 def test_a_token_that_does_not_allow_this_is_refused_with_the_reason(
@@ -61,6 +72,11 @@ def test_a_token_that_does_not_allow_this_is_refused_with_the_reason(
 
 def test_a_rotated_secret_still_accepts_tokens_signed_by_the_previous_one() -> None:
     assert token_problem(token(), [OTHER, SECRET], store_id="todo", client_id="A", now=NOW) is None
+
+
+def test_an_absurd_expiry_is_described_not_crashed_on() -> None:
+    reason = problem(token(expires=-(10**18)))
+    assert reason is not None and "expired at UNIX time" in reason
 
 
 def test_a_short_secret_is_refused() -> None:

@@ -9,12 +9,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
+import trio.testing
 
-from trio_sync.protocol import issue_token
+from trio_sync.protocol import Error, Welcome, issue_token
 
+from .._virtual import World
 from ..conftest import WAIT, ClientFactory, ServerFactory, wait_converged
+from ._raw import hello as raw_hello
 
 SECRET = b"a-long-enough-server-secret-0123456789"
 ROTATED = b"the-previous-server-secret-9876543210"
@@ -173,3 +177,45 @@ async def test_a_valid_token_syncs_and_a_rotated_secret_still_verifies(
         await b.commit("y", {})
         await wait_converged(a, b)
     assert calls
+
+
+async def test_a_connection_ends_when_its_token_expires(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    await world.start_server(auth_secrets=[SECRET])
+    async with world.network.connect(world.url, client_id="A") as conn:
+        short = token(ttl=5)  # found by the probe: a connection outlived its token
+        await conn.send(attrs.evolve(raw_hello("A"), token=short))
+        assert isinstance(await conn.receive(), Welcome)
+        farewell = await conn.receive()
+        assert isinstance(farewell, Error) and farewell.fatal
+        assert farewell.reason.startswith("not authorized: the token expired at")
+        assert 4.0 <= trio.current_time() <= 5.0
+
+
+async def test_reloaded_secrets_apply_to_new_connections(
+    open_server: ServerFactory, open_test_client: ClientFactory
+) -> None:
+    server = await open_server(auth_secrets=[SECRET])
+    new = b"a-brand-new-secret-after-rotation-0000"
+    server.reload_auth_secrets([new, SECRET])
+    async with open_test_client(server.url, "A", token=token(secret=new)) as a:
+        await a.commit("x", {})
+        await wait_converged(a)
+    server.reload_auth_secrets([new])  # the old secret retired
+    async with open_test_client(server.url, "B", token=token(client="B")) as b:
+        status = await b.wait_status(lambda s: s.state == "incompatible")
+        assert "not signed by this server's secret" in (status.last_error or "")
+    with pytest.raises(ValueError, match="only by a restart"):
+        server.reload_auth_secrets([])
+
+
+async def test_without_a_token_not_even_the_schema_is_told(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    await world.start_server(auth_secrets=[SECRET], schema_name="secret-app", schema_version=7)
+    async with world.network.connect(world.url, client_id="A") as conn:
+        await conn.send(raw_hello("A"))  # the wrong schema, and no token
+        refusal = await conn.receive()
+        assert isinstance(refusal, Error) and "requires a token" in refusal.reason
+        assert "secret-app" not in refusal.reason

@@ -18,10 +18,18 @@ import trio
 
 import trio_sync
 from trio_sync.protocol import Error, Event, Pong, Push, PushRejected, Welcome, encode
-from trio_sync.server import ServerSession
+from trio_sync.server import ServerLimits, ServerSession
 
-from ..conftest import ClientFactory, wait_converged
-from ._raw import assert_log_reads_back, hello, raw_frames, raw_websocket, receive, say_hello
+from ..conftest import WAIT, ClientFactory, ServerFactory, wait_converged
+from ._raw import (
+    assert_log_reads_back,
+    hello,
+    http_get,
+    raw_frames,
+    raw_websocket,
+    receive,
+    say_hello,
+)
 
 EVENT = {"name": "a", "args": {}, "client_id": "raw", "client_seq": 1, "seq": None}
 HELLO = json.loads(encode(hello()))
@@ -275,3 +283,50 @@ async def test_a_flood_of_pings_is_slowed_not_served_at_once(
 
 def encode_ping(nonce: int) -> str:
     return f'{{"type":"ping","nonce":{nonce}}}'
+
+
+BAD_UPGRADES = [
+    # Found by the probe: each took a connection slot for ever (the handshake waited
+    # outside any deadline); 10,000 of them locked every client out.
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Content-Length: 0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: notupgrade\r\n\r\n",
+]
+
+
+async def test_refused_upgrade_requests_give_their_connection_slot_back(
+    open_server: ServerFactory, open_test_client: ClientFactory
+) -> None:
+    server = await open_server(limits=ServerLimits(max_connections=3))
+    host, port = server.host, server.port
+    for round_ in range(3):
+        for request in BAD_UPGRADES:
+            with trio.fail_after(WAIT):
+                stream = await trio.open_tcp_stream(host, port)
+                async with stream:
+                    await stream.send_all(request)
+                    answer = await stream.receive_some()
+            assert answer.split()[1] in (b"400", b"404", b"426"), (round_, answer)
+    assert (await http_get(server.url, "/healthz"))[0] == 200
+    async with open_test_client(server.url, "A") as client:
+        await client.commit("x", {})
+        await wait_converged(client)
+
+
+async def test_before_its_hello_a_connection_may_send_only_a_small_frame(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Found by the probe: 8 unauthenticated 64 MiB frames took the server to 1.1 GB.
+    async with raw_frames(server.url) as ws:
+        try:
+            await ws.send_frame(0x1, b'{"type":"hello","pad":"' + b"x" * (2 * 2**20) + b'"}')
+        except trio.BrokenResourceError:
+            pass
+        else:
+            assert await ws.close_code() in (1009, None)
+    await _the_server_still_serves(server, open_test_client, tmp_path)

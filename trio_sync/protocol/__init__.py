@@ -7,7 +7,7 @@ are passed in. The runtimes in ``client/`` and ``server/`` move bytes and call t
 from ._backoff import backoff_delay
 from ._codec import MAX_FRAME_BYTES, decode, encode, event_json
 from ._events import Draft, Event, check_identifier, event_size, new_draft, new_event
-from ._handshake import hello_problem, welcome_problem
+from ._handshake import hello_problem, protocol_problem, welcome_problem
 from ._heartbeat import (
     ConnectionDead,
     Heartbeat,
@@ -61,7 +61,15 @@ from ._round_trip import RoundTrip, StreamStalled, StreamWatch
 from ._server_rules import Accept, Ahead, PushDecision, PushFacts, Reject, decide_push
 from ._state import Advance, MergeResult, PushPlan, Rebase, Refused, SyncState
 from ._status import ConnectionPhase, StatusState, SyncStatus, derive_status
-from ._tokens import TokenClaims, TokenError, check_secret, issue_token, read_token, token_problem
+from ._tokens import (
+    TokenClaims,
+    TokenError,
+    check_secret,
+    check_token,
+    issue_token,
+    read_token,
+    token_problem,
+)
 
 __all__ = [
     "CLIENT_RECEIVE_LIMITS",
@@ -129,6 +137,7 @@ __all__ = [
     "backoff_delay",
     "check_identifier",
     "check_secret",
+    "check_token",
     "check_value",
     "decide_push",
     "decode",
@@ -141,6 +150,7 @@ __all__ = [
     "make_push_machine",
     "new_draft",
     "new_event",
+    "protocol_problem",
     "read_token",
     "token_problem",
     "welcome_problem",

@@ -5,13 +5,21 @@ from __future__ import annotations
 from ._messages import PROTOCOL_VERSION, Hello, Welcome
 
 
-def hello_problem(hello: Hello, schema: tuple[str, int]) -> str | None:
-    """Why the server must refuse ``hello`` (None: welcome it). Retrying cannot help."""
+def protocol_problem(hello: Hello) -> str | None:
+    """Why the server cannot even talk with the sender of ``hello`` (None: it can)."""
     if hello.protocol_version != PROTOCOL_VERSION:
         return (
             f"protocol version {hello.protocol_version} is not supported "
             f"(server speaks {PROTOCOL_VERSION})"
         )
+    return None
+
+
+def hello_problem(hello: Hello, schema: tuple[str, int]) -> str | None:
+    """Why the server must refuse ``hello`` (None: welcome it). Retrying cannot help."""
+    problem = protocol_problem(hello)
+    if problem:
+        return problem
     name, version = schema
     if (hello.schema_name, hello.schema_version) != (name, version):
         return (

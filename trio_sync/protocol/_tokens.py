@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Sequence
 
@@ -40,6 +41,14 @@ class TokenClaims:
     store_id: str
     client_id: str
     expires_at: float
+
+
+def utc_time(stamp: float) -> str:
+    """A UNIX time as a UTC date, for messages (never raises)."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
+    except (OverflowError, OSError, ValueError):
+        return f"UNIX time {stamp:.0f}"
 
 
 def _b64encode(data: bytes) -> str:
@@ -81,24 +90,35 @@ def issue_token(secret: bytes, *, store_id: str, client_id: str, expires_at: flo
     return f"{signed}.{_b64encode(_signature(secret, signed))}"
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def read_token(token: str, secrets: Sequence[bytes]) -> TokenClaims:
-    """Checks a token's form and signature and returns what it claims.
+    """Checks a token's form and signature and returns what it claims. Nothing of the
+    payload is parsed before the signature checks out: an unsigned token is only text.
 
     Raises:
         TokenError: Malformed, or signed with none of ``secrets``.
     """
-    version, _, rest = token.partition(".")
-    payload_text, _, signature_text = rest.partition(".")
-    if version != _VERSION or not payload_text or not signature_text:
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != _VERSION:
         raise TokenError("the token is malformed (expected v1.<payload>.<signature>)")
-    signed = f"{version}.{payload_text}"
+    _, payload_text, signature_text = parts
+    # Exactly the encoding issue_token writes (no padding, no other characters), so one
+    # token has one spelling.
+    if not (_BASE64URL.fullmatch(payload_text) and _BASE64URL.fullmatch(signature_text)):
+        raise TokenError("the token is malformed (not base64url)")
     try:
         signature = _b64decode(signature_text)
-        payload = json.loads(_b64decode(payload_text))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise TokenError("the token is malformed (bad base64 or JSON)") from None
+    except (binascii.Error, ValueError):
+        raise TokenError("the token is malformed (bad base64)") from None
+    signed = f"{_VERSION}.{payload_text}"
     if not any(hmac.compare_digest(signature, _signature(s, signed)) for s in secrets):
         raise TokenError("the token is not signed by this server's secret")
+    try:
+        payload = json.loads(_b64decode(payload_text))
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise TokenError("the token's payload is not JSON") from None
     if (
         type(payload) is not dict
         or type(payload.get("s")) is not str
@@ -107,6 +127,31 @@ def read_token(token: str, secrets: Sequence[bytes]) -> TokenClaims:
     ):
         raise TokenError("the token's payload is not {s: store, c: client, e: expiry}")
     return TokenClaims(store_id=payload["s"], client_id=payload["c"], expires_at=payload["e"])
+
+
+def check_token(
+    token: str | None,
+    secrets: Sequence[bytes],
+    *,
+    store_id: str,
+    client_id: str,
+    now: float,
+) -> TokenClaims:
+    """Returns what ``token`` allows if it lets ``client_id`` sync store ``store_id`` now.
+
+    Raises:
+        TokenError: Why not (the message never contains the token).
+    """
+    if token is None:
+        raise TokenError("this server requires a token: open_client(..., token=...)")
+    claims = read_token(token, secrets)
+    if claims.expires_at <= now:
+        raise TokenError(f"the token expired at {utc_time(claims.expires_at)}: ask for a new one")
+    if claims.store_id != store_id:
+        raise TokenError(f"the token is for store {claims.store_id!r}, not {store_id!r}")
+    if claims.client_id != client_id:
+        raise TokenError(f"the token is for client {claims.client_id!r}, not {client_id!r}")
+    return claims
 
 
 def token_problem(
@@ -121,17 +166,8 @@ def token_problem(
 
     The answer never contains the token itself.
     """
-    if token is None:
-        return "this server requires a token: open_client(..., token=...)"
     try:
-        claims = read_token(token, secrets)
+        check_token(token, secrets, store_id=store_id, client_id=client_id, now=now)
     except TokenError as exc:
         return str(exc)
-    if claims.expires_at <= now:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(claims.expires_at))
-        return f"the token expired at {stamp}: ask for a new one"
-    if claims.store_id != store_id:
-        return f"the token is for store {claims.store_id!r}, not {store_id!r}"
-    if claims.client_id != client_id:
-        return f"the token is for client {claims.client_id!r}, not {client_id!r}"
     return None

@@ -88,10 +88,25 @@ class Hub:
         self._by_client: dict[tuple[str, str], ServerSession] = {}
         self._sessions_changed = Broadcast()
         self.draining = False
+        #: The secrets that verify tokens now (replaced by a reload; empty: no tokens).
+        self.auth_secrets: tuple[bytes, ...] = config.auth_secrets
         self._storage_problem: str | None = None
         self._health_checked = -math.inf
         self.metrics.count_live_traffic(self._live_traffic)
         self.metrics.healthy.set(1)
+
+    def reload_auth_secrets(self, secrets: tuple[bytes, ...]) -> None:
+        """Verifies tokens with ``secrets`` from now on (connections already open keep
+        running until their token expires).
+
+        Raises:
+            ValueError: The server was started without secrets (tokens cannot be turned
+                on or off while it runs), or ``secrets`` is empty.
+        """
+        if not self.auth_secrets or not secrets:
+            raise ValueError("tokens can be turned on or off only by a restart")
+        self.auth_secrets = secrets
+        logger.info("token secrets reloaded: %d secret(s)", len(secrets))
 
     # --- stores -----------------------------------------------------------------------
 

@@ -81,6 +81,17 @@ class Server:
         control.scope.cancel()
         await control.stopped.wait()
 
+    def reload_auth_secrets(self, secrets: Sequence[bytes]) -> None:
+        """Verifies tokens with ``secrets`` from now on: the first one of a rotation is
+        new, the others still verify tokens signed before.
+
+        Raises:
+            TokenError: A secret is too short.
+            ValueError: The server was started without secrets (or ``secrets`` is empty):
+                tokens are turned on or off by a restart.
+        """
+        self._control.hub.reload_auth_secrets(tuple(check_secret(s) for s in secrets))
+
 
 async def serve_hub(
     hub: Hub, listen: Listen, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED

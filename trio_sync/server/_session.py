@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import time
 
@@ -33,10 +34,13 @@ from ..protocol import (
     ServerAhead,
     ServerMessage,
     TokenBucket,
+    TokenError,
     Welcome,
+    check_token,
     hello_problem,
-    token_problem,
+    protocol_problem,
 )
+from ..protocol._tokens import utc_time
 from ..store import DEFAULT_STORE, valid_store_id
 from ..transport import CLOSE_GOING_AWAY, CLOSE_NORMAL, Connection
 from ._hub import Hub, InternalError
@@ -87,6 +91,8 @@ class ServerSession:
         self._receive_scope: trio.CancelScope | None = None
         #: Why the server ended this session on its own (shutdown, a newer connection).
         self._stopped: tuple[str, bool] | None = None
+        #: When the connection's token expires: (UNIX time, Trio time); never without one.
+        self._token_expires = (math.inf, math.inf)
         self.client_id = "?"
         self.store_id = "?"
         self.peer = conn.peer
@@ -171,6 +177,7 @@ class ServerSession:
         hello, log = await self._handshake()
         hub = self._hub
         hub.add_session(self, log, hello.client_id)
+        self._conn.admit()
         try:
             await self._send(
                 Welcome(
@@ -190,10 +197,18 @@ class ServerSession:
                 self.peer,
                 log.head,
             )
-            with single_exception():
+            expires_at, deadline = self._token_expires
+            with trio.move_on_at(deadline) as expiry, single_exception():
                 async with trio.open_nursery() as nursery:
                     await self._serve(log, nursery)
                     nursery.cancel_scope.cancel()
+            if expiry.cancelled_caught:
+                raise Refusal(
+                    f"not authorized: the token expired at {utc_time(expires_at)}: "
+                    "ask for a new one",
+                    "token_expired",
+                    fatal=True,
+                )
         finally:
             hub.remove_session(self, log, hello.client_id)
         assert self._stopped is not None
@@ -208,7 +223,9 @@ class ServerSession:
         if hub.draining:
             raise Refusal("the server is shutting down", "shutting_down")
         message = None
-        with trio.move_on_after(limits.hello_timeout):
+        # One deadline from the moment the connection was accepted: TLS, the WebSocket
+        # handshake and the hello together (a slow head does not buy a slow hello).
+        with trio.move_on_at(self._conn.opened_at + limits.hello_timeout):
             message = await self._conn.receive()
         if message is None:
             raise Refusal(f"no hello within {limits.hello_timeout:g}s (hello_timeout)", "timeout")
@@ -224,21 +241,30 @@ class ServerSession:
                 fatal=True,
             )
         self.store_id = store_id
+        problem = protocol_problem(message)
+        if problem:
+            raise Refusal(problem, "incompatible", fatal=True)
+        if hub.auth_secrets:
+            # Before anything else is said (the schema, whether the store exists): without
+            # a valid token, nothing is learnt.
+            try:
+                claims = check_token(
+                    message.token,
+                    hub.auth_secrets,
+                    store_id=store_id,
+                    client_id=message.client_id,
+                    now=time.time(),
+                )
+            except TokenError as exc:
+                raise Refusal(f"not authorized: {exc}", "unauthorized", fatal=True) from None
+            # The connection ends when its token does.
+            self._token_expires = (
+                claims.expires_at,
+                trio.current_time() + (claims.expires_at - time.time()),
+            )
         problem = hello_problem(message, hub.config.schema)
         if problem:
             raise Refusal(problem, "incompatible", fatal=True)
-        if hub.config.auth_secrets:
-            # Before anything about the store is said: without a valid token, nothing is
-            # learnt, not even whether the store exists.
-            problem = token_problem(
-                message.token,
-                hub.config.auth_secrets,
-                store_id=store_id,
-                client_id=message.client_id,
-                now=time.time(),
-            )
-            if problem:
-                raise Refusal(f"not authorized: {problem}", "unauthorized", fatal=True)
         log = await hub.open_store(store_id)
         if log is None:
             raise Refusal(

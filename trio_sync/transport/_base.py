@@ -26,10 +26,17 @@ class Connection(Protocol):
         target: What the peer asked for: the request path on the server side ("/" or
             "/<store_id>"); "" on the client side.
         peer: Who is at the other end, for logs (an address, a simulated client's name).
+        opened_at: When the connection was accepted (Trio's clock): the handshake's time
+            counts from here.
     """
 
     target: str
     peer: str
+    opened_at: float
+
+    def admit(self) -> None:
+        """The peer passed the handshake: from now on accept frames up to the full limit
+        (before, only what a hello needs)."""
 
     async def send(self, message: Message) -> None:
         """Sends one message (queued whole: a cancelled send never cuts a frame).

@@ -24,7 +24,7 @@ import trio_websocket
 
 from ..protocol import CLIENT_RECEIVE_LIMITS, WireLimits
 from ._base import ConnectionHandler
-from ._websocket import RECEIVE_BUFFER, WebSocketConnection
+from ._websocket import HELLO_FRAME_LIMIT, RECEIVE_BUFFER, WebSocketConnection
 
 logger = logging.getLogger("trio_sync.server")
 
@@ -46,6 +46,9 @@ class HttpResponse:
     status: int
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
+    #: Content-Length when it is not the body's (a HEAD answer has none).
+    length: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 #: Answers a plain HTTP request.
@@ -57,11 +60,13 @@ async def _not_found(request: HttpRequest) -> HttpResponse:
 
 
 class _Replay(trio.abc.Stream):
-    """A stream that first returns bytes already read from ``stream``, then the rest."""
+    """A stream that first returns bytes already read from ``stream``, then the rest; it
+    notes when its user closes it (trio-websocket does, after refusing a handshake)."""
 
     def __init__(self, stream: trio.abc.Stream, already_read: bytes) -> None:
         self._stream = stream
         self._pending = already_read
+        self.closed = trio.Event()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._pending:
@@ -78,21 +83,28 @@ class _Replay(trio.abc.Stream):
         await self._stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
+        self.closed.set()
         await self._stream.aclose()
 
 
 def _reason_phrase(status: int) -> str:
-    return {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable"}.get(
-        status, "Error"
-    )
+    return {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        503: "Service Unavailable",
+    }.get(status, "Error")
 
 
 async def _respond(stream: trio.abc.Stream, response: HttpResponse) -> None:
+    length = len(response.body) if response.length is None else response.length
+    extra = "".join(f"{name}: {value}\r\n" for name, value in response.headers)
     head = (
         f"HTTP/1.1 {response.status} {_reason_phrase(response.status)}\r\n"
         f"Content-Type: {response.content_type}\r\n"
-        f"Content-Length: {len(response.body)}\r\n"
-        "Connection: close\r\n\r\n"
+        f"Content-Length: {length}\r\n"
+        f"{extra}Connection: close\r\n\r\n"
     )
     await stream.send_all(head.encode("latin-1") + response.body)
 
@@ -120,9 +132,8 @@ async def _read_request_head(stream: trio.abc.Stream) -> tuple[h11.Request, byte
 
 
 def _is_upgrade(headers: dict[str, str]) -> bool:
-    return headers.get("upgrade", "").lower() == "websocket" and "upgrade" in (
-        headers.get("connection", "").lower()
-    )
+    tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+    return headers.get("upgrade", "").strip().lower() == "websocket" and "upgrade" in tokens
 
 
 @attrs.define
@@ -173,6 +184,9 @@ class Listener:
             await self._serve(stream, peer)
         except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError):
             pass
+        except Exception:
+            # A bug here must cost one connection, never the whole server.
+            logger.exception("unexpected error on a connection from %s", peer)
         finally:
             self.open_connections -= 1
             with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -180,11 +194,20 @@ class Listener:
 
     async def _serve(self, stream: trio.SocketStream, peer: str) -> None:
         config = self._config
+        opened_at = trio.current_time()
+        deadline = opened_at + config.handshake_timeout
         opened: trio.abc.Stream = stream
-        with trio.move_on_after(config.handshake_timeout) as timeout:
+        with trio.move_on_at(deadline) as timeout:
             if config.ssl_context is not None:
                 opened = trio.SSLStream(stream, config.ssl_context, server_side=True)
-                await opened.do_handshake()
+                try:
+                    await opened.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    cause = exc.__cause__ or exc
+                    logger.info(
+                        "refused a connection from %s: TLS handshake failed (%s)", peer, cause
+                    )
+                    return
             try:
                 request, raw = await _read_request_head(opened)
             except h11.RemoteProtocolError as exc:
@@ -193,7 +216,7 @@ class Listener:
                 return
         if timeout.cancelled_caught:
             logger.info(
-                "closed a connection from %s: no request within %gs (handshake_timeout)",
+                "closed a connection from %s: no request within %gs (hello_timeout)",
                 peer,
                 config.handshake_timeout,
             )
@@ -206,28 +229,66 @@ class Listener:
             response = await self._http_handler(
                 HttpRequest(request.method.decode("latin-1"), request.target.decode(), headers)
             )
+            if request.method == b"HEAD":
+                response = attrs.evolve(response, body=b"", length=len(response.body))
             await _respond(opened, response)
             return
         async with trio.open_nursery() as nursery:
-            ws_request = await trio_websocket.wrap_server_stream(
-                nursery,
-                _Replay(opened, raw),
-                max_message_size=config.limits.max_frame_bytes,
-                receive_buffer_size=RECEIVE_BUFFER,
-            )
-            try:
-                ws = await ws_request.accept()
-            except trio_websocket.ConnectionClosed:
+            replay = _Replay(opened, raw)
+            ws = await self._upgrade(nursery, replay, peer, deadline)
+            if ws is None:
                 nursery.cancel_scope.cancel()
                 return
             connection = WebSocketConnection(
-                ws, nursery, limits=config.limits, target=ws_request.path, peer=peer
+                ws,
+                nursery,
+                limits=config.limits,
+                target=ws_request_path(ws),
+                peer=peer,
+                opened_at=opened_at,
             )
             try:
                 await self._handler(connection)
             finally:
                 await connection.aclose()
                 nursery.cancel_scope.cancel()
+
+    async def _upgrade(
+        self, nursery: trio.Nursery, replay: _Replay, peer: str, deadline: float
+    ) -> trio_websocket.WebSocketConnection | None:
+        """The WebSocket handshake, within the connection's deadline. A request the
+        library refuses (no key, another version, a POST) ends here, at once."""
+        ws: trio_websocket.WebSocketConnection | None = None
+        with trio.move_on_at(deadline) as timeout:
+            async with trio.open_nursery() as watch:
+
+                async def refused() -> None:
+                    await replay.closed.wait()
+                    watch.cancel_scope.cancel()
+
+                watch.start_soon(refused)
+                try:
+                    request = await trio_websocket.wrap_server_stream(
+                        nursery,
+                        replay,
+                        max_message_size=HELLO_FRAME_LIMIT,
+                        receive_buffer_size=RECEIVE_BUFFER,
+                    )
+                    ws = await request.accept()
+                except trio_websocket.ConnectionClosed:
+                    ws = None
+                watch.cancel_scope.cancel()
+        if timeout.cancelled_caught:
+            logger.info("closed a connection from %s: no WebSocket handshake in time", peer)
+            return None
+        if ws is None or replay.closed.is_set():
+            logger.info("refused a connection from %s: invalid WebSocket upgrade request", peer)
+            return None
+        return ws
+
+
+def ws_request_path(ws: trio_websocket.WebSocketConnection) -> str:
+    return ws.path or "/"
 
 
 def _peer_name(stream: trio.SocketStream) -> str:

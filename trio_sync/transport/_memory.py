@@ -49,11 +49,15 @@ class MemoryConnection:
     ) -> None:
         self.target = target
         self.peer = link.client_id if from_server else "server"
+        self.opened_at = trio.current_time()
         self._link = link
         self._outgoing = outgoing
         self._incoming = incoming
         self._from_server = from_server
         self._last_delivery = 0.0
+
+    def admit(self) -> None:
+        """Nothing to do: messages in memory are objects, not frames."""
 
     async def send(self, message: Message) -> None:
         # A cancellation point, not a yield: the message is on its way at once.

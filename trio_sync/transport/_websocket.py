@@ -22,6 +22,10 @@ CLOSE_TIMEOUT = 2.0
 #: Bytes read from the socket at a time (trio-websocket's 4 KiB default costs a system
 #: call per 4 KiB of a large page).
 RECEIVE_BUFFER = 64 * 1024
+#: The largest frame a server accepts before the peer said a valid hello: a hello is a
+#: few hundred bytes (a token at most 4 KiB), and nobody unknown gets to make the server
+#: hold megabytes.
+HELLO_FRAME_LIMIT = 64 * 1024
 
 
 def describe_close(reason: trio_websocket.CloseReason | None) -> str:
@@ -47,12 +51,14 @@ class WebSocketConnection:
         limits: WireLimits = CLIENT_RECEIVE_LIMITS,
         target: str = "",
         peer: str = "",
+        opened_at: float | None = None,
     ) -> None:
         self._ws = ws
         self._limits = limits
         self._outbox = Outbox()
         self.target = target
         self.peer = peer
+        self.opened_at = trio.current_time() if opened_at is None else opened_at
         #: Bytes of frames sent and received (for metrics).
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -61,6 +67,12 @@ class WebSocketConnection:
     @property
     def close_reason(self) -> trio_websocket.CloseReason | None:
         return self._ws.closed
+
+    def admit(self) -> None:
+        """The peer passed the handshake: accept frames up to the full limit. (A server
+        connection starts with :data:`HELLO_FRAME_LIMIT`; trio-websocket keeps the limit
+        in an attribute of its connection, which a test watches.)"""
+        self._ws._max_message_size = self._limits.max_frame_bytes
 
     async def send(self, message: Message) -> None:
         frame = encode(message)
