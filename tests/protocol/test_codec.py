@@ -200,7 +200,7 @@ BAD_FRAMES = [
         "parent of 2**63",
         frame(type="push", push_id=1, parent=2**63, events=[EVENT]),
         InvalidMessage,
-        "push.parent: integer of 64 bits does not fit in 64 bits",
+        "push.parent: integer 9223372036854775808 does not fit in 64 bits",
     ),
     (
         "integer of 5000 digits",
@@ -212,7 +212,7 @@ BAD_FRAMES = [
         "negative 2**63 + 1 in args",
         push_with_args({"n": -(2**63) - 1}),
         InvalidMessage,
-        "push.events[0].args.n: integer of 64 bits does not fit in 64 bits",
+        "push.events[0].args.n: integer -9223372036854775809 does not fit in 64 bits",
     ),
     ("NaN in args", push_with_args({"x": math.nan}), InvalidMessage, "args.x: float nan"),
     ("Infinity in args", push_with_args({"x": math.inf}), InvalidMessage, "float inf"),
@@ -315,7 +315,7 @@ def test_deep_args_under_the_recursion_limit_are_refused_without_recursing() -> 
 
 def test_oversized_frame_is_refused_before_parsing() -> None:
     with pytest.raises(MalformedFrame, match="exceeds"):
-        decode(" " * (16 * 1024 * 1024 + 1))
+        decode(" " * (4 * 1024 * 1024 + 1))
 
 
 json_values = st.recursive(

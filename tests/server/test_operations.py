@@ -129,7 +129,7 @@ async def test_logs_say_what_happened_and_never_show_a_token(
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert f"trio_sync server on {server.url}" in logged
     assert "tokens required (1 secret(s)), TLS off, unknown stores refused" in logged
-    assert "limits: frame 16777216 B" in logged
+    assert "limits: frame 4194304 B" in logged
     assert "refused 127.0.0.1:" in logged and "not authorized" in logged
     assert "v1.not.valid" not in logged
 

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from .._errors import InvalidEvent, InvalidMessage, ProtocolError
-from ._json import INT64_MAX, check_value, dumps, loads
+from ._json import INT64_MAX, check_depth, dumps, loads
 from ._limits import DEFAULT_LIMITS, MAX_CLIENT_ID_LENGTH, MAX_NAME_LENGTH, WireLimits
 
 JsonObject = dict[str, Any]
@@ -124,7 +124,8 @@ def check_event_content(
     Raises:
         InvalidMessage: The args break a rule or the event is over the size limit.
     """
-    check_value(event.args, path=f"{path}.args", max_depth=limits.max_depth)
+    # What the parsers let through is valid but for depth (see check_depth).
+    check_depth(event.args, path=f"{path}.args", max_depth=limits.max_depth)
     if not measure:
         return
     size = event_size(event.name, dumps(event.args))
@@ -175,7 +176,7 @@ def new_draft(name: str, args: object, *, limits: WireLimits = DEFAULT_LIMITS) -
         raise InvalidEvent(f"args of {name!r} are not JSON: {exc}") from None
     try:
         normalised = loads(text, what="args")
-        check_value(normalised, path="args", max_depth=limits.max_depth)
+        check_depth(normalised, path="args", max_depth=limits.max_depth)
     except ProtocolError as exc:
         raise InvalidEvent(f"event {name!r}: {exc}") from None
     size = event_size(name, text)

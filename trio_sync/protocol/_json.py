@@ -86,6 +86,31 @@ def _loads_precisely(text: str | bytes, what: str) -> Any:
         raise MalformedFrame(f"{what} is not valid JSON: {exc}") from None
 
 
+_CONTAINERS = (dict, list)
+
+
+def check_depth(value: Any, *, path: str, max_depth: int) -> None:
+    """Checks only how deeply ``value`` nests: enough for what :func:`loads` returned,
+    whose every other rule the parsers already saw to (orjson refuses lone surrogates and
+    non-finite numbers; a frame that may hold an integer beyond 64 bits is parsed exactly
+    and checked in full). Only containers are visited, level by level.
+
+    Raises:
+        InvalidMessage: ``value`` nests deeper than ``max_depth`` levels.
+    """
+    level = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level:
+        inner = []
+        for container in level:
+            items = container.values() if type(container) is dict else container
+            inner.extend([item for item in items if type(item) in _CONTAINERS])
+        if inner and depth + 1 >= max_depth + 1:
+            raise InvalidMessage(f"{path}: nested deeper than {max_depth} levels")
+        depth += 1
+        level = inner
+
+
 def check_value(value: Any, *, path: str, max_depth: int) -> None:
     """Checks that ``value`` (parsed JSON, or what an application passed) follows the rules.
 
@@ -102,9 +127,7 @@ def _check(value: Any, path: str, max_depth: int, depth: int) -> None:
         _check_string(value, path)
     elif kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
-            raise InvalidMessage(
-                f"{path}: integer of {value.bit_length()} bits does not fit in 64 bits"
-            )
+            raise InvalidMessage(f"{path}: integer {_describe_int(value)} does not fit in 64 bits")
     elif kind is dict:
         if depth >= max_depth:
             raise InvalidMessage(f"{path}: nested deeper than {max_depth} levels")
@@ -133,3 +156,8 @@ def _check_string(text: str, path: str) -> None:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidMessage(f"{path}: string holds a lone UTF-16 surrogate") from None
+
+
+def _describe_int(value: int) -> str:
+    bits = value.bit_length()
+    return str(value) if bits <= 128 else f"of {bits} bits"

@@ -46,7 +46,7 @@ class WireLimits:
         max_depth: How deeply an event's args may nest objects and arrays.
     """
 
-    max_frame_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
+    max_frame_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
     max_event_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
     max_push_events: int = attrs.field(default=1000, validator=_positive)
     max_depth: int = attrs.field(default=32, validator=_positive)

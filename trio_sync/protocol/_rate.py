@@ -19,6 +19,10 @@ class TokenBucket:
         self._tokens = burst
         self._updated = now
 
+    def charge(self, tokens: float) -> None:
+        """Takes ``tokens`` more for what was just done (the next take waits longer)."""
+        self._tokens -= tokens
+
     def take(self, now: float) -> float:
         """Takes one token; returns how many seconds to wait before using it (0: at once).
 

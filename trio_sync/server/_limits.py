@@ -26,22 +26,23 @@ class ServerLimits:
         max_page_bytes: The largest pull page. Always room for one maximal event, and
             never more than a frame: any accepted event can be sent to anyone.
         max_page_events: The most events in one pull page.
-        max_tail_bytes: Bytes of recent events kept in memory for live pullers, over all
-            stores (older events are read from the database).
+        max_tail_bytes: Memory (estimated) of recent events kept for live pullers, over
+            all stores (older events are read from the database).
         max_connections: Open connections in total (past it, 503 and close).
         max_connections_per_store: Connections to one store.
         hello_timeout: Seconds a new connection has for TLS, the WebSocket handshake and
             its hello.
         idle_timeout: Seconds a connection may send nothing (clients ping every 5 s).
-        messages_per_second: Messages read from one connection per second on average;
-            a faster client is slowed down, not refused (its other messages wait).
+        messages_per_second: Messages read from one connection per second on average
+            (a pull counts as 100, and every 4 KiB received as one more); a faster client
+            is slowed down, not refused (its other messages wait).
         message_burst: Messages one connection may send back to back before that.
         send_timeout: Seconds a send to a client may wait (it does not read) before the
             client counts as too slow and is dropped; it reconnects and catches up.
     """
 
     wire: WireLimits = attrs.field(factory=WireLimits)
-    max_page_bytes: int = attrs.field(default=2 * MiB, validator=_positive)
+    max_page_bytes: int = attrs.field(default=MiB + 64 * 1024, validator=_positive)
     max_page_events: int = attrs.field(default=5000, validator=_positive)
     max_tail_bytes: int = attrs.field(default=64 * MiB, validator=_positive)
     max_connections: int = attrs.field(default=10_000, validator=_positive)

@@ -49,6 +49,13 @@ from ._log import StoreLog
 logger = logging.getLogger("trio_sync.server")
 
 
+#: A pull costs this many messages of the rate limit.
+PULL_COST = 100
+#: And every this many bytes received cost one message (1,000 messages a second are then
+#: about 4 MiB a second).
+BYTES_PER_MESSAGE = 4096
+
+
 class Refusal(Exception):
     """Ends a session with a reason the client is told (``fatal``: retrying cannot help,
     the client shows "incompatible") and a short ``code`` for metrics."""
@@ -91,6 +98,7 @@ class ServerSession:
         self._receive_scope: trio.CancelScope | None = None
         #: Why the server ended this session on its own (shutdown, a newer connection).
         self._stopped: tuple[str, bool] | None = None
+        self._bytes_charged = 0
         #: When the connection's token expires: (UNIX time, Trio time); never without one.
         self._token_expires = (math.inf, math.inf)
         self.client_id = "?"
@@ -305,6 +313,14 @@ class ServerSession:
                 raise Refusal(
                     f"nothing received for {limits.idle_timeout:g}s (idle_timeout)", "idle"
                 )
+            # Bytes cost too: parsing and checking a large frame takes the server's time.
+            received = self.bytes_received
+            bucket.charge((received - self._bytes_charged) / BYTES_PER_MESSAGE)
+            self._bytes_charged = received
+            if isinstance(message, Pull):
+                # A pull makes the server read and send history: it costs as much as many
+                # messages (a legitimate client pulls once a connection, and after a loss).
+                bucket.charge(PULL_COST)
             # A message in hand is handled even if stop() came meanwhile: a push is
             # committed and answered before the connection closes.
             await self._handle(message, log, nursery)
@@ -361,12 +377,25 @@ class ServerSession:
             cursor = pull.cursor
             while True:
                 await log.wait_beyond(cursor)
+                # The next page is read only when it can be queued at once: a client that
+                # does not read holds one page of memory at most.
+                await self._wait_room_for_page()
                 events = await hub.read(log, cursor)
                 await self._send(
                     PullPage(pull_id=pull.pull_id, events=tuple(events), head=log.head)
                 )
                 cursor = events[-1].seq  # type: ignore[assignment]
                 hub.metrics.pull_lag.observe(log.head - cursor)
+
+    async def _wait_room_for_page(self) -> None:
+        with trio.move_on_after(self._limits.send_timeout) as scope:
+            await self._conn.wait_room_for_page()
+        if scope.cancelled_caught:
+            self._hub.metrics.refusals.labels("too_slow").inc()
+            raise ConnectionClosed(
+                f"client {self.client_id!r} too slow: a page waited over "
+                f"{self._limits.send_timeout:g}s to be sent (send_timeout)"
+            )
 
     async def _send(self, message: ServerMessage) -> None:
         with trio.move_on_after(self._limits.send_timeout) as scope:

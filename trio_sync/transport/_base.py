@@ -45,6 +45,14 @@ class Connection(Protocol):
             ConnectionClosed: The connection is closed or broken.
         """
 
+    async def wait_room_for_page(self) -> None:
+        """Returns once a pull page would be queued at once (a stream waits here before
+        it reads its next page).
+
+        Raises:
+            ConnectionClosed: The connection is closed or broken.
+        """
+
     async def receive(self) -> Message:
         """Receives the next message.
 

@@ -18,7 +18,7 @@ from .._errors import ConnectionClosed
 class Outbox:
     """Two bounded FIFO queues (control first, then bulk) with a closed state."""
 
-    def __init__(self, *, control_capacity: int = 64, bulk_capacity: int = 2) -> None:
+    def __init__(self, *, control_capacity: int = 64, bulk_capacity: int = 1) -> None:
         self._control: deque[str] = deque()
         self._bulk: deque[str] = deque()
         self._control_capacity = control_capacity
@@ -51,6 +51,23 @@ class Outbox:
             await changed.wait()
         queue.append(frame)
         self._changed.notify()
+
+    async def wait_room(self, *, bulk: bool) -> None:
+        """Returns once a frame of that kind would be queued at once.
+
+        Raises:
+            ConnectionClosed: The connection closed.
+        """
+        queue, capacity = (
+            (self._bulk, self._bulk_capacity) if bulk else (self._control, self._control_capacity)
+        )
+        while True:
+            changed = self._changed.event
+            if self._closed is not None:
+                raise ConnectionClosed(self._closed)
+            if len(queue) < capacity:
+                return
+            await changed.wait()
 
     async def take(self) -> str:
         """The next frame for the writer (control first); waits for one.

@@ -26,6 +26,8 @@ RECEIVE_BUFFER = 64 * 1024
 #: few hundred bytes (a token at most 4 KiB), and nobody unknown gets to make the server
 #: hold megabytes.
 HELLO_FRAME_LIMIT = 64 * 1024
+#: Frames larger than this are decoded in a worker thread.
+DECODE_IN_THREAD_ABOVE = 256 * 1024
 
 
 def describe_close(reason: trio_websocket.CloseReason | None) -> str:
@@ -99,7 +101,17 @@ class WebSocketConnection:
             self._outbox.close(reason)
             raise ConnectionClosed(reason) from None
         self.bytes_received += len(frame)
+        if len(frame) > DECODE_IN_THREAD_ABOVE:
+            # A frame this large takes milliseconds to parse and check: in a worker
+            # thread, the event loop keeps serving everyone else meanwhile.
+            return await trio.to_thread.run_sync(decode, frame, self._limits)
         return decode(frame, self._limits)
+
+    async def wait_room_for_page(self) -> None:
+        """Returns once a page would be queued at once (one waits at most): a stream
+        builds its next page only then, so a client that stops reading holds up one
+        page of the server's memory, not more."""
+        await self._outbox.wait_room(bulk=True)
 
     async def aclose(self, reason: str = "", *, code: int = CLOSE_NORMAL) -> None:
         with trio.move_on_after(CLOSE_TIMEOUT):
