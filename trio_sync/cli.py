@@ -6,8 +6,10 @@ import argparse
 import ctypes
 import logging
 import os
+import resource
 import signal
 import ssl
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -18,7 +20,10 @@ import trio
 from ._errors import TrioSyncError
 from ._groups import single_exception
 from .protocol import (
+    EVENT_ENVELOPE_BYTES,
+    INT64_MAX,
     MAX_CLIENT_ID_LENGTH,
+    MESSAGE_ENVELOPE_BYTES,
     TokenError,
     WireLimits,
     check_identifier,
@@ -120,8 +125,10 @@ def read_secrets(path: str) -> tuple[bytes, ...]:
         CommandError: The file cannot be read, holds no secret, or a secret is too short.
     """
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise CommandError(f"the secret file {path!r} is not a regular file")
         with open(path, "rb") as file:
-            mode = os.fstat(file.fileno()).st_mode
             lines = file.read().splitlines()
     except OSError as exc:
         raise CommandError(f"cannot read the secret file {path!r}: {exc.strerror}") from None
@@ -145,24 +152,46 @@ def read_secrets(path: str) -> tuple[bytes, ...]:
 
 def _limits(args: argparse.Namespace) -> ServerLimits:
     defaults = ServerLimits()
-    wire = WireLimits(
-        max_frame_bytes=args.max_frame_bytes or defaults.wire.max_frame_bytes,
-        max_event_bytes=args.max_event_bytes or defaults.wire.max_event_bytes,
-        max_push_events=args.max_push_events or defaults.wire.max_push_events,
-    )
     try:
+        wire = WireLimits(
+            max_frame_bytes=args.max_frame_bytes or defaults.wire.max_frame_bytes,
+            max_event_bytes=args.max_event_bytes or defaults.wire.max_event_bytes,
+            max_push_events=args.max_push_events or defaults.wire.max_push_events,
+        )
+        # A page holds at least one maximal event and at most a frame.
+        one_event = wire.max_event_bytes + EVENT_ENVELOPE_BYTES + MESSAGE_ENVELOPE_BYTES
+        page = max(one_event, min(defaults.max_page_bytes, wire.max_frame_bytes))
         return ServerLimits(
             wire=wire,
-            max_page_bytes=min(defaults.max_page_bytes, wire.max_frame_bytes),
+            max_page_bytes=page,
             max_connections=args.max_connections or defaults.max_connections,
             max_connections_per_store=(
                 args.max_connections_per_store or defaults.max_connections_per_store
             ),
+            max_stores=args.max_stores or defaults.max_stores,
             idle_timeout=args.idle_timeout or defaults.idle_timeout,
             messages_per_second=args.messages_per_second or defaults.messages_per_second,
         )
     except ValueError as exc:
         raise CommandError(f"limits: {exc}") from None
+
+
+def raise_file_limit(needed: int) -> None:
+    """Raises the open-file limit to its hard maximum (each connection is a file); warns
+    when even that is below what the connection limit needs."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    except (OSError, ValueError):
+        return
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        print(
+            f"trio-sync: warning: this process may open {soft} files, fewer than the "
+            f"{needed} that --max-connections needs: lower it or raise the limit (ulimit -n)",
+            file=sys.stderr,
+        )
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -191,7 +220,9 @@ def _parser() -> argparse.ArgumentParser:
         "ws://HOST:PORT/S; GET /healthz and /metrics on the same port. SIGINT or SIGTERM "
         "shut it down gracefully (a second one at once).",
     )
-    run.add_argument("--db", required=True, help="the server's SQLite file (created if missing)")
+    run.add_argument(
+        "--db", required=True, type=_db_path, help="the server's SQLite file (created if missing)"
+    )
     run.add_argument("--host", default="127.0.0.1", help="address to listen on")
     run.add_argument("--port", type=_port, default=0, help="port (0: any free port)")
     run.add_argument(
@@ -215,7 +246,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--certfile", help="serve TLS (wss://) with this certificate (PEM)")
     run.add_argument("--keyfile", help="the certificate's private key (PEM)")
     run.add_argument("--schema-name", default="default", help="application schema name")
-    run.add_argument("--schema-version", type=_count, default=1, help="application schema version")
+    run.add_argument(
+        "--schema-version", type=_version, default=1, help="application schema version"
+    )
     limits = run.add_argument_group("limits (0 or absent: the default)")
     for flag, kind, text in (
         ("--max-frame-bytes", _count, "largest frame"),
@@ -223,6 +256,7 @@ def _parser() -> argparse.ArgumentParser:
         ("--max-push-events", _count, "most events in one push"),
         ("--max-connections", _count, "open connections in total"),
         ("--max-connections-per-store", _count, "connections to one store"),
+        ("--max-stores", _count, "stores in all (with --create-stores)"),
         ("--idle-timeout", _seconds, "seconds a connection may stay silent"),
         ("--messages-per-second", _seconds, "messages read per connection per second"),
     ):
@@ -333,6 +367,23 @@ def _count(text: str) -> int:
     return value
 
 
+def _version(text: str) -> int:
+    value = _count(text)
+    if value > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{value} does not fit in 64 bits")
+    return value
+
+
+def _db_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the database path is empty")
+    if text == ":memory:" or text.startswith("file:"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a file path: a server's log must survive a restart"
+        )
+    return text
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -364,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             tune_allocator()
+            raise_file_limit((args.max_connections or ServerLimits().max_connections) + 64)
             logging.basicConfig(
                 level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )

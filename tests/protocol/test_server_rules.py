@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from trio_sync.protocol import (
     Accept,
     Ahead,
@@ -72,3 +74,16 @@ def test_events_of_another_client_are_rejected() -> None:
 def test_parent_beyond_the_head_is_rejected() -> None:
     decision = decide_push(Push(1, 9, (ev(1),)), "A", facts(head=3))
     assert isinstance(decision, Reject) and "beyond the server head" in decision.reason
+
+
+@pytest.mark.parametrize("held", [{"a": 1}, {"a": 1.0}, {"a": True}])
+@pytest.mark.parametrize("again", [{"a": 1}, {"a": 1.0}, {"a": True}])
+def test_a_repush_must_hold_the_same_json_not_just_equal_python(
+    held: dict[str, object], again: dict[str, object]
+) -> None:
+    # Found by the hostile probe: {"a": true} re-pushed for a held {"a": 1} was acknowledged.
+    stored = Event("x", held, "A", 1, seq=1)
+    facts = PushFacts(head=1, last_client_seq=1, foreign_after_parent=False, held={1: stored})
+    decision = decide_push(Push(2, 0, (Event("x", again, "A", 1),)), "A", facts)
+    same = type(held["a"]) is type(again["a"])
+    assert isinstance(decision, Accept) if same else isinstance(decision, Reject), decision

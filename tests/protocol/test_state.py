@@ -206,3 +206,13 @@ def test_a_merge_evaluated_at_another_head_cannot_be_applied() -> None:
     state.merge([foreign(1), foreign(2)])
     with pytest.raises(ValueError, match="evaluated at another head"):
         state.apply_merge(stale)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name", ["evil\u202eexe", "a\u0085b", "a\u2028b", "zero\u200bwidth", "bom\ufeff"]
+)
+def test_an_identifier_cannot_hide_formatting_characters(name: str) -> None:
+    # Found by the hostile probe: C1 controls and bidirectional overrides were accepted in
+    # event names and client ids (they disguise text in logs and terminals).
+    with pytest.raises(InvalidEvent, match="control character"):
+        SyncState("A").commit(name, {})

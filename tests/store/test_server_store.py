@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trio_sync import StoreCorrupt, StoreFull, StoreReadOnly
+from trio_sync import StoreCorrupt, StoreError, StoreFull, StoreReadOnly
 from trio_sync.protocol import Accept, Ahead, Event, Push
 from trio_sync.store import DEFAULT_STORE, MEMORY, PushRequest, ServerStore
 
@@ -179,4 +179,20 @@ def test_a_row_an_older_version_could_write_is_reported_not_crashed_on(tmp_path:
     store = ServerStore.open(path)
     with pytest.raises(StoreCorrupt, match=r"'A'/1 \(seq 1\) cannot be read back"):
         store.read(0, 10)
+    store.close()
+
+
+def test_a_database_deleted_while_open_refuses_to_acknowledge(tmp_path: Path) -> None:
+    # Found by the hostile probe: pushes were acknowledged into the deleted file and lost
+    # at the next start, and /healthz said ok.
+    path = tmp_path / "s.sqlite3"
+    store = ServerStore.open(str(path))
+    store.apply_pushes([push("A", 1, 0, 1)])
+    for leftover in tmp_path.glob("s.sqlite3*"):
+        if not leftover.name.endswith(".lock"):
+            leftover.unlink()
+    with pytest.raises(StoreError, match="deleted or replaced while in use"):
+        store.apply_pushes([push("A", 2, 1, 2)])
+    with pytest.raises(StoreError, match="deleted or replaced"):
+        store.check_writable()
     store.close()

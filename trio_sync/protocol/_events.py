@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import attrs
+import orjson
 
 from .._errors import InvalidEvent, InvalidMessage, ProtocolError
 from ._json import INT64_MAX, check_depth, dumps, loads
@@ -14,8 +15,10 @@ from ._limits import DEFAULT_LIMITS, MAX_CLIENT_ID_LENGTH, MAX_NAME_LENGTH, Wire
 
 JsonObject = dict[str, Any]
 
-#: Characters that have no place in an identifier (they garble logs and terminals).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Characters that have no place in an identifier: controls (C0, C1), line and paragraph
+#: separators, zero-width and bidirectional formatting (they garble or disguise text in
+#: logs and terminals).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 #: Identifiers found valid, by limit: client ids and event names repeat in every page.
@@ -96,17 +99,23 @@ class Event:
         return (self.client_id, self.client_seq)
 
     def same_fact(self, other: Event) -> bool:
-        """True when both describe the same committed event (positions aside)."""
+        """True when both describe the same committed event (positions aside): the same
+        JSON, so ``true``, ``1`` and ``1.0`` differ (Python's ``==`` would not tell)."""
         return (
             self.client_id == other.client_id
             and self.client_seq == other.client_seq
             and self.name == other.name
-            and self.args == other.args
+            and (self.args is other.args or canonical_json(self.args) == canonical_json(other.args))
         )
 
     def at(self, seq: int | None) -> Event:
         """This event with another global position."""
         return attrs.evolve(self, seq=seq)
+
+
+def canonical_json(value: Any) -> bytes:
+    """One encoding per JSON value (object keys sorted)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def event_size(name: str, args_json: bytes | str) -> int:

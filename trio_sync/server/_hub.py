@@ -35,6 +35,10 @@ logger = logging.getLogger("trio_sync.server")
 HEALTH_CACHE_SECONDS = 2.0
 
 
+class TooManyStores(TrioSyncError):
+    """Creating one more store would pass ``max_stores``."""
+
+
 class InternalError(TrioSyncError):
     """The server failed in a way that is its own fault (logged with the traceback)."""
 
@@ -124,6 +128,11 @@ class Hub:
         if info is None:
             if not self.config.create_stores:
                 return None
+            if self.db.store_count() >= self.config.limits.max_stores:
+                raise TooManyStores(
+                    f"store {store_id!r} cannot be created: the server holds "
+                    f"{self.config.limits.max_stores} stores (max_stores)"
+                )
             info = await self.run_store(self.db.create_store, store_id)
             logger.info("created store %r (identity %s)", store_id, info.server_id)
         log = self._logs.get(store_id)  # another connection may have opened it meanwhile
@@ -259,7 +268,9 @@ class Hub:
             self._fail(group, InternalError("internal server error while writing"))
             return
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
-        self._note_storage(None)
+        # A write went through; it does not prove the file is still the one opened (it may
+        # have been deleted), so the health check still runs its own.
+        self._note_storage(None, checked=False)
         for job, decision in zip(group, decisions, strict=True):
             self._count(decision)
             if isinstance(decision, Accept) and decision.new:
@@ -289,7 +300,7 @@ class Hub:
 
     # --- health -----------------------------------------------------------------------
 
-    def _note_storage(self, problem: str | None) -> None:
+    def _note_storage(self, problem: str | None, *, checked: bool = True) -> None:
         if problem != self._storage_problem:
             if problem is None:
                 logger.info("storage is writable again")
@@ -297,11 +308,13 @@ class Hub:
                 logger.error("storage cannot be written (pushes refused until it can): %s", problem)
             self._storage_problem = problem
             self.metrics.healthy.set(0 if problem else 1)
-        self._health_checked = time.monotonic()
+        if checked:
+            self._health_checked = time.monotonic()
 
     async def storage_problem(self) -> str | None:
         """Why the database cannot be written now (None: it can). Checked with a small
-        write at most every few seconds; a failed or successful push counts as a check."""
+        write (and a look at the file) at most every few seconds; a failed push counts as
+        a check."""
         if time.monotonic() - self._health_checked > HEALTH_CACHE_SECONDS:
             try:
                 await self.run_store(self.db.check_writable)

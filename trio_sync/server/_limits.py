@@ -30,6 +30,8 @@ class ServerLimits:
             all stores (older events are read from the database).
         max_connections: Open connections in total (past it, 503 and close).
         max_connections_per_store: Connections to one store.
+        max_stores: Stores the server holds in all: past it, creating another (with
+            ``create_stores``) is refused.
         hello_timeout: Seconds a new connection has for TLS, the WebSocket handshake and
             its hello.
         idle_timeout: Seconds a connection may send nothing (clients ping every 5 s).
@@ -47,6 +49,7 @@ class ServerLimits:
     max_tail_bytes: int = attrs.field(default=64 * MiB, validator=_positive)
     max_connections: int = attrs.field(default=10_000, validator=_positive)
     max_connections_per_store: int = attrs.field(default=5_000, validator=_positive)
+    max_stores: int = attrs.field(default=10_000, validator=_positive)
     hello_timeout: float = attrs.field(default=10.0, validator=_positive)
     idle_timeout: float = attrs.field(default=60.0, validator=_positive)
     messages_per_second: float = attrs.field(default=1000.0, validator=_positive)

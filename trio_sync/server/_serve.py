@@ -247,7 +247,7 @@ async def _listen_with_fallback(
     """Listens on ``port``, or the next free one of ``port_fallback`` more after a short
     backoff, logging each conflict (Styxy's first recovery layer)."""
     delay = 0.05
-    for attempt in range(port_fallback + 1):
+    for attempt in range(min(port_fallback, 65535 - port) + 1 if port else 1):
         candidate = port + attempt if port else 0
         try:
             await serve_websocket(
@@ -255,7 +255,7 @@ async def _listen_with_fallback(
             )
             return
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE or attempt == port_fallback:
+            if exc.errno != errno.EADDRINUSE or attempt >= min(port_fallback, 65535 - port):
                 tried = f" or the {attempt} next port(s)" if attempt else ""
                 hint = " (port_fallback=N tries the next N ports)" if not port_fallback else ""
                 raise TransportError(
@@ -269,7 +269,7 @@ async def _listen_with_fallback(
 async def _http(hub: Hub, request: HttpRequest) -> HttpResponse:
     path = request.target.split("?", 1)[0]
     if request.method not in ("GET", "HEAD"):
-        return HttpResponse(405, b"only GET\n")
+        return HttpResponse(405, b"only GET and HEAD\n", headers=(("Allow", "GET, HEAD"),))
     if path == "/healthz":
         if hub.draining:
             return HttpResponse(503, b"shutting down\n")

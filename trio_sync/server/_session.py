@@ -43,7 +43,7 @@ from ..protocol import (
 from ..protocol._tokens import utc_time
 from ..store import DEFAULT_STORE, valid_store_id
 from ..transport import CLOSE_GOING_AWAY, CLOSE_NORMAL, Connection
-from ._hub import Hub, InternalError
+from ._hub import Hub, InternalError, TooManyStores
 from ._log import StoreLog
 
 logger = logging.getLogger("trio_sync.server")
@@ -273,7 +273,10 @@ class ServerSession:
         problem = hello_problem(message, hub.config.schema)
         if problem:
             raise Refusal(problem, "incompatible", fatal=True)
-        log = await hub.open_store(store_id)
+        try:
+            log = await hub.open_store(store_id)
+        except TooManyStores as exc:
+            raise Refusal(str(exc), "too_many_stores") from None
         if log is None:
             raise Refusal(
                 f"store {store_id!r} does not exist on this server (a server started with "

@@ -153,6 +153,10 @@ class ServerStore(SQLiteStore):
         """What the database knows of ``store_id`` (None: no such store)."""
         return self._stores.get(store_id)
 
+    def store_count(self) -> int:
+        """How many stores there are."""
+        return len(self._stores)
+
     def stores(self) -> list[StoreInfo]:
         """Every store, by id."""
         return sorted(self._stores.values(), key=lambda info: info.store_id)
@@ -235,6 +239,8 @@ class ServerStore(SQLiteStore):
                 decisions.append(decision)
             return decisions, heads
 
+        # An acknowledgement must survive a restart: never into a file that was deleted.
+        self._db.check_file()
         decisions, heads = self._db.write(write)
         for store_id, head in heads.items():  # only now is it durable: publish the heads
             self._stores[store_id] = attrs.evolve(self._stores[store_id], head=head)

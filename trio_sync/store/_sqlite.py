@@ -138,6 +138,7 @@ class Database:
         try:
             with translate_errors(self.path):
                 self._conn = self._connect()
+                self._identity = self._file_identity()
                 self._configure()
                 self._migrate(kind, migrations)
                 if not is_memory(self.path):
@@ -145,6 +146,30 @@ class Database:
         except BaseException:
             self.close()
             raise
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if is_memory(self.path):
+            return None
+        info = os.stat(self.path)
+        return (info.st_dev, info.st_ino)
+
+    def check_file(self) -> None:
+        """Checks that the file at the path is still the one opened.
+
+        Raises:
+            StoreError: It was deleted or replaced: writes go to a file nobody will read.
+        """
+        if self._identity is None:
+            return
+        try:
+            same = self._file_identity() == self._identity
+        except OSError:
+            same = False
+        if not same:
+            raise StoreError(
+                f"store {self.path!r} was deleted or replaced while in use: what is written "
+                "now is lost at the next start; restart on the right file"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(
@@ -324,6 +349,7 @@ class SQLiteStore:
             StoreFull: The disk is full.
             StoreError: Another failure to write.
         """
+        self._db.check_file()
         self._db.write(lambda conn: set_meta(conn, "last_write_check", time.time()))
 
     @staticmethod
@@ -366,5 +392,9 @@ def ensure_directory(path: str) -> None:
         folder = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(
+                f"store {path!r} cannot be created: a part of {folder!r} is a file, not a folder"
+            ) from None
         except OSError as exc:
             raise _os_error(path, exc) from None

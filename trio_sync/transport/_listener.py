@@ -128,6 +128,8 @@ async def _read_request_head(stream: trio.abc.Stream) -> tuple[h11.Request, byte
         if not data:
             raise EOFError("the peer closed before sending a request")
         raw += data
+        if len(raw) > MAX_REQUEST_HEAD and b"\r\n\r\n" not in raw[: MAX_REQUEST_HEAD + 4]:
+            raise h11.RemoteProtocolError(f"request head over {MAX_REQUEST_HEAD} bytes")
         parser.receive_data(data)
 
 

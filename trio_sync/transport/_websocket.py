@@ -229,6 +229,34 @@ async def _start_tls(
     return stream
 
 
+class _EndWatched(trio.abc.Stream):
+    """A stream that notes when the peer closes it (trio-websocket's client keeps waiting
+    for a handshake answer that cannot come any more)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self.ended = trio.Event()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        try:
+            data = bytes(await self._stream.receive_some(max_bytes))
+        except trio.BrokenResourceError:
+            self.ended.set()
+            raise
+        if not data:
+            self.ended.set()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 async def _open_handshake(
     nursery: trio.Nursery,
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
@@ -238,17 +266,30 @@ async def _open_handshake(
     resource: str,
 ) -> trio_websocket.WebSocketConnection:
     host_header = host if port in (80, 443) else f"{host}:{port}"
+    watched = _EndWatched(stream)
+    ws: trio_websocket.WebSocketConnection | None = None
     try:
-        ws = await trio_websocket.wrap_client_stream(
-            nursery,
-            stream,
-            host_header,
-            resource,
-            max_message_size=CLIENT_RECEIVE_LIMITS.max_frame_bytes,
-            receive_buffer_size=RECEIVE_BUFFER,
-        )
+        async with trio.open_nursery() as race:
+
+            async def closed_early() -> None:
+                await watched.ended.wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(closed_early)
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                watched,  # type: ignore[arg-type]  # any trio Stream works
+                host_header,
+                resource,
+                max_message_size=CLIENT_RECEIVE_LIMITS.max_frame_bytes,
+                receive_buffer_size=RECEIVE_BUFFER,
+            )
+            race.cancel_scope.cancel()
     except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
         raise ConnectError(f"{url} refused the WebSocket handshake: {exc}") from None
+    if ws is None:
+        hint = " (if it serves TLS, use wss://)" if url.startswith("ws:") else ""
+        raise ConnectError(f"{url} closed the connection during the WebSocket handshake{hint}")
     if ws.closed is not None:
         raise ConnectError(f"{url} refused the WebSocket handshake: {describe_close(ws.closed)}")
     return ws
