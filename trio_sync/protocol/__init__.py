@@ -45,6 +45,7 @@ from ._messages import (
     ServerMessage,
     Welcome,
 )
+from ._page_budget import PageBudget
 from ._push import (
     PUSH_POLICIES,
     ParkingPush,
@@ -99,6 +100,7 @@ __all__ = [
     "KickPush",
     "MergeResult",
     "Message",
+    "PageBudget",
     "ParkingPush",
     "Ping",
     "Pong",

@@ -156,13 +156,14 @@ class Hub:
             del self._logs[log.store_id]
             self.metrics.stores_open.set(len(self._logs))
 
-    async def read(self, log: StoreLog, after: int) -> list[Event]:
-        """The next page of ``log`` after seq ``after`` (from memory when recent)."""
+    async def read(self, log: StoreLog, after: int, max_bytes: int) -> list[Event]:
+        """The next page of ``log`` after seq ``after``, of events up to ``max_bytes`` (at
+        least one), from memory when recent."""
         limits = self.config.limits
-        events = log.read_tail(after, limits.max_page_events, limits.page_events_budget)
+        events = log.read_tail(after, limits.max_page_events, max_bytes)
         if events is not None:
             return events
-        read = partial(self.db.read, store_id=log.store_id, max_bytes=limits.page_events_budget)
+        read = partial(self.db.read, store_id=log.store_id, max_bytes=max_bytes)
         return await self.run_store(read, after, limits.max_page_events)
 
     # --- sessions ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ from ..protocol import (
     Ahead,
     Error,
     Hello,
+    PageBudget,
     Ping,
     Pong,
     Pull,
@@ -49,6 +50,8 @@ from ._log import StoreLog
 logger = logging.getLogger("trio_sync.server")
 
 
+#: The first page of a stream (the budget doubles while the client keeps up).
+FIRST_PAGE_BYTES = 64 * 1024
 #: A pull costs this many messages of the rate limit.
 PULL_COST = 100
 #: And every this many bytes received cost one message (1,000 messages a second are then
@@ -376,29 +379,39 @@ class ServerSession:
 
     async def _stream(self, pull: Pull, log: StoreLog, scope: trio.CancelScope) -> None:
         hub = self._hub
+        budget = PageBudget(
+            smallest=FIRST_PAGE_BYTES,
+            largest=max(FIRST_PAGE_BYTES, self._limits.page_events_budget),
+        )
         with scope:
             cursor = pull.cursor
+            first = True
             while True:
                 await log.wait_beyond(cursor)
-                # The next page is read only when it can be queued at once: a client that
-                # does not read holds one page of memory at most.
-                await self._wait_room_for_page()
-                events = await hub.read(log, cursor)
+                # The next page is read only when it can be queued at once, and it is small
+                # when the client is slow to read: a client that stops reading holds little.
+                waited = await self._wait_room_for_page()
+                if not first:
+                    budget.after_send(waited=waited)
+                first = False
+                events = await hub.read(log, cursor, budget.bytes)
                 await self._send(
                     PullPage(pull_id=pull.pull_id, events=tuple(events), head=log.head)
                 )
                 cursor = events[-1].seq  # type: ignore[assignment]
                 hub.metrics.pull_lag.observe(log.head - cursor)
 
-    async def _wait_room_for_page(self) -> None:
+    async def _wait_room_for_page(self) -> bool:
+        waited = False
         with trio.move_on_after(self._limits.send_timeout) as scope:
-            await self._conn.wait_room_for_page()
+            waited = await self._conn.wait_room_for_page()
         if scope.cancelled_caught:
             self._hub.metrics.refusals.labels("too_slow").inc()
             raise ConnectionClosed(
                 f"client {self.client_id!r} too slow: a page waited over "
                 f"{self._limits.send_timeout:g}s to be sent (send_timeout)"
             )
+        return waited
 
     async def _send(self, message: ServerMessage) -> None:
         with trio.move_on_after(self._limits.send_timeout) as scope:

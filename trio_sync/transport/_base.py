@@ -45,9 +45,9 @@ class Connection(Protocol):
             ConnectionClosed: The connection is closed or broken.
         """
 
-    async def wait_room_for_page(self) -> None:
+    async def wait_room_for_page(self) -> bool:
         """Returns once a pull page would be queued at once (a stream waits here before
-        it reads its next page).
+        it reads its next page): True if it had to wait (the peer is slow to read).
 
         Raises:
             ConnectionClosed: The connection is closed or broken.

@@ -59,10 +59,11 @@ class MemoryConnection:
     def admit(self) -> None:
         """Nothing to do: messages in memory are objects, not frames."""
 
-    async def wait_room_for_page(self) -> None:
+    async def wait_room_for_page(self) -> bool:
         """Always room: a send in memory never waits."""
         if self._link.broken:
             raise ConnectionClosed("connection cut")
+        return False
 
     async def send(self, message: Message) -> None:
         # A cancellation point, not a yield: the message is on its way at once.

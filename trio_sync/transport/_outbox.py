@@ -52,8 +52,9 @@ class Outbox:
         queue.append(frame)
         self._changed.notify()
 
-    async def wait_room(self, *, bulk: bool) -> None:
-        """Returns once a frame of that kind would be queued at once.
+    async def wait_room(self, *, bulk: bool) -> bool:
+        """Returns once a frame of that kind would be queued at once: True if it had to
+        wait for that.
 
         Raises:
             ConnectionClosed: The connection closed.
@@ -61,12 +62,14 @@ class Outbox:
         queue, capacity = (
             (self._bulk, self._bulk_capacity) if bulk else (self._control, self._control_capacity)
         )
+        waited = False
         while True:
             changed = self._changed.event
             if self._closed is not None:
                 raise ConnectionClosed(self._closed)
             if len(queue) < capacity:
-                return
+                return waited
+            waited = True
             await changed.wait()
 
     async def take(self) -> str:

@@ -107,11 +107,11 @@ class WebSocketConnection:
             return await trio.to_thread.run_sync(decode, frame, self._limits)
         return decode(frame, self._limits)
 
-    async def wait_room_for_page(self) -> None:
+    async def wait_room_for_page(self) -> bool:
         """Returns once a page would be queued at once (one waits at most): a stream
         builds its next page only then, so a client that stops reading holds up one
-        page of the server's memory, not more."""
-        await self._outbox.wait_room(bulk=True)
+        page of the server's memory, not more. True if it had to wait."""
+        return await self._outbox.wait_room(bulk=True)
 
     async def aclose(self, reason: str = "", *, code: int = CLOSE_NORMAL) -> None:
         with trio.move_on_after(CLOSE_TIMEOUT):
