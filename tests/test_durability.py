@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import trio_sync
 from trio_sync._store_runner import inline
 from trio_sync.protocol import PROTOCOL_VERSION, Event, Hello, Push, PushAck, Welcome
 from trio_sync.server import serve_store
-from trio_sync.store import MEMORY, PushRequest, ServerStore
+from trio_sync.store import MEMORY, ClientStore, PushRequest, ServerStore
 from trio_sync.transport import MemoryNetwork
 
 from .conftest import WAIT, ClientFactory, wait_converged
@@ -113,6 +114,50 @@ async def test_a_server_killed_again_and_again_under_load_loses_nothing_acknowle
     for name in names:
         mine = [e.args["i"] for e in server_log if e.client_id == name]
         assert mine == list(range(committed[name])), name  # every one, once, in order
+
+
+COMMIT_MANY_SCRIPT = """
+import sys, trio, trio_sync
+async def main():
+    # Offline (nothing listens there): commits are local, which is what is tested.
+    async with trio_sync.open_client("ws://127.0.0.1:9", sys.argv[1], client_id="A") as c:
+        batch = len(c.pending_events()) // 100
+        while True:
+            await c.commit_many([("n", {"batch": batch, "i": i}) for i in range(100)])
+            print(batch, flush=True)   # only once commit_many returned
+            batch += 1
+trio.run(main)
+"""
+
+
+def test_a_commit_many_batch_is_all_or_nothing_across_sigkill(tmp_path: Path) -> None:
+    path = str(tmp_path / "client.sqlite3")
+    rng = random.Random(3)
+    returned = -1
+    for _ in range(3):  # killed three times at random moments, restarted on the same store
+        proc = subprocess.Popen(
+            [sys.executable, "-c", COMMIT_MANY_SCRIPT, path], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        wait_for = returned + rng.randint(3, 30)
+        for line in proc.stdout:
+            returned = int(line)
+            if returned >= wait_for:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=WAIT)
+        rest = proc.stdout.read().split()
+        proc.stdout.close()
+        returned = int(rest[-1]) if rest else returned
+
+        store = ClientStore.open(path, "A")
+        pending = store.load_state().pending
+        store.close()
+        batches = [e.args["batch"] for e in pending]
+        # Whole batches only, in order, each of its 100 events; none that returned is lost.
+        assert batches == [b for b in range(len(pending) // 100) for _ in range(100)]
+        assert [e.args["i"] for e in pending] == list(range(100)) * (len(pending) // 100)
+        assert len(pending) // 100 >= returned + 1
 
 
 async def test_pushes_arriving_together_share_one_commit(
