@@ -23,11 +23,17 @@ POLICIES = ("park", "supervised")
 DEADLINE = 120.0
 
 
+#: Trace steps after which a run may converge at the earliest: its last commit, and the end
+#: of each outage the run's own faults cause (the server up again, a client restarted, a
+#: partition healed): no engine converges while the server is down.
+_EARLIEST = frozenset({"workload.done", "commit", "up", "restart", "heal"})
+
+
 def _limit(result: ScenarioResult) -> float:
-    last_commit = max(
-        (r.t for r in result.trace if r.what in ("workload.done", "commit")), default=0.0
-    )
-    return last_commit + 2 * (result.params.latency + result.params.jitter)
+    """The earliest a run can converge: the last commit or the end of its last outage,
+    whichever is later, plus one round trip."""
+    last = max((r.t for r in result.trace if r.what in _EARLIEST), default=0.0)
+    return last + 2 * (result.params.latency + result.params.jitter)
 
 
 def run_one(task: tuple[int, str]) -> dict[str, Any]:

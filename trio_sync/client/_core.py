@@ -52,6 +52,9 @@ class ClientCore:
         self.rng = rng
         self._trace = trace
         self.changed = Broadcast()
+        #: Notified when the upstream head or the server head known moves (a subset of
+        #: ``changed``, for the stream watch).
+        self.heads_changed = Broadcast()
         self.phase: ConnectionPhase = "connecting"  # the supervisor starts at once
         self.server_head: int | None = None
         #: The upstream head the store holds (confirmed_events() can see up to here).
@@ -118,6 +121,7 @@ class ClientCore:
     def note_server_head(self, head: int) -> None:
         if self.server_head is None or head > self.server_head:
             self.server_head = head
+            self.heads_changed.notify()
 
     # --- what the writer reports, applied in memory in the order it was written --------
 
@@ -131,6 +135,7 @@ class ClientCore:
         """A merged upstream batch is written: apply it, restart pushing as the policy says."""
         self.state.apply_merge(result)
         self.durable_head = self.state.upstream_head
+        self.heads_changed.notify()
         self.trace(
             f"pull.{result.kind}",
             applied=len(result.applied),

@@ -7,8 +7,6 @@ server cannot sync with this client. The connection supervisor decides what come
 
 from __future__ import annotations
 
-import math
-
 import trio
 
 from .._errors import ConnectionClosed, IncompatibleServer, ProtocolError
@@ -201,7 +199,7 @@ class ClientSession:
         core = self._core
         watch = StreamWatch()
         while True:
-            changed = core.changed.event
+            changed = core.heads_changed.event
             watch.observe(
                 trio.current_time(),
                 upstream_head=core.state.upstream_head,
@@ -209,8 +207,11 @@ class ClientSession:
             )
             timeout = core.push.answer_timeout()
             deadline = watch.deadline(timeout)
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            if deadline is None:
                 await changed.wait()
+            else:
+                with trio.move_on_at(deadline):
+                    await changed.wait()
             stalled = watch.check(trio.current_time(), timeout)
             if stalled is not None:
                 core.trace("pull.stalled", reason=stalled.reason)
@@ -238,9 +239,11 @@ class ClientSession:
                 )
                 await self._conn.send(push)
                 continue
-            deadline = action.deadline if action.deadline is not None else math.inf
-            with trio.move_on_at(deadline):
+            if action.deadline is None:
                 await changed.wait()
+            else:
+                with trio.move_on_at(action.deadline):
+                    await changed.wait()
             now = trio.current_time()
             if action.deadline is not None and now >= action.deadline:
                 core.push.on_deadline(now, core.rng.random())

@@ -105,7 +105,11 @@ class ClientWriter:
         if self._closed:
             raise ClientClosed("this client is closing")
         self._send.send_nowait(job)
-        with trio.CancelScope(shield=True):
+        if isinstance(job, _Commit):
+            # A commit either returned or never happened: once queued, it is waited for.
+            with trio.CancelScope(shield=True):
+                await job.done.wait()
+        else:
             await job.done.wait()
         if job.error is not None:
             raise job.error

@@ -53,6 +53,9 @@ class Sleep:
 
 PushAction = SendPush | Sleep
 
+#: How many recent pushes' send times are kept for round-trip samples.
+_REMEMBERED_SENDS = 64
+
 
 @attrs.frozen
 class PushTimings:
@@ -89,7 +92,10 @@ class PushMachine:
         self.last_error: str | None = None
         self.catch_up_target = 0
         self.round_trip = RoundTrip()
-        self._sent_at = 0.0
+        #: When recent pushes were sent, by push_id: a late answer is a round-trip sample too.
+        self._sent_at: dict[int, float] = {}
+        #: Pushes whose answer was given up on (timed out): their late ack ends a backoff.
+        self._given_up: set[int] = set()
         self._waiting = 0.0
         self._next_push_id = 1
 
@@ -111,7 +117,9 @@ class PushMachine:
         self._next_push_id += 1
         self.in_flight = push
         self.phase = "in_flight"
-        self._sent_at = now
+        self._sent_at[push.push_id] = now
+        if len(self._sent_at) > _REMEMBERED_SENDS:
+            del self._sent_at[next(iter(self._sent_at))]
         self._waiting = self.answer_timeout()
         self.deadline = now + self._waiting
         return SendPush(push)
@@ -126,6 +134,8 @@ class PushMachine:
         if self.deadline is None or now < self.deadline:
             return
         if self.phase == "in_flight":
+            if self.in_flight is not None:
+                self._given_up.add(self.in_flight.push_id)
             self._failed(
                 f"no answer to push {self.in_flight_id} within {self._waiting:.3g}s", now, jitter
             )
@@ -144,9 +154,13 @@ class PushMachine:
     # --- answers ----------------------------------------------------------------------
 
     def on_ack(self, push_id: int, now: float) -> None:
-        """The server acknowledged push ``push_id`` (the caller updates the SyncState)."""
-        if push_id == self.in_flight_id:
-            self._answered(now)
+        """The server acknowledged push ``push_id`` (the caller updates the SyncState).
+
+        A late ack of a push given up on is news too: the connection works (it was only
+        slow), so the failures are forgiven and a backoff ends at once.
+        """
+        self._answered(push_id, now)
+        if push_id == self.in_flight_id or (push_id in self._given_up and self.phase == "backoff"):
             self.failures = 0
             self.last_error = None
             self._become_ready()
@@ -155,22 +169,27 @@ class PushMachine:
         self, push_id: int, server_head: int, state: SyncState, now: float, jitter: float
     ) -> None:
         """The server holds other clients' events after our parent."""
+        self._answered(push_id, now)
         if push_id == self.in_flight_id:
-            self._answered(now)
             self._server_ahead(server_head, state, now, jitter)
 
     def on_rejected(self, push_id: int, reason: str, now: float, jitter: float) -> None:
         """The server refused the batch outright."""
+        self._answered(push_id, now)
         if push_id == self.in_flight_id:
-            self._answered(now)
             self._failed(f"push rejected: {reason}", now, jitter)
 
-    def _answered(self, now: float) -> None:
-        # Each push has its own id, so an answer is never mistaken for a retry's.
-        self.round_trip.sample(now - self._sent_at)
+    def _answered(self, push_id: int, now: float) -> None:
+        # Each push has its own id, so an answer is never mistaken for a retry's: a late
+        # answer measures how slow the path is now, which is what the timeout must learn.
+        sent_at = self._sent_at.pop(push_id, None)
+        if sent_at is not None:
+            self.round_trip.sample(now - sent_at)
 
     def on_connected(self) -> None:
         """A new connection is up: whatever was in flight is gone; start afresh."""
+        self._sent_at.clear()
+        self._given_up.clear()
         self.failures = 0
         self._become_ready()
 

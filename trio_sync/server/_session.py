@@ -99,6 +99,7 @@ class ServerSession:
         self._limits = hub.config.limits
         self._pull_scope: trio.CancelScope | None = None
         self._receive_scope: trio.CancelScope | None = None
+        self._receiving = False
         #: Why the server ended this session on its own (shutdown, a newer connection).
         self._stopped: tuple[str, bool] | None = None
         self._bytes_charged = 0
@@ -120,7 +121,7 @@ class ServerSession:
         """Ends the session after the message in hand (a push is committed and answered
         first), telling the client ``reason``."""
         self._stopped = (reason, going_away)
-        if self._receive_scope is not None:
+        if self._receive_scope is not None and self._receiving:
             self._receive_scope.cancel()
 
     async def run(self) -> None:
@@ -300,36 +301,33 @@ class ServerSession:
     async def _serve(self, log: StoreLog, nursery: trio.Nursery) -> None:
         limits = self._limits
         bucket = TokenBucket(limits.messages_per_second, limits.message_burst, trio.current_time())
-        while True:
-            message = None
-            with trio.CancelScope() as self._receive_scope:  # stop() cancels it
-                if self._stopped is not None:
-                    return
+        # One scope for the whole conversation: its deadline is the idle timeout while a
+        # message is awaited and none while one is handled, and stop() cancels it only
+        # while a message is awaited (a push in hand is committed and answered first).
+        with trio.CancelScope() as self._receive_scope:
+            while self._stopped is None:
+                self._receiving = True
                 delay = bucket.take(trio.current_time())
                 if delay:
                     # Too many messages: this client waits; nobody else does.
+                    self._receive_scope.deadline = math.inf
                     await trio.sleep(delay)
-                with trio.move_on_after(limits.idle_timeout) as idle:
-                    message = await self._conn.receive()
-            self._receive_scope = None
-            if message is None:
-                if self._stopped is not None:
-                    return
-                assert idle.cancelled_caught
-                raise Refusal(
-                    f"nothing received for {limits.idle_timeout:g}s (idle_timeout)", "idle"
-                )
-            # Bytes cost too: parsing and checking a large frame takes the server's time.
-            received = self.bytes_received
-            bucket.charge((received - self._bytes_charged) / BYTES_PER_MESSAGE)
-            self._bytes_charged = received
-            if isinstance(message, Pull):
-                # A pull makes the server read and send history: it costs as much as many
-                # messages (a legitimate client pulls once a connection, and after a loss).
-                bucket.charge(PULL_COST)
-            # A message in hand is handled even if stop() came meanwhile: a push is
-            # committed and answered before the connection closes.
-            await self._handle(message, log, nursery)
+                self._receive_scope.deadline = trio.current_time() + limits.idle_timeout
+                message = await self._conn.receive()
+                self._receiving = False
+                self._receive_scope.deadline = math.inf
+                # Bytes cost too: parsing and checking a large frame takes the server's time.
+                received = self.bytes_received
+                bucket.charge((received - self._bytes_charged) / BYTES_PER_MESSAGE)
+                self._bytes_charged = received
+                if isinstance(message, Pull):
+                    # A pull makes the server read and send history: it costs as much as
+                    # many messages (a client pulls once a connection, and after a loss).
+                    bucket.charge(PULL_COST)
+                await self._handle(message, log, nursery)
+        self._receive_scope = None
+        if self._stopped is None:
+            raise Refusal(f"nothing received for {limits.idle_timeout:g}s (idle_timeout)", "idle")
 
     async def _handle(self, message: object, log: StoreLog, nursery: trio.Nursery) -> None:
         if isinstance(message, Push):
