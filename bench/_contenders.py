@@ -380,6 +380,35 @@ async def paced_latencies(pair: Pair, rate: float, count: int) -> tuple[float, l
     return reached, latencies
 
 
+async def fsync_limit_in_thread(folder: Path, count: int) -> float:
+    """Like :func:`fsync_limit` with one event per transaction, but each transaction sent
+    to a worker thread (``trio.to_thread``), as an event loop that must never block on an
+    fsync does: the floor under any such engine's one-at-a-time commit."""
+    path = folder / "fsync-thread.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(
+            "CREATE TABLE events (client_seq INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+            "args TEXT NOT NULL)"
+        )
+
+        def one(i: int) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO events VALUES (?, ?, ?)", (i + 1, EVENT_NAME, json.dumps({"i": i}))
+            )
+            conn.execute("COMMIT")
+
+        started = time.perf_counter()
+        for i in range(count):
+            await trio.to_thread.run_sync(one, i)
+        return count / (time.perf_counter() - started)
+    finally:
+        conn.close()
+
+
 def fsync_limit(folder: Path, count: int, per_transaction: int = 1) -> float:
     """Events per second writing ``count`` event rows, ``per_transaction`` per durable
     SQLite transaction (WAL, synchronous=FULL): the storage floor under a commit."""
