@@ -386,7 +386,17 @@ class ServerProcess:
 #: How to start each kind of server in its own process; each prints a line with its
 #: ws:// URL once it accepts connections (the same contract as ``trio-sync serve``).
 def trio_sync_server_command(db_path: Path) -> list[str]:
-    return [sys.executable, "-m", "trio_sync.cli", "serve", "--db", str(db_path)]
+    # WARNING: the server's per-connection INFO lines would interleave with the table.
+    return [
+        sys.executable,
+        "-m",
+        "trio_sync.cli",
+        "serve",
+        "--db",
+        str(db_path),
+        "--log-level",
+        "WARNING",
+    ]
 
 
 def relay_server_command() -> list[str]:

@@ -1,6 +1,6 @@
 """The stall benchmark: ``python bench/stall.py [--scenarios N] [--seed S]``.
 
-The same as ``trio-sync bench stall``; see trio_sync/_bench_stall.py for what it measures.
+The same as ``trio-sync bench stall``; see trio_sync/cli/_bench.py for what it measures.
 """
 
 from __future__ import annotations

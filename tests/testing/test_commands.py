@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trio_sync._bench_stall import run as run_bench
+from trio_sync.cli._bench import run as run_bench
 
 CLI = [sys.executable, "-m", "trio_sync.cli"]
 

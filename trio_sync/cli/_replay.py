@@ -7,13 +7,14 @@ with ``--workload module:function`` it replays the user's own workload under
 
 from __future__ import annotations
 
+import argparse
 import ast
 import sys
 from typing import Any, TextIO
 
-from .testing import canonical_params, check_run, run_scenario, run_simulation
-from .testing._shrink import MAX_RUNS, shrink, shrink_scenario
-from .testing._simulation import load_callable
+from ..testing import canonical_params, check_run, run_scenario, run_simulation
+from ..testing._shrink import MAX_RUNS, shrink, shrink_scenario
+from ..testing._simulation import load_callable
 
 
 def parse_params(assignments: list[str]) -> dict[str, Any]:
@@ -152,3 +153,70 @@ def _printer(out: TextIO) -> Any:
         print(line, file=out, flush=True)
 
     return progress
+
+
+def add_parser(commands: Any) -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="run one simulated run again from its seed and show its trace",
+        description="Replays run_scenario (the simulator's own workload), or your own "
+        "workload with --workload module:function, from its seed.",
+    )
+    replay.add_argument("--seed", type=int, required=True, help="the run's seed")
+    replay.add_argument(
+        "--policy",
+        choices=["supervised", "park"],
+        default=None,
+        help="the clients' push policy (run_scenario only; default supervised)",
+    )
+    replay.add_argument(
+        "--scenario",
+        choices=["lost-ack", "lost-ack-and-echo"],
+        help="a canonical reproduction (pins every parameter)",
+    )
+    replay.add_argument("--full-trace", action="store_true", help="print every step")
+    replay.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pin a parameter, e.g. --param clients=2 (repeatable)",
+    )
+    replay.add_argument(
+        "--workload",
+        metavar="MODULE:FUNCTION",
+        help="replay your own workload (async def workload(world)) under run_simulation",
+    )
+    replay.add_argument(
+        "--invariant", metavar="MODULE:FUNCTION", help="the invariant checked at the end"
+    )
+    replay.add_argument(
+        "--step-invariant", metavar="MODULE:FUNCTION", help="the invariant checked every step"
+    )
+    replay.add_argument(
+        "--shrink",
+        action="store_true",
+        help="look for the smallest parameters (fewer faults, fewer clients) that still fail",
+    )
+    replay.add_argument("--max-runs", type=int, default=100, help="how many runs --shrink may take")
+
+    replay.set_defaults(run=run_replay)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    try:
+        return replay(
+            args.seed,
+            args.policy,
+            args.scenario,
+            args.full_trace,
+            args.param,
+            workload=args.workload,
+            invariant=args.invariant,
+            step_invariant=args.step_invariant,
+            shrinking=args.shrink,
+            max_runs=args.max_runs,
+        )
+    except (ValueError, TypeError) as exc:
+        print(f"trio-sync replay: {exc}", file=sys.stderr)
+        return 2

@@ -13,14 +13,14 @@ import random
 import sys
 import tempfile
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 
-from ._errors import TrioSyncError
-from .client import Client, open_client
-from .protocol import Event, SyncStatus
-from .server import Server, serve
+from .._errors import TrioSyncError
+from ..client import Client, open_client
+from ..protocol import Event, SyncStatus
+from ..server import Server, serve
 
 ITEMS = ["milk", "bread", "eggs", "coffee", "apples", "rice", "tea", "cheese", "soap", "salt"]
 
@@ -148,6 +148,16 @@ async def run_demo(events: int = 50, seed: int = 1, out: TextIO = sys.stdout) ->
     verdict = "identical" if identical else "DIFFERENT"
     print(f"  both logs {verdict}: every event exactly once, in one global order", file=out)
     return identical
+
+
+def add_parser(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="an embedded server and two clients syncing on loopback"
+    )
+    demo.add_argument("--events", type=int, default=50, help="events each client commits")
+    demo.add_argument("--seed", type=int, default=1, help="seed for what the clients commit")
+
+    demo.set_defaults(run=lambda args: main(args.events, args.seed))
 
 
 def main(events: int, seed: int) -> int:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .testing import ScenarioResult, check_run, run_scenario
+from ..testing import ScenarioResult, check_run, run_scenario
 
 POLICIES = ("park", "supervised")
 #: Virtual seconds after which a scenario counts as stalled.
@@ -165,3 +165,16 @@ def main(scenarios: int, seed: int, jobs: int, plot_path: str | None) -> int:
     rows = run(scenarios, seed, jobs, plot_path)
     failed = [r for r in rows if r["policy"] == "supervised" and not r["checked"]]
     return 1 if failed else 0
+
+
+def add_parser(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    stall = benches.add_parser(
+        "stall", help="randomized scenarios under each push policy: stalls and convergence"
+    )
+    stall.add_argument("--scenarios", type=int, default=200, help="scenarios per policy")
+    stall.add_argument("--seed", type=int, default=0, help="first seed")
+    stall.add_argument("--jobs", type=int, default=0, help="processes (0: one per core)")
+    stall.add_argument("--plot", default="stall.png", help="PNG of pending events over time")
+    stall.set_defaults(run=lambda args: main(args.scenarios, args.seed, args.jobs, args.plot))

@@ -1,0 +1,44 @@
+"""The ``trio-sync`` command: one module per subcommand, each adding its own parser."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .._errors import TrioSyncError
+from . import _bench, _demo, _replay, _serve, _token
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    from .. import __version__
+
+    main_parser = argparse.ArgumentParser(
+        prog="trio-sync", description="A local-first event-log sync engine for Trio."
+    )
+    main_parser.add_argument("--version", action="version", version=f"trio-sync {__version__}")
+    commands = main_parser.add_subparsers(dest="command", required=True)
+    for command in (_serve, _token, _demo, _replay, _bench):
+        command.add_parser(commands)
+    return main_parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trio-sync`` command; returns the exit code.
+
+    Every input is checked up front (an argparse error, exit 2); a failure says what went
+    wrong in one line (exit 1); Ctrl-C ends quietly (exit 130).
+    """
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except TrioSyncError as exc:
+        print(f"trio-sync {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["main", "parser"]

@@ -1,0 +1,109 @@
+"""What the commands share: argument types that refuse bad input up front (an argparse
+error, exit code 2), and the error a command raises for input it cannot use (exit 1)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+
+from .._errors import TrioSyncError
+from ..protocol import INT64_MAX, MAX_CLIENT_ID_LENGTH, TokenError, check_identifier, check_secret
+from ..store import valid_store_id
+
+
+class CommandError(TrioSyncError):
+    """A command's input cannot be used (the message says why)."""
+
+
+def read_secrets(path: str) -> tuple[bytes, ...]:
+    """The secrets in a secret file: one per line, the first signs new tokens, every one
+    verifies (rotation); blank lines and lines starting with # are ignored.
+
+    Raises:
+        CommandError: The file cannot be read, holds no secret, or a secret is too short.
+    """
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise CommandError(f"the secret file {path!r} is not a regular file")
+        with open(path, "rb") as file:
+            lines = file.read().splitlines()
+    except OSError as exc:
+        raise CommandError(f"cannot read the secret file {path!r}: {exc.strerror}") from None
+    secrets = tuple(
+        line.strip() for line in lines if line.strip() and not line.strip().startswith(b"#")
+    )
+    if not secrets:
+        raise CommandError(f"the secret file {path!r} holds no secret")
+    for secret in secrets:
+        try:
+            check_secret(secret)
+        except TokenError as exc:
+            raise CommandError(f"the secret file {path!r}: {exc}") from None
+    if mode & 0o077:
+        print(
+            f"trio-sync: warning: {path} can be read by other users (chmod 600 it)",
+            file=sys.stderr,
+        )
+    return secrets
+
+
+def port(text: str) -> int:
+    value = count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def version(text: str) -> int:
+    value = count(text)
+    if value > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{value} does not fit in 64 bits")
+    return value
+
+
+def db_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the database path is empty")
+    if text == ":memory:" or text.startswith("file:"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a file path: a server's log must survive a restart"
+        )
+    return text
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite, non-negative number")
+    return value
+
+
+def store_id(text: str) -> str:
+    if not valid_store_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a store id (letters, digits, _ . -, at most 64)"
+        )
+    return text
+
+
+def client_id(text: str) -> str:
+    try:
+        return check_identifier(text, "client id", MAX_CLIENT_ID_LENGTH)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
