@@ -1,6 +1,14 @@
 """The client runtime: ``open_client()`` and the :class:`Client`."""
 
+from ._bus import EventBus, Notification, Subscription
 from ._client import Client, open_client
 from ._config import ClientTimings
 
-__all__ = ["Client", "ClientTimings", "open_client"]
+__all__ = [
+    "Client",
+    "ClientTimings",
+    "EventBus",
+    "Notification",
+    "Subscription",
+    "open_client",
+]

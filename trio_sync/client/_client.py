@@ -22,6 +22,7 @@ from .._store_runner import StoreRunner, in_worker_thread
 from ..protocol import Event, SyncStatus, backoff_delay, make_push_machine
 from ..store import ClientStore
 from ..transport import Connector, connect_websocket
+from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
 from ._config import ClientTimings
 from ._core import ClientCore, TraceHook
 from ._session import ClientSession
@@ -147,6 +148,23 @@ class Client:
             if status.state == "incompatible":
                 raise IncompatibleServer(status.last_error or "server is incompatible")
             await changed.wait()
+
+    def subscribe(self, *, buffer: int = DEFAULT_SUBSCRIBER_BUFFER) -> Subscription:
+        """Notifications from now on, as an async iterator (see docs/status.md).
+
+        Ephemeral: nothing here is stored. A subscriber that falls more than ``buffer``
+        notifications behind loses the oldest (counted in ``dropped``); sync never waits
+        for it. Breaking out of ``async for`` needs no clean-up.
+
+        Raises:
+            ValueError: ``buffer`` is below 1.
+        """
+        return self._core.bus.subscribe(buffer=buffer)
+
+    def recent_events(self, n: int | None = None) -> list[Notification]:
+        """The last ``n`` notifications (up to 1,000 are kept), oldest first, for
+        debugging."""
+        return self._core.bus.recent(n)
 
     def status_changes(self) -> AsyncIterator[SyncStatus]:
         """Iterates over the status: the current one, then each time it changes.

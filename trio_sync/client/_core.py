@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -25,6 +25,7 @@ from ..protocol import (
     derive_status,
 )
 from ..store import ClientStore
+from ._bus import EventBus
 
 if TYPE_CHECKING:
     from ._writer import ClientWriter
@@ -71,10 +72,19 @@ class ClientCore:
         self.known_server_id = store.server_id
         #: Writes everything to the store (set by open_client, which runs its task).
         self.writer: ClientWriter
+        #: Ephemeral notifications for subscribers (``Client.subscribe()``).
+        self.bus = EventBus()
+        #: Extra checks the heartbeat runs on each tick while connected (file transfers
+        #: add theirs); each heals what it finds and announces it on the bus.
+        self.tick_checks: list[Callable[[], Awaitable[None]]] = []
 
     def trace(self, what: str, **details: object) -> None:
         if self._trace is not None:
             self._trace(what, details)
+
+    def notify(self, kind: str, **fields: object) -> None:
+        """Publishes a notification on the bus (never waits)."""
+        self.bus.publish(kind, **fields)
 
     def status(self) -> SyncStatus:
         return derive_status(

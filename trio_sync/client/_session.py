@@ -263,13 +263,20 @@ class ClientSession:
                     await self._conn.send(Ping(nonce=action.nonce))
                 elif isinstance(action, ConnectionDead):
                     core.trace("heartbeat.dead", reason=action.reason)
+                    core.notify(
+                        "heartbeat.recovery", reason="dead-connection", detail=action.reason
+                    )
                     raise ConnectionClosed(f"heartbeat: {action.reason}")
                 elif isinstance(action, RestartPull):
                     core.trace("heartbeat.restart_pull", reason=action.reason)
+                    core.notify("heartbeat.recovery", reason="stalled-pull", detail=action.reason)
                     await self._restart_pull(f"heartbeat: {action.reason}")
                 elif isinstance(action, KickPush):
                     core.trace("heartbeat.kick_push", reason=action.reason)
+                    core.notify("heartbeat.recovery", reason="stuck-push", detail=action.reason)
                     core.push.on_kick()
+            for check in core.tick_checks:
+                await check()
             if core.stuck != self._heartbeat.stuck:
                 core.stuck = self._heartbeat.stuck
             core.changed.notify()
