@@ -215,12 +215,13 @@ class ServerStore(SQLiteStore):
     def last_client_seq(self, client_id: str, *, store_id: str = DEFAULT_STORE) -> int:
         """The highest client_seq ``store_id`` holds from ``client_id`` (0: none), which the
         handshake compares with what the client says it has, to catch a reused id."""
-        return self._db.read(
+        row = self._db.read(
             lambda conn: conn.execute(
                 "SELECT coalesce(max(client_seq), 0) FROM log WHERE store_id = ? AND client_id = ?",
                 (store_id, client_id),
-            ).fetchone()[0]
+            ).fetchone()
         )
+        return int(row[0])
 
     def apply_pushes(self, requests: Sequence[PushRequest]) -> list[PushDecision]:
         """Decides and applies pushes in order, in one transaction.
