@@ -9,9 +9,11 @@ from ._errors import (
     ClientClosed,
     ConnectError,
     ConnectionClosed,
+    HandshakeRefused,
     IncompatibleServer,
     InvalidEvent,
     InvalidMessage,
+    InvalidURL,
     MalformedFrame,
     ProtocolError,
     StoreCorrupt,
@@ -25,22 +27,25 @@ from ._errors import (
     TrioSyncError,
 )
 from .client import Client, ClientTimings, open_client
-from .protocol import Event, HeartbeatTimings, PushTimings, SyncState, SyncStatus
+from .protocol import CatchUpProgress, Event, HeartbeatTimings, PushTimings, SyncState, SyncStatus
 from .server import Server, serve
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CatchUpProgress",
     "Client",
     "ClientClosed",
     "ClientTimings",
     "ConnectError",
     "ConnectionClosed",
     "Event",
+    "HandshakeRefused",
     "HeartbeatTimings",
     "IncompatibleServer",
     "InvalidEvent",
     "InvalidMessage",
+    "InvalidURL",
     "MalformedFrame",
     "ProtocolError",
     "PushTimings",

@@ -75,6 +75,16 @@ class ConnectError(TransportError):
     """Could not open a connection to the server."""
 
 
+class HandshakeRefused(ConnectError):
+    """Something answered at the server's address but refused the WebSocket handshake (an
+    HTTP reply such as a proxy's 404, or a closed handshake)."""
+
+
+class InvalidURL(TrioSyncError, ValueError):
+    """A server URL that can never work (not ``ws://`` or ``wss://``, no host, a bad
+    port): refused at once instead of retried for ever."""
+
+
 class ConnectionClosed(TransportError):
     """The connection was closed (by either side, or by the network)."""
 

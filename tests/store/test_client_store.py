@@ -20,6 +20,7 @@ from trio_sync import (
 )
 from trio_sync.protocol import Event, SyncState
 from trio_sync.store import ClientStore, ServerStore
+from trio_sync.store._client_store import MIGRATIONS
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:
@@ -128,7 +129,7 @@ def test_store_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
     ClientStore.open(path, "A").close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_failed_write_records_nothing(tmp_path: Path) -> None:

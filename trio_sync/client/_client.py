@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -13,7 +13,9 @@ import trio
 
 from .._errors import (
     ClientClosed,
+    HandshakeRefused,
     IncompatibleServer,
+    InvalidURL,
     ProtocolError,
     TransportError,
 )
@@ -21,10 +23,10 @@ from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
 from ..protocol import Event, SyncStatus, backoff_delay, make_push_machine
 from ..store import ClientStore
-from ..transport import Connector, connect_websocket
+from ..transport import Connector, connect_websocket, parse_ws_url
 from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
 from ._config import ClientTimings
-from ._core import ClientCore, TraceHook
+from ._core import FAST_FAILURE_SECONDS, ClientCore, TraceHook
 from ._session import ClientSession
 from ._writer import ClientWriter
 
@@ -42,15 +44,16 @@ class Client:
     def __init__(
         self,
         core: ClientCore,
-        url: str,
+        urls: Sequence[str],
         connector: Connector,
         timings: ClientTimings,
         schema: tuple[str, int],
         token: TokenSource | None = None,
     ) -> None:
         self._core = core
-        self._url = url
+        self._urls = tuple(urls)
         self._connector = connector
+        self._retry_now = trio.Event()
         self._timings = timings
         self._schema = schema
         self._token = token
@@ -197,31 +200,54 @@ class Client:
     # --- the connection supervisor ----------------------------------------------------
 
     async def _maintain_connection(self) -> None:
-        """Connects, syncs, and reconnects with jittered capped backoff, for ever."""
+        """Connects, syncs, and reconnects with jittered capped backoff, for ever, moving
+        to the next URL (if several were given) after each failure."""
         core = self._core
         timings = self._timings
         failures = 0
+        url_index = 0
         while True:
+            url = self._urls[url_index % len(self._urls)]
             core.set_phase("connecting")
+            core.connect_attempts += 1
             session: ClientSession | None = None
+            opened_at: float | None = None
+            answered = False
             try:
                 token = await self._current_token()
-                async with self._connector(self._url) as conn:
+                async with self._connector(url) as conn:
+                    opened_at = trio.current_time()
                     session = ClientSession(core, conn, timings, self._schema, token)
                     await session.run()
             except IncompatibleServer as exc:
+                core.fast_failures = 0
                 core.set_phase("incompatible", str(exc))
                 # Nothing heals this on our side; look again now and then in case the
                 # server is put right (a restored database, a schema roll-back).
-                await trio.sleep(timings.reconnect_cap)
+                await self._backoff(timings.reconnect_cap)
                 continue
+            except HandshakeRefused as exc:
+                answered = True  # something is there, and it says no
+                self._note_failure(url, exc)
             except (TransportError, ProtocolError) as exc:
-                core.set_phase("disconnected", str(exc))
+                self._note_failure(url, exc)
+            # Failing soon after the server answered, again and again, is no offline
+            # period: waiting will not help (a proxy's 404, a bad token, a crashing
+            # server). Not reaching anything at all is one, and stays "disconnected".
+            if session is not None and session.connected:
+                fast = session.connected_for() < FAST_FAILURE_SECONDS
+            elif opened_at is not None:
+                fast = trio.current_time() - opened_at < FAST_FAILURE_SECONDS
+            else:
+                fast = answered
+            core.fast_failures = core.fast_failures + 1 if fast else 0
+            core.changed.notify()
             # A connection that stayed up a while resets the backoff; one that is refused or
             # dropped at once (a full server, a restarting one) must not reconnect in a loop.
             stable = session is not None and session.connected_for() >= timings.stable_connection
             failures = 1 if stable else failures + 1
-            await trio.sleep(
+            url_index += 1
+            await self._backoff(
                 backoff_delay(
                     failures,
                     base=timings.reconnect_base,
@@ -229,6 +255,31 @@ class Client:
                     jitter=core.rng.random(),
                 )
             )
+
+    def _note_failure(self, url: str, exc: Exception) -> None:
+        core = self._core
+        core.set_phase("disconnected", str(exc))
+        core.notify("connection.error", url=url, attempt=core.connect_attempts, error=str(exc))
+
+    async def _backoff(self, seconds: float) -> None:
+        """Waits ``seconds``, or less if ``retry()`` is called meanwhile."""
+        with trio.move_on_after(seconds):
+            await self._retry_now.wait()
+        self._retry_now = trio.Event()
+
+    def retry(self) -> None:
+        """Tries again at once: skips the reconnect backoff (and the push backoff).
+
+        For a "stuck" or "disconnected" client whose cause a person has just fixed (the
+        server is back, the token renewed): nothing else changes.
+        """
+        self._check_open()
+        core = self._core
+        core.refused_push = None
+        if core.push.phase == "backoff":
+            core.push.on_kick()
+        self._retry_now.set()
+        core.changed.notify()
 
     async def _current_token(self) -> str | None:
         token = self._token
@@ -282,15 +333,41 @@ class _StatusChanges:
             self._client._check_open()
             changed = core.changed.event
             status = core.status()
-            if status != self._last:
+            if self._last is None or _what_changed(status) != _what_changed(self._last):
                 self._last = status
                 return status
             await changed.wait()
 
 
+def _what_changed(status: SyncStatus) -> tuple[object, ...]:
+    # Not the clock readings (last_synced_at moves on while synced; rate and ETA with
+    # time): a change is a change of the facts.
+    progress = status.progress
+    return (
+        status.state,
+        status.pending,
+        status.upstream_head,
+        status.server_head,
+        status.connected,
+        status.last_error,
+        status.connect_attempts,
+        None if progress is None else (progress.done, progress.total),
+    )
+
+
+def _server_urls(url: str | Sequence[str], *, check: bool) -> tuple[str, ...]:
+    urls = (url,) if isinstance(url, str) else tuple(url)
+    if not urls:
+        raise InvalidURL("open_client needs at least one server URL")
+    if check:
+        for each in urls:
+            parse_ws_url(each)
+    return urls
+
+
 @asynccontextmanager
 async def open_client(
-    url: str,
+    url: str | Sequence[str],
     store_path: str,
     *,
     client_id: str | None = None,
@@ -305,6 +382,7 @@ async def open_client(
     run_store: StoreRunner = in_worker_thread,
     rng: random.Random | None = None,
     trace: TraceHook | None = None,
+    wall_clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[Client]:
     """Opens a sync client that runs in the background while the block runs.
 
@@ -313,7 +391,9 @@ async def open_client(
     and the heartbeat. Leaving the block stops them and closes the store.
 
     Args:
-        url: The server's URL (``ws://host:port``).
+        url: The server's URL (``ws://host:port[/store]``, ``wss://`` for TLS), or a list
+            of URLs of server nodes sharing one log: the client moves to the next one each
+            time a connection fails.
         store_path: The client's SQLite file (created if missing).
         client_id: This client's id; None uses the one in the store, or a new one.
         token: The token the server requires (``trio-sync token``), or a function
@@ -330,11 +410,18 @@ async def open_client(
         run_store: Where store calls run (a worker thread by default).
         rng: Source of jitter (seed it for reproducible runs).
         trace: Called with every notable step (what, details).
+        wall_clock: Wall-clock time for the status (``time.time`` by default; the
+            simulator passes a virtual one).
 
     Raises:
+        InvalidURL: A URL that can never work (a ``ValueError`` too); checked before
+            anything is opened.
         ValueError: Unknown push_policy or a bad push_batch_size.
         StoreError: The store cannot be opened (in use, corrupt, another client's).
     """
+    # Only the WebSocket connector understands URLs; a custom one (the simulator's) may
+    # name its peers as it likes.
+    urls = _server_urls(url, check=connector is None)
     timings = timings or ClientTimings()
     push = make_push_machine(push_policy, push_batch_size, timings.push)
     store = await run_store(ClientStore.open, store_path, client_id)
@@ -342,12 +429,14 @@ async def open_client(
     try:
         state = await run_store(store.load_state)
         core = ClientCore(store, state, push, run_store, rng or random.Random(), trace)
+        if wall_clock is not None:
+            core.wall_clock = wall_clock
         if connector is None:
             connector = partial(
                 connect_websocket, connect_timeout=timings.connect_timeout, ssl_context=ssl_context
             )
         core.writer = ClientWriter(core)
-        client = Client(core, url, connector, timings, (schema_name, schema_version), token)
+        client = Client(core, urls, connector, timings, (schema_name, schema_version), token)
         with single_exception():
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.writer.run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from .._broadcast import Broadcast
 from .._store_runner import StoreRunner
 from ..protocol import (
     Advance,
+    CatchUpMeter,
     ConnectionPhase,
     Event,
     MergeResult,
@@ -19,9 +21,11 @@ from ..protocol import (
     PushMachine,
     Rebase,
     Refused,
+    StatusState,
     SyncState,
     SyncStatus,
     Welcome,
+    derive_state,
     derive_status,
 )
 from ..store import ClientStore
@@ -32,6 +36,24 @@ if TYPE_CHECKING:
 
 #: Receives ``(what, details)`` for every notable step (the simulator records a trace).
 TraceHook = Callable[[str, Mapping[str, object]], None]
+
+#: Connection attempts in a row that fail this soon after opening make the state "stuck".
+FAST_FAILURE_SECONDS = 2.0
+FAST_FAILURES_STUCK = 3
+#: ``pull.progress`` notifications at most this often (seconds).
+PROGRESS_INTERVAL = 0.25
+
+
+class _Changes(Broadcast):
+    """``changed``: each notification first lets the core see whether the state moved."""
+
+    def __init__(self, core: ClientCore) -> None:
+        super().__init__()
+        self._core = core
+
+    def notify(self) -> None:
+        self._core.observe()
+        super().notify()
 
 
 class ClientCore:
@@ -52,7 +74,21 @@ class ClientCore:
         self.run_store = run_store
         self.rng = rng
         self._trace = trace
-        self.changed = Broadcast()
+        #: Wall-clock time for the status (``since``, ``last_synced_at``); the simulator
+        #: passes a virtual one.
+        self.wall_clock: Callable[[], float] = time.time
+        self.catch_up = CatchUpMeter()
+        self._progress_published_at = -float("inf")
+        #: Connection attempts since the last that succeeded.
+        self.connect_attempts = 0
+        #: Attempts in a row that failed within FAST_FAILURE_SECONDS of opening.
+        self.fast_failures = 0
+        #: Why the server refused a push for good (retrying cannot fix it), until an ack.
+        self.refused_push: str | None = None
+        self.last_synced_at: float | None = store.last_synced_at
+        self._state: StatusState | None = None
+        self._since: float | None = None
+        self.changed: Broadcast = _Changes(self)
         #: Notified when the upstream head or the server head known moves (a subset of
         #: ``changed``, for the stream watch).
         self.heads_changed = Broadcast()
@@ -70,6 +106,10 @@ class ClientCore:
         self.head_wanted = trio.Event()
         #: The server identity this client syncs with (None until the first handshake).
         self.known_server_id = store.server_id
+        #: The highest client_seq the server said it holds from this id (welcome, or a
+        #: reused-id refusal); None until a server said. ``Client.reset()`` continues
+        #: after it.
+        self.server_held_client_seq: int | None = None
         #: Writes everything to the store (set by open_client, which runs its task).
         self.writer: ClientWriter
         #: Ephemeral notifications for subscribers (``Client.subscribe()``).
@@ -86,7 +126,15 @@ class ClientCore:
         """Publishes a notification on the bus (never waits)."""
         self.bus.publish(kind, **fields)
 
+    @property
+    def failing_fast(self) -> bool:
+        return self.fast_failures >= FAST_FAILURES_STUCK or self.refused_push is not None
+
     def status(self) -> SyncStatus:
+        self.observe()
+        progress = self.catch_up.progress(
+            trio.current_time(), upstream_head=self.durable_head, server_head=self.server_head
+        )
         return derive_status(
             self.phase,
             pending=self.state.unacknowledged_count,
@@ -94,10 +142,51 @@ class ClientCore:
             upstream_head=self.durable_head,
             server_head=self.server_head,
             stuck=self.stuck,
-            last_error=self.last_error or self.push.last_error,
+            last_error=self.refused_push or self.last_error or self.push.last_error,
+            failing_fast=self.failing_fast,
+            connect_attempts=self.connect_attempts,
+            progress=progress,
+            last_synced_at=self.last_synced_at,
+            since=self._since,
+            now=self.wall_clock(),
         )
 
+    def observe(self) -> None:
+        """Notes a change of state: when it happened, and the notifications it brings."""
+        state = derive_state(
+            self.phase,
+            pending=self.state.unacknowledged_count,
+            upstream_head=self.durable_head,
+            server_head=self.server_head,
+            stuck=self.stuck,
+            failing_fast=self.failing_fast,
+        )
+        if state == "synced":
+            self.last_synced_at = self.wall_clock()
+        previous = self._state
+        if state == previous:
+            return
+        self._state = state
+        self._since = self.wall_clock()
+        if state == "synced":
+            self.notify("sync.complete", head=self.durable_head)
+            self.writer.note_synced(self.last_synced_at or self._since)
+        elif state == "syncing" and previous in (None, "synced", "stuck"):
+            self.notify(
+                "sync.start",
+                pending=self.state.unacknowledged_count,
+                behind=max(0, (self.server_head or 0) - self.durable_head),
+            )
+        elif state == "stuck":
+            self.notify("sync.stuck", reason=self.refused_push or self.last_error)
+        elif state == "incompatible":
+            self.notify("incompatible", reason=self.last_error)
+
     def set_phase(self, phase: ConnectionPhase, error: str | None = None) -> None:
+        if phase == "connected" and self.phase != "connected":
+            self.notify("connection.online")
+        elif phase != "connected" and self.phase == "connected":
+            self.notify("connection.offline", reason=error)
         self.phase = phase
         if error is not None or phase == "connected":
             self.last_error = error
@@ -131,7 +220,19 @@ class ClientCore:
     def note_server_head(self, head: int) -> None:
         if self.server_head is None or head > self.server_head:
             self.server_head = head
+            self.catch_up.observe(
+                trio.current_time(), upstream_head=self.durable_head, server_head=head
+            )
             self.heads_changed.notify()
+
+    def note_history_received(self, received: int) -> None:
+        """Bytes of history arrived (for the catch-up progress)."""
+        self.catch_up.observe(
+            trio.current_time(),
+            upstream_head=self.durable_head,
+            server_head=self.server_head,
+            received=received,
+        )
 
     # --- what the writer reports, applied in memory in the order it was written --------
 
@@ -145,6 +246,21 @@ class ClientCore:
         """A merged upstream batch is written: apply it, restart pushing as the policy says."""
         self.state.apply_merge(result)
         self.durable_head = self.state.upstream_head
+        now = trio.current_time()
+        progress = self.catch_up.progress(
+            now, upstream_head=self.durable_head, server_head=self.server_head
+        )
+        self.catch_up.observe(now, upstream_head=self.durable_head, server_head=self.server_head)
+        if progress is not None and now - self._progress_published_at >= PROGRESS_INTERVAL:
+            self._progress_published_at = now
+            self.notify(
+                "pull.progress",
+                done=progress.done,
+                total=progress.total,
+                bytes=progress.bytes,
+                rate=progress.rate,
+                eta=progress.eta,
+            )
         self.heads_changed.notify()
         self.trace(
             f"pull.{result.kind}",
@@ -184,6 +300,8 @@ class ClientCore:
             self.state.acknowledge(ack.first_client_seq, len(ack.seqs))
             self.writer.note_ack(self.state.acked_through)
             self.note_server_head(max(ack.seqs))
+            self.refused_push = None
         self.trace("push.ack", push_id=ack.push_id, count=len(ack.seqs))
+        self.notify("push.ack", count=len(ack.seqs), acked_through=self.state.acked_through)
         self.push.on_ack(ack.push_id, trio.current_time())
         self.changed.notify()

@@ -61,6 +61,7 @@ class ClientSession:
         #: Whether the handshake succeeded, and when.
         self.connected = False
         self._connected_at = 0.0
+        self._bytes_seen = 0
 
     async def run(self) -> None:
         """Handshakes, then syncs until the connection ends (always by an exception).
@@ -110,13 +111,17 @@ class ClientSession:
                 server_id=core.known_server_id,
                 cursor=core.state.upstream_head,
                 token=self._token,
+                last_client_seq=core.state.next_client_seq - 1,
             )
         )
         with trio.move_on_after(self._timings.handshake_timeout):
             reply = await self._conn.receive()
             if isinstance(reply, Welcome):
+                core.server_held_client_seq = reply.last_client_seq
                 return reply
             if isinstance(reply, Error):
+                if reply.last_client_seq is not None:
+                    core.server_held_client_seq = reply.last_client_seq
                 if reply.fatal:
                     raise IncompatibleServer(reply.reason)
                 raise ConnectionClosed(f"server refused: {reply.reason}")
@@ -143,6 +148,9 @@ class ClientSession:
             message = await self._conn.receive()
             if isinstance(message, PullPage):
                 core.note_server_head(message.head)
+                received = getattr(self._conn, "bytes_received", 0)
+                core.note_history_received(received - self._bytes_seen)
+                self._bytes_seen = received
                 self._heartbeat.note_server_head(message.head)
                 await self._send_page.send(message)
             elif isinstance(message, PushAck):
@@ -160,6 +168,10 @@ class ClientSession:
                 core.changed.notify()
             elif isinstance(message, PushRejected):
                 core.trace("push.rejected", push_id=message.push_id, reason=message.reason)
+                if not message.retryable:
+                    # Retrying the same batch cannot help: say so ("stuck") rather than
+                    # look busy for ever.
+                    core.refused_push = f"push refused: {message.reason}"
                 core.push.on_rejected(
                     message.push_id, message.reason, trio.current_time(), core.rng.random()
                 )

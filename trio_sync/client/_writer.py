@@ -60,6 +60,11 @@ class _Ack(_Job):
     acked_through: int
 
 
+@attrs.define(eq=False)
+class _Synced(_Job):
+    at: float
+
+
 #: Batches between two checkpoints of the store's write-ahead log.
 CHECKPOINT_EVERY = 256
 
@@ -100,6 +105,11 @@ class ClientWriter:
         """Records an acknowledgement with the next batch (nobody waits for it)."""
         if not self._closed:
             self._send.send_nowait(_Ack(acked_through))
+
+    def note_synced(self, at: float) -> None:
+        """Records when the client was last synced, with the next batch."""
+        if not self._closed:
+            self._send.send_nowait(_Synced(at))
 
     async def _submit(self, job: _Job) -> None:
         if self._closed:
@@ -155,6 +165,7 @@ class ClientWriter:
         commits = [job for job in batch if isinstance(job, _Commit)]
         merges = [job for job in batch if isinstance(job, _Merge)]
         acks = [job for job in batch if isinstance(job, _Ack)]
+        synced = [job for job in batch if isinstance(job, _Synced)]
         next_seq = core.state.next_client_seq
         for job in commits:
             job.events = [
@@ -164,10 +175,16 @@ class ClientWriter:
             next_seq += len(job.drafts)
         writes: list[Write] = []
         if commits:
-            writes.append(store.pending_write([e for job in commits for e in job.events]))
+            writes.append(
+                store.pending_write(
+                    [e for job in commits for e in job.events], committed_at=core.wall_clock()
+                )
+            )
         writes += [store.upstream_write(m.result.applied, m.result.confirmed_own) for m in merges]
         if acks:
             writes.append(store.ack_write(max(job.acked_through for job in acks)))
+        if synced:
+            writes.append(store.synced_write(synced[-1].at))
         try:
             results = await core.run_store(
                 partial(store.write_batch, durable=bool(commits)), writes
@@ -191,5 +208,5 @@ class ClientWriter:
             else:
                 core.note_merge(merge.result)
                 merge.done.set()
-        for ack in acks:
-            ack.done.set()
+        for note in (*acks, *synced):
+            note.done.set()

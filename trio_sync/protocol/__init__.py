@@ -7,7 +7,7 @@ are passed in. The runtimes in ``client/`` and ``server/`` move bytes and call t
 from ._backoff import backoff_delay
 from ._codec import MAX_FRAME_BYTES, decode, encode, event_json
 from ._events import Draft, Event, check_identifier, event_size, new_draft, new_event
-from ._handshake import hello_problem, protocol_problem, welcome_problem
+from ._handshake import hello_problem, protocol_problem, reused_id_problem, welcome_problem
 from ._heartbeat import (
     ConnectionDead,
     Heartbeat,
@@ -46,6 +46,7 @@ from ._messages import (
     Welcome,
 )
 from ._page_budget import PageBudget
+from ._progress import CatchUpMeter, CatchUpProgress
 from ._push import (
     PUSH_POLICIES,
     ParkingPush,
@@ -61,7 +62,7 @@ from ._rate import TokenBucket
 from ._round_trip import RoundTrip, StreamStalled, StreamWatch
 from ._server_rules import Accept, Ahead, PushDecision, PushFacts, Reject, decide_push
 from ._state import Advance, MergeResult, PushPlan, Rebase, Refused, SyncState
-from ._status import ConnectionPhase, StatusState, SyncStatus, derive_status
+from ._status import ConnectionPhase, StatusState, SyncStatus, derive_state, derive_status
 from ._tokens import (
     TokenClaims,
     TokenError,
@@ -87,6 +88,8 @@ __all__ = [
     "Accept",
     "Advance",
     "Ahead",
+    "CatchUpMeter",
+    "CatchUpProgress",
     "ClientMessage",
     "ConnectionDead",
     "ConnectionPhase",
@@ -143,6 +146,7 @@ __all__ = [
     "check_value",
     "decide_push",
     "decode",
+    "derive_state",
     "derive_status",
     "encode",
     "event_json",
@@ -154,6 +158,7 @@ __all__ = [
     "new_event",
     "protocol_problem",
     "read_token",
+    "reused_id_problem",
     "token_problem",
     "welcome_problem",
 ]

@@ -59,3 +59,29 @@ def welcome_problem(
             "the server lost events"
         )
     return None
+
+
+def reused_id_problem(client_id: str, *, committed: int | None, held: int) -> str | None:
+    """Why the server must refuse a client whose id another store already used (None: it
+    need not).
+
+    A store commits each event durably before pushing it, so the server can only hold
+    client_seqs the store has committed. Holding more means the events came from another
+    store with the same id (a recreated store, a reinstalled device, a fixed id used
+    twice): its pushes would clash with them for ever.
+
+    Args:
+        client_id: The id in the hello.
+        committed: The highest client_seq the client says its store committed (None: the
+            client did not say; nothing to compare).
+        held: The highest client_seq the server holds from ``client_id``.
+    """
+    if committed is None or held <= committed:
+        return None
+    return (
+        f"client id {client_id!r} is already used by another store: the server holds its "
+        f"events up to client_seq {held}, this store committed only up to {committed}. "
+        "Give each store its own id (open_client without client_id generates one and keeps "
+        "it in the store), or call client.reset() to continue this id after the server's "
+        "events"
+    )

@@ -33,6 +33,13 @@ def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: obje
         raise ValueError(f"{attribute.name} must be a non-negative 64-bit integer, got {value!r}")
 
 
+def _optional_non_negative(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if value is not None:
+        _non_negative(instance, attribute, value)
+
+
 def _bounded(limit: int) -> Any:
     def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is not None and len(value) > limit:  # type: ignore[arg-type]
@@ -83,6 +90,10 @@ class Hello:
     #: A token from ``trio-sync token`` when the server requires one. Never shown in a repr
     #: (and so never in a log line).
     token: str | None = attrs.field(default=None, repr=False, validator=_bounded(MAX_TOKEN_LENGTH))
+    #: The highest client_seq this client's store has committed (0: none yet), which the
+    #: server compares with what it holds from this id to catch a reused id. None: not
+    #: said (the server skips the check).
+    last_client_seq: int | None = attrs.field(default=None, validator=_optional_non_negative)
 
 
 @attrs.frozen
@@ -100,6 +111,8 @@ class Welcome:
     store_id: str = attrs.field(validator=_bounded(MAX_LABEL_LENGTH))
     #: What the server accepts: clients refuse bigger events at commit() and size pushes.
     limits: WireLimits
+    #: The highest client_seq this store holds from the connecting client (0: none).
+    last_client_seq: int = attrs.field(default=0, validator=_non_negative)
 
 
 @attrs.frozen
@@ -110,6 +123,9 @@ class Error:
     reason: str = attrs.field(converter=_clip_reason)
     #: True when retrying cannot help (schema mismatch); the client reports "incompatible".
     fatal: bool = False
+    #: With a reused client id: the highest client_seq the server holds from that id, so
+    #: that ``Client.reset()`` can continue after it.
+    last_client_seq: int | None = attrs.field(default=None, validator=_optional_non_negative)
 
 
 # --- push -----------------------------------------------------------------------------

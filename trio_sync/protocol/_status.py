@@ -6,6 +6,8 @@ from typing import Literal
 
 import attrs
 
+from ._progress import CatchUpProgress
+
 StatusState = Literal["disconnected", "connecting", "synced", "syncing", "stuck", "incompatible"]
 ConnectionPhase = Literal["disconnected", "connecting", "connected", "incompatible"]
 
@@ -27,6 +29,13 @@ class SyncStatus:
         server_head: The server's head as last heard (None before the first contact).
         connected: A connection is up and the handshake is done.
         last_error: The latest problem, in words (None when all is well).
+        last_synced_at: Wall-clock time (seconds since the epoch) of the last moment this
+            client was "synced", kept in the store across restarts (None: never).
+        connect_attempts: Connection attempts since the last one that succeeded (0 while
+            connected).
+        since: Wall-clock time at which ``state`` took its current value.
+        progress: While catching up with the server's history: events done and total,
+            bytes, rate and ETA (None otherwise).
     """
 
     state: StatusState
@@ -35,6 +44,42 @@ class SyncStatus:
     server_head: int | None
     connected: bool
     last_error: str | None = None
+    last_synced_at: float | None = None
+    connect_attempts: int = 0
+    since: float | None = None
+    progress: CatchUpProgress | None = None
+
+
+def derive_state(
+    phase: ConnectionPhase,
+    *,
+    pending: int,
+    upstream_head: int,
+    server_head: int | None,
+    stuck: bool,
+    failing_fast: bool = False,
+) -> StatusState:
+    """The state alone (cheap: the client calls it on every change, to see when it moves).
+    See :func:`derive_status`."""
+    if phase == "incompatible":
+        return phase
+    if failing_fast:
+        return "stuck"
+    if phase != "connected":
+        return phase
+    if stuck:
+        return "stuck"
+    if pending == 0 and server_head is not None and upstream_head >= server_head:
+        return "synced"
+    return "syncing"
+
+
+def _since(
+    state: StatusState, previous: SyncStatus | None, since: float | None, now: float | None
+) -> float | None:
+    if previous is None:
+        return since if since is not None else now
+    return previous.since if previous.state == state else now
 
 
 def derive_status(
@@ -45,17 +90,35 @@ def derive_status(
     server_head: int | None,
     stuck: bool,
     last_error: str | None,
+    failing_fast: bool = False,
+    connect_attempts: int = 0,
+    progress: CatchUpProgress | None = None,
+    last_synced_at: float | None = None,
+    previous: SyncStatus | None = None,
+    since: float | None = None,
+    now: float | None = None,
 ) -> SyncStatus:
-    """Computes the status from the facts (no I/O, no clock)."""
-    state: StatusState
-    if phase != "connected":
-        state = phase
-    elif stuck:
-        state = "stuck"
-    elif pending == 0 and server_head is not None and upstream_head >= server_head:
-        state = "synced"
-    else:
-        state = "syncing"
+    """Computes the status from the facts (no I/O: the wall-clock time ``now`` is passed
+    in, with the ``previous`` status for ``since`` and ``last_synced_at``).
+
+    Args:
+        since: When the state took its value, if known and no ``previous`` is given.
+        failing_fast: Connections keep failing soon after opening (or a push was refused
+            for a reason retrying cannot fix): "stuck", even while not connected, since
+            waiting will not help.
+    """
+    state = derive_state(
+        phase,
+        pending=pending,
+        upstream_head=upstream_head,
+        server_head=server_head,
+        stuck=stuck,
+        failing_fast=failing_fast,
+    )
+    if previous is not None:
+        last_synced_at = max(last_synced_at or 0.0, previous.last_synced_at or 0.0) or None
+    if state == "synced" and now is not None:
+        last_synced_at = now
     return SyncStatus(
         state=state,
         pending=pending,
@@ -63,4 +126,8 @@ def derive_status(
         server_head=server_head,
         connected=phase == "connected",
         last_error=last_error,
+        last_synced_at=last_synced_at,
+        connect_attempts=0 if phase == "connected" else connect_attempts,
+        since=_since(state, previous, since, now),
+        progress=progress if state == "syncing" else None,
     )

@@ -156,6 +156,15 @@ class Hub:
             del self._logs[log.store_id]
             self.metrics.stores_open.set(len(self._logs))
 
+    async def last_client_seq(self, store_id: str, client_id: str) -> int:
+        """The highest client_seq ``store_id`` holds from ``client_id`` (0: none, or no
+        such store).
+
+        Raises:
+            StoreError: The database could not be read.
+        """
+        return await self.run_store(partial(self.db.last_client_seq, client_id, store_id=store_id))
+
     async def read(self, log: StoreLog, after: int, max_bytes: int) -> list[Event]:
         """The next page of ``log`` after seq ``after``, of events up to ``max_bytes`` (at
         least one), from memory when recent."""

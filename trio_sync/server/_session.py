@@ -40,6 +40,7 @@ from ..protocol import (
     check_token,
     hello_problem,
     protocol_problem,
+    reused_id_problem,
 )
 from ..protocol._tokens import utc_time
 from ..store import DEFAULT_STORE, valid_store_id
@@ -63,11 +64,14 @@ class Refusal(Exception):
     """Ends a session with a reason the client is told (``fatal``: retrying cannot help,
     the client shows "incompatible") and a short ``code`` for metrics."""
 
-    def __init__(self, reason: str, code: str, *, fatal: bool = False) -> None:
+    def __init__(
+        self, reason: str, code: str, *, fatal: bool = False, last_client_seq: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
         self.fatal = fatal
+        self.last_client_seq = last_client_seq
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -105,6 +109,8 @@ class ServerSession:
         self._bytes_charged = 0
         #: When the connection's token expires: (UNIX time, Trio time); never without one.
         self._token_expires = (math.inf, math.inf)
+        #: The highest client_seq the store holds from this client (told in the welcome).
+        self._held = 0
         self.client_id = "?"
         self.store_id = "?"
         self.peer = conn.peer
@@ -142,7 +148,9 @@ class ServerSession:
                 self.store_id,
                 loggable(reason),
             )
-            await self._try_send(Error(reason, fatal=refusal.fatal))
+            await self._try_send(
+                Error(reason, fatal=refusal.fatal, last_client_seq=refusal.last_client_seq)
+            )
         except ConnectionClosed as exc:
             reason = str(exc)
         except ProtocolError as exc:
@@ -200,6 +208,7 @@ class ServerSession:
                     head=log.head,
                     store_id=log.store_id,
                     limits=self._limits.wire,
+                    last_client_seq=self._held,
                 )
             )
             logger.info(
@@ -277,6 +286,14 @@ class ServerSession:
         problem = hello_problem(message, hub.config.schema)
         if problem:
             raise Refusal(problem, "incompatible", fatal=True)
+        # Before the store is opened: between open_store() and add_session() nothing may
+        # wait, or the store's live view could be released in between.
+        self._held = await hub.last_client_seq(store_id, message.client_id)
+        problem = reused_id_problem(
+            message.client_id, committed=message.last_client_seq, held=self._held
+        )
+        if problem:
+            raise Refusal(problem, "client_id_reused", fatal=True, last_client_seq=self._held)
         try:
             log = await hub.open_store(store_id)
         except TooManyStores as exc:

@@ -34,7 +34,13 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_schema_v1]
+def _schema_v2(conn: sqlite3.Connection) -> None:
+    # When each pending event was committed (wall clock), for the age of the oldest one
+    # that ``trio-sync status`` shows. Older rows have none.
+    conn.execute("ALTER TABLE pending ADD COLUMN committed_at REAL")
+
+
+MIGRATIONS = [_schema_v1, _schema_v2]
 
 
 class ClientStore(SQLiteStore):
@@ -138,13 +144,17 @@ class ClientStore(SQLiteStore):
     # writer can run several in one transaction (``write_batch``); the methods below run
     # one on its own.
 
-    def pending_write(self, events: Sequence[Event]) -> Write:
-        """Records new local commits (consecutive client_seqs, in order)."""
-        rows = [(e.client_seq, e.name, self.event_to_row(e)[4]) for e in events]
+    def pending_write(self, events: Sequence[Event], committed_at: float | None = None) -> Write:
+        """Records new local commits (consecutive client_seqs, in order), committed at
+        wall-clock time ``committed_at``."""
+        rows = [(e.client_seq, e.name, self.event_to_row(e)[4], committed_at) for e in events]
         next_seq = events[-1].client_seq + 1
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO pending (client_seq, name, args) VALUES (?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO pending (client_seq, name, args, committed_at) VALUES (?, ?, ?, ?)",
+                rows,
+            )
             set_meta(conn, "next_client_seq", next_seq)
 
         return write
@@ -173,6 +183,17 @@ class ClientStore(SQLiteStore):
         after a crash, events acknowledged but not recorded are pushed again, and the server
         answers with the positions it already gave them."""
         return lambda conn: set_meta(conn, "acked_through", acked_through)
+
+    @staticmethod
+    def synced_write(at: float) -> Write:
+        """Records when the client was last synced (shown by ``trio-sync status``)."""
+        return lambda conn: set_meta(conn, "last_synced_at", at)
+
+    @property
+    def last_synced_at(self) -> float | None:
+        """Wall-clock time the client was last seen synced (None: never)."""
+        value = self._db.read(lambda conn: get_meta(conn, "last_synced_at"))
+        return None if value is None else float(value)
 
     def write_batch(self, writes: Sequence[Write], *, durable: bool) -> list[object]:
         """Runs ``writes`` in one transaction, each in its own savepoint (see

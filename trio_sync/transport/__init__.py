@@ -3,7 +3,7 @@
 from ._base import CLOSE_GOING_AWAY, CLOSE_NORMAL, Connection, ConnectionHandler, Connector
 from ._listener import HttpHandler, HttpRequest, HttpResponse, ListenerConfig, serve_websocket
 from ._memory import MemoryConnection, MemoryNetwork
-from ._websocket import WebSocketConnection, connect_websocket, describe_close
+from ._websocket import WebSocketConnection, connect_websocket, describe_close, parse_ws_url
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -20,5 +20,6 @@ __all__ = [
     "WebSocketConnection",
     "connect_websocket",
     "describe_close",
+    "parse_ws_url",
     "serve_websocket",
 ]

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from .._errors import ConnectError, ConnectionClosed
+from .._errors import ConnectError, ConnectionClosed, HandshakeRefused, InvalidURL
 from .._groups import single_exception
 from ..protocol import CLIENT_RECEIVE_LIMITS, Message, PullPage, WireLimits, decode, encode
 from ._base import CLOSE_NORMAL
@@ -123,15 +123,26 @@ class WebSocketConnection:
         self._outbox.close(reason or "connection closed")
 
 
-def _parse_url(url: str) -> tuple[str, int, str, bool]:
+def parse_ws_url(url: str) -> tuple[str, int, str, bool]:
+    """Splits a server URL into host, port, resource and whether it uses TLS.
+
+    Raises:
+        InvalidURL: Not a ``ws://`` or ``wss://`` URL with a host and a valid port.
+    """
+    if not isinstance(url, str):
+        raise InvalidURL(f"a server URL is a string like 'ws://host:port', not {url!r}")
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ConnectError(f"{url!r} is not a ws:// or wss:// URL")
+        raise InvalidURL(
+            f"{url!r} is not a server URL: use ws://host:port[/store] (or wss:// for TLS)"
+        )
     secure = parts.scheme == "wss"
     try:
         port = parts.port or (443 if secure else 80)
     except ValueError:
-        raise ConnectError(f"{url!r} has an invalid port") from None
+        raise InvalidURL(f"{url!r} has an invalid port (1-65535)") from None
+    if port == 0:
+        raise InvalidURL(f"{url!r} has an invalid port (1-65535)")
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
@@ -159,7 +170,7 @@ async def connect_websocket(
     Raises:
         ConnectError: The server could not be reached or refused the handshake.
     """
-    host, port, resource, secure = _parse_url(url)
+    host, port, resource, secure = parse_ws_url(url)
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     try:
         with trio.fail_after(connect_timeout):
@@ -193,12 +204,12 @@ async def connect_websocket(
         # Raised by the library's reader task, so it arrives here, not from the handshake
         # call: an HTTP answer that is not an upgrade (a proxy's 404, a full server's 503).
         body = (exc.body or b"").decode(errors="replace").strip()
-        raise ConnectError(
+        raise HandshakeRefused(
             f"{url} answered HTTP {exc.status_code} instead of a WebSocket handshake"
             f"{f': {body[:200]}' if body else ''}"
         ) from None
     except trio_websocket.HandshakeError as exc:
-        raise ConnectError(f"{url} refused the WebSocket handshake: {exc}") from None
+        raise HandshakeRefused(f"{url} refused the WebSocket handshake: {exc}") from None
     finally:
         with trio.CancelScope(shield=True):
             await stream.aclose()
@@ -286,10 +297,12 @@ async def _open_handshake(
             )
             race.cancel_scope.cancel()
     except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
-        raise ConnectError(f"{url} refused the WebSocket handshake: {exc}") from None
+        raise HandshakeRefused(f"{url} refused the WebSocket handshake: {exc}") from None
     if ws is None:
         hint = " (if it serves TLS, use wss://)" if url.startswith("ws:") else ""
-        raise ConnectError(f"{url} closed the connection during the WebSocket handshake{hint}")
+        raise HandshakeRefused(f"{url} closed the connection during the WebSocket handshake{hint}")
     if ws.closed is not None:
-        raise ConnectError(f"{url} refused the WebSocket handshake: {describe_close(ws.closed)}")
+        raise HandshakeRefused(
+            f"{url} refused the WebSocket handshake: {describe_close(ws.closed)}"
+        )
     return ws
