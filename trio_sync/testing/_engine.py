@@ -60,6 +60,15 @@ Workload = Callable[["World"], Awaitable[Any]]
 Invariant = Callable[["World"], object]
 
 
+#: The wall-clock time a simulation starts at (2026-01-01T00:00:00Z), so that status
+#: timestamps look like dates and replay identically.
+SIM_EPOCH = 1_767_225_600.0
+
+
+def _virtual_wall_clock() -> float:
+    return SIM_EPOCH + trio.current_time()
+
+
 @attrs.frozen
 class ClientStall:
     """One client's state when a run ended without converging."""
@@ -353,6 +362,8 @@ class Engine:
             "run_store": inline,
             "rng": self.rng(f"jitter:{device.name}:{device.incarnation - 1}"),
             "trace": partial(self.record, device.name),
+            # Status timestamps in virtual time too: a replay shows the same ones.
+            "wall_clock": _virtual_wall_clock,
         }
         settings.update(options)
         return open_client(self.url, device.store_path, **settings)
