@@ -1,7 +1,7 @@
 """The client runtime: ``open_client()`` and the :class:`Client`."""
 
 from ._bus import EventBus, Notification, Subscription
-from ._client import Client, open_client
+from ._client import Client, ResetReport, open_client
 from ._config import ClientTimings
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "ClientTimings",
     "EventBus",
     "Notification",
+    "ResetReport",
     "Subscription",
     "open_client",
 ]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from functools import partial
 
+import attrs
 import trio
 
 from .._errors import (
@@ -21,7 +22,7 @@ from .._errors import (
 )
 from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
-from ..protocol import Event, SyncStatus, backoff_delay, make_push_machine
+from ..protocol import Event, PushMachine, SyncStatus, backoff_delay, make_push_machine
 from ..store import ClientStore
 from ..transport import Connector, connect_websocket, parse_ws_url
 from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
@@ -36,6 +37,22 @@ TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 
 #: How many confirmed events ``confirmed_stream`` reads from the store at a time.
 _STREAM_PAGE = 500
+
+
+@attrs.frozen
+class ResetReport:
+    """What ``Client.reset()`` did.
+
+    Attributes:
+        saved_to: The JSON-lines file the pending events were saved to (None: there were
+            none, or the store is in memory).
+        kept: Pending events recorded again in the new lineage.
+        dropped: Pending events not kept (``keep_pending=False``); they are in the file.
+    """
+
+    saved_to: str | None
+    kept: int
+    dropped: int
 
 
 class Client:
@@ -54,6 +71,13 @@ class Client:
         self._urls = tuple(urls)
         self._connector = connector
         self._retry_now = trio.Event()
+        #: Makes a new push machine (a reset starts a fresh one).
+        self._new_push: Callable[[], PushMachine] = lambda: core.push
+        self._connection_scope = trio.CancelScope()
+        self._connection_stopped = trio.Event()
+        self._resume = trio.Event()
+        self._resume.set()
+        self._reset_lock = trio.Lock()
         self._timings = timings
         self._schema = schema
         self._token = token
@@ -197,7 +221,64 @@ class Client:
         """
         return _ConfirmedStream(self, self._core.durable_head if after is None else after)
 
+    async def reset(self, *, keep_pending: bool = True) -> ResetReport:
+        """Starts this client's store afresh and resyncs it from the server.
+
+        For a client the server cannot sync with any more ("incompatible"): the server's
+        database was rebuilt (a new server id), or this client id was used by another store
+        (a store lost and recreated). The pending events are first saved to a JSON-lines
+        file beside the store; then, in one transaction, the confirmed log, the server
+        identity and the cursors are dropped and (with ``keep_pending``) the pending events
+        are recorded again, numbered after the last client_seq the server holds for this
+        id. The client then reconnects and pulls the log again. A crash at any moment
+        loses no pending event: before the transaction the old store is intact, after it
+        the new one holds them (and the file is a spare copy either way).
+
+        Returns:
+            What was done: where the pending events were saved, how many were kept.
+
+        Raises:
+            StoreError: The file or the store could not be written; nothing changed.
+            ClientClosed: The client's ``open_client`` block has exited.
+        """
+        self._check_open()
+        core = self._core
+        async with self._reset_lock:
+            resume = self._resume = trio.Event()
+            try:
+                self._connection_scope.cancel()
+                await self._connection_stopped.wait()
+                async with core.writer.exclusive:
+                    first = (core.server_held_client_seq or 0) + 1
+                    pending = core.state.unacknowledged_count
+                    saved_to, kept = await core.run_store(
+                        partial(
+                            core.store.reset_lineage,
+                            keep_pending=keep_pending,
+                            first_client_seq=first,
+                            now=core.wall_clock(),
+                        )
+                    )
+                    state = await core.run_store(core.store.load_state)
+                    core.start_lineage(state, self._new_push())
+            finally:
+                resume.set()
+        report = ResetReport(saved_to=saved_to, kept=kept, dropped=pending - kept)
+        core.trace("reset", kept=kept, first_client_seq=first)
+        core.notify("recovery", what="reset", saved_to=saved_to, kept=kept, dropped=report.dropped)
+        return report
+
     # --- the connection supervisor ----------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Runs the connection supervisor, stopping it while a reset changes the store."""
+        while True:
+            await self._resume.wait()
+            self._connection_stopped = trio.Event()
+            with trio.CancelScope() as self._connection_scope:
+                await self._maintain_connection()
+            self._core.set_phase("disconnected", "stopped for a reset")
+            self._connection_stopped.set()
 
     async def _maintain_connection(self) -> None:
         """Connects, syncs, and reconnects with jittered capped backoff, for ever, moving
@@ -423,7 +504,8 @@ async def open_client(
     # name its peers as it likes.
     urls = _server_urls(url, check=connector is None)
     timings = timings or ClientTimings()
-    push = make_push_machine(push_policy, push_batch_size, timings.push)
+    new_push = partial(make_push_machine, push_policy, push_batch_size, timings.push)
+    push = new_push()
     store = await run_store(ClientStore.open, store_path, client_id)
     client: Client | None = None
     try:
@@ -437,10 +519,11 @@ async def open_client(
             )
         core.writer = ClientWriter(core)
         client = Client(core, urls, connector, timings, (schema_name, schema_version), token)
+        client._new_push = new_push
         with single_exception():
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.writer.run)
-                nursery.start_soon(client._maintain_connection)
+                nursery.start_soon(client._supervise)
                 try:
                     yield client
                 finally:

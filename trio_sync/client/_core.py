@@ -87,6 +87,8 @@ class ClientCore:
         self.refused_push: str | None = None
         self.last_synced_at: float | None = store.last_synced_at
         self._state: StatusState | None = None
+        #: Counts resets: writes queued for an older lineage are dropped.
+        self.lineage = 0
         self._since: float | None = None
         self.changed: Broadcast = _Changes(self)
         #: Notified when the upstream head or the server head known moves (a subset of
@@ -206,6 +208,23 @@ class ClientCore:
             self.state.limits = welcome.limits
         self.set_phase("connected")
         self.note_fresh_server_head(welcome.head)
+
+    def start_lineage(self, state: SyncState, push: PushMachine) -> None:
+        """The store was reset (``Client.reset()``): forget the server and the log."""
+        self.lineage += 1
+        self.state = state
+        self.push = push
+        self.durable_head = state.upstream_head
+        self.server_head = None
+        self.known_server_id = None
+        self.stuck = False
+        self.refused_push = None
+        self.fast_failures = 0
+        self.last_error = None
+        self.last_synced_at = None
+        self.catch_up = CatchUpMeter()
+        self.heads_changed.notify()
+        self.changed.notify()
 
     def request_head(self) -> None:
         """Asks the connected session (now or when one connects) to ask for the head."""

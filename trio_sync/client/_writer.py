@@ -53,11 +53,14 @@ class _Commit(_Job):
 @attrs.define(eq=False)
 class _Merge(_Job):
     result: Advance | Rebase
+    #: The store lineage it belongs to: one queued before a reset is dropped.
+    lineage: int = 0
 
 
 @attrs.define(eq=False)
 class _Ack(_Job):
     acked_through: int
+    lineage: int = 0
 
 
 @attrs.define(eq=False)
@@ -77,6 +80,9 @@ class ClientWriter:
         self._send, self._jobs = trio.open_memory_channel[_Job](math.inf)
         self._closed = False
         self._batches_since_checkpoint = 0
+        #: Held while a batch is written; ``Client.reset()`` holds it to change the store
+        #: with no batch in between.
+        self.exclusive = trio.Lock()
 
     async def commit(self, drafts: Sequence[Draft]) -> list[Event]:
         """Writes new commits durably (with any others waiting); returns them as events.
@@ -99,12 +105,12 @@ class ClientWriter:
             StoreError: The write failed; nothing changed.
             ClientClosed: The client is closing.
         """
-        await self._submit(_Merge(result))
+        await self._submit(_Merge(result, lineage=self._core.lineage))
 
     def note_ack(self, acked_through: int) -> None:
         """Records an acknowledgement with the next batch (nobody waits for it)."""
         if not self._closed:
-            self._send.send_nowait(_Ack(acked_through))
+            self._send.send_nowait(_Ack(acked_through, lineage=self._core.lineage))
 
     def note_synced(self, at: float) -> None:
         """Records when the client was last synced, with the next batch."""
@@ -135,7 +141,8 @@ class ClientWriter:
                         batch.append(self._jobs.receive_nowait())
                     except trio.WouldBlock:
                         break
-                await self._write(batch)
+                async with self.exclusive:
+                    await self._write(batch)
         finally:
             self._closed = True
             closed = ClientClosed("the client closed before this write")
@@ -163,8 +170,13 @@ class ClientWriter:
         core = self._core
         store: ClientStore = core.store
         commits = [job for job in batch if isinstance(job, _Commit)]
-        merges = [job for job in batch if isinstance(job, _Merge)]
-        acks = [job for job in batch if isinstance(job, _Ack)]
+        lineage = core.lineage
+        for old in batch:
+            if isinstance(old, (_Merge, _Ack)) and old.lineage != lineage:
+                # From before a reset: about a log this store no longer holds.
+                old.fail(ClientClosed("the store was reset before this write"))
+        merges = [job for job in batch if isinstance(job, _Merge) and job.lineage == lineage]
+        acks = [job for job in batch if isinstance(job, _Ack) and job.lineage == lineage]
         synced = [job for job in batch if isinstance(job, _Synced)]
         next_seq = core.state.next_client_seq
         for job in commits:

@@ -267,8 +267,11 @@ class SyncState:
         confirmed_own: list[Event] = []
         saw_foreign = False
         pending = iter(self._pending)
+        # Own events numbered below the first pending one were confirmed in an earlier
+        # lineage of this store (before a reset): history, like anyone else's events.
+        first_pending = self.next_client_seq - len(self._pending)
         for event in new:
-            if event.client_id != self.client_id:
+            if event.client_id != self.client_id or event.client_seq < first_pending:
                 saw_foreign = True
                 continue
             mine = next(pending, None)

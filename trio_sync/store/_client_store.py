@@ -16,6 +16,7 @@ import orjson
 
 from .._errors import StoreCorrupt, StoreMismatch
 from ..protocol import DEFAULT_LIMITS, Event, SyncState, WireLimits
+from . import _lineage
 from ._sqlite import Database, SQLiteStore, ensure_directory, get_meta, set_meta
 
 #: A write a client's writer batches with others: a function of the connection.
@@ -137,6 +138,52 @@ class ClientStore(SQLiteStore):
     def pending_events(self) -> list[Event]:
         """Own events not yet confirmed, in commit order."""
         return list(self.load_state().pending)
+
+    def pending_committed_at(self) -> dict[int, float]:
+        """When each pending event was committed (wall clock), by client_seq; events
+        committed before trio_sync kept the time have none."""
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                "SELECT client_seq, committed_at FROM pending WHERE committed_at IS NOT NULL"
+            ).fetchall()
+        )
+        return {client_seq: at for client_seq, at in rows}
+
+    # --- a new lineage -------------------------------------------------------------------
+
+    def reset_lineage(
+        self, *, keep_pending: bool, first_client_seq: int, now: float
+    ) -> tuple[str | None, int]:
+        """Starts this store afresh: no confirmed log, no server identity, head 0; with
+        ``keep_pending``, the pending events again, numbered from ``first_client_seq``.
+
+        The pending events are saved to a JSON-lines file beside the store first (a file
+        store with pending events only), then the store changes in one transaction: a crash
+        at any moment loses nothing.
+
+        Returns:
+            The file the pending events were saved to (None: nothing to save, or an
+            in-memory store) and how many events were kept.
+
+        Raises:
+            StoreError: The file or the store could not be written; the store is as it was.
+        """
+        pending = self.load_state().pending
+        committed_at = self.pending_committed_at()
+        saved_to = None
+        if pending and _lineage.keeps_files(self.path):
+            saved_to = _lineage.backup_path(self.path, now)
+            _lineage.write_jsonl(saved_to, pending, committed_at)
+        keep = [
+            _lineage.SavedEvent(event.name, dict(event.args), committed_at.get(event.client_seq))
+            for event in (pending if keep_pending else ())
+        ]
+        self._db.write(
+            lambda conn: _lineage.replace_lineage(
+                conn, keep=keep, client_id=self.client_id, first_client_seq=first_client_seq
+            )
+        )
+        return saved_to, len(keep)
 
     # --- writes -----------------------------------------------------------------------
     #

@@ -138,11 +138,12 @@ def parse_ws_url(url: str) -> tuple[str, int, str, bool]:
         )
     secure = parts.scheme == "wss"
     try:
-        port = parts.port or (443 if secure else 80)
+        given = parts.port
     except ValueError:
-        raise InvalidURL(f"{url!r} has an invalid port (1-65535)") from None
-    if port == 0:
+        given = -1
+    if given is not None and not 1 <= given <= 65535:
         raise InvalidURL(f"{url!r} has an invalid port (1-65535)")
+    port = given or (443 if secure else 80)
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query

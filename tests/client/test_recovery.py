@@ -1,0 +1,214 @@
+"""Recovery with a real server: a rebuilt server database, a reused client id, a URL that
+answers HTTP, bad URLs, retry(), and the notifications each one brings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_sync
+from trio_sync import IncompatibleServer, InvalidURL
+
+from ..conftest import FAST, WAIT, ClientFactory, ServerFactory
+
+
+async def test_rebuilt_server_is_incompatible_and_reset_keeps_every_pending_event(
+    nursery: trio.Nursery, tmp_path: Path, open_test_client: ClientFactory
+) -> None:
+    # Tried: the server's database deleted and recreated while a client had synced with it
+    # and then committed offline; the client must say "incompatible", then reset().
+    first: trio_sync.Server = await nursery.start(trio_sync.serve, str(tmp_path / "one.sqlite3"))
+    async with open_test_client(first.url, "A") as a:
+        await a.commit("before", {"n": 0})
+        with trio.fail_after(WAIT):
+            await a.wait_synced()
+    await first.shutdown()
+
+    rebuilt: trio_sync.Server = await nursery.start(trio_sync.serve, str(tmp_path / "two.sqlite3"))
+    async with open_test_client(rebuilt.url, "B") as b:  # someone else writes first
+        await b.commit("other", {"n": 1})
+        with trio.fail_after(WAIT):
+            await b.wait_synced()
+
+    async with open_test_client(rebuilt.url, "A") as a:
+        await a.commit("offline", {"n": 2})
+        await a.commit("offline", {"n": 3})
+        with trio.fail_after(WAIT), pytest.raises(IncompatibleServer, match="replaced"):
+            await a.wait_synced()
+        assert a.status.state == "incompatible" and a.status.pending == 2
+        assert [n.kind for n in a.recent_events() if n.kind == "incompatible"] == ["incompatible"]
+
+        events = a.subscribe()
+        report = await a.reset(keep_pending=True)
+        assert report.kept == 2 and report.dropped == 0
+        assert report.saved_to is not None
+        text = await trio.Path(report.saved_to).read_text()
+        saved = [json.loads(line) for line in text.splitlines()]
+        assert [(item["name"], item["args"]) for item in saved] == [
+            ("offline", {"n": 2}),
+            ("offline", {"n": 3}),
+        ]
+        recovery = await events.__anext__()
+        assert recovery.kind == "recovery" and recovery["what"] == "reset"
+
+        with trio.fail_after(WAIT):
+            await a.wait_synced()
+        log = [(e.name, e.args["n"]) for e in a.confirmed_events()]
+        # The new server's log, then the kept events; the old server's event is gone with it.
+        assert log == [("other", 1), ("offline", 2), ("offline", 3)]
+        assert a.pending_events() == []
+
+
+async def test_reused_client_id_is_refused_with_a_clear_reason_and_reset_continues_it(
+    server: trio_sync.Server, tmp_path: Path
+) -> None:
+    # Tried: the README's fixed client_id="A" used by two stores (a reinstalled device).
+    async with trio_sync.open_client(
+        server.url, str(tmp_path / "first.sqlite3"), client_id="A", timings=FAST
+    ) as first:
+        for n in range(3):
+            await first.commit("from.first", {"n": n})
+        with trio.fail_after(WAIT):
+            await first.wait_synced()
+
+    async with trio_sync.open_client(
+        server.url, str(tmp_path / "second.sqlite3"), client_id="A", timings=FAST
+    ) as second:
+        await second.commit("from.second", {"n": 0})
+        with trio.fail_after(WAIT), pytest.raises(IncompatibleServer) as refused:
+            await second.wait_synced()
+        reason = str(refused.value)
+        assert "client id 'A' is already used by another store" in reason
+        assert "client_seq 3" in reason and "reset()" in reason
+        assert second.status.state == "incompatible"
+        assert second.status.pending == 1  # nothing was pushed
+
+        await second.reset(keep_pending=True)
+        with trio.fail_after(WAIT):
+            await second.wait_synced()
+        mine = [(e.client_seq, e.name) for e in second.confirmed_events() if e.client_id == "A"]
+        assert mine == [(1, "from.first"), (2, "from.first"), (3, "from.first"), (4, "from.second")]
+
+
+async def test_generated_client_id_is_kept_in_the_store(
+    server: trio_sync.Server, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "c.sqlite3")
+    async with trio_sync.open_client(server.url, path, timings=FAST) as client:
+        generated = client.client_id
+    async with trio_sync.open_client(server.url, path, timings=FAST) as client:
+        assert client.client_id == generated and len(generated) == 32
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080", "not a url", "ws://", "ws://host:99999", "ws://host:0", ""],
+)
+async def test_url_that_can_never_work_is_refused_at_once(tmp_path: Path, url: str) -> None:
+    with pytest.raises(InvalidURL) as refused:
+        async with trio_sync.open_client(url, str(tmp_path / "c.sqlite3")):
+            pass  # pragma: no cover
+    assert isinstance(refused.value, ValueError)
+    assert not (tmp_path / "c.sqlite3").exists()  # refused before anything was opened
+
+
+async def test_empty_url_list_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidURL, match="at least one"):
+        async with trio_sync.open_client([], str(tmp_path / "c.sqlite3")):
+            pass  # pragma: no cover
+
+
+async def _serve_http_404(task_status: trio.TaskStatus[int]) -> None:
+    async def answer(stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                await stream.receive_some(65536)
+                await stream.send_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot here\n"
+                )
+            except trio.BrokenResourceError:
+                pass
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(answer, listeners)
+
+
+async def test_plain_http_answer_never_crashes_and_becomes_stuck_then_retry(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # Tried: a URL where a proxy answers 404 (as `python -m http.server` would).
+    port = await nursery.start(_serve_http_404)
+    async with trio_sync.open_client(
+        f"ws://127.0.0.1:{port}", str(tmp_path / "c.sqlite3"), timings=FAST
+    ) as client:
+        await client.commit("kept", {})
+        with trio.fail_after(WAIT):
+            status = await client.wait_status(lambda s: s.state == "stuck")
+        assert status.connect_attempts >= 3
+        assert "HTTP 404" in (status.last_error or "")
+        errors = [n for n in client.recent_events() if n.kind == "connection.error"]
+        assert [n["attempt"] for n in errors[:3]] == [1, 2, 3]
+        attempts = status.connect_attempts
+        client.retry()
+        with trio.fail_after(WAIT):
+            await client.wait_status(lambda s: s.connect_attempts > attempts)
+        assert client.pending_events()[0].name == "kept"
+
+
+async def test_server_down_is_disconnected_not_stuck(tmp_path: Path) -> None:
+    # Nothing listens: an offline period, which waiting does heal.
+    with trio.socket.socket() as probe:
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with trio_sync.open_client(
+        f"ws://127.0.0.1:{port}", str(tmp_path / "c.sqlite3"), timings=FAST
+    ) as client:
+        with trio.fail_after(WAIT):
+            await client.wait_status(lambda s: s.connect_attempts >= 4)
+        assert client.status.state in ("disconnected", "connecting")
+
+
+async def test_failover_moves_to_the_next_url(server: trio_sync.Server, tmp_path: Path) -> None:
+    with trio.socket.socket() as probe:
+        await probe.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{probe.getsockname()[1]}"
+    async with trio_sync.open_client(
+        [dead, server.url], str(tmp_path / "c.sqlite3"), timings=FAST
+    ) as client:
+        await client.commit("x", {})
+        with trio.fail_after(WAIT):
+            await client.wait_synced()
+
+
+async def test_status_through_a_server_stop_and_restart(
+    open_server: ServerFactory, open_test_client: ClientFactory
+) -> None:
+    server = await open_server()
+    async with open_test_client(server.url, "A") as client:
+        seen: list[str] = []
+        events = client.subscribe()
+        with trio.fail_after(WAIT):
+            synced = await client.wait_synced()
+        assert synced.last_synced_at is not None and synced.since is not None
+        assert synced.connect_attempts == 0
+        await server.shutdown()
+        with trio.fail_after(WAIT):
+            down = await client.wait_status(lambda s: s.connect_attempts >= 2)
+        assert down.state in ("disconnected", "connecting")
+        assert down.last_synced_at == pytest.approx(synced.last_synced_at, abs=5)
+        restarted = await open_server(port=int(server.url.rsplit(":", 1)[1]))
+        assert restarted.url == server.url
+        with trio.fail_after(WAIT):
+            back = await client.wait_synced()
+        assert back.connect_attempts == 0 and back.since is not None
+        while (note := events.get_nowait()) is not None:
+            seen.append(note.kind)
+        assert "connection.offline" in seen and "connection.online" in seen
+        assert seen.index("connection.offline") < len(seen) - 1 - seen[::-1].index(
+            "connection.online"
+        )
+        assert "sync.complete" in seen
