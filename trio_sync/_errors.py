@@ -48,6 +48,12 @@ class StoreCorrupt(StoreError):
     """The store file is damaged or is not a trio_sync store."""
 
 
+class StoreDamaged(StoreCorrupt):
+    """The store file is damaged: SQLite's integrity check fails, or its log breaks an
+    invariant (a gap in the positions). A client store is moved aside and rebuilt; a
+    server refuses to start on it."""
+
+
 class StoreFull(StoreError):
     """The disk (or the database's size limit) is full: nothing was written. Retry later."""
 

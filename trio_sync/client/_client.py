@@ -23,7 +23,7 @@ from .._errors import (
 from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
 from ..protocol import Event, PushMachine, SyncStatus, backoff_delay, make_push_machine
-from ..store import ClientStore
+from ..store import open_client_store
 from ..transport import Connector, connect_websocket, parse_ws_url
 from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
 from ._config import ClientTimings
@@ -506,13 +506,22 @@ async def open_client(
     timings = timings or ClientTimings()
     new_push = partial(make_push_machine, push_policy, push_batch_size, timings.push)
     push = new_push()
-    store = await run_store(ClientStore.open, store_path, client_id)
+    store, recovered = await run_store(open_client_store, store_path, client_id)
     client: Client | None = None
     try:
         state = await run_store(store.load_state)
         core = ClientCore(store, state, push, run_store, rng or random.Random(), trace)
         if wall_clock is not None:
             core.wall_clock = wall_clock
+        if recovered is not None:
+            core.trace("recovery.damaged_store", salvaged=recovered.salvaged)
+            core.notify(
+                "recovery",
+                what="damaged-store",
+                moved_to=recovered.moved_to,
+                salvaged=recovered.salvaged,
+                reason=recovered.reason,
+            )
         if connector is None:
             connector = partial(
                 connect_websocket, connect_timeout=timings.connect_timeout, ssl_context=ssl_context

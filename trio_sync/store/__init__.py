@@ -1,6 +1,7 @@
 """Durable SQLite stores: the client's log and state, and the server's global log."""
 
 from ._client_store import ClientStore
+from ._recovery import StoreRecovery, open_client_store
 from ._server_store import DEFAULT_STORE, PushRequest, ServerStore, StoreInfo, valid_store_id
 from ._sqlite import MEMORY, memory_path
 
@@ -11,6 +12,8 @@ __all__ = [
     "PushRequest",
     "ServerStore",
     "StoreInfo",
+    "StoreRecovery",
     "memory_path",
+    "open_client_store",
     "valid_store_id",
 ]

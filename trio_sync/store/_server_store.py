@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from .._errors import StoreCorrupt
+from .._errors import StoreCorrupt, StoreDamaged
 from ..protocol import (
     EVENT_ENVELOPE_BYTES,
     MAX_STORE_ID_LENGTH,
@@ -116,8 +116,28 @@ class ServerStore(SQLiteStore):
             ).fetchall()
         )
         self._stores = {row[0]: StoreInfo(*row) for row in rows}
+        self._check_log(db)
         if DEFAULT_STORE not in self._stores:
             raise StoreCorrupt(f"store {db.path!r} has no {DEFAULT_STORE!r} store")
+
+    @staticmethod
+    def _check_log(db: Database) -> None:
+        """A log clients can trust holds positions 1..head of each store, each once."""
+        gaps = db.read(
+            lambda conn: conn.execute(
+                "SELECT store_id, count(*), max(seq), min(seq) FROM log GROUP BY store_id "
+                "HAVING count(*) != max(seq) OR min(seq) != 1 LIMIT 3"
+            ).fetchall()
+        )
+        if gaps:
+            described = "; ".join(
+                f"store {store!r} holds {count} events at positions {low}..{high}"
+                for store, count, high, low in gaps
+            )
+            raise StoreDamaged(
+                f"server log {db.path!r} cannot be trusted: {described} (positions must run "
+                "from 1 with no gap). Nothing was changed; restore it from a backup"
+            )
 
     @classmethod
     def open(cls, path: str) -> ServerStore:

@@ -23,6 +23,7 @@ import orjson
 
 from .._errors import (
     StoreCorrupt,
+    StoreDamaged,
     StoreError,
     StoreFull,
     StoreInUse,
@@ -89,7 +90,10 @@ def _sqlite_error(path: str, exc: sqlite3.Error) -> StoreError:
         return StoreReadOnly(f"store {path!r} cannot be written: {text}")
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return StoreInUse(f"store {path!r} is locked by another process ({text})")
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or type(exc) is sqlite3.DatabaseError:
+    if name.startswith("SQLITE_CORRUPT"):
+        return StoreDamaged(f"store {path!r} is damaged: {text}")
+    if name.startswith("SQLITE_NOTADB") or type(exc) is sqlite3.DatabaseError:
+        # Not moved aside as damaged: it may be some other file the path points at.
         return StoreCorrupt(f"store {path!r} is damaged or not a trio_sync store: {text}")
     if name.startswith("SQLITE_CANTOPEN"):
         return StoreError(f"store {path!r} cannot be opened: {text}")
@@ -139,6 +143,7 @@ class Database:
             with translate_errors(self.path):
                 self._conn = self._connect()
                 self._identity = self._file_identity()
+                self._check_integrity()
                 self._configure()
                 self._migrate(kind, migrations)
                 if not is_memory(self.path):
@@ -178,6 +183,15 @@ class Database:
             check_same_thread=False,
             uri=self.path.startswith("file:"),
         )
+
+    def _check_integrity(self) -> None:
+        # Before anything is changed (WAL mode, migrations): a damaged file stays as found.
+        problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StoreDamaged(
+                f"store {self.path!r} is damaged (SQLite's integrity check: "
+                f"{'; '.join(problems)[:300]})"
+            )
 
     def _configure(self) -> None:
         if not is_memory(self.path):

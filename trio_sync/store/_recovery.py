@@ -1,0 +1,130 @@
+"""Start-up recovery of a damaged client store: moved aside, pending events salvaged.
+
+A client store that fails SQLite's integrity check cannot be trusted, but the confirmed
+log in it is a copy of the server's, so nothing of it is lost by rebuilding it from the
+server. Only the pending events are this device's alone: every one that can still be read
+is carried into the new store, with its client_seq, so the server recognises the ones it
+already holds.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import attrs
+import orjson
+
+from .._errors import StoreDamaged
+from . import _lineage
+from ._client_store import ClientStore
+from ._sqlite import is_memory, set_meta
+
+
+@attrs.frozen
+class StoreRecovery:
+    """What start-up recovery did.
+
+    Attributes:
+        moved_to: Where the damaged file now is.
+        salvaged: Pending events carried into the new store.
+        reason: Why the store was found damaged.
+    """
+
+    moved_to: str
+    salvaged: int
+    reason: str
+
+
+@attrs.frozen
+class _Salvage:
+    client_id: str | None
+    server_id: str | None
+    #: (client_seq, event) in client_seq order.
+    pending: list[tuple[int, _lineage.SavedEvent]]
+
+
+def open_client_store(
+    path: str, client_id: str | None = None, *, now: float | None = None
+) -> tuple[ClientStore, StoreRecovery | None]:
+    """Opens a client store, recovering it first if it is damaged.
+
+    Raises:
+        StoreError: As :meth:`ClientStore.open` for anything recovery cannot fix (in use,
+            another client's, a newer schema, not a trio_sync store at all).
+    """
+    try:
+        return ClientStore.open(path, client_id), None
+    except StoreDamaged as exc:
+        if is_memory(str(path)):
+            raise
+        reason = str(exc)
+    path = str(path)
+    salvage = _salvage(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    moved_to = f"{path}.corrupt.{stamp}"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, moved_to + suffix)
+    store = ClientStore.open(path, client_id or salvage.client_id)
+    # In order from the first readable one. An unreadable row leaves a gap, and the
+    # events after it are numbered on from before it: the server takes a client's events
+    # only in order, so it holds none after a gap it never saw.
+    kept = [event for _, event in salvage.pending]
+    if kept:
+        first = salvage.pending[0][0]
+        store._db.write(
+            lambda conn: _lineage.replace_lineage(
+                conn, keep=kept, client_id=store.client_id, first_client_seq=first
+            )
+        )
+    if salvage.server_id is not None:
+        server_id = salvage.server_id
+        store._db.write(lambda conn: set_meta(conn, "server_id", server_id))
+    return store, StoreRecovery(moved_to=moved_to, salvaged=len(kept), reason=reason)
+
+
+def _salvage(path: str) -> _Salvage:
+    """Whatever can still be read: the identity and the pending rows, one at a time."""
+    client_id = server_id = None
+    pending: list[tuple[int, _lineage.SavedEvent]] = []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return _Salvage(None, None, [])
+    try:
+        for key in ("client_id", "server_id"):
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error:
+                continue
+            if row is not None and isinstance(row[0], str):
+                if key == "client_id":
+                    client_id = row[0]
+                else:
+                    server_id = row[0]
+        try:
+            seqs = [row[0] for row in conn.execute("SELECT client_seq FROM pending")]
+        except sqlite3.Error:
+            seqs = []
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(pending)")}
+        except sqlite3.Error:
+            columns = set()
+        # Stores from before schema v2 keep no commit time.
+        when = "committed_at" if "committed_at" in columns else "NULL"
+        for client_seq in sorted(set(seqs)):
+            try:
+                row = conn.execute(
+                    f"SELECT name, args, {when} FROM pending WHERE client_seq = ?",
+                    (client_seq,),
+                ).fetchone()
+                args = orjson.loads(row[1])
+            except (sqlite3.Error, orjson.JSONDecodeError, TypeError):
+                continue
+            if isinstance(row[0], str) and isinstance(args, dict):
+                pending.append((client_seq, _lineage.SavedEvent(row[0], args, row[2])))
+    finally:
+        conn.close()
+    return _Salvage(client_id, server_id, pending)
