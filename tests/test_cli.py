@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -52,9 +53,10 @@ def test_demo_ends_with_identical_logs() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "both logs identical" in out
-    digests = re.findall(r"30 events \(15 own\), log digest ([0-9a-f]{16})", out)
-    assert len(digests) == 2 and digests[0] == digests[1]
+    assert "all logs identical" in out
+    digests = re.findall(r"30 events \((?:15|0) own\), log digest ([0-9a-f]{16})", out)
+    assert len(digests) == 3 and len(set(digests)) == 1
+    assert "carol caught up with 30 events" in out
     assert re.search(r"alice +synced +head +30/30 +pending +0", out)
     assert re.search(r"bob +synced +head +30/30 +pending +0", out)
 
@@ -135,3 +137,107 @@ def test_serve_on_a_corrupt_database_says_so_and_leaves_it_alone(tmp_path: Path)
     assert result.returncode == 1
     assert "damaged or not a trio_sync store" in result.stderr
     assert db.read_bytes() == b"garbage" * 1000
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("demo --events -5", "argument --events: -5 is negative"),
+        ("demo --events 0", "argument --events: 0 is not at least 1"),
+        ("demo --events many", "argument --events: 'many' is not a whole number"),
+        ("serve --port 99999", "argument --port: 99999 is not a port"),
+        ("bench stall --jobs -1", "argument --jobs: -1 is negative"),
+        ("bench stall --scenarios -3", "argument --scenarios: -3 is negative"),
+        ("bench stall --plot /no/such/dir/x.png", "folder '/no/such/dir' does not exist"),
+        ("replay --seed 0 --param clients=0", "clients must be 1 to 26, got 0"),
+        ("replay --seed 0 --param clients='x'", "clients must be a whole number"),
+        ("replay --seed 0 --param ack_loss=2", "ack_loss is a probability (0 to 1)"),
+        ("replay --seed 0 --param nosuch=1", "unknown scenario parameters: ['nosuch']"),
+        ("replay --seed 0 --max-runs 0", "argument --max-runs: 0 is not at least 1"),
+        ("status", "the following arguments are required: --store"),
+    ],
+)
+def test_every_bad_input_is_refused_up_front_with_exit_2(command: str, says: str) -> None:
+    result = subprocess.run([*CLI, *command.split()], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version_and_python_dash_m() -> None:
+    for command in (CLI, [sys.executable, "-m", "trio_sync"]):
+        result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip() == f"trio-sync {trio_sync.__version__}"
+
+
+def test_replay_into_a_closed_pipe_is_quiet() -> None:
+    # Tried: trio-sync replay --full-trace | head -1
+    replay = subprocess.Popen(
+        [*CLI, "replay", "--seed", "0", "--full-trace"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert replay.stdout is not None and replay.stderr is not None
+    with replay.stdout, replay.stderr:
+        replay.stdout.readline()
+        replay.stdout.close()  # what head does after its line
+        stderr = replay.stderr.read().decode()
+        assert replay.wait(timeout=60) == 0
+    assert stderr == ""
+
+
+def test_ctrl_c_in_the_demo_exits_quietly_with_130() -> None:
+    demo = subprocess.Popen(
+        [*CLI, "demo", "--events", "1000000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert demo.stdout is not None
+    with demo:
+        demo.stdout.readline()  # the server is up: the clients are committing
+        demo.send_signal(signal.SIGINT)
+        _, stderr = demo.communicate(timeout=60)
+    assert demo.returncode == 130
+    assert stderr == ""
+
+
+async def test_status_reads_a_store_in_use_without_connecting(
+    server: trio_sync.Server, tmp_path: Path
+) -> None:
+    store = tmp_path / "c.sqlite3"
+    async with trio_sync.open_client(server.url, str(store), client_id="A") as client:
+        await client.commit("one", {})
+        with trio.fail_after(WAIT):
+            await client.wait_synced()
+        server_id = client._core.known_server_id
+        # The application still has the store open: status reads it anyway.
+        result = await trio.run_process(
+            [*CLI, "status", "--store", str(store), "--json"], capture_stdout=True
+        )
+    facts = json.loads(result.stdout)
+    assert facts["client_id"] == "A" and facts["server_id"] == server_id
+    assert facts["upstream_head"] == 1 and facts["pending"] == 0
+    assert facts["last_synced_at"] is not None
+    table = await trio.run_process(
+        [*CLI, "status", "--store", str(store)], capture_stdout=True, env={"COLUMNS": "100"}
+    )
+    text = table.stdout.decode()
+    assert "client id" in text and "last synced" in text and " ago (" in text
+
+
+def test_status_of_a_missing_or_foreign_file_says_so(tmp_path: Path) -> None:
+    missing = subprocess.run(
+        [*CLI, "status", "--store", str(tmp_path / "none.sqlite3")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1 and "no client store at" in missing.stderr
+    other = tmp_path / "notes.txt"
+    other.write_text("hello " * 1000)
+    foreign = subprocess.run(
+        [*CLI, "status", "--store", str(other)], capture_output=True, text=True, timeout=60
+    )
+    assert foreign.returncode == 1 and "not a trio_sync store" in foreign.stderr
+    assert other.read_text() == "hello " * 1000

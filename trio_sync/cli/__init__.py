@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from .._errors import TrioSyncError
-from . import _bench, _demo, _replay, _serve, _token
+from . import _bench, _demo, _replay, _serve, _status, _token
 
 
 def parser() -> argparse.ArgumentParser:
@@ -19,7 +20,7 @@ def parser() -> argparse.ArgumentParser:
     )
     main_parser.add_argument("--version", action="version", version=f"trio-sync {__version__}")
     commands = main_parser.add_subparsers(dest="command", required=True)
-    for command in (_serve, _token, _demo, _replay, _bench):
+    for command in (_serve, _token, _status, _demo, _replay, _bench):
         command.add_parser(commands)
     return main_parser
 
@@ -39,6 +40,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # Trio's nurseries wrap what their tasks raised: unwrap what we would handle bare.
+        if group.subgroup(KeyboardInterrupt) is not None:
+            return 130
+        errors = group.subgroup(TrioSyncError)
+        if errors is None:
+            raise
+        print(f"trio-sync {args.command}: {_first_leaf(errors)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing more to say, and nobody to say it to.
+        _silence_stdout()
+        return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[TrioSyncError]) -> BaseException:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; with the pipe gone that would print another error.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 __all__ = ["main", "parser"]

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..testing import ScenarioResult, check_run, run_scenario
+from . import _args
 
 POLICIES = ("park", "supervised")
 #: Virtual seconds after which a scenario counts as stalled.
@@ -173,8 +174,10 @@ def add_parser(commands: Any) -> None:
     stall = benches.add_parser(
         "stall", help="randomized scenarios under each push policy: stalls and convergence"
     )
-    stall.add_argument("--scenarios", type=int, default=200, help="scenarios per policy")
-    stall.add_argument("--seed", type=int, default=0, help="first seed")
-    stall.add_argument("--jobs", type=int, default=0, help="processes (0: one per core)")
-    stall.add_argument("--plot", default="stall.png", help="PNG of pending events over time")
+    stall.add_argument("--scenarios", type=_args.positive, default=200, help="scenarios per policy")
+    stall.add_argument("--seed", type=_args.seed, default=0, help="first seed")
+    stall.add_argument("--jobs", type=_args.count, default=0, help="processes (0: one per core)")
+    stall.add_argument(
+        "--plot", type=_args.new_file, default="stall.png", help="PNG of pending events over time"
+    )
     stall.set_defaults(run=lambda args: main(args.scenarios, args.seed, args.jobs, args.plot))

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from ..testing import canonical_params, check_run, run_scenario, run_simulation
 from ..testing._shrink import MAX_RUNS, shrink, shrink_scenario
 from ..testing._simulation import load_callable
+from . import _args
 
 
 def parse_params(assignments: list[str]) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def add_parser(commands: Any) -> None:
         description="Replays run_scenario (the simulator's own workload), or your own "
         "workload with --workload module:function, from its seed.",
     )
-    replay.add_argument("--seed", type=int, required=True, help="the run's seed")
+    replay.add_argument("--seed", type=_args.seed, required=True, help="the run's seed")
     replay.add_argument(
         "--policy",
         choices=["supervised", "park"],
@@ -198,7 +199,9 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="look for the smallest parameters (fewer faults, fewer clients) that still fail",
     )
-    replay.add_argument("--max-runs", type=int, default=100, help="how many runs --shrink may take")
+    replay.add_argument(
+        "--max-runs", type=_args.positive, default=100, help="how many runs --shrink may take"
+    )
 
     replay.set_defaults(run=run_replay)
 

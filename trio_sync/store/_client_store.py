@@ -7,6 +7,7 @@ simulator, where a thread would break determinism).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -14,10 +15,17 @@ from collections.abc import Callable, Sequence
 import attrs
 import orjson
 
-from .._errors import StoreCorrupt, StoreMismatch
+from .._errors import StoreCorrupt, StoreError, StoreMismatch
 from ..protocol import DEFAULT_LIMITS, Event, SyncState, WireLimits
 from . import _lineage
-from ._sqlite import Database, SQLiteStore, ensure_directory, get_meta, set_meta
+from ._sqlite import (
+    Database,
+    SQLiteStore,
+    ensure_directory,
+    get_meta,
+    set_meta,
+    translate_errors,
+)
 
 #: A write a client's writer batches with others: a function of the connection.
 Write = Callable[[sqlite3.Connection], object]
@@ -272,3 +280,71 @@ class ClientStore(SQLiteStore):
         """Remembers the limits the server announced (commits made offline follow them)."""
         text = orjson.dumps(attrs.asdict(limits)).decode()
         self._db.write(lambda conn: set_meta(conn, "server_limits", text))
+
+
+@attrs.frozen
+class StoreSummary:
+    """What a client store holds, read without opening it for sync (``trio-sync status``).
+
+    Attributes mirror the status: ``last_synced_at`` and ``oldest_pending_at`` are
+    wall-clock times (None: never / unknown).
+    """
+
+    path: str
+    client_id: str | None
+    server_id: str | None
+    upstream_head: int
+    confirmed: int
+    pending: int
+    acked_through: int
+    next_client_seq: int
+    oldest_pending_at: float | None
+    last_synced_at: float | None
+    schema_version: int
+    size_bytes: int
+
+
+def inspect_store(path: str) -> StoreSummary:
+    """Reads a client store's facts read-only, without its lock: it works while the
+    application has the store open, and changes nothing.
+
+    Raises:
+        StoreError: No file at ``path``, or it cannot be read.
+        StoreCorrupt: It is not a trio_sync client store, or it is damaged.
+    """
+    if not os.path.isfile(path):
+        raise StoreError(f"no client store at {path!r}")
+    with translate_errors(path):
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            kind = conn.execute("SELECT kind FROM store_kind").fetchone()
+            if kind is None or kind[0] != "client":
+                raise StoreCorrupt(f"{path!r} is not a trio_sync client store")
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(pending)")}
+            oldest = (
+                conn.execute("SELECT min(committed_at) FROM pending").fetchone()[0]
+                if "committed_at" in columns
+                else None
+            )
+            pending = conn.execute("SELECT count(*) FROM pending").fetchone()[0]
+            confirmed = conn.execute("SELECT count(*) FROM confirmed").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            raise StoreCorrupt(f"{path!r} is not a trio_sync client store ({exc})") from None
+        finally:
+            conn.close()
+    return StoreSummary(
+        path=path,
+        client_id=meta.get("client_id"),
+        server_id=meta.get("server_id"),
+        upstream_head=int(meta.get("upstream_head") or 0),
+        confirmed=confirmed,
+        pending=pending,
+        acked_through=int(meta.get("acked_through") or 0),
+        next_client_seq=int(meta.get("next_client_seq") or 1),
+        oldest_pending_at=oldest,
+        last_synced_at=meta.get("last_synced_at"),
+        schema_version=version,
+        size_bytes=os.path.getsize(path),
+    )

@@ -46,6 +46,66 @@ def _draw_network_and_faults(rng: Callable[[str], random.Random]) -> dict[str, A
     }
 
 
+#: Allowed ranges, checked whichever way a parameter was set (drawn, pinned, --param).
+_PROBABILITIES = ("ack_loss", "ack_delay", "page_loss")
+_NON_NEGATIVE = (
+    "latency",
+    "jitter",
+    "pause",
+    "disconnects",
+    "server_restarts",
+    "client_crashes",
+    "fault_window",
+)
+
+
+_WHOLE = (
+    "clients",
+    "commit_batch",
+    "push_batch_size",
+    "disconnects",
+    "server_restarts",
+    "client_crashes",
+)
+
+
+def _check_types(pinned: Mapping[str, Any]) -> None:
+    """Raises ValueError for a pinned value of the wrong kind (before it is used)."""
+    for name, value in pinned.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name in _WHOLE and not (number and value == int(value)):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        if name in (*_PROBABILITIES, *_NON_NEGATIVE, "deadline") and not number:
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if name in ("events", "lose_acks", "lose_pages"):
+            items = value if isinstance(value, (tuple, list)) else (value,)
+            if not all(isinstance(n, int) and not isinstance(n, bool) for n in items):
+                raise ValueError(f"{name} takes whole numbers, got {value!r}")
+
+
+def _check_ranges(params: object) -> None:
+    """Raises ValueError naming the first parameter out of its range."""
+    values = attrs.asdict(params, recurse=False)  # type: ignore[arg-type]
+    for name in _PROBABILITIES:
+        if name in values and not 0.0 <= values[name] <= 1.0:
+            raise ValueError(f"{name} is a probability (0 to 1), got {values[name]!r}")
+    for name in _NON_NEGATIVE:
+        if name in values and values[name] < 0:
+            raise ValueError(f"{name} must not be negative, got {values[name]!r}")
+    if "deadline" in values and not values["deadline"] > 0:
+        raise ValueError(f"deadline must be positive, got {values['deadline']!r}")
+    if "clients" in values and not 1 <= values["clients"] <= 26:
+        raise ValueError(f"clients must be 1 to 26, got {values['clients']!r}")
+    for name in ("commit_batch", "push_batch_size"):
+        if name in values and values[name] < 1:
+            raise ValueError(f"{name} must be at least 1, got {values[name]!r}")
+    if any(n < 0 for n in values.get("events", ())):
+        raise ValueError(f"events must not be negative, got {values['events']!r}")
+    for name in ("lose_acks", "lose_pages"):
+        if any(n < 1 for n in values.get(name, ())):
+            raise ValueError(f"{name} counts from 1, got {values[name]!r}")
+
+
 def _check_names(cls: type, pinned: Mapping[str, Any], what: str) -> None:
     unknown = set(pinned) - {field.name for field in attrs.fields(cls)}
     if unknown:
@@ -106,6 +166,9 @@ class SimParams:
     deadline: float = 300.0
     schema: tuple[str, int] = ("default", 1)
 
+    def __attrs_post_init__(self) -> None:
+        _check_ranges(self)
+
     @classmethod
     def draw(cls, seed: int, **pinned: Any) -> SimParams:
         """Draws every parameter from ``seed``; keyword arguments pin any of them.
@@ -114,6 +177,7 @@ class SimParams:
             TypeError: An unknown parameter name.
         """
         _check_names(cls, pinned, "simulation")
+        _check_types(pinned)
         rng = _named_rng(seed)
         drawn = _draw_network_and_faults(rng)
         drawn["fault_window"] = round(rng("fault_window").uniform(1.0, 10.0), 6)
@@ -172,6 +236,9 @@ class ScenarioParams:
     lose_pages: tuple[int, ...] = ()
     deadline: float = 300.0
 
+    def __attrs_post_init__(self) -> None:
+        _check_ranges(self)
+
     @property
     def client_ids(self) -> list[str]:
         return [chr(ord("A") + i) for i in range(self.clients)]
@@ -186,6 +253,7 @@ class ScenarioParams:
             TypeError: An unknown parameter name.
         """
         _check_names(cls, pinned, "scenario")
+        _check_types(pinned)
         rng = _named_rng(seed)
         clients = pinned.get("clients", rng("clients").randint(2, 4))
         drawn: dict[str, Any] = {
