@@ -22,9 +22,11 @@ def find_postgres_bin() -> Path | None:
     none is installed)."""
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda path: int(Path(path).parent.parent.name or 0)
-        if Path(path).parent.parent.name.isdigit()
-        else 0,
+        key=lambda path: (
+            int(Path(path).parent.parent.name or 0)
+            if Path(path).parent.parent.name.isdigit()
+            else 0
+        ),
     )
     if found:
         return Path(found[-1]).parent
