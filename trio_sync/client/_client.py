@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -42,14 +42,15 @@ class Client:
     def __init__(
         self,
         core: ClientCore,
-        url: str,
+        url: str | Sequence[str],
         connector: Connector,
         timings: ClientTimings,
         schema: tuple[str, int],
         token: TokenSource | None = None,
     ) -> None:
         self._core = core
-        self._url = url
+        #: Where to connect, in order: after a failure, the next one (scale-out nodes).
+        self._urls = server_urls(url)
         self._connector = connector
         self._timings = timings
         self._schema = schema
@@ -201,12 +202,15 @@ class Client:
         core = self._core
         timings = self._timings
         failures = 0
+        attempt = 0
         while True:
             core.set_phase("connecting")
             session: ClientSession | None = None
+            url = self._urls[attempt % len(self._urls)]
+            attempt += 1
             try:
                 token = await self._current_token()
-                async with self._connector(self._url) as conn:
+                async with self._connector(url) as conn:
                     session = ClientSession(core, conn, timings, self._schema, token)
                     await session.run()
             except IncompatibleServer as exc:
@@ -221,6 +225,8 @@ class Client:
             # dropped at once (a full server, a restarting one) must not reconnect in a loop.
             stable = session is not None and session.connected_for() >= timings.stable_connection
             failures = 1 if stable else failures + 1
+            if stable and len(self._urls) > 1:
+                continue  # a node that served us well went away: try the next one at once
             await trio.sleep(
                 backoff_delay(
                     failures,
@@ -288,9 +294,24 @@ class _StatusChanges:
             await changed.wait()
 
 
+def server_urls(url: str | Sequence[str]) -> tuple[str, ...]:
+    """The URLs a client tries, in order: ``url`` alone, or each of a list.
+
+    Raises:
+        ValueError: An empty list, or something in it that is not a URL string.
+    """
+    urls = (url,) if isinstance(url, str) else tuple(url)
+    if not urls:
+        raise ValueError("open_client() needs at least one server URL")
+    for item in urls:
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"a server URL must be a non-empty string, not {item!r}")
+    return urls
+
+
 @asynccontextmanager
 async def open_client(
-    url: str,
+    url: str | Sequence[str],
     store_path: str,
     *,
     client_id: str | None = None,
@@ -313,7 +334,9 @@ async def open_client(
     and the heartbeat. Leaving the block stops them and closes the store.
 
     Args:
-        url: The server's URL (``ws://host:port``).
+        url: The server's URL (``ws://host:port``), or a list of the URLs of server nodes
+            that share one log: the client connects to the first and, when a connection
+            fails or drops, moves to the next.
         store_path: The client's SQLite file (created if missing).
         client_id: This client's id; None uses the one in the store, or a new one.
         token: The token the server requires (``trio-sync token``), or a function
@@ -332,9 +355,10 @@ async def open_client(
         trace: Called with every notable step (what, details).
 
     Raises:
-        ValueError: Unknown push_policy or a bad push_batch_size.
+        ValueError: Unknown push_policy, a bad push_batch_size, or an empty URL list.
         StoreError: The store cannot be opened (in use, corrupt, another client's).
     """
+    urls = server_urls(url)
     timings = timings or ClientTimings()
     push = make_push_machine(push_policy, push_batch_size, timings.push)
     store = await run_store(ClientStore.open, store_path, client_id)
@@ -347,7 +371,7 @@ async def open_client(
                 connect_websocket, connect_timeout=timings.connect_timeout, ssl_context=ssl_context
             )
         core.writer = ClientWriter(core)
-        client = Client(core, url, connector, timings, (schema_name, schema_version), token)
+        client = Client(core, urls, connector, timings, (schema_name, schema_version), token)
         with single_exception():
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.writer.run)
