@@ -68,7 +68,8 @@ async def test_clients_split_across_two_nodes_converge(
         node(pg_log, tmp_path / "n2.log") as (
             _,
             two,
-        ),open_test_client(one, "A") as a,
+        ),
+        open_test_client(one, "A") as a,
         open_test_client(two, "B") as b,
         open_test_client(one, "C") as c,
         open_test_client(two, "D") as d,
@@ -91,7 +92,8 @@ async def test_a_node_killed_under_load_loses_nothing_acknowledged(
 ) -> None:
     async with (
         node(pg_log, tmp_path / "n1.log") as (doomed, one),
-        node(pg_log, tmp_path / "n2.log") as (_, two),open_test_client([one, two], "A") as a,
+        node(pg_log, tmp_path / "n2.log") as (_, two),
+        open_test_client([one, two], "A") as a,
         open_test_client([one, two], "B") as b,
         open_test_client([two, one], "C") as c,
     ):
@@ -119,7 +121,8 @@ async def test_nodes_recover_on_their_own_after_a_database_restart(
 ) -> None:
     async with (
         node(pg_log, tmp_path / "n1.log") as (p1, one),
-        node(pg_log, tmp_path / "n2.log") as (p2, two),open_test_client([one, two], "A") as a,
+        node(pg_log, tmp_path / "n2.log") as (p2, two),
+        open_test_client([one, two], "A") as a,
         open_test_client([two, one], "B") as b,
     ):
         sent: dict[str, list[int]] = {"A": [], "B": []}

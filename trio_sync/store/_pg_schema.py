@@ -73,7 +73,6 @@ def check_schema(conn: psycopg.Connection[Any], url: str) -> None:
     """
     where = describe(url)
     version = _version(conn)
-    conn.rollback()
     if version is None:
         raise StoreVersionError(
             f"database {where} has no trio_sync schema: run `trio-sync migrate --db URL` "
