@@ -2,13 +2,15 @@
 on SQLite, with the same clients.
 
 ``python bench/scaleout.py [--quick] [--nodes 1,2,4] [--writers W] [--readers R]
-[--seconds S] [--batch B]``
+[--seconds S] [--batch B] [--rate EVENTS_PER_S]``
 
 Each configuration gets fresh logs (a new PostgreSQL database, migrated; a new SQLite
 file) and its own node processes; the clients are the same for all: W writers commit
-batches of B events (``commit_many``) as fast as they can for S seconds, R readers follow
-the log (``confirmed_stream``). Clients are spread over the nodes round-robin and connect
-with the list of every node URL (as behind a load balancer without stickiness).
+batches of B events (``commit_many``) as fast as they can for S seconds (or at --rate
+events/s in all: flat out, the latency is mostly queueing; paced, it is the fan-out),
+R readers follow the log (``confirmed_stream``). Clients are spread over the nodes
+round-robin and connect with the list of every node URL (as behind a load balancer
+without stickiness).
 
 events/s: events committed by the writers / seconds from the first commit until every
 writer is synced (every event durable in the log). Fan-out latency: from the commit call
@@ -103,7 +105,12 @@ async def run_clients(urls: list[str], folder: Path, options: Any) -> dict[str, 
 
         async def write(client: trio_sync.Client, deadline: float) -> None:
             nonlocal committed
+            # With --rate, each writer its share of the rate; else as fast as it can.
+            interval = options.writers * options.batch / options.rate if options.rate else 0
+            next_at = time.monotonic()
             while time.monotonic() < deadline:
+                await trio.sleep_until(trio.current_time() + max(0, next_at - time.monotonic()))
+                next_at += interval
                 now = time.monotonic()
                 await client.commit_many([("bench", {"t": now})] * options.batch)
                 committed += options.batch
@@ -136,6 +143,9 @@ async def main() -> None:
     parser.add_argument("--readers", type=int, default=4, help="reading clients")
     parser.add_argument("--seconds", type=float, help="seconds of writing per round")
     parser.add_argument("--batch", type=int, default=10, help="events per commit_many")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="events/s of all writers together (0: flat out)"
+    )
     options = parser.parse_args()
     counts = [int(n) for n in (options.nodes or ("1,2" if options.quick else "1,2,4")).split(",")]
     options.seconds = options.seconds or (0.5 if options.quick else 5.0)
@@ -181,7 +191,8 @@ async def main() -> None:
     }
     base = summary[SQLITE]
     table = Table(
-        f"scale-out: trio_sync, {options.writers} writers (batches of {options.batch}) and "
+        f"scale-out: trio_sync, {options.writers} writers (batches of {options.batch}, "
+        f"{f'{options.rate:g} events/s' if options.rate else 'flat out'}) and "
         f"{options.readers} readers for {options.seconds:g} s, {rounds} interleaved round(s)",
         ["log", "events/s", "vs sqlite", "fan-out p50 ms", "p99 ms", "p99 vs sqlite"],
     )
