@@ -385,7 +385,8 @@ class ServerProcess:
 
 #: How to start each kind of server in its own process; each prints a line with its
 #: ws:// URL once it accepts connections (the same contract as ``trio-sync serve``).
-def trio_sync_server_command(db_path: Path) -> list[str]:
+def trio_sync_server_command(db_path: Path | str) -> list[str]:
+    # A SQLite file or a postgresql:// URL (bench/scaleout.py).
     # WARNING: the server's per-connection INFO lines would interleave with the table.
     return [
         sys.executable,

@@ -92,3 +92,6 @@ async def wait_converged(*clients: trio_sync.Client) -> None:
             statuses = [client.status for client in clients]
             if all(s.state == "synced" and s.upstream_head == target for s in statuses):
                 return
+
+
+from .server._postgres import pg_cluster, pg_log, pg_url  # noqa: E402, F401 (fixtures)

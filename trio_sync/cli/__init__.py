@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .._errors import TrioSyncError
-from . import _bench, _demo, _replay, _serve, _status, _token
+from . import _bench, _demo, _migrate, _replay, _serve, _status, _token
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def parser() -> argparse.ArgumentParser:
     )
     main_parser.add_argument("--version", action="version", version=f"trio-sync {__version__}")
     commands = main_parser.add_subparsers(dest="command", required=True)
-    for command in (_serve, _token, _status, _demo, _replay, _bench):
+    for command in (_serve, _migrate, _token, _status, _demo, _replay, _bench):
         command.add_parser(commands)
     return main_parser
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import sys
 
 from .._errors import TrioSyncError
 from ..protocol import INT64_MAX, MAX_CLIENT_ID_LENGTH, TokenError, check_identifier, check_secret
 from ..store import valid_store_id
+from ..store._pg_connect import check_url, is_postgres_url
 
 
 class CommandError(TrioSyncError):
@@ -75,13 +77,44 @@ def version(text: str) -> int:
 
 
 def db_path(text: str) -> str:
+    """A SQLite file path or a ``postgresql://`` URL (parsed here, not connected to)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("the database path is empty")
+    if text.startswith(("postgresql:", "postgres:")):
+        return postgres_url(text)
     if text == ":memory:" or text.startswith("file:"):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a file path: a server's log must survive a restart"
         )
     return text
+
+
+def postgres_url(text: str) -> str:
+    """A ``postgresql://`` URL that psycopg can parse (psycopg must be installed)."""
+    if not is_postgres_url(text):
+        raise argparse.ArgumentTypeError(
+            f"{redact(text)!r} is not a PostgreSQL URL (postgresql://user@host:port/dbname)"
+        )
+    try:
+        check_url(text)
+    except TrioSyncError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def sqlite_file(text: str) -> str:
+    """An existing SQLite file (a log to copy from)."""
+    path = db_path(text)
+    if is_postgres_url(path):
+        raise argparse.ArgumentTypeError(f"{redact(text)!r}: expected a SQLite file, not a URL")
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist or is not a file")
+    return path
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of a URL replaced by ``***`` (for messages)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
 
 
 def seconds(text: str) -> float:

@@ -32,7 +32,11 @@ def add_parser(commands: Any) -> None:
         "shut it down gracefully (a second one at once).",
     )
     run.add_argument(
-        "--db", required=True, type=db_path, help="the server's SQLite file (created if missing)"
+        "--db",
+        required=True,
+        type=db_path,
+        help="the server's log: a SQLite file (created if missing), or a postgresql:// URL "
+        "(migrated with `trio-sync migrate`) that several nodes share",
     )
     run.add_argument("--host", default="127.0.0.1", help="address to listen on")
     run.add_argument("--port", type=port, default=0, help="port (0: any free port)")
@@ -129,7 +133,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
                     ssl_context=ssl_context,
                 )
             )
-            print(f"trio-sync serving {args.db} at {server.url}", flush=True)
+            print(f"trio-sync serving {server.db_path} at {server.url}", flush=True)
             if args.auth_secret_file:
                 nursery.start_soon(
                     _reload_secrets_on_hangup, hangups, server, args.auth_secret_file

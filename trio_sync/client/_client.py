@@ -328,6 +328,8 @@ class Client:
             stable = session is not None and session.connected_for() >= timings.stable_connection
             failures = 1 if stable else failures + 1
             url_index += 1
+            if stable and len(self._urls) > 1:
+                continue  # a node that served us well went away: try the next one at once
             await self._backoff(
                 backoff_delay(
                     failures,

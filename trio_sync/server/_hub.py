@@ -21,7 +21,7 @@ from .._broadcast import Broadcast
 from .._errors import StoreError, TrioSyncError
 from .._store_runner import StoreRunner
 from ..protocol import Accept, Ahead, Event, Push, PushDecision, Reject
-from ..store import PushRequest, ServerStore
+from ..store import PushRequest, ServerLog
 from ._limits import ServerLimits
 from ._log import StoreLog
 from ._metrics import ServerMetrics
@@ -73,7 +73,7 @@ class Hub:
 
     def __init__(
         self,
-        db: ServerStore,
+        db: ServerLog,
         run_store: StoreRunner,
         config: HubConfig,
         metrics: ServerMetrics | None = None,
@@ -128,7 +128,8 @@ class Hub:
         if info is None:
             if not self.config.create_stores:
                 return None
-            if self.db.store_count() >= self.config.limits.max_stores:
+            # Counted in the database: with a shared log, other nodes create stores too.
+            if await self.run_store(self.db.store_count) >= self.config.limits.max_stores:
                 raise TooManyStores(
                     f"store {store_id!r} cannot be created: the server holds "
                     f"{self.config.limits.max_stores} stores (max_stores)"
@@ -174,6 +175,42 @@ class Hub:
             return events
         read = partial(self.db.read, store_id=log.store_id, max_bytes=max_bytes)
         return await self.run_store(read, after, limits.max_page_events)
+
+    # --- heads learned from the database (a log shared by several nodes) ---------------
+
+    def open_store_ids(self) -> list[str]:
+        """The stores some connection of this node uses now."""
+        return list(self._logs)
+
+    async def learn_heads(self, heads: dict[str, int]) -> None:
+        """Another node appended: each store of ``heads`` this node serves is brought up
+        to its head, so its pullers get the new events."""
+        for store_id, head in heads.items():
+            log = self._logs.get(store_id)
+            if log is not None and head > log.head:
+                await self.catch_up(log, head)
+
+    async def catch_up(self, log: StoreLog, head: int | None = None) -> None:
+        """Reads the events of ``log`` this node has not seen (up to ``head``, or the
+        database's head) and publishes them, as if they had been appended here: the
+        pullers of every node are fed by the same path.
+
+        Raises:
+            StoreError: The database could not be read.
+        """
+        if head is None:
+            head = (await self.run_store(self.db.heads, [log.store_id])).get(log.store_id, 0)
+        limit = self.config.limits.max_page_events * 20
+        while log.head < head:
+            # Far behind: only the newest part goes to the tail; older reads go to the
+            # database (publish() drops a tail that would have a gap).
+            after = max(log.head, head - limit)
+            read = partial(self.db.read, store_id=log.store_id)
+            events = await self.run_store(read, after, head - after)
+            if not events:
+                return
+            log.publish(events)
+        self.metrics.tail_bytes.set(sum(log.tail_bytes for log in self._logs.values()))
 
     # --- sessions ---------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from .._errors import TransportError
 from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
 from ..protocol import check_secret
-from ..store import ServerStore
+from ..store import DEFAULT_STORE, ServerLog, StoreInfo, open_server_log
 from ..transport import (
     Connection,
     HttpRequest,
@@ -24,6 +24,7 @@ from ..transport import (
     ListenerConfig,
     serve_websocket,
 )
+from ._follow import follow_database
 from ._hub import Hub, HubConfig
 from ._limits import ServerLimits
 from ._metrics import CONTENT_TYPE
@@ -56,7 +57,7 @@ class Server:
         port: The port it listens on (the real one when 0 was asked for, or the one it
             fell back to).
         server_id: The default store's identity (new when the database is created).
-        db_path: The SQLite file of its log.
+        db_path: Its log: the SQLite file, or the PostgreSQL database (without password).
     """
 
     url: str
@@ -105,11 +106,13 @@ async def serve_hub(
     with single_exception():
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run_writer)
+            if hub.db.shared:  # other nodes append too: hear of it
+                await nursery.start(follow_database, hub)
             task_status.started(await nursery.start(listen, handle))
 
 
 async def serve_store(
-    store: ServerStore,
+    store: ServerLog,
     listen: Listen,
     *,
     schema_name: str = "default",
@@ -147,7 +150,7 @@ def _config(
 
 
 async def serve(
-    db_path: str,
+    db: str,
     host: str = "127.0.0.1",
     port: int = 0,
     *,
@@ -161,7 +164,7 @@ async def serve(
     run_store: StoreRunner = in_worker_thread,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Runs a sync server on ``db_path`` until cancelled (or ``Server.shutdown()``).
+    """Runs a sync server on the log ``db`` until cancelled (or ``Server.shutdown()``).
 
     Use with ``server = await nursery.start(trio_sync.serve, "server.sqlite3")``: start()
     returns once the server accepts connections. ``ws://host:port/<store_id>`` serves the
@@ -169,7 +172,9 @@ async def serve(
     ``GET /metrics`` (Prometheus) are served on the same port.
 
     Args:
-        db_path: The SQLite file of the server's log (created if missing).
+        db: The server's log: a SQLite file (created if missing), or a PostgreSQL URL
+            (``postgresql://user@host/dbname``, migrated with ``trio-sync migrate``; needs
+            the ``postgres`` extra) that several server nodes may share.
         host: The address to listen on.
         port: The port to listen on; 0 picks a free one (see ``Server.port``).
         port_fallback: When ``port`` is taken, how many next ports to try.
@@ -185,15 +190,17 @@ async def serve(
 
     Raises:
         StoreError: The database cannot be opened or written (in use, corrupt, newer
-            schema, read-only).
+            schema, read-only, unreachable; StoreVersionError: a PostgreSQL database that
+            was not migrated).
         TransportError: No port could be bound.
         TokenError: A secret is too short.
     """
     config = _config(schema_name, schema_version, limits, create_stores, auth_secrets)
-    store = await run_store(ServerStore.open, db_path)
+    store = await run_store(open_server_log, db)
     stopped = trio.Event()
     try:
         await run_store(store.check_writable)
+        stores = await run_store(store.stores)
         hub = Hub(store, run_store, config)
         stop_accepting = trio.Event()
         listener_config = ListenerConfig(
@@ -224,10 +231,10 @@ async def serve(
                     host=host,
                     port=bound,
                     server_id=store.server_id,
-                    db_path=str(db_path),
+                    db_path=store.path,
                     control=_Control(hub, stop_accepting, scope, stopped),
                 )
-                _log_start(server, store, config, tls=ssl_context is not None)
+                _log_start(server, stores, config, tls=ssl_context is not None)
                 task_status.started(server)
     finally:
         with trio.CancelScope(shield=True):
@@ -282,16 +289,16 @@ async def _http(hub: Hub, request: HttpRequest) -> HttpResponse:
     return HttpResponse(404, b"not found: /healthz, /metrics, or a WebSocket to / or /<store>\n")
 
 
-def _log_start(server: Server, store: ServerStore, config: HubConfig, *, tls: bool) -> None:
+def _log_start(server: Server, stores: list[StoreInfo], config: HubConfig, *, tls: bool) -> None:
     limits = config.limits
-    stores = store.stores()
+    default = next(info for info in stores if info.store_id == DEFAULT_STORE)
     logger.info(
         "trio_sync server on %s: database %s, %d store(s) (default: head %d, identity %s)",
         server.url,
         server.db_path,
         len(stores),
-        store.head,
-        store.server_id,
+        default.head,
+        default.server_id,
     )
     logger.info(
         "tokens %s, TLS %s, unknown stores %s, schema %s v%d",

@@ -350,6 +350,10 @@ class ServerSession:
         if isinstance(message, Push):
             await self._send(await self._answer_push(message, log))
         elif isinstance(message, Pull):
+            if message.cursor > log.head and self._hub.db.shared:
+                # The client saw these events through another node, before this one heard
+                # of them: read them now rather than refuse.
+                await self._hub.catch_up(log)
             if message.cursor > log.head:
                 raise ProtocolError(
                     f"pull cursor {message.cursor} is beyond the head {log.head} of store "

@@ -12,55 +12,41 @@ of them before that commit returns.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
 from .._errors import StoreCorrupt, StoreDamaged
-from ..protocol import (
-    EVENT_ENVELOPE_BYTES,
-    MAX_STORE_ID_LENGTH,
-    Accept,
-    Event,
-    Push,
-    PushDecision,
-    PushFacts,
-    decide_push,
+from ..protocol import Event, PushDecision
+from ._server_log import (
+    DEFAULT_STORE,
+    LAST_CLIENT_SEQ_SQL,
+    READ_SQL,
+    HeadFeed,
+    PushRequest,
+    StoreInfo,
+    decide_group,
+    page_of,
+    valid_store_id,
 )
 from ._sqlite import Database, SQLiteStore, ensure_directory, get_meta, set_meta
 
-#: The store the bare URL (``ws://host:port``) serves.
-DEFAULT_STORE = "default"
 
-_STORE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_STORE_ID_LENGTH - 1}}}")
+class _SQLiteSql:
+    """:class:`~trio_sync.store._server_log.Sql` on a SQLite connection."""
 
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
 
-def valid_store_id(store_id: str) -> bool:
-    """True for a usable store id: letters, digits, ``_ . -``, at most 64, not starting
-    with a dot or a dash (so it is also a safe file and URL path name)."""
-    return _STORE_ID.fullmatch(store_id) is not None
+    def rows(self, sql: str, params: Sequence[Any]) -> Iterable[tuple[Any, ...]]:
+        return self._conn.execute(sql, params)
 
-
-@attrs.frozen
-class StoreInfo:
-    """One store as the database knows it."""
-
-    store_id: str
-    server_id: str
-    head: int
-
-
-@attrs.frozen
-class PushRequest:
-    """A push to apply: ``client_id``'s ``push`` into store ``store_id``."""
-
-    store_id: str
-    client_id: str
-    push: Push
+    def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
@@ -100,12 +86,13 @@ def _schema_v2(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS = [_schema_v1, _schema_v2]
 
-_EVENT_COLUMNS = "seq, client_id, client_seq, name, args"
-
 
 class ServerStore(SQLiteStore):
     """The server's SQLite log of every store. Heads are kept in memory: one process owns
     the file (the lock file sees to that), so only its own appends move them."""
+
+    #: No other process appends to this log (see ``PostgresStore`` for one that does).
+    shared = False
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
@@ -181,6 +168,15 @@ class ServerStore(SQLiteStore):
         """Every store, by id."""
         return sorted(self._stores.values(), key=lambda info: info.store_id)
 
+    def heads(self, store_ids: Sequence[str]) -> dict[str, int]:
+        """The head of each of ``store_ids`` that exists."""
+        return {s: self._stores[s].head for s in store_ids if s in self._stores}
+
+    def listen(self) -> HeadFeed:
+        """Raises:
+        NotImplementedError: Always: nobody else appends to a SQLite log."""
+        raise NotImplementedError("a SQLite log has one writer: there is nothing to hear")
+
     def create_store(self, store_id: str) -> StoreInfo:
         """Creates ``store_id`` with a new identity (or returns the existing one).
 
@@ -214,32 +210,15 @@ class ServerStore(SQLiteStore):
         at least one event if there is one: a page must make progress.
         """
 
-        def read(conn: sqlite3.Connection) -> list[Event]:
-            rows = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM log WHERE store_id = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (store_id, after, limit),
-            )
-            events: list[Event] = []
-            budget = max_bytes
-            for row in rows:
-                if max_bytes:
-                    budget -= len(row[3]) + len(row[4]) + EVENT_ENVELOPE_BYTES
-                    if events and budget < 0:
-                        break
-                events.append(self.row_to_event(row))
-            return events
-
-        return self._db.read(read)
+        return self._db.read(
+            lambda conn: page_of(conn.execute(READ_SQL, (store_id, after, limit)), max_bytes)
+        )
 
     def last_client_seq(self, client_id: str, *, store_id: str = DEFAULT_STORE) -> int:
         """The highest client_seq ``store_id`` holds from ``client_id`` (0: none), which the
         handshake compares with what the client says it has, to catch a reused id."""
         row = self._db.read(
-            lambda conn: conn.execute(
-                "SELECT coalesce(max(client_seq), 0) FROM log WHERE store_id = ? AND client_id = ?",
-                (store_id, client_id),
-            ).fetchone()
+            lambda conn: conn.execute(LAST_CLIENT_SEQ_SQL, (store_id, client_id)).fetchone()
         )
         return int(row[0])
 
@@ -255,20 +234,10 @@ class ServerStore(SQLiteStore):
         """
 
         def write(conn: sqlite3.Connection) -> tuple[list[PushDecision], dict[str, int]]:
-            heads: dict[str, int] = {}
-            decisions: list[PushDecision] = []
-            for request in requests:
-                head = heads.get(request.store_id, self._stores[request.store_id].head)
-                facts = self._facts(conn, request, head)
-                decision = decide_push(request.push, request.client_id, facts)
-                if isinstance(decision, Accept) and decision.new:
-                    conn.executemany(
-                        f"INSERT INTO log (store_id, {_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                        [(request.store_id, *self.event_to_row(e)) for e in decision.new],
-                    )
-                    heads[request.store_id] = decision.new[-1].seq or head
-                decisions.append(decision)
-            return decisions, heads
+            # One process owns the file, so the heads in memory are the database's.
+            return decide_group(
+                _SQLiteSql(conn), requests, lambda store_id: self._stores[store_id].head
+            )
 
         # An acknowledgement must survive a restart: never into a file that was deleted.
         self._db.check_file()
@@ -276,30 +245,3 @@ class ServerStore(SQLiteStore):
         for store_id, head in heads.items():  # only now is it durable: publish the heads
             self._stores[store_id] = attrs.evolve(self._stores[store_id], head=head)
         return decisions
-
-    @staticmethod
-    def _facts(conn: sqlite3.Connection, request: PushRequest, head: int) -> PushFacts:
-        store_id, client_id, push = request.store_id, request.client_id, request.push
-        last = conn.execute(
-            "SELECT coalesce(max(client_seq), 0) FROM log WHERE store_id = ? AND client_id = ?",
-            (store_id, client_id),
-        ).fetchone()[0]
-        foreign = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM log WHERE store_id = ? AND seq > ? AND client_id != ?)",
-            (store_id, push.parent, client_id),
-        ).fetchone()[0]
-        first, final = push.events[0].client_seq, push.events[-1].client_seq
-        held = {
-            event.client_seq: event
-            for event in map(
-                SQLiteStore.row_to_event,
-                conn.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM log "
-                    "WHERE store_id = ? AND client_id = ? AND client_seq BETWEEN ? AND ?",
-                    (store_id, client_id, first, min(final, last)),
-                ),
-            )
-        }
-        return PushFacts(
-            head=head, last_client_seq=last, foreign_after_parent=bool(foreign), held=held
-        )

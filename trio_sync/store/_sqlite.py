@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
-import orjson
-
 from .._errors import (
     StoreCorrupt,
     StoreDamaged,
@@ -31,7 +29,7 @@ from .._errors import (
     StoreReadOnly,
     StoreVersionError,
 )
-from ..protocol import Event
+from ._server_log import EVENT_COLUMNS, event_to_row, row_to_event
 
 T = TypeVar("T")
 
@@ -341,7 +339,7 @@ class SQLiteStore:
     """What both stores share: a :class:`Database` and the way events are stored in rows."""
 
     #: The columns of a stored event, in the order :meth:`row_to_event` reads them.
-    EVENT_COLUMNS = "seq, client_id, client_seq, name, args"
+    EVENT_COLUMNS = EVENT_COLUMNS
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -366,21 +364,9 @@ class SQLiteStore:
         self._db.check_file()
         self._db.write(lambda conn: set_meta(conn, "last_write_check", time.time()))
 
-    @staticmethod
-    def event_to_row(event: Event) -> tuple[int | None, str, int, str, str]:
-        args = orjson.dumps(event.args).decode()
-        return (event.seq, event.client_id, event.client_seq, event.name, args)
-
-    @staticmethod
-    def row_to_event(row: tuple[int | None, str, int, str, str]) -> Event:
-        seq, client_id, client_seq, name, args = row
-        try:
-            return Event(name, orjson.loads(args), client_id, client_seq, seq)
-        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-            # Written by an older trio_sync that accepted what JSON cannot hold (NaN).
-            raise StoreCorrupt(
-                f"event {client_id!r}/{client_seq} (seq {seq}) cannot be read back: {exc}"
-            ) from None
+    # How events are stored in rows: the same for every store and backend.
+    event_to_row = staticmethod(event_to_row)
+    row_to_event = staticmethod(row_to_event)
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> Any:

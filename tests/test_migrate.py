@@ -1,0 +1,120 @@
+"""``trio-sync migrate`` and a node's start-up checks on a PostgreSQL log, run as a user
+would: every mistake ends with one clear line and changes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import trio
+
+import trio_sync
+from trio_sync.store import DEFAULT_STORE, PostgresStore, ServerStore
+
+from .conftest import WAIT, ClientFactory
+from .store.test_server_store import push
+
+CLI = [sys.executable, "-m", "trio_sync.cli"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_migrate_creates_the_schema_once(pg_url: str) -> None:
+    first = cli("migrate", "--db", pg_url)
+    assert first.returncode == 0, first.stderr
+    assert "schema version 0 -> 1" in first.stdout
+    again = cli("migrate", "--db", pg_url)
+    assert again.returncode == 0 and "is up to date (schema version 1)" in again.stdout
+    store = PostgresStore.open(pg_url)
+    assert [info.store_id for info in store.stores()] == [DEFAULT_STORE]
+    store.close()
+
+
+async def test_migrate_from_sqlite_keeps_positions_and_identities(
+    pg_url: str, tmp_path: Path, open_test_client: ClientFactory
+) -> None:
+    sqlite = str(tmp_path / "server.sqlite3")
+    async with trio.open_nursery() as nursery:
+        server: trio_sync.Server = await nursery.start(trio_sync.serve, sqlite)
+        async with open_test_client(server.url, "A") as client:
+            await client.commit("before", {"n": 1})
+            with trio.fail_after(WAIT):
+                await client.wait_synced()
+        await server.shutdown()
+    source = ServerStore.open(sqlite)
+    todo = source.create_store("todo")
+    source.apply_pushes([push("B", 1, 0, 1, 2, store="todo")])
+    identities = {info.store_id: info.server_id for info in source.stores()}
+    source.close()
+
+    result = cli("migrate", "--from", sqlite, "--to", pg_url)
+    assert result.returncode == 0, result.stderr
+    assert "copied 3 event(s) of 2 store(s)" in result.stdout
+
+    store = PostgresStore.open(pg_url)
+    assert {info.store_id: info.server_id for info in store.stores()} == identities
+    assert store.heads([DEFAULT_STORE, "todo"]) == {DEFAULT_STORE: 1, "todo": 2}
+    assert store.store("todo") == todo.__class__("todo", todo.server_id, 2)
+    store.close()
+    # A client of the SQLite server goes on syncing with a PostgreSQL node: same identity.
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_sync.serve, pg_url)
+        async with open_test_client(server.url, "A") as client:
+            await client.commit("after", {"n": 2})
+            with trio.fail_after(WAIT):
+                await client.wait_synced()
+            assert [(e.seq, e.name) for e in client.confirmed_events()] == [
+                (1, "before"),
+                (2, "after"),
+            ]
+        nursery.cancel_scope.cancel()
+
+    # A second copy would merge two logs: refused, nothing changed.
+    again = cli("migrate", "--from", sqlite, "--to", pg_url)
+    assert again.returncode == 1 and "already holds 4 events" in again.stderr
+
+
+def test_a_newer_schema_is_refused_by_migrate_and_serve(pg_log: str) -> None:
+    with psycopg.connect(pg_log) as conn:
+        conn.execute("UPDATE trio_sync.meta SET value = '99' WHERE key = 'schema_version'")
+    for command in (("migrate", "--db", pg_log), ("serve", "--db", pg_log)):
+        result = cli(*command)
+        assert result.returncode == 1
+        assert "schema version 99" in result.stderr and "upgrade trio_sync" in result.stderr
+
+
+def test_serve_refuses_an_unmigrated_database_and_changes_nothing(pg_url: str) -> None:
+    result = cli("serve", "--db", pg_url)
+    assert result.returncode == 1
+    assert "has no trio_sync schema: run `trio-sync migrate --db URL`" in result.stderr
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('trio_sync.meta')").fetchone() == (None,)
+
+
+def test_an_unreachable_database_is_one_clear_line(pg_cluster: object) -> None:
+    url = "postgresql://me:secret@127.0.0.1:1/app"
+    for command in (("serve", "--db", url), ("migrate", "--db", url)):
+        result = cli(*command)
+        assert result.returncode == 1
+        assert "postgresql://127.0.0.1:1/app is unreachable" in result.stderr
+        assert "secret" not in result.stderr
+
+
+def test_bad_urls_and_files_are_argument_errors(tmp_path: Path) -> None:
+    for args, message in (
+        (("serve", "--db", "postgresql://h/x?bogus=1"), "not a usable PostgreSQL URL"),
+        (("migrate", "--db", "postgres://h/db", "--from", str(tmp_path / "no")), "does not exist"),
+        (
+            ("migrate", "--db", str(tmp_path / "a.sqlite3"), "--from", "postgresql://h/x"),
+            "not a URL",
+        ),
+    ):
+        result = cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
