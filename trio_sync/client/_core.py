@@ -206,6 +206,7 @@ class ClientCore:
         if welcome.limits != self.state.limits:
             await self.run_store(self.store.record_limits, welcome.limits)
             self.state.limits = welcome.limits
+        self.connect_attempts = 0
         self.set_phase("connected")
         self.note_fresh_server_head(welcome.head)
 

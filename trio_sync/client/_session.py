@@ -35,7 +35,7 @@ from ..protocol import (
 )
 from ..transport import Connection
 from ._config import ClientTimings
-from ._core import ClientCore
+from ._core import FAST_FAILURE_SECONDS, ClientCore
 
 
 class ClientSession:
@@ -88,6 +88,7 @@ class ClientSession:
                     nursery.start_soon(self._heartbeat_loop)
                     nursery.start_soon(self._watch_stream)
                     nursery.start_soon(self._head_probe_loop)
+                    nursery.start_soon(self._note_stable)
                     await self._restart_pull("connected")
         except ProtocolError as exc:
             await self._say_goodbye(Error(f"client refuses: {exc}"))
@@ -291,6 +292,14 @@ class ClientSession:
                 await check()
             if core.stuck != self._heartbeat.stuck:
                 core.stuck = self._heartbeat.stuck
+            core.changed.notify()
+
+    async def _note_stable(self) -> None:
+        # Up long enough not to count as failing fast: a run of fast failures ends.
+        await trio.sleep(FAST_FAILURE_SECONDS)
+        core = self._core
+        if core.fast_failures:
+            core.fast_failures = 0
             core.changed.notify()
 
     async def _head_probe_loop(self) -> None:
