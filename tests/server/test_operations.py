@@ -24,7 +24,7 @@ from trio_sync.store import PushRequest, ServerStore
 
 from ..conftest import WAIT, ClientFactory, ServerFactory, wait_converged
 from ..test_cli import CLI, start_serve
-from ._raw import http_get
+from ._raw import http_get, wait_for_metric
 
 # --- storage it cannot write ------------------------------------------------------------
 
@@ -301,3 +301,30 @@ def test_cli_refuses_a_bad_port_up_front() -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "99999 is not a port" in result.stderr
+
+
+async def test_dead_clients_are_closed_and_counted_so_they_never_pile_up(
+    open_server: ServerFactory, open_test_client: ClientFactory
+) -> None:
+    # Tried: 50 clients that said hello and then went silent (a laptop lid closed, a
+    # process frozen): none answers a ping, none sends one.
+    from trio_sync.server import ServerLimits
+
+    from ._raw import raw_websocket, say_hello
+
+    server = await open_server(limits=ServerLimits(idle_timeout=2.0))
+    async with open_test_client(server.url, "live") as live, trio.open_nursery() as dead:
+        for n in range(50):
+
+            async def go_silent(n: int = n) -> None:
+                async with raw_websocket(server.url) as ws:
+                    await say_hello(ws, f"dead{n}")
+                    await trio.sleep_forever()
+
+            dead.start_soon(go_silent)
+        await wait_for_metric(server.url, b'trio_sync_refusals_total{reason="idle"} 50.0')
+        await wait_for_metric(server.url, b"trio_sync_connections 1.0")
+        await live.commit("still", {})
+        with trio.fail_after(WAIT):
+            await live.wait_synced()  # heartbeats every 0.5 s: never idle
+        dead.cancel_scope.cancel()
