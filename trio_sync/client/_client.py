@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,6 +28,9 @@ from ._config import ClientTimings
 from ._core import ClientCore, TraceHook
 from ._session import ClientSession
 from ._writer import ClientWriter
+
+if TYPE_CHECKING:
+    from ..files import FileOptions, FileSync
 
 _StatusPredicate = Callable[[SyncStatus], bool]
 #: A token, or a function that returns the current one (sync or async).
@@ -55,6 +59,8 @@ class Client:
         self._schema = schema
         self._token = token
         self._closed = False
+        #: Files that sync (see docs/files.md); set by open_client.
+        self.files: FileSync
 
     # --- public API -------------------------------------------------------------------
 
@@ -305,6 +311,7 @@ async def open_client(
     run_store: StoreRunner = in_worker_thread,
     rng: random.Random | None = None,
     trace: TraceHook | None = None,
+    files: FileOptions | None = None,
 ) -> AsyncIterator[Client]:
     """Opens a sync client that runs in the background while the block runs.
 
@@ -330,6 +337,7 @@ async def open_client(
         run_store: Where store calls run (a worker thread by default).
         rng: Source of jitter (seed it for reproducible runs).
         trace: Called with every notable step (what, details).
+        files: How ``client.files`` syncs files (see :class:`~trio_sync.files.FileOptions`).
 
     Raises:
         ValueError: Unknown push_policy or a bad push_batch_size.
@@ -348,9 +356,11 @@ async def open_client(
             )
         core.writer = ClientWriter(core)
         client = Client(core, url, connector, timings, (schema_name, schema_version), token)
+        client.files = _file_sync(client, store_path, files)
         with single_exception():
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.writer.run)
+                await nursery.start(client.files.run)
                 nursery.start_soon(client._maintain_connection)
                 try:
                     yield client
@@ -361,3 +371,17 @@ async def open_client(
             client._closed = True
         with trio.CancelScope(shield=True):
             await run_store(store.close)
+
+
+def _file_sync(client: Client, store_path: str, options: FileOptions | None) -> FileSync:
+    # Imported here: the files package builds on the client's core.
+    from ..files import FileOptions, FileSync
+
+    connector, url = client._connector, client._url
+    return FileSync(
+        client._core,
+        store_path,
+        options or FileOptions(),
+        connect=lambda: connector(url),
+        token=client._current_token,
+    )

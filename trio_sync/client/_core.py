@@ -14,6 +14,7 @@ from ..protocol import (
     Advance,
     ConnectionPhase,
     Event,
+    FileTransfers,
     MergeResult,
     PushAck,
     PushMachine,
@@ -77,6 +78,8 @@ class ClientCore:
         #: Extra checks the heartbeat runs on each tick while connected (file transfers
         #: add theirs); each heals what it finds and announces it on the bus.
         self.tick_checks: list[Callable[[], Awaitable[None]]] = []
+        #: File transfers left (set by the files executor), for the status.
+        self.file_transfers = FileTransfers()
 
     def trace(self, what: str, **details: object) -> None:
         if self._trace is not None:
@@ -95,6 +98,7 @@ class ClientCore:
             server_head=self.server_head,
             stuck=self.stuck,
             last_error=self.last_error or self.push.last_error,
+            files=self.file_transfers,
         )
 
     def set_phase(self, phase: ConnectionPhase, error: str | None = None) -> None:

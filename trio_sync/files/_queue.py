@@ -100,15 +100,19 @@ class TransferQueue:
     def succeeded(self, key: str) -> None:
         self._in_flight.pop(key, None)
 
-    def failed(self, key: str, now: float, jitter: float) -> float | None:
+    def failed(
+        self, key: str, now: float, jitter: float, *, retryable: bool = True, counts: bool = True
+    ) -> float | None:
         """The attempt failed: queues a retry after the backoff and returns when, or
-        returns None once the retry policy gives up (the key is then dropped)."""
+        returns None when the retry policy gives up or the failure is not ``retryable``
+        (the key is then dropped). A failure that does not ``count`` (the blob is not on
+        the server yet) backs off but never exhausts the attempts."""
         item = self._in_flight.pop(key, None)
-        if item is None:
+        if item is None or not retryable:
             return None
         item.failures += 1
         limit = self.retry.max_attempts
-        if limit is not None and item.failures >= limit:
+        if counts and limit is not None and item.failures >= limit:
             return None
         # A priority item keeps its place but still backs off: the server said no.
         item.ready_at = now + self.retry.delay(item.failures, jitter)

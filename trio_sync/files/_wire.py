@@ -18,7 +18,7 @@ import trio
 
 from .._errors import ConnectionClosed, ProtocolError, StoreError, TransportError, TrioSyncError
 from .._store_runner import StoreRunner
-from ..protocol import PROTOCOL_VERSION, Error
+from ..protocol import PROTOCOL_VERSION, Error, Message
 from ..protocol._blob_messages import (
     BlobChunk,
     BlobHello,
@@ -112,7 +112,7 @@ class BlobClient:
         except (TransportError, ProtocolError) as exc:
             raise TransferFailed(str(exc)) from None
 
-    async def _receive(self, conn: Connection) -> object:
+    async def _receive(self, conn: Connection) -> Message:
         with trio.move_on_after(self._timeout):
             message = await conn.receive()
             if isinstance(message, Error):

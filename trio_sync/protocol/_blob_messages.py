@@ -167,7 +167,7 @@ class BlobRefused:
 BlobClientMessage = BlobHello | UploadBegin | BlobChunk | UploadEnd | DownloadBegin
 BlobServerMessage = BlobWelcome | UploadOffset | BlobChunk | UploadDone | DownloadInfo | BlobRefused
 
-BLOB_MESSAGE_TYPES: tuple[type[Any], ...] = (
+BLOB_MESSAGE_TYPES: tuple[type[BlobClientMessage | BlobServerMessage], ...] = (
     BlobHello,
     BlobWelcome,
     UploadBegin,

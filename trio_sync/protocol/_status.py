@@ -27,6 +27,10 @@ class SyncStatus:
         server_head: The server's head as last heard (None before the first contact).
         connected: A connection is up and the handshake is done.
         last_error: The latest problem, in words (None when all is well).
+        uploads_pending: Files whose contents are not on the server yet (queued or
+            moving); "synced" needs none, so that every other client can get every file.
+        downloads_pending: Files whose contents this client still has to fetch.
+        file_bytes_left: Bytes of those transfers not moved yet.
     """
 
     state: StatusState
@@ -35,6 +39,21 @@ class SyncStatus:
     server_head: int | None
     connected: bool
     last_error: str | None = None
+    uploads_pending: int = 0
+    downloads_pending: int = 0
+    file_bytes_left: int = 0
+
+
+@attrs.frozen
+class FileTransfers:
+    """The file transfers' part of the facts the status is derived from."""
+
+    uploads_pending: int = 0
+    downloads_pending: int = 0
+    bytes_left: int = 0
+
+
+NO_FILE_TRANSFERS = FileTransfers()
 
 
 def derive_status(
@@ -45,6 +64,7 @@ def derive_status(
     server_head: int | None,
     stuck: bool,
     last_error: str | None,
+    files: FileTransfers = NO_FILE_TRANSFERS,
 ) -> SyncStatus:
     """Computes the status from the facts (no I/O, no clock)."""
     state: StatusState
@@ -52,7 +72,12 @@ def derive_status(
         state = phase
     elif stuck:
         state = "stuck"
-    elif pending == 0 and server_head is not None and upstream_head >= server_head:
+    elif (
+        pending == 0
+        and files.uploads_pending == 0
+        and server_head is not None
+        and upstream_head >= server_head
+    ):
         state = "synced"
     else:
         state = "syncing"
@@ -63,4 +88,7 @@ def derive_status(
         server_head=server_head,
         connected=phase == "connected",
         last_error=last_error,
+        uploads_pending=files.uploads_pending,
+        downloads_pending=files.downloads_pending,
+        file_bytes_left=files.bytes_left,
     )

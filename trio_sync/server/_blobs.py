@@ -150,7 +150,7 @@ async def handle(conn: Connection, hub: Hub, blobs: BlobBackend | None, limits: 
     if isinstance(first, BlobHello):
         await BlobSession(conn, hub, blobs, limits).run(first)
     else:
-        await ServerSession(_Peeked(conn, first), hub).run()  # type: ignore[arg-type]
+        await ServerSession(_Peeked(conn, first), hub).run()
 
 
 class _Refused(Exception):
@@ -279,7 +279,7 @@ class BlobSession:
                 await self._conn.send(BlobRefused(blob, refusal.reason, retryable=not refusal.fatal))
             except StoreFull as exc:
                 upload = None
-                blob = getattr(message, "hash", "0" * 64)
+                blob = str(getattr(message, "hash", "0" * 64))
                 await self._conn.send(BlobRefused(blob, f"the server's storage is full: {exc}"))
 
     async def _begin_upload(self, store: BlobStore, begin: UploadBegin) -> _Upload | None:
