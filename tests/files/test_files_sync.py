@@ -41,10 +41,11 @@ async def test_two_clients_sync_twenty_files_of_mixed_sizes(
             await a.files.wait_idle()
             await a.wait_synced()
             assert a.status.state == "synced"
-            await b.wait_synced()
-            while len([f for f in b.files.list() if not f.deleted]) < 20:
-                await b.wait_status(lambda s: True)
-            await b.files.wait_idle()
+            await b.files.wait_for(
+                lambda files: (
+                    len(files.list()) == 20 and all(files.has_contents(fid) for fid in expected)
+                )
+            )
             for fid, digest in expected.items():
                 path = b.files.local_path(fid)
                 assert path is not None

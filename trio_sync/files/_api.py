@@ -125,9 +125,7 @@ class FileSync:
             StoreError: The transfer state or the blob directory cannot be opened.
         """
         core, options = self._core, self._options
-        self.blobs, state_path = await core.run_store(
-            _default_places, self._store_path, options
-        )
+        self.blobs, state_path = await core.run_store(_default_places, self._store_path, options)
         self._states = await core.run_store(TransferStateStore, state_path)
         try:
             self.executor = TransferExecutor(
@@ -304,6 +302,15 @@ class FileSync:
                 return
             await changed.wait()
 
+    async def wait_for(self, predicate: Callable[[FileSync], bool]) -> None:
+        """Waits until ``predicate(files)`` holds, looking again whenever the files or
+        their transfers change (bound it with ``trio.fail_after``)."""
+        while True:
+            changed = self._changed
+            if predicate(self):
+                return
+            await changed.wait()
+
     def has_contents(self, file_id: str) -> bool:
         """True when the file's current contents are stored here."""
         info = self._view.files.get(file_id)
@@ -429,7 +436,9 @@ class FileSync:
     def _transfer_finished(self, direction: Direction, file_id: str) -> None:
         self._wake()
 
+    def _executor_changed(self) -> None:
+        self._wake()
+
     def _wake(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-

@@ -198,7 +198,8 @@ class FileBlobStore:
         digest = hashlib.sha256()
         try:
             self._fault("finish")
-            with open(path, "rb+") as part:
+            with open(path, "ab+") as part:  # created if missing: an empty blob has none
+                part.seek(0)
                 while block := part.read(COPY_BLOCK):
                     digest.update(block)
                 if digest.hexdigest() != content_hash:
@@ -287,8 +288,8 @@ class MemoryBlobStore:
 
     def finish_partial(self, content_hash: str) -> bool:
         self._fault("finish")
-        part = self._partial.pop(content_hash, None)
-        if part is None or sha256_hex(bytes(part)) != content_hash:
+        part = self._partial.pop(content_hash, bytearray())
+        if sha256_hex(bytes(part)) != content_hash:
             return False
         self._blobs.setdefault(content_hash, bytes(part))
         return True

@@ -171,7 +171,9 @@ class TransferExecutor:
         now = trio.current_time()
         ready = sum(q.ready_count(now) for q in self.queues.values())
         in_flight = sum(q.in_flight for q in self.queues.values())
-        if self._stuck.tick(ready=ready, in_flight=in_flight, online=self.online, paused=self.paused):
+        if self._stuck.tick(
+            ready=ready, in_flight=in_flight, online=self.online, paused=self.paused
+        ):
             restarted = self.ensure_workers()
             self._core.trace("heartbeat.stuck_queue", ready=ready, restarted=restarted)
             self._core.notify(

@@ -18,10 +18,10 @@ import cattrs
 from cattrs.v import format_exception
 
 from .._errors import InvalidMessage, MalformedFrame
+from ._blob_messages import BlobChunk
 from ._events import Event, JsonObject, check_event_content
 from ._json import dumps, loads
 from ._limits import DEFAULT_LIMITS, WireLimits
-from ._blob_messages import BlobChunk
 from ._messages import MESSAGE_TYPES, Message, PullPage, Push
 
 T = TypeVar("T")

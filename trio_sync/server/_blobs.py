@@ -276,7 +276,9 @@ class BlobSession:
                 blob = getattr(message, "hash", None)
                 if not isinstance(blob, str):
                     raise
-                await self._conn.send(BlobRefused(blob, refusal.reason, retryable=not refusal.fatal))
+                await self._conn.send(
+                    BlobRefused(blob, refusal.reason, retryable=not refusal.fatal)
+                )
             except StoreFull as exc:
                 upload = None
                 blob = str(getattr(message, "hash", "0" * 64))
@@ -289,6 +291,11 @@ class BlobSession:
                 f"{self._limits.max_blob_bytes}",
                 fatal=True,
             )
+        if begin.size == 0 and not await self._run(store.has, begin.hash):
+            # Nothing to send: the empty blob is published at once (if that is its hash).
+            content_hash, _ = await self._run(store.put, b"")
+            if content_hash != begin.hash:
+                raise _Refused("an empty blob has another hash", fatal=True)
         held = await self._run(store.size, begin.hash)
         if held is not None:
             if held != begin.size:
