@@ -410,7 +410,9 @@ class FileSync:
         still queued)."""
         if self._saves_running:
             return  # the next reconcile collects
-        keep = self._view.live_hashes() | self._confirmed.live_hashes()
+        # The view, not the confirmed table: once this client's pending update or delete
+        # is confirmed it is the last word, so the contents it replaced are never needed.
+        keep = self._view.live_hashes()
         keep |= {
             state.content_hash
             for (_, direction), state in self._states.rows.items()

@@ -221,7 +221,7 @@ class TransferExecutor:
                 self.enqueue(direction, key)
 
     async def _set_state(self, direction: Direction, file_id: str, state: TransferState) -> None:
-        await self._core.run_store(self._states.set_many, [((file_id, direction), state)])
+        await self._core.run_store(self._states.update, (file_id, direction), state)
 
     async def _transfer(self, direction: Direction, file_id: str) -> None:
         core, queue = self._core, self.queues[direction]

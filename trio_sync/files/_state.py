@@ -56,11 +56,31 @@ class TransferStateStore:
         Raises:
             StoreError: The write failed; nothing changed.
         """
-        changes = list(changes)
-        if not changes:
-            return
+        self._write(list(changes), only_same_hash=False)
 
-        def write(conn: sqlite3.Connection) -> None:
+    def update(self, key: Key, state: TransferState) -> bool:
+        """Writes ``state`` only if the row still exists for the same contents (a worker
+        reporting on a transfer that was deleted or superseded meanwhile changes nothing);
+        returns whether it did.
+
+        Raises:
+            StoreError: The write failed; nothing changed.
+        """
+        return self._write([(key, state)], only_same_hash=True)
+
+    def _write(
+        self, changes: list[tuple[Key, TransferState | None]], *, only_same_hash: bool
+    ) -> bool:
+        if not changes:
+            return False
+
+        def write(conn: sqlite3.Connection) -> bool:
+            # Checked under the database's lock: writers are serialised there.
+            if only_same_hash:
+                key, state = changes[0]
+                current = self.rows.get(key)
+                if current is None or state is None or current.content_hash != state.content_hash:
+                    return False
             for (file_id, direction), state in changes:
                 if state is None:
                     conn.execute(
@@ -80,12 +100,14 @@ class TransferStateStore:
                         ),
                     )
 
-        self._db.write(write)
-        for key, state in changes:
-            if state is None:
-                self.rows.pop(key, None)
-            else:
-                self.rows[key] = state
+            for key, state in changes:
+                if state is None:
+                    self.rows.pop(key, None)
+                else:
+                    self.rows[key] = state
+            return True
+
+        return self._db.write(write)
 
     def with_status(self, direction: Direction, *statuses: TransferStatus) -> list[str]:
         return sorted(
