@@ -198,7 +198,7 @@ class FileSync:
             StoreError: The contents could not be stored (``StoreFull``: the disk is full).
             InvalidEvent: The metadata cannot travel in an event.
         """
-        file_id = new_file_id()
+        file_id = new_file_id(self._core.rng)
         await self._write(FILE_CREATED, file_id, data, path, dict(metadata or {}))
         return file_id
 

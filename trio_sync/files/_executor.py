@@ -162,6 +162,8 @@ class TransferExecutor:
         if core.file_transfers != counts:
             core.file_transfers = counts
             core.changed.notify()
+            if counts.uploads_pending == counts.downloads_pending == 0:
+                core.trace("files.idle")
 
     # --- the heartbeat's check --------------------------------------------------------------
 

@@ -10,6 +10,7 @@ Local state (durable, never synced): per file and direction, a :class:`TransferS
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -80,8 +81,9 @@ class FileState:
     download: TransferState | None
 
 
-def new_file_id() -> str:
-    return uuid.uuid4().hex
+def new_file_id(rng: random.Random) -> str:
+    """A random id drawn from ``rng`` (the client's seeded source: simulated runs replay)."""
+    return uuid.UUID(int=rng.getrandbits(128), version=4).hex
 
 
 def file_event_args(info: FileInfo) -> dict[str, object]:
