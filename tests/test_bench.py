@@ -19,6 +19,7 @@ SCRIPTS = {
     "contention": ["contention:"],
     "fanout": ["fan-out:"],
     "abuse": ["abuse:"],
+    "files": ["files:"],
 }
 
 
