@@ -38,8 +38,7 @@ import trio_sync
 
 CHUNK = 256 * 1024
 
-_SINK = (
-    """
+_SINK = """
 import sys, trio, trio_websocket
 async def handler(request):
     ws = await request.accept()
@@ -49,7 +48,7 @@ async def handler(request):
         if message == "end":
             await ws.send_message(str(total)); return
         if message == "get":
-            size = int(await ws.get_message()); block = bytes(%d)
+            size = int(await ws.get_message()); block = bytes(CHUNK_SIZE)
             for offset in range(0, size, len(block)):
                 await ws.send_message(block[: size - offset])
             continue
@@ -59,9 +58,7 @@ async def main():
         server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
         print(f"ws://127.0.0.1:{server.port}", flush=True)
 trio.run(main)
-"""
-    % CHUNK
-)
+""".replace("CHUNK_SIZE", str(CHUNK))
 
 
 def peak_rss(pid: int | str) -> int:
@@ -143,7 +140,9 @@ async def run(size: int, folder: Path) -> dict[str, object]:
     with open(source, "wb") as out:  # noqa: ASYNC230 (before any task runs)
         for offset in range(0, size, 1024 * 1024):
             out.write(os.urandom(min(1024 * 1024, size - offset)))
-    sink = subprocess.Popen([sys.executable, "-c", _SINK], stdout=subprocess.PIPE, text=True)
+    sink = subprocess.Popen(  # noqa: ASYNC220 (started before any transfer)
+        [sys.executable, "-c", _SINK], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert sink.stdout is not None
         plain_up, plain_down = await plain_copy(sink.stdout.readline().strip(), source, size)
