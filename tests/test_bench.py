@@ -22,6 +22,7 @@ SCRIPTS = {
     "fanout": ["fan-out:"],
     "abuse": ["abuse:"],
     "scaleout": ["scale-out:"],
+    "files": ["files:"],
 }
 
 

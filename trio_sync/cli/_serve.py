@@ -60,6 +60,11 @@ def add_parser(commands: Any) -> None:
     )
     run.add_argument("--certfile", help="serve TLS (wss://) with this certificate (PEM)")
     run.add_argument("--keyfile", help="the certificate's private key (PEM)")
+    run.add_argument(
+        "--blob-dir",
+        help="where file contents are kept (default: <db>.blobs beside a SQLite log; "
+        "nodes on PostgreSQL need a folder they all share)",
+    )
     run.add_argument("--schema-name", default="default", help="application schema name")
     run.add_argument("--schema-version", type=version, default=1, help="application schema version")
     limits = run.add_argument_group("limits (0 or absent: the default)")
@@ -131,6 +136,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
                     create_stores=args.create_stores,
                     auth_secrets=secrets,
                     ssl_context=ssl_context,
+                    blob_dir=args.blob_dir,
                 )
             )
             print(f"trio-sync serving {server.db_path} at {server.url}", flush=True)

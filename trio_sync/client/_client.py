@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -30,6 +31,9 @@ from ._config import ClientTimings
 from ._core import FAST_FAILURE_SECONDS, ClientCore, TraceHook
 from ._session import ClientSession
 from ._writer import ClientWriter
+
+if TYPE_CHECKING:
+    from ..files import FileOptions, FileSync
 
 _StatusPredicate = Callable[[SyncStatus], bool]
 #: A token, or a function that returns the current one (sync or async).
@@ -69,6 +73,7 @@ class Client:
     ) -> None:
         self._core = core
         self._urls = tuple(urls)
+        self._url_index = 0
         self._connector = connector
         self._retry_now = trio.Event()
         #: Makes a new push machine (a reset starts a fresh one).
@@ -82,6 +87,8 @@ class Client:
         self._schema = schema
         self._token = token
         self._closed = False
+        #: Files that sync (see docs/files.md); set by open_client.
+        self.files: FileSync
 
     # --- public API -------------------------------------------------------------------
 
@@ -93,6 +100,11 @@ class Client:
     def status(self) -> SyncStatus:
         """The current :class:`SyncStatus` (a fresh snapshot each time)."""
         return self._core.status()
+
+    @property
+    def current_url(self) -> str:
+        """The server URL in use (or tried next): with several, it moves on each failure."""
+        return self._urls[self._url_index % len(self._urls)]
 
     @property
     def push_policy(self) -> str:
@@ -286,9 +298,8 @@ class Client:
         core = self._core
         timings = self._timings
         failures = 0
-        url_index = 0
         while True:
-            url = self._urls[url_index % len(self._urls)]
+            url = self.current_url
             core.set_phase("connecting")
             core.connect_attempts += 1
             session: ClientSession | None = None
@@ -327,7 +338,7 @@ class Client:
             # dropped at once (a full server, a restarting one) must not reconnect in a loop.
             stable = session is not None and session.connected_for() >= timings.stable_connection
             failures = 1 if stable else failures + 1
-            url_index += 1
+            self._url_index += 1
             if stable and len(self._urls) > 1:
                 continue  # a node that served us well went away: try the next one at once
             await self._backoff(
@@ -466,6 +477,7 @@ async def open_client(
     rng: random.Random | None = None,
     trace: TraceHook | None = None,
     wall_clock: Callable[[], float] | None = None,
+    files: FileOptions | None = None,
 ) -> AsyncIterator[Client]:
     """Opens a sync client that runs in the background while the block runs.
 
@@ -495,6 +507,7 @@ async def open_client(
         trace: Called with every notable step (what, details).
         wall_clock: Wall-clock time for the status (``time.time`` by default; the
             simulator passes a virtual one).
+        files: How ``client.files`` syncs files (see :class:`~trio_sync.files.FileOptions`).
 
     Raises:
         InvalidURL: A URL that can never work (a ``ValueError`` too); checked before
@@ -531,9 +544,11 @@ async def open_client(
         core.writer = ClientWriter(core)
         client = Client(core, urls, connector, timings, (schema_name, schema_version), token)
         client._new_push = new_push
+        client.files = _file_sync(client, store_path, files)
         with single_exception():
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.writer.run)
+                await nursery.start(client.files.run)
                 nursery.start_soon(client._supervise)
                 try:
                     yield client
@@ -544,3 +559,18 @@ async def open_client(
             client._closed = True
         with trio.CancelScope(shield=True):
             await run_store(store.close)
+
+
+def _file_sync(client: Client, store_path: str, options: FileOptions | None) -> FileSync:
+    # Imported here: the files package builds on the client's core.
+    from ..files import FileOptions, FileSync
+
+    connector = client._connector
+    return FileSync(
+        client._core,
+        store_path,
+        options or FileOptions(),
+        # The node the sync connection uses now (with several URLs, it moves on failure).
+        connect=lambda: connector(client.current_url),
+        token=client._current_token,
+    )

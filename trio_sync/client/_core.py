@@ -16,6 +16,7 @@ from ..protocol import (
     CatchUpMeter,
     ConnectionPhase,
     Event,
+    FileTransfers,
     MergeResult,
     PushAck,
     PushMachine,
@@ -119,6 +120,8 @@ class ClientCore:
         #: Extra checks the heartbeat runs on each tick while connected (file transfers
         #: add theirs); each heals what it finds and announces it on the bus.
         self.tick_checks: list[Callable[[], Awaitable[None]]] = []
+        #: File transfers left (set by the files executor), for the status.
+        self.file_transfers = FileTransfers()
 
     def trace(self, what: str, **details: object) -> None:
         if self._trace is not None:
@@ -151,6 +154,7 @@ class ClientCore:
             last_synced_at=self.last_synced_at,
             since=self._since,
             now=self.wall_clock(),
+            files=self.file_transfers,
         )
 
     def observe(self) -> None:
@@ -162,6 +166,7 @@ class ClientCore:
             server_head=self.server_head,
             stuck=self.stuck,
             failing_fast=self.failing_fast,
+            uploads_pending=self.file_transfers.uploads_pending,
         )
         if state == "synced":
             self.last_synced_at = self.wall_clock()

@@ -62,7 +62,14 @@ from ._rate import TokenBucket
 from ._round_trip import RoundTrip, StreamStalled, StreamWatch
 from ._server_rules import Accept, Ahead, PushDecision, PushFacts, Reject, decide_push
 from ._state import Advance, MergeResult, PushPlan, Rebase, Refused, SyncState
-from ._status import ConnectionPhase, StatusState, SyncStatus, derive_state, derive_status
+from ._status import (
+    ConnectionPhase,
+    FileTransfers,
+    StatusState,
+    SyncStatus,
+    derive_state,
+    derive_status,
+)
 from ._tokens import (
     TokenClaims,
     TokenError,
@@ -96,6 +103,7 @@ __all__ = [
     "Draft",
     "Error",
     "Event",
+    "FileTransfers",
     "Heartbeat",
     "HeartbeatAction",
     "HeartbeatTimings",

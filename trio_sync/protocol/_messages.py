@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._blob_messages import BLOB_MESSAGE_TYPES, BlobClientMessage, BlobServerMessage
 from ._events import Event, check_identifier
 from ._json import INT64_MAX
 from ._limits import (
@@ -236,7 +237,8 @@ class Pong:
 
 ClientMessage = Hello | Push | Pull | Ping | Error
 ServerMessage = Welcome | PushAck | ServerAhead | PushRejected | PullPage | Pong | Error
-Message = ClientMessage | ServerMessage
+#: Blob connections (files) speak their own messages (see ``_blob_messages.py``).
+Message = ClientMessage | ServerMessage | BlobClientMessage | BlobServerMessage
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -252,5 +254,6 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         PullPage,
         Ping,
         Pong,
+        *BLOB_MESSAGE_TYPES,
     )
 }

@@ -36,6 +36,10 @@ class SyncStatus:
         since: Wall-clock time at which ``state`` took its current value.
         progress: While catching up with the server's history: events done and total,
             bytes, rate and ETA (None otherwise).
+        uploads_pending: Files whose contents are not on the server yet (queued or
+            moving); "synced" needs none, so that every other client can get every file.
+        downloads_pending: Files whose contents this client still has to fetch.
+        file_bytes_left: Bytes of those transfers not moved yet.
     """
 
     state: StatusState
@@ -48,6 +52,21 @@ class SyncStatus:
     connect_attempts: int = 0
     since: float | None = None
     progress: CatchUpProgress | None = None
+    uploads_pending: int = 0
+    downloads_pending: int = 0
+    file_bytes_left: int = 0
+
+
+@attrs.frozen
+class FileTransfers:
+    """The file transfers' part of the facts the status is derived from."""
+
+    uploads_pending: int = 0
+    downloads_pending: int = 0
+    bytes_left: int = 0
+
+
+NO_FILE_TRANSFERS = FileTransfers()
 
 
 def derive_state(
@@ -58,6 +77,7 @@ def derive_state(
     server_head: int | None,
     stuck: bool,
     failing_fast: bool = False,
+    uploads_pending: int = 0,
 ) -> StatusState:
     """The state alone (cheap: the client calls it on every change, to see when it moves).
     See :func:`derive_status`."""
@@ -69,7 +89,12 @@ def derive_state(
         return phase
     if stuck:
         return "stuck"
-    if pending == 0 and server_head is not None and upstream_head >= server_head:
+    if (
+        pending == 0
+        and uploads_pending == 0  # green means the other clients can get every file
+        and server_head is not None
+        and upstream_head >= server_head
+    ):
         return "synced"
     return "syncing"
 
@@ -97,6 +122,7 @@ def derive_status(
     previous: SyncStatus | None = None,
     since: float | None = None,
     now: float | None = None,
+    files: FileTransfers = NO_FILE_TRANSFERS,
 ) -> SyncStatus:
     """Computes the status from the facts (no I/O: the wall-clock time ``now`` is passed
     in, with the ``previous`` status for ``since`` and ``last_synced_at``).
@@ -114,6 +140,7 @@ def derive_status(
         server_head=server_head,
         stuck=stuck,
         failing_fast=failing_fast,
+        uploads_pending=files.uploads_pending,
     )
     if previous is not None:
         last_synced_at = max(last_synced_at or 0.0, previous.last_synced_at or 0.0) or None
@@ -130,4 +157,7 @@ def derive_status(
         connect_attempts=0 if phase == "connected" else connect_attempts,
         since=_since(state, previous, since, now),
         progress=progress if state == "syncing" else None,
+        uploads_pending=files.uploads_pending,
+        downloads_pending=files.downloads_pending,
+        file_bytes_left=files.bytes_left,
     )

@@ -1,5 +1,6 @@
 """The sync server runtime: ``serve()`` on WebSockets, one nursery per connection."""
 
+from ._blobs import BlobBackend, BlobLimits, FileBlobBackend, MemoryBlobBackend
 from ._hub import Hub, HubConfig
 from ._limits import ServerLimits
 from ._log import StoreLog
@@ -8,9 +9,13 @@ from ._serve import Listen, Server, serve, serve_hub, serve_store
 from ._session import ServerSession
 
 __all__ = [
+    "BlobBackend",
+    "BlobLimits",
+    "FileBlobBackend",
     "Hub",
     "HubConfig",
     "Listen",
+    "MemoryBlobBackend",
     "Server",
     "ServerLimits",
     "ServerMetrics",

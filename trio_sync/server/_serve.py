@@ -17,6 +17,7 @@ from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
 from ..protocol import check_secret
 from ..store import DEFAULT_STORE, ServerLog, StoreInfo, open_server_log
+from ..store._pg_connect import is_postgres_url
 from ..transport import (
     Connection,
     HttpRequest,
@@ -24,11 +25,12 @@ from ..transport import (
     ListenerConfig,
     serve_websocket,
 )
+from ._blobs import BlobBackend, BlobLimits, FileBlobBackend
+from ._blobs import handle as handle_connection
 from ._follow import follow_database
 from ._hub import Hub, HubConfig
 from ._limits import ServerLimits
 from ._metrics import CONTENT_TYPE
-from ._session import ServerSession
 
 logger = logging.getLogger("trio_sync.server")
 
@@ -95,13 +97,18 @@ class Server:
 
 
 async def serve_hub(
-    hub: Hub, listen: Listen, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    hub: Hub,
+    listen: Listen,
+    *,
+    blobs: BlobBackend | None = None,
+    blob_limits: BlobLimits | None = None,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Runs the writer and serves every connection ``listen`` accepts, until cancelled.
-    Reports what ``listen`` reported."""
+    Reports what ``listen`` reported. Blob connections (files) reach ``blobs``."""
 
     async def handle(conn: Connection) -> None:
-        await ServerSession(conn, hub).run()
+        await handle_connection(conn, hub, blobs, blob_limits or BlobLimits())
 
     with single_exception():
         async with trio.open_nursery() as nursery:
@@ -121,9 +128,12 @@ async def serve_store(
     create_stores: bool = False,
     auth_secrets: Sequence[bytes] = (),
     run_store: StoreRunner = in_worker_thread,
+    blobs: BlobBackend | None = None,
+    blob_limits: BlobLimits | None = None,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serves ``store``'s logs to every connection ``listen`` accepts, until cancelled.
+    """Serves ``store``'s logs (and ``blobs``' files) to every connection ``listen``
+    accepts, until cancelled.
 
     The transport-neutral part of :func:`serve`: the simulator runs it over the in-memory
     transport with ``run_store=inline``. Reports what ``listen`` reported.
@@ -131,7 +141,17 @@ async def serve_store(
     hub = Hub(
         store, run_store, _config(schema_name, schema_version, limits, create_stores, auth_secrets)
     )
-    await serve_hub(hub, listen, task_status=task_status)
+    await serve_hub(hub, listen, blobs=blobs, blob_limits=blob_limits, task_status=task_status)
+
+
+def _blob_backend(db: str, blob_dir: str | None) -> BlobBackend | None:
+    """Where files live: ``blob_dir``, or beside a SQLite log. Nodes on PostgreSQL share no
+    folder unless told one (``blob_dir`` on shared storage): files are refused then."""
+    if blob_dir is not None:
+        return FileBlobBackend(blob_dir)
+    if is_postgres_url(db):
+        return None
+    return FileBlobBackend(f"{db}.blobs")
 
 
 def _config(
@@ -162,6 +182,8 @@ async def serve(
     auth_secrets: Sequence[bytes] = (),
     ssl_context: ssl.SSLContext | None = None,
     run_store: StoreRunner = in_worker_thread,
+    blob_dir: str | None = None,
+    blob_limits: BlobLimits | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Runs a sync server on the log ``db`` until cancelled (or ``Server.shutdown()``).
@@ -187,6 +209,10 @@ async def serve(
             client must present a valid token for its store and client id.
         ssl_context: Serve TLS (``wss://``) with this context.
         run_store: Where store calls run (a worker thread by default).
+        blob_dir: Where file contents are kept, one directory per store (default:
+            ``<db>.blobs`` beside a SQLite log; none for PostgreSQL, whose nodes need a
+            folder they all share, so files are refused until one is given).
+        blob_limits: Chunk size and largest file (see :class:`BlobLimits`).
 
     Raises:
         StoreError: The database cannot be opened or written (in use, corrupt, newer
@@ -212,7 +238,11 @@ async def serve(
         with trio.CancelScope() as scope, single_exception():
             async with trio.open_nursery() as nursery:
                 bound: int = await nursery.start(
-                    serve_hub,
+                    partial(
+                        serve_hub,
+                        blobs=_blob_backend(db, blob_dir),
+                        blob_limits=blob_limits,
+                    ),
                     hub,
                     partial(
                         _listen_with_fallback,

@@ -24,9 +24,11 @@ import trio
 from .._broadcast import Broadcast
 from .._store_runner import inline
 from ..client import Client, ClientTimings, open_client
+from ..files import FileOptions, MemoryBlobStore
 from ..protocol import Event, HeartbeatTimings, PushTimings
-from ..server import serve_store
+from ..server import MemoryBlobBackend, serve_store
 from ..store import ClientStore, ServerStore, memory_path
+from ._files_check import check_files, files_settled
 from ._network import SimNetwork
 from ._params import SimParams
 from ._sandbox import SimulationError
@@ -49,7 +51,9 @@ SIM_TIMINGS = ClientTimings(
 )
 
 #: Trace steps after which a run may have converged (the watcher looks only then).
-_MAY_CONVERGE = frozenset({"pull.advance", "pull.rebase", "push.ack", "phase", "up"})
+_MAY_CONVERGE = frozenset(
+    {"pull.advance", "pull.rebase", "push.ack", "phase", "up", "files.idle", "download.complete"}
+)
 
 #: The virtual pause after convergence in which every runnable task runs (see _settle).
 _QUIET = 1e-6
@@ -146,6 +150,11 @@ class Engine:
         self._checking = False
         self._keepers: list[sqlite3.Connection] = []
         self._server_downtime = self.rng("server_downtime")
+        #: File contents: the server's (kept across its restarts, as a disk would keep
+        #: them) and each device's (kept across its crashes).
+        self.server_blobs = MemoryBlobBackend()
+        self.device_blobs: dict[str, MemoryBlobStore] = {}
+        self._files_kept: set[str] = set()
 
     def rng(self, name: str) -> random.Random:
         """A random source named after its purpose: adding one never shifts another."""
@@ -225,6 +234,8 @@ class Engine:
                 self.virtual_seconds = trio.current_time()
                 self.online_at_end = [d.name for d in self.devices.values() if d.online]
                 self.record("sim", "converged", {"head": self.server_store.head})
+                for problem in check_files(world.clients):
+                    self.note_failure("files", problem)
                 if invariant is not None:
                     self._check(invariant, world)
                 root.cancel_scope.cancel()
@@ -297,6 +308,7 @@ class Engine:
             schema_name=schema_name,
             schema_version=schema_version,
             run_store=inline,
+            blobs=self.server_blobs,
             task_status=task_status,
         )
 
@@ -364,9 +376,21 @@ class Engine:
             "trace": partial(self.record, device.name),
             # Status timestamps in virtual time too: a replay shows the same ones.
             "wall_clock": _virtual_wall_clock,
+            "files": FileOptions(
+                blob_store=self.device_blobs.setdefault(device.name, MemoryBlobStore()),
+                state_path=self._files_state_path(device.name),
+                transfer_timeout=SIM_TIMINGS.handshake_timeout,
+            ),
         }
         settings.update(options)
         return open_client(self.url, device.store_path, **settings)
+
+    def _files_state_path(self, name: str) -> str:
+        # The device's transfer state, kept (like its store) across its crashes.
+        path = memory_path(f"{self.token}_{name}_files")
+        if path not in self._files_kept:
+            self._files_kept.add(self._keep(path))
+        return path
 
     def read_store(self, device: Device) -> tuple[list[Event], list[Event]]:
         """A closed device's confirmed log and pending events, read from its store."""
@@ -455,6 +479,8 @@ class Engine:
             # pending (every own event is on the server, so also in the local log).
             status = client.status
             if status.pending or status.upstream_head != head:
+                return False
+            if final and not files_settled(client):
                 return False
         return True
 

@@ -13,6 +13,7 @@ import trio_websocket
 from .._errors import ConnectError, ConnectionClosed, HandshakeRefused, InvalidURL
 from .._groups import single_exception
 from ..protocol import CLIENT_RECEIVE_LIMITS, Message, PullPage, WireLimits, decode, encode
+from ..protocol._blob_messages import BlobChunk, UploadEnd
 from ._base import CLOSE_NORMAL
 from ._outbox import Outbox
 
@@ -78,7 +79,10 @@ class WebSocketConnection:
 
     async def send(self, message: Message) -> None:
         frame = encode(message)
-        await self._outbox.put(frame, bulk=isinstance(message, PullPage))
+        # Chunks queue like pages: one at a time, so a file never piles up in memory (and
+        # the end of an upload after its chunks, never before).
+        bulk = isinstance(message, (PullPage, BlobChunk, UploadEnd))
+        await self._outbox.put(frame, bulk=bulk)
 
     async def _write_frames(self) -> None:
         outbox = self._outbox

@@ -1,0 +1,170 @@
+"""The server's blob connection under hostile input: nothing poisons the stored data."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_sync
+from trio_sync._errors import StoreFull
+from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore, RetryPolicy
+from trio_sync.files._wire import encode_chunk
+from trio_sync.protocol import PROTOCOL_VERSION, Error
+from trio_sync.protocol._blob_messages import (
+    BlobChunk,
+    BlobHello,
+    BlobRefused,
+    BlobWelcome,
+    DownloadBegin,
+    DownloadInfo,
+    UploadBegin,
+    UploadDone,
+    UploadEnd,
+    UploadOffset,
+)
+from trio_sync.protocol._tokens import issue_token
+from trio_sync.server import MemoryBlobBackend, serve_store
+from trio_sync.store import ServerStore
+from trio_sync.transport import connect_websocket, serve_websocket
+
+from ..conftest import FAST, WAIT, ServerFactory
+
+SECRET = b"s" * 32
+
+
+def _blobs(server: trio_sync.Server) -> Path:
+    return Path(server.db_path + ".blobs/default/blobs")
+
+
+async def _hello(conn: object, token: str | None = None) -> object:
+    await conn.send(BlobHello(PROTOCOL_VERSION, "A", token))  # type: ignore[attr-defined]
+    return await conn.receive()  # type: ignore[attr-defined]
+
+
+async def test_corrupt_wrong_truncated_and_oversized_uploads_are_refused(
+    server: trio_sync.Server,
+) -> None:
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            # A chunk whose bytes do not match its digest (damaged on the way).
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+            good = encode_chunk(digest, 0, data[:1000])
+            await conn.send(BlobChunk(digest, 0, good.data, hashlib.sha256(b"x").hexdigest()))
+            refused = await conn.receive()
+            assert isinstance(refused, BlobRefused) and "corrupt" in refused.reason
+            # Truncated: the end before all the bytes.
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+            await conn.send(encode_chunk(digest, 0, data[:1000]))
+            await conn.send(UploadEnd(hash=digest))
+            refused = await conn.receive()
+            assert isinstance(refused, BlobRefused) and "truncated" in refused.reason
+            # Resumes at the 1000 bytes held; other bytes than the hash says: discarded.
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=1000)
+            for offset in range(1000, len(data), 100_000):
+                await conn.send(
+                    encode_chunk(digest, offset, os.urandom(min(100_000, len(data) - offset)))
+                )
+            await conn.send(UploadEnd(hash=digest))
+            refused = await conn.receive()
+            assert isinstance(refused, BlobRefused) and "do not match" in refused.reason
+            assert not (_blobs(server) / digest).exists()
+            # A huge declared size, and a chunk past the declared size.
+            await conn.send(UploadBegin(hash=digest, size=1 << 45))
+            refused = await conn.receive()
+            assert isinstance(refused, BlobRefused) and not refused.retryable
+            await conn.send(UploadBegin(hash=digest, size=10))
+            assert isinstance(await conn.receive(), UploadOffset)
+            await conn.send(encode_chunk(digest, 0, data[:11]))
+            assert isinstance(await conn.receive(), BlobRefused)
+            # The connection still works: a proper upload, then a download of it.
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+            for offset in range(0, len(data), 100_000):
+                await conn.send(encode_chunk(digest, offset, data[offset : offset + 100_000]))
+            await conn.send(UploadEnd(hash=digest))
+            assert await conn.receive() == UploadDone(hash=digest)
+            await conn.send(DownloadBegin(hash=digest, offset=5))
+            assert await conn.receive() == DownloadInfo(hash=digest, size=len(data))
+    assert (_blobs(server) / digest).read_bytes() == data
+
+
+async def test_blob_connections_need_a_token_for_their_store(open_server: ServerFactory) -> None:
+    server = await open_server(auth_secrets=[SECRET], create_stores=True)
+    expires = time.time() + 600
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as conn:
+            reply = await _hello(conn)
+            assert isinstance(reply, Error) and "not authorized" in reply.reason
+        other = issue_token(SECRET, store_id="other", client_id="A", expires_at=expires)
+        async with connect_websocket(server.url) as conn:
+            reply = await _hello(conn, other)  # a token for another store
+            assert isinstance(reply, Error) and "not authorized" in reply.reason
+        mine = issue_token(SECRET, store_id="default", client_id="A", expires_at=expires)
+        async with connect_websocket(server.url) as conn:
+            assert isinstance(await _hello(conn, mine), BlobWelcome)
+
+
+async def test_a_full_disk_on_the_server_is_retried_by_the_client(tmp_path: Path) -> None:
+    full = [2]
+
+    def fault(what: str) -> None:
+        if full[0] and what == "append":
+            full[0] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    backend = MemoryBlobBackend()
+    backend.stores["default"] = MemoryBlobStore(fault=fault)
+    store = ServerStore.open(str(tmp_path / "server.sqlite3"))
+    options = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    partial(
+                        serve_store,
+                        store,
+                        partial(serve_websocket, host="127.0.0.1", port=0),
+                        blobs=backend,
+                    )
+                )
+                url = f"ws://127.0.0.1:{port}"
+                db = str(tmp_path / "a.sqlite3")
+                async with trio_sync.open_client(url, db, timings=FAST, files=options) as a:
+                    fid = await a.files.save(b"some bytes", path="x")
+                    await a.files.wait_idle()
+                    state = a.files.state(fid).upload
+                    assert state is not None and state.status == "done" and state.attempts == 2
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+    assert (
+        backend.stores["default"].read(hashlib.sha256(b"some bytes").hexdigest()) == b"some bytes"
+    )
+
+
+async def test_a_full_local_disk_refuses_the_save_and_records_nothing(
+    server: trio_sync.Server, tmp_path: Path
+) -> None:
+    def fault(what: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    options = FileOptions(blob_store=FileBlobStore(tmp_path / "blobs", fault=fault))
+    db = str(tmp_path / "a.sqlite3")
+    async with trio_sync.open_client(server.url, db, timings=FAST, files=options) as a:
+        with pytest.raises(StoreFull):
+            await a.files.save(b"x" * 1000, path="x")
+        assert a.files.list() == [] and a.pending_events() == []
+        assert list((tmp_path / "blobs" / "tmp").iterdir()) == []

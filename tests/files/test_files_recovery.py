@@ -1,0 +1,147 @@
+"""Recovery of file transfers: dead workers, stream restarts, deletes and races."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import trio
+
+import trio_sync
+from trio_sync.files import FileOptions
+
+from ..conftest import WAIT, ClientFactory
+
+BIG = 8 * 1024 * 1024
+
+
+async def _next(subscription: trio_sync.Subscription, kind: str, **fields: object) -> None:
+    async for note in subscription:
+        if note.kind == kind and all(note.fields.get(k) == v for k, v in fields.items()):
+            return
+
+
+async def test_worker_killed_by_a_fault_is_restarted_by_the_heartbeat(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    options = FileOptions(uploads=1, downloads=1)
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A", files=options) as a:
+            await a.wait_synced()
+            kills = []
+
+            def fault(direction: str, file_id: str) -> None:
+                if not kills:
+                    kills.append(file_id)
+                    raise RuntimeError("injected: the worker dies")
+
+            a.files.inject_fault(fault)  # type: ignore[arg-type]
+            notes = a.subscribe()
+            fid = await a.files.save(b"contents", path="a.txt")
+            await _next(notes, "heartbeat.recovery", reason="stuck-queue")
+            await a.files.wait_idle()
+            assert kills == [fid]
+            state = a.files.state(fid).upload
+            assert state is not None and state.status == "done"
+            assert a.files.executor.workers_alive("upload") == 1
+
+
+async def test_a_stream_restart_mid_session_leaves_a_live_transfer_alone(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            await a.wait_synced()
+            notes = a.subscribe(buffer=10_000)
+            fid = await a.files.save(os.urandom(BIG), path="big")
+            await _next(notes, "upload.progress")
+            # The sync connection ends (the server drops it); the blob connection lives on.
+            for session in list(server._control.hub.sessions):
+                session.stop("test: restart the stream")
+            await a.wait_status(lambda s: s.state != "synced")
+            state = a.files.state(fid).upload
+            assert state is not None and state.status == "in_progress"
+            await a.files.wait_idle()
+            await a.wait_synced()
+            kinds = [n.kind for n in a.recent_events() if n.fields.get("file_id") == fid]
+            assert kinds.count("upload.start") == 1
+            assert "upload.error" not in kinds and "files.recovered" not in kinds
+            assert a.files.state(fid).upload.status == "done"  # type: ignore[union-attr]
+
+
+async def test_delete_during_upload_stops_it_everywhere(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            notes = a.subscribe(buffer=10_000)
+            data = os.urandom(BIG)
+            fid = await a.files.save(data, path="big")
+            await _next(notes, "upload.progress")
+            await a.files.delete(fid)
+            await a.files.wait_idle()
+            await a.wait_synced()
+            await b.wait_synced()
+            # The fact arrives first; the transfers it ends are dropped right after.
+            await b.files.wait_for(
+                lambda files: (
+                    [f.deleted for f in files.list()] == [True]
+                    and files.state(fid).download is None
+                )
+            )
+            await b.files.wait_idle()
+            assert a.files.state(fid) == b.files.state(fid)
+            assert a.files.state(fid).upload is None and b.files.state(fid).download is None
+            assert a.files.local_path(fid) is None and b.files.local_path(fid) is None
+            digest = hashlib.sha256(data).hexdigest()
+            assert digest not in a.files.blobs.hashes()  # garbage-collected
+            blobs = server.db_path + ".blobs/default/blobs"
+            assert digest not in os.listdir(blobs)
+
+
+async def test_racing_updates_end_with_the_server_ordered_last_on_both(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            fid = await a.files.save(b"v0", path="doc")
+            await a.wait_synced()
+            await b.wait_synced()
+            await b.files.wait_for(lambda files: files.has_contents(fid))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.files.update, fid, b"from A")
+                nursery.start_soon(b.files.update, fid, b"from B")
+            for client in (a, b):
+                await client.files.wait_idle()
+                await client.wait_synced()
+            for client in (a, b):
+                await client.wait_synced()
+            last = [e for e in a.confirmed_events() if e.name == "file.updated"][-1]
+            winner = b"from A" if last.client_id == "A" else b"from B"
+            for client in (a, b):
+                await client.files.wait_for(lambda files: files.has_contents(fid))
+                assert await client.files.read(fid) == winner
+            assert a.files.list() == b.files.list()
+
+
+async def test_read_waits_for_the_download_and_goes_first(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            ids = [await a.files.save(os.urandom(1024 * 1024), path=f"{i}") for i in range(6)]
+            small = await a.files.save(b"wanted", path="small")
+            await a.files.wait_idle()
+            await a.wait_synced()
+        async with open_test_client(server.url, "B", files=FileOptions(downloads=1)) as b:
+            await b.wait_synced()
+            await b.files.wait_for(lambda files: files.get(small) is not None)
+            assert await b.files.read(small) == b"wanted"
+            await b.files.wait_idle()
+            assert all(b.files.has_contents(fid) for fid in ids)

@@ -1,0 +1,56 @@
+"""File sync between real clients over real WebSockets on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import trio
+
+import trio_sync
+
+from ..conftest import WAIT, ClientFactory
+
+
+async def test_two_clients_sync_twenty_files_of_mixed_sizes(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    sizes = [0, 1, 100, 4096, 256 * 1024, 256 * 1024 + 1, 50 * 1024 * 1024]
+    sizes += [rng.randrange(0, 3 * 1024 * 1024) for _ in range(20 - len(sizes))]
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(50 * 1024 * 1024))
+    expected: dict[str, str] = {}
+    with trio.fail_after(WAIT * 4):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            for i, size in enumerate(sizes):
+                if size == 50 * 1024 * 1024:
+                    fid = await a.files.save(big, path=f"f{i}")
+                    expected[fid] = hashlib.sha256(big.read_bytes()).hexdigest()
+                else:
+                    data = rng.randbytes(size)
+                    fid = await a.files.save(data, path=f"f{i}", metadata={"n": i})
+                    expected[fid] = hashlib.sha256(data).hexdigest()
+            await a.files.wait_idle()
+            await a.wait_synced()
+            assert a.status.state == "synced"
+            await b.files.wait_for(
+                lambda files: (
+                    len(files.list()) == 20 and all(files.has_contents(fid) for fid in expected)
+                )
+            )
+            for fid, digest in expected.items():
+                path = b.files.local_path(fid)
+                assert path is not None
+                assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+                assert b.files.state(fid).download is not None
+            assert [(f.id, f.content_hash, f.size) for f in a.files.list()] == [
+                (f.id, f.content_hash, f.size) for f in b.files.list()
+            ]
+            small = next(f for f in b.files.list() if f.size == 100)
+            assert hashlib.sha256(await b.files.read(small.id)).hexdigest() == expected[small.id]

@@ -1,0 +1,74 @@
+"""The executor's pure decisions: order, de-duplication, backoff, stuck detection."""
+
+from __future__ import annotations
+
+from trio_sync.files import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
+from trio_sync.files._queue import stale_on_open
+
+
+def test_priority_first_then_fifo_and_bounded_concurrency() -> None:
+    queue = TransferQueue(2, RetryPolicy())
+    for key in "abc":
+        assert queue.add(key)
+    assert not queue.add("a")  # de-duplicated
+    queue.add("c", priority=True)
+    assert queue.next_ready(0) == "c"
+    queue.start("c")
+    assert queue.next_ready(0) == "a"
+    queue.start("a")
+    assert queue.next_ready(0) is None  # two in flight
+    assert not queue.add("a")  # in flight: not queued twice
+
+
+def test_backoff_is_jittered_exponential_capped_and_gives_up() -> None:
+    queue = TransferQueue(1, RetryPolicy(base=1, cap=60, max_attempts=3))
+    queue.add("a")
+    queue.start("a")
+    assert queue.failed("a", 100.0, 0.0) == 100.5
+    assert queue.next_ready(100.4) is None and queue.next_ready(100.5) == "a"
+    queue.start("a")
+    assert queue.failed("a", 200.0, 0.999) is not None
+    queue.start("a")
+    assert queue.failed("a", 300.0, 0.0) is None  # third failure: given up
+    assert "a" not in queue
+    assert RetryPolicy().delay(20, 0.999) <= 60
+
+
+def test_missing_blob_backs_off_without_exhausting_and_refusal_gives_up() -> None:
+    queue = TransferQueue(1, RetryPolicy(max_attempts=1))
+    queue.add("a")
+    queue.start("a")
+    assert queue.failed("a", 0.0, 0.5, counts=False) is not None
+    queue.start("a")
+    assert queue.failed("a", 0.0, 0.5, retryable=False) is None
+
+
+def test_interrupted_transfer_is_queued_again_at_once() -> None:
+    queue = TransferQueue(1, RetryPolicy())
+    queue.add("a")
+    queue.start("a")
+    queue.interrupted("a")
+    assert queue.next_ready(0) == "a"
+
+
+def test_stuck_after_two_ticks_only_when_online_unpaused_and_idle() -> None:
+    watch = StuckQueueWatch()
+    assert not watch.tick(ready=1, in_flight=0, online=True, paused=False)
+    assert watch.tick(ready=1, in_flight=0, online=True, paused=False)
+    assert not watch.tick(ready=1, in_flight=0, online=True, paused=False)  # counts again
+    for kwargs in (
+        {"in_flight": 1, "online": True, "paused": False},
+        {"in_flight": 0, "online": False, "paused": False},
+        {"in_flight": 0, "online": True, "paused": True},
+    ):
+        watch = StuckQueueWatch()
+        assert not any(watch.tick(ready=1, **kwargs) for _ in range(5))  # type: ignore[arg-type]
+
+
+def test_progress_throttle_and_stale_recovery() -> None:
+    throttle = ProgressThrottle(0.25)
+    sent = [throttle.should_send(t / 100, t, 100) for t in range(100)]
+    assert sum(sent) == 4
+    assert throttle.should_send(1.0, 100, 100)  # 100% always goes
+    rows = [("a", "upload", "in_progress"), ("b", "download", "error"), ("c", "upload", "done")]
+    assert stale_on_open(rows) == [("a", "upload"), ("b", "download")]

@@ -1,0 +1,29 @@
+"""File sync: facts as events, contents as content-addressed blobs, local transfer state.
+
+See docs/files.md. ``client.files`` is a :class:`FileSync`.
+"""
+
+from ._api import FileNotFound, FileOptions, FileSync, FileSyncError, FileTransferError
+from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ._executor import TransferExecutor
+from ._model import FileInfo, FileState, TransferState
+from ._queue import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
+
+__all__ = [
+    "BlobStore",
+    "FileBlobStore",
+    "FileInfo",
+    "FileNotFound",
+    "FileOptions",
+    "FileState",
+    "FileSync",
+    "FileSyncError",
+    "FileTransferError",
+    "MemoryBlobStore",
+    "ProgressThrottle",
+    "RetryPolicy",
+    "StuckQueueWatch",
+    "TransferExecutor",
+    "TransferQueue",
+    "TransferState",
+]

@@ -1,0 +1,446 @@
+"""``client.files``: save, update, delete and read files that sync between clients.
+
+Facts are events (``file.created``/``updated``/``deleted``) committed like any other, so
+they sync, order and survive exactly as events do. Contents are blobs: stored locally by
+hash, uploaded and downloaded by the :class:`TransferExecutor`. What each transfer is
+doing is this client's own durable state (``files.state()``), never synced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+import attrs
+import trio
+
+from .._errors import TrioSyncError
+from ..client._core import ClientCore
+from ..protocol import Event
+from ..store._sqlite import is_memory
+from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ._executor import DIRECTIONS, FaultHook, TransferExecutor
+from ._model import (
+    FILE_CREATED,
+    FILE_DELETED,
+    FILE_EVENTS,
+    FILE_UPDATED,
+    Direction,
+    FileInfo,
+    FileState,
+    FileTable,
+    TransferState,
+    file_event_args,
+    new_file_id,
+)
+from ._queue import RetryPolicy, stale_on_open
+from ._state import TransferStateStore
+from ._wire import BlobClient, OpenConnection
+
+#: Confirmed events read from the store at a time while folding the file table.
+_PAGE = 1000
+
+
+class FileSyncError(TrioSyncError):
+    """A file operation failed."""
+
+
+class FileNotFound(FileSyncError, KeyError):
+    """No such file (or it was deleted)."""
+
+
+class FileTransferError(FileSyncError):
+    """A file's contents could not be fetched (the retries are exhausted)."""
+
+
+@attrs.frozen
+class FileOptions:
+    """How a client syncs files.
+
+    Attributes:
+        uploads: Uploads at once.
+        downloads: Downloads at once.
+        retry: Backoff between attempts of a transfer, and how many attempts.
+        transfer_timeout: Seconds to wait for any answer of the server in a transfer.
+        progress_interval: Seconds between progress notifications of one transfer.
+        blob_store: Where contents are kept (default: the directory ``<store>.blobs``,
+            or memory for an in-memory store).
+        state_path: The SQLite file of the local transfer state (default
+            ``<store>.files``).
+    """
+
+    uploads: int = 2
+    downloads: int = 2
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    transfer_timeout: float = 30.0
+    progress_interval: float = 0.25
+    blob_store: BlobStore | None = None
+    state_path: str | None = None
+
+
+def _default_places(store_path: str, options: FileOptions) -> tuple[BlobStore, str]:
+    blobs = options.blob_store
+    state = options.state_path
+    if is_memory(store_path):
+        return blobs or MemoryBlobStore(), state or ":memory:"
+    return blobs or FileBlobStore(f"{store_path}.blobs"), state or f"{store_path}.files"
+
+
+class FileSync:
+    """Files on a client (``client.files``); see the module's description and
+    docs/files.md."""
+
+    def __init__(
+        self,
+        core: ClientCore,
+        store_path: str,
+        options: FileOptions,
+        *,
+        connect: OpenConnection,
+        token: Callable[[], Awaitable[str | None]],
+    ) -> None:
+        self._core = core
+        self._store_path = store_path
+        self._options = options
+        self._connect = connect
+        self._token = token
+        self._confirmed = FileTable()
+        self._cursor = 0
+        self._view = FileTable()
+        #: Saves in progress: their blob is stored before any fact refers to it, so the
+        #: garbage collector waits for them.
+        self._saves_running = 0
+        self._changed = trio.Event()
+        self.blobs: BlobStore
+        self._states: TransferStateStore
+        self.executor: TransferExecutor
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Opens the local state, recovers what a crashed run left, and runs the executor
+        and the fold of file events until cancelled.
+
+        Raises:
+            StoreError: The transfer state or the blob directory cannot be opened.
+        """
+        core, options = self._core, self._options
+        self.blobs, state_path = await core.run_store(_default_places, self._store_path, options)
+        self._states = await core.run_store(TransferStateStore, state_path)
+        try:
+            self.executor = TransferExecutor(
+                core,
+                self._states,
+                BlobClient(
+                    self._connect,
+                    core.state.client_id,
+                    self._token,
+                    self.blobs,
+                    core.run_store,
+                    timeout=options.transfer_timeout,
+                ),
+                target=self._target,
+                finished=self._transfer_finished,
+                uploads=options.uploads,
+                downloads=options.downloads,
+                retry=options.retry,
+                progress_interval=options.progress_interval,
+            )
+            await self._recover_stale()
+            await self._catch_up()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.executor.run)
+                await self._reconcile(set(self._view.files), first=True)
+                core.tick_checks.append(self.executor.heartbeat_check)
+                try:
+                    nursery.start_soon(self._follow)
+                    task_status.started()
+                    await trio.sleep_forever()
+                finally:
+                    core.tick_checks.remove(self.executor.heartbeat_check)
+        finally:
+            with trio.CancelScope(shield=True):
+                await core.run_store(self._states.close)
+
+    async def _recover_stale(self) -> None:
+        """Once per client lifecycle (here, at open; never on a reconnect): transfers a
+        crashed run left in progress or in error are queued again."""
+        rows = self._states.rows
+        stale = {
+            key
+            for key, state in rows.items()
+            if (key[0], key[1]) in stale_on_open([(key[0], key[1], state.status)])
+        }
+        changes: list[tuple[tuple[str, Direction], TransferState | None]] = [
+            (key, attrs.evolve(rows[key], status="queued", attempts=0)) for key in sorted(stale)
+        ]
+        await self._core.run_store(self._states.set_many, changes)
+        if stale:
+            self._core.trace("files.stale_recovered", count=len(stale))
+            self._core.notify("files.recovered", transfers=len(stale))
+        for (fid, direction), state in sorted(rows.items()):
+            if state.status == "queued":
+                self.executor.enqueue(direction, fid)
+
+    # --- the public API -------------------------------------------------------------------
+
+    async def save(
+        self, data: bytes | Path, *, path: str, metadata: Mapping[str, object] | None = None
+    ) -> str:
+        """Stores a new file and returns its id; its contents upload in the background.
+
+        Args:
+            data: The contents, or a file to copy them from (read in blocks, never whole).
+            path: The application's name for the file.
+            metadata: JSON values to keep with it.
+
+        Raises:
+            StoreError: The contents could not be stored (``StoreFull``: the disk is full).
+            InvalidEvent: The metadata cannot travel in an event.
+        """
+        file_id = new_file_id(self._core.rng)
+        await self._write(FILE_CREATED, file_id, data, path, dict(metadata or {}))
+        return file_id
+
+    async def update(self, file_id: str, data: bytes | Path) -> None:
+        """Replaces a file's contents.
+
+        Raises:
+            FileNotFound: No such live file.
+            StoreError: The contents could not be stored.
+        """
+        info = self._live(file_id)
+        await self._write(FILE_UPDATED, file_id, data, info.path, dict(info.metadata))
+
+    async def _write(
+        self, name: str, file_id: str, data: bytes | Path, path: str, metadata: dict[str, object]
+    ) -> None:
+        core = self._core
+        self._saves_running += 1
+        try:
+            content_hash, size = await core.run_store(self.blobs.put, data)
+            info = FileInfo(file_id, path, content_hash, size, metadata)
+            # The event is checked before anything is recorded for it.
+            draft = core.state.draft(name, file_event_args(info))
+            await core.run_store(
+                self._states.set_many,
+                [
+                    ((file_id, "upload"), TransferState("queued", content_hash)),
+                    ((file_id, "download"), TransferState("done", content_hash)),
+                ],
+            )
+            self.executor.cancel("upload", file_id)
+            self.executor.cancel("download", file_id)
+            await core.writer.commit([draft])
+            self._refresh_view()
+            self.executor.enqueue("upload", file_id)
+        finally:
+            self._saves_running -= 1
+
+    async def delete(self, file_id: str) -> None:
+        """Deletes a file (on every client, once the event syncs); a transfer of it stops.
+
+        Raises:
+            FileNotFound: No such live file.
+        """
+        self._live(file_id)
+        core = self._core
+        draft = core.state.draft(FILE_DELETED, {"id": file_id})
+        await core.writer.commit([draft])
+        self._refresh_view()
+        await self._reconcile({file_id})
+
+    async def read(self, file_id: str) -> bytes:
+        """The file's contents, downloading them first if needed (ahead of other
+        downloads). Waits through disconnections: bound it with ``trio.fail_after``.
+
+        Raises:
+            FileNotFound: No such live file.
+            FileTransferError: The download failed for good (retries exhausted).
+        """
+        asked = False
+        while True:
+            changed = self._changed
+            info = self._live(file_id)
+            if self.blobs.has(info.content_hash):
+                return await self._core.run_store(self.blobs.read, info.content_hash)
+            state = self._states.get(file_id, "download")
+            if asked and state is not None and state.status == "error":
+                raise FileTransferError(f"file {file_id}: {state.last_error}")
+            if not asked:
+                await self._want_download(file_id, info.content_hash, priority=True)
+                asked = True
+            await changed.wait()
+
+    def local_path(self, file_id: str) -> Path | None:
+        """Where the file's current contents are on disk (None if not here yet, or the
+        blob store is not on a disk). Read it, never write it."""
+        info = self._view.files.get(file_id)
+        if info is None or info.deleted:
+            return None
+        return self.blobs.local_path(info.content_hash)
+
+    def list(self) -> list[FileInfo]:
+        """Every file known, deleted ones included (``deleted=True``), by id."""
+        return [self._view.files[fid] for fid in sorted(self._view.files)]
+
+    def get(self, file_id: str) -> FileInfo | None:
+        return self._view.files.get(file_id)
+
+    def state(self, file_id: str) -> FileState:
+        """This client's transfer state of the file (local, never synced)."""
+        return FileState(
+            upload=self._states.get(file_id, "upload"),
+            download=self._states.get(file_id, "download"),
+        )
+
+    async def wait_idle(self) -> None:
+        """Waits until no transfer is queued or in flight in either direction."""
+        while True:
+            changed = self.executor.changed.event
+            if self.executor.is_idle():
+                return
+            await changed.wait()
+
+    async def wait_for(self, predicate: Callable[[FileSync], bool]) -> None:
+        """Waits until ``predicate(files)`` holds, looking again whenever the files or
+        their transfers change (bound it with ``trio.fail_after``)."""
+        while True:
+            changed = self._changed
+            if predicate(self):
+                return
+            await changed.wait()
+
+    def has_contents(self, file_id: str) -> bool:
+        """True when the file's current contents are stored here."""
+        info = self._view.files.get(file_id)
+        return info is not None and not info.deleted and self.blobs.has(info.content_hash)
+
+    def inject_fault(self, hook: FaultHook | None) -> None:
+        """Calls ``hook(direction, file_id)`` as each transfer starts (tests raise there to
+        kill a worker)."""
+        self.executor.fault = hook
+
+    # --- following the log ----------------------------------------------------------------
+
+    def _live(self, file_id: str) -> FileInfo:
+        info = self._view.files.get(file_id)
+        if info is None or info.deleted:
+            raise FileNotFound(f"no file {file_id!r}")
+        return info
+
+    async def _catch_up(self) -> set[str]:
+        """Folds confirmed events not seen yet; returns the ids they changed."""
+        core = self._core
+        changed: set[str] = set()
+        while self._cursor < core.durable_head:
+            events: list[Event] = await core.run_store(
+                core.store.confirmed_events, self._cursor, _PAGE
+            )
+            if not events:
+                break
+            changed |= self._confirmed.apply_all(events)
+            self._cursor = events[-1].seq or self._cursor
+        changed |= self._refresh_view()
+        return changed
+
+    def _refresh_view(self) -> set[str]:
+        """The confirmed files with this client's pending file events on top (they show at
+        once; the server's order decides once they are confirmed)."""
+        pending = [e for e in self._core.state.pending if e.name in FILE_EVENTS]
+        before = self._view.files
+        view = self._confirmed.copy() if pending else FileTable(self._confirmed.files)
+        view.apply_all(pending)
+        self._view = view
+        changed = {fid for fid, info in view.files.items() if before.get(fid) != info}
+        self._wake()
+        return changed
+
+    async def _follow(self) -> None:
+        core = self._core
+        while True:
+            event = core.changed.event
+            changed = await self._catch_up()
+            if changed:
+                await self._reconcile(changed)
+            await event.wait()
+
+    async def _reconcile(self, file_ids: set[str], *, first: bool = False) -> None:
+        """Brings transfers in line with the facts: a deleted file's transfers stop; a
+        live file whose contents are not here is downloaded; unreferenced blobs go."""
+        core = self._core
+        changes: list[tuple[tuple[str, Direction], TransferState | None]] = []
+        for file_id in sorted(file_ids):
+            info = self._view.files.get(file_id)
+            if info is None:
+                continue
+            if info.deleted:
+                for direction in DIRECTIONS:
+                    self.executor.cancel(direction, file_id)
+                    if self._states.get(file_id, direction) is not None:
+                        changes.append(((file_id, direction), None))
+                continue
+            upload = self._states.get(file_id, "upload")
+            if upload is not None and upload.content_hash != info.content_hash:
+                # Another client's contents won: ours need not reach the server any more.
+                self.executor.cancel("upload", file_id)
+                changes.append(((file_id, "upload"), None))
+            if not await core.run_store(self.blobs.has, info.content_hash):
+                await self._want_download(file_id, info.content_hash, priority=False)
+        await core.run_store(self._states.set_many, changes)
+        await self._collect_garbage()
+        self._wake()
+
+    async def _want_download(self, file_id: str, content_hash: str, *, priority: bool) -> None:
+        state = self._states.get(file_id, "download")
+        if (
+            state is None
+            or state.content_hash != content_hash
+            or state.status == "done"
+            or (priority and state.status == "error")  # the application asks: try again
+        ):
+            self.executor.cancel("download", file_id)
+            state = TransferState("queued", content_hash)
+            await self._core.run_store(self._states.set_many, [((file_id, "download"), state)])
+        if state.status != "error":
+            self.executor.enqueue("download", file_id, priority=priority)
+
+    async def _collect_garbage(self) -> None:
+        """Deletes blobs no live file refers to (nor a save in progress, nor an upload
+        still queued)."""
+        if self._saves_running:
+            return  # the next reconcile collects
+        # The view, not the confirmed table: once this client's pending update or delete
+        # is confirmed it is the last word, so the contents it replaced are never needed.
+        keep = self._view.live_hashes()
+        keep |= {
+            state.content_hash
+            for (_, direction), state in self._states.rows.items()
+            if direction == "upload" and state.status != "done"
+        }
+        run = self._core.run_store
+        for content_hash in await run(self.blobs.hashes):
+            if content_hash not in keep:
+                await run(self.blobs.delete, content_hash)
+
+    def _target(self, direction: Direction, file_id: str) -> tuple[str, int] | None:
+        state = self._states.get(file_id, direction)
+        info = self._view.files.get(file_id)
+        if state is None or state.status == "done":
+            return None
+        if direction == "download":
+            if info is None or info.deleted or info.content_hash != state.content_hash:
+                return None
+            return info.content_hash, info.size
+        size = self.blobs.size(state.content_hash)
+        return None if size is None else (state.content_hash, size)
+
+    def _transfer_finished(self, direction: Direction, file_id: str) -> None:
+        self._wake()
+
+    def _executor_changed(self) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()

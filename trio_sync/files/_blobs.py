@@ -1,0 +1,311 @@
+"""Content-addressed blob stores: one blob per SHA-256 hash, written whole or not at all.
+
+The same interface serves the client (its local copies) and the server (one store per
+sync store, see ``server/_blobs.py``). Methods are synchronous, like the SQLite stores: the
+runtime runs them in a worker thread, the simulator inline.
+
+A blob appears under its hash only once its bytes are complete, checked against the hash
+and (on disk) fsynced: it is written under a temporary name, or appended to as a *partial*
+(an upload or download that can resume where it stopped), then renamed. Identical
+contents are stored once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from .._errors import StoreError, StoreFull
+
+#: Bytes read from a source or a blob at a time when copying or hashing.
+COPY_BLOCK = 1024 * 1024
+#: Called with the name of an operation before it writes (tests inject ENOSPC here).
+FaultHook = Callable[[str], None]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class BlobStore(Protocol):
+    """Where blobs live (a directory, memory, or an object store)."""
+
+    def has(self, content_hash: str) -> bool:
+        """True when the whole blob is stored."""
+
+    def size(self, content_hash: str) -> int | None:
+        """The stored blob's size (None when it is not stored whole)."""
+
+    def put(self, source: bytes | Path) -> tuple[str, int]:
+        """Stores ``source`` (bytes, or a file copied in blocks) and returns its hash and
+        size.
+
+        Raises:
+            StoreFull: No room left; nothing was stored.
+            StoreError: Another I/O error (the source cannot be read, say).
+        """
+        ...
+
+    def partial_size(self, content_hash: str) -> int:
+        """How many bytes of an unfinished transfer of ``content_hash`` are held."""
+        ...
+
+    def append_partial(self, content_hash: str, offset: int, data: bytes) -> None:
+        """Adds ``data`` at ``offset``, which must be :meth:`partial_size`.
+
+        Raises:
+            ValueError: ``offset`` is not where the partial ends.
+            StoreFull, StoreError: The write failed (the partial keeps what it had).
+        """
+
+    def finish_partial(self, content_hash: str) -> bool:
+        """Checks the partial against its hash and publishes it: True, or False when the
+        bytes do not match (the partial is then discarded).
+
+        Raises:
+            StoreFull, StoreError: The write failed.
+        """
+        ...
+
+    def discard_partial(self, content_hash: str) -> None: ...
+
+    def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of a stored blob.
+
+        Raises:
+            KeyError: It is not stored.
+        """
+        ...
+
+    def local_path(self, content_hash: str) -> Path | None:
+        """Where the blob is on disk (None when not stored, or not on a disk)."""
+
+    def delete(self, content_hash: str) -> None: ...
+
+    def hashes(self) -> list[str]:
+        """Every stored blob's hash, sorted."""
+        ...
+
+
+def _os_error(what: str, exc: OSError) -> StoreError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"blob store: the disk is full while {what}: {exc.strerror or exc}")
+    return StoreError(f"blob store: {what} failed: {exc.strerror or exc}")
+
+
+class FileBlobStore:
+    """Blobs as files in a directory: ``blobs/<hash>``, ``partial/<hash>``, ``tmp/``."""
+
+    def __init__(self, root: str | Path, *, fault: FaultHook | None = None) -> None:
+        self.root = Path(root)
+        self._blobs = self.root / "blobs"
+        self._partial = self.root / "partial"
+        self._tmp = self.root / "tmp"
+        self.fault = fault
+        try:
+            for folder in (self._blobs, self._partial, self._tmp):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(f"creating {self.root}", exc) from None
+        # Temporary files of a crashed run are garbage.
+        for leftover in self._tmp.iterdir():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+    def _fault(self, what: str) -> None:
+        if self.fault is not None:
+            self.fault(what)
+
+    def has(self, content_hash: str) -> bool:
+        return (self._blobs / content_hash).exists()
+
+    def size(self, content_hash: str) -> int | None:
+        try:
+            return (self._blobs / content_hash).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def put(self, source: bytes | Path) -> tuple[str, int]:
+        tmp = self._tmp / uuid.uuid4().hex
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            self._fault("put")
+            with open(tmp, "wb") as out:
+                if isinstance(source, bytes):
+                    digest.update(source)
+                    out.write(source)
+                    size = len(source)
+                else:
+                    with open(source, "rb") as src:
+                        while block := src.read(COPY_BLOCK):
+                            digest.update(block)
+                            out.write(block)
+                            size += len(block)
+                out.flush()
+                os.fsync(out.fileno())
+            content_hash = digest.hexdigest()
+            self._publish(tmp, content_hash)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise _os_error("storing a blob", exc) from None
+        return content_hash, size
+
+    def _publish(self, source: Path, content_hash: str) -> None:
+        target = self._blobs / content_hash
+        if target.exists():
+            source.unlink()  # the same contents are stored already
+            return
+        os.replace(source, target)
+        fd = os.open(self._blobs, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself survives a power loss
+        finally:
+            os.close(fd)
+
+    def partial_size(self, content_hash: str) -> int:
+        try:
+            return (self._partial / content_hash).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def append_partial(self, content_hash: str, offset: int, data: bytes) -> None:
+        path = self._partial / content_hash
+        try:
+            self._fault("append")
+            with open(path, "ab") as out:
+                if out.tell() != offset:
+                    raise ValueError(f"partial holds {out.tell()} bytes, not {offset}")
+                try:
+                    out.write(data)
+                    out.flush()
+                except OSError:
+                    # Keep the partial whole up to a chunk boundary.
+                    out.truncate(offset)
+                    raise
+        except OSError as exc:
+            raise _os_error("writing a chunk", exc) from None
+
+    def finish_partial(self, content_hash: str) -> bool:
+        path = self._partial / content_hash
+        digest = hashlib.sha256()
+        try:
+            self._fault("finish")
+            with open(path, "ab+") as part:  # created if missing: an empty blob has none
+                part.seek(0)
+                while block := part.read(COPY_BLOCK):
+                    digest.update(block)
+                if digest.hexdigest() != content_hash:
+                    matches = False
+                else:
+                    os.fsync(part.fileno())
+                    matches = True
+            if not matches:
+                path.unlink()
+                return False
+            self._publish(path, content_hash)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _os_error("publishing a blob", exc) from None
+        return True
+
+    def discard_partial(self, content_hash: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self._partial / content_hash).unlink()
+
+    def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            with open(self._blobs / content_hash, "rb") as blob:
+                blob.seek(offset)
+                return blob.read(-1 if length is None else length)
+        except FileNotFoundError:
+            raise KeyError(content_hash) from None
+        except OSError as exc:
+            raise _os_error("reading a blob", exc) from None
+
+    def local_path(self, content_hash: str) -> Path | None:
+        path = self._blobs / content_hash
+        return path if path.exists() else None
+
+    def delete(self, content_hash: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self._blobs / content_hash).unlink()
+
+    def hashes(self) -> list[str]:
+        return sorted(path.name for path in self._blobs.iterdir())
+
+
+class MemoryBlobStore:
+    """Blobs in memory (the simulator, tests): the same behaviour, no disk."""
+
+    def __init__(self, *, fault: FaultHook | None = None) -> None:
+        self._blobs: dict[str, bytes] = {}
+        self._partial: dict[str, bytearray] = {}
+        self.fault = fault
+
+    def _fault(self, what: str) -> None:
+        if self.fault is not None:
+            try:
+                self.fault(what)
+            except OSError as exc:
+                raise _os_error(what, exc) from None
+
+    def has(self, content_hash: str) -> bool:
+        return content_hash in self._blobs
+
+    def size(self, content_hash: str) -> int | None:
+        blob = self._blobs.get(content_hash)
+        return None if blob is None else len(blob)
+
+    def put(self, source: bytes | Path) -> tuple[str, int]:
+        self._fault("put")
+        if not isinstance(source, bytes):
+            try:
+                source = source.read_bytes()
+            except OSError as exc:
+                raise _os_error("reading the source", exc) from None
+        content_hash = sha256_hex(source)
+        self._blobs.setdefault(content_hash, source)
+        return content_hash, len(source)
+
+    def partial_size(self, content_hash: str) -> int:
+        return len(self._partial.get(content_hash, b""))
+
+    def append_partial(self, content_hash: str, offset: int, data: bytes) -> None:
+        self._fault("append")
+        part = self._partial.setdefault(content_hash, bytearray())
+        if len(part) != offset:
+            raise ValueError(f"partial holds {len(part)} bytes, not {offset}")
+        part += data
+
+    def finish_partial(self, content_hash: str) -> bool:
+        self._fault("finish")
+        part = self._partial.pop(content_hash, bytearray())
+        if sha256_hex(bytes(part)) != content_hash:
+            return False
+        self._blobs.setdefault(content_hash, bytes(part))
+        return True
+
+    def discard_partial(self, content_hash: str) -> None:
+        self._partial.pop(content_hash, None)
+
+    def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
+        blob = self._blobs[content_hash]
+        return blob[offset:] if length is None else blob[offset : offset + length]
+
+    def local_path(self, content_hash: str) -> Path | None:
+        return None
+
+    def delete(self, content_hash: str) -> None:
+        self._blobs.pop(content_hash, None)
+
+    def hashes(self) -> list[str]:
+        return sorted(self._blobs)

@@ -1,0 +1,311 @@
+"""The transfer executor: upload and download workers over two bounded queues.
+
+The executor's nursery owns its workers. A worker that dies (a bug, an injected fault)
+leaves its transfer queued again and its slot empty; :meth:`TransferExecutor.ensure_workers`
+starts a new worker in every empty slot, and the heartbeat calls it when it sees a stuck
+queue (see :meth:`TransferExecutor.heartbeat_check`). Decisions (order, backoff, stuck
+detection, progress throttling) are the pure classes of ``_queue.py``.
+
+Every status change of a transfer is written to the local transfer state (durable, never
+synced) before it is announced; progress is only announced (ephemeral).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from .._broadcast import Broadcast
+from .._errors import StoreError
+from ..client._core import ClientCore
+from ..protocol import FileTransfers
+from ._model import Direction, TransferState, TransferStatus
+from ._queue import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
+from ._state import TransferStateStore
+from ._wire import BlobClient, TransferFailed
+
+logger = logging.getLogger("trio_sync.files")
+
+DIRECTIONS: tuple[Direction, ...] = ("upload", "download")
+#: What a transfer moves: (content hash, size), or None when it is not needed any more.
+Target = Callable[[Direction, str], "tuple[str, int] | None"]
+#: Called after a transfer ended, whatever the outcome.
+Finished = Callable[[Direction, str], None]
+#: Called with (direction, file id) as a transfer starts: tests raise here to kill a worker.
+FaultHook = Callable[[Direction, str], None]
+
+
+class TransferExecutor:
+    """Runs uploads and downloads; see the module's description."""
+
+    def __init__(
+        self,
+        core: ClientCore,
+        states: TransferStateStore,
+        wire: BlobClient,
+        *,
+        target: Target,
+        finished: Finished,
+        uploads: int = 2,
+        downloads: int = 2,
+        retry: RetryPolicy | None = None,
+        progress_interval: float = 0.25,
+    ) -> None:
+        retry = retry or RetryPolicy()
+        self._core = core
+        self._states = states
+        self._wire = wire
+        self._target = target
+        self._finished = finished
+        self._progress_interval = progress_interval
+        self.queues: dict[Direction, TransferQueue] = {
+            "upload": TransferQueue(uploads, retry),
+            "download": TransferQueue(downloads, retry),
+        }
+        self.changed = Broadcast()
+        self.paused = False
+        self.fault: FaultHook | None = None
+        self._nursery: trio.Nursery | None = None
+        self._alive: dict[tuple[Direction, int], bool] = {}
+        self._scopes: dict[tuple[Direction, str], trio.CancelScope] = {}
+        self._left: dict[tuple[Direction, str], int] = {}
+        self._stuck = StuckQueueWatch()
+        #: How many workers were started again after dying.
+        self.restarts = 0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Runs the workers until cancelled; ready once they are started."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.ensure_workers()
+            nursery.start_soon(self._watch_connection)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def ensure_workers(self) -> int:
+        """Starts a worker in every slot whose worker is missing or dead; returns how
+        many were started. Idempotent."""
+        assert self._nursery is not None, "the executor is not running"
+        started = 0
+        for direction in DIRECTIONS:
+            for slot in range(self.queues[direction].concurrency):
+                if not self._alive.get((direction, slot)):
+                    self._alive[(direction, slot)] = True
+                    self._nursery.start_soon(self._worker, direction, slot)
+                    started += 1
+        if started:
+            self.changed.notify()
+        return started
+
+    def workers_alive(self, direction: Direction) -> int:
+        return sum(1 for (d, _), alive in self._alive.items() if d == direction and alive)
+
+    def pause(self) -> None:
+        self.paused = True
+        self.changed.notify()
+
+    def resume(self) -> None:
+        self.paused = False
+        self.changed.notify()
+
+    @property
+    def online(self) -> bool:
+        return self._core.phase == "connected"
+
+    async def _watch_connection(self) -> None:
+        # Workers wait on the executor's own changes; connectivity is the client's.
+        core, online = self._core, self.online
+        while True:
+            await core.changed.event.wait()
+            if self.online != online:
+                online = self.online
+                self.changed.notify()
+
+    # --- the queues -----------------------------------------------------------------------
+
+    def enqueue(self, direction: Direction, file_id: str, *, priority: bool = False) -> None:
+        if self.queues[direction].add(file_id, priority=priority):
+            target = self._target(direction, file_id)
+            if target is not None:
+                self._left[(direction, file_id)] = target[1]
+        self._counts_changed()
+
+    def cancel(self, direction: Direction, file_id: str) -> None:
+        """Drops the transfer: unqueued, and stopped if in flight (its file was deleted,
+        or its contents changed: enqueue it again for the new contents)."""
+        self.queues[direction].discard(file_id)
+        scope = self._scopes.get((direction, file_id))
+        if scope is not None:
+            scope.cancel()
+        self._left.pop((direction, file_id), None)
+        self._counts_changed()
+
+    def is_idle(self) -> bool:
+        return all(not q.queued and not q.in_flight for q in self.queues.values())
+
+    def counts(self) -> FileTransfers:
+        return FileTransfers(
+            uploads_pending=self.queues["upload"].queued + self.queues["upload"].in_flight,
+            downloads_pending=self.queues["download"].queued + self.queues["download"].in_flight,
+            bytes_left=sum(self._left.values()),
+        )
+
+    def _counts_changed(self) -> None:
+        self.changed.notify()
+        counts = self.counts()
+        core = self._core
+        if core.file_transfers != counts:
+            core.file_transfers = counts
+            core.changed.notify()
+            if counts.uploads_pending == counts.downloads_pending == 0:
+                core.trace("files.idle")
+
+    # --- the heartbeat's check --------------------------------------------------------------
+
+    async def heartbeat_check(self) -> None:
+        """Runs on every heartbeat tick while connected: heals a stuck queue (items ready,
+        nothing in flight, not paused, for 2 ticks) with :meth:`ensure_workers`."""
+        now = trio.current_time()
+        ready = sum(q.ready_count(now) for q in self.queues.values())
+        in_flight = sum(q.in_flight for q in self.queues.values())
+        if self._stuck.tick(
+            ready=ready, in_flight=in_flight, online=self.online, paused=self.paused
+        ):
+            restarted = self.ensure_workers()
+            self._core.trace("heartbeat.stuck_queue", ready=ready, restarted=restarted)
+            self._core.notify(
+                "heartbeat.recovery",
+                reason="stuck-queue",
+                detail=f"{ready} transfer(s) ready, none in flight",
+                restarted_workers=restarted,
+            )
+            self.changed.notify()
+
+    # --- workers ----------------------------------------------------------------------------
+
+    async def _worker(self, direction: Direction, slot: int) -> None:
+        try:
+            await self._work(direction)
+        except Exception as exc:
+            # The slot stays empty until ensure_workers(); the transfer is queued again.
+            logger.exception("a %s worker died", direction)
+            self._core.trace("files.worker_died", direction=direction, error=repr(exc))
+        finally:
+            self._alive[(direction, slot)] = False
+
+    async def _work(self, direction: Direction) -> None:
+        queue = self.queues[direction]
+        while True:
+            changed = self.changed.event
+            now = trio.current_time()
+            key = None
+            if self.online and not self.paused:
+                key = queue.next_ready(now)
+            if key is None:
+                deadline = queue.next_deadline() if self.online and not self.paused else None
+                with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                    await changed.wait()
+                continue
+            queue.start(key)
+            try:
+                await self._transfer(direction, key)
+            finally:
+                queue.interrupted(key)  # only if still in flight: a dying worker
+                self._counts_changed()
+            # New contents queued while this transfer ran (it could not queue twice).
+            row = self._states.get(key, direction)
+            if row is not None and row.status == "queued" and key not in queue:
+                self.enqueue(direction, key)
+
+    async def _set_state(self, direction: Direction, file_id: str, state: TransferState) -> None:
+        await self._core.run_store(self._states.update, (file_id, direction), state)
+
+    async def _transfer(self, direction: Direction, file_id: str) -> None:
+        core, queue = self._core, self.queues[direction]
+        target = self._target(direction, file_id)
+        row = self._states.get(file_id, direction)
+        if target is None or row is None:
+            queue.succeeded(file_id)  # nothing to do any more
+            self._left.pop((direction, file_id), None)
+            return
+        content_hash, size = target
+        if self.fault is not None:
+            self.fault(direction, file_id)
+        await self._set_state(direction, file_id, attrs.evolve(row, status="in_progress"))
+        core.notify(f"{direction}.start", file_id=file_id, hash=content_hash, size=size)
+        throttle = ProgressThrottle(self._progress_interval)
+
+        def progress(done: int, total: int) -> None:
+            self._left[(direction, file_id)] = total - done
+            if throttle.should_send(trio.current_time(), done, total):
+                core.notify(f"{direction}.progress", file_id=file_id, bytes=done, total=total)
+                self._counts_changed()
+
+        error: TransferFailed | StoreError | None = None
+        with trio.CancelScope() as scope:
+            self._scopes[(direction, file_id)] = scope
+            try:
+                if direction == "upload":
+                    await self._wire.upload(content_hash, size, progress)
+                else:
+                    await self._wire.download(content_hash, progress)
+            except (TransferFailed, StoreError) as exc:
+                error = exc
+            finally:
+                del self._scopes[(direction, file_id)]
+        if scope.cancelled_caught:
+            # Cancelled on purpose (deleted, or new contents): whoever cancelled decides.
+            queue.succeeded(file_id)
+            core.trace(f"{direction}.cancelled", file_id=file_id)
+            self._finished(direction, file_id)
+            return
+        current = self._states.get(file_id, direction)
+        if current is None or current.content_hash != content_hash:
+            queue.succeeded(file_id)  # superseded while it ran
+            self._finished(direction, file_id)
+            return
+        if error is None:
+            queue.succeeded(file_id)
+            self._left.pop((direction, file_id), None)
+            await self._set_state(
+                direction, file_id, TransferState("done", content_hash, current.attempts)
+            )
+            core.notify(f"{direction}.complete", file_id=file_id, hash=content_hash, size=size)
+            core.trace(f"{direction}.complete", file_id=file_id, size=size)
+        else:
+            await self._failed(direction, file_id, current, error)
+        self._finished(direction, file_id)
+
+    async def _failed(
+        self,
+        direction: Direction,
+        file_id: str,
+        current: TransferState,
+        error: TransferFailed | StoreError,
+    ) -> None:
+        core = self._core
+        retryable = not isinstance(error, TransferFailed) or error.retryable
+        missing = isinstance(error, TransferFailed) and error.missing
+        retry_at = self.queues[direction].failed(
+            file_id, trio.current_time(), core.rng.random(), retryable=retryable, counts=not missing
+        )
+        attempts = current.attempts + 1
+        status: TransferStatus = "queued" if retry_at is not None else "error"
+        if retry_at is None:
+            self._left.pop((direction, file_id), None)
+        await self._set_state(
+            direction, file_id, TransferState(status, current.content_hash, attempts, str(error))
+        )
+        core.notify(
+            f"{direction}.error",
+            file_id=file_id,
+            error=str(error),
+            attempts=attempts,
+            retry_in=None if retry_at is None else retry_at - trio.current_time(),
+        )
+        core.trace(f"{direction}.error", file_id=file_id, error=str(error), attempts=attempts)

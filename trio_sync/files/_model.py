@@ -1,0 +1,164 @@
+"""The file model: facts from the event log, and the local transfer state.
+
+Facts (synced): ``file.created``, ``file.updated`` and ``file.deleted`` events carry a file's
+id, path, content hash (SHA-256), size and metadata. Applied in server order, the last one
+wins on every client. :class:`FileTable` folds them into the current :class:`FileInfo` of
+each file; it is pure, like the rest of this module.
+
+Local state (durable, never synced): per file and direction, a :class:`TransferState`.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Literal
+
+import attrs
+
+from ..protocol import Event
+from ..protocol._blob_messages import is_content_hash
+
+FILE_CREATED = "file.created"
+FILE_UPDATED = "file.updated"
+FILE_DELETED = "file.deleted"
+FILE_EVENTS = frozenset({FILE_CREATED, FILE_UPDATED, FILE_DELETED})
+
+Direction = Literal["upload", "download"]
+TransferStatus = Literal["pending", "queued", "in_progress", "done", "error"]
+
+
+def _frozen_metadata(value: Mapping[str, object]) -> Mapping[str, object]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class FileInfo:
+    """One file as the synced facts describe it.
+
+    Attributes:
+        id: The file's id (given by ``save``).
+        path: The application's name for it (not a local path).
+        content_hash: SHA-256 of its contents, in hex.
+        size: Its size in bytes.
+        metadata: Whatever the application attached (JSON values).
+        deleted: True once a ``file.deleted`` event was applied.
+    """
+
+    id: str
+    path: str
+    content_hash: str
+    size: int
+    metadata: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_metadata)
+    deleted: bool = False
+
+
+@attrs.frozen
+class TransferState:
+    """One direction of one file's transfer, on this client.
+
+    Attributes:
+        status: "pending" (not needed yet), "queued", "in_progress", "done" or "error"
+            (given up after the retries; reset to "queued" when the client opens again).
+        content_hash: The contents this transfer moves.
+        attempts: Failed attempts so far.
+        last_error: The latest failure, in words.
+    """
+
+    status: TransferStatus
+    content_hash: str
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@attrs.frozen
+class FileState:
+    """``files.state(file_id)``: both directions (None where nothing was ever needed)."""
+
+    upload: TransferState | None
+    download: TransferState | None
+
+
+def new_file_id(rng: random.Random) -> str:
+    """A random id drawn from ``rng`` (the client's seeded source: simulated runs replay)."""
+    return uuid.UUID(int=rng.getrandbits(128), version=4).hex
+
+
+def file_event_args(info: FileInfo) -> dict[str, object]:
+    """The args of a created or updated event: the file's whole description, so that the
+    last event the server ordered is the whole truth."""
+    return {
+        "id": info.id,
+        "path": info.path,
+        "hash": info.content_hash,
+        "size": info.size,
+        "metadata": dict(info.metadata),
+    }
+
+
+def _parse(event: Event) -> FileInfo | str | None:
+    """A created/updated event's FileInfo, a deleted event's id, or None when the event
+    is not a well-formed file fact (another application's event, or a buggy peer's: it
+    is skipped, never trusted)."""
+    args = event.args
+    file_id = args.get("id")
+    if type(file_id) is not str or not file_id:
+        return None
+    if event.name == FILE_DELETED:
+        return file_id
+    path, content_hash, size = args.get("path"), args.get("hash"), args.get("size")
+    metadata = args.get("metadata", {})
+    if (
+        type(path) is not str
+        or not is_content_hash(content_hash)
+        or type(size) is not int
+        or size < 0
+        or type(metadata) is not dict
+    ):
+        return None
+    assert isinstance(content_hash, str)
+    return FileInfo(file_id, path, content_hash, size, metadata)
+
+
+class FileTable:
+    """Every file's current facts, folded from file events in order."""
+
+    def __init__(self, files: Mapping[str, FileInfo] | None = None) -> None:
+        self.files: dict[str, FileInfo] = dict(files or {})
+
+    def apply(self, event: Event) -> str | None:
+        """Applies one event; returns the id of the file it changed (None: no change)."""
+        if event.name not in FILE_EVENTS:
+            return None
+        parsed = _parse(event)
+        if parsed is None:
+            return None
+        if isinstance(parsed, str):
+            current = self.files.get(parsed)
+            if current is None or current.deleted:
+                return None
+            self.files[parsed] = attrs.evolve(current, deleted=True)
+            return parsed
+        current = self.files.get(parsed.id)
+        if current is not None and current.deleted:
+            return None  # a deleted file stays deleted
+        if event.name == FILE_UPDATED and current is None:
+            return None  # an update of a file never created
+        self.files[parsed.id] = parsed
+        return parsed.id
+
+    def apply_all(self, events: Iterable[Event]) -> set[str]:
+        changed = set()
+        for event in events:
+            file_id = self.apply(event)
+            if file_id is not None:
+                changed.add(file_id)
+        return changed
+
+    def copy(self) -> FileTable:
+        return FileTable(self.files)
+
+    def live_hashes(self) -> set[str]:
+        return {info.content_hash for info in self.files.values() if not info.deleted}

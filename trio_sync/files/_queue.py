@@ -1,0 +1,198 @@
+"""The transfer executor's decisions, as pure code (no event loop, no clock, no random).
+
+:class:`TransferQueue` decides which transfer runs next in one direction (bounded
+concurrency, downloads the application waits for first, no duplicates, jittered
+exponential backoff); :class:`StuckQueueWatch` decides when a heartbeat tick means the
+queue is stuck; :class:`ProgressThrottle` decides which progress notifications are worth
+sending; :func:`stale_on_open` decides what a crashed run left behind. The runtime
+(``_executor.py``) only waits, moves bytes and calls these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from ..protocol import backoff_delay
+
+#: What a transfer can be, locally (never synced).
+TRANSFER_STATUSES = ("pending", "queued", "in_progress", "done", "error")
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Jittered exponential backoff between attempts of one transfer.
+
+    Attributes:
+        base: The first delay, in seconds.
+        cap: The largest delay.
+        max_attempts: Attempts before the transfer is given up (status "error"); None
+            retries for ever.
+    """
+
+    base: float = 1.0
+    cap: float = 60.0
+    max_attempts: int | None = 10
+
+    def delay(self, failures: int, jitter: float) -> float:
+        return backoff_delay(failures, base=self.base, cap=self.cap, jitter=jitter)
+
+
+@attrs.define
+class _Item:
+    key: str
+    priority: bool
+    failures: int = 0
+    ready_at: float = 0.0
+    order: int = 0
+
+
+class TransferQueue:
+    """The transfers of one direction: queued, waiting for a retry, or in flight.
+
+    A key is queued at most once (adding it again only raises its priority); at most
+    ``concurrency`` are in flight. Priority items go first, then first come, first served.
+    """
+
+    def __init__(self, concurrency: int, retry: RetryPolicy) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.retry = retry
+        self._waiting: dict[str, _Item] = {}
+        self._in_flight: dict[str, _Item] = {}
+        self._counter = 0
+
+    def add(self, key: str, *, priority: bool = False, ready_at: float = 0.0) -> bool:
+        """Queues ``key`` (True) unless it is already queued or in flight (False: a
+        priority request still raises the queued one's priority)."""
+        item = self._waiting.get(key) or self._in_flight.get(key)
+        if item is not None:
+            if priority and not item.priority:
+                item.priority = True
+                if key in self._waiting:
+                    item.ready_at = 0.0  # the application waits: no backoff left
+            return False
+        self._counter += 1
+        self._waiting[key] = _Item(key, priority, ready_at=ready_at, order=self._counter)
+        return True
+
+    def discard(self, key: str) -> None:
+        """Forgets a queued ``key`` (its file was deleted); one in flight is left to its
+        worker, which is told separately."""
+        self._waiting.pop(key, None)
+
+    def next_ready(self, now: float) -> str | None:
+        """The key to start now, or None (nothing ready, or concurrency reached)."""
+        if len(self._in_flight) >= self.concurrency:
+            return None
+        ready = [item for item in self._waiting.values() if item.ready_at <= now]
+        if not ready:
+            return None
+        best = min(ready, key=lambda item: (not item.priority, item.order))
+        return best.key
+
+    def start(self, key: str) -> None:
+        """``key`` (from :meth:`next_ready`) is now in flight."""
+        self._in_flight[key] = self._waiting.pop(key)
+
+    def succeeded(self, key: str) -> None:
+        self._in_flight.pop(key, None)
+
+    def failed(
+        self, key: str, now: float, jitter: float, *, retryable: bool = True, counts: bool = True
+    ) -> float | None:
+        """The attempt failed: queues a retry after the backoff and returns when, or
+        returns None when the retry policy gives up or the failure is not ``retryable``
+        (the key is then dropped). A failure that does not ``count`` (the blob is not on
+        the server yet) backs off but never exhausts the attempts."""
+        item = self._in_flight.pop(key, None)
+        if item is None or not retryable:
+            return None
+        item.failures += 1
+        limit = self.retry.max_attempts
+        if counts and limit is not None and item.failures >= limit:
+            return None
+        # A priority item keeps its place but still backs off: the server said no.
+        item.ready_at = now + self.retry.delay(item.failures, jitter)
+        self._waiting[key] = item
+        return item.ready_at
+
+    def interrupted(self, key: str) -> None:
+        """The worker died or was stopped mid-transfer: queue it again, at once."""
+        item = self._in_flight.pop(key, None)
+        if item is not None:
+            item.ready_at = 0.0
+            self._waiting[key] = item
+
+    def next_deadline(self) -> float | None:
+        """When the earliest waiting retry becomes ready (None if none waits)."""
+        times = [item.ready_at for item in self._waiting.values()]
+        return min(times) if times else None
+
+    def ready_count(self, now: float) -> int:
+        return sum(1 for item in self._waiting.values() if item.ready_at <= now)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def keys(self) -> list[str]:
+        return [*self._in_flight, *self._waiting]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._waiting or key in self._in_flight
+
+
+class StuckQueueWatch:
+    """Says when the queue is stuck: items ready to go, nothing in flight, online and not
+    paused, for ``ticks`` consecutive heartbeat ticks (workers that died leave exactly
+    that)."""
+
+    def __init__(self, ticks: int = 2) -> None:
+        self._ticks = ticks
+        self._seen = 0
+
+    def tick(self, *, ready: int, in_flight: int, online: bool, paused: bool) -> bool:
+        """One heartbeat tick; True when the queue must be healed now (then it counts
+        again from zero)."""
+        if ready and not in_flight and online and not paused:
+            self._seen += 1
+        else:
+            self._seen = 0
+        if self._seen >= self._ticks:
+            self._seen = 0
+            return True
+        return False
+
+
+class ProgressThrottle:
+    """At most one progress notification per ``interval`` seconds per transfer (the
+    last one, at 100%, always goes)."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self._interval = interval
+        self._last: float | None = None
+
+    def should_send(self, now: float, done: int, total: int) -> bool:
+        if done >= total or self._last is None or now - self._last >= self._interval:
+            self._last = now
+            return True
+        return False
+
+
+def stale_on_open(statuses: Iterable[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """The transfers to reset to "queued" when a client opens: those a crashed run left
+    "in_progress" or "error". Takes ``(file_id, direction, status)``; returns
+    ``(file_id, direction)``. Run once per client lifecycle, never on a reconnect: a live
+    transfer is "in_progress" too."""
+    return [
+        (file_id, direction)
+        for file_id, direction, status in statuses
+        if status in ("in_progress", "error")
+    ]

@@ -1,0 +1,203 @@
+"""One blob transfer over a blob connection (the client's side of the conversation).
+
+Each attempt opens its own connection (see ``protocol/_blob_messages.py``): a transfer
+never shares a connection with the event sync, nor with another transfer, so nothing waits
+behind a large file. Chunks are read from disk and sent one at a time (the connection
+queues one at most), so memory stays at a few chunks whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import trio
+
+from .._errors import ConnectionClosed, ProtocolError, StoreError, TransportError, TrioSyncError
+from .._store_runner import StoreRunner
+from ..protocol import PROTOCOL_VERSION, Error, Message
+from ..protocol._blob_messages import (
+    BlobChunk,
+    BlobHello,
+    BlobRefused,
+    BlobWelcome,
+    DownloadBegin,
+    DownloadInfo,
+    UploadBegin,
+    UploadDone,
+    UploadEnd,
+    UploadOffset,
+)
+from ..transport import Connection
+from ._blobs import BlobStore
+
+#: Opens a new connection to the server (the client's connector, bound to its URL).
+OpenConnection = Callable[[], AbstractAsyncContextManager[Connection]]
+#: Reports progress: (bytes done, bytes in all).
+Progress = Callable[[int, int], None]
+
+
+class TransferFailed(TrioSyncError):
+    """One attempt of a transfer failed. ``missing``: the server does not hold the blob
+    (yet); ``retryable``: another attempt may succeed."""
+
+    def __init__(self, reason: str, *, retryable: bool = True, missing: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.missing = missing
+
+
+def encode_chunk(content_hash: str, offset: int, data: bytes) -> BlobChunk:
+    return BlobChunk(
+        hash=content_hash,
+        offset=offset,
+        data=base64.b64encode(data).decode("ascii"),
+        digest=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def decode_chunk(chunk: BlobChunk) -> bytes:
+    """The chunk's bytes, checked against its digest.
+
+    Raises:
+        ProtocolError: Not base64, or the bytes do not match the digest.
+    """
+    try:
+        data = base64.b64decode(chunk.data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("a blob chunk's data is not base64") from None
+    if hashlib.sha256(data).hexdigest() != chunk.digest:
+        raise ProtocolError(f"a blob chunk at offset {chunk.offset} does not match its digest")
+    return data
+
+
+class BlobClient:
+    """Runs transfers for one client: connects, says hello, moves one blob."""
+
+    def __init__(
+        self,
+        connect: OpenConnection,
+        client_id: str,
+        token: Callable[[], Awaitable[str | None]],
+        blobs: BlobStore,
+        run_store: StoreRunner,
+        *,
+        timeout: float,
+    ) -> None:
+        self._connect = connect
+        self._client_id = client_id
+        self._token = token
+        self._blobs = blobs
+        self._run = run_store
+        self._timeout = timeout
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[tuple[Connection, BlobWelcome]]:
+        try:
+            token = await self._token()
+            async with self._connect() as conn:
+                await conn.send(
+                    BlobHello(
+                        protocol_version=PROTOCOL_VERSION, client_id=self._client_id, token=token
+                    )
+                )
+                welcome = await self._receive(conn)
+                if not isinstance(welcome, BlobWelcome):
+                    raise ProtocolError(f"expected 'blob_welcome', got {welcome.TYPE!r}")
+                yield conn, welcome
+        except (TransportError, ProtocolError) as exc:
+            raise TransferFailed(str(exc)) from None
+
+    async def _receive(self, conn: Connection) -> Message:
+        with trio.move_on_after(self._timeout):
+            message = await conn.receive()
+            if isinstance(message, Error):
+                raise TransferFailed(
+                    f"the server refused: {message.reason}", retryable=not message.fatal
+                )
+            if isinstance(message, BlobRefused):
+                raise TransferFailed(
+                    f"the server refused: {message.reason}",
+                    retryable=message.retryable,
+                    missing=message.missing,
+                )
+            return message
+        raise ConnectionClosed(f"no answer from the server within {self._timeout:g}s")
+
+    async def upload(self, content_hash: str, size: int, progress: Progress) -> None:
+        """Uploads the local blob ``content_hash``, resuming where the server stopped.
+
+        Raises:
+            TransferFailed: The attempt failed (the reason says why).
+            StoreError: The local blob cannot be read.
+        """
+        async with self._session() as (conn, welcome):
+            if size > welcome.max_blob_bytes:
+                raise TransferFailed(
+                    f"{size} bytes is over the server's limit of {welcome.max_blob_bytes}",
+                    retryable=False,
+                )
+            await conn.send(UploadBegin(hash=content_hash, size=size))
+            answer = await self._receive(conn)
+            if not isinstance(answer, UploadOffset) or answer.hash != content_hash:
+                raise ProtocolError("expected 'upload_offset' for this blob")
+            offset = answer.offset
+            if offset > size:
+                raise ProtocolError(f"the server holds {offset} bytes of a {size}-byte blob")
+            progress(offset, size)
+            if offset == size:
+                return  # the server holds it already (another client's, or ours)
+            chunk_bytes = max(1, welcome.chunk_bytes)
+            while offset < size:
+                data = await self._run(
+                    self._blobs.read, content_hash, offset, min(chunk_bytes, size - offset)
+                )
+                if not data:
+                    raise StoreError(f"local blob {content_hash} is shorter than {size} bytes")
+                await conn.send(encode_chunk(content_hash, offset, data))
+                offset += len(data)
+                progress(offset, size)
+            await conn.send(UploadEnd(hash=content_hash))
+            done = await self._receive(conn)
+            if not isinstance(done, UploadDone) or done.hash != content_hash:
+                raise ProtocolError("expected 'upload_done' for this blob")
+
+    async def download(self, content_hash: str, progress: Progress) -> int:
+        """Downloads the blob ``content_hash`` into the local store, resuming a partial
+        download; returns its size.
+
+        Raises:
+            TransferFailed: The attempt failed (``missing``: the server lacks the blob).
+            StoreError: The local store cannot be written (a full disk).
+        """
+        blobs, run = self._blobs, self._run
+        async with self._session() as (conn, _):
+            offset = await run(blobs.partial_size, content_hash)
+            await conn.send(DownloadBegin(hash=content_hash, offset=offset))
+            info = await self._receive(conn)
+            if not isinstance(info, DownloadInfo) or info.hash != content_hash:
+                raise ProtocolError("expected 'download_info' for this blob")
+            size = info.size
+            if offset > size:
+                await run(blobs.discard_partial, content_hash)
+                raise TransferFailed("the partial download is longer than the blob")
+            progress(offset, size)
+            while offset < size:
+                chunk = await self._receive(conn)
+                if not isinstance(chunk, BlobChunk) or chunk.hash != content_hash:
+                    raise ProtocolError("expected a chunk of this blob")
+                if chunk.offset != offset:
+                    raise ProtocolError(f"chunk at {chunk.offset}, expected {offset}")
+                data = decode_chunk(chunk)
+                if not data or offset + len(data) > size:
+                    raise ProtocolError("a chunk runs past the blob's end")
+                await run(blobs.append_partial, content_hash, offset, data)
+                offset += len(data)
+                progress(offset, size)
+            if not await run(blobs.finish_partial, content_hash):
+                raise TransferFailed("the downloaded bytes do not match the hash; discarded")
+            return size

@@ -1,0 +1,372 @@
+"""File contents on the server: blob stores per sync store, and the blob connection.
+
+A blob connection opens with a ``blob_hello`` instead of a ``hello`` on the same URL (so
+the same listener, TLS, path and token rules apply); see ``protocol/_blob_messages.py``
+for the conversation. The server keeps blobs behind :class:`BlobBackend`: one
+:class:`~trio_sync.files.BlobStore` per sync store. :class:`FileBlobBackend` keeps them
+in a directory; an object store (S3 and the like) fits the same interface: ``partial``
+uploads map to multipart uploads (``append_partial`` = upload part, ``finish_partial`` =
+complete and compare the checksum), ``read`` to ranged GETs, and several server nodes
+then share one bucket as they share one database.
+
+Nothing a client sends can poison stored data: a chunk must match its digest and land
+exactly where the partial ends, a blob is published only once its bytes match its hash,
+sizes are bounded by :class:`BlobLimits`, and a connection only reaches the store its
+token names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+import trio
+
+from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
+from ..files._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ..files._wire import decode_chunk, encode_chunk
+from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError, check_token
+from ..protocol._blob_messages import (
+    BlobChunk,
+    BlobHello,
+    BlobRefused,
+    BlobWelcome,
+    DownloadBegin,
+    DownloadInfo,
+    UploadBegin,
+    UploadDone,
+    UploadEnd,
+    UploadOffset,
+)
+from ..transport import Connection
+from ._hub import Hub
+from ._session import ServerSession, loggable, store_for_target
+
+logger = logging.getLogger("trio_sync.server")
+
+
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+@attrs.frozen
+class BlobLimits:
+    """What a blob connection may do.
+
+    Attributes:
+        chunk_bytes: The largest chunk, in bytes (announced: clients send this size).
+        max_blob_bytes: The largest file.
+    """
+
+    chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive)
+    max_blob_bytes: int = attrs.field(default=1 << 30, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        # A chunk's frame (base64 plus a few fields) must fit the default frame limit.
+        if self.chunk_bytes > 2 * 1024 * 1024:
+            raise ValueError("chunk_bytes may be at most 2 MiB")
+
+
+class BlobBackend(Protocol):
+    """Where a server keeps blobs: one blob store per sync store."""
+
+    def store(self, store_id: str) -> BlobStore:
+        """The blob store of ``store_id`` (created on first use)."""
+        ...
+
+
+class FileBlobBackend:
+    """Blobs in ``root/<store_id>/`` (a directory per sync store)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._stores: dict[str, FileBlobStore] = {}
+
+    def store(self, store_id: str) -> BlobStore:
+        found = self._stores.get(store_id)
+        if found is None:
+            # store_id is checked (letters, digits, _ . -, never "." or ".."): a safe name.
+            found = self._stores[store_id] = FileBlobStore(self.root / store_id)
+        return found
+
+
+class MemoryBlobBackend:
+    """Blobs in memory (the simulator): they survive a server restart, as a disk would."""
+
+    def __init__(self) -> None:
+        self.stores: dict[str, MemoryBlobStore] = {}
+
+    def store(self, store_id: str) -> BlobStore:
+        return self.stores.setdefault(store_id, MemoryBlobStore())
+
+
+class _Peeked:
+    """A connection whose first message was already received (by :func:`handle`)."""
+
+    def __init__(self, conn: Connection, first: Message | BaseException | None) -> None:
+        self._conn = conn
+        self._first = first
+        self.target, self.peer, self.opened_at = conn.target, conn.peer, conn.opened_at
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+    def admit(self) -> None:
+        self._conn.admit()
+
+    async def send(self, message: Message) -> None:
+        await self._conn.send(message)
+
+    async def wait_room_for_page(self) -> bool:
+        return await self._conn.wait_room_for_page()
+
+    async def receive(self) -> Message:
+        first, self._first = self._first, None
+        if isinstance(first, BaseException):
+            raise first
+        if first is not None:
+            await trio.lowlevel.checkpoint()
+            return first
+        return await self._conn.receive()
+
+    async def aclose(self, reason: str = "", *, code: int = 1000) -> None:
+        await self._conn.aclose(reason, code=code)
+
+
+async def handle(conn: Connection, hub: Hub, blobs: BlobBackend | None, limits: BlobLimits) -> None:
+    """Serves one accepted connection: a blob connection if it says ``blob_hello``, a sync
+    connection otherwise. Never raises."""
+    first: Message | BaseException | None = None
+    with trio.move_on_at(conn.opened_at + hub.config.limits.hello_timeout):
+        try:
+            first = await conn.receive()
+        except (ConnectionClosed, ProtocolError) as exc:
+            first = exc
+    if isinstance(first, BlobHello):
+        await BlobSession(conn, hub, blobs, limits).run(first)
+    else:
+        await ServerSession(_Peeked(conn, first), hub).run()
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, *, fatal: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fatal = fatal
+
+
+@attrs.define
+class _Upload:
+    hash: str
+    size: int
+    offset: int
+
+
+class BlobSession:
+    """One blob connection: uploads and downloads of one store's blobs, one at a time."""
+
+    def __init__(
+        self, conn: Connection, hub: Hub, blobs: BlobBackend | None, limits: BlobLimits
+    ) -> None:
+        self._conn = conn
+        self._hub = hub
+        self._backend = blobs
+        self._limits = limits
+        self._run = hub.run_store
+        self.client_id = "?"
+        self.store_id = "?"
+
+    async def run(self, hello: BlobHello) -> None:
+        reason = ""
+        try:
+            store = await self._authorize(hello)
+            self._conn.admit()
+            await self._conn.send(
+                BlobWelcome(
+                    chunk_bytes=self._limits.chunk_bytes,
+                    max_blob_bytes=self._limits.max_blob_bytes,
+                )
+            )
+            await self._serve(store)
+        except _Refused as refusal:
+            reason = refusal.reason
+            logger.info("refused a blob connection from %s: %s", self._conn.peer, loggable(reason))
+            await self._try_send(Error(reason, fatal=refusal.fatal))
+        except ConnectionClosed as exc:
+            reason = str(exc)
+        except ProtocolError as exc:
+            reason = str(exc)
+            await self._try_send(Error(reason))
+        except StoreError as exc:
+            reason = f"server storage failed: {exc}"
+            logger.error("blob connection of %r: %s", self.client_id, reason)
+            await self._try_send(Error(reason))
+        except Exception:
+            # A bug here must cost one connection, never the whole server.
+            reason = "internal server error"
+            logger.exception("blob connection of %r: unexpected error", self.client_id)
+            await self._try_send(Error(reason))
+        finally:
+            await self._conn.aclose(reason)
+
+    async def _authorize(self, hello: BlobHello) -> BlobStore:
+        hub = self._hub
+        self.client_id = hello.client_id
+        if hub.draining:
+            raise _Refused("the server is shutting down")
+        store_id = store_for_target(self._conn.target)
+        if store_id is None:
+            raise _Refused(f"no store at path {self._conn.target[:80]!r}", fatal=True)
+        self.store_id = store_id
+        if hello.protocol_version != PROTOCOL_VERSION:
+            raise _Refused(
+                f"protocol version {hello.protocol_version} is not spoken here", fatal=True
+            )
+        if hub.auth_secrets:
+            try:
+                check_token(
+                    hello.token,
+                    hub.auth_secrets,
+                    store_id=store_id,
+                    client_id=hello.client_id,
+                    now=time.time(),
+                )
+            except TokenError as exc:
+                raise _Refused(f"not authorized: {exc}", fatal=True) from None
+        if self._backend is None:
+            raise _Refused(
+                "this server does not store files (a server on PostgreSQL needs "
+                "--blob-dir on storage all its nodes share)",
+                fatal=True,
+            )
+        if await self._run(hub.db.store, store_id) is None:
+            raise _Refused(f"store {store_id!r} does not exist on this server", fatal=True)
+        return self._backend.store(store_id)
+
+    async def _receive(self) -> Message:
+        with trio.move_on_after(self._hub.config.limits.idle_timeout):
+            return await self._conn.receive()
+        raise ConnectionClosed("idle: nothing received in time (idle_timeout)")
+
+    async def _serve(self, store: BlobStore) -> None:
+        upload: _Upload | None = None
+        while True:
+            message = await self._receive()
+            try:
+                if isinstance(message, UploadBegin):
+                    upload = await self._begin_upload(store, message)
+                elif isinstance(message, BlobChunk):
+                    if upload is None or message.hash != upload.hash:
+                        raise _Refused("a chunk of no upload in progress")
+                    await self._chunk(store, upload, message)
+                elif isinstance(message, UploadEnd):
+                    current, upload = upload, None
+                    await self._end_upload(store, current, message)
+                elif isinstance(message, DownloadBegin):
+                    upload = None
+                    await self._download(store, message)
+                elif isinstance(message, Error):
+                    raise ConnectionClosed(f"client closed: {message.reason}")
+                else:
+                    raise ProtocolError(f"a blob connection does not carry {message.TYPE!r}")
+            except _Refused as refusal:
+                # The transfer ends; the connection stays usable for another one.
+                upload = None
+                blob = getattr(message, "hash", None)
+                if not isinstance(blob, str):
+                    raise
+                await self._conn.send(
+                    BlobRefused(blob, refusal.reason, retryable=not refusal.fatal)
+                )
+            except StoreFull as exc:
+                upload = None
+                blob = str(getattr(message, "hash", "0" * 64))
+                await self._conn.send(BlobRefused(blob, f"the server's storage is full: {exc}"))
+
+    async def _begin_upload(self, store: BlobStore, begin: UploadBegin) -> _Upload | None:
+        if begin.size > self._limits.max_blob_bytes:
+            raise _Refused(
+                f"{begin.size} bytes is over the limit max_blob_bytes="
+                f"{self._limits.max_blob_bytes}",
+                fatal=True,
+            )
+        if begin.size == 0 and not await self._run(store.has, begin.hash):
+            # Nothing to send: the empty blob is published at once (if that is its hash).
+            content_hash, _ = await self._run(store.put, b"")
+            if content_hash != begin.hash:
+                raise _Refused("an empty blob has another hash", fatal=True)
+        held = await self._run(store.size, begin.hash)
+        if held is not None:
+            if held != begin.size:
+                raise _Refused(f"that blob has {held} bytes, not {begin.size}", fatal=True)
+            await self._conn.send(UploadOffset(hash=begin.hash, offset=held))
+            return None
+        offset = await self._run(store.partial_size, begin.hash)
+        if offset > begin.size:
+            await self._run(store.discard_partial, begin.hash)
+            offset = 0
+        await self._conn.send(UploadOffset(hash=begin.hash, offset=offset))
+        return _Upload(begin.hash, begin.size, offset)
+
+    async def _chunk(self, store: BlobStore, upload: _Upload, chunk: BlobChunk) -> None:
+        if chunk.offset != upload.offset:
+            raise _Refused(f"chunk at offset {chunk.offset}, expected {upload.offset}")
+        try:
+            data = decode_chunk(chunk)
+        except ProtocolError as exc:
+            raise _Refused(f"corrupt chunk refused: {exc}") from None
+        if len(data) > self._limits.chunk_bytes or not data:
+            raise _Refused(f"a chunk holds 1 to {self._limits.chunk_bytes} bytes (chunk_bytes)")
+        if upload.offset + len(data) > upload.size:
+            raise _Refused(f"chunks run past the declared size {upload.size}")
+        try:
+            await self._run(store.append_partial, upload.hash, upload.offset, data)
+        except ValueError as exc:
+            raise _Refused(f"the upload moved on meanwhile: {exc}") from None
+        upload.offset += len(data)
+
+    async def _end_upload(self, store: BlobStore, upload: _Upload | None, end: UploadEnd) -> None:
+        if upload is None or upload.hash != end.hash:
+            raise _Refused("the end of no upload in progress")
+        if upload.offset != upload.size:
+            raise _Refused(f"truncated upload: {upload.offset} of {upload.size} bytes")
+        if not await self._run(store.finish_partial, end.hash):
+            logger.info(
+                "client %r of store %r uploaded bytes that do not match %s: discarded",
+                self.client_id,
+                self.store_id,
+                end.hash,
+            )
+            raise _Refused("the uploaded bytes do not match the hash: discarded, upload again")
+        await self._conn.send(UploadDone(hash=end.hash))
+
+    async def _download(self, store: BlobStore, begin: DownloadBegin) -> None:
+        size = await self._run(store.size, begin.hash)
+        if size is None:
+            await self._conn.send(
+                BlobRefused(begin.hash, "the server does not hold that blob", missing=True)
+            )
+            return
+        await self._conn.send(DownloadInfo(hash=begin.hash, size=size))
+        offset = min(begin.offset, size)
+        step = self._limits.chunk_bytes
+        while offset < size:
+            try:
+                data = await self._run(store.read, begin.hash, offset, min(step, size - offset))
+            except KeyError:
+                raise ConnectionClosed("the blob went away during the download") from None
+            # One chunk queued at most (bulk): a slow reader holds one chunk of memory.
+            await self._conn.send(encode_chunk(begin.hash, offset, data))
+            offset += len(data)
+
+    async def _try_send(self, message: Message) -> None:
+        with (
+            trio.CancelScope(deadline=trio.current_time() + 1, shield=True),
+            contextlib.suppress(TrioSyncError),
+        ):
+            await self._conn.send(message)
