@@ -354,3 +354,40 @@ def test_an_exception_in_a_device_is_a_failure_too() -> None:
     result = run_simulation(3, device_main_raises, **CLEAN)
     assert result.failure is not None and result.failure.kind == "error:KeyError"
     assert "no such item" in result.failure.message
+
+
+async def rebuilt_server_then_reset(world: World) -> dict[str, list[str]]:
+    """Two devices sync, the server is rebuilt while A has offline work, both say
+    "incompatible", and reset() brings them onto the new server with A's work kept."""
+    from trio_sync import IncompatibleServer
+
+    async with world.open_client("A") as a, world.open_client("B") as b:
+        await a.commit("note", {"text": "old A"})
+        await b.commit("note", {"text": "old B"})
+        await world.wait_converged()
+        world.partition(["A"])
+        await a.commit("note", {"text": "offline A"})
+        await world.rebuild_server()
+        world.heal()
+        for client in (a, b):
+            with pytest.raises(IncompatibleServer, match="replaced"):
+                await client.wait_synced()
+            await client.reset(keep_pending=True)
+        await b.commit("note", {"text": "new B"})
+        await world.wait_converged()
+        return {
+            name: [str(e.args["text"]) for e in client.confirmed_events()]
+            for name, client in (("A", a), ("B", b))
+        }
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_rebuilt_server_is_survived_with_reset(seed: int) -> None:
+    result = run_simulation(seed, rebuilt_server_then_reset, ack_loss=0.1, page_loss=0.1)
+    assert result.converged, result.failure
+    logs = result.value
+    assert logs["A"] == logs["B"]
+    assert sorted(logs["A"]) == ["new B", "offline A"]  # the old log went with the server
+    assert "rebuilt" in str([r.details for r in result.trace if r.what == "down"])
+    again = run_simulation(seed, rebuilt_server_then_reset, ack_loss=0.1, page_loss=0.1)
+    assert again.trace_digest == result.trace_digest

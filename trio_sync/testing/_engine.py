@@ -214,7 +214,8 @@ class Engine:
             SimulationError: The workload broke the simulator's rules.
         """
         self.changed = Broadcast()
-        self.server_store = ServerStore.open(self._keep(memory_path(f"{self.token}_server")))
+        self.server_store = self._new_server_store("server")
+        self._rebuilds = 0
         self.network = SimNetwork(self.params, self.rng("network"), self.record)
         self._server_lock = trio.Lock()
         value: Any = None
@@ -339,6 +340,35 @@ class Engine:
             self.server_scope.cancel()
             self.record("server", "down", {"by": by} if by else {})
             await self._server_stopped.wait()
+            await trio.sleep(down_for)
+            await self.start_server()
+
+    def _new_server_store(self, name: str) -> ServerStore:
+        """A server log in memory whose identity is drawn from the seed, not uuid4: a
+        client's refusal of a rebuilt server quotes both identities, and a replay must
+        quote the same ones."""
+        path = self._keep(memory_path(f"{self.token}_{name}"))
+        ServerStore.open(path).close()
+        keeper = self._keepers[-1]
+        keeper.execute(
+            "UPDATE stores SET server_id = ?", (f"{name}-{self.rng(name).getrandbits(64):016x}",)
+        )
+        keeper.commit()
+        return ServerStore.open(path)
+
+    async def rebuild_server(self, down_for: float | None, *, by: str | None) -> None:
+        """Stops the server and starts it on a new, empty database (a new identity): what
+        clients see when an operator rebuilds a server. They become "incompatible"."""
+        async with self._server_lock:
+            if down_for is None:
+                down_for = self._server_downtime.uniform(0.1, 1.5)
+            self.server_up = False
+            self.server_scope.cancel()
+            self.record("server", "down", {"by": by, "rebuilt": True})
+            await self._server_stopped.wait()
+            self._rebuilds += 1
+            self.server_store.close()
+            self.server_store = self._new_server_store(f"server{self._rebuilds}")
             await trio.sleep(down_for)
             await self.start_server()
 

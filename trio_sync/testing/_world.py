@@ -374,6 +374,12 @@ class World:
         None: 0.1 to 1.5), and starts it again on its database."""
         await self._engine.restart_server(down_for, by="workload")
 
+    async def rebuild_server(self, down_for: float | None = None) -> None:
+        """Stops the server and starts it on a new, empty database with a new identity:
+        an operator's rebuild. Clients that synced before say "incompatible" until the
+        workload calls ``client.reset()``."""
+        await self._engine.rebuild_server(down_for, by="workload")
+
     def lose_next_ack(self, name: str) -> None:
         """The next push ack the server sends to device ``name`` is lost on the way (each
         call loses one more)."""
