@@ -86,6 +86,10 @@ class HandshakeRefused(ConnectError):
     HTTP reply such as a proxy's 404, or a closed handshake)."""
 
 
+class ResetRefused(TrioSyncError):
+    """``Client.reset()`` was called on a client the server still syncs with."""
+
+
 class InvalidURL(TrioSyncError, ValueError):
     """A server URL that can never work (not ``ws://`` or ``wss://``, no host, a bad
     port): refused at once instead of retried for ever."""

@@ -105,7 +105,19 @@ async def test_generated_client_id_is_kept_in_the_store(
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:8080", "not a url", "ws://", "ws://host:99999", "ws://host:0", ""],
+    [
+        "http://127.0.0.1:8080",
+        "not a url",
+        "ws://",
+        "ws://host:99999",
+        "ws://host:0",
+        "",
+        "ws://[::1/",
+        "ws://host/a b",  # a path that names no store the server could have
+        "ws://host/..",
+        "ws://host/%zz",
+        "ws://host/" + "s" * 5000,
+    ],
 )
 async def test_url_that_can_never_work_is_refused_at_once(tmp_path: Path, url: str) -> None:
     with pytest.raises(InvalidURL) as refused:
@@ -212,3 +224,28 @@ async def test_status_through_a_server_stop_and_restart(
             "connection.online"
         )
         assert "sync.complete" in seen
+
+
+async def test_reset_is_refused_while_the_server_syncs_with_the_client(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried: reset() on a healthy client with a push on its way. Its events may be on the
+    # server already; renumbered, they would be appended twice.
+    async with open_test_client(server.url, "A") as a:
+        await a.commit_many(("e", {"i": i}) for i in range(300))
+        with pytest.raises(trio_sync.ResetRefused, match="incompatible"):
+            await a.reset(keep_pending=True)
+        with trio.fail_after(WAIT):
+            await a.wait_synced()
+        with pytest.raises(trio_sync.ResetRefused, match="'synced'"):
+            await a.reset()
+        assert [e.args["i"] for e in a.confirmed_events()] == list(range(300))
+
+
+async def test_subscribe_on_a_closed_client_says_so(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    async with open_test_client(server.url, "A") as a:
+        pass
+    with pytest.raises(trio_sync.ClientClosed):
+        a.subscribe()

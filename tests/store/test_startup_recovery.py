@@ -14,6 +14,7 @@ import trio_sync
 from trio_sync import StoreCorrupt, StoreDamaged
 from trio_sync.protocol import Event
 from trio_sync.store import ClientStore, ServerStore, open_client_store
+from trio_sync.store._lineage import read_jsonl
 
 from ..conftest import FAST, WAIT
 
@@ -155,3 +156,78 @@ def test_server_refuses_a_damaged_file(tmp_path: Path) -> None:
         ServerStore.open(str(path))
     assert path.read_bytes() == before
     assert not any(".corrupt." in p.name for p in tmp_path.iterdir())
+
+
+def test_a_store_whose_id_is_unreadable_gets_a_new_one_and_numbers_from_1(
+    tmp_path: Path,
+) -> None:
+    # Tried: the damage took the identity with it. The salvaged events then belong to a
+    # new id the server has never seen: numbered from 1, or the server would refuse a gap.
+    path = tmp_path / "c.sqlite3"
+    # A store with pending events at client_seq 101.. and no client_id, then damaged.
+    store = ClientStore.open(str(path), "A")
+    for i in range(101, 104):
+        store.append_pending(Event(seq=None, client_id="A", client_seq=i, name="e", args={}))
+    store._db.write(lambda c: c.execute("DELETE FROM meta WHERE key = 'client_id'"))
+    store.apply_upstream(
+        [
+            Event(seq=i, client_id="B", client_seq=i, name="x", args={"p": "y" * 200})
+            for i in range(1, 3001)
+        ],
+        [],
+    )
+    store.checkpoint()
+    store.close()
+    with path.open("r+b") as file:
+        file.seek(path.stat().st_size // 2)
+        file.write(bytes(range(256)) * 32)
+    recovered, recovery = open_client_store(str(path))
+    try:
+        assert recovery is not None and recovery.salvaged == 3
+        assert recovered.client_id != "A"
+        assert [e.client_seq for e in recovered.load_state().pending] == [1, 2, 3]
+    finally:
+        recovered.close()
+
+
+def test_a_store_with_a_damaged_header_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    make_damaged_store(path, pending=2, confirmed=10)
+    with path.open("r+b") as file:
+        file.write(b"\0" * 100)  # the SQLite header gone: "file is not a database"
+    store, recovery = open_client_store(str(path), "A")
+    store.close()
+    assert recovery is not None and ".corrupt." in recovery.moved_to
+
+
+def test_two_damaged_stores_in_one_second_are_both_kept(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    moved = []
+    for _ in range(2):
+        make_damaged_store(path, pending=1)
+        store, recovery = open_client_store(str(path), now=1_700_000_000.0)
+        store.close()
+        assert recovery is not None
+        moved.append(recovery.moved_to)
+        path.unlink()
+        for extra in ("-wal", "-shm"):
+            Path(f"{path}{extra}").unlink(missing_ok=True)
+    assert moved[0] != moved[1] and all(Path(m).exists() for m in moved)
+
+
+def test_two_backups_in_one_second_are_both_kept(tmp_path: Path) -> None:
+    # Tried: reset(keep_pending=False) twice in the same second (the stamp has seconds).
+    store = ClientStore.open(str(tmp_path / "c.sqlite3"), "A")
+    saved = []
+    try:
+        for batch in (1, 2):
+            store.append_pending(
+                Event(seq=None, client_id="A", client_seq=1, name="e", args={"batch": batch})
+            )
+            path, kept = store.reset_lineage(keep_pending=False, first_client_seq=1, now=1e9)
+            assert kept == 0 and path is not None
+            saved.append(path)
+    finally:
+        store.close()
+    assert saved[0] != saved[1]
+    assert [read_jsonl(p)[0].args for p in saved] == [{"batch": 1}, {"batch": 2}]

@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Callable
 
 from .._errors import TrioSyncError
 from ..protocol import INT64_MAX, MAX_CLIENT_ID_LENGTH, TokenError, check_identifier, check_secret
@@ -168,3 +169,15 @@ def new_file(text: str) -> str:
     if not os.access(folder, os.W_OK):
         raise argparse.ArgumentTypeError(f"folder {folder!r} cannot be written")
     return text
+
+
+def bounded(limit: int) -> Callable[[str], int]:
+    """A whole number from 1 to ``limit``."""
+
+    def check(text: str) -> int:
+        value = positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{value} is more than {limit:,}")
+        return value
+
+    return check

@@ -233,7 +233,10 @@ def add_parser(commands: Any) -> None:
         "demo", help="an embedded server and two clients syncing on loopback"
     )
     demo.add_argument(
-        "--events", type=_args.positive, default=50, help="events each client commits"
+        "--events",
+        type=_args.bounded(1_000_000),
+        default=50,
+        help="events each client commits (1 to 1,000,000)",
     )
     demo.add_argument("--seed", type=_args.seed, default=1, help="seed for what the clients commit")
 

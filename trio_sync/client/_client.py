@@ -19,12 +19,13 @@ from .._errors import (
     IncompatibleServer,
     InvalidURL,
     ProtocolError,
+    ResetRefused,
     TransportError,
 )
 from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
 from ..protocol import Event, PushMachine, SyncStatus, backoff_delay, make_push_machine
-from ..store import open_client_store
+from ..store import open_client_store, store_for_target
 from ..transport import Connector, connect_websocket, parse_ws_url
 from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
 from ._config import ClientTimings
@@ -197,7 +198,9 @@ class Client:
 
         Raises:
             ValueError: ``buffer`` is below 1.
+            ClientClosed: The client's ``open_client`` block has exited.
         """
+        self._check_open()
         return self._core.bus.subscribe(buffer=buffer)
 
     def recent_events(self, n: int | None = None) -> list[Notification]:
@@ -250,11 +253,22 @@ class Client:
             What was done: where the pending events were saved, how many were kept.
 
         Raises:
+            ResetRefused: The client is not "incompatible": the server syncs with it, so
+                there is nothing to reset (and renumbering events it may already hold
+                would duplicate them).
             StoreError: The file or the store could not be written; nothing changed.
             ClientClosed: The client's ``open_client`` block has exited.
         """
         self._check_open()
         core = self._core
+        if core.incompatible is None:
+            # On a server that syncs with this client, a push may be on its way or its
+            # ack lost: its events are on the server but still pending here, and kept
+            # events renumbered would be appended a second time.
+            raise ResetRefused(
+                f"reset() is for a client the server cannot sync with (state "
+                f"'incompatible'); this one is {core.status().state!r}: nothing to reset"
+            )
         async with self._reset_lock:
             resume = self._resume = trio.Event()
             try:
@@ -313,6 +327,7 @@ class Client:
                     await session.run()
             except IncompatibleServer as exc:
                 core.fast_failures = 0
+                core.incompatible = str(exc)
                 core.set_phase("incompatible", str(exc))
                 # Nothing heals this on our side; look again now and then in case the
                 # server is put right (a restored database, a schema roll-back).
@@ -455,7 +470,12 @@ def _server_urls(url: str | Sequence[str], *, check: bool) -> tuple[str, ...]:
         raise InvalidURL("open_client needs at least one server URL")
     if check:
         for each in urls:
-            parse_ws_url(each)
+            _host, _port, resource, _tls = parse_ws_url(each)
+            if store_for_target(resource) is None:
+                raise InvalidURL(
+                    f"{each!r} names no store: use ws://host:port for the default store or "
+                    "ws://host:port/<store id> (letters, digits, _ . -; at most 64)"
+                )
     return urls
 
 

@@ -88,6 +88,9 @@ class ClientCore:
         self.refused_push: str | None = None
         self.last_synced_at: float | None = store.last_synced_at
         self._state: StatusState | None = None
+        #: Why the last handshake found the server incompatible (None: the last one that
+        #: finished succeeded, or none did yet); ``Client.reset()`` needs it set.
+        self.incompatible: str | None = None
         #: Counts resets: writes queued for an older lineage are dropped.
         self.lineage = 0
         self._since: float | None = None
@@ -212,12 +215,14 @@ class ClientCore:
             await self.run_store(self.store.record_limits, welcome.limits)
             self.state.limits = welcome.limits
         self.connect_attempts = 0
+        self.incompatible = None
         self.set_phase("connected")
         self.note_fresh_server_head(welcome.head)
 
     def start_lineage(self, state: SyncState, push: PushMachine) -> None:
         """The store was reset (``Client.reset()``): forget the server and the log."""
         self.lineage += 1
+        self.incompatible = None
         self.state = state
         self.push = push
         self.durable_head = state.upstream_head

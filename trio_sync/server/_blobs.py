@@ -42,9 +42,10 @@ from ..protocol._blob_messages import (
     UploadEnd,
     UploadOffset,
 )
+from ..store import store_for_target
 from ..transport import Connection
 from ._hub import Hub
-from ._session import ServerSession, loggable, store_for_target
+from ._session import ServerSession, loggable
 
 logger = logging.getLogger("trio_sync.server")
 

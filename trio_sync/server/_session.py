@@ -43,7 +43,7 @@ from ..protocol import (
     reused_id_problem,
 )
 from ..protocol._tokens import utc_time
-from ..store import DEFAULT_STORE, valid_store_id
+from ..store import store_for_target
 from ..transport import CLOSE_GOING_AWAY, CLOSE_NORMAL, Connection
 from ._hub import Hub, InternalError, TooManyStores
 from ._log import StoreLog
@@ -82,16 +82,6 @@ def loggable(text: str, limit: int = 300) -> str:
     characters escaped, so nobody can forge a line, and cut to ``limit`` characters."""
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return _UNPRINTABLE.sub(lambda match: repr(match.group())[1:-1], text)
-
-
-def store_for_target(target: str) -> str | None:
-    """The store a request path names: "/" is the default store, "/<id>" the store <id>
-    (a query string is ignored); None for anything else."""
-    path = target.split("?", 1)[0].rstrip("/")
-    if not path:
-        return DEFAULT_STORE
-    name = path[1:] if path.startswith("/") else None
-    return name if name is not None and valid_store_id(name) else None
 
 
 class ServerSession:

@@ -12,6 +12,7 @@ from ._server_log import (
     ServerLog,
     StoreInfo,
     open_server_log,
+    store_for_target,
     valid_store_id,
 )
 from ._server_store import ServerStore
@@ -46,5 +47,6 @@ __all__ = [
     "memory_path",
     "open_client_store",
     "open_server_log",
+    "store_for_target",
     "valid_store_id",
 ]

@@ -180,8 +180,9 @@ class ClientStore(SQLiteStore):
         committed_at = self.pending_committed_at()
         saved_to = None
         if pending and _lineage.keeps_files(self.path):
-            saved_to = _lineage.backup_path(self.path, now)
-            _lineage.write_jsonl(saved_to, pending, committed_at)
+            saved_to = _lineage.write_jsonl(
+                _lineage.backup_path(self.path, now), pending, committed_at
+            )
         keep = [
             _lineage.SavedEvent(event.name, dict(event.args), committed_at.get(event.client_seq))
             for event in (pending if keep_pending else ())

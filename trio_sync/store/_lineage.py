@@ -33,21 +33,44 @@ class SavedEvent:
 
 
 def backup_path(store_path: str, now: float) -> str:
-    """Where the pending events of ``store_path`` are saved: beside it, stamped in UTC."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    return f"{store_path}.pending-{stamp}.jsonl"
+    """Where the pending events of ``store_path`` are saved: beside it, stamped in UTC
+    (:func:`write_jsonl` adds ``-2``, ``-3``... if that name is taken)."""
+    return f"{store_path}.pending-{utc_stamp(now)}.jsonl"
 
 
-def write_jsonl(path: str, events: Iterable[Event], committed_at: dict[int, float]) -> int:
-    """Writes ``events`` durably as JSON lines (a temporary name, fsynced, renamed).
+def utc_stamp(now: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
-    Returns how many were written.
+
+def link_to_free_name(source: str, wanted: str) -> str:
+    """Gives ``source`` a second name: ``wanted``, or ``wanted`` with ``-2``, ``-3``...
+    before its extension if taken. Never replaces a file (two saves in one second must
+    both survive). Returns the name used.
+
+    Raises:
+        OSError: The link could not be made.
+    """
+    stem, extension = os.path.splitext(wanted) if wanted.endswith(".jsonl") else (wanted, "")
+    candidate, number = wanted, 1
+    while True:
+        try:
+            os.link(source, candidate)
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = f"{stem}-{number}{extension}"
+
+
+def write_jsonl(path: str, events: Iterable[Event], committed_at: dict[int, float]) -> str:
+    """Writes ``events`` durably as JSON lines (a temporary name, fsynced, then linked to
+    ``path`` or, if a file has that name, to the next free variant of it).
+
+    Returns the name written.
 
     Raises:
         StoreError: The file could not be written (nothing was changed).
     """
     temporary = f"{path}.tmp"
-    count = 0
     try:
         with open(temporary, "wb") as file:
             for event in events:
@@ -59,10 +82,10 @@ def write_jsonl(path: str, events: Iterable[Event], committed_at: dict[int, floa
                     "committed_at": committed_at.get(event.client_seq),
                 }
                 file.write(orjson.dumps(line) + b"\n")
-                count += 1
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        path = link_to_free_name(temporary, path)
+        os.unlink(temporary)
         directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
         try:
             os.fsync(directory)
@@ -70,7 +93,7 @@ def write_jsonl(path: str, events: Iterable[Event], committed_at: dict[int, floa
             os.close(directory)
     except OSError as exc:
         raise StoreError(f"cannot save the pending events to {path!r}: {exc}") from None
-    return count
+    return path
 
 
 def read_jsonl(path: str | Path) -> list[SavedEvent]:

@@ -16,7 +16,7 @@ import time
 import attrs
 import orjson
 
-from .._errors import StoreDamaged
+from .._errors import StoreCorrupt, StoreDamaged
 from . import _lineage
 from ._client_store import ClientStore
 from ._sqlite import is_memory, set_meta
@@ -60,20 +60,29 @@ def open_client_store(
         if is_memory(str(path)):
             raise
         reason = str(exc)
+    except StoreCorrupt as exc:
+        if not _was_a_store(str(path)):
+            raise  # some other file: never moved
+        reason = str(exc)
     path = str(path)
     salvage = _salvage(path)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
-    moved_to = f"{path}.corrupt.{stamp}"
-    for suffix in ("", "-wal", "-shm"):
+    stamp = _lineage.utc_stamp(time.time() if now is None else now)
+    # A second name first, then the old one dropped: a damaged file of the same second
+    # already moved aside is never replaced.
+    moved_to = _lineage.link_to_free_name(path, f"{path}.corrupt.{stamp}")
+    os.unlink(path)
+    for suffix in ("-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.replace(path + suffix, moved_to + suffix)
-    store = ClientStore.open(path, client_id or salvage.client_id)
+    known_id = client_id or salvage.client_id
+    store = ClientStore.open(path, known_id)
     # In order from the first readable one. An unreadable row leaves a gap, and the
     # events after it are numbered on from before it: the server takes a client's events
-    # only in order, so it holds none after a gap it never saw.
+    # only in order, so it holds none after a gap it never saw. With the id lost, the
+    # store has a new one, which the server has never seen: its events start at 1.
     kept = [event for _, event in salvage.pending]
     if kept:
-        first = salvage.pending[0][0]
+        first = salvage.pending[0][0] if known_id is not None else 1
         store._db.write(
             lambda conn: _lineage.replace_lineage(
                 conn, keep=kept, client_id=store.client_id, first_client_seq=first
@@ -83,6 +92,21 @@ def open_client_store(
         server_id = salvage.server_id
         store._db.write(lambda conn: set_meta(conn, "server_id", server_id))
     return store, StoreRecovery(moved_to=moved_to, salvaged=len(kept), reason=reason)
+
+
+def _was_a_store(path: str) -> bool:
+    """A file SQLite cannot read at all, which trio_sync opened before (its lock file is
+    beside it) and whose size is whole database pages: a store whose header was damaged,
+    not someone's notes."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as file:
+            header = file.read(16)
+    except OSError:
+        return False
+    if header == b"SQLite format 3\x00":
+        return False  # SQLite reads it: another program's database, not a damaged store
+    return os.path.exists(f"{path}.lock") and size > 0 and size % 512 == 0
 
 
 def _salvage(path: str) -> _Salvage:

@@ -232,3 +232,13 @@ def open_server_log(db: str) -> ServerLog:
     from ._server_store import ServerStore
 
     return ServerStore.open(db)
+
+
+def store_for_target(target: str) -> str | None:
+    """The store a request path names: "/" is the default store, "/<id>" the store <id>
+    (a query string is ignored); None for anything else."""
+    path = target.split("?", 1)[0].rstrip("/")
+    if not path:
+        return DEFAULT_STORE
+    name = path[1:] if path.startswith("/") else None
+    return name if name is not None and valid_store_id(name) else None

@@ -135,8 +135,12 @@ def parse_ws_url(url: str) -> tuple[str, int, str, bool]:
     """
     if not isinstance(url, str):
         raise InvalidURL(f"a server URL is a string like 'ws://host:port', not {url!r}")
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise InvalidURL(f"{url!r} is not a server URL: {exc}") from None
+    if parts.scheme not in ("ws", "wss") or not hostname:
         raise InvalidURL(
             f"{url!r} is not a server URL: use ws://host:port[/store] (or wss:// for TLS)"
         )
@@ -151,7 +155,7 @@ def parse_ws_url(url: str) -> tuple[str, int, str, bool]:
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
-    return parts.hostname, port, resource, secure
+    return hostname, port, resource, secure
 
 
 @asynccontextmanager
