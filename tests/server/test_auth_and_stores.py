@@ -14,11 +14,13 @@ import pytest
 import trio
 import trio.testing
 
-from trio_sync.protocol import Error, Welcome, issue_token
+from trio_sync import InvalidURL
+from trio_sync.protocol import Error, Welcome, encode, issue_token
 
 from .._virtual import World
 from ..conftest import WAIT, ClientFactory, ServerFactory, wait_converged
 from ._raw import hello as raw_hello
+from ._raw import raw_websocket, receive
 
 SECRET = b"a-long-enough-server-secret-0123456789"
 ROTATED = b"the-previous-server-secret-9876543210"
@@ -81,28 +83,34 @@ async def test_the_bare_url_and_slash_default_are_the_same_store(
         assert len(a.confirmed_events()) == 2
 
 
-@pytest.mark.parametrize(
-    ("path", "words"),
-    [
-        ("/nope", "store 'nope' does not exist on this server"),
-        ("/a/b", "no store at path '/a/b'"),
-        ("/.hidden", "no store at path"),
-    ],
-)
-async def test_an_unknown_store_or_a_bad_path_is_refused_and_nothing_is_lost(
-    open_server: ServerFactory,
-    open_test_client: ClientFactory,
-    tmp_path: Path,
-    path: str,
-    words: str,
+async def test_an_unknown_store_is_refused_and_nothing_is_lost(
+    open_server: ServerFactory, open_test_client: ClientFactory, tmp_path: Path
 ) -> None:
     server = await open_server()
-    async with open_test_client(server.url + path, "A") as client:
+    async with open_test_client(server.url + "/nope", "A") as client:
         await client.commit("kept", {"i": 1})
         with trio.fail_after(WAIT):
             status = await client.wait_status(lambda s: s.state == "incompatible")
-        assert words in (status.last_error or "")
+        assert "store 'nope' does not exist on this server" in (status.last_error or "")
         assert [e.name for e in client.pending_events()] == ["kept"]
+    assert stored_events(tmp_path / "server.sqlite3") == []
+
+
+@pytest.mark.parametrize("path", ["/a/b", "/.hidden"])
+async def test_a_path_that_names_no_store_is_refused_by_both_ends(
+    open_server: ServerFactory, open_test_client: ClientFactory, tmp_path: Path, path: str
+) -> None:
+    server = await open_server()
+    # Our client refuses it before anything is opened...
+    with pytest.raises(InvalidURL, match="names no store"):
+        async with open_test_client(server.url + path, "A"):
+            pass  # pragma: no cover
+    # ...and the server refuses another client that sends it anyway.
+    async with raw_websocket(server.url + path) as ws:
+        await ws.send_message(encode(raw_hello("raw")))
+        farewell = await receive(ws)
+    assert isinstance(farewell, Error) and farewell.fatal
+    assert f"no store at path {path!r}" in farewell.reason
     assert stored_events(tmp_path / "server.sqlite3") == []
 
 
