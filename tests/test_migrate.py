@@ -3,15 +3,20 @@ would: every mistake ends with one clear line and changes nothing."""
 
 from __future__ import annotations
 
+import os
+import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 import trio
 
 import trio_sync
-from trio_sync.store import DEFAULT_STORE, PostgresStore, ServerStore
+from trio_sync import InvalidDatabase, StoreError
+from trio_sync.store import DEFAULT_STORE, PostgresStore, ServerStore, open_server_log
 
 from .conftest import WAIT, ClientFactory
 from .store.test_server_store import push
@@ -118,3 +123,88 @@ def test_bad_urls_and_files_are_argument_errors(tmp_path: Path) -> None:
         result = cli(*args)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
+
+
+BAD_DATABASES = (
+    # What was tried: strings that name a database but not as a postgresql:// URL. Each
+    # once became a SQLite file named after it (password included) in the current folder.
+    ("postgresql+psycopg://me:S3cr#t/p@ss@127.0.0.1/app", "'postgresql+psycopg' URL"),
+    ("sqlite:///server.sqlite3", "'sqlite' URL"),
+    ("host=127.0.0.1 port=5432 user=postgres password=S3cr#t", "key=value connection string"),
+)
+
+
+def test_a_database_that_is_not_a_postgresql_url_is_refused_not_made_a_file(
+    tmp_path: Path,
+) -> None:
+    for db, message in BAD_DATABASES:
+        for args in (
+            ("serve", "--db", db),
+            ("migrate", "--db", db),
+            ("migrate", "--from", db, "--to", "postgresql://h/x"),
+        ):
+            result = subprocess.run(
+                [*CLI, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path
+            )
+            assert result.returncode == 2, (args, result.stderr)
+            assert message in result.stderr and "S3cr" not in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no file was made
+
+
+async def test_serve_and_open_server_log_refuse_what_is_not_a_postgresql_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for db, message in BAD_DATABASES:
+        with pytest.raises(InvalidDatabase, match=re.escape(message)) as caught:
+            open_server_log(db)
+        assert "S3cr" not in str(caught.value)
+        assert isinstance(caught.value, ValueError) and isinstance(caught.value, StoreError)
+        with pytest.raises(InvalidDatabase, match=re.escape(message)):
+            await trio_sync.serve(db)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_url_scheme_is_matched_in_any_case(pg_log: str) -> None:
+    upper = "POSTGRESQL" + pg_log[len("postgresql") :]
+    result = cli("migrate", "--db", upper)
+    assert result.returncode == 0, result.stderr
+    assert "is up to date (schema version 1)" in result.stdout
+    store = open_server_log("Postgres" + pg_log[len("postgresql") :])
+    assert isinstance(store, PostgresStore)
+    store.close()
+
+
+def test_a_schema_version_that_cannot_be_read_is_refused_and_nothing_changes(
+    pg_log: str,
+) -> None:
+    for tamper, shown in (
+        ("UPDATE trio_sync.meta SET value = 'garbage' WHERE key = 'schema_version'", "garbage"),
+        ("DELETE FROM trio_sync.meta WHERE key = 'schema_version'", "no schema_version row"),
+    ):
+        with psycopg.connect(pg_log, autocommit=True) as conn:
+            conn.execute(tamper.encode())
+            before = conn.execute("SELECT * FROM trio_sync.meta ORDER BY key").fetchall()
+        for command in (("migrate", "--db", pg_log), ("serve", "--db", pg_log)):
+            result = cli(*command)  # no traceback
+            assert result.returncode == 1, result.stderr
+            assert "cannot be trusted" in result.stderr and shown in result.stderr
+        with psycopg.connect(pg_log) as conn:
+            assert conn.execute("SELECT * FROM trio_sync.meta ORDER BY key").fetchall() == before
+            conn.execute("DELETE FROM trio_sync.meta WHERE key = 'schema_version'")
+            conn.execute("INSERT INTO trio_sync.meta VALUES ('schema_version', '1')")
+
+
+def test_migrate_from_a_bad_source_changes_nothing_on_the_target(
+    pg_url: str, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.sqlite3"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    result = cli("migrate", "--from", str(other), "--to", pg_url)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""  # not "is up to date", nor a new schema version
+    with psycopg.connect(pg_url) as pg:
+        assert pg.execute("SELECT to_regclass('trio_sync.meta')").fetchone() == (None,)

@@ -70,6 +70,12 @@ class StoreMismatch(StoreError):
     """The store belongs to a different client or server than the one asked for."""
 
 
+class InvalidDatabase(StoreError, ValueError):
+    """A server log's name that can never work: a URL of another scheme than
+    ``postgresql://`` (``sqlite:///x``, ``postgresql+psycopg://...``) or a libpq
+    ``key=value`` string. Refused rather than taken for a SQLite file name."""
+
+
 # --- transport and sync ---------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ processes, real SIGKILL, a real database restart."""
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
@@ -11,12 +12,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
 import trio_sync
 from trio_sync.testing._pg_cluster import PostgresCluster
 
 from ..conftest import WAIT, ClientFactory, wait_converged
+from ._raw import http_get
 
 CLI = [sys.executable, "-m", "trio_sync.cli"]
 
@@ -144,3 +147,32 @@ async def test_nodes_recover_on_their_own_after_a_database_restart(
     assert "Traceback" not in log
     # The restart was felt, and healed by the nodes themselves.
     assert "lost the database" in log and "database reachable again" in log
+
+
+async def test_a_node_is_healthy_again_within_seconds_of_a_long_outage(
+    pg_cluster: PostgresCluster, pg_log: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What was tried: PostgreSQL stopped for a while. A node stayed unhealthy for ~54 s
+    # after a 60 s outage (see test_postgres_store for the pool's backoff), and /healthz
+    # took its 5 s pool timeout to say 503 meanwhile: too slow for a load balancer.
+    caplog.set_level(logging.INFO, logger="trio_sync.server")
+    async with trio.open_nursery() as nursery:
+        server: trio_sync.Server = await nursery.start(trio_sync.serve, pg_log)
+        assert await http_get(server.url, "/healthz") == (200, b"ok\n")
+        await trio.to_thread.run_sync(pg_cluster.stop)
+        try:
+            end = trio.current_time() + 4.0
+            while trio.current_time() < end:  # a load balancer polling through the outage
+                with trio.fail_after(2.0):  # each answer prompt, not the pool's 5 s
+                    status, body = await http_get(server.url, "/healthz")
+                await trio.sleep(0.2)
+            assert status == 503 and b"cannot be written" in body
+        finally:
+            await trio.to_thread.run_sync(pg_cluster.start)
+        with trio.fail_after(5.0):
+            while (await http_get(server.url, "/healthz"))[0] != 200:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    messages = [record.getMessage() for record in caplog.records]
+    # The follower is back once the pool is: never "reachable again", then "lost" again.
+    assert sum("reachable again" in m for m in messages) <= 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import stat
 import sys
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from .._errors import TrioSyncError
 from ..protocol import INT64_MAX, MAX_CLIENT_ID_LENGTH, TokenError, check_identifier, check_secret
 from ..store import valid_store_id
-from ..store._pg_connect import check_url, is_postgres_url
+from ..store._pg_connect import check_url, is_postgres_url, postgres_url_of, redact
 
 
 class CommandError(TrioSyncError):
@@ -81,8 +80,12 @@ def db_path(text: str) -> str:
     """A SQLite file path or a ``postgresql://`` URL (parsed here, not connected to)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("the database path is empty")
-    if text.startswith(("postgresql:", "postgres:")):
+    if text[: len("postgresql:")].lower().startswith(("postgresql:", "postgres:")):
         return postgres_url(text)
+    try:
+        postgres_url_of(text)  # neither a URL of another scheme nor key=value
+    except TrioSyncError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if text == ":memory:" or text.startswith("file:"):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a file path: a server's log must survive a restart"
@@ -91,16 +94,19 @@ def db_path(text: str) -> str:
 
 
 def postgres_url(text: str) -> str:
-    """A ``postgresql://`` URL that psycopg can parse (psycopg must be installed)."""
+    """A ``postgresql://`` URL that psycopg can parse (psycopg must be installed), its
+    scheme in lower case."""
     if not is_postgres_url(text):
         raise argparse.ArgumentTypeError(
             f"{redact(text)!r} is not a PostgreSQL URL (postgresql://user@host:port/dbname)"
         )
+    url = postgres_url_of(text)
+    assert url is not None
     try:
-        check_url(text)
+        check_url(url)
     except TrioSyncError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return url
 
 
 def sqlite_file(text: str) -> str:
@@ -111,11 +117,6 @@ def sqlite_file(text: str) -> str:
     if not os.path.isfile(path):
         raise argparse.ArgumentTypeError(f"{text!r} does not exist or is not a file")
     return path
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of a URL replaced by ``***`` (for messages)."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
 
 
 def seconds(text: str) -> float:

@@ -53,16 +53,24 @@ def run_migrate(args: argparse.Namespace) -> int:
         return 0
     from ..store._pg_schema import copy_from_sqlite, migrate
 
-    where = describe(args.db)
-    before, after = migrate(args.db)
-    if before == after:
-        print(f"trio-sync migrate: {where} is up to date (schema version {after})")
-    else:
-        print(f"trio-sync migrate: {where}: schema version {before} -> {after}")
-    if args.source:
-        copied = copy_from_sqlite(args.source, args.db)
-        print(
-            f"trio-sync migrate: copied {sum(copied.values())} event(s) of "
-            f"{len(copied)} store(s) from {args.source} to {where}, identities kept"
-        )
+    # The source first: a file that cannot be copied (not a server log, in use by a
+    # server) is refused before the target is touched. It stays open (and locked: no
+    # server can start on it) until the copy is done.
+    source = ServerStore.open(args.source) if args.source else None
+    try:
+        where = describe(args.db)
+        before, after = migrate(args.db)
+        if before == after:
+            print(f"trio-sync migrate: {where} is up to date (schema version {after})")
+        else:
+            print(f"trio-sync migrate: {where}: schema version {before} -> {after}")
+        if source is not None:
+            copied = copy_from_sqlite(source, args.db)
+            print(
+                f"trio-sync migrate: copied {sum(copied.values())} event(s) of "
+                f"{len(copied)} store(s) from {args.source} to {where}, identities kept"
+            )
+    finally:
+        if source is not None:
+            source.close()
     return 0

@@ -102,6 +102,10 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.log_level != "DEBUG":
+        # While the database is down, the pool warns of every reconnection attempt (one
+        # every second or two, for as long as it lasts); the server says it once.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     trio.run(_serve_until_signalled, args)
     return 0
 

@@ -51,6 +51,10 @@ async def follow_database(
         feed: HeadFeed | None = None
         try:
             feed = await hub.run_store(hub.db.listen)
+            # Back only once the heads were read too (through the pool, which the pushes
+            # use): a listener that connects while the pool cannot would otherwise say
+            # "reachable again", then "lost" at the poll, again and again.
+            await _poll(hub)
             if failures:
                 logger.warning("database reachable again: following other nodes' appends")
             failures = 0
@@ -67,14 +71,19 @@ async def follow_database(
                     await hub.run_store(feed.close)
 
 
+async def _poll(hub: Hub) -> None:
+    """Reads the heads of the stores this node serves (of none: it still asks the
+    database, to learn that it answers)."""
+    heads = await hub.run_store(hub.db.heads, hub.open_store_ids())
+    if heads:
+        await hub.learn_heads(heads)
+
+
 async def _follow(hub: Hub, feed: HeadFeed, poll_interval: float) -> None:
-    polled = -float("inf")
+    polled = time.monotonic()  # right after (re)connecting: follow_database polled
     while True:
         if time.monotonic() - polled >= poll_interval:
-            # Also right after (re)connecting: what was announced while we were away.
-            store_ids = hub.open_store_ids()
-            if store_ids:
-                await hub.learn_heads(await hub.run_store(hub.db.heads, store_ids))
+            await _poll(hub)
             polled = time.monotonic()
         heads = await hub.run_store(feed.wait, min(_WAIT_SLICE, poll_interval))
         if heads:

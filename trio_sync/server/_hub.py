@@ -34,6 +34,11 @@ logger = logging.getLogger("trio_sync.server")
 #: Seconds a health answer is reused (a /healthz flood must not become a write flood).
 HEALTH_CACHE_SECONDS = 2.0
 
+#: Seconds a health question waits for a fresh check before it is answered with what is
+#: known (a check of a database that is down may take a while; a load balancer's health
+#: check has a short timeout of its own). The check goes on, for the next question.
+HEALTH_WAIT_SECONDS = 0.5
+
 
 class TooManyStores(TrioSyncError):
     """Creating one more store would pass ``max_stores``."""
@@ -96,6 +101,11 @@ class Hub:
         self.auth_secrets: tuple[bytes, ...] = config.auth_secrets
         self._storage_problem: str | None = None
         self._health_checked = -math.inf
+        #: Whether run_health_checks() runs (else a health question checks by itself).
+        self._health_checker = False
+        self._health_wanted = trio.Event()
+        #: Set when the check in progress (None: none) is done.
+        self._health_round: trio.Event | None = None
         self.metrics.count_live_traffic(self._live_traffic)
         self.metrics.healthy.set(1)
 
@@ -361,12 +371,50 @@ class Hub:
     async def storage_problem(self) -> str | None:
         """Why the database cannot be written now (None: it can). Checked with a small
         write (and a look at the file) at most every few seconds; a failed push counts as
-        a check."""
+        a check.
+
+        Answers within :data:`HEALTH_WAIT_SECONDS` while :meth:`run_health_checks` runs:
+        a check that takes longer (a database that does not answer) goes on in the
+        background, and the answer is the last one known until it ends.
+        """
         if time.monotonic() - self._health_checked > HEALTH_CACHE_SECONDS:
-            try:
-                await self.run_store(self.db.check_writable)
-            except StoreError as exc:
-                self._note_storage(str(exc))
-            else:
-                self._note_storage(None)
+            if not self._health_checker:
+                await self._check_storage()
+                return self._storage_problem
+            if self._health_round is None:
+                self._health_round = trio.Event()
+                self._health_wanted.set()
+            with trio.move_on_after(HEALTH_WAIT_SECONDS):
+                await self._health_round.wait()
         return self._storage_problem
+
+    async def run_health_checks(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Runs the checks that :meth:`storage_problem` asks for, one at a time, until
+        cancelled."""
+        self._health_checker = True
+        task_status.started()
+        try:
+            while True:
+                await self._health_wanted.wait()
+                self._health_wanted = trio.Event()
+                try:
+                    await self._check_storage()
+                except Exception:
+                    logger.exception("the storage check failed")
+                    self._note_storage("internal error while checking the storage")
+                finally:
+                    done, self._health_round = self._health_round, None
+                    if done is not None:
+                        done.set()
+        finally:
+            self._health_checker = False
+
+    async def _check_storage(self) -> None:
+        try:
+            await self.run_store(self.db.check_writable)
+        except StoreError as exc:
+            self._note_storage(str(exc))
+        else:
+            self._note_storage(None)

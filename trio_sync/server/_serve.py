@@ -113,6 +113,7 @@ async def serve_hub(
     with single_exception():
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run_writer)
+            await nursery.start(hub.run_health_checks)
             if hub.db.shared:  # other nodes append too: hear of it
                 await nursery.start(follow_database, hub)
             task_status.started(await nursery.start(listen, handle))

@@ -9,10 +9,11 @@ No psycopg exception reaches a user: :func:`translate_errors` maps them to the
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._errors import StoreError, StoreFull, StoreReadOnly, StoreVersionError
+from .._errors import InvalidDatabase, StoreError, StoreFull, StoreReadOnly, StoreVersionError
 
 if TYPE_CHECKING:
     import psycopg
@@ -25,9 +26,60 @@ PG_SCHEMA = "trio_sync"
 CONNECT_TIMEOUT = 5
 
 
+#: The URL schemes of a PostgreSQL database (matched in any case, as URL schemes are).
+_SCHEMES = ("postgresql://", "postgres://")
+
+#: The start of a libpq ``key=value`` connection string (``host=... password=...``).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_KEY_VALUE = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=")
+
+
 def is_postgres_url(db: str) -> bool:
-    """True when ``db`` names a PostgreSQL database rather than a SQLite file."""
-    return db.startswith(("postgresql://", "postgres://"))
+    """True when ``db`` names a PostgreSQL database rather than a SQLite file (the scheme
+    in any case: ``POSTGRESQL://`` too)."""
+    return db[: len(_SCHEMES[0])].lower().startswith(_SCHEMES)
+
+
+def postgres_url_of(db: str) -> str | None:
+    """``db`` as a PostgreSQL URL with its scheme in lower case (libpq knows only that
+    spelling), or None when ``db`` is a SQLite file path.
+
+    What is neither is refused, never taken for a file name (a file would be created in
+    the current folder, and the server would run on an empty log, with the password in
+    its file name).
+
+    Raises:
+        InvalidDatabase: ``db`` is a URL of another scheme (``sqlite:///x``,
+            ``postgresql+psycopg://...``) or a libpq ``key=value`` string. The message
+            never holds a password.
+    """
+    if is_postgres_url(db):
+        scheme, separator, rest = db.partition("://")
+        return scheme.lower() + separator + rest
+    if "://" in db:
+        scheme = db.partition("://")[0]
+        what = f"a {scheme!r} URL" if _SCHEME.fullmatch(scheme) else "not a postgresql:// URL"
+        raise InvalidDatabase(
+            f"{redact(db)!r} is {what}: the server log is a SQLite file path or a "
+            "postgresql:// URL (postgresql://user@host:port/dbname)"
+        )
+    if _KEY_VALUE.match(db):
+        raise InvalidDatabase(
+            f"{redact(db)!r} looks like a key=value connection string: give a "
+            "postgresql://user@host:port/dbname URL (or, for a SQLite file whose name "
+            "holds '=', a path such as ./name)"
+        )
+    return None
+
+
+def redact(text: str) -> str:
+    """``text`` with any password in it replaced by ``***`` (for messages): a URL's
+    (``scheme://user:PASSWORD@host``, up to its last ``@``: the password may hold one)
+    and a ``password=`` parameter's (a URL's query or a key=value string)."""
+    text = re.sub(r"(://[^:/@]*:).*@", r"\1***@", text, flags=re.DOTALL)
+    return re.sub(
+        r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]+)", r"\1***", text, flags=re.IGNORECASE
+    )
 
 
 def require_psycopg() -> None:

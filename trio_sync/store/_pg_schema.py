@@ -13,16 +13,20 @@ transaction locks, so the lock and the head are read in one step (see ``_postgre
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .._errors import StoreError, StoreMismatch, StoreVersionError
+from .._errors import StoreCorrupt, StoreError, StoreMismatch, StoreVersionError
 from ._pg_connect import PG_SCHEMA, connect, describe, translate_errors
 from ._server_log import DEFAULT_STORE, EVENT_COLUMNS
 
 if TYPE_CHECKING:
     import psycopg
+
+    from ._server_store import ServerStore
 
 #: Each migration brings the schema one version on, in the migrating transaction.
 MIGRATIONS: list[list[str]] = [
@@ -49,8 +53,13 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 0x7472696F5F73796E & 0x7FFFFFFFFFFFFFFF  # "trio_syn"
 
 
-def _version(conn: psycopg.Connection[Any]) -> int | None:
-    """The schema version, None when the database has no trio_sync schema."""
+def _version(conn: psycopg.Connection[Any], url: str) -> int | None:
+    """The schema version, None when the database has no trio_sync schema.
+
+    Raises:
+        StoreMismatch: The schema is not a server log's.
+        StoreCorrupt: Its version row is missing or not a number.
+    """
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{PG_SCHEMA}.meta",)).fetchone()
     if not row or not row[0]:
         return None
@@ -61,7 +70,21 @@ def _version(conn: psycopg.Connection[Any]) -> int | None:
             "not a server log"
         )
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    # The schema and its version row are written in one transaction: a schema without a
+    # usable version was changed by hand, and nothing can say what it holds.
+    if row is None:
+        raise StoreCorrupt(
+            f"database {describe(url)}: the trio_sync schema has no schema_version row in "
+            "trio_sync.meta, so the schema cannot be trusted; nothing was changed (restore "
+            "the row, or the database from a backup)"
+        )
+    if not re.fullmatch(r"[1-9][0-9]{0,8}", str(row[0])):
+        raise StoreCorrupt(
+            f"database {describe(url)}: the trio_sync schema version is {str(row[0])[:40]!r}, "
+            "not a version number, so the schema cannot be trusted; nothing was changed "
+            "(restore the schema_version row of trio_sync.meta, or the database from a backup)"
+        )
+    return int(row[0])
 
 
 def check_schema(conn: psycopg.Connection[Any], url: str) -> None:
@@ -72,7 +95,7 @@ def check_schema(conn: psycopg.Connection[Any], url: str) -> None:
         StoreMismatch: The schema is not a server log's.
     """
     where = describe(url)
-    version = _version(conn)
+    version = _version(conn, url)
     if version is None:
         raise StoreVersionError(
             f"database {where} has no trio_sync schema: run `trio-sync migrate --db URL` "
@@ -104,7 +127,7 @@ def migrate(url: str) -> tuple[int, int]:
     try:
         with translate_errors(url), conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            before = _version(conn) or 0
+            before = _version(conn, url) or 0
             if before > SCHEMA_VERSION:
                 raise StoreVersionError(
                     f"database {describe(url)} has schema version {before}; this trio_sync "
@@ -128,11 +151,11 @@ def migrate(url: str) -> tuple[int, int]:
         conn.close()
 
 
-def copy_from_sqlite(sqlite_path: str, url: str, *, batch: int = 5000) -> dict[str, int]:
-    """Copies a SQLite server log into the (migrated, still empty) PostgreSQL log at
-    ``url``: every store with its identity (``server_id``) and every event at its
-    position, so clients that synced with the SQLite server stay compatible. One
-    transaction: all or nothing.
+def copy_from_sqlite(sqlite: str | ServerStore, url: str, *, batch: int = 5000) -> dict[str, int]:
+    """Copies a SQLite server log (a path, or the log already opened: the caller checked it
+    and closes it) into the (migrated, still empty) PostgreSQL log at ``url``: every store
+    with its identity (``server_id``) and every event at its position, so clients that
+    synced with the SQLite server stay compatible. One transaction: all or nothing.
 
     Returns the number of events copied per store.
 
@@ -142,7 +165,10 @@ def copy_from_sqlite(sqlite_path: str, url: str, *, batch: int = 5000) -> dict[s
     """
     from ._server_store import ServerStore
 
-    source = ServerStore.open(sqlite_path)
+    if isinstance(sqlite, str):
+        with contextlib.closing(ServerStore.open(sqlite)) as source:
+            return copy_from_sqlite(source, url, batch=batch)
+    source = sqlite
     conn = connect(url)
     copied: dict[str, int] = {}
     try:
@@ -165,7 +191,6 @@ def copy_from_sqlite(sqlite_path: str, url: str, *, batch: int = 5000) -> dict[s
                 copied[info.store_id] = _copy_events(source, conn, info.store_id, batch)
     finally:
         conn.close()
-        source.close()
     return copied
 
 

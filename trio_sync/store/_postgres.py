@@ -58,6 +58,18 @@ CHANNEL = "trio_sync"
 #: pushes are answered "retry" instead of waiting for ever).
 POOL_TIMEOUT = 5.0
 
+#: Seconds :meth:`PostgresStore.check_writable` (the health check) waits for a pooled
+#: connection: a load balancer's health check must be answered before its own timeout.
+CHECK_TIMEOUT = 1.0
+
+#: Seconds the pool goes on with one series of reconnection attempts (1 s after the
+#: first, then 2 s later, doubling). psycopg_pool's backoff has no cap but this window: a
+#: long one (it was an hour) let the delay grow to a minute, and a node stayed down for
+#: that long after the database was back. So the window is short, and when it ends the
+#: next series starts at once (:func:`_reconnect_again`): an attempt at least every
+#: couple of seconds, for as long as the database is away, never giving up.
+RECONNECT_WINDOW = 2.0
+
 
 class _PgSql:
     """:class:`~trio_sync.store._server_log.Sql` on a psycopg cursor."""
@@ -114,7 +126,8 @@ class PostgresStore:
             # A connection the database dropped (a restart) is found out and replaced
             # when taken, not by the push that would use it.
             check=ConnectionPool.check_connection,
-            reconnect_timeout=3600.0,
+            reconnect_timeout=RECONNECT_WINDOW,
+            reconnect_failed=_reconnect_again,
             open=False,
             name="trio_sync",
         )
@@ -247,7 +260,7 @@ class PostgresStore:
             StoreReadOnly: The database refuses writes.
             StoreError: It cannot be reached.
         """
-        with translate_errors(self._url), self._pool.connection() as conn:
+        with translate_errors(self._url), self._pool.connection(timeout=CHECK_TIMEOUT) as conn:
             conn.execute(
                 "INSERT INTO meta VALUES ('last_write_check', %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -266,6 +279,15 @@ class PostgresStore:
         with translate_errors(self._url), self._pool.connection() as conn:
             rows: list[tuple[Any, ...]] = conn.execute(sql.encode(), params).fetchall()
             return rows
+
+
+def _reconnect_again(pool: psycopg_pool.ConnectionPool[Any]) -> None:
+    """Called by the pool when a series of reconnection attempts ended without a
+    connection (:data:`RECONNECT_WINDOW`): starts the next series now, with the backoff
+    back at its first step. (``check()`` is the pool's public way to make it grow back to
+    its minimum size; it also tests the connections it holds, if any.)"""
+    if not pool.closed:
+        pool.check()
 
 
 class HeadListener:

@@ -214,21 +214,24 @@ class ServerLog(Protocol):
 
 
 def open_server_log(db: str) -> ServerLog:
-    """Opens the server log ``db``: a SQLite file path, or a ``postgresql://`` URL (which
-    needs the ``postgres`` extra, imported only then).
+    """Opens the server log ``db``: a SQLite file path, or a ``postgresql://`` URL (the
+    scheme in any case; needs the ``postgres`` extra, imported only then).
 
     Raises:
+        InvalidDatabase: ``db`` is neither (a URL of another scheme, a libpq key=value
+            string): refused, no file is created.
         StoreError: As ``ServerStore.open`` or ``PostgresStore.open``.
     """
-    from ._pg_connect import is_postgres_url
+    from ._pg_connect import postgres_url_of
 
-    if is_postgres_url(db):
+    url = postgres_url_of(db)
+    if url is not None:
         from ._pg_connect import require_psycopg
 
         require_psycopg()
         from ._postgres import PostgresStore
 
-        return PostgresStore.open(db)
+        return PostgresStore.open(url)
     from ._server_store import ServerStore
 
     return ServerStore.open(db)
