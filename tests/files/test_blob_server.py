@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio_websocket
 
 import trio_sync
 from trio_sync._errors import StoreFull
 from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore, RetryPolicy
-from trio_sync.files._wire import encode_chunk
-from trio_sync.protocol import PROTOCOL_VERSION, Error
+from trio_sync.files._chunks import make_chunk as encode_chunk
+from trio_sync.protocol import PROTOCOL_VERSION, Error, encode, encode_frame
 from trio_sync.protocol._blob_messages import (
     BlobChunk,
     BlobHello,
@@ -34,7 +36,8 @@ from trio_sync.server import MemoryBlobBackend, serve_store
 from trio_sync.store import ServerStore
 from trio_sync.transport import connect_websocket, serve_websocket
 
-from ..conftest import FAST, WAIT, ServerFactory
+from ..conftest import FAST, WAIT, ClientFactory, ServerFactory
+from ..server._raw import raw_websocket, receive, refusal
 
 SECRET = b"s" * 32
 
@@ -168,3 +171,66 @@ async def test_a_full_local_disk_refuses_the_save_and_records_nothing(
             await a.files.save(b"x" * 1000, path="x")
         assert a.files.list() == [] and a.pending_events() == []
         assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+
+
+async def test_hostile_binary_frames_on_a_blob_connection(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    data = os.urandom(10_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with raw_websocket(server.url) as ws:
+            await ws.send_message(encode(BlobHello(PROTOCOL_VERSION, "A", None)))
+            welcome = await receive(ws)
+            assert isinstance(welcome, BlobWelcome)
+
+            async def refused(frame: bytes, words: str) -> None:
+                await ws.send_message(frame)
+                reply = await receive(ws)
+                assert isinstance(reply, BlobRefused) and words in reply.reason, reply
+
+            # A chunk with no upload begun (the binary frame without its control message).
+            await refused(encode_frame(encode_chunk(digest, 0, data)), "no upload in progress")
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            # A chunk of another blob than the upload's.
+            other = encode_chunk(hashlib.sha256(b"x").hexdigest(), 0, data)
+            await refused(encode_frame(other), "no upload in progress")
+            # Larger than the server's chunk_bytes (though under the frame limit).
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            big = encode_chunk(digest, 0, bytes(welcome.chunk_bytes + 1))
+            await refused(encode_frame(big), f"1 to {welcome.chunk_bytes} bytes")
+            # Empty, and at the wrong offset.
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            await refused(encode_frame(encode_chunk(digest, 0, b"")), "1 to")
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            await refused(encode_frame(encode_chunk(digest, 5, data[5:])), "expected 0")
+            # Bytes that do not match the header's digest (the length differs from the
+            # digested one: a frame cut short on the way).
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            frame = encode_frame(encode_chunk(digest, 0, data))
+            await refused(frame[:-1], "corrupt chunk")
+            # A frame shorter than the chunk header: malformed, the connection closes.
+            await ws.send_message(frame[:40])
+            reply = await refusal(ws)
+            assert "shorter than its 73-byte header" in reply.reason
+        async with raw_websocket(server.url) as ws:
+            await ws.send_message(encode(BlobHello(PROTOCOL_VERSION, "A", None)))
+            assert isinstance(await receive(ws), BlobWelcome)
+            # A binary frame over the frame limit: refused as it arrives.
+            with contextlib.suppress(trio_websocket.ConnectionClosed):
+                await ws.send_message(b"\x01" + bytes(5 * 1024 * 1024))
+                await ws.get_message()
+    assert list(_blobs(server).iterdir()) == []
+    partial = _blobs(server).parent / "partial" / digest
+    assert not partial.exists() or partial.stat().st_size == 0
+    # The server still serves files.
+    async with open_test_client(server.url, "normal") as client:
+        fid = await client.files.save(data, path="x")
+        await client.files.wait_idle()
+        assert client.files.state(fid).upload.status == "done"  # type: ignore[union-attr]
+    assert (_blobs(server) / digest).read_bytes() == data

@@ -28,7 +28,7 @@ import trio
 
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
 from ..files._blobs import BlobStore, FileBlobStore, MemoryBlobStore
-from ..files._wire import decode_chunk, encode_chunk
+from ..files._chunks import CorruptChunk, append_chunk, read_chunk
 from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError, check_token
 from ..protocol._blob_messages import (
     BlobChunk,
@@ -316,19 +316,19 @@ class BlobSession:
     async def _chunk(self, store: BlobStore, upload: _Upload, chunk: BlobChunk) -> None:
         if chunk.offset != upload.offset:
             raise _Refused(f"chunk at offset {chunk.offset}, expected {upload.offset}")
-        try:
-            data = decode_chunk(chunk)
-        except ProtocolError as exc:
-            raise _Refused(f"corrupt chunk refused: {exc}") from None
-        if len(data) > self._limits.chunk_bytes or not data:
+        size = len(chunk.data)
+        if size > self._limits.chunk_bytes or not size:
             raise _Refused(f"a chunk holds 1 to {self._limits.chunk_bytes} bytes (chunk_bytes)")
-        if upload.offset + len(data) > upload.size:
+        if upload.offset + size > upload.size:
             raise _Refused(f"chunks run past the declared size {upload.size}")
         try:
-            await self._run(store.append_partial, upload.hash, upload.offset, data)
+            # The digest check and the write: one hop off the event loop.
+            await self._run(append_chunk, store, chunk)
+        except CorruptChunk as exc:
+            raise _Refused(f"corrupt chunk refused: {exc}") from None
         except ValueError as exc:
             raise _Refused(f"the upload moved on meanwhile: {exc}") from None
-        upload.offset += len(data)
+        upload.offset += size
 
     async def _end_upload(self, store: BlobStore, upload: _Upload | None, end: UploadEnd) -> None:
         if upload is None or upload.hash != end.hash:
@@ -357,12 +357,14 @@ class BlobSession:
         step = self._limits.chunk_bytes
         while offset < size:
             try:
-                data = await self._run(store.read, begin.hash, offset, min(step, size - offset))
+                chunk = await self._run(
+                    read_chunk, store, begin.hash, offset, min(step, size - offset)
+                )
             except KeyError:
                 raise ConnectionClosed("the blob went away during the download") from None
             # One chunk queued at most (bulk): a slow reader holds one chunk of memory.
-            await self._conn.send(encode_chunk(begin.hash, offset, data))
-            offset += len(data)
+            await self._conn.send(chunk)
+            offset += len(chunk.data)
 
     async def _try_send(self, message: Message) -> None:
         with (
