@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 import trio_sync
@@ -234,3 +235,58 @@ async def test_hostile_binary_frames_on_a_blob_connection(
         await client.files.wait_idle()
         assert client.files.state(fid).upload.status == "done"  # type: ignore[union-attr]
     assert (_blobs(server) / digest).read_bytes() == data
+
+
+async def test_a_download_waits_for_the_upload_in_progress_instead_of_missing(
+    server: trio_sync.Server,
+) -> None:
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as up, connect_websocket(server.url) as down:
+            assert isinstance(await _hello(up), BlobWelcome)
+            assert isinstance(await _hello(down), BlobWelcome)
+            # Nobody uploads it: missing at once, whatever the client would wait.
+            await down.send(DownloadBegin(hash=digest, offset=0, wait=60))
+            missing = await down.receive()
+            assert isinstance(missing, BlobRefused) and missing.missing
+            await up.send(UploadBegin(hash=digest, size=len(data)))
+            assert await up.receive() == UploadOffset(hash=digest, offset=0)
+            await up.send(encode_chunk(digest, 0, data[:100_000]))
+            # Without a wait: missing at once, as before.
+            await down.send(DownloadBegin(hash=digest, offset=0))
+            missing = await down.receive()
+            assert isinstance(missing, BlobRefused) and missing.missing
+            # With one: the answer waits for the upload's end, then the blob comes.
+            await down.send(DownloadBegin(hash=digest, offset=0, wait=60))
+            await trio.testing.wait_all_tasks_blocked()
+            for offset in range(100_000, len(data), 100_000):
+                await up.send(encode_chunk(digest, offset, data[offset : offset + 100_000]))
+            await up.send(UploadEnd(hash=digest))
+            assert await up.receive() == UploadDone(hash=digest)
+            assert await down.receive() == DownloadInfo(hash=digest, size=len(data))
+            received = b""
+            while len(received) < len(data):
+                chunk = await down.receive()
+                assert isinstance(chunk, BlobChunk)
+                received += chunk.data
+            assert received == data
+
+
+async def test_a_download_waiting_for_an_upload_that_fails_is_told_missing(
+    server: trio_sync.Server,
+) -> None:
+    data = os.urandom(1000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as down:
+            assert isinstance(await _hello(down), BlobWelcome)
+            async with connect_websocket(server.url) as up:
+                assert isinstance(await _hello(up), BlobWelcome)
+                await up.send(UploadBegin(hash=digest, size=len(data)))
+                assert await up.receive() == UploadOffset(hash=digest, offset=0)
+                await down.send(DownloadBegin(hash=digest, offset=0, wait=60))
+                await trio.testing.wait_all_tasks_blocked()
+            # The uploader went away mid-upload: the waiting download hears at once.
+            missing = await down.receive()
+            assert isinstance(missing, BlobRefused) and missing.missing

@@ -19,6 +19,7 @@ from .._errors import ConnectionClosed, ProtocolError, StoreError, TransportErro
 from .._store_runner import StoreRunner
 from ..protocol import PROTOCOL_VERSION, Error, Message
 from ..protocol._blob_messages import (
+    MAX_DOWNLOAD_WAIT,
     BlobChunk,
     BlobHello,
     BlobRefused,
@@ -160,7 +161,11 @@ class BlobClient:
         blobs, run = self._blobs, self._run
         async with self._session() as (conn, _):
             offset = await run(blobs.partial_size, content_hash)
-            await conn.send(DownloadBegin(hash=content_hash, offset=offset))
+            # The server may hold its answer while the blob's upload is in progress (the
+            # fact travels faster than the contents): half our patience, so that its
+            # answer still arrives in time.
+            wait = min(int(self._timeout / 2), MAX_DOWNLOAD_WAIT)
+            await conn.send(DownloadBegin(hash=content_hash, offset=offset, wait=wait))
             info = await self._receive(conn)
             if not isinstance(info, DownloadInfo) or info.hash != content_hash:
                 raise ProtocolError("expected 'download_info' for this blob")

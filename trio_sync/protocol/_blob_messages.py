@@ -138,13 +138,28 @@ class UploadDone:
     hash: str = attrs.field(validator=_hash)
 
 
+def _wait(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_DOWNLOAD_WAIT:
+        raise ValueError(f"{attribute.name} must be whole seconds in [0, {MAX_DOWNLOAD_WAIT}]")
+
+
+#: The longest a client may ask the server to wait for a blob being uploaded (seconds).
+MAX_DOWNLOAD_WAIT = 3600
+
+
 @attrs.frozen
 class DownloadBegin:
-    """Client -> server: send me the blob ``hash`` from ``offset`` on."""
+    """Client -> server: send me the blob ``hash`` from ``offset`` on.
+
+    ``wait``: if the server lacks the blob but is receiving its upload right now, it may
+    hold the answer up to this many seconds (and its own limit) until the upload ends,
+    rather than answer ``missing`` at once and leave the client to back off.
+    """
 
     TYPE: ClassVar[str] = "download_begin"
     hash: str = attrs.field(validator=_hash)
     offset: int = attrs.field(validator=_count)
+    wait: int = attrs.field(default=0, validator=_wait)
 
 
 @attrs.frozen

@@ -20,12 +20,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
+from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
 import attrs
 import trio
 
+from .._broadcast import Broadcast
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
 from ..files._blobs import BlobStore, FileBlobStore, MemoryBlobStore
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
@@ -61,10 +64,14 @@ class BlobLimits:
     Attributes:
         chunk_bytes: The largest chunk, in bytes (announced: clients send this size).
         max_blob_bytes: The largest file.
+        download_wait: The longest a download of a blob whose upload this node is
+            receiving waits for that upload to end (seconds; a client asks for at most
+            its own ``wait``).
     """
 
     chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive)
     max_blob_bytes: int = attrs.field(default=1 << 30, validator=_positive)
+    download_wait: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
 
     def __attrs_post_init__(self) -> None:
         # A chunk's frame (base64 plus a few fields) must fit the default frame limit.
@@ -103,6 +110,29 @@ class MemoryBlobBackend:
 
     def store(self, store_id: str) -> BlobStore:
         return self.stores.setdefault(store_id, MemoryBlobStore())
+
+
+class _Uploads:
+    """The uploads a node is receiving into one blob store, so that a download of a blob
+    on its way can wait for it instead of being answered ``missing`` (and backing off
+    for seconds). Other nodes' uploads are not seen: their downloads back off."""
+
+    def __init__(self) -> None:
+        self.receiving: Counter[str] = Counter()
+        #: Notified when an upload ends, published or not.
+        self.changed = Broadcast()
+
+
+# Keyed by the store object: every session of a node (and nodes in one process sharing a
+# backend, as tests do) sees the same uploads; a store that goes away takes its entry.
+_UPLOADS: weakref.WeakKeyDictionary[BlobStore, _Uploads] = weakref.WeakKeyDictionary()
+
+
+def _uploads(store: BlobStore) -> _Uploads:
+    found = _UPLOADS.get(store)
+    if found is None:
+        found = _UPLOADS[store] = _Uploads()
+    return found
 
 
 class _Peeked:
@@ -254,39 +284,59 @@ class BlobSession:
         raise ConnectionClosed("idle: nothing received in time (idle_timeout)")
 
     async def _serve(self, store: BlobStore) -> None:
+        uploads = _uploads(store)
         upload: _Upload | None = None
-        while True:
-            message = await self._receive()
-            try:
-                if isinstance(message, UploadBegin):
-                    upload = await self._begin_upload(store, message)
-                elif isinstance(message, BlobChunk):
-                    if upload is None or message.hash != upload.hash:
-                        raise _Refused("a chunk of no upload in progress")
-                    await self._chunk(store, upload, message)
-                elif isinstance(message, UploadEnd):
-                    current, upload = upload, None
-                    await self._end_upload(store, current, message)
-                elif isinstance(message, DownloadBegin):
-                    upload = None
-                    await self._download(store, message)
-                elif isinstance(message, Error):
-                    raise ConnectionClosed(f"client closed: {message.reason}")
-                else:
-                    raise ProtocolError(f"a blob connection does not carry {message.TYPE!r}")
-            except _Refused as refusal:
-                # The transfer ends; the connection stays usable for another one.
-                upload = None
-                blob = getattr(message, "hash", None)
-                if not isinstance(blob, str):
-                    raise
-                await self._conn.send(
-                    BlobRefused(blob, refusal.reason, retryable=not refusal.fatal)
-                )
-            except StoreFull as exc:
-                upload = None
-                blob = str(getattr(message, "hash", "0" * 64))
-                await self._conn.send(BlobRefused(blob, f"the server's storage is full: {exc}"))
+        counted: str | None = None  # the blob this session counts in uploads.receiving
+        try:
+            while True:
+                upload = await self._serve_one(store, upload)
+                current = None if upload is None else upload.hash
+                if current != counted:
+                    self._count_upload(uploads, counted, current)
+                    counted = current
+        finally:
+            self._count_upload(uploads, counted, None)
+
+    @staticmethod
+    def _count_upload(uploads: _Uploads, ended: str | None, begun: str | None) -> None:
+        if ended is not None:
+            uploads.receiving[ended] -= 1
+            if uploads.receiving[ended] <= 0:
+                del uploads.receiving[ended]
+            uploads.changed.notify()  # published or given up: waiting downloads look
+        if begun is not None:
+            uploads.receiving[begun] += 1
+
+    async def _serve_one(self, store: BlobStore, upload: _Upload | None) -> _Upload | None:
+        """Answers one message; returns the upload in progress after it."""
+        message = await self._receive()
+        try:
+            if isinstance(message, UploadBegin):
+                return await self._begin_upload(store, message)
+            if isinstance(message, BlobChunk):
+                if upload is None or message.hash != upload.hash:
+                    raise _Refused("a chunk of no upload in progress")
+                await self._chunk(store, upload, message)
+                return upload
+            if isinstance(message, UploadEnd):
+                await self._end_upload(store, upload, message)
+                return None
+            if isinstance(message, DownloadBegin):
+                await self._download(store, message)
+                return None
+            if isinstance(message, Error):
+                raise ConnectionClosed(f"client closed: {message.reason}")
+            raise ProtocolError(f"a blob connection does not carry {message.TYPE!r}")
+        except _Refused as refusal:
+            # The transfer ends; the connection stays usable for another one.
+            blob = getattr(message, "hash", None)
+            if not isinstance(blob, str):
+                raise
+            await self._conn.send(BlobRefused(blob, refusal.reason, retryable=not refusal.fatal))
+        except StoreFull as exc:
+            blob = str(getattr(message, "hash", "0" * 64))
+            await self._conn.send(BlobRefused(blob, f"the server's storage is full: {exc}"))
+        return None
 
     async def _begin_upload(self, store: BlobStore, begin: UploadBegin) -> _Upload | None:
         if begin.size > self._limits.max_blob_bytes:
@@ -348,6 +398,8 @@ class BlobSession:
     async def _download(self, store: BlobStore, begin: DownloadBegin) -> None:
         size = await self._run(store.size, begin.hash)
         if size is None:
+            size = await self._wait_for_upload(store, begin)
+        if size is None:
             await self._conn.send(
                 BlobRefused(begin.hash, "the server does not hold that blob", missing=True)
             )
@@ -365,6 +417,21 @@ class BlobSession:
             # One chunk queued at most (bulk): a slow reader holds one chunk of memory.
             await self._conn.send(chunk)
             offset += len(chunk.data)
+
+    async def _wait_for_upload(self, store: BlobStore, begin: DownloadBegin) -> int | None:
+        """While this node receives the blob's upload, waits (up to the client's ``wait``
+        and ``download_wait``) for it to end; returns the blob's size once it is stored,
+        None when it is not."""
+        uploads = _uploads(store)
+        wait = min(float(begin.wait), self._limits.download_wait)
+        with trio.move_on_after(wait):
+            while uploads.receiving[begin.hash] > 0 and not self._hub.draining:
+                changed = uploads.changed.event
+                size = await self._run(store.size, begin.hash)
+                if size is not None:
+                    return size
+                await changed.wait()
+        return await self._run(store.size, begin.hash)
 
     async def _try_send(self, message: Message) -> None:
         with (
