@@ -31,6 +31,7 @@ import trio
 from .._broadcast import Broadcast
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
 from ..files._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ..files._bulk import bulk_runner
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
 from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError, check_token
 from ..protocol._blob_messages import (
@@ -207,7 +208,8 @@ class BlobSession:
         self._hub = hub
         self._backend = blobs
         self._limits = limits
-        self._run = hub.run_store
+        # Chunks, hashes and fsyncs: bulk work, behind the event sync (see files/_bulk.py).
+        self._run = bulk_runner(hub.run_store)
         self.client_id = "?"
         self.store_id = "?"
 
@@ -274,7 +276,7 @@ class BlobSession:
                 "--blob-dir on storage all its nodes share)",
                 fatal=True,
             )
-        if await self._run(hub.db.store, store_id) is None:
+        if await hub.run_store(hub.db.store, store_id) is None:
             raise _Refused(f"store {store_id!r} does not exist on this server", fatal=True)
         return self._backend.store(store_id)
 
