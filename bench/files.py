@@ -315,10 +315,15 @@ def main() -> None:
         help="processes: A here, B and the server each in its own process, as clients "
         "are deployed; one-process: A and B both here (the server apart)",
     )
+    parser.add_argument(
+        "--tmp-dir",
+        help="where the stores and blobs go (default: the system's temporary directory; "
+        "/dev/shm takes the disk out of the picture)",
+    )
     args = parser.parse_args()
     size = int((2 if args.quick else args.size_mb) * 1024 * 1024)
     rounds = args.rounds or (1 if args.quick else 3)
-    with temp_dir("files") as folder:
+    with temp_dir("files", args.tmp_dir) as folder:
         results = trio.run(run, size, folder, rounds, args.placement)
     mb = size / 1e6
     plain, engine = results["plain"], results["engine"]
