@@ -290,3 +290,86 @@ async def test_a_download_waiting_for_an_upload_that_fails_is_told_missing(
             # The uploader went away mid-upload: the waiting download hears at once.
             missing = await down.receive()
             assert isinstance(missing, BlobRefused) and missing.missing
+
+
+async def test_a_fresh_upload_of_other_bytes_is_discarded(
+    server: trio_sync.Server,
+) -> None:
+    data, other = os.urandom(300_000), os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            for bytes_ in (other, data):  # wrong bytes (each chunk true to its digest), then right
+                await conn.send(UploadBegin(hash=digest, size=len(data)))
+                assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+                for offset in range(0, len(data), 100_000):
+                    await conn.send(encode_chunk(digest, offset, bytes_[offset : offset + 100_000]))
+                await conn.send(UploadEnd(hash=digest))
+                answer = await conn.receive()
+                if bytes_ is other:
+                    assert isinstance(answer, BlobRefused) and "do not match" in answer.reason
+                    assert not (_blobs(server).parent / "partial" / digest).exists()
+                else:
+                    assert answer == UploadDone(hash=digest)
+    assert (_blobs(server) / digest).read_bytes() == data
+
+
+@pytest.mark.parametrize("store_kind", ["file", "memory"])
+def test_finish_with_a_running_digest_publishes_or_discards(
+    store_kind: str, tmp_path: Path
+) -> None:
+    store = FileBlobStore(tmp_path) if store_kind == "file" else MemoryBlobStore()
+    data = b"hello blob"
+    digest = hashlib.sha256(data).hexdigest()
+    store.append_partial(digest, 0, data)
+    assert not store.finish_partial(digest, digest=hashlib.sha256(b"other").hexdigest())
+    assert store.partial_size(digest) == 0 and not store.has(digest)
+    store.append_partial(digest, 0, data)
+    assert store.finish_partial(digest, digest=digest)
+    assert store.read(digest) == data
+
+
+async def test_a_download_of_other_bytes_is_caught_by_the_running_hash(tmp_path: Path) -> None:
+    backend = MemoryBlobBackend()
+    store = ServerStore.open(str(tmp_path / "server.sqlite3"))
+    options = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=2))
+    data = os.urandom(600_000)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    partial(
+                        serve_store,
+                        store,
+                        partial(serve_websocket, host="127.0.0.1", port=0),
+                        blobs=backend,
+                    )
+                )
+                url = f"ws://127.0.0.1:{port}"
+                async with trio_sync.open_client(
+                    url, str(tmp_path / "a.sqlite3"), timings=FAST, files=options
+                ) as a:
+                    fid = await a.files.save(data, path="x")
+                    await a.files.wait_idle()
+                    await a.wait_synced()
+                # The server's copy goes bad (each chunk it sends is true to its digest).
+                backend.stores["default"]._blobs[digest] = os.urandom(len(data))
+                async with trio_sync.open_client(
+                    url, str(tmp_path / "b.sqlite3"), timings=FAST, files=options
+                ) as b:
+                    await b.files.wait_for(
+                        lambda files: (
+                            (state := files.state(fid).download) is not None
+                            and state.status == "error"
+                        )
+                    )
+                    state = b.files.state(fid).download
+                    assert state is not None
+                    assert "do not match" in (state.last_error or "")
+                    assert b.files.local_path(fid) is None
+                    assert b.files.blobs.partial_size(digest) == 0  # discarded
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()

@@ -33,7 +33,7 @@ from ..protocol._blob_messages import (
 )
 from ..transport import Connection
 from ._blobs import BlobStore
-from ._chunks import append_chunk, read_chunk
+from ._chunks import append_chunk, finish, new_hasher, read_chunk
 
 #: Opens a new connection to the server (the client's connector, bound to its URL).
 OpenConnection = Callable[[], AbstractAsyncContextManager[Connection]]
@@ -174,6 +174,7 @@ class BlobClient:
                 await run(blobs.discard_partial, content_hash)
                 raise TransferFailed("the partial download is longer than the blob")
             progress(offset, size)
+            hasher = new_hasher(offset)
             while offset < size:
                 chunk = await self._receive(conn)
                 if not isinstance(chunk, BlobChunk) or chunk.hash != content_hash:
@@ -183,11 +184,11 @@ class BlobClient:
                 if not chunk.data or offset + len(chunk.data) > size:
                     raise ProtocolError("a chunk runs past the blob's end")
                 try:
-                    await run(append_chunk, blobs, chunk)  # checks the digest first
+                    await run(append_chunk, blobs, chunk, hasher)  # checks the digest first
                 except ValueError as exc:  # another writer moved the partial meanwhile
                     raise TransferFailed(f"the partial download moved on: {exc}") from None
                 offset += len(chunk.data)
                 progress(offset, size)
-            if not await run(blobs.finish_partial, content_hash):
+            if not await run(finish, blobs, content_hash, hasher):
                 raise TransferFailed("the downloaded bytes do not match the hash; discarded")
             return size

@@ -387,6 +387,9 @@ class BlobSession:
             raise _Refused("the end of no upload in progress")
         if upload.offset != upload.size:
             raise _Refused(f"truncated upload: {upload.offset} of {upload.size} bytes")
+        # Read back and hashed here, never trusted from a running hash: another session
+        # (a hostile one included) may have discarded and rewritten this partial between
+        # our last chunk and now; what is published is what was hashed.
         if not await self._run(store.finish_partial, end.hash):
             logger.info(
                 "client %r of store %r uploaded bytes that do not match %s: discarded",
