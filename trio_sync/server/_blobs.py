@@ -75,7 +75,7 @@ class BlobLimits:
     download_wait: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
 
     def __attrs_post_init__(self) -> None:
-        # A chunk's frame (base64 plus a few fields) must fit the default frame limit.
+        # A chunk's frame (its bytes and a 73-byte header) must fit the default frame limit.
         if self.chunk_bytes > 2 * 1024 * 1024:
             raise ValueError("chunk_bytes may be at most 2 MiB")
 
