@@ -373,3 +373,74 @@ async def test_a_download_of_other_bytes_is_caught_by_the_running_hash(tmp_path:
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def test_chunks_sent_without_waiting_after_a_corrupt_one_are_refused_in_order(
+    server: trio_sync.Server,
+) -> None:
+    data = os.urandom(400_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+            # One good chunk, one damaged on the way, two more, the end: all at once (the
+            # server writes a chunk while it receives the next).
+            await conn.send(encode_chunk(digest, 0, data[:100_000]))
+            bad = encode_chunk(digest, 100_000, data[100_000:200_000])
+            await conn.send(BlobChunk(digest, 100_000, bad.data[::-1], bad.digest))
+            await conn.send(encode_chunk(digest, 200_000, data[200_000:300_000]))
+            await conn.send(encode_chunk(digest, 300_000, data[300_000:]))
+            await conn.send(UploadEnd(hash=digest))
+            reasons = []
+            for _ in range(4):
+                reply = await conn.receive()
+                assert isinstance(reply, BlobRefused), reply
+                reasons.append(reply.reason)
+            assert "corrupt" in reasons[0]
+            assert all("no upload in progress" in r for r in reasons[1:])
+            # Only the good chunk was kept: the upload resumes right after it.
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=100_000)
+            for offset in range(100_000, len(data), 100_000):
+                await conn.send(encode_chunk(digest, offset, data[offset : offset + 100_000]))
+            await conn.send(UploadEnd(hash=digest))
+            assert await conn.receive() == UploadDone(hash=digest)
+    assert (_blobs(server) / digest).read_bytes() == data
+
+
+async def test_a_storage_failure_while_writing_a_chunk_ends_the_connection(
+    tmp_path: Path,
+) -> None:
+    def fault(what: str) -> None:
+        if what == "append":
+            raise OSError(errno.EIO, "Input/output error")
+
+    backend = MemoryBlobBackend()
+    backend.stores["default"] = MemoryBlobStore(fault=fault)
+    store = ServerStore.open(str(tmp_path / "server.sqlite3"))
+    data = os.urandom(1000)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    partial(
+                        serve_store,
+                        store,
+                        partial(serve_websocket, host="127.0.0.1", port=0),
+                        blobs=backend,
+                    )
+                )
+                async with connect_websocket(f"ws://127.0.0.1:{port}") as conn:
+                    assert isinstance(await _hello(conn), BlobWelcome)
+                    await conn.send(UploadBegin(hash=digest, size=len(data)))
+                    assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+                    await conn.send(encode_chunk(digest, 0, data))
+                    await conn.send(UploadEnd(hash=digest))
+                    reply = await conn.receive()
+                    assert isinstance(reply, Error) and "server storage failed" in reply.reason
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()
