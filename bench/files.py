@@ -7,7 +7,12 @@ Goals: at least 0.5x the plain copy; peak RSS of client and server bounded by ch
 times concurrency (the file is never held whole); event latency (commit on one client to
 arrival on another) no worse while a large file moves than while idle.
 
-    python bench/files.py [--quick] [--size-mb 50]
+Placement (``--placement``): by default client A (saves, uploads, commits a ping every
+20 ms) runs here, client B (downloads, receives the pings) and the server each in their
+own process, as clients are deployed; ``one-process`` runs A and B both here. Several
+rounds, each with a fresh server and a fresh file, interleaved with the plain copy.
+
+    python bench/files.py [--quick] [--size-mb 50] [--rounds 3] [--placement processes]
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio_websocket
@@ -26,8 +34,9 @@ from _common import (
     describe_machine,
     fmt_ms,
     fmt_ratio,
-    latency_summary,
+    median,
     progress,
+    rounds_latency_summary,
     spawn_server,
     temp_dir,
     trio_sync_server_command,
@@ -36,12 +45,18 @@ from _common import (
 
 import trio_sync
 
-CHUNK = 256 * 1024
+CHUNK = 256 * 1024  # the server's default chunk (BlobLimits.chunk_bytes)
+PING_EVERY = 0.02
 
 _SINK = """
 import sys, trio, trio_websocket
 async def handler(request):
     ws = await request.accept()
+    try:
+        await serve(ws)
+    except trio_websocket.ConnectionClosed:
+        pass
+async def serve(ws):
     total = 0
     while True:
         message = await ws.get_message()
@@ -90,120 +105,272 @@ async def plain_copy(url: str, source: Path, size: int) -> tuple[float, float]:
     return up, down
 
 
-async def engine_copy(url: str, folder: Path, source: Path) -> dict[str, object]:
-    """Upload on A, download on B; event latency A -> B while idle and while moving."""
-    latencies: dict[str, list[float]] = {"idle": [], "moving": []}
+class Reports:
+    """What the receiving client B reported, with when (``time.perf_counter()``: Linux's
+    CLOCK_MONOTONIC, the same clock in every process)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], float] = {}
+        self.changed = trio.Event()
+
+    def add(self, kind: str, key: str, at: float) -> None:
+        self.seen[(kind, key)] = at
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait(self, kind: str, key: str) -> float:
+        while (kind, key) not in self.seen:
+            await self.changed.wait()
+        return self.seen[(kind, key)]
+
+
+async def receive_as_b(b: trio_sync.Client, report: Callable[[str, str, float], None]) -> None:
+    """B's side: reports each ping as it arrives, each file as it appears and as its
+    contents arrive."""
+
+    async def pings() -> None:
+        async for event in b.confirmed_stream():
+            if event.name == "bench.ping":
+                report("ping", str(event.args["n"]), time.perf_counter())
+
+    async def files() -> None:
+        meta: set[str] = set()
+        held: set[str] = set()
+
+        def news(sync: trio_sync.files.FileSync) -> bool:
+            return any(
+                info.id not in meta or (info.id not in held and sync.has_contents(info.id))
+                for info in sync.list()
+            )
+
+        while True:
+            await b.files.wait_for(news)
+            now = time.perf_counter()
+            for info in b.files.list():
+                if info.id not in meta:
+                    meta.add(info.id)
+                    report("meta", info.id, now)
+                if info.id not in held and b.files.has_contents(info.id):
+                    held.add(info.id)
+                    report("has", info.id, now)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pings)
+        nursery.start_soon(files)
+
+
+async def receiver_main(url: str, folder: str) -> None:
+    """The receiving client in its own process (``--receiver``): one line per report."""
+
+    def report(kind: str, key: str, at: float) -> None:
+        print(kind, key, repr(at), flush=True)
+
+    async with trio_sync.open_client(url, str(Path(folder) / "b.sqlite3"), client_id="B") as b:
+        await b.wait_synced()
+        print("ready - 0", flush=True)
+        await receive_as_b(b, report)
+
+
+@asynccontextmanager
+async def receiver(
+    url: str, folder: Path, placement: str
+) -> AsyncIterator[tuple[Reports, Callable[[], int]]]:
+    """B, in this process or in its own; yields its reports and a function that reads
+    its peak RSS."""
+    reports = Reports()
+    if placement == "one-process":
+        async with (
+            trio_sync.open_client(url, str(folder / "b.sqlite3"), client_id="B") as b,
+            trio.open_nursery() as nursery,
+        ):
+            await b.wait_synced()
+            nursery.start_soon(receive_as_b, b, reports.add)
+            yield reports, lambda: peak_rss("self")
+            nursery.cancel_scope.cancel()
+        return
+    command = [sys.executable, __file__, "--receiver", url, str(folder)]
+    proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    async def read() -> None:
+        buffer = b""
+        while chunk := await stdout.receive_some(65536):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                kind, key, at = line.decode().split()
+                reports.add(kind, key, float(at))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await reports.wait("ready", "-")
+            peak = [0]
+
+            def b_peak() -> int:
+                peak[0] = max(peak[0], peak_rss(proc.pid))
+                return peak[0]
+
+            yield reports, b_peak
+            nursery.cancel_scope.cancel()
+    finally:
+        proc.terminate()
+        with trio.CancelScope(shield=True):
+            await proc.wait()
+
+
+async def engine_copy(url: str, folder: Path, source: Path, placement: str) -> dict[str, Any]:
+    """A saves and uploads, B downloads; event latency A -> B while idle and while the
+    file moves (from A's save until B holds the contents)."""
+    sent: dict[int, float] = {}
     async with (
         trio_sync.open_client(url, str(folder / "a.sqlite3"), client_id="A") as a,
-        trio_sync.open_client(url, str(folder / "b.sqlite3"), client_id="B") as b,
+        receiver(url, folder, placement) as (reports, b_peak),
     ):
         await a.wait_synced()
-        await b.wait_synced()
-        sent: dict[int, float] = {}
-
-        async def watch() -> None:
-            async for event in b.confirmed_stream():
-                if event.name == "bench.ping":
-                    bucket = "moving" if moving else "idle"
-                    key = event.args["n"]
-                    assert isinstance(key, int)
-                    latencies[bucket].append(time.perf_counter() - sent[key])
 
         async def ping(count: int) -> None:
             for _ in range(count):
                 n = len(sent)
                 sent[n] = time.perf_counter()
                 await a.commit("bench.ping", {"n": n})
-                await trio.sleep(0.02)
+                await trio.sleep(PING_EVERY)
 
-        moving = False
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
             await ping(20)
-            moving = True
-            started = time.perf_counter()
+            moving_from = time.perf_counter()
             fid = await a.files.save(source, path="big.bin")
-            nursery.start_soon(ping, 10_000)
+            nursery.start_soon(ping, 10_000_000)
             await a.files.wait_idle()
-            up = time.perf_counter() - started
-            await b.files.wait_for(lambda files: files.get(fid) is not None)
-            started = time.perf_counter()
-            await b.files.wait_for(lambda files: files.has_contents(fid))
-            down = time.perf_counter() - started
-            moving = False
+            uploaded = time.perf_counter()
+            held = await reports.wait("has", fid)
             nursery.cancel_scope.cancel()
-    return {"up": up, "down": down, "latency": latencies}
+        await reports.wait("ping", str(len(sent) - 1))  # the last ones still count
+        b_rss = b_peak()
+    latencies: dict[str, list[float]] = {"idle": [], "moving": []}
+    for n, at in sent.items():
+        arrived = reports.seen[("ping", str(n))]
+        if at < moving_from:
+            latencies["idle"].append(arrived - at)
+        elif at <= held:
+            latencies["moving"].append(arrived - at)
+    return {
+        "up": uploaded - moving_from,
+        # From the moment the server holds the blob (A's upload done) until B does: B
+        # asked for it during the upload, and the server answers as the upload ends.
+        "down": held - uploaded,
+        "latency": latencies,
+        "b_peak_rss": b_rss,
+    }
 
 
-async def run(size: int, folder: Path) -> dict[str, object]:
-    source = folder / "source.bin"
-    with open(source, "wb") as out:  # noqa: ASYNC230 (before any task runs)
-        for offset in range(0, size, 1024 * 1024):
-            out.write(os.urandom(min(1024 * 1024, size - offset)))
+async def run(size: int, folder: Path, rounds: int, placement: str) -> dict[str, Any]:
     sink = subprocess.Popen(  # noqa: ASYNC220 (started before any transfer)
         [sys.executable, "-c", _SINK], stdout=subprocess.PIPE, text=True
     )
+    plain: list[dict[str, float]] = []
+    engine: list[dict[str, Any]] = []
+    server_peak = 0
     try:
         assert sink.stdout is not None
-        plain_up, plain_down = await plain_copy(sink.stdout.readline().strip(), source, size)
+        sink_url = sink.stdout.readline().strip()
+        for index in range(rounds):
+            where = folder / f"round{index}"
+            where.mkdir()
+            source = where / "source.bin"
+            with open(source, "wb") as out:  # noqa: ASYNC230 (before the round's tasks)
+                for offset in range(0, size, 1024 * 1024):
+                    out.write(os.urandom(min(1024 * 1024, size - offset)))
+            up, down = await plain_copy(sink_url, source, size)
+            plain.append({"up": up, "down": down})
+            with spawn_server(trio_sync_server_command(where / "server.sqlite3")) as server:
+                engine.append(await engine_copy(server.url, where, source, placement))
+                server_peak = max(server_peak, peak_rss(server.pid))
+            progress(f"round {index + 1}/{rounds} done")
     finally:
         sink.terminate()
         sink.wait()
-    progress("plain copy done")
-    with spawn_server(trio_sync_server_command(folder / "server.sqlite3")) as server:
-        rss_before = peak_rss("self")
-        engine = await engine_copy(server.url, folder, source)
-        server_peak = peak_rss(server.pid)
     return {
         "size": size,
-        "plain": {"up": plain_up, "down": plain_down},
+        "placement": placement,
+        "plain": plain,
         "engine": engine,
         "client_peak_rss": peak_rss("self"),
-        "client_rss_before": rss_before,
+        "b_peak_rss": max(round_["b_peak_rss"] for round_ in engine),
         "server_peak_rss": server_peak,
     }
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--receiver"]:
+        trio.run(receiver_main, sys.argv[2], sys.argv[3])
+        return
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=50.0)
+    parser.add_argument(
+        "--placement",
+        choices=["processes", "one-process"],
+        default="processes",
+        help="processes: A here, B and the server each in its own process, as clients "
+        "are deployed; one-process: A and B both here (the server apart)",
+    )
+    parser.add_argument(
+        "--tmp-dir",
+        help="where the stores and blobs go (default: the system's temporary directory; "
+        "/dev/shm takes the disk out of the picture)",
+    )
     args = parser.parse_args()
     size = int((2 if args.quick else args.size_mb) * 1024 * 1024)
-    with temp_dir("files") as folder:
-        results = trio.run(run, size, folder)
+    rounds = args.rounds or (1 if args.quick else 3)
+    with temp_dir("files", args.tmp_dir) as folder:
+        results = trio.run(run, size, folder, rounds, args.placement)
     mb = size / 1e6
     plain, engine = results["plain"], results["engine"]
-    assert isinstance(plain, dict) and isinstance(engine, dict)
     table = Table(
-        f"files: {mb:.0f} MB over loopback ({describe_machine()})",
+        f"files: {mb:.0f} MB over loopback, {args.placement}, median of {rounds} interleaved "
+        f"round(s) ({describe_machine()})",
         ["direction", "trio_sync MB/s", "plain copy MB/s", "ratio", "goal"],
     )
     for direction in ("up", "down"):
         label = "upload" if direction == "up" else "download"
-        table.add(
-            label,
-            f"{mb / engine[direction]:.1f}",
-            f"{mb / plain[direction]:.1f}",
-            fmt_ratio(plain[direction], engine[direction]),
-            ">= 0.50x",
-        )
+        ours = median([mb / round_[direction] for round_ in engine])
+        theirs = median([mb / round_[direction] for round_ in plain])
+        table.add(label, f"{ours:.1f}", f"{theirs:.1f}", fmt_ratio(ours, theirs), ">= 0.50x")
+    table.notes.append(
+        "upload: from save() (copy into the local blob store, hash, fsync) until the server "
+        "holds it; download: from then until B holds it."
+    )
     table.print()
     memory = Table("files memory: peak RSS (MB)", ["process", "peak RSS", "file size"])
-    memory.add("trio_sync client", f"{results['client_peak_rss'] / 1e6:.0f}", f"{mb:.0f}")
+    a_label = "client A (+ B)" if args.placement == "one-process" else "client A"
+    memory.add(a_label, f"{results['client_peak_rss'] / 1e6:.0f}", f"{mb:.0f}")
+    if args.placement == "processes":
+        memory.add("client B", f"{results['b_peak_rss'] / 1e6:.0f}", f"{mb:.0f}")
     memory.add("trio_sync server", f"{results['server_peak_rss'] / 1e6:.0f}", f"{mb:.0f}")
-    memory.notes.append(
-        f"client before the transfer: {results['client_rss_before'] / 1e6:.0f} MB; "
-        f"chunk {CHUNK // 1024} KiB x 2 workers per direction"
-    )
+    memory.notes.append(f"chunk {CHUNK // 1024} KiB x 2 workers per direction")
     memory.print()
-    lat = engine["latency"]
-    assert isinstance(lat, dict)
-    events = Table("files latency: event A -> B (ms)", ["while", "events", "p50", "p99"])
+    events = Table(
+        "files latency: event A -> B (ms; p50, p99: median of the rounds' own)",
+        ["while", "events", "p50", "p99", "max"],
+    )
+    summaries = {}
     for bucket in ("idle", "moving"):
-        summary = latency_summary(lat[bucket])
+        summary = rounds_latency_summary([round_["latency"][bucket] for round_ in engine])
+        summaries[bucket] = summary
         events.add(
-            bucket, str(len(lat[bucket])), fmt_ms(summary["p50_ms"]), fmt_ms(summary["p99_ms"])
+            bucket,
+            str(summary["n"]),
+            fmt_ms(summary["p50_ms"]),
+            fmt_ms(summary["p99_ms"]),
+            fmt_ms(summary["max_ms"]),
         )
+    idle, moving = summaries["idle"], summaries["moving"]
+    events.notes.append(
+        f"moving / idle: p50 {fmt_ratio(moving['p50_ms'], idle['p50_ms'])}"
+        f", p99 {fmt_ratio(moving['p99_ms'], idle['p99_ms'])}"
+        f" (goal: transfers never slow the event sync); a ping every {PING_EVERY * 1000:.0f} ms"
+    )
     events.print()
     write_json(args.out_dir, "files", results)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -11,12 +12,14 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
+import trio_websocket
 
 import trio_sync
 from trio_sync._errors import StoreFull
 from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore, RetryPolicy
-from trio_sync.files._wire import encode_chunk
-from trio_sync.protocol import PROTOCOL_VERSION, Error
+from trio_sync.files._chunks import make_chunk as encode_chunk
+from trio_sync.protocol import PROTOCOL_VERSION, Error, encode, encode_frame
 from trio_sync.protocol._blob_messages import (
     BlobChunk,
     BlobHello,
@@ -34,7 +37,8 @@ from trio_sync.server import MemoryBlobBackend, serve_store
 from trio_sync.store import ServerStore
 from trio_sync.transport import connect_websocket, serve_websocket
 
-from ..conftest import FAST, WAIT, ServerFactory
+from ..conftest import FAST, WAIT, ClientFactory, ServerFactory
+from ..server._raw import raw_websocket, receive, refusal
 
 SECRET = b"s" * 32
 
@@ -168,3 +172,275 @@ async def test_a_full_local_disk_refuses_the_save_and_records_nothing(
             await a.files.save(b"x" * 1000, path="x")
         assert a.files.list() == [] and a.pending_events() == []
         assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+
+
+async def test_hostile_binary_frames_on_a_blob_connection(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    data = os.urandom(10_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with raw_websocket(server.url) as ws:
+            await ws.send_message(encode(BlobHello(PROTOCOL_VERSION, "A", None)))
+            welcome = await receive(ws)
+            assert isinstance(welcome, BlobWelcome)
+
+            async def refused(frame: bytes, words: str) -> None:
+                await ws.send_message(frame)
+                reply = await receive(ws)
+                assert isinstance(reply, BlobRefused) and words in reply.reason, reply
+
+            # A chunk with no upload begun (the binary frame without its control message).
+            await refused(encode_frame(encode_chunk(digest, 0, data)), "no upload in progress")
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            # A chunk of another blob than the upload's.
+            other = encode_chunk(hashlib.sha256(b"x").hexdigest(), 0, data)
+            await refused(encode_frame(other), "no upload in progress")
+            # Larger than the server's chunk_bytes (though under the frame limit).
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            big = encode_chunk(digest, 0, bytes(welcome.chunk_bytes + 1))
+            await refused(encode_frame(big), f"1 to {welcome.chunk_bytes} bytes")
+            # Empty, and at the wrong offset.
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            await refused(encode_frame(encode_chunk(digest, 0, b"")), "1 to")
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            await refused(encode_frame(encode_chunk(digest, 5, data[5:])), "expected 0")
+            # Bytes that do not match the header's digest (the length differs from the
+            # digested one: a frame cut short on the way).
+            await ws.send_message(encode(UploadBegin(hash=digest, size=len(data))))
+            assert await receive(ws) == UploadOffset(hash=digest, offset=0)
+            frame = encode_frame(encode_chunk(digest, 0, data))
+            await refused(frame[:-1], "corrupt chunk")
+            # A frame shorter than the chunk header: malformed, the connection closes.
+            await ws.send_message(frame[:40])
+            reply = await refusal(ws)
+            assert "shorter than its 73-byte header" in reply.reason
+        async with raw_websocket(server.url) as ws:
+            await ws.send_message(encode(BlobHello(PROTOCOL_VERSION, "A", None)))
+            assert isinstance(await receive(ws), BlobWelcome)
+            # A binary frame over the frame limit: refused as it arrives.
+            with contextlib.suppress(trio_websocket.ConnectionClosed):
+                await ws.send_message(b"\x01" + bytes(5 * 1024 * 1024))
+                await ws.get_message()
+    assert list(_blobs(server).iterdir()) == []
+    partial = _blobs(server).parent / "partial" / digest
+    assert not partial.exists() or partial.stat().st_size == 0
+    # The server still serves files.
+    async with open_test_client(server.url, "normal") as client:
+        fid = await client.files.save(data, path="x")
+        await client.files.wait_idle()
+        assert client.files.state(fid).upload.status == "done"  # type: ignore[union-attr]
+    assert (_blobs(server) / digest).read_bytes() == data
+
+
+async def test_a_download_waits_for_the_upload_in_progress_instead_of_missing(
+    server: trio_sync.Server,
+) -> None:
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as up, connect_websocket(server.url) as down:
+            assert isinstance(await _hello(up), BlobWelcome)
+            assert isinstance(await _hello(down), BlobWelcome)
+            # Nobody uploads it: missing at once, whatever the client would wait.
+            await down.send(DownloadBegin(hash=digest, offset=0, wait=60))
+            missing = await down.receive()
+            assert isinstance(missing, BlobRefused) and missing.missing
+            await up.send(UploadBegin(hash=digest, size=len(data)))
+            assert await up.receive() == UploadOffset(hash=digest, offset=0)
+            await up.send(encode_chunk(digest, 0, data[:100_000]))
+            # Without a wait: missing at once, as before.
+            await down.send(DownloadBegin(hash=digest, offset=0))
+            missing = await down.receive()
+            assert isinstance(missing, BlobRefused) and missing.missing
+            # With one: the answer waits for the upload's end, then the blob comes.
+            await down.send(DownloadBegin(hash=digest, offset=0, wait=60))
+            await trio.testing.wait_all_tasks_blocked()
+            for offset in range(100_000, len(data), 100_000):
+                await up.send(encode_chunk(digest, offset, data[offset : offset + 100_000]))
+            await up.send(UploadEnd(hash=digest))
+            assert await up.receive() == UploadDone(hash=digest)
+            assert await down.receive() == DownloadInfo(hash=digest, size=len(data))
+            received = b""
+            while len(received) < len(data):
+                chunk = await down.receive()
+                assert isinstance(chunk, BlobChunk)
+                received += chunk.data
+            assert received == data
+
+
+async def test_a_download_waiting_for_an_upload_that_fails_is_told_missing(
+    server: trio_sync.Server,
+) -> None:
+    data = os.urandom(1000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as down:
+            assert isinstance(await _hello(down), BlobWelcome)
+            async with connect_websocket(server.url) as up:
+                assert isinstance(await _hello(up), BlobWelcome)
+                await up.send(UploadBegin(hash=digest, size=len(data)))
+                assert await up.receive() == UploadOffset(hash=digest, offset=0)
+                await down.send(DownloadBegin(hash=digest, offset=0, wait=60))
+                await trio.testing.wait_all_tasks_blocked()
+            # The uploader went away mid-upload: the waiting download hears at once.
+            missing = await down.receive()
+            assert isinstance(missing, BlobRefused) and missing.missing
+
+
+async def test_a_fresh_upload_of_other_bytes_is_discarded(
+    server: trio_sync.Server,
+) -> None:
+    data, other = os.urandom(300_000), os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            for bytes_ in (other, data):  # wrong bytes (each chunk true to its digest), then right
+                await conn.send(UploadBegin(hash=digest, size=len(data)))
+                assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+                for offset in range(0, len(data), 100_000):
+                    await conn.send(encode_chunk(digest, offset, bytes_[offset : offset + 100_000]))
+                await conn.send(UploadEnd(hash=digest))
+                answer = await conn.receive()
+                if bytes_ is other:
+                    assert isinstance(answer, BlobRefused) and "do not match" in answer.reason
+                    assert not (_blobs(server).parent / "partial" / digest).exists()
+                else:
+                    assert answer == UploadDone(hash=digest)
+    assert (_blobs(server) / digest).read_bytes() == data
+
+
+@pytest.mark.parametrize("store_kind", ["file", "memory"])
+def test_finish_with_a_running_digest_publishes_or_discards(
+    store_kind: str, tmp_path: Path
+) -> None:
+    store = FileBlobStore(tmp_path) if store_kind == "file" else MemoryBlobStore()
+    data = b"hello blob"
+    digest = hashlib.sha256(data).hexdigest()
+    store.append_partial(digest, 0, data)
+    assert not store.finish_partial(digest, digest=hashlib.sha256(b"other").hexdigest())
+    assert store.partial_size(digest) == 0 and not store.has(digest)
+    store.append_partial(digest, 0, data)
+    assert store.finish_partial(digest, digest=digest)
+    assert store.read(digest) == data
+
+
+async def test_a_download_of_other_bytes_is_caught_by_the_running_hash(tmp_path: Path) -> None:
+    backend = MemoryBlobBackend()
+    store = ServerStore.open(str(tmp_path / "server.sqlite3"))
+    options = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=2))
+    data = os.urandom(600_000)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    partial(
+                        serve_store,
+                        store,
+                        partial(serve_websocket, host="127.0.0.1", port=0),
+                        blobs=backend,
+                    )
+                )
+                url = f"ws://127.0.0.1:{port}"
+                async with trio_sync.open_client(
+                    url, str(tmp_path / "a.sqlite3"), timings=FAST, files=options
+                ) as a:
+                    fid = await a.files.save(data, path="x")
+                    await a.files.wait_idle()
+                    await a.wait_synced()
+                # The server's copy goes bad (each chunk it sends is true to its digest).
+                backend.stores["default"]._blobs[digest] = os.urandom(len(data))
+                async with trio_sync.open_client(
+                    url, str(tmp_path / "b.sqlite3"), timings=FAST, files=options
+                ) as b:
+                    await b.files.wait_for(
+                        lambda files: (
+                            (state := files.state(fid).download) is not None
+                            and state.status == "error"
+                        )
+                    )
+                    state = b.files.state(fid).download
+                    assert state is not None
+                    assert "do not match" in (state.last_error or "")
+                    assert b.files.local_path(fid) is None
+                    assert b.files.blobs.partial_size(digest) == 0  # discarded
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+async def test_chunks_sent_without_waiting_after_a_corrupt_one_are_refused_in_order(
+    server: trio_sync.Server,
+) -> None:
+    data = os.urandom(400_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+            # One good chunk, one damaged on the way, two more, the end: all at once (the
+            # server writes a chunk while it receives the next).
+            await conn.send(encode_chunk(digest, 0, data[:100_000]))
+            bad = encode_chunk(digest, 100_000, data[100_000:200_000])
+            await conn.send(BlobChunk(digest, 100_000, bad.data[::-1], bad.digest))
+            await conn.send(encode_chunk(digest, 200_000, data[200_000:300_000]))
+            await conn.send(encode_chunk(digest, 300_000, data[300_000:]))
+            await conn.send(UploadEnd(hash=digest))
+            reasons = []
+            for _ in range(4):
+                reply = await conn.receive()
+                assert isinstance(reply, BlobRefused), reply
+                reasons.append(reply.reason)
+            assert "corrupt" in reasons[0]
+            assert all("no upload in progress" in r for r in reasons[1:])
+            # Only the good chunk was kept: the upload resumes right after it.
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=100_000)
+            for offset in range(100_000, len(data), 100_000):
+                await conn.send(encode_chunk(digest, offset, data[offset : offset + 100_000]))
+            await conn.send(UploadEnd(hash=digest))
+            assert await conn.receive() == UploadDone(hash=digest)
+    assert (_blobs(server) / digest).read_bytes() == data
+
+
+async def test_a_storage_failure_while_writing_a_chunk_ends_the_connection(
+    tmp_path: Path,
+) -> None:
+    def fault(what: str) -> None:
+        if what == "append":
+            raise OSError(errno.EIO, "Input/output error")
+
+    backend = MemoryBlobBackend()
+    backend.stores["default"] = MemoryBlobStore(fault=fault)
+    store = ServerStore.open(str(tmp_path / "server.sqlite3"))
+    data = os.urandom(1000)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    partial(
+                        serve_store,
+                        store,
+                        partial(serve_websocket, host="127.0.0.1", port=0),
+                        blobs=backend,
+                    )
+                )
+                async with connect_websocket(f"ws://127.0.0.1:{port}") as conn:
+                    assert isinstance(await _hello(conn), BlobWelcome)
+                    await conn.send(UploadBegin(hash=digest, size=len(data)))
+                    assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+                    await conn.send(encode_chunk(digest, 0, data))
+                    await conn.send(UploadEnd(hash=digest))
+                    reply = await conn.receive()
+                    assert isinstance(reply, Error) and "server storage failed" in reply.reason
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()

@@ -87,7 +87,7 @@ def nested(depth: int) -> str:
 
 BAD_FRAMES = [
     # (what was tried, frame, error class, words the message must contain)
-    ("binary frame", b"\x00\x01", MalformedFrame, "binary frames"),
+    ("binary frame", b"\x00\x01", MalformedFrame, "a binary frame must be a blob chunk"),
     ("not JSON", "{nope", MalformedFrame, "not valid JSON"),
     ("a JSON list", "[1, 2]", MalformedFrame, "must be a JSON object, got list"),
     ("no type", frame(nonce=1), InvalidMessage, "no 'type'"),

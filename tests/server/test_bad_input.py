@@ -17,7 +17,17 @@ import pytest
 import trio
 
 import trio_sync
-from trio_sync.protocol import Error, Event, Pong, Push, PushRejected, Welcome, encode
+from trio_sync.files._chunks import make_chunk
+from trio_sync.protocol import (
+    Error,
+    Event,
+    Pong,
+    Push,
+    PushRejected,
+    Welcome,
+    encode,
+    encode_frame,
+)
 from trio_sync.server import ServerLimits, ServerSession
 
 from ..conftest import WAIT, ClientFactory, ServerFactory, wait_converged
@@ -31,6 +41,7 @@ from ._raw import (
     say_hello,
 )
 
+CHUNK_FRAME = encode_frame(make_chunk("ab" * 32, 0, b"bytes"))
 EVENT = {"name": "a", "args": {}, "client_id": "raw", "client_seq": 1, "seq": None}
 HELLO = json.loads(encode(hello()))
 
@@ -125,7 +136,11 @@ ROWS = [
     ),
     # Malformed shapes (docs/protocol.md).
     Row("not JSON", "{{{{", "frame is not valid JSON"),
-    Row("a binary frame", b"\x00\x01binary", "binary frames are not part of the protocol"),
+    Row("a binary frame", b"\x00\x01binary", "a binary frame must be a blob chunk"),
+    Row("a blob chunk on a sync connection", CHUNK_FRAME, "a client does not send 'blob_chunk'"),
+    Row("a blob chunk instead of a hello", CHUNK_FRAME, "expected 'hello' first", first=True),
+    Row("a chunk frame shorter than its header", CHUNK_FRAME[:50], "shorter than its 73-byte"),
+    Row("an empty binary frame", b"", "got tag none"),
     Row("a JSON array", "[1, 2]", "frame must be a JSON object, got list"),
     Row("a JSON string", '"hello"', "frame must be a JSON object, got str"),
     Row("no type", frame(nonce=1), "message has no 'type' field"),

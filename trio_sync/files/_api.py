@@ -19,6 +19,7 @@ from ..client._core import ClientCore
 from ..protocol import Event
 from ..store._sqlite import is_memory
 from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ._bulk import bulk_runner
 from ._executor import DIRECTIONS, FaultHook, TransferExecutor
 from ._model import (
     FILE_CREATED,
@@ -136,7 +137,7 @@ class FileSync:
                     core.state.client_id,
                     self._token,
                     self.blobs,
-                    core.run_store,
+                    bulk_runner(core.run_store),
                     timeout=options.transfer_timeout,
                 ),
                 target=self._target,
@@ -218,7 +219,8 @@ class FileSync:
         core = self._core
         self._saves_running += 1
         try:
-            content_hash, size = await core.run_store(self.blobs.put, data)
+            # Copying and hashing a large file is bulk work (see _bulk.py).
+            content_hash, size = await bulk_runner(core.run_store)(self.blobs.put, data)
             info = FileInfo(file_id, path, content_hash, size, metadata)
             # The event is checked before anything is recorded for it.
             draft = core.state.draft(name, file_event_args(info))
@@ -263,7 +265,7 @@ class FileSync:
             changed = self._changed
             info = self._live(file_id)
             if self.blobs.has(info.content_hash):
-                return await self._core.run_store(self.blobs.read, info.content_hash)
+                return await bulk_runner(self._core.run_store)(self.blobs.read, info.content_hash)
             state = self._states.get(file_id, "download")
             if asked and state is not None and state.status == "error":
                 raise FileTransferError(f"file {file_id}: {state.last_error}")

@@ -3,14 +3,13 @@
 Each attempt opens its own connection (see ``protocol/_blob_messages.py``): a transfer
 never shares a connection with the event sync, nor with another transfer, so nothing waits
 behind a large file. Chunks are read from disk and sent one at a time (the connection
-queues one at most), so memory stays at a few chunks whatever the file's size.
+queues one at most), so memory stays at a few chunks whatever the file's size. A chunk's
+disk I/O and SHA-256 take one hop to the store runner together (``_chunks.py``); the
+event loop only moves bytes.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -20,6 +19,7 @@ from .._errors import ConnectionClosed, ProtocolError, StoreError, TransportErro
 from .._store_runner import StoreRunner
 from ..protocol import PROTOCOL_VERSION, Error, Message
 from ..protocol._blob_messages import (
+    MAX_DOWNLOAD_WAIT,
     BlobChunk,
     BlobHello,
     BlobRefused,
@@ -33,6 +33,7 @@ from ..protocol._blob_messages import (
 )
 from ..transport import Connection
 from ._blobs import BlobStore
+from ._chunks import append_chunk, finish, new_hasher, read_chunk
 
 #: Opens a new connection to the server (the client's connector, bound to its URL).
 OpenConnection = Callable[[], AbstractAsyncContextManager[Connection]]
@@ -49,30 +50,6 @@ class TransferFailed(TrioSyncError):
         self.reason = reason
         self.retryable = retryable
         self.missing = missing
-
-
-def encode_chunk(content_hash: str, offset: int, data: bytes) -> BlobChunk:
-    return BlobChunk(
-        hash=content_hash,
-        offset=offset,
-        data=base64.b64encode(data).decode("ascii"),
-        digest=hashlib.sha256(data).hexdigest(),
-    )
-
-
-def decode_chunk(chunk: BlobChunk) -> bytes:
-    """The chunk's bytes, checked against its digest.
-
-    Raises:
-        ProtocolError: Not base64, or the bytes do not match the digest.
-    """
-    try:
-        data = base64.b64decode(chunk.data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("a blob chunk's data is not base64") from None
-    if hashlib.sha256(data).hexdigest() != chunk.digest:
-        raise ProtocolError(f"a blob chunk at offset {chunk.offset} does not match its digest")
-    return data
 
 
 class BlobClient:
@@ -153,13 +130,20 @@ class BlobClient:
                 return  # the server holds it already (another client's, or ours)
             chunk_bytes = max(1, welcome.chunk_bytes)
             while offset < size:
-                data = await self._run(
-                    self._blobs.read, content_hash, offset, min(chunk_bytes, size - offset)
-                )
-                if not data:
-                    raise StoreError(f"local blob {content_hash} is shorter than {size} bytes")
-                await conn.send(encode_chunk(content_hash, offset, data))
-                offset += len(data)
+                try:
+                    chunk = await self._run(
+                        read_chunk,
+                        self._blobs,
+                        content_hash,
+                        offset,
+                        min(chunk_bytes, size - offset),
+                    )
+                except KeyError:
+                    raise StoreError(f"local blob {content_hash} went away") from None
+                # Queued at once while the previous chunk is still being written: the
+                # next read overlaps the socket.
+                await conn.send(chunk)
+                offset += len(chunk.data)
                 progress(offset, size)
             await conn.send(UploadEnd(hash=content_hash))
             done = await self._receive(conn)
@@ -177,7 +161,11 @@ class BlobClient:
         blobs, run = self._blobs, self._run
         async with self._session() as (conn, _):
             offset = await run(blobs.partial_size, content_hash)
-            await conn.send(DownloadBegin(hash=content_hash, offset=offset))
+            # The server may hold its answer while the blob's upload is in progress (the
+            # fact travels faster than the contents): half our patience, so that its
+            # answer still arrives in time.
+            wait = min(int(self._timeout / 2), MAX_DOWNLOAD_WAIT)
+            await conn.send(DownloadBegin(hash=content_hash, offset=offset, wait=wait))
             info = await self._receive(conn)
             if not isinstance(info, DownloadInfo) or info.hash != content_hash:
                 raise ProtocolError("expected 'download_info' for this blob")
@@ -186,18 +174,21 @@ class BlobClient:
                 await run(blobs.discard_partial, content_hash)
                 raise TransferFailed("the partial download is longer than the blob")
             progress(offset, size)
+            hasher = new_hasher(offset)
             while offset < size:
                 chunk = await self._receive(conn)
                 if not isinstance(chunk, BlobChunk) or chunk.hash != content_hash:
                     raise ProtocolError("expected a chunk of this blob")
                 if chunk.offset != offset:
                     raise ProtocolError(f"chunk at {chunk.offset}, expected {offset}")
-                data = decode_chunk(chunk)
-                if not data or offset + len(data) > size:
+                if not chunk.data or offset + len(chunk.data) > size:
                     raise ProtocolError("a chunk runs past the blob's end")
-                await run(blobs.append_partial, content_hash, offset, data)
-                offset += len(data)
+                try:
+                    await run(append_chunk, blobs, chunk, hasher)  # checks the digest first
+                except ValueError as exc:  # another writer moved the partial meanwhile
+                    raise TransferFailed(f"the partial download moved on: {exc}") from None
+                offset += len(chunk.data)
                 progress(offset, size)
-            if not await run(blobs.finish_partial, content_hash):
+            if not await run(finish, blobs, content_hash, hasher):
                 raise TransferFailed("the downloaded bytes do not match the hash; discarded")
             return size

@@ -5,7 +5,7 @@ are passed in. The runtimes in ``client/`` and ``server/`` move bytes and call t
 """
 
 from ._backoff import backoff_delay
-from ._codec import MAX_FRAME_BYTES, decode, encode, event_json
+from ._codec import MAX_FRAME_BYTES, decode, encode, encode_frame, event_json
 from ._events import Draft, Event, check_identifier, event_size, new_draft, new_event
 from ._handshake import hello_problem, protocol_problem, reused_id_problem, welcome_problem
 from ._heartbeat import (
@@ -157,6 +157,7 @@ __all__ = [
     "derive_state",
     "derive_status",
     "encode",
+    "encode_frame",
     "event_json",
     "event_size",
     "hello_problem",

@@ -13,20 +13,27 @@ token check as a sync connection), then carries one transfer at a time:
 
 Every chunk carries the SHA-256 of its bytes, so a chunk damaged on the way is refused at
 once; the whole blob is checked against its hash before it is published on either side.
-Chunk bytes travel as base64 in the JSON text frame, like every other message.
+
+Every message is a JSON text frame except the chunks: a chunk is one *binary* frame, a
+fixed header then the bytes (:func:`encode_chunk_frame`), so its bytes are neither
+base64-encoded (a third more bytes, and an encode and a decode per chunk) nor parsed as
+JSON nor validated as UTF-8 by the WebSocket library. The header holds everything the
+receiver checks before it touches the bytes; it is as strict as the JSON decoder.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from typing import Any, ClassVar
 
 import attrs
 
+from .._errors import InvalidMessage, MalformedFrame
 from ._limits import MAX_CLIENT_ID_LENGTH, MAX_REASON_LENGTH, MAX_TOKEN_LENGTH
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-#: Largest chunk any peer may send, in bytes before base64 (a server announces its own).
+#: Largest chunk any peer may send, in bytes (a server announces its own).
 HARD_MAX_CHUNK_BYTES = 4 * 1024 * 1024
 #: Largest blob size that can be declared at all (a server announces its own limit).
 HARD_MAX_BLOB_BYTES = 1 << 50
@@ -56,9 +63,8 @@ def _text(limit: int) -> Any:
 
 
 def _chunk_data(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    # base64 of at most HARD_MAX_CHUNK_BYTES; its alphabet is checked when decoded.
-    if type(value) is not str or len(value) > (HARD_MAX_CHUNK_BYTES + 2) // 3 * 4:
-        raise ValueError(f"{attribute.name} must be base64 of at most {HARD_MAX_CHUNK_BYTES} B")
+    if type(value) is not bytes or len(value) > HARD_MAX_CHUNK_BYTES:
+        raise ValueError(f"{attribute.name} must be at most {HARD_MAX_CHUNK_BYTES} bytes")
 
 
 def _clip(reason: str) -> str:
@@ -105,13 +111,14 @@ class UploadOffset:
 
 @attrs.frozen
 class BlobChunk:
-    """Either way: ``data`` (base64) is the blob's bytes at ``offset``; ``digest`` is the
-    SHA-256 of those bytes."""
+    """Either way: ``data`` is the blob's bytes at ``offset``; ``digest`` is the SHA-256
+    of those bytes (checked by the receiver, see ``files/_chunks.py``). Travels as a
+    binary frame (:func:`encode_chunk_frame`), never as JSON."""
 
     TYPE: ClassVar[str] = "blob_chunk"
     hash: str = attrs.field(validator=_hash)
     offset: int = attrs.field(validator=_count)
-    data: str = attrs.field(repr=False, validator=_chunk_data)
+    data: bytes = attrs.field(repr=False, validator=_chunk_data)
     digest: str = attrs.field(validator=_hash)
 
 
@@ -131,13 +138,28 @@ class UploadDone:
     hash: str = attrs.field(validator=_hash)
 
 
+def _wait(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_DOWNLOAD_WAIT:
+        raise ValueError(f"{attribute.name} must be whole seconds in [0, {MAX_DOWNLOAD_WAIT}]")
+
+
+#: The longest a client may ask the server to wait for a blob being uploaded (seconds).
+MAX_DOWNLOAD_WAIT = 3600
+
+
 @attrs.frozen
 class DownloadBegin:
-    """Client -> server: send me the blob ``hash`` from ``offset`` on."""
+    """Client -> server: send me the blob ``hash`` from ``offset`` on.
+
+    ``wait``: if the server lacks the blob but is receiving its upload right now, it may
+    hold the answer up to this many seconds (and its own limit) until the upload ends,
+    rather than answer ``missing`` at once and leave the client to back off.
+    """
 
     TYPE: ClassVar[str] = "download_begin"
     hash: str = attrs.field(validator=_hash)
     offset: int = attrs.field(validator=_count)
+    wait: int = attrs.field(default=0, validator=_wait)
 
 
 @attrs.frozen
@@ -179,3 +201,56 @@ BLOB_MESSAGE_TYPES: tuple[type[BlobClientMessage | BlobServerMessage], ...] = (
     DownloadInfo,
     BlobRefused,
 )
+
+
+# --- the binary chunk frame -------------------------------------------------------------
+
+#: First byte of a chunk frame: names the layout, so that another binary message (or a
+#: second layout) can come later without guessing.
+CHUNK_FRAME_TAG = 0x01
+#: Tag, blob hash (32 raw bytes), offset (unsigned 64-bit, big-endian), chunk digest (32
+#: raw bytes); the chunk's bytes follow, up to the frame's end.
+_CHUNK_HEADER = struct.Struct(">B32sQ32s")
+CHUNK_HEADER_BYTES = _CHUNK_HEADER.size
+
+
+def encode_chunk_frame(chunk: BlobChunk) -> bytes:
+    """The binary frame of ``chunk``: a 73-byte header, then its bytes."""
+    header = _CHUNK_HEADER.pack(
+        CHUNK_FRAME_TAG, bytes.fromhex(chunk.hash), chunk.offset, bytes.fromhex(chunk.digest)
+    )
+    return header + chunk.data
+
+
+def decode_chunk_frame(frame: bytes | bytearray | memoryview) -> BlobChunk:
+    """Parses a binary frame received from a peer. The digest is not checked here (that
+    is a hash of the whole chunk: the receiver does it off the event loop).
+
+    Raises:
+        MalformedFrame: Not a chunk frame (another tag, shorter than the header).
+        InvalidMessage: An offset past any blob, or more bytes than any chunk holds.
+    """
+    if len(frame) < 1 or frame[0] != CHUNK_FRAME_TAG:
+        tag = f"0x{frame[0]:02x}" if len(frame) else "none (an empty frame)"
+        raise MalformedFrame(
+            f"a binary frame must be a blob chunk (tag 0x{CHUNK_FRAME_TAG:02x}); got tag {tag}"
+        )
+    if len(frame) < CHUNK_HEADER_BYTES:
+        raise MalformedFrame(
+            f"a blob chunk frame of {len(frame)} bytes is shorter than its "
+            f"{CHUNK_HEADER_BYTES}-byte header"
+        )
+    _, raw_hash, offset, raw_digest = _CHUNK_HEADER.unpack_from(frame)
+    size = len(frame) - CHUNK_HEADER_BYTES
+    if size > HARD_MAX_CHUNK_BYTES:
+        raise InvalidMessage(
+            f"a blob chunk of {size} bytes is over the limit of {HARD_MAX_CHUNK_BYTES}"
+        )
+    if offset > HARD_MAX_BLOB_BYTES:
+        raise InvalidMessage(f"a blob chunk at offset {offset} is past any blob's end (2**50)")
+    return BlobChunk(
+        hash=raw_hash.hex(),
+        offset=offset,
+        data=bytes(frame[CHUNK_HEADER_BYTES:]),
+        digest=raw_digest.hex(),
+    )

@@ -1,4 +1,7 @@
-"""Encoding messages to JSON text frames and decoding untrusted frames back.
+"""Encoding messages to frames and decoding untrusted frames back.
+
+Every message is a JSON text frame except :class:`BlobChunk`, which is a binary frame (see
+``_blob_messages.py``): :func:`encode_frame` picks the kind, :func:`decode` takes both.
 
 Decoding is strict: a field of the wrong JSON type is refused, never coerced (cattrs would
 turn ``"5"`` into ``5`` by default), unknown fields are refused, and every value must be
@@ -18,7 +21,7 @@ import cattrs
 from cattrs.v import format_exception
 
 from .._errors import InvalidMessage, MalformedFrame
-from ._blob_messages import BlobChunk
+from ._blob_messages import BlobChunk, decode_chunk_frame, encode_chunk_frame
 from ._events import Event, JsonObject, check_event_content
 from ._json import dumps, loads
 from ._limits import DEFAULT_LIMITS, WireLimits
@@ -74,8 +77,20 @@ def event_json(event: Event) -> str:
     return wire
 
 
+def encode_frame(message: Message) -> str | bytes:
+    """Returns the frame for ``message``: binary for a blob chunk, JSON text otherwise."""
+    if type(message) is BlobChunk:
+        return encode_chunk_frame(message)
+    return encode(message)
+
+
 def encode(message: Message) -> str:
-    """Returns the JSON text frame for ``message``."""
+    """Returns the JSON text frame for ``message``.
+
+    Raises:
+        TypeError: ``message`` is a blob chunk, which only travels as a binary frame
+            (:func:`encode_frame`).
+    """
     if type(message) is PullPage:
         events = ",".join(event_json(event) for event in message.events)
         return (
@@ -89,32 +104,33 @@ def encode(message: Message) -> str:
             f'"events":[{events}]}}'
         )
     if type(message) is BlobChunk:
-        # Hex and base64 need no escaping: skips copying a large string through a dict.
-        return (
-            f'{{"type":"blob_chunk","hash":"{message.hash}","offset":{message.offset},'
-            f'"data":"{message.data}","digest":"{message.digest}"}}'
-        )
+        raise TypeError("a blob chunk travels as a binary frame: use encode_frame()")
     body: dict[str, Any] = {"type": message.TYPE}
     body.update(converter.unstructure(message))
     return dumps(body).decode()
 
 
-def decode(frame: str | bytes, limits: WireLimits = DEFAULT_LIMITS) -> Message:
+def decode(frame: str | bytes | bytearray, limits: WireLimits = DEFAULT_LIMITS) -> Message:
     """Parses one frame received from a peer, checking it against ``limits``.
 
+    A text frame is a JSON message; a binary frame is a blob chunk (whether the connection
+    may carry one is its session's decision, as for any message).
+
     Raises:
-        MalformedFrame: The frame is binary, too large, not JSON or not a JSON object.
+        MalformedFrame: The frame is too large, not JSON or not a JSON object, or binary
+            and not a blob chunk.
         InvalidMessage: The object is not a known message, a field is missing, unknown, of
             the wrong type or out of range, a value cannot be stored by every peer, or a
             limit is exceeded.
     """
-    if not isinstance(frame, str):
-        raise MalformedFrame("binary frames are not part of the protocol; send JSON text")
     if len(frame) > limits.max_frame_bytes:
+        unit = "characters" if isinstance(frame, str) else "bytes"
         raise MalformedFrame(
-            f"frame of {len(frame)} characters exceeds the limit max_frame_bytes="
+            f"frame of {len(frame)} {unit} exceeds the limit max_frame_bytes="
             f"{limits.max_frame_bytes}"
         )
+    if not isinstance(frame, str):
+        return decode_chunk_frame(frame)
     body = loads(frame)
     if type(body) is not dict:
         raise MalformedFrame(f"frame must be a JSON object, got {type(body).__name__}")
@@ -124,6 +140,8 @@ def decode(frame: str | bytes, limits: WireLimits = DEFAULT_LIMITS) -> Message:
     cls = MESSAGE_TYPES.get(kind) if type(kind) is str else None
     if cls is None:
         raise InvalidMessage(f"unknown message type {repr(kind)[:40]}")
+    if cls is BlobChunk:
+        raise InvalidMessage("a 'blob_chunk' travels as a binary frame, never as JSON text")
     if cls is Push or cls is PullPage:
         # The messages that carry events, and so most of the traffic: structured by hand
         # (as strictly as cattrs does the rest, and several times faster).

@@ -20,15 +20,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
+from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
 import attrs
 import trio
 
+from .._broadcast import Broadcast
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
 from ..files._blobs import BlobStore, FileBlobStore, MemoryBlobStore
-from ..files._wire import decode_chunk, encode_chunk
+from ..files._bulk import bulk_runner
+from ..files._chunks import CorruptChunk, append_chunk, read_chunk
 from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError, check_token
 from ..protocol._blob_messages import (
     BlobChunk,
@@ -62,13 +66,17 @@ class BlobLimits:
     Attributes:
         chunk_bytes: The largest chunk, in bytes (announced: clients send this size).
         max_blob_bytes: The largest file.
+        download_wait: The longest a download of a blob whose upload this node is
+            receiving waits for that upload to end (seconds; a client asks for at most
+            its own ``wait``).
     """
 
     chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive)
     max_blob_bytes: int = attrs.field(default=1 << 30, validator=_positive)
+    download_wait: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
 
     def __attrs_post_init__(self) -> None:
-        # A chunk's frame (base64 plus a few fields) must fit the default frame limit.
+        # A chunk's frame (its bytes and a 73-byte header) must fit the default frame limit.
         if self.chunk_bytes > 2 * 1024 * 1024:
             raise ValueError("chunk_bytes may be at most 2 MiB")
 
@@ -104,6 +112,29 @@ class MemoryBlobBackend:
 
     def store(self, store_id: str) -> BlobStore:
         return self.stores.setdefault(store_id, MemoryBlobStore())
+
+
+class _Uploads:
+    """The uploads a node is receiving into one blob store, so that a download of a blob
+    on its way can wait for it instead of being answered ``missing`` (and backing off
+    for seconds). Other nodes' uploads are not seen: their downloads back off."""
+
+    def __init__(self) -> None:
+        self.receiving: Counter[str] = Counter()
+        #: Notified when an upload ends, published or not.
+        self.changed = Broadcast()
+
+
+# Keyed by the store object: every session of a node (and nodes in one process sharing a
+# backend, as tests do) sees the same uploads; a store that goes away takes its entry.
+_UPLOADS: weakref.WeakKeyDictionary[BlobStore, _Uploads] = weakref.WeakKeyDictionary()
+
+
+def _uploads(store: BlobStore) -> _Uploads:
+    found = _UPLOADS.get(store)
+    if found is None:
+        found = _UPLOADS[store] = _Uploads()
+    return found
 
 
 class _Peeked:
@@ -178,7 +209,8 @@ class BlobSession:
         self._hub = hub
         self._backend = blobs
         self._limits = limits
-        self._run = hub.run_store
+        # Chunks, hashes and fsyncs: bulk work, behind the event sync (see files/_bulk.py).
+        self._run = bulk_runner(hub.run_store)
         self.client_id = "?"
         self.store_id = "?"
 
@@ -245,7 +277,7 @@ class BlobSession:
                 "--blob-dir on storage all its nodes share)",
                 fatal=True,
             )
-        if await self._run(hub.db.store, store_id) is None:
+        if await hub.run_store(hub.db.store, store_id) is None:
             raise _Refused(f"store {store_id!r} does not exist on this server", fatal=True)
         return self._backend.store(store_id)
 
@@ -255,39 +287,59 @@ class BlobSession:
         raise ConnectionClosed("idle: nothing received in time (idle_timeout)")
 
     async def _serve(self, store: BlobStore) -> None:
+        uploads = _uploads(store)
         upload: _Upload | None = None
-        while True:
-            message = await self._receive()
-            try:
-                if isinstance(message, UploadBegin):
-                    upload = await self._begin_upload(store, message)
-                elif isinstance(message, BlobChunk):
-                    if upload is None or message.hash != upload.hash:
-                        raise _Refused("a chunk of no upload in progress")
-                    await self._chunk(store, upload, message)
-                elif isinstance(message, UploadEnd):
-                    current, upload = upload, None
-                    await self._end_upload(store, current, message)
-                elif isinstance(message, DownloadBegin):
-                    upload = None
-                    await self._download(store, message)
-                elif isinstance(message, Error):
-                    raise ConnectionClosed(f"client closed: {message.reason}")
-                else:
-                    raise ProtocolError(f"a blob connection does not carry {message.TYPE!r}")
-            except _Refused as refusal:
-                # The transfer ends; the connection stays usable for another one.
-                upload = None
-                blob = getattr(message, "hash", None)
-                if not isinstance(blob, str):
-                    raise
-                await self._conn.send(
-                    BlobRefused(blob, refusal.reason, retryable=not refusal.fatal)
-                )
-            except StoreFull as exc:
-                upload = None
-                blob = str(getattr(message, "hash", "0" * 64))
-                await self._conn.send(BlobRefused(blob, f"the server's storage is full: {exc}"))
+        counted: str | None = None  # the blob this session counts in uploads.receiving
+        try:
+            while True:
+                upload = await self._serve_one(store, upload)
+                current = None if upload is None else upload.hash
+                if current != counted:
+                    self._count_upload(uploads, counted, current)
+                    counted = current
+        finally:
+            self._count_upload(uploads, counted, None)
+
+    @staticmethod
+    def _count_upload(uploads: _Uploads, ended: str | None, begun: str | None) -> None:
+        if ended is not None:
+            uploads.receiving[ended] -= 1
+            if uploads.receiving[ended] <= 0:
+                del uploads.receiving[ended]
+            uploads.changed.notify()  # published or given up: waiting downloads look
+        if begun is not None:
+            uploads.receiving[begun] += 1
+
+    async def _serve_one(self, store: BlobStore, upload: _Upload | None) -> _Upload | None:
+        """Answers one message; returns the upload in progress after it."""
+        message = await self._receive()
+        try:
+            if isinstance(message, UploadBegin):
+                return await self._begin_upload(store, message)
+            if isinstance(message, BlobChunk):
+                if upload is None or message.hash != upload.hash:
+                    raise _Refused("a chunk of no upload in progress")
+                await self._chunk(store, upload, message)
+                return upload
+            if isinstance(message, UploadEnd):
+                await self._end_upload(store, upload, message)
+                return None
+            if isinstance(message, DownloadBegin):
+                await self._download(store, message)
+                return None
+            if isinstance(message, Error):
+                raise ConnectionClosed(f"client closed: {message.reason}")
+            raise ProtocolError(f"a blob connection does not carry {message.TYPE!r}")
+        except _Refused as refusal:
+            # The transfer ends; the connection stays usable for another one.
+            blob = getattr(message, "hash", None)
+            if not isinstance(blob, str):
+                raise
+            await self._conn.send(BlobRefused(blob, refusal.reason, retryable=not refusal.fatal))
+        except StoreFull as exc:
+            blob = str(getattr(message, "hash", "0" * 64))
+            await self._conn.send(BlobRefused(blob, f"the server's storage is full: {exc}"))
+        return None
 
     async def _begin_upload(self, store: BlobStore, begin: UploadBegin) -> _Upload | None:
         if begin.size > self._limits.max_blob_bytes:
@@ -317,25 +369,28 @@ class BlobSession:
     async def _chunk(self, store: BlobStore, upload: _Upload, chunk: BlobChunk) -> None:
         if chunk.offset != upload.offset:
             raise _Refused(f"chunk at offset {chunk.offset}, expected {upload.offset}")
-        try:
-            data = decode_chunk(chunk)
-        except ProtocolError as exc:
-            raise _Refused(f"corrupt chunk refused: {exc}") from None
-        if len(data) > self._limits.chunk_bytes or not data:
+        size = len(chunk.data)
+        if size > self._limits.chunk_bytes or not size:
             raise _Refused(f"a chunk holds 1 to {self._limits.chunk_bytes} bytes (chunk_bytes)")
-        if upload.offset + len(data) > upload.size:
+        if upload.offset + size > upload.size:
             raise _Refused(f"chunks run past the declared size {upload.size}")
         try:
-            await self._run(store.append_partial, upload.hash, upload.offset, data)
+            # The digest check and the write: one hop off the event loop.
+            await self._run(append_chunk, store, chunk)
+        except CorruptChunk as exc:
+            raise _Refused(f"corrupt chunk refused: {exc}") from None
         except ValueError as exc:
             raise _Refused(f"the upload moved on meanwhile: {exc}") from None
-        upload.offset += len(data)
+        upload.offset += size
 
     async def _end_upload(self, store: BlobStore, upload: _Upload | None, end: UploadEnd) -> None:
         if upload is None or upload.hash != end.hash:
             raise _Refused("the end of no upload in progress")
         if upload.offset != upload.size:
             raise _Refused(f"truncated upload: {upload.offset} of {upload.size} bytes")
+        # Read back and hashed here, never trusted from a running hash: another session
+        # (a hostile one included) may have discarded and rewritten this partial between
+        # our last chunk and now; what is published is what was hashed.
         if not await self._run(store.finish_partial, end.hash):
             logger.info(
                 "client %r of store %r uploaded bytes that do not match %s: discarded",
@@ -349,6 +404,8 @@ class BlobSession:
     async def _download(self, store: BlobStore, begin: DownloadBegin) -> None:
         size = await self._run(store.size, begin.hash)
         if size is None:
+            size = await self._wait_for_upload(store, begin)
+        if size is None:
             await self._conn.send(
                 BlobRefused(begin.hash, "the server does not hold that blob", missing=True)
             )
@@ -358,12 +415,29 @@ class BlobSession:
         step = self._limits.chunk_bytes
         while offset < size:
             try:
-                data = await self._run(store.read, begin.hash, offset, min(step, size - offset))
+                chunk = await self._run(
+                    read_chunk, store, begin.hash, offset, min(step, size - offset)
+                )
             except KeyError:
                 raise ConnectionClosed("the blob went away during the download") from None
             # One chunk queued at most (bulk): a slow reader holds one chunk of memory.
-            await self._conn.send(encode_chunk(begin.hash, offset, data))
-            offset += len(data)
+            await self._conn.send(chunk)
+            offset += len(chunk.data)
+
+    async def _wait_for_upload(self, store: BlobStore, begin: DownloadBegin) -> int | None:
+        """While this node receives the blob's upload, waits (up to the client's ``wait``
+        and ``download_wait``) for it to end; returns the blob's size once it is stored,
+        None when it is not."""
+        uploads = _uploads(store)
+        wait = min(float(begin.wait), self._limits.download_wait)
+        with trio.move_on_after(wait):
+            while uploads.receiving[begin.hash] > 0 and not self._hub.draining:
+                changed = uploads.changed.event
+                size = await self._run(store.size, begin.hash)
+                if size is not None:
+                    return size
+                await changed.wait()
+        return await self._run(store.size, begin.hash)
 
     async def _try_send(self, message: Message) -> None:
         with (

@@ -14,13 +14,16 @@ from collections import deque
 from .._broadcast import Broadcast
 from .._errors import ConnectionClosed
 
+#: A WebSocket frame: text (a JSON message) or binary (a blob chunk).
+Frame = str | bytes
+
 
 class Outbox:
     """Two bounded FIFO queues (control first, then bulk) with a closed state."""
 
     def __init__(self, *, control_capacity: int = 64, bulk_capacity: int = 1) -> None:
-        self._control: deque[str] = deque()
-        self._bulk: deque[str] = deque()
+        self._control: deque[Frame] = deque()
+        self._bulk: deque[Frame] = deque()
         self._control_capacity = control_capacity
         self._bulk_capacity = bulk_capacity
         self._changed = Broadcast()
@@ -33,7 +36,7 @@ class Outbox:
         """Why the connection closed (None while it is open)."""
         return self._closed
 
-    async def put(self, frame: str, *, bulk: bool) -> None:
+    async def put(self, frame: Frame, *, bulk: bool) -> None:
         """Queues a frame, waiting while its queue is full.
 
         Raises:
@@ -72,7 +75,7 @@ class Outbox:
             waited = True
             await changed.wait()
 
-    async def take(self) -> str:
+    async def take(self) -> Frame:
         """The next frame for the writer (control first); waits for one.
 
         Raises:

@@ -1,4 +1,5 @@
-"""The WebSocket transport (trio-websocket): JSON text frames, one message per frame."""
+"""The WebSocket transport (trio-websocket): one message per frame, JSON text frames and
+binary frames for blob chunks (see ``protocol/_blob_messages.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import trio_websocket
 
 from .._errors import ConnectError, ConnectionClosed, HandshakeRefused, InvalidURL
 from .._groups import single_exception
-from ..protocol import CLIENT_RECEIVE_LIMITS, Message, PullPage, WireLimits, decode, encode
+from ..protocol import (
+    CLIENT_RECEIVE_LIMITS,
+    Message,
+    PullPage,
+    WireLimits,
+    decode,
+    encode_frame,
+)
 from ..protocol._blob_messages import BlobChunk, UploadEnd
 from ._base import CLOSE_NORMAL
 from ._outbox import Outbox
@@ -27,7 +35,8 @@ RECEIVE_BUFFER = 64 * 1024
 #: few hundred bytes (a token at most 4 KiB), and nobody unknown gets to make the server
 #: hold megabytes.
 HELLO_FRAME_LIMIT = 64 * 1024
-#: Frames larger than this are decoded in a worker thread.
+#: Text frames larger than this are decoded in a worker thread (a binary frame, a blob
+#: chunk, decodes in microseconds whatever its size: it is a header and a slice).
 DECODE_IN_THREAD_ABOVE = 256 * 1024
 
 
@@ -78,7 +87,7 @@ class WebSocketConnection:
         self._ws._max_message_size = self._limits.max_frame_bytes
 
     async def send(self, message: Message) -> None:
-        frame = encode(message)
+        frame = encode_frame(message)
         # Chunks queue like pages: one at a time, so a file never piles up in memory (and
         # the end of an upload after its chunks, never before).
         bulk = isinstance(message, (PullPage, BlobChunk, UploadEnd))
@@ -105,7 +114,7 @@ class WebSocketConnection:
             self._outbox.close(reason)
             raise ConnectionClosed(reason) from None
         self.bytes_received += len(frame)
-        if len(frame) > DECODE_IN_THREAD_ABOVE:
+        if isinstance(frame, str) and len(frame) > DECODE_IN_THREAD_ABOVE:
             # A frame this large takes milliseconds to parse and check: in a worker
             # thread, the event loop keeps serving everyone else meanwhile.
             return await trio.to_thread.run_sync(decode, frame, self._limits)

@@ -1,0 +1,96 @@
+"""Blob chunks as binary frames: they round-trip, and hostile bytes fail with a
+ProtocolError that says what was wrong (never a struct.error or a ValueError)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trio_sync import InvalidMessage, MalformedFrame, ProtocolError
+from trio_sync.protocol import WireLimits, decode, encode, encode_frame
+from trio_sync.protocol._blob_messages import (
+    CHUNK_FRAME_TAG,
+    CHUNK_HEADER_BYTES,
+    HARD_MAX_CHUNK_BYTES,
+    BlobChunk,
+    UploadBegin,
+)
+
+DATA = bytes(range(256)) * 40
+HASH = hashlib.sha256(b"the whole blob").hexdigest()
+CHUNK = BlobChunk(HASH, 12_345, DATA, hashlib.sha256(DATA).hexdigest())
+
+
+def header(*, tag: int = CHUNK_FRAME_TAG, offset: int = 0) -> bytes:
+    return struct.pack(">B32sQ32s", tag, bytes.fromhex(HASH), offset, b"\0" * 32)
+
+
+def test_a_chunk_is_a_binary_frame_and_round_trips() -> None:
+    frame = encode_frame(CHUNK)
+    assert isinstance(frame, bytes) and len(frame) == CHUNK_HEADER_BYTES + len(DATA)
+    assert decode(frame) == CHUNK
+    assert decode(bytearray(frame)) == CHUNK  # what a WebSocket library may hand over
+    empty = BlobChunk(HASH, 0, b"", hashlib.sha256(b"").hexdigest())
+    assert decode(encode_frame(empty)) == empty  # the session refuses it, not the codec
+
+
+def test_other_messages_stay_json_text() -> None:
+    message = UploadBegin(hash=HASH, size=5)
+    assert encode_frame(message) == encode(message)
+    with pytest.raises(TypeError, match="binary frame"):
+        encode(CHUNK)
+
+
+BAD_BINARY = [
+    ("empty frame", b"", MalformedFrame, "got tag none"),
+    ("another tag", header(tag=2) + b"x", MalformedFrame, "got tag 0x02"),
+    ("a text message as bytes", b'{"type":"ping","nonce":1}', MalformedFrame, "got tag 0x7b"),
+    ("shorter than the header", header()[:40], MalformedFrame, "shorter than its 73-byte"),
+    ("offset past any blob", header(offset=2**60) + b"x", InvalidMessage, "past any blob"),
+    (
+        "more than any chunk",
+        header() + bytes(HARD_MAX_CHUNK_BYTES + 1),
+        InvalidMessage,
+        f"over the limit of {HARD_MAX_CHUNK_BYTES}",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("frame_", "error", "words"), [r[1:] for r in BAD_BINARY], ids=[r[0] for r in BAD_BINARY]
+)
+def test_bad_binary_frames_raise_a_clear_protocol_error(
+    frame_: bytes, error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error) as caught:
+        decode(frame_, WireLimits(max_frame_bytes=8 * 1024 * 1024))
+    assert words in str(caught.value)
+
+
+def test_a_binary_frame_over_the_frame_limit_is_refused_before_parsing() -> None:
+    limit = WireLimits().max_frame_bytes
+    with pytest.raises(MalformedFrame, match=f"frame of {limit + 1} bytes exceeds"):
+        decode(header() + bytes(limit + 1 - CHUNK_HEADER_BYTES))
+
+
+def test_a_chunk_as_json_text_is_refused() -> None:
+    text = json.dumps(
+        {"type": "blob_chunk", "hash": HASH, "offset": 0, "data": "eA==", "digest": HASH}
+    )
+    with pytest.raises(InvalidMessage, match="binary frame"):
+        decode(text)
+
+
+@given(st.binary(max_size=200) | st.binary(max_size=100).map(lambda tail: header() + tail))
+def test_decode_of_any_bytes_raises_only_protocol_errors(frame: bytes) -> None:
+    try:
+        message = decode(frame)
+    except ProtocolError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(message, BlobChunk) and message.data == frame[CHUNK_HEADER_BYTES:]
