@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
+import pytest
 import trio
 
 import trio_sync
 from trio_sync.files import FileOptions
 
-from ..conftest import WAIT, ClientFactory
+from ..conftest import WAIT, ClientFactory, ServerFactory
 
 BIG = 8 * 1024 * 1024
 
@@ -145,3 +147,55 @@ async def test_read_waits_for_the_download_and_goes_first(
             assert await b.files.read(small) == b"wanted"
             await b.files.wait_idle()
             assert all(b.files.has_contents(fid) for fid in ids)
+
+
+async def test_a_local_copy_gone_before_its_upload_is_an_error_not_a_hang(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried: a cleaner deleted the local copy while its upload was queued. The worker
+    # used to pick it up again at once, for ever, freezing the whole client.
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            await a.wait_synced()
+            a.files.executor.pause()
+            fid = await a.files.save(b"some contents", path="f")
+            local = a.files.local_path(fid)
+            assert local is not None
+            await trio.Path(local).unlink()
+            a.files.executor.resume()
+            stuck = await a.wait_status(lambda s: s.state == "stuck")
+            assert "is gone before it was uploaded" in (stuck.last_error or "")
+            state = a.files.state(fid).upload
+            assert state is not None and state.status == "error"
+            # The event sync goes on meanwhile.
+            await a.commit("still", {})
+            await a.wait_status(lambda s: s.pending == 0)
+
+
+async def test_an_upload_refused_for_good_keeps_the_client_out_of_synced(
+    open_server: ServerFactory, open_test_client: ClientFactory
+) -> None:
+    # Tried: a file over the server's limit. The other clients can never get it, so the
+    # owner must not show green ("synced" means every other client can get every file).
+    from trio_sync.server import BlobLimits
+
+    server = await open_server(blob_limits=BlobLimits(max_blob_bytes=1000))
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            await a.files.save(b"x" * 5000, path="big")
+            stuck = await a.wait_status(lambda s: s.state == "stuck")
+            assert "over the server's limit of 1000" in (stuck.last_error or "")
+            assert stuck.uploads_pending == 0
+
+
+async def test_contents_must_be_bytes_or_a_path(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    async with open_test_client(server.url, "A") as a:
+        with pytest.raises(TypeError, match="not str"):
+            await a.files.save("/etc/passwd", path="p")  # type: ignore[arg-type]
+        with pytest.raises(FileNotFoundError, match="no file to copy"):
+            await a.files.save(tmp_path / "missing.bin", path="p")
+        with pytest.raises(FileNotFoundError):
+            await a.files.save(tmp_path, path="a folder")
+        assert a.files.list() == []

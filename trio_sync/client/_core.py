@@ -170,6 +170,7 @@ class ClientCore:
             stuck=self.stuck,
             failing_fast=self.failing_fast,
             uploads_pending=self.file_transfers.uploads_pending,
+            uploads_failed=self.file_transfers.uploads_failed,
         )
         if state == "synced":
             self.last_synced_at = self.wall_clock()
@@ -188,7 +189,10 @@ class ClientCore:
                 behind=max(0, (self.server_head or 0) - self.durable_head),
             )
         elif state == "stuck":
-            self.notify("sync.stuck", reason=self.refused_push or self.last_error)
+            self.notify(
+                "sync.stuck",
+                reason=self.refused_push or self.last_error or self.file_transfers.upload_error,
+            )
         elif state == "incompatible":
             self.notify("incompatible", reason=self.last_error)
 

@@ -196,6 +196,9 @@ class FileSync:
             metadata: JSON values to keep with it.
 
         Raises:
+            TypeError: ``data`` is neither bytes nor a ``Path`` (a ``str`` is refused: it
+                would be ambiguous).
+            FileNotFoundError: ``data`` is a ``Path`` to no regular file.
             StoreError: The contents could not be stored (``StoreFull``: the disk is full).
             InvalidEvent: The metadata cannot travel in an event.
         """
@@ -217,6 +220,15 @@ class FileSync:
         self, name: str, file_id: str, data: bytes | Path, path: str, metadata: dict[str, object]
     ) -> None:
         core = self._core
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        if not isinstance(data, (bytes, Path)):
+            # A str is neither: taking it as a path would store whatever file it names.
+            raise TypeError(
+                f"file contents are bytes or a pathlib.Path to copy from, not {type(data).__name__}"
+            )
+        if isinstance(data, Path) and not await trio.Path(data).is_file():
+            raise FileNotFoundError(f"no file to copy at {str(data)!r}")
         self._saves_running += 1
         try:
             # Copying and hashing a large file is bulk work (see _bulk.py).

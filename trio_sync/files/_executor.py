@@ -149,7 +149,14 @@ class TransferExecutor:
         return all(not q.queued and not q.in_flight for q in self.queues.values())
 
     def counts(self) -> FileTransfers:
+        failed = [
+            row
+            for (_, direction), row in self._states.rows.items()
+            if direction == "upload" and row.status == "error"
+        ]
         return FileTransfers(
+            uploads_failed=len(failed),
+            upload_error=failed[0].last_error if failed else None,
             uploads_pending=self.queues["upload"].queued + self.queues["upload"].in_flight,
             downloads_pending=self.queues["download"].queued + self.queues["download"].in_flight,
             bytes_left=sum(self._left.values()),
@@ -217,6 +224,8 @@ class TransferExecutor:
             finally:
                 queue.interrupted(key)  # only if still in flight: a dying worker
                 self._counts_changed()
+            # A transfer can end without waiting for anything: let the others run.
+            await trio.lowlevel.checkpoint()
             # New contents queued while this transfer ran (it could not queue twice).
             row = self._states.get(key, direction)
             if row is not None and row.status == "queued" and key not in queue:
@@ -232,6 +241,22 @@ class TransferExecutor:
         if target is None or row is None:
             queue.succeeded(file_id)  # nothing to do any more
             self._left.pop((direction, file_id), None)
+            if direction == "upload" and row is not None and row.status != "done":
+                # The local copy is gone (deleted by a person or a cleaner) before it
+                # reached the server: nothing can upload it. Say so, or the row would
+                # stay queued and be picked up again at once, for ever.
+                await self._set_state(
+                    direction,
+                    file_id,
+                    attrs.evolve(
+                        row,
+                        status="error",
+                        last_error=(
+                            f"the local copy of {row.content_hash[:16]}... is gone before "
+                            "it was uploaded: save the file again"
+                        ),
+                    ),
+                )
             return
         content_hash, size = target
         if self.fault is not None:

@@ -64,6 +64,10 @@ class FileTransfers:
     uploads_pending: int = 0
     downloads_pending: int = 0
     bytes_left: int = 0
+    #: Uploads that gave up (refused for good, out of retries, the local copy gone):
+    #: other clients can never get those files, so the client is "stuck", not green.
+    uploads_failed: int = 0
+    upload_error: str | None = None
 
 
 NO_FILE_TRANSFERS = FileTransfers()
@@ -78,12 +82,13 @@ def derive_state(
     stuck: bool,
     failing_fast: bool = False,
     uploads_pending: int = 0,
+    uploads_failed: int = 0,
 ) -> StatusState:
     """The state alone (cheap: the client calls it on every change, to see when it moves).
     See :func:`derive_status`."""
     if phase == "incompatible":
         return phase
-    if failing_fast:
+    if failing_fast or uploads_failed:
         return "stuck"
     if phase != "connected":
         return phase
@@ -141,6 +146,7 @@ def derive_status(
         stuck=stuck,
         failing_fast=failing_fast,
         uploads_pending=files.uploads_pending,
+        uploads_failed=files.uploads_failed,
     )
     if previous is not None:
         last_synced_at = max(last_synced_at or 0.0, previous.last_synced_at or 0.0) or None
@@ -152,7 +158,7 @@ def derive_status(
         upstream_head=upstream_head,
         server_head=server_head,
         connected=phase == "connected",
-        last_error=last_error,
+        last_error=last_error or files.upload_error,
         last_synced_at=last_synced_at,
         connect_attempts=0 if phase == "connected" else connect_attempts,
         since=_since(state, previous, since, now),
