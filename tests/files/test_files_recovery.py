@@ -199,3 +199,24 @@ async def test_contents_must_be_bytes_or_a_path(
         with pytest.raises(FileNotFoundError):
             await a.files.save(tmp_path, path="a folder")
         assert a.files.list() == []
+
+
+async def test_a_rotten_local_copy_is_never_returned_and_is_fetched_again(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried: one byte of the local copy flipped on disk after it was uploaded.
+    contents = os.urandom(100_000)
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            fid = await a.files.save(contents, path="f")
+            await a.files.wait_idle()
+            await a.wait_synced()
+            local = a.files.local_path(fid)
+            assert local is not None
+            rotten = bytearray(await trio.Path(local).read_bytes())
+            rotten[500] ^= 0xFF
+            await trio.Path(local).chmod(0o644)
+            await trio.Path(local).write_bytes(bytes(rotten))
+            assert await a.files.read(fid) == contents
+            [note] = [n for n in a.recent_events() if n.kind == "recovery"]
+            assert note["what"] == "corrupt-local-copy"

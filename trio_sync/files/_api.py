@@ -8,6 +8,7 @@ doing is this client's own durable state (``files.state()``), never synced.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -268,6 +269,9 @@ class FileSync:
         """The file's contents, downloading them first if needed (ahead of other
         downloads). Waits through disconnections: bound it with ``trio.fail_after``.
 
+        The local copy is checked against its SHA-256 on every read: a copy that does not
+        match is deleted and downloaded again (a ``recovery`` notification says so).
+
         Raises:
             FileNotFound: No such live file.
             FileTransferError: The download failed for good (retries exhausted).
@@ -277,7 +281,20 @@ class FileSync:
             changed = self._changed
             info = self._live(file_id)
             if self.blobs.has(info.content_hash):
-                return await bulk_runner(self._core.run_store)(self.blobs.read, info.content_hash)
+                # Read and hashed in a worker thread: 50 MB takes the loop's time otherwise.
+                data, digest = await bulk_runner(self._core.run_store)(
+                    self._read_and_hash, info.content_hash
+                )
+                if digest == info.content_hash:
+                    return data
+                # The local copy rotted (a bad disk, a stray write): never hand it out.
+                # Dropped, then fetched again from the server like any missing copy.
+                await self._core.run_store(self.blobs.delete, info.content_hash)
+                self._core.notify(
+                    "recovery", what="corrupt-local-copy", file_id=file_id, hash=info.content_hash
+                )
+                asked = False
+                continue
             state = self._states.get(file_id, "download")
             if asked and state is not None and state.status == "error":
                 raise FileTransferError(f"file {file_id}: {state.last_error}")
@@ -285,6 +302,10 @@ class FileSync:
                 await self._want_download(file_id, info.content_hash, priority=True)
                 asked = True
             await changed.wait()
+
+    def _read_and_hash(self, content_hash: str) -> tuple[bytes, str]:
+        data = self.blobs.read(content_hash)
+        return data, hashlib.sha256(data).hexdigest()
 
     def local_path(self, file_id: str) -> Path | None:
         """Where the file's current contents are on disk (None if not here yet, or the
