@@ -54,3 +54,18 @@ async def test_two_clients_sync_twenty_files_of_mixed_sizes(
             ]
             small = next(f for f in b.files.list() if f.size == 100)
             assert hashlib.sha256(await b.files.read(small.id)).hexdigest() == expected[small.id]
+
+
+async def test_a_file_is_known_as_soon_as_its_event_is_synced(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried: read() right after wait_synced() on a client that has just learnt the file.
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            fids = [await a.files.save(f"file {n}".encode(), path=f"f{n}") for n in range(20)]
+            await a.files.wait_idle()
+            await a.wait_synced()
+        for attempt in range(3):
+            async with open_test_client(server.url, f"B{attempt}") as b:
+                await b.wait_synced()
+                assert await b.files.read(fids[-1]) == b"file 19"

@@ -214,6 +214,7 @@ class FileSync:
             FileNotFound: No such live file.
             StoreError: The contents could not be stored.
         """
+        await self._view_caught_up()
         info = self._live(file_id)
         await self._write(FILE_UPDATED, file_id, data, info.path, dict(info.metadata))
 
@@ -258,6 +259,7 @@ class FileSync:
         Raises:
             FileNotFound: No such live file.
         """
+        await self._view_caught_up()
         self._live(file_id)
         core = self._core
         draft = core.state.draft(FILE_DELETED, {"id": file_id})
@@ -276,6 +278,7 @@ class FileSync:
             FileNotFound: No such live file.
             FileTransferError: The download failed for good (retries exhausted).
         """
+        await self._view_caught_up()
         asked = False
         while True:
             changed = self._changed
@@ -357,6 +360,16 @@ class FileSync:
         self.executor.fault = hook
 
     # --- following the log ----------------------------------------------------------------
+
+    async def _view_caught_up(self) -> None:
+        """Waits until the file view has folded every event confirmed when called: just
+        after ``wait_synced()``, a file whose event is confirmed is then known."""
+        target = self._core.durable_head
+        while self._cursor < target:
+            changed = self._changed
+            if self._cursor >= target:
+                break
+            await changed.wait()
 
     def _live(self, file_id: str) -> FileInfo:
         info = self._view.files.get(file_id)
