@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import weakref
 from collections import Counter
 from pathlib import Path
@@ -33,7 +32,7 @@ from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, Tr
 from ..files._blobs import BlobStore, FileBlobStore, MemoryBlobStore
 from ..files._bulk import bulk_runner
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
-from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError, check_token
+from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError
 from ..protocol._blob_messages import (
     BlobChunk,
     BlobHello,
@@ -260,17 +259,10 @@ class BlobSession:
             raise _Refused(
                 f"protocol version {hello.protocol_version} is not spoken here", fatal=True
             )
-        if hub.auth_secrets:
-            try:
-                check_token(
-                    hello.token,
-                    hub.auth_secrets,
-                    store_id=store_id,
-                    client_id=hello.client_id,
-                    now=time.time(),
-                )
-            except TokenError as exc:
-                raise _Refused(f"not authorized: {exc}", fatal=True) from None
+        try:
+            hub.authorize(hello.token, store_id=store_id, client_id=hello.client_id)
+        except TokenError as exc:
+            raise _Refused(f"not authorized: {exc}", fatal=True) from None
         if self._backend is None:
             raise _Refused(
                 "this server does not store files (a server on PostgreSQL needs "

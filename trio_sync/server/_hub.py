@@ -20,7 +20,7 @@ import trio
 from .._broadcast import Broadcast
 from .._errors import StoreError, TrioSyncError
 from .._store_runner import StoreRunner
-from ..protocol import Accept, Ahead, Event, Push, PushDecision, Reject
+from ..protocol import Accept, Ahead, Event, Push, PushDecision, Reject, TokenClaims, check_token
 from ..store import PushRequest, ServerLog
 from ._limits import ServerLimits
 from ._log import StoreLog
@@ -108,6 +108,19 @@ class Hub:
         self._health_round: trio.Event | None = None
         self.metrics.count_live_traffic(self._live_traffic)
         self.metrics.healthy.set(1)
+
+    def authorize(self, token: str | None, *, store_id: str, client_id: str) -> TokenClaims | None:
+        """Checks a connection's token against this server's secrets, for sync and blob
+        connections alike (None: this server requires no tokens).
+
+        Raises:
+            TokenError: No token, or one that does not open ``store_id`` for ``client_id``.
+        """
+        if not self.auth_secrets:
+            return None
+        return check_token(
+            token, self.auth_secrets, store_id=store_id, client_id=client_id, now=time.time()
+        )
 
     def reload_auth_secrets(self, secrets: tuple[bytes, ...]) -> None:
         """Verifies tokens with ``secrets`` from now on (connections already open keep

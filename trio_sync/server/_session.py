@@ -37,7 +37,6 @@ from ..protocol import (
     TokenBucket,
     TokenError,
     Welcome,
-    check_token,
     hello_problem,
     protocol_problem,
     reused_id_problem,
@@ -255,19 +254,13 @@ class ServerSession:
         problem = protocol_problem(message)
         if problem:
             raise Refusal(problem, "incompatible", fatal=True)
-        if hub.auth_secrets:
-            # Before anything else is said (the schema, whether the store exists): without
-            # a valid token, nothing is learnt.
-            try:
-                claims = check_token(
-                    message.token,
-                    hub.auth_secrets,
-                    store_id=store_id,
-                    client_id=message.client_id,
-                    now=time.time(),
-                )
-            except TokenError as exc:
-                raise Refusal(f"not authorized: {exc}", "unauthorized", fatal=True) from None
+        # Before anything else is said (the schema, whether the store exists): without a
+        # valid token, nothing is learnt.
+        try:
+            claims = hub.authorize(message.token, store_id=store_id, client_id=message.client_id)
+        except TokenError as exc:
+            raise Refusal(f"not authorized: {exc}", "unauthorized", fatal=True) from None
+        if claims is not None:
             # The connection ends when its token does.
             self._token_expires = (
                 claims.expires_at,
