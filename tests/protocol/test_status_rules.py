@@ -10,6 +10,7 @@ import pytest
 from trio_sync.protocol import (
     CatchUpMeter,
     CatchUpProgress,
+    FastFailures,
     SyncStatus,
     derive_status,
     reused_id_problem,
@@ -113,3 +114,24 @@ def test_reused_id(committed: int | None, held: int, refused: bool) -> None:
     assert (problem is not None) == refused
     if problem:
         assert f"client_seq {held}" in problem and "reset()" in problem
+
+
+@pytest.mark.parametrize(
+    ("attempts", "stuck"),
+    [
+        # (ended at, up since, answered): each attempt in a row
+        ([(1.0, 0.5, False)] * 3, True),  # dropped within 2 s of connecting, three times
+        ([(0.0, None, True)] * 3, True),  # an HTTP answer, three times
+        ([(0.0, None, True)] * 2, False),  # two are not yet a run
+        ([(0.0, None, False)] * 5, False),  # nothing answers: offline, not stuck
+        ([(0.0, None, True), (0.0, None, True), (0.0, None, False), (0.0, None, True)], False),
+        ([(3.0, 0.0, False)] * 3, False),  # each stayed up 3 s: not failing fast
+    ],
+)
+def test_fast_failures(attempts: list[tuple[float, float | None, bool]], stuck: bool) -> None:
+    failures = FastFailures()
+    for ended, up_since, answered in attempts:
+        failures.on_failure(ended, up_since=up_since, answered=answered)
+    assert failures.stuck == stuck
+    failures.on_stable()
+    assert not failures.stuck and failures.count == 0

@@ -29,7 +29,7 @@ from ..store import open_client_store, store_for_target
 from ..transport import Connector, connect_websocket, parse_ws_url
 from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
 from ._config import ClientTimings
-from ._core import FAST_FAILURE_SECONDS, ClientCore, TraceHook
+from ._core import ClientCore, TraceHook
 from ._session import ClientSession
 from ._writer import ClientWriter
 
@@ -326,7 +326,7 @@ class Client:
                     session = ClientSession(core, conn, timings, self._schema, token)
                     await session.run()
             except IncompatibleServer as exc:
-                core.fast_failures = 0
+                core.fast_failures.on_stable()
                 core.incompatible = str(exc)
                 core.set_phase("incompatible", str(exc))
                 # Nothing heals this on our side; look again now and then in case the
@@ -338,16 +338,12 @@ class Client:
                 self._note_failure(url, exc)
             except (TransportError, ProtocolError) as exc:
                 self._note_failure(url, exc)
-            # Failing soon after the server answered, again and again, is no offline
-            # period: waiting will not help (a proxy's 404, a bad token, a crashing
-            # server). Not reaching anything at all is one, and stays "disconnected".
-            if session is not None and session.connected:
-                fast = session.connected_for() < FAST_FAILURE_SECONDS
-            elif opened_at is not None:
-                fast = trio.current_time() - opened_at < FAST_FAILURE_SECONDS
-            else:
-                fast = answered
-            core.fast_failures = core.fast_failures + 1 if fast else 0
+            connected_at = session.connected_at if session is not None else None
+            core.fast_failures.on_failure(
+                trio.current_time(),
+                up_since=opened_at if connected_at is None else connected_at,
+                answered=answered,
+            )
             core.changed.notify()
             # A connection that stayed up a while resets the backoff; one that is refused or
             # dropped at once (a full server, a restarting one) must not reconnect in a loop.

@@ -16,6 +16,7 @@ from ..protocol import (
     CatchUpMeter,
     ConnectionPhase,
     Event,
+    FastFailures,
     FileTransfers,
     MergeResult,
     PushAck,
@@ -38,9 +39,6 @@ if TYPE_CHECKING:
 #: Receives ``(what, details)`` for every notable step (the simulator records a trace).
 TraceHook = Callable[[str, Mapping[str, object]], None]
 
-#: Connection attempts in a row that fail this soon after opening make the state "stuck".
-FAST_FAILURE_SECONDS = 2.0
-FAST_FAILURES_STUCK = 3
 #: ``pull.progress`` notifications at most this often (seconds).
 PROGRESS_INTERVAL = 0.25
 
@@ -82,8 +80,8 @@ class ClientCore:
         self._progress_published_at = -float("inf")
         #: Connection attempts since the last that succeeded.
         self.connect_attempts = 0
-        #: Attempts in a row that failed within FAST_FAILURE_SECONDS of opening.
-        self.fast_failures = 0
+        #: Attempts in a row that failed soon after the server answered.
+        self.fast_failures = FastFailures()
         #: Why the server refused a push for good (retrying cannot fix it), until an ack.
         self.refused_push: str | None = None
         self.last_synced_at: float | None = store.last_synced_at
@@ -136,7 +134,7 @@ class ClientCore:
 
     @property
     def failing_fast(self) -> bool:
-        return self.fast_failures >= FAST_FAILURES_STUCK or self.refused_push is not None
+        return self.fast_failures.stuck or self.refused_push is not None
 
     def status(self) -> SyncStatus:
         self.observe()
@@ -234,7 +232,7 @@ class ClientCore:
         self.known_server_id = None
         self.stuck = False
         self.refused_push = None
-        self.fast_failures = 0
+        self.fast_failures.on_stable()
         self.last_error = None
         self.last_synced_at = None
         self.catch_up = CatchUpMeter()

@@ -12,6 +12,7 @@ import trio
 from .._errors import ConnectionClosed, IncompatibleServer, ProtocolError
 from .._groups import single_exception
 from ..protocol import (
+    FAST_FAILURE_SECONDS,
     PROTOCOL_VERSION,
     ConnectionDead,
     Error,
@@ -35,7 +36,7 @@ from ..protocol import (
 )
 from ..transport import Connection
 from ._config import ClientTimings
-from ._core import FAST_FAILURE_SECONDS, ClientCore
+from ._core import ClientCore
 
 
 class ClientSession:
@@ -93,6 +94,11 @@ class ClientSession:
         except ProtocolError as exc:
             await self._say_goodbye(Error(f"client refuses: {exc}"))
             raise
+
+    @property
+    def connected_at(self) -> float | None:
+        """When the handshake succeeded (None: it did not)."""
+        return self._connected_at if self.connected else None
 
     def connected_for(self) -> float:
         """Seconds since the handshake succeeded (0 if it did not)."""
@@ -298,8 +304,8 @@ class ClientSession:
         # Up long enough not to count as failing fast: a run of fast failures ends.
         await trio.sleep(FAST_FAILURE_SECONDS)
         core = self._core
-        if core.fast_failures:
-            core.fast_failures = 0
+        if core.fast_failures.count:
+            core.fast_failures.on_stable()
             core.changed.notify()
 
     async def _head_probe_loop(self) -> None:

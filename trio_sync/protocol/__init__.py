@@ -7,6 +7,7 @@ are passed in. The runtimes in ``client/`` and ``server/`` move bytes and call t
 from ._backoff import backoff_delay
 from ._codec import MAX_FRAME_BYTES, decode, encode, encode_frame, event_json
 from ._events import Draft, Event, check_identifier, event_size, new_draft, new_event
+from ._fast_failures import FAST_FAILURE_SECONDS, FastFailures
 from ._handshake import hello_problem, protocol_problem, reused_id_problem, welcome_problem
 from ._heartbeat import (
     ConnectionDead,
@@ -84,6 +85,7 @@ __all__ = [
     "CLIENT_RECEIVE_LIMITS",
     "DEFAULT_LIMITS",
     "EVENT_ENVELOPE_BYTES",
+    "FAST_FAILURE_SECONDS",
     "HARD_MAX_FRAME_BYTES",
     "INT64_MAX",
     "MAX_CLIENT_ID_LENGTH",
@@ -103,6 +105,7 @@ __all__ = [
     "Draft",
     "Error",
     "Event",
+    "FastFailures",
     "FileTransfers",
     "Heartbeat",
     "HeartbeatAction",
