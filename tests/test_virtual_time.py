@@ -88,6 +88,10 @@ async def test_park_policy_stalls_after_a_lost_ack_and_says_stuck(
         assert "no answer to push" in (status.last_error or "")
         await trio.sleep(1000)
         assert client.status.pending == 3  # for ever
+        # The heartbeat kicked it at every tick from t=20, and said so each time.
+        kicks = [n for n in client.recent_events() if n.kind == "heartbeat.recovery"]
+        assert kicks and all(n["reason"] == "stuck-push" for n in kicks)
+        assert kicks[0].at == 20.0
 
 
 async def test_server_drops_a_connection_that_never_says_hello(

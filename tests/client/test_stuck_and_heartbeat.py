@@ -116,21 +116,3 @@ async def test_each_heartbeat_recovery_is_announced(
         await client.wait_synced()
         reasons = [n["reason"] for n in client.recent_events() if n.kind == "heartbeat.recovery"]
         assert "stalled-pull" in reasons
-
-
-async def test_stuck_push_is_kicked_and_announced(
-    world: World, autojump_clock: trio.testing.MockClock
-) -> None:
-    from trio_sync.protocol import PushAck
-
-    await world.start_server()
-    async with world.client(
-        "A", drop=drop_first(PushAck), push_batch_size=2, push_policy="park"
-    ) as client:
-        for i in range(5):
-            await client.commit("e", {"i": i})
-        await client.wait_status(lambda s: s.state == "stuck")
-        await trio.sleep(10)
-        kicks = [n for n in client.recent_events() if n.kind == "heartbeat.recovery"]
-        assert kicks and all(n["reason"] == "stuck-push" for n in kicks)
-        assert kicks[0].at == 20.0  # two ticks after the park at t=12
