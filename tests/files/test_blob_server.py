@@ -47,6 +47,18 @@ def _blobs(server: trio_sync.Server) -> Path:
     return Path(server.db_path + ".blobs/default/blobs")
 
 
+async def _serve_on_loopback(
+    nursery: trio.Nursery, store: ServerStore, backend: MemoryBlobBackend
+) -> str:
+    """A server on ``store`` with blobs in ``backend``, on loopback; its URL."""
+    port = await nursery.start(
+        partial(
+            serve_store, store, partial(serve_websocket, host="127.0.0.1", port=0), blobs=backend
+        )
+    )
+    return f"ws://127.0.0.1:{port}"
+
+
 async def _hello(conn: object, token: str | None = None) -> object:
     await conn.send(BlobHello(PROTOCOL_VERSION, "A", token))  # type: ignore[attr-defined]
     return await conn.receive()  # type: ignore[attr-defined]
@@ -136,15 +148,7 @@ async def test_a_full_disk_on_the_server_is_retried_by_the_client(tmp_path: Path
     try:
         with trio.fail_after(WAIT):
             async with trio.open_nursery() as nursery:
-                port = await nursery.start(
-                    partial(
-                        serve_store,
-                        store,
-                        partial(serve_websocket, host="127.0.0.1", port=0),
-                        blobs=backend,
-                    )
-                )
-                url = f"ws://127.0.0.1:{port}"
+                url = await _serve_on_loopback(nursery, store, backend)
                 db = str(tmp_path / "a.sqlite3")
                 async with trio_sync.open_client(url, db, timings=FAST, files=options) as a:
                     fid = await a.files.save(b"some bytes", path="x")
@@ -339,15 +343,7 @@ async def test_a_download_of_other_bytes_is_caught_by_the_running_hash(tmp_path:
     try:
         with trio.fail_after(WAIT):
             async with trio.open_nursery() as nursery:
-                port = await nursery.start(
-                    partial(
-                        serve_store,
-                        store,
-                        partial(serve_websocket, host="127.0.0.1", port=0),
-                        blobs=backend,
-                    )
-                )
-                url = f"ws://127.0.0.1:{port}"
+                url = await _serve_on_loopback(nursery, store, backend)
                 async with trio_sync.open_client(
                     url, str(tmp_path / "a.sqlite3"), timings=FAST, files=options
                 ) as a:
@@ -425,15 +421,8 @@ async def test_a_storage_failure_while_writing_a_chunk_ends_the_connection(
     try:
         with trio.fail_after(WAIT):
             async with trio.open_nursery() as nursery:
-                port = await nursery.start(
-                    partial(
-                        serve_store,
-                        store,
-                        partial(serve_websocket, host="127.0.0.1", port=0),
-                        blobs=backend,
-                    )
-                )
-                async with connect_websocket(f"ws://127.0.0.1:{port}") as conn:
+                url = await _serve_on_loopback(nursery, store, backend)
+                async with connect_websocket(url) as conn:
                     assert isinstance(await _hello(conn), BlobWelcome)
                     await conn.send(UploadBegin(hash=digest, size=len(data)))
                     assert await conn.receive() == UploadOffset(hash=digest, offset=0)
