@@ -23,6 +23,7 @@ from ._sqlite import (
     SQLiteStore,
     ensure_directory,
     get_meta,
+    is_memory,
     set_meta,
     translate_errors,
 )
@@ -179,7 +180,7 @@ class ClientStore(SQLiteStore):
         pending = self.load_state().pending
         committed_at = self.pending_committed_at()
         saved_to = None
-        if pending and _lineage.keeps_files(self.path):
+        if pending and not is_memory(self.path):
             saved_to = _lineage.write_jsonl(
                 _lineage.backup_path(self.path, now), pending, committed_at
             )
@@ -283,6 +284,17 @@ class ClientStore(SQLiteStore):
         self._db.write(lambda conn: set_meta(conn, "server_limits", text))
 
 
+def commit_time_column(conn: sqlite3.Connection) -> str:
+    """What to select for a pending event's commit time: its column, or NULL in a store
+    from before schema v2, which kept none (read-only readers meet such stores too).
+
+    Raises:
+        sqlite3.Error: The table cannot be read.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(pending)")}
+    return "committed_at" if "committed_at" in columns else "NULL"
+
+
 @attrs.frozen
 class StoreSummary:
     """What a client store holds, read without opening it for sync (``trio-sync status``).
@@ -322,12 +334,8 @@ def inspect_store(path: str) -> StoreSummary:
             if kind is None or kind[0] != "client":
                 raise StoreCorrupt(f"{path!r} is not a trio_sync client store")
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(pending)")}
-            oldest = (
-                conn.execute("SELECT min(committed_at) FROM pending").fetchone()[0]
-                if "committed_at" in columns
-                else None
-            )
+            when = commit_time_column(conn)
+            oldest = conn.execute(f"SELECT min({when}) FROM pending").fetchone()[0]
             pending = conn.execute("SELECT count(*) FROM pending").fetchone()[0]
             confirmed = conn.execute("SELECT count(*) FROM confirmed").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -20,7 +20,7 @@ import orjson
 
 from .._errors import StoreError
 from ..protocol import Event
-from ._sqlite import is_memory, set_meta
+from ._sqlite import set_meta
 
 
 @attrs.frozen
@@ -144,8 +144,3 @@ def replace_lineage(
     set_meta(conn, "upstream_head", 0)
     set_meta(conn, "acked_through", first_client_seq - 1)
     set_meta(conn, "next_client_seq", first_client_seq + len(keep))
-
-
-def keeps_files(store_path: str) -> bool:
-    """Whether a store has a folder to save events beside (in-memory ones do not)."""
-    return not is_memory(store_path)

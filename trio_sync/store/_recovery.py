@@ -18,7 +18,7 @@ import orjson
 
 from .._errors import StoreCorrupt, StoreDamaged
 from . import _lineage
-from ._client_store import ClientStore
+from ._client_store import ClientStore, commit_time_column
 from ._sqlite import is_memory, set_meta
 
 
@@ -133,11 +133,9 @@ def _salvage(path: str) -> _Salvage:
         except sqlite3.Error:
             seqs = []
         try:
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(pending)")}
+            when = commit_time_column(conn)
         except sqlite3.Error:
-            columns = set()
-        # Stores from before schema v2 keep no commit time.
-        when = "committed_at" if "committed_at" in columns else "NULL"
+            when = "NULL"
         for client_seq in sorted(set(seqs)):
             try:
                 row = conn.execute(
