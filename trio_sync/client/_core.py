@@ -118,6 +118,9 @@ class ClientCore:
         self.writer: ClientWriter
         #: Ephemeral notifications for subscribers (``Client.subscribe()``).
         self.bus = EventBus()
+        #: Called with the events of each upstream merge once applied (the file view
+        #: folds its facts from them instead of reading the log back).
+        self.merge_listeners: list[Callable[[Sequence[Event]], None]] = []
         #: Extra checks the heartbeat runs on each tick while connected (file transfers
         #: add theirs); each heals what it finds and announces it on the bus.
         self.tick_checks: list[Callable[[], Awaitable[None]]] = []
@@ -278,6 +281,8 @@ class ClientCore:
         """A merged upstream batch is written: apply it, restart pushing as the policy says."""
         self.state.apply_merge(result)
         self.durable_head = self.state.upstream_head
+        for listener in self.merge_listeners:
+            listener(result.applied)
         now = trio.current_time()
         progress = self.catch_up.progress(
             now, upstream_head=self.durable_head, server_head=self.server_head

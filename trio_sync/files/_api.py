@@ -9,7 +9,7 @@ doing is this client's own durable state (``files.state()``), never synced.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -108,7 +108,12 @@ class FileSync:
         self._token = token
         self._confirmed = FileTable()
         self._cursor = 0
+        #: Files changed by merges folded as they happened, for the next reconcile.
+        self._merged: set[str] = set()
+        core.merge_listeners.append(self._on_merged)
         self._view = FileTable()
+        #: The log position the view shows (the fold can be ahead until the next refresh).
+        self._view_cursor = 0
         #: Saves in progress: their blob is stored before any fact refers to it, so the
         #: garbage collector waits for them.
         self._saves_running = 0
@@ -365,11 +370,8 @@ class FileSync:
         """Waits until the file view has folded every event confirmed when called: just
         after ``wait_synced()``, a file whose event is confirmed is then known."""
         target = self._core.durable_head
-        while self._cursor < target:
-            changed = self._changed
-            if self._cursor >= target:
-                break
-            await changed.wait()
+        while self._view_cursor < target:
+            await self._changed.wait()
 
     def _live(self, file_id: str) -> FileInfo:
         info = self._view.files.get(file_id)
@@ -381,16 +383,29 @@ class FileSync:
         """Folds confirmed events not seen yet; returns the ids they changed."""
         core = self._core
         changed: set[str] = set()
+        # Merges seen as they were applied (_on_merged) need no read; the store is read
+        # only for what came before this FileSync followed (the log at open).
+        changed, self._merged = self._merged, set()
         while self._cursor < core.durable_head:
             events: list[Event] = await core.run_store(
                 core.store.confirmed_events, self._cursor, _PAGE
             )
+            # _on_merged may have moved on while this read ran: never fold an event twice.
+            events = [e for e in events if (e.seq or 0) > self._cursor]
             if not events:
                 break
             changed |= self._confirmed.apply_all(events)
             self._cursor = events[-1].seq or self._cursor
         changed |= self._refresh_view()
         return changed
+
+    def _on_merged(self, applied: Sequence[Event]) -> None:
+        """The client applied upstream events: fold the file events among them now, from
+        memory, instead of reading every confirmed event back from the store."""
+        if not applied or applied[0].seq != self._cursor + 1:
+            return  # not caught up yet: _catch_up reads them from the store
+        self._merged |= self._confirmed.apply_all(e for e in applied if e.name in FILE_EVENTS)
+        self._cursor = applied[-1].seq or self._cursor
 
     def _refresh_view(self) -> set[str]:
         """The confirmed files with this client's pending file events on top (they show at
@@ -400,6 +415,7 @@ class FileSync:
         view = self._confirmed.copy() if pending else FileTable(self._confirmed.files)
         view.apply_all(pending)
         self._view = view
+        self._view_cursor = self._cursor
         changed = {fid for fid, info in view.files.items() if before.get(fid) != info}
         self._wake()
         return changed
