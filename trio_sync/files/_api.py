@@ -423,7 +423,9 @@ class FileSync:
     async def _follow(self) -> None:
         core = self._core
         while True:
-            event = core.changed.event
+            # Merges only: this FileSync refreshes the view itself after its own commits,
+            # so a commit of any other event costs the fold nothing.
+            event = core.heads_changed.event
             changed = await self._catch_up()
             if changed:
                 await self._reconcile(changed)
