@@ -198,9 +198,7 @@ class ClientWriter:
         if synced:
             writes.append(store.synced_write(synced[-1].at))
         try:
-            results = await core.run_store(
-                partial(store.write_batch, durable=bool(commits)), writes
-            )
+            results = await self._run_batch(store, writes, durable=bool(commits))
         except StoreError as exc:
             for failed in batch:
                 failed.fail(exc)
