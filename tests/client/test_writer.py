@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import trio_sync
@@ -23,7 +22,7 @@ async def test_the_write_ahead_log_is_checkpointed_as_commits_go_on(tmp_path: Pa
         for round_ in range(4):
             for i in range(CHECKPOINT_EVERY):
                 await client.commit("note.added", {"round": round_, "i": i})
-            sizes.append(os.path.getsize(path + "-wal"))
+            sizes.append(Path(path + "-wal").stat().st_size)  # noqa: ASYNC240
         assert client.status.pending == 4 * CHECKPOINT_EVERY
     assert sizes[3] <= sizes[1], sizes
     async with trio_sync.open_client(OFFLINE_URL, path) as client:

@@ -339,15 +339,22 @@ class Client:
             except (TransportError, ProtocolError) as exc:
                 self._note_failure(url, exc)
             connected_at = session.connected_at if session is not None else None
-            core.fast_failures.on_failure(
-                trio.current_time(),
-                up_since=opened_at if connected_at is None else connected_at,
-                answered=answered,
-            )
+            if session is not None and session.made_progress:
+                core.fast_failures.on_stable()
+            else:
+                core.fast_failures.on_failure(
+                    trio.current_time(),
+                    up_since=opened_at if connected_at is None else connected_at,
+                    answered=answered,
+                )
             core.changed.notify()
             # A connection that stayed up a while resets the backoff; one that is refused or
             # dropped at once (a full server, a restarting one) must not reconnect in a loop.
-            stable = session is not None and session.connected_for() >= timings.stable_connection
+            # So does one that did its work (answered pushes, sent pages) before it was
+            # lost: reconnecting to a server that works is no loop to slow down.
+            stable = session is not None and (
+                session.made_progress or session.connected_for() >= timings.stable_connection
+            )
             failures = 1 if stable else failures + 1
             self._url_index += 1
             if stable and len(self._urls) > 1:

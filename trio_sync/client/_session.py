@@ -28,8 +28,11 @@ from ..protocol import (
     Refused,
     RestartPull,
     SendPing,
+    SendProbe,
     SendPush,
     ServerAhead,
+    SilenceWatch,
+    Silent,
     StreamWatch,
     Welcome,
     welcome_problem,
@@ -63,6 +66,14 @@ class ClientSession:
         self.connected = False
         self._connected_at = 0.0
         self._bytes_seen = 0
+        self._silence = SilenceWatch()
+        #: Set when a push is sent while the silence watch was idle: it starts watching.
+        self._silence_armed = trio.Event()
+        #: Messages received so far (the silence watch compares counts, not times).
+        self._messages_received = 0
+        #: Whether the server answered a push or sent a page on this connection: one that
+        #: did is no fast failure however soon it ends (it was doing its work).
+        self.made_progress = False
 
     async def run(self) -> None:
         """Handshakes, then syncs until the connection ends (always by an exception).
@@ -88,6 +99,7 @@ class ClientSession:
                     nursery.start_soon(self._push_loop)
                     nursery.start_soon(self._heartbeat_loop)
                     nursery.start_soon(self._watch_stream)
+                    nursery.start_soon(self._watch_silence)
                     nursery.start_soon(self._head_probe_loop)
                     nursery.start_soon(self._note_stable)
                     await self._restart_pull("connected")
@@ -153,7 +165,9 @@ class ClientSession:
         core = self._core
         while True:
             message = await self._conn.receive()
+            self._messages_received += 1
             if isinstance(message, PullPage):
+                self.made_progress = True
                 core.note_server_head(message.head)
                 received = getattr(self._conn, "bytes_received", 0)
                 core.note_history_received(received - self._bytes_seen)
@@ -161,8 +175,11 @@ class ClientSession:
                 self._heartbeat.note_server_head(message.head)
                 await self._send_page.send(message)
             elif isinstance(message, PushAck):
+                self.made_progress = True
+                self._silence.on_push_answered()
                 core.acknowledge(message)
             elif isinstance(message, ServerAhead):
+                self._silence.on_push_answered()
                 core.trace("push.server_ahead", push_id=message.push_id, head=message.head)
                 core.note_server_head(message.head)
                 core.push.on_server_ahead(
@@ -174,6 +191,7 @@ class ClientSession:
                 )
                 core.changed.notify()
             elif isinstance(message, PushRejected):
+                self._silence.on_push_answered()
                 core.trace("push.rejected", push_id=message.push_id, reason=message.reason)
                 if not message.retryable:
                     # Retrying the same batch cannot help: say so ("stuck") rather than
@@ -236,6 +254,32 @@ class ClientSession:
                 core.trace("pull.stalled", reason=stalled.reason)
                 await self._restart_pull(stalled.reason)
 
+    async def _watch_silence(self) -> None:
+        """Replaces a connection that went silent while a push waited for its answer
+        (``protocol/_silence.py``): a probe ping after a round-trip timeout of silence, and
+        the connection is dead after another."""
+        core = self._core
+        watch = self._silence
+        while True:
+            deadline = watch.deadline(core.push.answer_timeout())
+            if deadline is None:
+                await self._silence_armed.wait()
+                self._silence_armed = trio.Event()
+                continue
+            await trio.sleep_until(deadline)
+            # Bytes of a large frame still arriving count: the connection is alive.
+            received = self._messages_received + getattr(self._conn, "bytes_received", 0)
+            action = watch.check(
+                trio.current_time(), received=received, timeout=core.push.answer_timeout()
+            )
+            if isinstance(action, SendProbe):
+                core.trace("silence.probe")
+                await self._conn.send(Ping(nonce=0))
+            elif isinstance(action, Silent):
+                core.trace("silence.dead", reason=action.reason)
+                core.notify("heartbeat.recovery", reason="silent-connection", detail=action.reason)
+                raise ConnectionClosed(f"silent connection: {action.reason}")
+
     async def _restart_pull(self, why: str) -> None:
         self._pull_id += 1
         cursor = self._core.state.upstream_head
@@ -257,6 +301,8 @@ class ClientSession:
                     count=len(push.events),
                 )
                 await self._conn.send(push)
+                if self._silence.on_push_sent(trio.current_time()):
+                    self._silence_armed.set()
                 continue
             if action.deadline is None:
                 await changed.wait()

@@ -62,6 +62,7 @@ from ._push import (
 from ._rate import TokenBucket
 from ._round_trip import RoundTrip, StreamStalled, StreamWatch
 from ._server_rules import Accept, Ahead, PushDecision, PushFacts, Reject, decide_push
+from ._silence import SendProbe, SilenceAction, SilenceWatch, Silent
 from ._state import Advance, MergeResult, PushPlan, Rebase, Refused, SyncState
 from ._status import (
     ConnectionPhase,
@@ -135,9 +136,13 @@ __all__ = [
     "RestartPull",
     "RoundTrip",
     "SendPing",
+    "SendProbe",
     "SendPush",
     "ServerAhead",
     "ServerMessage",
+    "SilenceAction",
+    "SilenceWatch",
+    "Silent",
     "Sleep",
     "StatusState",
     "StreamStalled",

@@ -1,0 +1,93 @@
+"""Noticing a connection that went silent, in about two round-trip timeouts.
+
+A connection can freeze without closing: one message held up on an ordered stream holds
+up everything behind it (a stalled TCP stream, a proxy that stopped forwarding). The
+heartbeat notices it after ``pong_timeout`` (10 s by default), and every push made in the
+meantime times out and backs off, on a connection that cannot answer.
+
+This watch notices it sooner, and costs nothing while the connection works. When a push
+has gone unanswered for a round-trip timeout *and nothing at all has arrived* in that
+time, it asks for a probe: one ping. If nothing arrives for another timeout after the
+probe, the connection is silent, and the client replaces it. Anything that arrives (a
+pong, a page, an ack, or bytes of a large frame still on its way) shows the connection is
+alive and starts the wait again: a server that is only slow to commit still answers pings,
+so it is not taken for dead.
+
+Sans-IO: the caller passes the times in, and says what happened. It tells the watch that
+something arrived by counting (``received`` is any number that grows when bytes or
+messages arrive), so the receive path only increments a counter.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class SendProbe:
+    """Send one ping now: the connection has been silent while a push waits."""
+
+
+@attrs.frozen
+class Silent:
+    """Nothing arrived after the probe either: replace the connection."""
+
+    reason: str
+
+
+SilenceAction = SendProbe | Silent
+
+
+class SilenceWatch:
+    """One connection's silence watch. A new connection gets a new one."""
+
+    def __init__(self) -> None:
+        #: When the oldest unanswered push was sent (None: every push is answered).
+        self.waiting_since: float | None = None
+        self._probe_sent_at: float | None = None
+        #: When the watch last saw ``received`` move, and the value it saw.
+        self._heard_at: float | None = None
+        self._received = 0
+
+    def on_push_sent(self, now: float) -> bool:
+        """A push was sent. True when the watch was idle (the caller wakes its task)."""
+        if self.waiting_since is None:
+            self.waiting_since = now
+            return True
+        return False
+
+    def on_push_answered(self) -> None:
+        """An answer to a push arrived (ack, server ahead, refusal): nothing waits."""
+        self.waiting_since = None
+        self._probe_sent_at = None
+
+    def deadline(self, timeout: float) -> float | None:
+        """When to look next (None: nothing waits, sleep until a push is sent)."""
+        if self.waiting_since is None:
+            return None
+        quiet_since = max(
+            self.waiting_since,
+            self._heard_at if self._heard_at is not None else self.waiting_since,
+            self._probe_sent_at if self._probe_sent_at is not None else self.waiting_since,
+        )
+        return quiet_since + timeout
+
+    def check(self, now: float, *, received: int, timeout: float) -> SilenceAction | None:
+        """Looks at the connection at ``now``; ``received`` counts what has arrived so far
+        (messages or bytes), ``timeout`` is the round-trip timeout in force."""
+        if received != self._received:
+            self._received = received
+            self._heard_at = now
+            self._probe_sent_at = None
+        deadline = self.deadline(timeout)
+        if deadline is None or now < deadline:
+            return None
+        if self._probe_sent_at is None:
+            self._probe_sent_at = now
+            return SendProbe()
+        assert self.waiting_since is not None  # deadline() was not None
+        quiet_since = max(self.waiting_since, self._heard_at or self.waiting_since)
+        return Silent(
+            f"nothing received for {now - quiet_since:.3g}s while a push waited for its "
+            f"answer, not even a pong"
+        )
