@@ -54,12 +54,12 @@ class World:
     async def start_server(self, **options: Any) -> ServerStore:
         """Starts the server (any option of ``serve_store``); returns its store."""
         self.store = ServerStore.open(MEMORY)
+        options.setdefault("run_store", inline)
         self.url = await self.nursery.start(
             partial(
                 serve_store,
                 self.store,
                 partial(self.network.serve, name="server"),
-                run_store=inline,
                 **options,
             )
         )

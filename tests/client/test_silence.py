@@ -5,12 +5,14 @@ Exact virtual times under MockClock."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
 import trio.testing
 
 from trio_sync import HeartbeatTimings
+from trio_sync._store_runner import inline
 from trio_sync.protocol import Message, PullPage, PushAck
 from trio_sync.transport import MemoryNetwork
 
@@ -80,3 +82,25 @@ async def test_a_slow_server_that_still_answers_pings_is_kept(
         assert len(probes) >= 2  # it asked, and asked again after each pong
         assert world.times("A", "silence.dead") == []
         assert len(world.times("A", "phase")) == 2  # connecting, connected: never replaced
+
+
+async def test_a_server_slow_to_commit_still_answers_pings(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # What was tried: the server's commit of every push takes 30 s (a stalled disk). The
+    # server answers pushes in their own task, so the probes' pongs come at once and the
+    # connection is kept; before, a pong waited behind the commit and the client took the
+    # connection for silent at t=24.
+    async def slow_commits(fn: Callable[..., Any], /, *args: Any) -> Any:
+        if getattr(fn, "__name__", "") == "apply_pushes":
+            await trio.sleep(30.0)
+        return await inline(fn, *args)
+
+    await world.start_server(run_store=slow_commits)
+    async with world.client("A", timings=QUIET_HEARTBEAT) as client:
+        await client.commit("note.added", {"n": 1})
+        await client.wait_synced()
+        sent = world.times("A", "push.send")[0]
+        assert world.times("A", "push.ack") == [sent + 30.0]
+        assert world.times("A", "silence.probe") == [sent + 12.0, sent + 24.0]
+        assert world.times("A", "silence.dead") == []

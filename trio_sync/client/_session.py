@@ -69,8 +69,9 @@ class ClientSession:
         self._silence = SilenceWatch()
         #: Set when a push is sent while the silence watch was idle: it starts watching.
         self._silence_armed = trio.Event()
-        #: Messages received so far (the silence watch compares counts, not times).
-        self._messages_received = 0
+        #: When the last message arrived (None: none yet), for the silence watch.
+        self._heard_at: float | None = None
+        self._bytes_heard = 0
         #: Whether the server answered a push or sent a page on this connection: one that
         #: did is no fast failure however soon it ends (it was doing its work).
         self.made_progress = False
@@ -165,7 +166,7 @@ class ClientSession:
         core = self._core
         while True:
             message = await self._conn.receive()
-            self._messages_received += 1
+            self._heard_at = trio.current_time()
             if isinstance(message, PullPage):
                 self.made_progress = True
                 core.note_server_head(message.head)
@@ -267,11 +268,14 @@ class ClientSession:
                 self._silence_armed = trio.Event()
                 continue
             await trio.sleep_until(deadline)
+            now = trio.current_time()
+            heard_at = self._heard_at
             # Bytes of a large frame still arriving count: the connection is alive.
-            received = self._messages_received + getattr(self._conn, "bytes_received", 0)
-            action = watch.check(
-                trio.current_time(), received=received, timeout=core.push.answer_timeout()
-            )
+            received = getattr(self._conn, "bytes_received", 0)
+            if received != self._bytes_heard:
+                self._bytes_heard = received
+                heard_at = now
+            action = watch.check(now, heard_at=heard_at, timeout=core.push.answer_timeout())
             if isinstance(action, SendProbe):
                 core.trace("silence.probe")
                 await self._conn.send(Ping(nonce=0))
@@ -302,6 +306,7 @@ class ClientSession:
                 )
                 await self._conn.send(push)
                 if self._silence.on_push_sent(trio.current_time()):
+                    self._bytes_heard = getattr(self._conn, "bytes_received", 0)
                     self._silence_armed.set()
                 continue
             if action.deadline is None:

@@ -13,9 +13,8 @@ pong, a page, an ack, or bytes of a large frame still on its way) shows the conn
 alive and starts the wait again: a server that is only slow to commit still answers pings,
 so it is not taken for dead.
 
-Sans-IO: the caller passes the times in, and says what happened. It tells the watch that
-something arrived by counting (``received`` is any number that grows when bytes or
-messages arrive), so the receive path only increments a counter.
+Sans-IO: the caller passes the times in, and says what happened: when pushes are sent and
+answered, and, when it looks, when it last heard anything from the server.
 """
 
 from __future__ import annotations
@@ -45,9 +44,8 @@ class SilenceWatch:
         #: When the oldest unanswered push was sent (None: every push is answered).
         self.waiting_since: float | None = None
         self._probe_sent_at: float | None = None
-        #: When the watch last saw ``received`` move, and the value it saw.
+        #: When something last arrived, as far as the watch was told.
         self._heard_at: float | None = None
-        self._received = 0
 
     def on_push_sent(self, now: float) -> bool:
         """A push was sent. True when the watch was idle (the caller wakes its task)."""
@@ -65,20 +63,29 @@ class SilenceWatch:
         """When to look next (None: nothing waits, sleep until a push is sent)."""
         if self.waiting_since is None:
             return None
-        quiet_since = max(
+        return self._quiet_since() + timeout
+
+    def _quiet_since(self) -> float:
+        assert self.waiting_since is not None
+        return max(
             self.waiting_since,
             self._heard_at if self._heard_at is not None else self.waiting_since,
             self._probe_sent_at if self._probe_sent_at is not None else self.waiting_since,
         )
-        return quiet_since + timeout
 
-    def check(self, now: float, *, received: int, timeout: float) -> SilenceAction | None:
-        """Looks at the connection at ``now``; ``received`` counts what has arrived so far
-        (messages or bytes), ``timeout`` is the round-trip timeout in force."""
-        if received != self._received:
-            self._received = received
-            self._heard_at = now
-            self._probe_sent_at = None
+    def check(self, now: float, *, heard_at: float | None, timeout: float) -> SilenceAction | None:
+        """Looks at the connection at ``now``.
+
+        Args:
+            now: The time.
+            heard_at: When anything last arrived from the server (a message, or bytes of
+                one), None if nothing has.
+            timeout: The round-trip timeout in force.
+        """
+        if heard_at is not None and (self._heard_at is None or heard_at > self._heard_at):
+            self._heard_at = heard_at
+            if self._probe_sent_at is not None and heard_at >= self._probe_sent_at:
+                self._probe_sent_at = None  # answered, or something else came: alive
         deadline = self.deadline(timeout)
         if deadline is None or now < deadline:
             return None

@@ -57,6 +57,9 @@ PULL_COST = 100
 #: And every this many bytes received cost one message (1,000 messages a second are then
 #: about 4 MiB a second).
 BYTES_PER_MESSAGE = 4096
+#: Pushes a connection may have received and not yet answered; the next waits for room
+#: (a client pipelines a few pushes, and nothing more is read from it meanwhile).
+PUSHES_QUEUED = 8
 
 
 class Refusal(Exception):
@@ -92,6 +95,8 @@ class ServerSession:
         self._limits = hub.config.limits
         self._pull_scope: trio.CancelScope | None = None
         self._receive_scope: trio.CancelScope | None = None
+        #: Pushes received and not yet answered go here, to the task that answers them.
+        self._send_push: trio.MemorySendChannel[Push] | None = None
         self._receiving = False
         #: Why the server ended this session on its own (shutdown, a newer connection).
         self._stopped: tuple[str, bool] | None = None
@@ -210,7 +215,13 @@ class ServerSession:
             expires_at, deadline = self._token_expires
             with trio.move_on_at(deadline) as expiry, single_exception():
                 async with trio.open_nursery() as nursery:
+                    self._send_push, pushes = trio.open_memory_channel[Push](PUSHES_QUEUED)
+                    answered = trio.Event()
+                    nursery.start_soon(self._answer_pushes, pushes, log, answered)
                     await self._serve(log, nursery)
+                    # Stopping: the pushes already received are committed and answered.
+                    self._send_push.close()
+                    await answered.wait()
                     nursery.cancel_scope.cancel()
             if expiry.cancelled_caught:
                 raise Refusal(
@@ -331,7 +342,10 @@ class ServerSession:
 
     async def _handle(self, message: object, log: StoreLog, nursery: trio.Nursery) -> None:
         if isinstance(message, Push):
-            await self._send(await self._answer_push(message, log))
+            # Answered in order by their own task: pings and pulls read meanwhile are
+            # answered while a push commits (a slow disk is no silent connection).
+            assert self._send_push is not None
+            await self._send_push.send(message)
         elif isinstance(message, Pull):
             if message.cursor > log.head and self._hub.db.shared:
                 # The client saw these events through another node, before this one heard
@@ -352,6 +366,13 @@ class ServerSession:
             raise ConnectionClosed(f"client closed: {message.reason}")
         else:
             raise ProtocolError(f"a client does not send {message.TYPE!r}")  # type: ignore[attr-defined]
+
+    async def _answer_pushes(
+        self, pushes: trio.MemoryReceiveChannel[Push], log: StoreLog, answered: trio.Event
+    ) -> None:
+        async for push in pushes:
+            await self._send(await self._answer_push(push, log))
+        answered.set()
 
     async def _answer_push(self, push: Push, log: StoreLog) -> ServerMessage:
         hub = self._hub
