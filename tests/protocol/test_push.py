@@ -34,15 +34,74 @@ def send(machine: object, state: SyncState, now: float = 0.0) -> SendPush:
     return action
 
 
-def test_one_push_in_flight_at_a_time_until_acknowledged() -> None:
-    state, machine = state_with(5), SupervisedPush(2, TIMINGS)
+def test_a_trickle_goes_one_push_at_a_time_until_acknowledged() -> None:
+    # Fewer events than a batch behind the push in flight: they wait (and may fill up).
+    state, machine = state_with(3), SupervisedPush(2, TIMINGS)
     first = send(machine, state).push
     assert [e.client_seq for e in first.events] == [1, 2] and first.parent == 0
-    assert machine.poll(state, 1.0) == Sleep(10.0)  # the ack timeout
+    assert machine.poll(state, 1.0) == Sleep(10.0)  # [3] is no full batch: the ack timeout
     state.acknowledge(1, 2)
     machine.on_ack(first.push_id, 1.0)
     second = send(machine, state).push
-    assert [e.client_seq for e in second.events] == [3, 4]
+    assert [e.client_seq for e in second.events] == [3]
+
+
+def test_a_backlog_is_pipelined_up_to_the_window() -> None:
+    state, machine = state_with(20), SupervisedPush(2, TIMINGS)
+    pushes = [send(machine, state, now=0.1 * i).push for i in range(4)]
+    assert [[e.client_seq for e in p.events] for p in pushes] == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    assert {p.parent for p in pushes} == {0}  # the server takes own events after a parent
+    assert machine.poll(state, 0.5) == Sleep(10.0)  # the window is full: the oldest's timeout
+    state.acknowledge(1, 2)
+    machine.on_ack(pushes[0].push_id, 0.6)
+    assert machine.deadline == pytest.approx(10.1)  # now the second push's own timeout
+    fifth = send(machine, state, 0.7).push
+    assert [e.client_seq for e in fifth.events] == [9, 10]
+
+
+def test_an_ack_answers_the_pushes_before_it_whose_acks_were_lost() -> None:
+    state, machine = state_with(6), SupervisedPush(2, TIMINGS)
+    _first, second, third = (send(machine, state).push for _ in range(3))
+    state.acknowledge(1, 4)
+    machine.on_ack(second.push_id, 1.0)  # the first push's ack was lost
+    assert machine.in_flight == [third]
+    state.acknowledge(5, 2)
+    machine.on_ack(third.push_id, 1.5)
+    assert machine.phase == "ready" and machine.in_flight == []
+
+
+def test_pushes_after_one_that_met_server_ahead_are_void() -> None:
+    state, machine = state_with(6), SupervisedPush(2, TIMINGS)
+    first, second = send(machine, state).push, send(machine, state).push
+    machine.on_server_ahead(first.push_id, 9, state, 1.0, jitter=0.0)
+    assert machine.phase == "catching_up"
+    # The server then refuses the second for a client_seq gap: a consequence, not news.
+    assert machine.on_rejected(second.push_id, "client_seq gap", 1.1, jitter=0.0) is False
+    assert machine.phase == "catching_up" and machine.failures == 0
+    # A refusal of a push that was no consequence is news.
+    third_state = state_with(1)
+    other = SupervisedPush(2, TIMINGS)
+    lone = send(other, third_state).push
+    assert other.on_rejected(lone.push_id, "differs", 1.0, jitter=0.0) is True
+    assert other.phase == "backoff"
+
+
+def test_a_timeout_gives_up_on_every_push_in_flight() -> None:
+    state, machine = state_with(6), SupervisedPush(2, TIMINGS)
+    first, second = send(machine, state).push, send(machine, state, 1.0).push
+    machine.on_deadline(10.0, jitter=0.0)
+    assert machine.phase == "backoff" and machine.in_flight == []
+    assert f"no answer to push {first.push_id}" in (machine.last_error or "")
+    # A late ack of either ends the backoff at once: the connection works, only slowly.
+    state.acknowledge(1, 4)
+    machine.on_ack(second.push_id, 10.2)
+    assert machine.phase == "ready" and machine.failures == 0
+
+
+def test_the_legacy_policy_pushes_one_at_a_time() -> None:
+    state, machine = state_with(20), ParkingPush(2, TIMINGS)
+    send(machine, state)
+    assert machine.poll(state, 0.1) == Sleep(10.0)
 
 
 def test_nothing_to_push_sleeps_until_woken() -> None:

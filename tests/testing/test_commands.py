@@ -28,7 +28,7 @@ def test_replay_of_the_canonical_reproduction_shows_the_stall() -> None:
     assert re.search(r"lost\.push_ack +to=A push_id=1", parked.stdout), parked.stdout
     assert "phase=parked" in parked.stdout and "STALLED" in parked.stdout
     fixed = replay("--seed", "0", "--policy", "supervised", "--scenario", "lost-ack")
-    assert fixed.returncode == 0 and "converged at t=0.0080" in fixed.stdout
+    assert fixed.returncode == 0 and "converged at t=0.0060" in fixed.stdout
 
 
 def test_replay_of_any_seed_is_the_same_run_every_time() -> None:

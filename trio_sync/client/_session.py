@@ -194,13 +194,13 @@ class ClientSession:
             elif isinstance(message, PushRejected):
                 self._silence.on_push_answered()
                 core.trace("push.rejected", push_id=message.push_id, reason=message.reason)
-                if not message.retryable:
+                news = core.push.on_rejected(
+                    message.push_id, message.reason, trio.current_time(), core.rng.random()
+                )
+                if news and not message.retryable:
                     # Retrying the same batch cannot help: say so ("stuck") rather than
                     # look busy for ever.
                     core.refused_push = f"push refused: {message.reason}"
-                core.push.on_rejected(
-                    message.push_id, message.reason, trio.current_time(), core.rng.random()
-                )
                 core.changed.notify()
             elif isinstance(message, Pong):
                 self._heartbeat.on_pong(message.nonce, message.head)

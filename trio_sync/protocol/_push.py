@@ -74,9 +74,22 @@ class PushTimings:
 
 
 class PushMachine:
-    """Common part of both policies. Subclasses decide what failures and changes do."""
+    """Common part of both policies. Subclasses decide what failures and changes do.
+
+    Pushes are pipelined: while pushes wait for their answers, the next one goes out at
+    once if it is *full* (``batch_size`` events, or cut short by the server's limits), up to
+    ``window`` pushes in flight. A backlog then moves at the speed of the link instead of
+    one push per round trip, and a trickle of commits still goes one push at a time (as
+    much batching as before, no extra pushes). The server answers a connection's pushes in
+    order and accepts a push whose parent is behind its head by the client's own events
+    only, so pipelined pushes need nothing new from it. When one push fails or meets
+    ``server_ahead``, the pushes sent after it are void: their refusals (a client_seq gap,
+    the server ahead) are consequences, not news.
+    """
 
     policy: str = ""
+    #: Pushes in flight at most (the legacy policy pushes one at a time).
+    window: int = 4
 
     def __init__(self, batch_size: int, timings: PushTimings | None = None) -> None:
         if batch_size < 1:
@@ -86,8 +99,10 @@ class PushMachine:
         self.phase: Phase = "ready"
         #: When the current phase ends on its own (ack timeout, end of backoff).
         self.deadline: float | None = None
-        #: The push awaiting an answer, if any.
-        self.in_flight: Push | None = None
+        #: The pushes awaiting an answer, oldest first.
+        self.in_flight: list[Push] = []
+        #: Pushes sent after one that failed: their answers tell nothing new.
+        self._void: set[int] = set()
         self.failures = 0
         self.last_error: str | None = None
         self.catch_up_target = 0
@@ -108,20 +123,31 @@ class PushMachine:
         """The next step for the push loop."""
         if self.phase == "catching_up" and state.upstream_head >= self.catch_up_target:
             self._become_ready()
-        if self.phase != "ready":
+        if self.phase == "in_flight":
+            if len(self.in_flight) >= self.window:
+                return Sleep(self.deadline)
+            plan = state.plan_push(
+                self.batch_size, after_client_seq=self.in_flight[-1].events[-1].client_seq
+            )
+            if plan is None or not plan.full:
+                return Sleep(self.deadline)  # a partial batch waits: it may still fill
+        elif self.phase == "ready":
+            plan = state.plan_push(self.batch_size)
+            if plan is None:
+                return Sleep(None)
+        else:
             return Sleep(self.deadline)
-        plan = state.plan_push(self.batch_size)
-        if plan is None:
-            return Sleep(None)
         push = Push(push_id=self._next_push_id, parent=plan.parent, events=plan.events)
         self._next_push_id += 1
-        self.in_flight = push
-        self.phase = "in_flight"
         self._sent_at[push.push_id] = now
         if len(self._sent_at) > _REMEMBERED_SENDS:
             del self._sent_at[next(iter(self._sent_at))]
-        self._waiting = self.answer_timeout()
-        self.deadline = now + self._waiting
+        if not self.in_flight:
+            # The deadline is the oldest push's: answers come in order.
+            self._waiting = self.answer_timeout()
+            self.deadline = now + self._waiting
+        self.in_flight.append(push)
+        self.phase = "in_flight"
         return SendPush(push)
 
     def answer_timeout(self) -> float:
@@ -134,17 +160,17 @@ class PushMachine:
         if self.deadline is None or now < self.deadline:
             return
         if self.phase == "in_flight":
-            if self.in_flight is not None:
-                self._given_up.add(self.in_flight.push_id)
-            self._failed(
-                f"no answer to push {self.in_flight_id} within {self._waiting:.3g}s", now, jitter
-            )
+            error = f"no answer to push {self.in_flight_id} within {self._waiting:.3g}s"
+            self._given_up.update(push.push_id for push in self.in_flight)
+            self._void_in_flight()
+            self._failed(error, now, jitter)
         elif self.phase in ("backoff", "catching_up"):
             self._become_ready()
 
     @property
     def in_flight_id(self) -> int | None:
-        return self.in_flight.push_id if self.in_flight else None
+        """The oldest push in flight, if any."""
+        return self.in_flight[0].push_id if self.in_flight else None
 
     def is_stuck(self, state: SyncState) -> bool:
         """True when events wait for the server with nothing pushing or scheduled to push
@@ -160,7 +186,18 @@ class PushMachine:
         slow), so the failures are forgiven and a backoff ends at once.
         """
         self._answered(push_id, now)
-        if push_id == self.in_flight_id or (push_id in self._given_up and self.phase == "backoff"):
+        index = self._in_flight_index(push_id)
+        if index is not None:
+            # Answers come in order: the pushes before it were answered (or their answers
+            # lost, and this one holds their events too).
+            del self.in_flight[: index + 1]
+            self.failures = 0
+            self.last_error = None
+            if self.in_flight:
+                self._rearm(now)
+            else:
+                self._become_ready()
+        elif push_id in self._given_up and self.phase == "backoff":
             self.failures = 0
             self.last_error = None
             self._become_ready()
@@ -170,14 +207,32 @@ class PushMachine:
     ) -> None:
         """The server holds other clients' events after our parent."""
         self._answered(push_id, now)
-        if push_id == self.in_flight_id:
+        if self._in_flight_index(push_id) is not None:
+            self._void_in_flight()
             self._server_ahead(server_head, state, now, jitter)
 
-    def on_rejected(self, push_id: int, reason: str, now: float, jitter: float) -> None:
-        """The server refused the batch outright."""
+    def on_rejected(self, push_id: int, reason: str, now: float, jitter: float) -> bool:
+        """The server refused the batch outright. Returns False when the refusal is only a
+        consequence of an earlier push's failure (a void push): not news."""
         self._answered(push_id, now)
-        if push_id == self.in_flight_id:
+        if push_id in self._void:
+            return False
+        if self._in_flight_index(push_id) is not None:
+            self._void_in_flight()
             self._failed(f"push rejected: {reason}", now, jitter)
+        return True
+
+    def _in_flight_index(self, push_id: int) -> int | None:
+        for index, push in enumerate(self.in_flight):
+            if push.push_id == push_id:
+                return index
+        return None
+
+    def _void_in_flight(self) -> None:
+        self._void.update(push.push_id for push in self.in_flight)
+        if len(self._void) > _REMEMBERED_SENDS:
+            self._void = set(sorted(self._void)[-_REMEMBERED_SENDS:])
+        self.in_flight = []
 
     def _answered(self, push_id: int, now: float) -> None:
         # Each push has its own id, so an answer is never mistaken for a retry's: a late
@@ -190,6 +245,7 @@ class PushMachine:
         """A new connection is up: whatever was in flight is gone; start afresh."""
         self._sent_at.clear()
         self._given_up.clear()
+        self._void.clear()
         self.failures = 0
         self._become_ready()
 
@@ -203,17 +259,27 @@ class PushMachine:
 
     # --- helpers ----------------------------------------------------------------------
 
-    def _in_flight_confirmed(self, state: SyncState) -> bool:
-        if self.in_flight is None:
-            return False
-        last = self.in_flight.events[-1].client_seq
+    def _drop_confirmed(self, state: SyncState) -> None:
+        """Pushes in flight whose events all came back in the pull are done (the echo
+        proves them durable, whatever becomes of their ack)."""
         first_pending = state.pending_first_client_seq
-        return first_pending is None or last < first_pending
+        while self.in_flight and (
+            first_pending is None or self.in_flight[0].events[-1].client_seq < first_pending
+        ):
+            del self.in_flight[0]
+
+    def _rearm(self, now: float | None) -> None:
+        """The oldest push in flight changed: its own answer timeout runs from its send."""
+        sent_at = self._sent_at.get(self.in_flight[0].push_id, now)
+        if sent_at is None:
+            return  # not remembered, and no time given: keep the deadline there is
+        self._waiting = self.answer_timeout()
+        self.deadline = sent_at + self._waiting
 
     def _become_ready(self) -> None:
         self.phase = "ready"
         self.deadline = None
-        self.in_flight = None
+        self.in_flight = []
 
     def _failed(self, error: str, now: float, jitter: float) -> None:
         raise NotImplementedError
@@ -232,8 +298,15 @@ class SupervisedPush(PushMachine):
         # backoff or a catch-up wait at once. A push in flight whose events came back in
         # the pull is done (the echo proves them durable, whatever became of the ack);
         # one still unconfirmed keeps waiting for its answer, bounded by ack_timeout.
-        if self.phase != "in_flight" or self._in_flight_confirmed(state):
+        if self.phase != "in_flight":
             self._become_ready()
+            return
+        oldest = self.in_flight_id
+        self._drop_confirmed(state)
+        if not self.in_flight:
+            self._become_ready()
+        elif self.in_flight_id != oldest:
+            self._rearm(None)
 
     def on_kick(self) -> None:
         if self.phase != "in_flight":
@@ -242,7 +315,7 @@ class SupervisedPush(PushMachine):
     def _failed(self, error: str, now: float, jitter: float) -> None:
         self.failures += 1
         self.last_error = error
-        self.in_flight = None
+        self.in_flight = []
         self.phase = "backoff"
         self.deadline = now + backoff_delay(
             self.failures,
@@ -252,7 +325,7 @@ class SupervisedPush(PushMachine):
         )
 
     def _server_ahead(self, server_head: int, state: SyncState, now: float, jitter: float) -> None:
-        self.in_flight = None
+        self.in_flight = []
         if state.upstream_head >= server_head:
             # The pull already brought what the server meant: push again from the new head.
             self._become_ready()
@@ -268,6 +341,7 @@ class ParkingPush(PushMachine):
     """LiveStore's legacy policy: park after any push error, unpark only on a rebase."""
 
     policy = "park"
+    window = 1
 
     def on_upstream_change(self, kind: str, state: SyncState) -> None:
         # The bug, reproduced on purpose: an advance does not restart a parked push loop.
@@ -281,7 +355,7 @@ class ParkingPush(PushMachine):
     def _failed(self, error: str, now: float, jitter: float) -> None:
         self.failures += 1
         self.last_error = error
-        self.in_flight = None
+        self.in_flight = []
         self.phase = "parked"
         self.deadline = None
 

@@ -8,10 +8,11 @@ meantime times out and backs off, on a connection that cannot answer.
 This watch notices it sooner, and costs nothing while the connection works. When a push
 has gone unanswered for a round-trip timeout *and nothing at all has arrived* in that
 time, it asks for a probe: one ping. If nothing arrives for another timeout after the
-probe, the connection is silent, and the client replaces it. Anything that arrives (a
-pong, a page, an ack, or bytes of a large frame still on its way) shows the connection is
-alive and starts the wait again: a server that is only slow to commit still answers pings,
-so it is not taken for dead.
+probe, the connection is silent, and the client replaces it. Anything that arrives before
+the probe (a page, or bytes of a large frame still on its way) starts the wait again;
+anything after it shows the connection alive, and the watch rests until the next push (a
+lost ack is the push machine's to retry): a server that is only slow to commit still
+answers pings, so it is not taken for dead, and a push is probed for once at most.
 
 Sans-IO: the caller passes the times in, and says what happened: when pushes are sent and
 answered, and, when it looks, when it last heard anything from the server.
@@ -85,7 +86,11 @@ class SilenceWatch:
         if heard_at is not None and (self._heard_at is None or heard_at > self._heard_at):
             self._heard_at = heard_at
             if self._probe_sent_at is not None and heard_at >= self._probe_sent_at:
-                self._probe_sent_at = None  # answered, or something else came: alive
+                # The probe was answered (or something else came): the connection is
+                # alive. The push is the push machine's business now; the watch waits for
+                # the next one (one probe per push at most, even if its answer never comes).
+                self.on_push_answered()
+                return None
         deadline = self.deadline(timeout)
         if deadline is None or now < deadline:
             return None

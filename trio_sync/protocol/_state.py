@@ -27,6 +27,9 @@ class PushPlan:
 
     parent: int
     events: tuple[Event, ...]
+    #: Whether the batch is full: as many events as asked for, or cut short by the
+    #: server's limits with more waiting behind it.
+    full: bool = False
 
 
 @attrs.frozen
@@ -140,15 +143,18 @@ class SyncState:
         """How many own events the server has not acknowledged (what status shows)."""
         return len(self._pending) - self._first_unacknowledged_index()
 
-    def plan_push(self, batch_size: int) -> PushPlan | None:
+    def plan_push(self, batch_size: int, *, after_client_seq: int = 0) -> PushPlan | None:
         """The next push: up to ``batch_size`` unacknowledged events after our head, within
-        the server's limits on events per push and bytes per frame.
+        the server's limits on events per push and bytes per frame; only events after
+        ``after_client_seq`` (those of pushes still in flight come before).
 
         Returns None when there is nothing to push.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         start = self._first_unacknowledged_index()
+        if after_client_seq and self._pending:
+            start = max(start, after_client_seq + 1 - self._pending[0].client_seq)
         count = min(batch_size, self.limits.max_push_events)
         budget = self.limits.push_bytes_budget()
         events: list[Event] = []
@@ -160,7 +166,8 @@ class SyncState:
             events.append(event)
         if not events:
             return None
-        return PushPlan(parent=self.upstream_head, events=tuple(events))
+        full = len(events) >= batch_size or start + len(events) < len(self._pending)
+        return PushPlan(parent=self.upstream_head, events=tuple(events), full=full)
 
     def check_invariants(self) -> None:
         """Raises AssertionError if the state is inconsistent (tests call it after each step).

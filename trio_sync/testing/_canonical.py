@@ -4,11 +4,12 @@
 the first push, but its ack is lost; the echo of the two events comes back in the pull.
 Under ``park`` the push loop gives up waiting for the ack and parks; the pull saw only an
 *advance* (our own events), which never unparks it: events 3 to 5 are never pushed.
-Under ``supervised`` the echo counts as the ack and pushing goes on.
+Under ``supervised`` the echo counts as the ack and pushing goes on (and since full
+pushes are pipelined, push 2 is already on its way: its ack answers for push 1 too).
 
-``lost-ack-and-echo``: the same, but the echo is lost too, so nothing at all comes back.
-``park`` parks for ever; ``supervised`` retries after a backoff, and the server answers
-the re-push with the seqs it already gave (idempotent push), then takes the rest.
+``lost-ack-and-echo``: the same, but the echo is lost too, so nothing at all comes back
+for push 1. ``park`` parks for ever; under ``supervised`` push 2's ack answers for both,
+and the gap in the pull stream makes the client pull again.
 """
 
 from __future__ import annotations
