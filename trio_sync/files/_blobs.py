@@ -17,9 +17,11 @@ import errno
 import hashlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
+
+import attrs
 
 from .._errors import StoreError, StoreFull
 
@@ -123,6 +125,36 @@ class BlobStore(Protocol):
 
     def hashes(self) -> list[str]:
         """Every stored blob's hash, sorted."""
+        ...
+
+
+@attrs.frozen
+class StoreUsage:
+    """What a blob store holds.
+
+    Attributes:
+        blob_bytes: The bytes of every stored (published) blob.
+        partials: The bytes held of each unfinished transfer, by content hash.
+    """
+
+    blob_bytes: int
+    partials: Mapping[str, int]
+
+    @property
+    def total(self) -> int:
+        return self.blob_bytes + sum(self.partials.values())
+
+
+class ServerBlobStore(BlobStore, Protocol):
+    """A server's blob store: a :class:`BlobStore` that can also say how much it holds
+    (the quota, see ``server/_blob_upkeep.py``)."""
+
+    def usage(self) -> StoreUsage:
+        """The bytes of the stored blobs and of each partial (one pass over the store).
+
+        Raises:
+            StoreError: The store cannot be listed.
+        """
         ...
 
 
@@ -280,6 +312,24 @@ class FileBlobStore:
     def hashes(self) -> list[str]:
         return sorted(path.name for path in self._blobs.iterdir())
 
+    def usage(self) -> StoreUsage:
+        try:
+            blob_bytes = sum(_sizes(self._blobs).values())
+            partials = _sizes(self._partial)
+        except OSError as exc:
+            raise _os_error("listing the store", exc) from None
+        return StoreUsage(blob_bytes, partials)
+
+
+def _sizes(folder: Path) -> dict[str, int]:
+    """The size of each file in ``folder`` (one that goes away meanwhile is left out)."""
+    sizes = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):
+                sizes[entry.name] = entry.stat().st_size
+    return sizes
+
 
 class MemoryBlobStore:
     """Blobs in memory (the simulator, tests): the same behaviour, no disk."""
@@ -347,3 +397,9 @@ class MemoryBlobStore:
 
     def hashes(self) -> list[str]:
         return sorted(self._blobs)
+
+    def usage(self) -> StoreUsage:
+        return StoreUsage(
+            sum(len(blob) for blob in self._blobs.values()),
+            {content_hash: len(part) for content_hash, part in self._partial.items()},
+        )

@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import weakref
-from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
 import attrs
 import trio
 
-from .._broadcast import Broadcast
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
-from ..files._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ..files._blobs import FileBlobStore, MemoryBlobStore, ServerBlobStore
 from ..files._bulk import bulk_runner
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
 from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError
@@ -47,6 +44,7 @@ from ..protocol._blob_messages import (
 )
 from ..store import store_for_target
 from ..transport import Connection
+from ._blob_upkeep import StoreUpkeep, quota_problem, upkeep
 from ._hub import Hub
 from ._session import ServerSession, loggable
 
@@ -68,11 +66,15 @@ class BlobLimits:
         download_wait: The longest a download of a blob whose upload this node is
             receiving waits for that upload to end (seconds; a client asks for at most
             its own ``wait``).
+        max_store_bytes: The quota of each store: its blobs, its partial uploads and the
+            rest of the uploads in progress may hold at most this many bytes. An upload
+            that would go over it is refused for good (the client shows it as stuck).
     """
 
     chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive)
     max_blob_bytes: int = attrs.field(default=1 << 30, validator=_positive)
     download_wait: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
+    max_store_bytes: int = attrs.field(default=10 * 2**30, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         # A chunk's frame (its bytes and a 73-byte header) must fit the default frame limit.
@@ -83,7 +85,7 @@ class BlobLimits:
 class BlobBackend(Protocol):
     """Where a server keeps blobs: one blob store per sync store."""
 
-    def store(self, store_id: str) -> BlobStore:
+    def store(self, store_id: str) -> ServerBlobStore:
         """The blob store of ``store_id`` (created on first use)."""
         ...
 
@@ -95,7 +97,7 @@ class FileBlobBackend:
         self.root = Path(root)
         self._stores: dict[str, FileBlobStore] = {}
 
-    def store(self, store_id: str) -> BlobStore:
+    def store(self, store_id: str) -> ServerBlobStore:
         found = self._stores.get(store_id)
         if found is None:
             # store_id is checked (letters, digits, _ . -, never "." or ".."): a safe name.
@@ -109,31 +111,8 @@ class MemoryBlobBackend:
     def __init__(self) -> None:
         self.stores: dict[str, MemoryBlobStore] = {}
 
-    def store(self, store_id: str) -> BlobStore:
+    def store(self, store_id: str) -> ServerBlobStore:
         return self.stores.setdefault(store_id, MemoryBlobStore())
-
-
-class _Uploads:
-    """The uploads a node is receiving into one blob store, so that a download of a blob
-    on its way can wait for it instead of being answered ``missing`` (and backing off
-    for seconds). Other nodes' uploads are not seen: their downloads back off."""
-
-    def __init__(self) -> None:
-        self.receiving: Counter[str] = Counter()
-        #: Notified when an upload ends, published or not.
-        self.changed = Broadcast()
-
-
-# Keyed by the store object: every session of a node (and nodes in one process sharing a
-# backend, as tests do) sees the same uploads; a store that goes away takes its entry.
-_UPLOADS: weakref.WeakKeyDictionary[BlobStore, _Uploads] = weakref.WeakKeyDictionary()
-
-
-def _uploads(store: BlobStore) -> _Uploads:
-    found = _UPLOADS.get(store)
-    if found is None:
-        found = _UPLOADS[store] = _Uploads()
-    return found
 
 
 class _Peeked:
@@ -246,7 +225,7 @@ class BlobSession:
         finally:
             await self._conn.aclose(reason)
 
-    async def _authorize(self, hello: BlobHello) -> BlobStore:
+    async def _authorize(self, hello: BlobHello) -> ServerBlobStore:
         hub = self._hub
         self.client_id = hello.client_id
         if hub.draining:
@@ -278,33 +257,30 @@ class BlobSession:
             return await self._conn.receive()
         raise ConnectionClosed("idle: nothing received in time (idle_timeout)")
 
-    async def _serve(self, store: BlobStore) -> None:
-        uploads = _uploads(store)
-        upload: _Upload | None = None
-        counted: str | None = None  # the blob this session counts in uploads.receiving
+    async def _serve(self, store: ServerBlobStore) -> None:
+        care = upkeep(store)
+        upload: _Upload | None = None  # counted in care.receiving while it lasts
         try:
             while True:
-                upload = await self._serve_one(store, upload)
-                current = None if upload is None else upload.hash
-                if current != counted:
-                    self._count_upload(uploads, counted, current)
-                    counted = current
+                message = await self._receive()
+                if upload is not None and not isinstance(message, (BlobChunk, UploadEnd)):
+                    # Another transfer begins: this upload is given up (and its room freed
+                    # before the next one is weighed against the quota).
+                    care.end_upload(upload.hash)
+                    upload = None
+                after = await self._serve_one(store, upload, message)
+                if upload is not None and after is not upload:
+                    care.end_upload(upload.hash)
+                upload = after
         finally:
-            self._count_upload(uploads, counted, None)
+            if upload is not None:
+                care.end_upload(upload.hash)
 
-    @staticmethod
-    def _count_upload(uploads: _Uploads, ended: str | None, begun: str | None) -> None:
-        if ended is not None:
-            uploads.receiving[ended] -= 1
-            if uploads.receiving[ended] <= 0:
-                del uploads.receiving[ended]
-            uploads.changed.notify()  # published or given up: waiting downloads look
-        if begun is not None:
-            uploads.receiving[begun] += 1
-
-    async def _serve_one(self, store: BlobStore, upload: _Upload | None) -> _Upload | None:
-        """Answers one message; returns the upload in progress after it."""
-        message = await self._receive()
+    async def _serve_one(
+        self, store: ServerBlobStore, upload: _Upload | None, message: Message
+    ) -> _Upload | None:
+        """Answers one message; returns the upload in progress after it (a new one is
+        counted in :func:`upkeep`'s ``receiving`` already)."""
         try:
             if isinstance(message, UploadBegin):
                 return await self._begin_upload(store, message)
@@ -333,7 +309,7 @@ class BlobSession:
             await self._conn.send(BlobRefused(blob, f"the server's storage is full: {exc}"))
         return None
 
-    async def _begin_upload(self, store: BlobStore, begin: UploadBegin) -> _Upload | None:
+    async def _begin_upload(self, store: ServerBlobStore, begin: UploadBegin) -> _Upload | None:
         if begin.size > self._limits.max_blob_bytes:
             raise _Refused(
                 f"{begin.size} bytes is over the limit max_blob_bytes="
@@ -351,14 +327,47 @@ class BlobSession:
                 raise _Refused(f"that blob has {held} bytes, not {begin.size}", fatal=True)
             await self._conn.send(UploadOffset(hash=begin.hash, offset=held))
             return None
-        offset = await self._run(store.partial_size, begin.hash)
-        if offset > begin.size:
-            await self._run(store.discard_partial, begin.hash)
-            offset = 0
-        await self._conn.send(UploadOffset(hash=begin.hash, offset=offset))
+        care = upkeep(store)
+        offset = await self._take_upload(store, care, begin)
+        try:
+            await self._conn.send(UploadOffset(hash=begin.hash, offset=offset))
+        except BaseException:
+            care.end_upload(begin.hash)
+            raise
         return _Upload(begin.hash, begin.size, offset)
 
-    async def _chunk(self, store: BlobStore, upload: _Upload, chunk: BlobChunk) -> None:
+    async def _take_upload(
+        self, store: ServerBlobStore, care: StoreUpkeep, begin: UploadBegin
+    ) -> int:
+        """Decides whether the upload fits in the store's quota and counts it (reserving
+        its declared size); returns the offset it resumes at.
+
+        Raises:
+            _Refused: It does not fit (for good: the client shows it as stuck).
+        """
+        async with care.begin_lock:
+            usage = await self._run(store.usage)
+            offset = usage.partials.get(begin.hash, 0)
+            if offset > begin.size:
+                await self._run(store.discard_partial, begin.hash)
+                partials = {k: v for k, v in usage.partials.items() if k != begin.hash}
+                usage, offset = attrs.evolve(usage, partials=partials), 0
+            problem = quota_problem(
+                usage, care.sizes, begin.hash, begin.size, self._limits.max_store_bytes
+            )
+            if problem is not None:
+                logger.info(
+                    "refused an upload of %d bytes by %r to store %r: %s",
+                    begin.size,
+                    self.client_id,
+                    self.store_id,
+                    problem,
+                )
+                raise _Refused(problem, fatal=True)
+            care.start_upload(begin.hash, begin.size)
+        return offset
+
+    async def _chunk(self, store: ServerBlobStore, upload: _Upload, chunk: BlobChunk) -> None:
         if chunk.offset != upload.offset:
             raise _Refused(f"chunk at offset {chunk.offset}, expected {upload.offset}")
         size = len(chunk.data)
@@ -375,7 +384,9 @@ class BlobSession:
             raise _Refused(f"the upload moved on meanwhile: {exc}") from None
         upload.offset += size
 
-    async def _end_upload(self, store: BlobStore, upload: _Upload | None, end: UploadEnd) -> None:
+    async def _end_upload(
+        self, store: ServerBlobStore, upload: _Upload | None, end: UploadEnd
+    ) -> None:
         if upload is None or upload.hash != end.hash:
             raise _Refused("the end of no upload in progress")
         if upload.offset != upload.size:
@@ -393,7 +404,7 @@ class BlobSession:
             raise _Refused("the uploaded bytes do not match the hash: discarded, upload again")
         await self._conn.send(UploadDone(hash=end.hash))
 
-    async def _download(self, store: BlobStore, begin: DownloadBegin) -> None:
+    async def _download(self, store: ServerBlobStore, begin: DownloadBegin) -> None:
         size = await self._run(store.size, begin.hash)
         if size is None:
             size = await self._wait_for_upload(store, begin)
@@ -416,11 +427,11 @@ class BlobSession:
             await self._conn.send(chunk)
             offset += len(chunk.data)
 
-    async def _wait_for_upload(self, store: BlobStore, begin: DownloadBegin) -> int | None:
+    async def _wait_for_upload(self, store: ServerBlobStore, begin: DownloadBegin) -> int | None:
         """While this node receives the blob's upload, waits (up to the client's ``wait``
         and ``download_wait``) for it to end; returns the blob's size once it is stored,
         None when it is not."""
-        uploads = _uploads(store)
+        uploads = upkeep(store)
         wait = min(float(begin.wait), self._limits.download_wait)
         with trio.move_on_after(wait):
             while uploads.receiving[begin.hash] > 0 and not self._hub.draining:

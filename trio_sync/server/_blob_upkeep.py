@@ -1,0 +1,100 @@
+"""Keeping a store's blobs within bounds: what this node is receiving, and the quota.
+
+One :class:`StoreUpkeep` per blob store and process (:func:`upkeep`), shared by every blob
+session of the node:
+
+- the uploads being received, with their declared sizes: a download of a blob on its way
+  waits for it, and the quota counts an upload in progress at its whole declared size
+  (not only the bytes that arrived so far), so that two uploads that begin together
+  cannot both fit in the room one of them has;
+- ``begin_lock``: the decision to take an upload (scan the store, compare with the quota,
+  reserve) is made by one session at a time.
+
+The quota decision itself is pure (:func:`quota_problem`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import Counter
+from collections.abc import Mapping
+
+import trio
+
+from .._broadcast import Broadcast
+from ..files._blobs import BlobStore, StoreUsage
+
+
+class StoreUpkeep:
+    """What the sessions of one node share about one blob store (see the module)."""
+
+    def __init__(self) -> None:
+        #: Sessions receiving each blob's upload right now.
+        self.receiving: Counter[str] = Counter()
+        #: The declared size of each blob being received.
+        self.sizes: dict[str, int] = {}
+        #: Notified when an upload ends, published or not.
+        self.changed = Broadcast()
+        #: Held while a session decides whether an upload fits (and reserves it).
+        self.begin_lock = trio.Lock()
+
+    def start_upload(self, content_hash: str, size: int) -> None:
+        """Counts an upload this node now receives (reserving ``size`` bytes)."""
+        self.receiving[content_hash] += 1
+        self.sizes[content_hash] = size
+
+    def end_upload(self, content_hash: str) -> None:
+        """The upload ended (published or given up): waiting downloads look again."""
+        self.receiving[content_hash] -= 1
+        if self.receiving[content_hash] <= 0:
+            del self.receiving[content_hash]
+            self.sizes.pop(content_hash, None)
+        self.changed.notify()
+
+
+# Keyed by the store object: every session of a node (and nodes in one process sharing a
+# backend, as tests do) sees the same state; a store that goes away takes its entry.
+_UPKEEP: weakref.WeakKeyDictionary[BlobStore, StoreUpkeep] = weakref.WeakKeyDictionary()
+
+
+def upkeep(store: BlobStore) -> StoreUpkeep:
+    """The shared state of ``store`` in this process (created on first use)."""
+    found = _UPKEEP.get(store)
+    if found is None:
+        found = _UPKEEP[store] = StoreUpkeep()
+    return found
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"
+
+
+def quota_problem(
+    usage: StoreUsage,
+    reserved: Mapping[str, int],
+    content_hash: str,
+    size: int,
+    quota: int,
+) -> str | None:
+    """Why an upload of ``size`` bytes of ``content_hash`` does not fit in the store's
+    quota (None: it fits).
+
+    Counted: every stored blob, every partial, the rest of each upload in progress on this
+    node (``reserved``: declared sizes; their partials hold part of it already), and what
+    this upload still has to send (its partial is counted already).
+    """
+    others = sum(
+        max(0, declared - usage.partials.get(blob, 0))
+        for blob, declared in reserved.items()
+        if blob != content_hash
+    )
+    held = usage.total + others
+    needed = size - min(size, usage.partials.get(content_hash, 0))
+    if held + needed <= quota:
+        return None
+    return (
+        f"the store's quota is full: {needed} more bytes would make {held + needed} "
+        f"({_gib(held + needed)}), over max_store_bytes={quota} ({_gib(quota)}); "
+        f"{held} bytes are held or being uploaded. Delete files, or ask the server's "
+        "operator for a larger quota (--max-store-bytes)"
+    )
