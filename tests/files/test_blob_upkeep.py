@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from pathlib import Path
 
+import pytest
 import trio
 
 import trio_sync
 from trio_sync.cli import parser
 from trio_sync.cli._serve import blob_limits
+from trio_sync.files import FileBlobStore, MemoryBlobStore
 from trio_sync.files._chunks import make_chunk
 from trio_sync.protocol._blob_messages import (
     BlobRefused,
@@ -93,10 +97,70 @@ async def test_uploads_in_progress_count_at_their_declared_size(
             assert await a.receive() == UploadOffset(hash=_digest(small), offset=0)
 
 
+async def test_an_abandoned_partial_expires_and_stops_counting_against_the_quota(
+    open_server: ServerFactory,
+) -> None:
+    # Tried: an upload abandoned after 5,000 of its 6,000 bytes, then an upload of 6,000
+    # other bytes under a 10,000-byte quota. The partial used to count for ever: the new
+    # upload was refused, and kept being refused a day later.
+    server = await open_server(blob_limits=BlobLimits(max_store_bytes=10_000))
+    partials = Path(server.db_path + ".blobs/default/partial")
+    one, two = os.urandom(6000), os.urandom(6000)
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as a:
+            assert isinstance(await _hello(a), BlobWelcome)
+            await a.send(UploadBegin(hash=_digest(one), size=len(one)))
+            assert await a.receive() == UploadOffset(hash=_digest(one), offset=0)
+            await a.send(make_chunk(_digest(one), 0, one[:5000]))
+            await a.send(UploadEnd(hash=_digest(one)))
+            truncated = await a.receive()
+            assert isinstance(truncated, BlobRefused) and "truncated" in truncated.reason
+        async with connect_websocket(server.url) as b:
+            assert isinstance(await _hello(b), BlobWelcome)
+            await b.send(UploadBegin(hash=_digest(two), size=len(two)))
+            refused = await b.receive()
+            assert isinstance(refused, BlobRefused) and "quota" in refused.reason
+            # Nothing wrote to the partial for 25 hours (the default expiry is 24 h).
+            long_ago = time.time() - 25 * 3600
+            os.utime(partials / _digest(one), (long_ago, long_ago))
+            await b.send(UploadBegin(hash=_digest(two), size=len(two)))
+            assert await b.receive() == UploadOffset(hash=_digest(two), offset=0)
+            assert not (partials / _digest(one)).exists()
+
+
+@pytest.mark.parametrize("store_kind", ["file", "memory"])
+def test_partials_expire_by_the_stores_clock_but_those_kept(
+    store_kind: str, tmp_path: Path
+) -> None:
+    now = [1_000_000.0]
+    store: FileBlobStore | MemoryBlobStore
+    if store_kind == "file":
+        store = FileBlobStore(tmp_path, clock=lambda: now[0])
+    else:
+        store = MemoryBlobStore(clock=lambda: now[0])
+
+    def write(content_hash: str) -> None:
+        store.append_partial(content_hash, 0, b"bytes")
+        if isinstance(store, FileBlobStore):  # its files are stamped by the real clock
+            os.utime(tmp_path / "partial" / content_hash, (now[0], now[0]))
+
+    old, kept, fresh = (_digest(bytes([i])) for i in range(3))
+    write(old)
+    write(kept)
+    now[0] += 23 * 3600
+    write(fresh)
+    now[0] += 2 * 3600
+    assert store.expire_partials(24 * 3600, keep={kept}) == [old]
+    assert store.usage().partials == {kept: 5, fresh: 5}
+    assert store.partial_size(old) == 0
+
+
 def test_serve_takes_a_store_quota_with_units() -> None:
     args = parser().parse_args(["serve", "--db", "x.sqlite3", "--max-store-bytes", "2G"])
     assert blob_limits(args).max_store_bytes == 2 * 2**30
     args = parser().parse_args(["serve", "--db", "x.sqlite3", "--max-store-bytes", "512MiB"])
     assert blob_limits(args).max_store_bytes == 512 * 2**20
+    args = parser().parse_args(["serve", "--db", "x.sqlite3", "--partial-max-age", "3600"])
+    assert blob_limits(args).partial_max_age == 3600
     args = parser().parse_args(["serve", "--db", "x.sqlite3"])
     assert blob_limits(args) == BlobLimits()

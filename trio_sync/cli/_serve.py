@@ -83,6 +83,12 @@ def add_parser(commands: Any) -> None:
             "the quota of each store's files: bytes held, uploads in progress included "
             "(10G by default; K, M, G, T are powers of 1024)",
         ),
+        (
+            "--partial-max-age",
+            seconds,
+            "seconds after which an upload nothing wrote to is abandoned and its bytes "
+            "deleted (86400 by default)",
+        ),
     ):
         limits.add_argument(flag, type=kind, default=0, help=text)
     run.add_argument(
@@ -227,7 +233,10 @@ def blob_limits(args: argparse.Namespace) -> BlobLimits:
     """The limits of file transfers the command line asks for (0: the default)."""
     defaults = BlobLimits()
     try:
-        return BlobLimits(max_store_bytes=args.max_store_bytes or defaults.max_store_bytes)
+        return BlobLimits(
+            max_store_bytes=args.max_store_bytes or defaults.max_store_bytes,
+            partial_max_age=args.partial_max_age or defaults.partial_max_age,
+        )
     except ValueError as exc:
         raise CommandError(f"limits: {exc}") from None
 

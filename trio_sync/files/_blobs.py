@@ -16,8 +16,9 @@ import contextlib
 import errno
 import hashlib
 import os
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +30,8 @@ from .._errors import StoreError, StoreFull
 COPY_BLOCK = 1024 * 1024
 #: Called with the name of an operation before it writes (tests inject ENOSPC here).
 FaultHook = Callable[[str], None]
+#: Seconds since the epoch, as the store's files are stamped (``time.time``; tests inject).
+WallClock = Callable[[], float]
 
 
 #: A blob being written is synced to disk every this many bytes (see :func:`_write_back`).
@@ -157,6 +160,15 @@ class ServerBlobStore(BlobStore, Protocol):
         """
         ...
 
+    def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
+        """Deletes the partials last written more than ``max_age`` seconds ago (by the
+        store's own clock), except those of ``keep``; returns their hashes.
+
+        Raises:
+            StoreError: The store cannot be listed.
+        """
+        ...
+
 
 def _os_error(what: str, exc: OSError) -> StoreError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -165,10 +177,17 @@ def _os_error(what: str, exc: OSError) -> StoreError:
 
 
 class FileBlobStore:
-    """Blobs as files in a directory: ``blobs/<hash>``, ``partial/<hash>``, ``tmp/``."""
+    """Blobs as files in a directory: ``blobs/<hash>``, ``partial/<hash>``, ``tmp/``.
 
-    def __init__(self, root: str | Path, *, fault: FaultHook | None = None) -> None:
+    ``clock``: the time a partial's age is measured against (its files' mtimes are
+    stamped by the same wall clock).
+    """
+
+    def __init__(
+        self, root: str | Path, *, fault: FaultHook | None = None, clock: WallClock = time.time
+    ) -> None:
         self.root = Path(root)
+        self.clock = clock
         self._blobs = self.root / "blobs"
         self._partial = self.root / "partial"
         self._tmp = self.root / "tmp"
@@ -320,6 +339,22 @@ class FileBlobStore:
             raise _os_error("listing the store", exc) from None
         return StoreUsage(blob_bytes, partials)
 
+    def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
+        older_than = self.clock() - max_age
+        expired = []
+        try:
+            with os.scandir(self._partial) as entries:
+                for entry in entries:
+                    if entry.name in keep:
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat().st_mtime < older_than:
+                            os.unlink(entry.path)
+                            expired.append(entry.name)
+        except OSError as exc:
+            raise _os_error("expiring partial transfers", exc) from None
+        return sorted(expired)
+
 
 def _sizes(folder: Path) -> dict[str, int]:
     """The size of each file in ``folder`` (one that goes away meanwhile is left out)."""
@@ -334,10 +369,13 @@ def _sizes(folder: Path) -> dict[str, int]:
 class MemoryBlobStore:
     """Blobs in memory (the simulator, tests): the same behaviour, no disk."""
 
-    def __init__(self, *, fault: FaultHook | None = None) -> None:
+    def __init__(self, *, fault: FaultHook | None = None, clock: WallClock = time.time) -> None:
         self._blobs: dict[str, bytes] = {}
         self._partial: dict[str, bytearray] = {}
+        #: When each partial was last written (by ``clock``).
+        self._written: dict[str, float] = {}
         self.fault = fault
+        self.clock = clock
 
     def _fault(self, what: str) -> None:
         if self.fault is not None:
@@ -373,10 +411,12 @@ class MemoryBlobStore:
         if len(part) != offset:
             raise ValueError(f"partial holds {len(part)} bytes, not {offset}")
         part += data
+        self._written[content_hash] = self.clock()
 
     def finish_partial(self, content_hash: str, *, digest: str | None = None) -> bool:
         self._fault("finish")
         part = self._partial.pop(content_hash, bytearray())
+        self._written.pop(content_hash, None)
         if (digest or sha256_hex(bytes(part))) != content_hash:
             return False
         self._blobs.setdefault(content_hash, bytes(part))
@@ -384,6 +424,7 @@ class MemoryBlobStore:
 
     def discard_partial(self, content_hash: str) -> None:
         self._partial.pop(content_hash, None)
+        self._written.pop(content_hash, None)
 
     def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
         blob = self._blobs[content_hash]
@@ -403,3 +444,14 @@ class MemoryBlobStore:
             sum(len(blob) for blob in self._blobs.values()),
             {content_hash: len(part) for content_hash, part in self._partial.items()},
         )
+
+    def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
+        older_than = self.clock() - max_age
+        expired = sorted(
+            content_hash
+            for content_hash, written in self._written.items()
+            if written < older_than and content_hash not in keep
+        )
+        for content_hash in expired:
+            self.discard_partial(content_hash)
+        return expired

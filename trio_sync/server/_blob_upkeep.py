@@ -1,4 +1,5 @@
-"""Keeping a store's blobs within bounds: what this node is receiving, and the quota.
+"""Keeping a store's blobs within bounds: what this node is receiving, the quota, and the
+expiry of abandoned upload partials.
 
 One :class:`StoreUpkeep` per blob store and process (:func:`upkeep`), shared by every blob
 session of the node:
@@ -10,19 +11,22 @@ session of the node:
 - ``begin_lock``: the decision to take an upload (scan the store, compare with the quota,
   reserve) is made by one session at a time.
 
-The quota decision itself is pure (:func:`quota_problem`).
+The quota decision itself is pure (:func:`quota_problem`). Partials no upload wrote to for
+``BlobLimits.partial_max_age`` are deleted as an upload begins, just before the store is
+measured (:func:`sweep_and_measure`): an abandoned upload never counts against the quota
+for longer than that, and no task runs in the background for it.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import trio
 
 from .._broadcast import Broadcast
-from ..files._blobs import BlobStore, StoreUsage
+from ..files._blobs import BlobStore, ServerBlobStore, StoreUsage
 
 
 class StoreUpkeep:
@@ -63,6 +67,19 @@ def upkeep(store: BlobStore) -> StoreUpkeep:
     if found is None:
         found = _UPKEEP[store] = StoreUpkeep()
     return found
+
+
+def sweep_and_measure(
+    store: ServerBlobStore, max_age: float, keep: Collection[str]
+) -> tuple[list[str], StoreUsage]:
+    """Deletes the partials not written for ``max_age`` seconds (but those of ``keep``,
+    the uploads in progress here), then measures the store: one worker-thread hop.
+
+    Raises:
+        StoreError: The store cannot be listed.
+    """
+    expired = store.expire_partials(max_age, keep)
+    return expired, store.usage()
 
 
 def _gib(size: int) -> str:

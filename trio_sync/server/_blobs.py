@@ -44,7 +44,7 @@ from ..protocol._blob_messages import (
 )
 from ..store import store_for_target
 from ..transport import Connection
-from ._blob_upkeep import StoreUpkeep, quota_problem, upkeep
+from ._blob_upkeep import StoreUpkeep, quota_problem, sweep_and_measure, upkeep
 from ._hub import Hub
 from ._session import ServerSession, loggable
 
@@ -69,12 +69,16 @@ class BlobLimits:
         max_store_bytes: The quota of each store: its blobs, its partial uploads and the
             rest of the uploads in progress may hold at most this many bytes. An upload
             that would go over it is refused for good (the client shows it as stuck).
+        partial_max_age: Seconds after which an upload's partial that nothing wrote to
+            is abandoned: deleted (when the next upload to its store begins), so that it
+            stops counting against the quota. Its upload, if it comes back, starts over.
     """
 
     chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive)
     max_blob_bytes: int = attrs.field(default=1 << 30, validator=_positive)
     download_wait: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
     max_store_bytes: int = attrs.field(default=10 * 2**30, validator=_positive)
+    partial_max_age: float = attrs.field(default=24 * 3600.0, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
         # A chunk's frame (its bytes and a 73-byte header) must fit the default frame limit.
@@ -346,7 +350,18 @@ class BlobSession:
             _Refused: It does not fit (for good: the client shows it as stuck).
         """
         async with care.begin_lock:
-            usage = await self._run(store.usage)
+            # Abandoned partials go first (never one this node is receiving): they must
+            # not count against the quota for ever.
+            expired, usage = await self._run(
+                sweep_and_measure, store, self._limits.partial_max_age, frozenset(care.sizes)
+            )
+            if expired:
+                logger.info(
+                    "store %r: deleted %d abandoned upload partial(s), unwritten for %gs",
+                    self.store_id,
+                    len(expired),
+                    self._limits.partial_max_age,
+                )
             offset = usage.partials.get(begin.hash, 0)
             if offset > begin.size:
                 await self._run(store.discard_partial, begin.hash)
