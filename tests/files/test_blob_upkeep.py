@@ -24,11 +24,13 @@ from trio_sync.protocol._blob_messages import (
     UploadEnd,
     UploadOffset,
 )
-from trio_sync.server import BlobLimits
+from trio_sync.server import BlobLimits, MemoryBlobBackend
+from trio_sync.server._blob_upkeep import check_blob
+from trio_sync.store import ServerStore
 from trio_sync.transport import connect_websocket
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
-from .test_blob_server import _hello
+from .test_blob_server import _hello, _serve_on_loopback
 
 
 def _digest(data: bytes) -> str:
@@ -164,3 +166,106 @@ def test_serve_takes_a_store_quota_with_units() -> None:
     assert blob_limits(args).partial_max_age == 3600
     args = parser().parse_args(["serve", "--db", "x.sqlite3"])
     assert blob_limits(args) == BlobLimits()
+
+
+async def _upload(conn: object, data: bytes, *, expect_offset: int = 0) -> None:
+    """Uploads ``data`` whole on a blob connection that said hello."""
+    digest = _digest(data)
+    await conn.send(UploadBegin(hash=digest, size=len(data)))  # type: ignore[attr-defined]
+    answer = await conn.receive()  # type: ignore[attr-defined]
+    assert answer == UploadOffset(hash=digest, offset=expect_offset), answer
+    for offset in range(expect_offset, len(data), 100_000):
+        await conn.send(make_chunk(digest, offset, data[offset : offset + 100_000]))  # type: ignore[attr-defined]
+    await conn.send(UploadEnd(hash=digest))  # type: ignore[attr-defined]
+    assert await conn.receive() == UploadDone(hash=digest)  # type: ignore[attr-defined]
+
+
+async def test_a_corrupt_stored_blob_is_moved_aside_when_its_upload_begins_again(
+    server: trio_sync.Server,
+) -> None:
+    # Tried: the server's copy of a blob rotted on its disk (same size, other bytes), then
+    # a client uploaded the same contents again. It used to be answered "already stored"
+    # (offset == size) without a look, and the rotten copy stayed for ever.
+    data = os.urandom(300_000)
+    digest = _digest(data)
+    blobs = Path(server.db_path + ".blobs/default")
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            await _upload(conn, data)
+            rotten = bytearray(data)
+            rotten[1234] ^= 0xFF
+            (blobs / "blobs" / digest).chmod(0o644)
+            (blobs / "blobs" / digest).write_bytes(bytes(rotten))
+            await _upload(conn, data)  # from offset 0: the server no longer holds it
+            # Sound now, and verified: answered "already stored" again.
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=len(data))
+    assert (blobs / "blobs" / digest).read_bytes() == data
+    [aside] = list((blobs / "corrupt").iterdir())
+    assert aside.name.startswith(f"{digest}.") and aside.name.endswith("Z")
+    assert aside.read_bytes() == bytes(rotten)
+
+
+class _CountingStore(MemoryBlobStore):
+    """Counts the reads of each blob (how often the server hashed it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
+        if offset == 0:
+            self.reads[content_hash] = self.reads.get(content_hash, 0) + 1
+        return super().read(content_hash, offset, length)
+
+
+async def test_a_blob_is_verified_once_per_version_not_on_every_upload_begin(
+    tmp_path: Path,
+) -> None:
+    # Tried: begin the upload of a stored blob three times. Each begin must not hash the
+    # whole blob again: the fact that this version is sound is kept (hash, size, stamp).
+    backend = MemoryBlobBackend()
+    counting = backend.stores["default"] = _CountingStore()
+    data = os.urandom(50_000)
+    digest = _digest(data)
+    counting.put(data)  # stored behind the server's back: never verified by it
+    store = ServerStore.open(str(tmp_path / "server.sqlite3"))
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                url = await _serve_on_loopback(nursery, store, backend)
+                async with connect_websocket(url) as conn:
+                    assert isinstance(await _hello(conn), BlobWelcome)
+                    for _ in range(3):
+                        await conn.send(UploadBegin(hash=digest, size=len(data)))
+                        answer = await conn.receive()
+                        assert answer == UploadOffset(hash=digest, offset=len(data))
+                    assert counting.reads == {digest: 1}
+                    # Written again (a new stamp): hashed again, once.
+                    counting.delete(digest)
+                    counting.put(data)
+                    for _ in range(2):
+                        await conn.send(UploadBegin(hash=digest, size=len(data)))
+                        await conn.receive()
+                    assert counting.reads == {digest: 2}
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+def test_check_blob_reads_in_blocks_and_leaves_a_rewritten_blob_alone(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    data = os.urandom(3 * 1024 * 1024 + 5)  # several COPY_BLOCKs
+    digest, _ = store.put(data)
+    assert check_blob(store, digest) == ("sound", store.fingerprint(digest))
+    assert check_blob(store, "0" * 64) == ("missing", None)
+    path = tmp_path / "blobs" / digest
+    path.chmod(0o644)
+    path.write_bytes(data[:-1])  # truncated
+    stale = store.fingerprint(digest)
+    assert stale is not None
+    # Moved aside only while it is still the version that was read.
+    assert store.quarantine(digest, expect=(stale[0], stale[1] - 1)) is None
+    assert check_blob(store, digest) == ("quarantined", stale)
+    assert not store.has(digest) and len(list((tmp_path / "corrupt").iterdir())) == 1

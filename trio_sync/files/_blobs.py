@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import time
 import uuid
@@ -32,6 +33,14 @@ COPY_BLOCK = 1024 * 1024
 FaultHook = Callable[[str], None]
 #: Seconds since the epoch, as the store's files are stamped (``time.time``; tests inject).
 WallClock = Callable[[], float]
+#: A stored blob's size and a stamp that changes whenever the blob is written again (a
+#: file's mtime in nanoseconds): what a "this blob was verified" fact is keyed by.
+Fingerprint = tuple[int, int]
+
+
+def utc_stamp(when: float) -> str:
+    """``when`` (seconds since the epoch) as a compact UTC time: ``20250131T120000Z``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
 
 
 #: A blob being written is synced to disk every this many bytes (see :func:`_write_back`).
@@ -169,6 +178,21 @@ class ServerBlobStore(BlobStore, Protocol):
         """
         ...
 
+    def fingerprint(self, content_hash: str) -> Fingerprint | None:
+        """The stored blob's size and write stamp (None when it is not stored)."""
+        ...
+
+    def quarantine(self, content_hash: str, *, expect: Fingerprint | None = None) -> str | None:
+        """Moves a stored blob aside (it does not match its hash): it reads as missing
+        from then on, and its bytes are kept for a person to look at. Returns the name it
+        was kept under (``<hash>.<UTC time>``), or None when it is not stored, or its
+        fingerprint is no longer ``expect`` (written again meanwhile: left alone).
+
+        Raises:
+            StoreError: The move failed.
+        """
+        ...
+
 
 def _os_error(what: str, exc: OSError) -> StoreError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -177,7 +201,8 @@ def _os_error(what: str, exc: OSError) -> StoreError:
 
 
 class FileBlobStore:
-    """Blobs as files in a directory: ``blobs/<hash>``, ``partial/<hash>``, ``tmp/``.
+    """Blobs as files in a directory: ``blobs/<hash>``, ``partial/<hash>``, ``tmp/``, and
+    ``corrupt/<hash>.<UTC time>`` for blobs moved aside (:meth:`quarantine`).
 
     ``clock``: the time a partial's age is measured against (its files' mtimes are
     stamped by the same wall clock).
@@ -191,6 +216,7 @@ class FileBlobStore:
         self._blobs = self.root / "blobs"
         self._partial = self.root / "partial"
         self._tmp = self.root / "tmp"
+        self._corrupt = self.root / "corrupt"
         self.fault = fault
         try:
             for folder in (self._blobs, self._partial, self._tmp):
@@ -355,6 +381,36 @@ class FileBlobStore:
             raise _os_error("expiring partial transfers", exc) from None
         return sorted(expired)
 
+    def fingerprint(self, content_hash: str) -> Fingerprint | None:
+        try:
+            stat = (self._blobs / content_hash).stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    def quarantine(self, content_hash: str, *, expect: Fingerprint | None = None) -> str | None:
+        if expect is not None and self.fingerprint(content_hash) != expect:
+            return None
+        stamp = utc_stamp(self.clock())
+        try:
+            self._corrupt.mkdir(exist_ok=True)
+            name = f"{content_hash}.{stamp}"
+            for n in itertools.count(1):
+                if not (self._corrupt / name).exists():
+                    break
+                name = f"{content_hash}.{stamp}.{n}"
+            os.replace(self._blobs / content_hash, self._corrupt / name)
+            fd = os.open(self._blobs, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the blob stays gone after a power loss
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _os_error("moving a corrupt blob aside", exc) from None
+        return name
+
 
 def _sizes(folder: Path) -> dict[str, int]:
     """The size of each file in ``folder`` (one that goes away meanwhile is left out)."""
@@ -374,6 +430,11 @@ class MemoryBlobStore:
         self._partial: dict[str, bytearray] = {}
         #: When each partial was last written (by ``clock``).
         self._written: dict[str, float] = {}
+        #: A stamp per stored blob, new each time it is stored (its "mtime").
+        self._stamps: dict[str, int] = {}
+        self._next_stamp = itertools.count(1)
+        #: Blobs moved aside by :meth:`quarantine`, by the name they were kept under.
+        self.corrupt: dict[str, bytes] = {}
         self.fault = fault
         self.clock = clock
 
@@ -399,8 +460,13 @@ class MemoryBlobStore:
             except OSError as exc:
                 raise _os_error("reading the source", exc) from None
         content_hash = sha256_hex(source)
-        self._blobs.setdefault(content_hash, source)
+        self._store(content_hash, source)
         return content_hash, len(source)
+
+    def _store(self, content_hash: str, data: bytes) -> None:
+        if content_hash not in self._blobs:
+            self._blobs[content_hash] = data
+            self._stamps[content_hash] = next(self._next_stamp)
 
     def partial_size(self, content_hash: str) -> int:
         return len(self._partial.get(content_hash, b""))
@@ -419,7 +485,7 @@ class MemoryBlobStore:
         self._written.pop(content_hash, None)
         if (digest or sha256_hex(bytes(part))) != content_hash:
             return False
-        self._blobs.setdefault(content_hash, bytes(part))
+        self._store(content_hash, bytes(part))
         return True
 
     def discard_partial(self, content_hash: str) -> None:
@@ -435,6 +501,7 @@ class MemoryBlobStore:
 
     def delete(self, content_hash: str) -> None:
         self._blobs.pop(content_hash, None)
+        self._stamps.pop(content_hash, None)
 
     def hashes(self) -> list[str]:
         return sorted(self._blobs)
@@ -455,3 +522,22 @@ class MemoryBlobStore:
         for content_hash in expired:
             self.discard_partial(content_hash)
         return expired
+
+    def fingerprint(self, content_hash: str) -> Fingerprint | None:
+        blob = self._blobs.get(content_hash)
+        return None if blob is None else (len(blob), self._stamps.get(content_hash, 0))
+
+    def quarantine(self, content_hash: str, *, expect: Fingerprint | None = None) -> str | None:
+        if content_hash not in self._blobs or (
+            expect is not None and self.fingerprint(content_hash) != expect
+        ):
+            return None
+        stamp = utc_stamp(self.clock())
+        name = f"{content_hash}.{stamp}"
+        for n in itertools.count(1):
+            if name not in self.corrupt:
+                break
+            name = f"{content_hash}.{stamp}.{n}"
+        self.corrupt[name] = self._blobs.pop(content_hash)
+        self._stamps.pop(content_hash, None)
+        return name

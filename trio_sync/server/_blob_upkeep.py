@@ -1,5 +1,5 @@
-"""Keeping a store's blobs within bounds: what this node is receiving, the quota, and the
-expiry of abandoned upload partials.
+"""Keeping a store's blobs within bounds and sound: what this node is receiving, the quota,
+the expiry of abandoned upload partials, and the blobs that no longer match their hash.
 
 One :class:`StoreUpkeep` per blob store and process (:func:`upkeep`), shared by every blob
 session of the node:
@@ -15,18 +15,36 @@ The quota decision itself is pure (:func:`quota_problem`). Partials no upload wr
 ``BlobLimits.partial_max_age`` are deleted as an upload begins, just before the store is
 measured (:func:`sweep_and_measure`): an abandoned upload never counts against the quota
 for longer than that, and no task runs in the background for it.
+
+A stored blob can rot (a bad disk, a stray write, a restore gone wrong). Every blob is
+hashed before it is published, but nothing checked it afterwards: a re-upload of the same
+contents was answered "already stored", and every download was refused by its client, for
+ever. Now :func:`check_blob` hashes a stored blob (streaming, in a worker thread) and moves
+it aside when it does not match (``FileBlobStore``: ``corrupt/<hash>.<UTC time>``), so that
+it reads as missing and the next upload of those contents stores them again. It runs when
+an upload begins for a blob the store holds (once per process per blob version:
+:meth:`StoreUpkeep.is_verified`), and when a client reports a corrupt download. A download
+served from offset 0 is hashed as it is read, which verifies the blob for free, or moves it
+aside at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Collection, Mapping
+from typing import Literal
 
 import trio
 
 from .._broadcast import Broadcast
-from ..files._blobs import BlobStore, ServerBlobStore, StoreUsage
+from ..files._blobs import COPY_BLOCK, BlobStore, Fingerprint, ServerBlobStore, StoreUsage
+
+#: How many "verified" facts a store keeps (the least recently used go first).
+VERIFIED_FACTS = 10_000
+#: What :func:`check_blob` found.
+Verdict = Literal["sound", "missing", "quarantined", "replaced"]
 
 
 class StoreUpkeep:
@@ -41,6 +59,30 @@ class StoreUpkeep:
         self.changed = Broadcast()
         #: Held while a session decides whether an upload fits (and reserves it).
         self.begin_lock = trio.Lock()
+        #: Blob versions found sound, with when (``trio.current_time()``).
+        self._verified: OrderedDict[tuple[str, Fingerprint], float] = OrderedDict()
+
+    def is_verified(self, content_hash: str, fingerprint: Fingerprint) -> bool:
+        """True when this version of the blob (same size and write stamp) was found
+        sound by this process."""
+        key = (content_hash, fingerprint)
+        if key in self._verified:
+            self._verified.move_to_end(key)
+            return True
+        return False
+
+    def verified_at(self, content_hash: str, fingerprint: Fingerprint) -> float | None:
+        """When this version of the blob was last found sound (None: never, here)."""
+        return self._verified.get((content_hash, fingerprint))
+
+    def mark_verified(self, content_hash: str, fingerprint: Fingerprint, now: float) -> None:
+        """This version of the blob was hashed and matches (published, served whole, or
+        checked)."""
+        key = (content_hash, fingerprint)
+        self._verified[key] = now
+        self._verified.move_to_end(key)
+        while len(self._verified) > VERIFIED_FACTS:
+            self._verified.popitem(last=False)
 
     def start_upload(self, content_hash: str, size: int) -> None:
         """Counts an upload this node now receives (reserving ``size`` bytes)."""
@@ -80,6 +122,40 @@ def sweep_and_measure(
     """
     expired = store.expire_partials(max_age, keep)
     return expired, store.usage()
+
+
+def check_blob(store: ServerBlobStore, content_hash: str) -> tuple[Verdict, Fingerprint | None]:
+    """Hashes the stored blob ``content_hash`` (a block at a time, never whole in memory)
+    and moves it aside when it does not match. Blocking: run it in a worker thread.
+
+    Returns the verdict and the fingerprint of the version that was read: ``"sound"``;
+    ``"missing"`` (not stored, or gone meanwhile); ``"quarantined"`` (moved aside);
+    ``"replaced"`` (it did not match, but it was written again while it was read: the new
+    version was hashed by whoever published it, and is left alone).
+
+    Raises:
+        StoreError: It cannot be read or moved.
+    """
+    fingerprint = store.fingerprint(content_hash)
+    if fingerprint is None:
+        return "missing", None
+    size = fingerprint[0]
+    hasher = hashlib.sha256()
+    offset = 0
+    try:
+        while offset < size:
+            block = store.read(content_hash, offset, min(COPY_BLOCK, size - offset))
+            if not block:
+                break  # shorter than it was: it does not match what was stat'ed
+            hasher.update(block)
+            offset += len(block)
+    except KeyError:
+        return "missing", None
+    if offset == size and hasher.hexdigest() == content_hash:
+        return "sound", fingerprint
+    if store.quarantine(content_hash, expect=fingerprint) is not None:
+        return "quarantined", fingerprint
+    return ("missing" if store.fingerprint(content_hash) is None else "replaced"), fingerprint
 
 
 def _gib(size: int) -> str:

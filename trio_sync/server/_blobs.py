@@ -18,6 +18,7 @@ token names.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -26,7 +27,7 @@ import attrs
 import trio
 
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
-from ..files._blobs import FileBlobStore, MemoryBlobStore, ServerBlobStore
+from ..files._blobs import FileBlobStore, Fingerprint, MemoryBlobStore, ServerBlobStore
 from ..files._bulk import bulk_runner
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
 from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError
@@ -44,7 +45,7 @@ from ..protocol._blob_messages import (
 )
 from ..store import store_for_target
 from ..transport import Connection
-from ._blob_upkeep import StoreUpkeep, quota_problem, sweep_and_measure, upkeep
+from ._blob_upkeep import StoreUpkeep, check_blob, quota_problem, sweep_and_measure, upkeep
 from ._hub import Hub
 from ._session import ServerSession, loggable
 
@@ -325,13 +326,13 @@ class BlobSession:
             content_hash, _ = await self._run(store.put, b"")
             if content_hash != begin.hash:
                 raise _Refused("an empty blob has another hash", fatal=True)
-        held = await self._run(store.size, begin.hash)
+        care = upkeep(store)
+        held = await self._sound_size(store, care, begin.hash)
         if held is not None:
             if held != begin.size:
                 raise _Refused(f"that blob has {held} bytes, not {begin.size}", fatal=True)
             await self._conn.send(UploadOffset(hash=begin.hash, offset=held))
             return None
-        care = upkeep(store)
         offset = await self._take_upload(store, care, begin)
         try:
             await self._conn.send(UploadOffset(hash=begin.hash, offset=offset))
@@ -339,6 +340,43 @@ class BlobSession:
             care.end_upload(begin.hash)
             raise
         return _Upload(begin.hash, begin.size, offset)
+
+    async def _sound_size(
+        self, store: ServerBlobStore, care: StoreUpkeep, content_hash: str
+    ) -> int | None:
+        """The size of the stored blob ``content_hash`` once it is known to match its hash
+        (hashed here unless this process found this version sound before); None when it
+        is not stored, or was found corrupt and moved aside."""
+        fingerprint = await self._run(store.fingerprint, content_hash)
+        if fingerprint is None:
+            return None
+        if care.is_verified(content_hash, fingerprint):
+            return fingerprint[0]
+        return await self._check(store, care, content_hash, "an upload of it began")
+
+    async def _check(
+        self, store: ServerBlobStore, care: StoreUpkeep, content_hash: str, why: str
+    ) -> int | None:
+        """Hashes the stored blob (in a worker thread) and moves it aside when it does not
+        match; returns its size when it is held and sound, None otherwise."""
+        verdict, fingerprint = await self._run(check_blob, store, content_hash)
+        if verdict == "sound" and fingerprint is not None:
+            care.mark_verified(content_hash, fingerprint, trio.current_time())
+            return fingerprint[0]
+        if verdict == "quarantined":
+            self._quarantined(content_hash, why)
+            return None
+        # Missing, or published again while it was read (by whoever hashed it then).
+        return await self._run(store.size, content_hash)
+
+    def _quarantined(self, content_hash: str, why: str) -> None:
+        logger.warning(
+            "store %r: blob %s does not match its hash (found when %s): moved aside to "
+            "corrupt/; the next upload of those contents stores them again",
+            self.store_id,
+            content_hash,
+            why,
+        )
 
     async def _take_upload(
         self, store: ServerBlobStore, care: StoreUpkeep, begin: UploadBegin
@@ -417,45 +455,69 @@ class BlobSession:
                 end.hash,
             )
             raise _Refused("the uploaded bytes do not match the hash: discarded, upload again")
+        fingerprint = await self._run(store.fingerprint, end.hash)
+        if fingerprint is not None:  # just hashed: no need to hash it again soon
+            upkeep(store).mark_verified(end.hash, fingerprint, trio.current_time())
         await self._conn.send(UploadDone(hash=end.hash))
 
     async def _download(self, store: ServerBlobStore, begin: DownloadBegin) -> None:
-        size = await self._run(store.size, begin.hash)
-        if size is None:
-            size = await self._wait_for_upload(store, begin)
-        if size is None:
+        fingerprint = await self._run(store.fingerprint, begin.hash)
+        if fingerprint is None:
+            fingerprint = await self._wait_for_upload(store, begin)
+        if fingerprint is None:
             await self._conn.send(
                 BlobRefused(begin.hash, "the server does not hold that blob", missing=True)
             )
             return
+        size = fingerprint[0]
         await self._conn.send(DownloadInfo(hash=begin.hash, size=size))
         offset = min(begin.offset, size)
+        # Served whole, the blob is hashed as it is read (in the same worker-thread hop as
+        # each chunk): a blob that rotted on this disk is caught here, not only by every
+        # client that downloads it.
+        hasher = hashlib.sha256() if offset == 0 else None
         step = self._limits.chunk_bytes
         while offset < size:
             try:
                 chunk = await self._run(
-                    read_chunk, store, begin.hash, offset, min(step, size - offset)
+                    read_chunk, store, begin.hash, offset, min(step, size - offset), hasher
                 )
             except KeyError:
                 raise ConnectionClosed("the blob went away during the download") from None
             # One chunk queued at most (bulk): a slow reader holds one chunk of memory.
             await self._conn.send(chunk)
             offset += len(chunk.data)
+        if hasher is not None:
+            await self._served_whole(store, begin.hash, fingerprint, hasher.hexdigest())
 
-    async def _wait_for_upload(self, store: ServerBlobStore, begin: DownloadBegin) -> int | None:
+    async def _served_whole(
+        self, store: ServerBlobStore, content_hash: str, fingerprint: Fingerprint, digest: str
+    ) -> None:
+        care = upkeep(store)
+        if digest == content_hash:
+            care.mark_verified(content_hash, fingerprint, trio.current_time())
+            return
+        # Moved aside only if it is still the version that was read: one written again
+        # meanwhile (a mixed read) is left alone.
+        if await self._run(lambda: store.quarantine(content_hash, expect=fingerprint)):
+            self._quarantined(content_hash, "a download read it whole")
+
+    async def _wait_for_upload(
+        self, store: ServerBlobStore, begin: DownloadBegin
+    ) -> Fingerprint | None:
         """While this node receives the blob's upload, waits (up to the client's ``wait``
-        and ``download_wait``) for it to end; returns the blob's size once it is stored,
-        None when it is not."""
+        and ``download_wait``) for it to end; returns the blob's fingerprint once it is
+        stored, None when it is not."""
         uploads = upkeep(store)
         wait = min(float(begin.wait), self._limits.download_wait)
         with trio.move_on_after(wait):
             while uploads.receiving[begin.hash] > 0 and not self._hub.draining:
                 changed = uploads.changed.event
-                size = await self._run(store.size, begin.hash)
-                if size is not None:
-                    return size
+                fingerprint = await self._run(store.fingerprint, begin.hash)
+                if fingerprint is not None:
+                    return fingerprint
                 await changed.wait()
-        return await self._run(store.size, begin.hash)
+        return await self._run(store.fingerprint, begin.hash)
 
     async def _try_send(self, message: Message) -> None:
         with (
