@@ -4,6 +4,7 @@ upload partials, and the quarantine and repair of a corrupt blob."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -14,9 +15,14 @@ import trio
 import trio_sync
 from trio_sync.cli import parser
 from trio_sync.cli._serve import blob_limits
-from trio_sync.files import FileBlobStore, MemoryBlobStore
+from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore, RetryPolicy
 from trio_sync.files._chunks import make_chunk
+from trio_sync.protocol import PROTOCOL_VERSION, Hello, encode
 from trio_sync.protocol._blob_messages import (
+    BlobCheck,
+    BlobCheckResult,
+    BlobCorrupt,
+    BlobHello,
     BlobRefused,
     BlobWelcome,
     UploadBegin,
@@ -30,6 +36,7 @@ from trio_sync.store import ServerStore
 from trio_sync.transport import connect_websocket
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
+from ..server._raw import raw_websocket, receive, refusal
 from .test_blob_server import _hello, _serve_on_loopback
 
 
@@ -269,3 +276,106 @@ def test_check_blob_reads_in_blocks_and_leaves_a_rewritten_blob_alone(tmp_path: 
     assert store.quarantine(digest, expect=(stale[0], stale[1] - 1)) is None
     assert check_blob(store, digest) == ("quarantined", stale)
     assert not store.has(digest) and len(list((tmp_path / "corrupt").iterdir())) == 1
+
+
+async def test_check_and_corrupt_reports_are_answered_from_the_servers_own_hashing(
+    tmp_path: Path,
+) -> None:
+    # Tried: ask which blobs the server lacks (duplicates and all), then report a sound
+    # blob and a rotten one as corrupt. The server must trust no report: the sound blob
+    # stays, the rotten one (never verified by this process) is set aside.
+    backend = MemoryBlobBackend()
+    memory = backend.stores["default"] = MemoryBlobStore()
+    good, bad = os.urandom(1000), os.urandom(1000)
+    memory.put(good)
+    memory.put(bad)
+    memory._blobs[_digest(bad)] = os.urandom(1000)  # rots behind the server's back
+    absent = _digest(b"absent")
+    store = ServerStore.open(str(tmp_path / "server.sqlite3"))
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                url = await _serve_on_loopback(nursery, store, backend)
+                async with connect_websocket(url) as conn:
+                    assert isinstance(await _hello(conn), BlobWelcome)
+                    await conn.send(BlobCheck((_digest(good), absent, absent, _digest(bad))))
+                    assert await conn.receive() == BlobCheckResult((absent,))
+                    await conn.send(BlobCorrupt(_digest(good)))
+                    assert await conn.receive() == BlobCheckResult(())
+                    await conn.send(BlobCorrupt(_digest(bad)))
+                    assert await conn.receive() == BlobCheckResult((_digest(bad),))
+                    await conn.send(BlobCorrupt(absent))
+                    assert await conn.receive() == BlobCheckResult((absent,))
+                assert memory.has(_digest(good)) and not memory.has(_digest(bad))
+                assert [name.split(".")[0] for name in memory.corrupt] == [_digest(bad)]
+                # Hostile questions close their own connection, with the reason.
+                for body in (
+                    {"type": "blob_check", "hashes": [absent] * 1001},
+                    {"type": "blob_check", "hashes": ["../../etc/passwd"]},
+                    {"type": "blob_corrupt", "hash": None},
+                ):
+                    async with raw_websocket(url) as ws:
+                        await ws.send_message(encode(BlobHello(PROTOCOL_VERSION, "A", None)))
+                        assert isinstance(await receive(ws), BlobWelcome)
+                        await ws.send_message(json.dumps(body))
+                        reply = await refusal(ws)
+                        assert f"invalid {body['type']!r} message" in reply.reason
+                async with connect_websocket(url) as conn:
+                    assert isinstance(await _hello(conn), BlobWelcome)
+                    await conn.send(BlobCheck((_digest(good),)))
+                    assert await conn.receive() == BlobCheckResult(())
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+async def test_a_resumed_download_of_a_rotten_blob_is_reported_and_set_aside(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Tried: a client resumes a download (its first half held from an earlier attempt)
+    # of a blob whose second half rotted on the server's disk. The server does not hash a
+    # download that starts midway, and the client's check of the whole used to end in
+    # "do not match" at every attempt until it gave up; the server kept the rotten copy.
+    data = os.urandom(600_000)
+    digest = _digest(data)
+    options = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=2))
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A", files=options) as a:
+            fid = await a.files.save(data, path="x")
+            await a.files.wait_idle()
+            await a.wait_synced()
+        on_disk = Path(server.db_path + ".blobs/default/blobs") / digest
+        on_disk.chmod(0o644)
+        on_disk.write_bytes(data[:300_000] + os.urandom(300_000))
+        local = MemoryBlobStore()
+        local.append_partial(digest, 0, data[:300_000])
+        options_b = FileOptions(retry=options.retry, blob_store=local)
+        async with open_test_client(server.url, "B", files=options_b) as b:
+            await b.files.wait_for(
+                lambda files: (
+                    (state := files.state(fid).download) is not None
+                    and "set it aside" in (state.last_error or "")
+                )
+            )
+            assert not on_disk.exists()
+            assert len(list(on_disk.parent.parent.joinpath("corrupt").iterdir())) == 1
+            state = b.files.state(fid).download
+            assert state is not None and state.status == "queued"  # waits for a re-upload
+
+
+async def test_an_older_protocol_version_is_refused_with_a_clear_error(
+    server: trio_sync.Server,
+) -> None:
+    # Tried: a peer of protocol version 2 (before binary chunks, download waits and the
+    # blob checks), on a blob connection and on a sync connection.
+    assert PROTOCOL_VERSION == 3
+    expected = "protocol version 2 is not supported (server speaks 3)"
+    with trio.fail_after(WAIT):
+        async with raw_websocket(server.url) as ws:
+            await ws.send_message(encode(BlobHello(2, "A", None)))
+            reply = await refusal(ws)
+            assert reply.fatal and expected in reply.reason
+        async with raw_websocket(server.url) as ws:
+            await ws.send_message(encode(Hello(2, "A", "default", 1, None, 0)))
+            reply = await refusal(ws)
+            assert reply.fatal and expected in reply.reason

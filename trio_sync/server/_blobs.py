@@ -30,9 +30,12 @@ from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, Tr
 from ..files._blobs import FileBlobStore, Fingerprint, MemoryBlobStore, ServerBlobStore
 from ..files._bulk import bulk_runner
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
-from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError
+from ..protocol import Error, Message, TokenError, protocol_problem
 from ..protocol._blob_messages import (
+    BlobCheck,
+    BlobCheckResult,
     BlobChunk,
+    BlobCorrupt,
     BlobHello,
     BlobRefused,
     BlobWelcome,
@@ -168,6 +171,17 @@ async def handle(conn: Connection, hub: Hub, blobs: BlobBackend | None, limits: 
         await ServerSession(_Peeked(conn, first), hub).run()
 
 
+#: Seconds during which a blob found sound is not hashed again on a client's report.
+RECHECK_AFTER = 60.0
+
+
+def _lacking(store: ServerBlobStore, hashes: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``hashes`` the store does not hold (each once, in the order asked)."""
+    return tuple(
+        content_hash for content_hash in dict.fromkeys(hashes) if not store.has(content_hash)
+    )
+
+
 class _Refused(Exception):
     def __init__(self, reason: str, *, fatal: bool = False) -> None:
         super().__init__(reason)
@@ -239,10 +253,9 @@ class BlobSession:
         if store_id is None:
             raise _Refused(f"no store at path {self._conn.target[:80]!r}", fatal=True)
         self.store_id = store_id
-        if hello.protocol_version != PROTOCOL_VERSION:
-            raise _Refused(
-                f"protocol version {hello.protocol_version} is not spoken here", fatal=True
-            )
+        problem = protocol_problem(hello)
+        if problem is not None:
+            raise _Refused(problem, fatal=True)
         try:
             hub.authorize(hello.token, store_id=store_id, client_id=hello.client_id)
         except TokenError as exc:
@@ -299,6 +312,13 @@ class BlobSession:
                 return None
             if isinstance(message, DownloadBegin):
                 await self._download(store, message)
+                return None
+            if isinstance(message, BlobCheck):
+                missing = await self._run(_lacking, store, message.hashes)
+                await self._conn.send(BlobCheckResult(missing=missing))
+                return None
+            if isinstance(message, BlobCorrupt):
+                await self._corrupt_reported(store, message.hash)
                 return None
             if isinstance(message, Error):
                 raise ConnectionClosed(f"client closed: {message.reason}")
@@ -501,6 +521,24 @@ class BlobSession:
         # meanwhile (a mixed read) is left alone.
         if await self._run(lambda: store.quarantine(content_hash, expect=fingerprint)):
             self._quarantined(content_hash, "a download read it whole")
+
+    async def _corrupt_reported(self, store: ServerBlobStore, content_hash: str) -> None:
+        """A client says the bytes it downloaded of ``content_hash`` do not match: hash
+        our copy (unless this version was found sound in the last
+        :data:`RECHECK_AFTER` seconds: a client cannot make the server hash a blob over and
+        over), move it aside if it does not match, and say whether we still hold it."""
+        care = upkeep(store)
+        fingerprint = await self._run(store.fingerprint, content_hash)
+        held: int | None = None
+        if fingerprint is not None:
+            checked = care.verified_at(content_hash, fingerprint)
+            if checked is not None and trio.current_time() - checked < RECHECK_AFTER:
+                held = fingerprint[0]
+            else:
+                why = f"client {self.client_id!r} reported a corrupt download"
+                held = await self._check(store, care, content_hash, why)
+        missing = (content_hash,) if held is None else ()
+        await self._conn.send(BlobCheckResult(missing=missing))
 
     async def _wait_for_upload(
         self, store: ServerBlobStore, begin: DownloadBegin
