@@ -12,7 +12,9 @@ then share one bucket as they share one database.
 Nothing a client sends can poison stored data: a chunk must match its digest and land
 exactly where the partial ends, a blob is published only once its bytes match its hash,
 sizes are bounded by :class:`BlobLimits`, and a connection only reaches the store its
-token names.
+token names. Nothing a disk does goes unseen for ever either: a stored blob is hashed again
+when its upload begins anew and when it is served whole, and one that no longer matches is
+set aside (see ``_blob_upkeep.py``, which also keeps each store within its quota).
 """
 
 from __future__ import annotations
