@@ -146,6 +146,8 @@ def test_serve_on_a_corrupt_database_says_so_and_leaves_it_alone(tmp_path: Path)
         ("demo --events 0", "argument --events: 0 is not at least 1"),
         ("demo --events many", "argument --events: 'many' is not a whole number"),
         ("serve --port 99999", "argument --port: 99999 is not a port"),
+        ("serve --db x --max-store-bytes 10GB", "argument --max-store-bytes: '10GB' is not a size"),
+        ("serve --db x --max-store-bytes -1", "argument --max-store-bytes: '-1' is not a size"),
         ("bench stall --jobs -1", "argument --jobs: -1 is negative"),
         ("bench stall --scenarios -3", "argument --scenarios: -3 is negative"),
         ("bench stall --plot /no/such/dir/x.png", "folder '/no/such/dir' does not exist"),

@@ -334,7 +334,14 @@ def test_finish_with_a_running_digest_publishes_or_discards(
     assert store.read(digest) == data
 
 
-async def test_a_download_of_other_bytes_is_caught_by_the_running_hash(tmp_path: Path) -> None:
+async def test_a_blob_that_rotted_on_the_server_is_moved_aside_when_served_whole(
+    tmp_path: Path,
+) -> None:
+    # Tried: the server's copy rots (same size, other bytes; each chunk it sends is true to
+    # its digest). The client's running hash refuses it; it used to be refused by every
+    # client, at every attempt, for ever, while the server went on serving it. Now the
+    # server hashes what it serves whole and moves the blob aside: it reads as missing (a
+    # download waits without spending its attempts) until its contents are uploaded again.
     backend = MemoryBlobBackend()
     store = ServerStore.open(str(tmp_path / "server.sqlite3"))
     options = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=2))
@@ -350,22 +357,28 @@ async def test_a_download_of_other_bytes_is_caught_by_the_running_hash(tmp_path:
                     fid = await a.files.save(data, path="x")
                     await a.files.wait_idle()
                     await a.wait_synced()
-                # The server's copy goes bad (each chunk it sends is true to its digest).
-                backend.stores["default"]._blobs[digest] = os.urandom(len(data))
-                async with trio_sync.open_client(
-                    url, str(tmp_path / "b.sqlite3"), timings=FAST, files=options
-                ) as b:
-                    await b.files.wait_for(
-                        lambda files: (
-                            (state := files.state(fid).download) is not None
-                            and state.status == "error"
+                    server_blobs = backend.stores["default"]
+                    server_blobs._blobs[digest] = os.urandom(len(data))
+                    async with trio_sync.open_client(
+                        url, str(tmp_path / "b.sqlite3"), timings=FAST, files=options
+                    ) as b:
+                        await b.files.wait_for(
+                            lambda files: (
+                                (state := files.state(fid).download) is not None
+                                and "does not hold that blob" in (state.last_error or "")
+                            )
                         )
-                    )
-                    state = b.files.state(fid).download
-                    assert state is not None
-                    assert "do not match" in (state.last_error or "")
-                    assert b.files.local_path(fid) is None
-                    assert b.files.blobs.partial_size(digest) == 0  # discarded
+                        assert not server_blobs.has(digest)
+                        [aside] = server_blobs.corrupt
+                        assert aside.startswith(f"{digest}.")
+                        state = b.files.state(fid).download
+                        assert state is not None and state.status == "queued"
+                        assert b.files.local_path(fid) is None
+                        assert b.files.blobs.partial_size(digest) == 0  # discarded
+                        # The same contents uploaded again (here: saved again) repair it.
+                        await a.files.save(data, path="copy")
+                        await b.files.wait_for(lambda files: files.has_contents(fid))
+                        assert await b.files.read(fid) == data
                 nursery.cancel_scope.cancel()
     finally:
         store.close()

@@ -10,7 +10,8 @@ import pytest
 import trio
 
 import trio_sync
-from trio_sync.files import FileOptions
+from trio_sync.files import FileOptions, RetryPolicy, TransferState
+from trio_sync.files._repair import uploads_to_check, uploads_to_repeat
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
 
@@ -220,3 +221,67 @@ async def test_a_rotten_local_copy_is_never_returned_and_is_fetched_again(
             assert await a.files.read(fid) == contents
             [note] = [n for n in a.recent_events() if n.kind == "recovery"]
             assert note["what"] == "corrupt-local-copy"
+
+
+async def test_an_upload_the_server_lost_is_repaired_by_its_uploader_when_it_opens(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried: A uploaded a file, then the server's copy rotted on its disk. B's download
+    # had it set aside (it reads as missing) and B waited for ever: A, which still held
+    # the contents, never uploaded them again, since its upload was done.
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            fid = await a.files.save(data, path="f")
+            await a.files.wait_idle()
+            await a.wait_synced()
+        on_disk = Path(server.db_path + ".blobs/default/blobs") / digest
+        on_disk.chmod(0o644)
+        on_disk.write_bytes(os.urandom(len(data)))
+        async with open_test_client(server.url, "B", files=quick) as b:
+            await b.files.wait_for(
+                lambda files: (
+                    (state := files.state(fid).download) is not None
+                    and "set it aside" in (state.last_error or "")
+                )
+            )
+            assert not on_disk.exists()
+            async with open_test_client(server.url, "A") as a:
+                await b.files.wait_for(lambda files: files.has_contents(fid))
+                assert await b.files.read(fid) == data
+                await a.files.wait_idle()
+                [repaired] = [n for n in a.recent_events() if n.kind == "recovery"]
+                assert repaired["what"] == "lost-on-server" and repaired["file_id"] == fid
+                checks = [n for n in a.recent_events() if n.kind == "files.checked"]
+                assert [(n["blobs"], n["missing"]) for n in checks] == [(1, 1)]
+                # A reconnect is no new lifecycle: the server is not asked again.
+                await a.wait_synced()
+                for session in list(server._control.hub.sessions):
+                    if session.client_id == "A":
+                        session.stop("test: a reconnect")
+                await a.wait_status(lambda s: s.state != "synced")
+                await a.wait_synced()
+                await a.files.save(b"more", path="more")
+                await a.files.wait_idle()
+                assert len([n for n in a.recent_events() if n.kind == "files.checked"]) == 1
+    assert on_disk.read_bytes() == data
+
+
+def test_which_uploads_are_asked_about_and_queued_again() -> None:
+    h1, h2, h3 = (hashlib.sha256(bytes([i])).hexdigest() for i in range(3))
+    rows = {
+        ("f1", "upload"): TransferState("done", h1),
+        ("f2", "upload"): TransferState("done", h1),  # the same contents
+        ("f3", "upload"): TransferState("done", h2),  # not held here any more
+        ("f4", "upload"): TransferState("queued", h3),  # not uploaded yet
+        ("f5", "download"): TransferState("done", h3),  # downloaded, not ours
+    }
+    asked = uploads_to_check(rows, held={h1, h3})
+    assert asked == {h1: ["f1", "f2"]}
+    rows[("f2", "upload")] = TransferState("queued", h3)  # new contents meanwhile
+    changes = uploads_to_repeat(rows, asked, missing={h1})
+    assert changes == [
+        (("f1", "upload"), TransferState("queued", h1, 0, "the server lost its copy"))
+    ]

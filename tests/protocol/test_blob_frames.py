@@ -17,7 +17,10 @@ from trio_sync.protocol._blob_messages import (
     CHUNK_FRAME_TAG,
     CHUNK_HEADER_BYTES,
     HARD_MAX_CHUNK_BYTES,
+    BlobCheck,
+    BlobCheckResult,
     BlobChunk,
+    BlobCorrupt,
     UploadBegin,
 )
 
@@ -94,3 +97,43 @@ def test_decode_of_any_bytes_raises_only_protocol_errors(frame: bytes) -> None:
         assert str(exc)
     else:
         assert isinstance(message, BlobChunk) and message.data == frame[CHUNK_HEADER_BYTES:]
+
+
+OTHER = hashlib.sha256(b"another blob").hexdigest()
+CHECKS = [
+    BlobCheck((HASH,)),
+    BlobCheck((HASH, OTHER)),
+    BlobCorrupt(HASH),
+    BlobCheckResult(()),
+    BlobCheckResult((OTHER,)),
+]
+
+
+@pytest.mark.parametrize("message", CHECKS, ids=lambda m: m.TYPE)
+def test_check_and_corrupt_messages_round_trip_as_json(message: object) -> None:
+    frame = encode(message)  # type: ignore[arg-type]
+    assert isinstance(frame, str)
+    assert decode(frame) == message
+
+
+BAD_CHECKS = [
+    ("no hashes", {"type": "blob_check", "hashes": []}, "at least one hash"),
+    ("too many", {"type": "blob_check", "hashes": [HASH] * 1001}, "at most 1000 SHA-256"),
+    ("not a hash", {"type": "blob_check", "hashes": ["abc"]}, "64 lowercase hex digits"),
+    ("upper case", {"type": "blob_check", "hashes": [HASH.upper()]}, "64 lowercase hex"),
+    ("a string", {"type": "blob_check", "hashes": HASH}, "SHA-256 hashes"),
+    ("a number", {"type": "blob_check", "hashes": 5}, "blob_check"),
+    ("a hash as a number", {"type": "blob_check", "hashes": [5]}, "expected str, got int"),
+    ("extra field", {"type": "blob_check", "hashes": [HASH], "x": 1}, "extra fields"),
+    ("a bad report", {"type": "blob_corrupt", "hash": "x"}, "64 lowercase hex digits"),
+    ("a bad result", {"type": "blob_check_result", "missing": [1]}, "expected str"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"), [r[1:] for r in BAD_CHECKS], ids=[r[0] for r in BAD_CHECKS]
+)
+def test_bad_check_messages_raise_a_clear_protocol_error(body: object, words: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        decode(json.dumps(body))
+    assert words in str(caught.value)

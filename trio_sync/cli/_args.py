@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable
@@ -66,6 +67,24 @@ def count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+_SIZE = re.compile(r"(\d+)\s*(?:([kmgt])(?:ib)?)?", re.IGNORECASE)
+_UNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def byte_size(text: str) -> int:
+    """A number of bytes: a whole number, or one with a binary unit (``10G``, ``512MiB``:
+    K, M, G and T are powers of 1024)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size (a whole number of bytes, or with K, M, G or T: 10G)"
+        )
+    value = int(match.group(1)) * _UNITS.get((match.group(2) or "").lower(), 1)
+    if value > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} does not fit in 64 bits")
     return value
 
 

@@ -19,8 +19,8 @@ import trio
 from .._errors import TrioSyncError
 from .._groups import single_exception
 from ..protocol import EVENT_ENVELOPE_BYTES, MESSAGE_ENVELOPE_BYTES, WireLimits
-from ..server import Server, ServerLimits, serve
-from ._args import CommandError, count, db_path, port, read_secrets, seconds, version
+from ..server import BlobLimits, Server, ServerLimits, serve
+from ._args import CommandError, byte_size, count, db_path, port, read_secrets, seconds, version
 
 
 def add_parser(commands: Any) -> None:
@@ -77,6 +77,18 @@ def add_parser(commands: Any) -> None:
         ("--max-stores", count, "stores in all (with --create-stores)"),
         ("--idle-timeout", seconds, "seconds a connection may stay silent"),
         ("--messages-per-second", seconds, "messages read per connection per second"),
+        (
+            "--max-store-bytes",
+            byte_size,
+            "the quota of each store's files: bytes held, uploads in progress included "
+            "(10G by default; K, M, G, T are powers of 1024)",
+        ),
+        (
+            "--partial-max-age",
+            seconds,
+            "seconds after which an upload nothing wrote to is abandoned and its bytes "
+            "deleted (86400 by default)",
+        ),
     ):
         limits.add_argument(flag, type=kind, default=0, help=text)
     run.add_argument(
@@ -141,6 +153,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
                     auth_secrets=secrets,
                     ssl_context=ssl_context,
                     blob_dir=args.blob_dir,
+                    blob_limits=blob_limits(args),
                 )
             )
             print(f"trio-sync serving {server.db_path} at {server.url}", flush=True)
@@ -211,6 +224,18 @@ def _limits(args: argparse.Namespace) -> ServerLimits:
             max_stores=args.max_stores or defaults.max_stores,
             idle_timeout=args.idle_timeout or defaults.idle_timeout,
             messages_per_second=args.messages_per_second or defaults.messages_per_second,
+        )
+    except ValueError as exc:
+        raise CommandError(f"limits: {exc}") from None
+
+
+def blob_limits(args: argparse.Namespace) -> BlobLimits:
+    """The limits of file transfers the command line asks for (0: the default)."""
+    defaults = BlobLimits()
+    try:
+        return BlobLimits(
+            max_store_bytes=args.max_store_bytes or defaults.max_store_bytes,
+            partial_max_age=args.partial_max_age or defaults.partial_max_age,
         )
     except ValueError as exc:
         raise CommandError(f"limits: {exc}") from None

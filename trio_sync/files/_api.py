@@ -36,6 +36,7 @@ from ._model import (
     new_file_id,
 )
 from ._queue import RetryPolicy, stale_on_open
+from ._repair import repair_lost_uploads
 from ._state import TransferStateStore
 from ._wire import BlobClient, OpenConnection
 
@@ -135,17 +136,18 @@ class FileSync:
         self.blobs, state_path = await core.run_store(_default_places, self._store_path, options)
         self._states = await core.run_store(TransferStateStore, state_path)
         try:
+            wire = BlobClient(
+                self._connect,
+                core.state.client_id,
+                self._token,
+                self.blobs,
+                bulk_runner(core.run_store),
+                timeout=options.transfer_timeout,
+            )
             self.executor = TransferExecutor(
                 core,
                 self._states,
-                BlobClient(
-                    self._connect,
-                    core.state.client_id,
-                    self._token,
-                    self.blobs,
-                    bulk_runner(core.run_store),
-                    timeout=options.transfer_timeout,
-                ),
+                wire,
                 target=self._target,
                 finished=self._transfer_finished,
                 uploads=options.uploads,
@@ -158,6 +160,17 @@ class FileSync:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.executor.run)
                 await self._reconcile(set(self._view.files), first=True)
+                # Once per lifecycle too, beside the stale transfers: uploads the server
+                # lost since (a rotten copy it set aside, a backup restored).
+                nursery.start_soon(
+                    repair_lost_uploads,
+                    core,
+                    self._states,
+                    self.blobs,
+                    wire,
+                    self.executor,
+                    options.retry,
+                )
                 core.tick_checks.append(self.executor.heartbeat_check)
                 try:
                     nursery.start_soon(self._follow)

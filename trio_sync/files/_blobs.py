@@ -15,11 +15,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Protocol
+
+import attrs
 
 from .._errors import StoreError, StoreFull
 
@@ -27,6 +31,16 @@ from .._errors import StoreError, StoreFull
 COPY_BLOCK = 1024 * 1024
 #: Called with the name of an operation before it writes (tests inject ENOSPC here).
 FaultHook = Callable[[str], None]
+#: Seconds since the epoch, as the store's files are stamped (``time.time``; tests inject).
+WallClock = Callable[[], float]
+#: A stored blob's size and a stamp that changes whenever the blob is written again (a
+#: file's mtime in nanoseconds): what a "this blob was verified" fact is keyed by.
+Fingerprint = tuple[int, int]
+
+
+def utc_stamp(when: float) -> str:
+    """``when`` (seconds since the epoch) as a compact UTC time: ``20250131T120000Z``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
 
 
 #: A blob being written is synced to disk every this many bytes (see :func:`_write_back`).
@@ -126,6 +140,60 @@ class BlobStore(Protocol):
         ...
 
 
+@attrs.frozen
+class StoreUsage:
+    """What a blob store holds.
+
+    Attributes:
+        blob_bytes: The bytes of every stored (published) blob.
+        partials: The bytes held of each unfinished transfer, by content hash.
+    """
+
+    blob_bytes: int
+    partials: Mapping[str, int]
+
+    @property
+    def total(self) -> int:
+        return self.blob_bytes + sum(self.partials.values())
+
+
+class ServerBlobStore(BlobStore, Protocol):
+    """A server's blob store: a :class:`BlobStore` that can also say how much it holds
+    (the quota, see ``server/_blob_upkeep.py``)."""
+
+    def usage(self) -> StoreUsage:
+        """The bytes of the stored blobs and of each partial (one pass over the store).
+
+        Raises:
+            StoreError: The store cannot be listed.
+        """
+        ...
+
+    def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
+        """Deletes the partials last written more than ``max_age`` seconds ago (by the
+        store's own clock), except those of ``keep``; returns their hashes.
+
+        Raises:
+            StoreError: The store cannot be listed.
+        """
+        ...
+
+    def fingerprint(self, content_hash: str) -> Fingerprint | None:
+        """The stored blob's size and write stamp (None when it is not stored)."""
+        ...
+
+    def quarantine(self, content_hash: str, *, expect: Fingerprint | None = None) -> str | None:
+        """Moves a stored blob aside (it does not match its hash): it reads as missing
+        from then on, and its bytes are kept for a person to look at. Returns the name it
+        was kept under (``<hash>.<UTC time>``), or None when it is not stored, or its
+        fingerprint is no longer ``expect`` (written again meanwhile: left alone).
+
+        Raises:
+            StoreError: The move failed.
+        """
+        ...
+
+
 def _os_error(what: str, exc: OSError) -> StoreError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StoreFull(f"blob store: the disk is full while {what}: {exc.strerror or exc}")
@@ -133,13 +201,22 @@ def _os_error(what: str, exc: OSError) -> StoreError:
 
 
 class FileBlobStore:
-    """Blobs as files in a directory: ``blobs/<hash>``, ``partial/<hash>``, ``tmp/``."""
+    """Blobs as files in a directory: ``blobs/<hash>``, ``partial/<hash>``, ``tmp/``, and
+    ``corrupt/<hash>.<UTC time>`` for blobs moved aside (:meth:`quarantine`).
 
-    def __init__(self, root: str | Path, *, fault: FaultHook | None = None) -> None:
+    ``clock``: the time a partial's age is measured against (its files' mtimes are
+    stamped by the same wall clock).
+    """
+
+    def __init__(
+        self, root: str | Path, *, fault: FaultHook | None = None, clock: WallClock = time.time
+    ) -> None:
         self.root = Path(root)
+        self.clock = clock
         self._blobs = self.root / "blobs"
         self._partial = self.root / "partial"
         self._tmp = self.root / "tmp"
+        self._corrupt = self.root / "corrupt"
         self.fault = fault
         try:
             for folder in (self._blobs, self._partial, self._tmp):
@@ -280,14 +357,86 @@ class FileBlobStore:
     def hashes(self) -> list[str]:
         return sorted(path.name for path in self._blobs.iterdir())
 
+    def usage(self) -> StoreUsage:
+        try:
+            blob_bytes = sum(_sizes(self._blobs).values())
+            partials = _sizes(self._partial)
+        except OSError as exc:
+            raise _os_error("listing the store", exc) from None
+        return StoreUsage(blob_bytes, partials)
+
+    def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
+        older_than = self.clock() - max_age
+        expired = []
+        try:
+            with os.scandir(self._partial) as entries:
+                for entry in entries:
+                    if entry.name in keep:
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat().st_mtime < older_than:
+                            os.unlink(entry.path)
+                            expired.append(entry.name)
+        except OSError as exc:
+            raise _os_error("expiring partial transfers", exc) from None
+        return sorted(expired)
+
+    def fingerprint(self, content_hash: str) -> Fingerprint | None:
+        try:
+            stat = (self._blobs / content_hash).stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    def quarantine(self, content_hash: str, *, expect: Fingerprint | None = None) -> str | None:
+        if expect is not None and self.fingerprint(content_hash) != expect:
+            return None
+        stamp = utc_stamp(self.clock())
+        try:
+            self._corrupt.mkdir(exist_ok=True)
+            name = f"{content_hash}.{stamp}"
+            for n in itertools.count(1):
+                if not (self._corrupt / name).exists():
+                    break
+                name = f"{content_hash}.{stamp}.{n}"
+            os.replace(self._blobs / content_hash, self._corrupt / name)
+            fd = os.open(self._blobs, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the blob stays gone after a power loss
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _os_error("moving a corrupt blob aside", exc) from None
+        return name
+
+
+def _sizes(folder: Path) -> dict[str, int]:
+    """The size of each file in ``folder`` (one that goes away meanwhile is left out)."""
+    sizes = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):
+                sizes[entry.name] = entry.stat().st_size
+    return sizes
+
 
 class MemoryBlobStore:
     """Blobs in memory (the simulator, tests): the same behaviour, no disk."""
 
-    def __init__(self, *, fault: FaultHook | None = None) -> None:
+    def __init__(self, *, fault: FaultHook | None = None, clock: WallClock = time.time) -> None:
         self._blobs: dict[str, bytes] = {}
         self._partial: dict[str, bytearray] = {}
+        #: When each partial was last written (by ``clock``).
+        self._written: dict[str, float] = {}
+        #: A stamp per stored blob, new each time it is stored (its "mtime").
+        self._stamps: dict[str, int] = {}
+        self._next_stamp = itertools.count(1)
+        #: Blobs moved aside by :meth:`quarantine`, by the name they were kept under.
+        self.corrupt: dict[str, bytes] = {}
         self.fault = fault
+        self.clock = clock
 
     def _fault(self, what: str) -> None:
         if self.fault is not None:
@@ -311,8 +460,13 @@ class MemoryBlobStore:
             except OSError as exc:
                 raise _os_error("reading the source", exc) from None
         content_hash = sha256_hex(source)
-        self._blobs.setdefault(content_hash, source)
+        self._store(content_hash, source)
         return content_hash, len(source)
+
+    def _store(self, content_hash: str, data: bytes) -> None:
+        if content_hash not in self._blobs:
+            self._blobs[content_hash] = data
+            self._stamps[content_hash] = next(self._next_stamp)
 
     def partial_size(self, content_hash: str) -> int:
         return len(self._partial.get(content_hash, b""))
@@ -323,17 +477,20 @@ class MemoryBlobStore:
         if len(part) != offset:
             raise ValueError(f"partial holds {len(part)} bytes, not {offset}")
         part += data
+        self._written[content_hash] = self.clock()
 
     def finish_partial(self, content_hash: str, *, digest: str | None = None) -> bool:
         self._fault("finish")
         part = self._partial.pop(content_hash, bytearray())
+        self._written.pop(content_hash, None)
         if (digest or sha256_hex(bytes(part))) != content_hash:
             return False
-        self._blobs.setdefault(content_hash, bytes(part))
+        self._store(content_hash, bytes(part))
         return True
 
     def discard_partial(self, content_hash: str) -> None:
         self._partial.pop(content_hash, None)
+        self._written.pop(content_hash, None)
 
     def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
         blob = self._blobs[content_hash]
@@ -344,6 +501,43 @@ class MemoryBlobStore:
 
     def delete(self, content_hash: str) -> None:
         self._blobs.pop(content_hash, None)
+        self._stamps.pop(content_hash, None)
 
     def hashes(self) -> list[str]:
         return sorted(self._blobs)
+
+    def usage(self) -> StoreUsage:
+        return StoreUsage(
+            sum(len(blob) for blob in self._blobs.values()),
+            {content_hash: len(part) for content_hash, part in self._partial.items()},
+        )
+
+    def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
+        older_than = self.clock() - max_age
+        expired = sorted(
+            content_hash
+            for content_hash, written in self._written.items()
+            if written < older_than and content_hash not in keep
+        )
+        for content_hash in expired:
+            self.discard_partial(content_hash)
+        return expired
+
+    def fingerprint(self, content_hash: str) -> Fingerprint | None:
+        blob = self._blobs.get(content_hash)
+        return None if blob is None else (len(blob), self._stamps.get(content_hash, 0))
+
+    def quarantine(self, content_hash: str, *, expect: Fingerprint | None = None) -> str | None:
+        if content_hash not in self._blobs or (
+            expect is not None and self.fingerprint(content_hash) != expect
+        ):
+            return None
+        stamp = utc_stamp(self.clock())
+        name = f"{content_hash}.{stamp}"
+        for n in itertools.count(1):
+            if name not in self.corrupt:
+                break
+            name = f"{content_hash}.{stamp}.{n}"
+        self.corrupt[name] = self._blobs.pop(content_hash)
+        self._stamps.pop(content_hash, None)
+        return name

@@ -28,8 +28,19 @@ def make_chunk(content_hash: str, offset: int, data: bytes) -> BlobChunk:
     )
 
 
-def read_chunk(store: BlobStore, content_hash: str, offset: int, length: int) -> BlobChunk:
-    """Reads up to ``length`` bytes of a stored blob at ``offset`` as a chunk.
+class Hasher(Protocol):
+    """A running SHA-256 (``hashlib.sha256()``)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def read_chunk(
+    store: BlobStore, content_hash: str, offset: int, length: int, hasher: Hasher | None = None
+) -> BlobChunk:
+    """Reads up to ``length`` bytes of a stored blob at ``offset`` as a chunk (and adds
+    them to ``hasher``: a server hashes a blob it serves from offset 0 as it reads it).
 
     Raises:
         KeyError: The blob is not stored.
@@ -38,15 +49,9 @@ def read_chunk(store: BlobStore, content_hash: str, offset: int, length: int) ->
     data = store.read(content_hash, offset, length)
     if not data:
         raise StoreError(f"blob {content_hash} ends before offset {offset}")
+    if hasher is not None:
+        hasher.update(data)
     return make_chunk(content_hash, offset, data)
-
-
-class Hasher(Protocol):
-    """A running SHA-256 (``hashlib.sha256()``)."""
-
-    def update(self, data: bytes, /) -> None: ...
-
-    def hexdigest(self) -> str: ...
 
 
 def new_hasher(offset: int) -> Hasher | None:

@@ -10,7 +10,7 @@ event loop only moves bytes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import trio
@@ -19,8 +19,12 @@ from .._errors import ConnectionClosed, ProtocolError, StoreError, TransportErro
 from .._store_runner import StoreRunner
 from ..protocol import PROTOCOL_VERSION, Error, Message
 from ..protocol._blob_messages import (
+    MAX_CHECK_HASHES,
     MAX_DOWNLOAD_WAIT,
+    BlobCheck,
+    BlobCheckResult,
     BlobChunk,
+    BlobCorrupt,
     BlobHello,
     BlobRefused,
     BlobWelcome,
@@ -190,5 +194,41 @@ class BlobClient:
                 offset += len(chunk.data)
                 progress(offset, size)
             if not await run(finish, blobs, content_hash, hasher):
+                if await self._report_corrupt(conn, content_hash):
+                    raise TransferFailed(
+                        "the downloaded bytes do not match the hash; the server found its "
+                        "copy corrupt and set it aside: waiting for the file to be uploaded "
+                        "again",
+                        missing=True,
+                    )
                 raise TransferFailed("the downloaded bytes do not match the hash; discarded")
             return size
+
+    async def _report_corrupt(self, conn: Connection, content_hash: str) -> bool:
+        """Tells the server the bytes it sent of ``content_hash`` do not match (it checks
+        its copy); True when it no longer holds the blob. A report that fails is only
+        lost: the next attempt reports again."""
+        try:
+            await conn.send(BlobCorrupt(hash=content_hash))
+            answer = await self._receive(conn)
+        except (TransportError, ProtocolError, TransferFailed):
+            return False
+        return isinstance(answer, BlobCheckResult) and content_hash in answer.missing
+
+    async def missing(self, hashes: Sequence[str]) -> set[str]:
+        """Those of ``hashes`` the server does not hold, asked on one connection, in
+        ``blob_check`` messages of up to :data:`MAX_CHECK_HASHES` hashes.
+
+        Raises:
+            TransferFailed: The question could not be asked or answered.
+        """
+        lacking: set[str] = set()
+        async with self._session() as (conn, _):
+            for start in range(0, len(hashes), MAX_CHECK_HASHES):
+                batch = tuple(hashes[start : start + MAX_CHECK_HASHES])
+                await conn.send(BlobCheck(hashes=batch))
+                answer = await self._receive(conn)
+                if not isinstance(answer, BlobCheckResult) or not set(answer.missing) <= set(batch):
+                    raise ProtocolError("expected 'blob_check_result' about the blobs asked")
+                lacking.update(answer.missing)
+        return lacking

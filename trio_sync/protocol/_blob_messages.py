@@ -9,7 +9,13 @@ token check as a sync connection), then carries one transfer at a time:
   ``blob_chunk``\\s from that offset, then ``upload_end`` -> ``upload_done`` or
   ``blob_refused``;
 - download: ``download_begin`` (from an offset) -> ``download_info`` (the size), then the
-  server's ``blob_chunk``\\s up to the end (or ``blob_refused``).
+  server's ``blob_chunk``\\s up to the end (or ``blob_refused``);
+- a question: ``blob_check`` (up to :data:`MAX_CHECK_HASHES` hashes) -> ``blob_check_result``
+  (those the server lacks): a client asks it once per lifecycle about the blobs it
+  uploaded, and uploads again the ones the server lost;
+- a report: ``blob_corrupt`` (a download's bytes did not match the hash) -> the server
+  hashes its own copy, moves it aside when it does not match, and answers
+  ``blob_check_result`` (the hash among ``missing``: it does not hold it any more).
 
 Every chunk carries the SHA-256 of its bytes, so a chunk damaged on the way is refused at
 once; the whole blob is checked against its hash before it is published on either side.
@@ -186,8 +192,70 @@ class BlobRefused:
     missing: bool = False
 
 
-BlobClientMessage = BlobHello | UploadBegin | BlobChunk | UploadEnd | DownloadBegin
-BlobServerMessage = BlobWelcome | UploadOffset | BlobChunk | UploadDone | DownloadInfo | BlobRefused
+#: The most hashes one ``blob_check`` (or its result) may hold: 1,000 take 67 KB of JSON.
+MAX_CHECK_HASHES = 1000
+
+
+def _hashes(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if (
+        type(value) is not tuple
+        or len(value) > MAX_CHECK_HASHES
+        or not all(is_content_hash(item) for item in value)
+    ):
+        raise ValueError(
+            f"{attribute.name} must be a list of at most {MAX_CHECK_HASHES} SHA-256 hashes "
+            "(64 lowercase hex digits each)"
+        )
+
+
+def _some_hashes(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _hashes(instance, attribute, value)
+    if not value:
+        raise ValueError(f"{attribute.name} must hold at least one hash")
+
+
+@attrs.frozen
+class BlobCheck:
+    """Client -> server: which of these blobs do you lack? Answered ``blob_check_result``.
+
+    A client asks once per lifecycle about the blobs it uploaded and still holds, and
+    uploads again those the server lost (see ``files/_repair.py``)."""
+
+    TYPE: ClassVar[str] = "blob_check"
+    hashes: tuple[str, ...] = attrs.field(validator=_some_hashes)
+
+
+@attrs.frozen
+class BlobCorrupt:
+    """Client -> server: the bytes you sent of ``hash`` do not hash to it. The server
+    trusts no client: it hashes its own copy, moves it aside when it does not match, and
+    answers ``blob_check_result``."""
+
+    TYPE: ClassVar[str] = "blob_corrupt"
+    hash: str = attrs.field(validator=_hash)
+
+
+@attrs.frozen
+class BlobCheckResult:
+    """Server -> client: of the blobs a ``blob_check`` or ``blob_corrupt`` asked about,
+    those the server does not hold (now)."""
+
+    TYPE: ClassVar[str] = "blob_check_result"
+    missing: tuple[str, ...] = attrs.field(validator=_hashes)
+
+
+BlobClientMessage = (
+    BlobHello | UploadBegin | BlobChunk | UploadEnd | DownloadBegin | BlobCheck | BlobCorrupt
+)
+BlobServerMessage = (
+    BlobWelcome
+    | UploadOffset
+    | BlobChunk
+    | UploadDone
+    | DownloadInfo
+    | BlobRefused
+    | BlobCheckResult
+)
 
 BLOB_MESSAGE_TYPES: tuple[type[BlobClientMessage | BlobServerMessage], ...] = (
     BlobHello,
@@ -200,6 +268,9 @@ BLOB_MESSAGE_TYPES: tuple[type[BlobClientMessage | BlobServerMessage], ...] = (
     DownloadBegin,
     DownloadInfo,
     BlobRefused,
+    BlobCheck,
+    BlobCorrupt,
+    BlobCheckResult,
 )
 
 

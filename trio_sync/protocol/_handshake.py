@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from ._blob_messages import BlobHello
 from ._messages import PROTOCOL_VERSION, Hello, Welcome
 
 
-def protocol_problem(hello: Hello) -> str | None:
-    """Why the server cannot even talk with the sender of ``hello`` (None: it can)."""
+def protocol_problem(hello: Hello | BlobHello) -> str | None:
+    """Why the server cannot even talk with the sender of ``hello`` (None: it can); the
+    same for a sync connection and a blob connection."""
     if hello.protocol_version != PROTOCOL_VERSION:
         return (
             f"protocol version {hello.protocol_version} is not supported "

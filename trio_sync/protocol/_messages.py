@@ -26,7 +26,9 @@ from ._limits import (
 
 #: Version of the wire protocol itself; both sides must speak the same one.
 #: 2: stores, tokens, limits in the welcome, retryable push refusals.
-PROTOCOL_VERSION = 2
+#: 3: file blobs: chunks as binary frames, ``download_begin.wait``, ``blob_check`` and
+#: ``blob_corrupt`` (a blob connection says it in its ``blob_hello``).
+PROTOCOL_VERSION = 3
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:

@@ -12,29 +12,32 @@ then share one bucket as they share one database.
 Nothing a client sends can poison stored data: a chunk must match its digest and land
 exactly where the partial ends, a blob is published only once its bytes match its hash,
 sizes are bounded by :class:`BlobLimits`, and a connection only reaches the store its
-token names.
+token names. Nothing a disk does goes unseen for ever either: a stored blob is hashed again
+when its upload begins anew and when it is served whole, and one that no longer matches is
+set aside (see ``_blob_upkeep.py``, which also keeps each store within its quota).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
-import weakref
-from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
 import attrs
 import trio
 
-from .._broadcast import Broadcast
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
-from ..files._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ..files._blobs import FileBlobStore, Fingerprint, MemoryBlobStore, ServerBlobStore
 from ..files._bulk import bulk_runner
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
-from ..protocol import PROTOCOL_VERSION, Error, Message, TokenError
+from ..protocol import Error, Message, TokenError, protocol_problem
 from ..protocol._blob_messages import (
+    BlobCheck,
+    BlobCheckResult,
     BlobChunk,
+    BlobCorrupt,
     BlobHello,
     BlobRefused,
     BlobWelcome,
@@ -47,6 +50,7 @@ from ..protocol._blob_messages import (
 )
 from ..store import store_for_target
 from ..transport import Connection
+from ._blob_upkeep import StoreUpkeep, check_blob, quota_problem, sweep_and_measure, upkeep
 from ._hub import Hub
 from ._session import ServerSession, loggable
 
@@ -68,11 +72,19 @@ class BlobLimits:
         download_wait: The longest a download of a blob whose upload this node is
             receiving waits for that upload to end (seconds; a client asks for at most
             its own ``wait``).
+        max_store_bytes: The quota of each store: its blobs, its partial uploads and the
+            rest of the uploads in progress may hold at most this many bytes. An upload
+            that would go over it is refused for good (the client shows it as stuck).
+        partial_max_age: Seconds after which an upload's partial that nothing wrote to
+            is abandoned: deleted (when the next upload to its store begins), so that it
+            stops counting against the quota. Its upload, if it comes back, starts over.
     """
 
     chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive)
     max_blob_bytes: int = attrs.field(default=1 << 30, validator=_positive)
     download_wait: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
+    max_store_bytes: int = attrs.field(default=10 * 2**30, validator=_positive)
+    partial_max_age: float = attrs.field(default=24 * 3600.0, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
         # A chunk's frame (its bytes and a 73-byte header) must fit the default frame limit.
@@ -83,7 +95,7 @@ class BlobLimits:
 class BlobBackend(Protocol):
     """Where a server keeps blobs: one blob store per sync store."""
 
-    def store(self, store_id: str) -> BlobStore:
+    def store(self, store_id: str) -> ServerBlobStore:
         """The blob store of ``store_id`` (created on first use)."""
         ...
 
@@ -95,7 +107,7 @@ class FileBlobBackend:
         self.root = Path(root)
         self._stores: dict[str, FileBlobStore] = {}
 
-    def store(self, store_id: str) -> BlobStore:
+    def store(self, store_id: str) -> ServerBlobStore:
         found = self._stores.get(store_id)
         if found is None:
             # store_id is checked (letters, digits, _ . -, never "." or ".."): a safe name.
@@ -109,31 +121,8 @@ class MemoryBlobBackend:
     def __init__(self) -> None:
         self.stores: dict[str, MemoryBlobStore] = {}
 
-    def store(self, store_id: str) -> BlobStore:
+    def store(self, store_id: str) -> ServerBlobStore:
         return self.stores.setdefault(store_id, MemoryBlobStore())
-
-
-class _Uploads:
-    """The uploads a node is receiving into one blob store, so that a download of a blob
-    on its way can wait for it instead of being answered ``missing`` (and backing off
-    for seconds). Other nodes' uploads are not seen: their downloads back off."""
-
-    def __init__(self) -> None:
-        self.receiving: Counter[str] = Counter()
-        #: Notified when an upload ends, published or not.
-        self.changed = Broadcast()
-
-
-# Keyed by the store object: every session of a node (and nodes in one process sharing a
-# backend, as tests do) sees the same uploads; a store that goes away takes its entry.
-_UPLOADS: weakref.WeakKeyDictionary[BlobStore, _Uploads] = weakref.WeakKeyDictionary()
-
-
-def _uploads(store: BlobStore) -> _Uploads:
-    found = _UPLOADS.get(store)
-    if found is None:
-        found = _UPLOADS[store] = _Uploads()
-    return found
 
 
 class _Peeked:
@@ -182,6 +171,17 @@ async def handle(conn: Connection, hub: Hub, blobs: BlobBackend | None, limits: 
         await BlobSession(conn, hub, blobs, limits).run(first)
     else:
         await ServerSession(_Peeked(conn, first), hub).run()
+
+
+#: Seconds during which a blob found sound is not hashed again on a client's report.
+RECHECK_AFTER = 60.0
+
+
+def _lacking(store: ServerBlobStore, hashes: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``hashes`` the store does not hold (each once, in the order asked)."""
+    return tuple(
+        content_hash for content_hash in dict.fromkeys(hashes) if not store.has(content_hash)
+    )
 
 
 class _Refused(Exception):
@@ -246,7 +246,7 @@ class BlobSession:
         finally:
             await self._conn.aclose(reason)
 
-    async def _authorize(self, hello: BlobHello) -> BlobStore:
+    async def _authorize(self, hello: BlobHello) -> ServerBlobStore:
         hub = self._hub
         self.client_id = hello.client_id
         if hub.draining:
@@ -255,10 +255,9 @@ class BlobSession:
         if store_id is None:
             raise _Refused(f"no store at path {self._conn.target[:80]!r}", fatal=True)
         self.store_id = store_id
-        if hello.protocol_version != PROTOCOL_VERSION:
-            raise _Refused(
-                f"protocol version {hello.protocol_version} is not spoken here", fatal=True
-            )
+        problem = protocol_problem(hello)
+        if problem is not None:
+            raise _Refused(problem, fatal=True)
         try:
             hub.authorize(hello.token, store_id=store_id, client_id=hello.client_id)
         except TokenError as exc:
@@ -278,33 +277,30 @@ class BlobSession:
             return await self._conn.receive()
         raise ConnectionClosed("idle: nothing received in time (idle_timeout)")
 
-    async def _serve(self, store: BlobStore) -> None:
-        uploads = _uploads(store)
-        upload: _Upload | None = None
-        counted: str | None = None  # the blob this session counts in uploads.receiving
+    async def _serve(self, store: ServerBlobStore) -> None:
+        care = upkeep(store)
+        upload: _Upload | None = None  # counted in care.receiving while it lasts
         try:
             while True:
-                upload = await self._serve_one(store, upload)
-                current = None if upload is None else upload.hash
-                if current != counted:
-                    self._count_upload(uploads, counted, current)
-                    counted = current
+                message = await self._receive()
+                if upload is not None and not isinstance(message, (BlobChunk, UploadEnd)):
+                    # Another transfer begins: this upload is given up (and its room freed
+                    # before the next one is weighed against the quota).
+                    care.end_upload(upload.hash)
+                    upload = None
+                after = await self._serve_one(store, upload, message)
+                if upload is not None and after is not upload:
+                    care.end_upload(upload.hash)
+                upload = after
         finally:
-            self._count_upload(uploads, counted, None)
+            if upload is not None:
+                care.end_upload(upload.hash)
 
-    @staticmethod
-    def _count_upload(uploads: _Uploads, ended: str | None, begun: str | None) -> None:
-        if ended is not None:
-            uploads.receiving[ended] -= 1
-            if uploads.receiving[ended] <= 0:
-                del uploads.receiving[ended]
-            uploads.changed.notify()  # published or given up: waiting downloads look
-        if begun is not None:
-            uploads.receiving[begun] += 1
-
-    async def _serve_one(self, store: BlobStore, upload: _Upload | None) -> _Upload | None:
-        """Answers one message; returns the upload in progress after it."""
-        message = await self._receive()
+    async def _serve_one(
+        self, store: ServerBlobStore, upload: _Upload | None, message: Message
+    ) -> _Upload | None:
+        """Answers one message; returns the upload in progress after it (a new one is
+        counted in :func:`upkeep`'s ``receiving`` already)."""
         try:
             if isinstance(message, UploadBegin):
                 return await self._begin_upload(store, message)
@@ -318,6 +314,13 @@ class BlobSession:
                 return None
             if isinstance(message, DownloadBegin):
                 await self._download(store, message)
+                return None
+            if isinstance(message, BlobCheck):
+                missing = await self._run(_lacking, store, message.hashes)
+                await self._conn.send(BlobCheckResult(missing=missing))
+                return None
+            if isinstance(message, BlobCorrupt):
+                await self._corrupt_reported(store, message.hash)
                 return None
             if isinstance(message, Error):
                 raise ConnectionClosed(f"client closed: {message.reason}")
@@ -333,7 +336,7 @@ class BlobSession:
             await self._conn.send(BlobRefused(blob, f"the server's storage is full: {exc}"))
         return None
 
-    async def _begin_upload(self, store: BlobStore, begin: UploadBegin) -> _Upload | None:
+    async def _begin_upload(self, store: ServerBlobStore, begin: UploadBegin) -> _Upload | None:
         if begin.size > self._limits.max_blob_bytes:
             raise _Refused(
                 f"{begin.size} bytes is over the limit max_blob_bytes="
@@ -345,20 +348,101 @@ class BlobSession:
             content_hash, _ = await self._run(store.put, b"")
             if content_hash != begin.hash:
                 raise _Refused("an empty blob has another hash", fatal=True)
-        held = await self._run(store.size, begin.hash)
+        care = upkeep(store)
+        held = await self._sound_size(store, care, begin.hash)
         if held is not None:
             if held != begin.size:
                 raise _Refused(f"that blob has {held} bytes, not {begin.size}", fatal=True)
             await self._conn.send(UploadOffset(hash=begin.hash, offset=held))
             return None
-        offset = await self._run(store.partial_size, begin.hash)
-        if offset > begin.size:
-            await self._run(store.discard_partial, begin.hash)
-            offset = 0
-        await self._conn.send(UploadOffset(hash=begin.hash, offset=offset))
+        offset = await self._take_upload(store, care, begin)
+        try:
+            await self._conn.send(UploadOffset(hash=begin.hash, offset=offset))
+        except BaseException:
+            care.end_upload(begin.hash)
+            raise
         return _Upload(begin.hash, begin.size, offset)
 
-    async def _chunk(self, store: BlobStore, upload: _Upload, chunk: BlobChunk) -> None:
+    async def _sound_size(
+        self, store: ServerBlobStore, care: StoreUpkeep, content_hash: str
+    ) -> int | None:
+        """The size of the stored blob ``content_hash`` once it is known to match its hash
+        (hashed here unless this process found this version sound before); None when it
+        is not stored, or was found corrupt and moved aside."""
+        fingerprint = await self._run(store.fingerprint, content_hash)
+        if fingerprint is None:
+            return None
+        if care.is_verified(content_hash, fingerprint):
+            return fingerprint[0]
+        return await self._check(store, care, content_hash, "an upload of it began")
+
+    async def _check(
+        self, store: ServerBlobStore, care: StoreUpkeep, content_hash: str, why: str
+    ) -> int | None:
+        """Hashes the stored blob (in a worker thread) and moves it aside when it does not
+        match; returns its size when it is held and sound, None otherwise."""
+        verdict, fingerprint = await self._run(check_blob, store, content_hash)
+        if verdict == "sound" and fingerprint is not None:
+            care.mark_verified(content_hash, fingerprint, trio.current_time())
+            return fingerprint[0]
+        if verdict == "quarantined":
+            self._quarantined(content_hash, why)
+            return None
+        # Missing, or published again while it was read (by whoever hashed it then).
+        return await self._run(store.size, content_hash)
+
+    def _quarantined(self, content_hash: str, why: str) -> None:
+        logger.warning(
+            "store %r: blob %s does not match its hash (found when %s): moved aside to "
+            "corrupt/; the next upload of those contents stores them again",
+            self.store_id,
+            content_hash,
+            why,
+        )
+
+    async def _take_upload(
+        self, store: ServerBlobStore, care: StoreUpkeep, begin: UploadBegin
+    ) -> int:
+        """Decides whether the upload fits in the store's quota and counts it (reserving
+        its declared size); returns the offset it resumes at.
+
+        Raises:
+            _Refused: It does not fit (for good: the client shows it as stuck).
+        """
+        async with care.begin_lock:
+            # Abandoned partials go first (never one this node is receiving): they must
+            # not count against the quota for ever.
+            expired, usage = await self._run(
+                sweep_and_measure, store, self._limits.partial_max_age, frozenset(care.sizes)
+            )
+            if expired:
+                logger.info(
+                    "store %r: deleted %d abandoned upload partial(s), unwritten for %gs",
+                    self.store_id,
+                    len(expired),
+                    self._limits.partial_max_age,
+                )
+            offset = usage.partials.get(begin.hash, 0)
+            if offset > begin.size:
+                await self._run(store.discard_partial, begin.hash)
+                partials = {k: v for k, v in usage.partials.items() if k != begin.hash}
+                usage, offset = attrs.evolve(usage, partials=partials), 0
+            problem = quota_problem(
+                usage, care.sizes, begin.hash, begin.size, self._limits.max_store_bytes
+            )
+            if problem is not None:
+                logger.info(
+                    "refused an upload of %d bytes by %r to store %r: %s",
+                    begin.size,
+                    self.client_id,
+                    self.store_id,
+                    problem,
+                )
+                raise _Refused(problem, fatal=True)
+            care.start_upload(begin.hash, begin.size)
+        return offset
+
+    async def _chunk(self, store: ServerBlobStore, upload: _Upload, chunk: BlobChunk) -> None:
         if chunk.offset != upload.offset:
             raise _Refused(f"chunk at offset {chunk.offset}, expected {upload.offset}")
         size = len(chunk.data)
@@ -375,7 +459,9 @@ class BlobSession:
             raise _Refused(f"the upload moved on meanwhile: {exc}") from None
         upload.offset += size
 
-    async def _end_upload(self, store: BlobStore, upload: _Upload | None, end: UploadEnd) -> None:
+    async def _end_upload(
+        self, store: ServerBlobStore, upload: _Upload | None, end: UploadEnd
+    ) -> None:
         if upload is None or upload.hash != end.hash:
             raise _Refused("the end of no upload in progress")
         if upload.offset != upload.size:
@@ -391,45 +477,87 @@ class BlobSession:
                 end.hash,
             )
             raise _Refused("the uploaded bytes do not match the hash: discarded, upload again")
+        fingerprint = await self._run(store.fingerprint, end.hash)
+        if fingerprint is not None:  # just hashed: no need to hash it again soon
+            upkeep(store).mark_verified(end.hash, fingerprint, trio.current_time())
         await self._conn.send(UploadDone(hash=end.hash))
 
-    async def _download(self, store: BlobStore, begin: DownloadBegin) -> None:
-        size = await self._run(store.size, begin.hash)
-        if size is None:
-            size = await self._wait_for_upload(store, begin)
-        if size is None:
+    async def _download(self, store: ServerBlobStore, begin: DownloadBegin) -> None:
+        fingerprint = await self._run(store.fingerprint, begin.hash)
+        if fingerprint is None:
+            fingerprint = await self._wait_for_upload(store, begin)
+        if fingerprint is None:
             await self._conn.send(
                 BlobRefused(begin.hash, "the server does not hold that blob", missing=True)
             )
             return
+        size = fingerprint[0]
         await self._conn.send(DownloadInfo(hash=begin.hash, size=size))
         offset = min(begin.offset, size)
+        # Served whole, the blob is hashed as it is read (in the same worker-thread hop as
+        # each chunk): a blob that rotted on this disk is caught here, not only by every
+        # client that downloads it.
+        hasher = hashlib.sha256() if offset == 0 else None
         step = self._limits.chunk_bytes
         while offset < size:
             try:
                 chunk = await self._run(
-                    read_chunk, store, begin.hash, offset, min(step, size - offset)
+                    read_chunk, store, begin.hash, offset, min(step, size - offset), hasher
                 )
             except KeyError:
                 raise ConnectionClosed("the blob went away during the download") from None
             # One chunk queued at most (bulk): a slow reader holds one chunk of memory.
             await self._conn.send(chunk)
             offset += len(chunk.data)
+        if hasher is not None:
+            await self._served_whole(store, begin.hash, fingerprint, hasher.hexdigest())
 
-    async def _wait_for_upload(self, store: BlobStore, begin: DownloadBegin) -> int | None:
+    async def _served_whole(
+        self, store: ServerBlobStore, content_hash: str, fingerprint: Fingerprint, digest: str
+    ) -> None:
+        care = upkeep(store)
+        if digest == content_hash:
+            care.mark_verified(content_hash, fingerprint, trio.current_time())
+            return
+        # Moved aside only if it is still the version that was read: one written again
+        # meanwhile (a mixed read) is left alone.
+        if await self._run(lambda: store.quarantine(content_hash, expect=fingerprint)):
+            self._quarantined(content_hash, "a download read it whole")
+
+    async def _corrupt_reported(self, store: ServerBlobStore, content_hash: str) -> None:
+        """A client says the bytes it downloaded of ``content_hash`` do not match: hash
+        our copy (unless this version was found sound in the last
+        :data:`RECHECK_AFTER` seconds: a client cannot make the server hash a blob over and
+        over), move it aside if it does not match, and say whether we still hold it."""
+        care = upkeep(store)
+        fingerprint = await self._run(store.fingerprint, content_hash)
+        held: int | None = None
+        if fingerprint is not None:
+            checked = care.verified_at(content_hash, fingerprint)
+            if checked is not None and trio.current_time() - checked < RECHECK_AFTER:
+                held = fingerprint[0]
+            else:
+                why = f"client {self.client_id!r} reported a corrupt download"
+                held = await self._check(store, care, content_hash, why)
+        missing = (content_hash,) if held is None else ()
+        await self._conn.send(BlobCheckResult(missing=missing))
+
+    async def _wait_for_upload(
+        self, store: ServerBlobStore, begin: DownloadBegin
+    ) -> Fingerprint | None:
         """While this node receives the blob's upload, waits (up to the client's ``wait``
-        and ``download_wait``) for it to end; returns the blob's size once it is stored,
-        None when it is not."""
-        uploads = _uploads(store)
+        and ``download_wait``) for it to end; returns the blob's fingerprint once it is
+        stored, None when it is not."""
+        uploads = upkeep(store)
         wait = min(float(begin.wait), self._limits.download_wait)
         with trio.move_on_after(wait):
             while uploads.receiving[begin.hash] > 0 and not self._hub.draining:
                 changed = uploads.changed.event
-                size = await self._run(store.size, begin.hash)
-                if size is not None:
-                    return size
+                fingerprint = await self._run(store.fingerprint, begin.hash)
+                if fingerprint is not None:
+                    return fingerprint
                 await changed.wait()
-        return await self._run(store.size, begin.hash)
+        return await self._run(store.fingerprint, begin.hash)
 
     async def _try_send(self, message: Message) -> None:
         with (

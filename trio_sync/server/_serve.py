@@ -213,7 +213,8 @@ async def serve(
         blob_dir: Where file contents are kept, one directory per store (default:
             ``<db>.blobs`` beside a SQLite log; none for PostgreSQL, whose nodes need a
             folder they all share, so files are refused until one is given).
-        blob_limits: Chunk size and largest file (see :class:`BlobLimits`).
+        blob_limits: Chunk size, largest file, each store's quota and when an abandoned
+            upload expires (see :class:`BlobLimits`).
 
     Raises:
         StoreError: The database cannot be opened or written (in use, corrupt, newer

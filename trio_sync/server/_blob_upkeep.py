@@ -1,0 +1,193 @@
+"""Keeping a store's blobs within bounds and sound: what this node is receiving, the quota,
+the expiry of abandoned upload partials, and the blobs that no longer match their hash.
+
+One :class:`StoreUpkeep` per blob store and process (:func:`upkeep`), shared by every blob
+session of the node:
+
+- the uploads being received, with their declared sizes: a download of a blob on its way
+  waits for it, and the quota counts an upload in progress at its whole declared size
+  (not only the bytes that arrived so far), so that two uploads that begin together
+  cannot both fit in the room one of them has;
+- ``begin_lock``: the decision to take an upload (scan the store, compare with the quota,
+  reserve) is made by one session at a time.
+
+The quota decision itself is pure (:func:`quota_problem`). Partials no upload wrote to for
+``BlobLimits.partial_max_age`` are deleted as an upload begins, just before the store is
+measured (:func:`sweep_and_measure`): an abandoned upload never counts against the quota
+for longer than that, and no task runs in the background for it.
+
+A stored blob can rot (a bad disk, a stray write, a restore gone wrong). Every blob is
+hashed before it is published, but nothing checked it afterwards: a re-upload of the same
+contents was answered "already stored", and every download was refused by its client, for
+ever. Now :func:`check_blob` hashes a stored blob (streaming, in a worker thread) and moves
+it aside when it does not match (``FileBlobStore``: ``corrupt/<hash>.<UTC time>``), so that
+it reads as missing and the next upload of those contents stores them again. It runs when
+an upload begins for a blob the store holds (once per process per blob version:
+:meth:`StoreUpkeep.is_verified`), and when a client reports a corrupt download. A download
+served from offset 0 is hashed as it is read, which verifies the blob for free, or moves it
+aside at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Collection, Mapping
+from typing import Literal
+
+import trio
+
+from .._broadcast import Broadcast
+from ..files._blobs import COPY_BLOCK, BlobStore, Fingerprint, ServerBlobStore, StoreUsage
+
+#: How many "verified" facts a store keeps (the least recently used go first).
+VERIFIED_FACTS = 10_000
+#: What :func:`check_blob` found.
+Verdict = Literal["sound", "missing", "quarantined", "replaced"]
+
+
+class StoreUpkeep:
+    """What the sessions of one node share about one blob store (see the module)."""
+
+    def __init__(self) -> None:
+        #: Sessions receiving each blob's upload right now.
+        self.receiving: Counter[str] = Counter()
+        #: The declared size of each blob being received.
+        self.sizes: dict[str, int] = {}
+        #: Notified when an upload ends, published or not.
+        self.changed = Broadcast()
+        #: Held while a session decides whether an upload fits (and reserves it).
+        self.begin_lock = trio.Lock()
+        #: Blob versions found sound, with when (``trio.current_time()``).
+        self._verified: OrderedDict[tuple[str, Fingerprint], float] = OrderedDict()
+
+    def is_verified(self, content_hash: str, fingerprint: Fingerprint) -> bool:
+        """True when this version of the blob (same size and write stamp) was found
+        sound by this process."""
+        key = (content_hash, fingerprint)
+        if key in self._verified:
+            self._verified.move_to_end(key)
+            return True
+        return False
+
+    def verified_at(self, content_hash: str, fingerprint: Fingerprint) -> float | None:
+        """When this version of the blob was last found sound (None: never, here)."""
+        return self._verified.get((content_hash, fingerprint))
+
+    def mark_verified(self, content_hash: str, fingerprint: Fingerprint, now: float) -> None:
+        """This version of the blob was hashed and matches (published, served whole, or
+        checked)."""
+        key = (content_hash, fingerprint)
+        self._verified[key] = now
+        self._verified.move_to_end(key)
+        while len(self._verified) > VERIFIED_FACTS:
+            self._verified.popitem(last=False)
+
+    def start_upload(self, content_hash: str, size: int) -> None:
+        """Counts an upload this node now receives (reserving ``size`` bytes)."""
+        self.receiving[content_hash] += 1
+        self.sizes[content_hash] = size
+
+    def end_upload(self, content_hash: str) -> None:
+        """The upload ended (published or given up): waiting downloads look again."""
+        self.receiving[content_hash] -= 1
+        if self.receiving[content_hash] <= 0:
+            del self.receiving[content_hash]
+            self.sizes.pop(content_hash, None)
+        self.changed.notify()
+
+
+# Keyed by the store object: every session of a node (and nodes in one process sharing a
+# backend, as tests do) sees the same state; a store that goes away takes its entry.
+_UPKEEP: weakref.WeakKeyDictionary[BlobStore, StoreUpkeep] = weakref.WeakKeyDictionary()
+
+
+def upkeep(store: BlobStore) -> StoreUpkeep:
+    """The shared state of ``store`` in this process (created on first use)."""
+    found = _UPKEEP.get(store)
+    if found is None:
+        found = _UPKEEP[store] = StoreUpkeep()
+    return found
+
+
+def sweep_and_measure(
+    store: ServerBlobStore, max_age: float, keep: Collection[str]
+) -> tuple[list[str], StoreUsage]:
+    """Deletes the partials not written for ``max_age`` seconds (but those of ``keep``,
+    the uploads in progress here), then measures the store: one worker-thread hop.
+
+    Raises:
+        StoreError: The store cannot be listed.
+    """
+    expired = store.expire_partials(max_age, keep)
+    return expired, store.usage()
+
+
+def check_blob(store: ServerBlobStore, content_hash: str) -> tuple[Verdict, Fingerprint | None]:
+    """Hashes the stored blob ``content_hash`` (a block at a time, never whole in memory)
+    and moves it aside when it does not match. Blocking: run it in a worker thread.
+
+    Returns the verdict and the fingerprint of the version that was read: ``"sound"``;
+    ``"missing"`` (not stored, or gone meanwhile); ``"quarantined"`` (moved aside);
+    ``"replaced"`` (it did not match, but it was written again while it was read: the new
+    version was hashed by whoever published it, and is left alone).
+
+    Raises:
+        StoreError: It cannot be read or moved.
+    """
+    fingerprint = store.fingerprint(content_hash)
+    if fingerprint is None:
+        return "missing", None
+    size = fingerprint[0]
+    hasher = hashlib.sha256()
+    offset = 0
+    try:
+        while offset < size:
+            block = store.read(content_hash, offset, min(COPY_BLOCK, size - offset))
+            if not block:
+                break  # shorter than it was: it does not match what was stat'ed
+            hasher.update(block)
+            offset += len(block)
+    except KeyError:
+        return "missing", None
+    if offset == size and hasher.hexdigest() == content_hash:
+        return "sound", fingerprint
+    if store.quarantine(content_hash, expect=fingerprint) is not None:
+        return "quarantined", fingerprint
+    return ("missing" if store.fingerprint(content_hash) is None else "replaced"), fingerprint
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"
+
+
+def quota_problem(
+    usage: StoreUsage,
+    reserved: Mapping[str, int],
+    content_hash: str,
+    size: int,
+    quota: int,
+) -> str | None:
+    """Why an upload of ``size`` bytes of ``content_hash`` does not fit in the store's
+    quota (None: it fits).
+
+    Counted: every stored blob, every partial, the rest of each upload in progress on this
+    node (``reserved``: declared sizes; their partials hold part of it already), and what
+    this upload still has to send (its partial is counted already).
+    """
+    others = sum(
+        max(0, declared - usage.partials.get(blob, 0))
+        for blob, declared in reserved.items()
+        if blob != content_hash
+    )
+    held = usage.total + others
+    needed = size - min(size, usage.partials.get(content_hash, 0))
+    if held + needed <= quota:
+        return None
+    return (
+        f"the store's quota is full: {needed} more bytes would make {held + needed} "
+        f"({_gib(held + needed)}), over max_store_bytes={quota} ({_gib(quota)}); "
+        f"{held} bytes are held or being uploaded. Delete files, or ask the server's "
+        "operator for a larger quota (--max-store-bytes)"
+    )
