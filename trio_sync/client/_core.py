@@ -96,6 +96,8 @@ class ClientCore:
         #: Notified when the upstream head or the server head known moves (a subset of
         #: ``changed``, for the stream watch).
         self.heads_changed = Broadcast()
+        #: Notified when the connection phase changes (a subset of ``changed``).
+        self.phase_changed = Broadcast()
         self.phase: ConnectionPhase = "connecting"  # the supervisor starts at once
         self.server_head: int | None = None
         #: The upstream head the store holds (confirmed_events() can see up to here).
@@ -119,7 +121,8 @@ class ClientCore:
         #: Ephemeral notifications for subscribers (``Client.subscribe()``).
         self.bus = EventBus()
         #: Called with the events of each upstream merge once applied (the file view
-        #: folds its facts from them instead of reading the log back).
+        #: folds its facts from them instead of reading the log back); with none when
+        #: the store was reset.
         self.merge_listeners: list[Callable[[Sequence[Event]], None]] = []
         #: Extra checks the heartbeat runs on each tick while connected (file transfers
         #: add theirs); each heals what it finds and announces it on the bus.
@@ -208,6 +211,7 @@ class ClientCore:
         if phase != "connected":
             self.stuck = False
         self.trace("phase", phase=phase, error=error)
+        self.phase_changed.notify()
         self.changed.notify()
 
     async def on_connected(self, welcome: Welcome) -> None:
@@ -239,6 +243,8 @@ class ClientCore:
         self.last_error = None
         self.last_synced_at = None
         self.catch_up = CatchUpMeter()
+        for listener in self.merge_listeners:
+            listener(())  # nothing applied, but the log below them changed
         self.heads_changed.notify()
         self.changed.notify()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from .._broadcast import Broadcast
 from .._errors import TrioSyncError
 from ..client._core import ClientCore
 from ..protocol import Event
@@ -111,6 +112,9 @@ class FileSync:
         self._cursor = 0
         #: Files changed by merges folded as they happened, for the next reconcile.
         self._merged: set[str] = set()
+        #: Notified when there is something to fold: file events merged, or merges that
+        #: came before the fold caught up (merges of other events only move the cursor).
+        self._fold_wanted = Broadcast()
         core.merge_listeners.append(self._on_merged)
         self._view = FileTable()
         #: The log position the view shows (the fold can be ahead until the next refresh).
@@ -415,10 +419,25 @@ class FileSync:
     def _on_merged(self, applied: Sequence[Event]) -> None:
         """The client applied upstream events: fold the file events among them now, from
         memory, instead of reading every confirmed event back from the store."""
-        if not applied or applied[0].seq != self._cursor + 1:
-            return  # not caught up yet: _catch_up reads them from the store
-        self._merged |= self._confirmed.apply_all(e for e in applied if e.name in FILE_EVENTS)
+        if not applied:
+            self._fold_wanted.notify()  # the store was reset: look again
+            return
+        if applied[0].seq != self._cursor + 1:
+            self._fold_wanted.notify()  # not caught up yet: _catch_up reads the store
+            return
+        file_events = [e for e in applied if e.name in FILE_EVENTS]
+        view_current = self._view_cursor == self._cursor
         self._cursor = applied[-1].seq or self._cursor
+        if file_events:
+            self._merged |= self._confirmed.apply_all(file_events)
+            self._fold_wanted.notify()
+        elif view_current:
+            # No file fact changed, and no pending file event was confirmed (it would be
+            # among them): the view stands as it is, at the new position.
+            self._view_cursor = self._cursor
+            self._wake()
+        else:
+            self._fold_wanted.notify()
 
     def _refresh_view(self) -> set[str]:
         """The confirmed files with this client's pending file events on top (they show at
@@ -434,11 +453,10 @@ class FileSync:
         return changed
 
     async def _follow(self) -> None:
-        core = self._core
         while True:
-            # Merges only: this FileSync refreshes the view itself after its own commits,
-            # so a commit of any other event costs the fold nothing.
-            event = core.heads_changed.event
+            # Merges with file events only: this FileSync refreshes the view itself after
+            # its own commits, and merges of other events only move its cursor.
+            event = self._fold_wanted.event
             changed = await self._catch_up()
             if changed:
                 await self._reconcile(changed)

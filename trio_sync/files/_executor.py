@@ -118,10 +118,11 @@ class TransferExecutor:
         return self._core.phase == "connected"
 
     async def _watch_connection(self) -> None:
-        # Workers wait on the executor's own changes; connectivity is the client's.
+        # Workers wait on the executor's own changes; connectivity is the client's (woken
+        # by phase changes only, not by every commit and ack).
         core, online = self._core, self.online
         while True:
-            await core.changed.event.wait()
+            await core.phase_changed.event.wait()
             if self.online != online:
                 online = self.online
                 self.changed.notify()
