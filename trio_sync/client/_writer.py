@@ -7,8 +7,9 @@ call returns; pages and acks are written atomically and become durable with the 
 commit (a crash before that only means pulling them again, or pushing events the server
 already holds and answers for with the same positions).
 
-A batch that needs an fsync runs in a worker thread; one that does not (pages, acks) costs
-less than the hop to a thread and runs right here. The store's automatic checkpoints are
+A batch that needs an fsync runs in a worker thread; a small one that does not (an ack, a
+live page) costs less than the hop to a thread and runs right here; a large catch-up batch
+goes to the thread too, so that the loop keeps decoding the next pages meanwhile. The store's automatic checkpoints are
 off, so that nothing here fsyncs; every ``CHECKPOINT_EVERY`` batches one runs in the
 thread.
 
@@ -70,6 +71,9 @@ class _Synced(_Job):
 
 #: Batches between two checkpoints of the store's write-ahead log.
 CHECKPOINT_EVERY = 256
+#: A batch without an fsync writing up to this many pulled events runs on the event loop
+#: (cheaper than the hop to a thread); a larger one runs in the thread.
+INLINE_ROWS = 64
 
 
 class ClientWriter:
@@ -153,14 +157,16 @@ class ClientWriter:
                     break
 
     async def _run_batch(
-        self, store: ClientStore, writes: list[Write], *, durable: bool
+        self, store: ClientStore, writes: list[Write], *, durable: bool, rows: int
     ) -> list[object]:
         self._batches_since_checkpoint += 1
         if self._batches_since_checkpoint >= CHECKPOINT_EVERY:
             self._batches_since_checkpoint = 0
             await self._core.run_store(store.checkpoint)
-        if durable:
-            return await self._core.run_store(partial(store.write_batch, durable=True), writes)
+        if durable or rows > INLINE_ROWS:
+            # An fsync, or a large catch-up batch: in the thread, so the event loop goes on
+            # receiving and decoding the next pages meanwhile.
+            return await self._core.run_store(partial(store.write_batch, durable=durable), writes)
         # No fsync: cheaper than a hop to a thread. Still a cancellation point first, as
         # a store call is everywhere else.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -198,7 +204,8 @@ class ClientWriter:
         if synced:
             writes.append(store.synced_write(synced[-1].at))
         try:
-            results = await self._run_batch(store, writes, durable=bool(commits))
+            rows = sum(len(m.result.applied) for m in merges)
+            results = await self._run_batch(store, writes, durable=bool(commits), rows=rows)
         except StoreError as exc:
             for failed in batch:
                 failed.fail(exc)
