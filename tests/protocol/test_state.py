@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
+import uuid
+
 import pytest
 
 from trio_sync import InvalidEvent, ProtocolError
@@ -27,6 +32,12 @@ def test_commit_numbers_events_and_normalises_args() -> None:
     state.check_invariants()
 
 
+@dataclasses.dataclass
+class _Point:
+    x: int
+    y: int
+
+
 @pytest.mark.parametrize(
     ("name", "args", "words"),
     [
@@ -34,6 +45,9 @@ def test_commit_numbers_events_and_normalises_args() -> None:
         ("x", [1], "args must be a dict"),
         ("x", {"f": float("nan")}, "not JSON"),
         ("x", {"f": object()}, "not JSON"),
+        # No JSON to the standard library, so none here either (orjson could write them).
+        ("x", {"when": datetime.datetime(2026, 1, 1)}, "not JSON"),
+        ("x", {"point": _Point(1, 2)}, "not JSON"),
         ("x" * 300, {}, "longer than 256"),
         # What every peer could not store and read back, refused before it is durable.
         ("x", {"f": float("inf")}, "not JSON"),
@@ -56,6 +70,16 @@ def test_commit_refuses_bad_input_and_records_nothing(name: str, args: object, w
     with pytest.raises(InvalidEvent, match=words):
         state.commit(name, args)
     assert state.pending == () and state.next_client_seq == 1
+
+
+def test_commit_normalises_what_json_writes_as_a_plain_value() -> None:
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    token = uuid.UUID(int=7)
+    event = SyncState("A").commit("x", {"c": Colour.RED, "id": token, "none": None})
+    assert event.args == {"c": 1, "id": str(token), "none": None}
+    assert type(event.args["c"]) is int
 
 
 def test_commit_normalises_args_through_json() -> None:

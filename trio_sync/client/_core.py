@@ -277,10 +277,11 @@ class ClientCore:
 
     # --- what the writer reports, applied in memory in the order it was written --------
 
-    def note_commit(self, event: Event) -> None:
-        """A commit is durable: it is pending now."""
-        self.state.add_pending(event)
-        self.trace("commit", client_seq=event.client_seq, name=event.name)
+    def note_commits(self, events: Sequence[Event]) -> None:
+        """Commits are durable: they are pending now (one wake-up for the lot)."""
+        for event in events:
+            self.state.add_pending(event)
+            self.trace("commit", client_seq=event.client_seq, name=event.name)
         self.changed.notify()
 
     def note_merge(self, result: Advance | Rebase) -> None:

@@ -9,9 +9,9 @@ already holds and answers for with the same positions).
 
 A batch that needs an fsync runs in a worker thread; a small one that does not (an ack, a
 live page) costs less than the hop to a thread and runs right here; a large catch-up batch
-goes to the thread too, so that the loop keeps decoding the next pages meanwhile. The store's automatic checkpoints are
-off, so that nothing here fsyncs; every ``CHECKPOINT_EVERY`` batches one runs in the
-thread.
+goes to the thread too, so that the loop keeps decoding the next pages meanwhile. The
+store's automatic checkpoints are off, so that nothing here fsyncs; every
+``CHECKPOINT_EVERY`` batches one runs in the thread.
 
 Commits get their ``client_seq`` here, when the batch is formed, so a failed write leaves
 no gap: the next batch numbers from the same place. All commits of a batch are one write,
@@ -216,8 +216,7 @@ class ClientWriter:
                 if isinstance(error, BaseException):
                     commit.fail(error)
                     continue
-                for event in commit.events:
-                    core.note_commit(event)
+                core.note_commits(commit.events)
                 commit.done.set()
         for merge, outcome in zip(merges, results, strict=False):
             if isinstance(outcome, BaseException):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -145,9 +146,40 @@ def check_event_content(
         )
 
 
-def json_dumps_compact(value: Any) -> str:
-    """Compact JSON text, accepting only what JSON can hold (NaN and friends refused)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def json_dumps_compact(value: Any) -> bytes | str:
+    """Compact JSON (UTF-8 bytes, or text), accepting only what JSON can hold (NaN and
+    friends refused).
+
+    orjson first. What it cannot write as the standard library would (keys that are not
+    strings, integers past 64 bits, lone surrogates) goes to the standard library, which
+    writes them (the checks after parsing refuse what is not storable). Datetimes and
+    dataclasses are refused, as the standard library refuses them; a UUID and an enum
+    member are written as their value. orjson writes NaN and the infinities as ``null``:
+    output with a ``null`` in it is searched for them, and they are refused.
+
+    Raises:
+        TypeError, ValueError: The value is not JSON.
+    """
+    try:
+        data = orjson.dumps(value, option=_ORJSON_STRICT)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if b"null" in data and _holds_non_finite(value):
+        raise ValueError("Out of range float values are not JSON compliant")
+    return data
+
+
+def _holds_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_holds_non_finite(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_non_finite(item) for item in value)
+    return False
 
 
 @attrs.frozen
