@@ -23,6 +23,7 @@ SCRIPTS = {
     "abuse": ["abuse:"],
     "scaleout": ["scale-out:"],
     "files": ["files:"],
+    "offline": ["offline commit:"],
 }
 
 
