@@ -21,7 +21,7 @@ from ..protocol import Event
 from ..store._sqlite import is_memory
 from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
 from ._bulk import bulk_runner
-from ._executor import DIRECTIONS, FaultHook, TransferExecutor
+from ._executor import DIRECTIONS, EventSyncGate, FaultHook, TransferExecutor
 from ._model import (
     FILE_CREATED,
     FILE_DELETED,
@@ -35,6 +35,7 @@ from ._model import (
     file_event_args,
     new_file_id,
 )
+from ._pacing import PacingPolicy
 from ._queue import RetryPolicy, stale_on_open
 from ._state import TransferStateStore
 from ._wire import BlobClient, OpenConnection
@@ -65,6 +66,8 @@ class FileOptions:
         retry: Backoff between attempts of a transfer, and how many attempts.
         transfer_timeout: Seconds to wait for any answer of the server in a transfer.
         progress_interval: Seconds between progress notifications of one transfer.
+        pacing: How transfers yield to the event sync while it has work in flight (see
+            ``_pacing.py``); None never yields.
         blob_store: Where contents are kept (default: the directory ``<store>.blobs``,
             or memory for an in-memory store).
         state_path: The SQLite file of the local transfer state (default
@@ -76,6 +79,7 @@ class FileOptions:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     transfer_timeout: float = 30.0
     progress_interval: float = 0.25
+    pacing: PacingPolicy | None = attrs.field(factory=PacingPolicy)
     blob_store: BlobStore | None = None
     state_path: str | None = None
 
@@ -145,6 +149,7 @@ class FileSync:
                     self.blobs,
                     bulk_runner(core.run_store),
                     timeout=options.transfer_timeout,
+                    gate=EventSyncGate(core),
                 ),
                 target=self._target,
                 finished=self._transfer_finished,
@@ -152,6 +157,7 @@ class FileSync:
                 downloads=options.downloads,
                 retry=options.retry,
                 progress_interval=options.progress_interval,
+                pacing=options.pacing,
             )
             await self._recover_stale()
             await self._catch_up()

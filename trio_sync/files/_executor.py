@@ -23,6 +23,7 @@ from .._errors import StoreError
 from ..client._core import ClientCore
 from ..protocol import FileTransfers
 from ._model import Direction, TransferState, TransferStatus
+from ._pacing import PacingPolicy, TransferPacer
 from ._queue import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
 from ._state import TransferStateStore
 from ._wire import BlobClient, TransferFailed
@@ -36,6 +37,27 @@ Target = Callable[[Direction, str], "tuple[str, int] | None"]
 Finished = Callable[[Direction, str], None]
 #: Called with (direction, file id) as a transfer starts: tests raise here to kill a worker.
 FaultHook = Callable[[Direction, str], None]
+
+
+class EventSyncGate:
+    """The client's event sync, as transfers see it (a ``SyncGate``): busy while it has
+    work in flight (``ClientCore.sync_busy``)."""
+
+    def __init__(self, core: ClientCore) -> None:
+        self._core = core
+
+    @property
+    def busy(self) -> bool:
+        return self._core.sync_busy
+
+    async def wait_idle(self, deadline: float) -> None:
+        core = self._core
+        with trio.move_on_at(deadline):
+            while True:
+                changed = core.changed.event
+                if not core.sync_busy:
+                    return
+                await changed.wait()
 
 
 class TransferExecutor:
@@ -53,6 +75,7 @@ class TransferExecutor:
         downloads: int = 2,
         retry: RetryPolicy | None = None,
         progress_interval: float = 0.25,
+        pacing: PacingPolicy | None = None,
     ) -> None:
         retry = retry or RetryPolicy()
         self._core = core
@@ -61,6 +84,7 @@ class TransferExecutor:
         self._target = target
         self._finished = finished
         self._progress_interval = progress_interval
+        self._pacing = pacing
         self.queues: dict[Direction, TransferQueue] = {
             "upload": TransferQueue(uploads, retry),
             "download": TransferQueue(downloads, retry),
@@ -271,14 +295,16 @@ class TransferExecutor:
                 core.notify(f"{direction}.progress", file_id=file_id, bytes=done, total=total)
                 self._counts_changed()
 
+        pacing = self._pacing
+        pacer = None if pacing is None else TransferPacer(pacing, trio.current_time())
         error: TransferFailed | StoreError | None = None
         with trio.CancelScope() as scope:
             self._scopes[(direction, file_id)] = scope
             try:
                 if direction == "upload":
-                    await self._wire.upload(content_hash, size, progress)
+                    await self._wire.upload(content_hash, size, progress, pacer)
                 else:
-                    await self._wire.download(content_hash, progress)
+                    await self._wire.download(content_hash, progress, pacer)
             except (TransferFailed, StoreError) as exc:
                 error = exc
             finally:
@@ -300,8 +326,16 @@ class TransferExecutor:
             await self._set_state(
                 direction, file_id, TransferState("done", content_hash, current.attempts)
             )
-            core.notify(f"{direction}.complete", file_id=file_id, hash=content_hash, size=size)
-            core.trace(f"{direction}.complete", file_id=file_id, size=size)
+            # yielded: seconds its chunks held for the event sync.
+            yielded = 0.0 if pacer is None else round(pacer.held, 6)
+            core.notify(
+                f"{direction}.complete",
+                file_id=file_id,
+                hash=content_hash,
+                size=size,
+                yielded=yielded,
+            )
+            core.trace(f"{direction}.complete", file_id=file_id, size=size, yielded=yielded)
         else:
             await self._failed(direction, file_id, current, error)
         self._finished(direction, file_id)
