@@ -96,6 +96,8 @@ class TransferExecutor:
         self._alive: dict[tuple[Direction, int], bool] = {}
         self._scopes: dict[tuple[Direction, str], trio.CancelScope] = {}
         self._left: dict[tuple[Direction, str], int] = {}
+        #: The contents each transfer in flight moves: (direction, file id) -> hash.
+        self._moving: dict[tuple[Direction, str], str] = {}
         self._stuck = StuckQueueWatch()
         #: How many workers were started again after dying.
         self.restarts = 0
@@ -169,6 +171,26 @@ class TransferExecutor:
         self._left.pop((direction, file_id), None)
         self._counts_changed()
 
+    def moving(self, direction: Direction, content_hash: str) -> bool:
+        """True while a transfer in flight moves ``content_hash`` in ``direction``."""
+        return any(
+            d == direction and moved == content_hash for (d, _), moved in self._moving.items()
+        )
+
+    def _held(self, direction: Direction) -> Callable[[str], bool] | None:
+        """Which queued transfers wait for another: files with the same contents as one
+        moving now share its blob (and, downloading, its one partial). When it ends, the
+        others find the blob there (or the server holding it) and are done at once."""
+        moving = {moved for (d, _), moved in self._moving.items() if d == direction}
+        if not moving:
+            return None
+
+        def held(file_id: str) -> bool:
+            target = self._target(direction, file_id)
+            return target is not None and target[0] in moving
+
+        return held
+
     def is_idle(self) -> bool:
         return all(not q.queued and not q.in_flight for q in self.queues.values())
 
@@ -235,10 +257,13 @@ class TransferExecutor:
             changed = self.changed.event
             now = trio.current_time()
             key = None
+            held = self._held(direction)
             if self.online and not self.paused:
-                key = queue.next_ready(now)
+                key = queue.next_ready(now, held=held)
             if key is None:
-                deadline = queue.next_deadline() if self.online and not self.paused else None
+                deadline = (
+                    queue.next_deadline(held=held) if self.online and not self.paused else None
+                )
                 with trio.move_on_at(deadline if deadline is not None else float("inf")):
                     await changed.wait()
                 continue
@@ -300,6 +325,7 @@ class TransferExecutor:
         error: TransferFailed | StoreError | None = None
         with trio.CancelScope() as scope:
             self._scopes[(direction, file_id)] = scope
+            self._moving[(direction, file_id)] = content_hash
             try:
                 if direction == "upload":
                     await self._wire.upload(content_hash, size, progress, pacer)
@@ -309,6 +335,7 @@ class TransferExecutor:
                 error = exc
             finally:
                 del self._scopes[(direction, file_id)]
+                del self._moving[(direction, file_id)]
         if scope.cancelled_caught:
             # Cancelled on purpose (deleted, or new contents): whoever cancelled decides.
             queue.succeeded(file_id)

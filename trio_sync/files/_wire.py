@@ -199,6 +199,11 @@ class BlobClient:
             StoreError: The local store cannot be written (a full disk).
         """
         blobs, run = self._blobs, self._run
+        held = await run(blobs.size, content_hash)
+        if held is not None:
+            # Another file with the same contents brought it meanwhile.
+            progress(held, held)
+            return held
         async with self._session() as (conn, _):
             offset = await run(blobs.partial_size, content_hash)
             # The server may hold its answer while the blob's upload is in progress (the
