@@ -442,6 +442,8 @@ class FileSync:
         live file whose contents are not here is downloaded; unreferenced blobs go."""
         core = self._core
         changes: list[tuple[tuple[str, Direction], TransferState | None]] = []
+        #: Contents of downloads dropped here: their partials may be garbage now.
+        dropped: set[str] = set()
         for file_id in sorted(file_ids):
             info = self._view.files.get(file_id)
             if info is None:
@@ -449,8 +451,11 @@ class FileSync:
             if info.deleted:
                 for direction in DIRECTIONS:
                     self.executor.cancel(direction, file_id)
-                    if self._states.get(file_id, direction) is not None:
+                    state = self._states.get(file_id, direction)
+                    if state is not None:
                         changes.append(((file_id, direction), None))
+                        if direction == "download" and state.status != "done":
+                            dropped.add(state.content_hash)
                 continue
             upload = self._states.get(file_id, "upload")
             if upload is not None and upload.content_hash != info.content_hash:
@@ -459,6 +464,10 @@ class FileSync:
                 changes.append(((file_id, "upload"), None))
             if not await core.run_store(self.blobs.has, info.content_hash):
                 await self._want_download(file_id, info.content_hash, priority=False)
+        # Before the rows go: a crash in between leaves the rows, and the next start's
+        # reconcile comes here again (a partial has no other record).
+        for content_hash in sorted(dropped):
+            await self._drop_partial(content_hash)
         await core.run_store(self._states.set_many, changes)
         await self._collect_garbage()
         self._wake()
@@ -472,6 +481,8 @@ class FileSync:
             or (priority and state.status == "error")  # the application asks: try again
         ):
             self.executor.cancel("download", file_id)
+            if state is not None and state.content_hash != content_hash and state.status != "done":
+                await self._drop_partial(state.content_hash)  # contents replaced meanwhile
             state = TransferState("queued", content_hash)
             await self._core.run_store(self._states.set_many, [((file_id, "download"), state)])
         if state.status != "error":
@@ -507,8 +518,23 @@ class FileSync:
         size = self.blobs.size(state.content_hash)
         return None if size is None else (state.content_hash, size)
 
-    def _transfer_finished(self, direction: Direction, file_id: str) -> None:
+    async def _transfer_finished(
+        self, direction: Direction, file_id: str, content_hash: str
+    ) -> None:
+        if direction == "download":
+            # A download stopped because its file was deleted (or its contents replaced)
+            # leaves a partial no file needs; now that its last write is done, it goes.
+            await self._drop_partial(content_hash)
         self._wake()
+
+    async def _drop_partial(self, content_hash: str) -> None:
+        """Deletes the partial download of ``content_hash`` unless a live file still
+        needs those contents or a download is writing it (whose end calls this again)."""
+        if content_hash in self._view.live_hashes() or self.executor.moving(
+            "download", content_hash
+        ):
+            return
+        await self._core.run_store(self.blobs.discard_partial, content_hash)
 
     def _executor_changed(self) -> None:
         self._wake()

@@ -13,7 +13,7 @@ synced) before it is announced; progress is only announced (ephemeral).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -33,8 +33,9 @@ logger = logging.getLogger("trio_sync.files")
 DIRECTIONS: tuple[Direction, ...] = ("upload", "download")
 #: What a transfer moves: (content hash, size), or None when it is not needed any more.
 Target = Callable[[Direction, str], "tuple[str, int] | None"]
-#: Called after a transfer ended, whatever the outcome.
-Finished = Callable[[Direction, str], None]
+#: Called with (direction, file id, content hash) after a transfer attempt ended,
+#: whatever the outcome (its connection closed, its last write done).
+Finished = Callable[[Direction, str, str], Awaitable[None]]
 #: Called with (direction, file id) as a transfer starts: tests raise here to kill a worker.
 FaultHook = Callable[[Direction, str], None]
 
@@ -340,12 +341,12 @@ class TransferExecutor:
             # Cancelled on purpose (deleted, or new contents): whoever cancelled decides.
             queue.succeeded(file_id)
             core.trace(f"{direction}.cancelled", file_id=file_id)
-            self._finished(direction, file_id)
+            await self._finished(direction, file_id, content_hash)
             return
         current = self._states.get(file_id, direction)
         if current is None or current.content_hash != content_hash:
             queue.succeeded(file_id)  # superseded while it ran
-            self._finished(direction, file_id)
+            await self._finished(direction, file_id, content_hash)
             return
         if error is None:
             queue.succeeded(file_id)
@@ -365,7 +366,7 @@ class TransferExecutor:
             core.trace(f"{direction}.complete", file_id=file_id, size=size, yielded=yielded)
         else:
             await self._failed(direction, file_id, current, error)
-        self._finished(direction, file_id)
+        await self._finished(direction, file_id, content_hash)
 
     async def _failed(
         self,
