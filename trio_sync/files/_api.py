@@ -118,6 +118,9 @@ class FileSync:
         self._view = FileTable()
         #: The log position the view shows (the fold can be ahead until the next refresh).
         self._view_cursor = 0
+        #: The log position up to which the transfers are in line with the facts (the
+        #: downloads of the files learnt are queued): what wait_idle() waits for.
+        self._settled_cursor = 0
         #: Saves in progress: their blob is stored before any fact refers to it, so the
         #: garbage collector waits for them.
         self._saves_running = 0
@@ -344,7 +347,12 @@ class FileSync:
         )
 
     async def wait_idle(self) -> None:
-        """Waits until no transfer is queued or in flight in either direction."""
+        """Waits until every file event confirmed when called is folded and its transfers
+        queued (right after ``wait_synced()``, the files just learnt count), then until no
+        transfer is queued or in flight in either direction."""
+        target = self._core.durable_head
+        while self._settled_cursor < target:
+            await self._changed.wait()
         while True:
             changed = self.executor.changed.event
             if self.executor.is_idle():
@@ -433,8 +441,12 @@ class FileSync:
             # so a commit of any other event costs the fold nothing.
             event = core.heads_changed.event
             changed = await self._catch_up()
+            folded = self._view_cursor
             if changed:
                 await self._reconcile(changed)
+            if folded > self._settled_cursor:
+                self._settled_cursor = folded
+                self._wake()
             await event.wait()
 
     async def _reconcile(self, file_ids: set[str], *, first: bool = False) -> None:
