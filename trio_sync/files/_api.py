@@ -32,6 +32,7 @@ from ._model import (
     FileState,
     FileTable,
     TransferState,
+    check_metadata,
     file_event_args,
     new_file_id,
 )
@@ -208,29 +209,48 @@ class FileSync:
         Args:
             data: The contents, or a file to copy them from (read in blocks, never whole).
             path: The application's name for the file.
-            metadata: JSON values to keep with it.
+            metadata: JSON values under ``str`` keys to keep with it.
 
         Raises:
             TypeError: ``data`` is neither bytes nor a ``Path`` (a ``str`` is refused: it
-                would be ambiguous).
+                would be ambiguous); ``metadata`` is not a mapping, or has a key that is
+                not a ``str`` (JSON would turn it into one).
             FileNotFoundError: ``data`` is a ``Path`` to no regular file.
             StoreError: The contents could not be stored (``StoreFull``: the disk is full).
-            InvalidEvent: The metadata cannot travel in an event.
+            InvalidEvent: The metadata cannot travel in an event (not JSON, too large).
+
+        Whatever is refused, nothing is stored: the metadata and the event are checked
+        before the contents are.
         """
+        metadata = check_metadata({} if metadata is None else metadata)
         file_id = new_file_id(self._core.rng)
-        await self._write(FILE_CREATED, file_id, data, path, dict(metadata or {}))
+        await self._write(FILE_CREATED, file_id, data, path, metadata)
         return file_id
 
-    async def update(self, file_id: str, data: bytes | Path) -> None:
-        """Replaces a file's contents.
+    async def update(
+        self,
+        file_id: str,
+        data: bytes | Path,
+        *,
+        metadata: Mapping[str, object] | None = None,
+    ) -> None:
+        """Replaces a file's contents (and its metadata, if given; None keeps it).
 
         Raises:
             FileNotFound: No such live file.
+            TypeError, InvalidEvent: As for :meth:`save` (nothing is stored then).
             StoreError: The contents could not be stored.
         """
+        checked = None if metadata is None else check_metadata(metadata)
         await self._view_caught_up()
         info = self._live(file_id)
-        await self._write(FILE_UPDATED, file_id, data, info.path, dict(info.metadata))
+        await self._write(
+            FILE_UPDATED,
+            file_id,
+            data,
+            info.path,
+            dict(info.metadata) if checked is None else checked,
+        )
 
     async def _write(
         self, name: str, file_id: str, data: bytes | Path, path: str, metadata: dict[str, object]
@@ -243,14 +263,25 @@ class FileSync:
             raise TypeError(
                 f"file contents are bytes or a pathlib.Path to copy from, not {type(data).__name__}"
             )
-        if isinstance(data, Path) and not await trio.Path(data).is_file():
-            raise FileNotFoundError(f"no file to copy at {str(data)!r}")
+        if isinstance(data, Path):
+            source = trio.Path(data)
+            if not await source.is_file():
+                raise FileNotFoundError(f"no file to copy at {str(data)!r}")
+            expected_size = (await source.stat()).st_size
+        else:
+            expected_size = len(data)
+        # The event is checked before the contents are stored, so that a refused one
+        # leaves no blob behind: with the contents' size (checked again once stored, in
+        # case the file changed meanwhile) and a hash of the same length.
+        core.state.draft(
+            name, file_event_args(FileInfo(file_id, path, "0" * 64, expected_size, metadata))
+        )
         self._saves_running += 1
         try:
             # Copying and hashing a large file is bulk work (see _bulk.py).
             content_hash, size = await bulk_runner(core.run_store)(self.blobs.put, data)
             info = FileInfo(file_id, path, content_hash, size, metadata)
-            # The event is checked before anything is recorded for it.
+            # Checked again: the file copied may have grown since.
             draft = core.state.draft(name, file_event_args(info))
             await core.run_store(
                 self._states.set_many,
