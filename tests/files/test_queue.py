@@ -72,3 +72,16 @@ def test_progress_throttle_and_stale_recovery() -> None:
     assert throttle.should_send(1.0, 100, 100)  # 100% always goes
     rows = [("a", "upload", "in_progress"), ("b", "download", "error"), ("c", "upload", "done")]
     assert stale_on_open(rows) == [("a", "upload"), ("b", "download")]
+
+
+def test_a_held_key_stays_queued_and_sets_no_deadline() -> None:
+    # Files with the same contents as one moving now wait for it (not for a timer).
+    queue = TransferQueue(2, RetryPolicy())
+    queue.add("same")
+    queue.add("other", ready_at=5.0)
+    held = {"same"}.__contains__
+    assert queue.next_ready(0.0, held=held) is None
+    assert queue.next_deadline(held=held) == 5.0
+    assert queue.next_ready(0.0) == "same"
+    assert queue.next_ready(5.0, held=held) == "other"
+    assert "same" in queue and queue.ready_count(0.0) == 1

@@ -129,6 +129,26 @@ class ClientCore:
         self.tick_checks: list[Callable[[], Awaitable[None]]] = []
         #: File transfers left (set by the files executor), for the status.
         self.file_transfers = FileTransfers()
+        #: Commits and merges handed to the writer and not written yet (see ``sync_busy``).
+        self.writes_in_flight = 0
+
+    @property
+    def sync_busy(self) -> bool:
+        """True while the event sync has work in flight: a commit or a merged page being
+        written, or own events pushed (or about to be) and not acknowledged yet. File
+        transfers yield to it (``files/_pacing.py``). Cheap: read before every chunk.
+
+        Events waiting out a push backoff, a parked push or a disconnection do not count:
+        nothing of the event sync's is in flight then, and yielding would only slow the
+        transfers for nothing. ``changed`` is notified whenever this turns False.
+        """
+        if self.writes_in_flight:
+            return True
+        return (
+            self.phase == "connected"
+            and self.push.phase in ("ready", "in_flight", "catching_up")
+            and self.state.unacknowledged_count > 0
+        )
 
     def trace(self, what: str, **details: object) -> None:
         if self._trace is not None:

@@ -125,12 +125,19 @@ class ClientWriter:
         if self._closed:
             raise ClientClosed("this client is closing")
         self._send.send_nowait(job)
-        if isinstance(job, _Commit):
-            # A commit either returned or never happened: once queued, it is waited for.
-            with trio.CancelScope(shield=True):
+        core = self._core
+        core.writes_in_flight += 1
+        try:
+            if isinstance(job, _Commit):
+                # A commit either returned or never happened: once queued, it is waited for.
+                with trio.CancelScope(shield=True):
+                    await job.done.wait()
+            else:
                 await job.done.wait()
-        else:
-            await job.done.wait()
+        finally:
+            core.writes_in_flight -= 1
+            if not core.sync_busy:
+                core.changed.notify()  # what waits for the event sync to be idle goes on
         if job.error is not None:
             raise job.error
 

@@ -7,6 +7,7 @@ from ._api import FileNotFound, FileOptions, FileSync, FileSyncError, FileTransf
 from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
 from ._executor import TransferExecutor
 from ._model import FileInfo, FileState, TransferState
+from ._pacing import PacingPolicy, TransferPacer
 from ._queue import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
 
 __all__ = [
@@ -20,10 +21,12 @@ __all__ = [
     "FileSyncError",
     "FileTransferError",
     "MemoryBlobStore",
+    "PacingPolicy",
     "ProgressThrottle",
     "RetryPolicy",
     "StuckQueueWatch",
     "TransferExecutor",
+    "TransferPacer",
     "TransferQueue",
     "TransferState",
 ]

@@ -22,7 +22,7 @@ from ..protocol import Event
 from ..store._sqlite import is_memory
 from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
 from ._bulk import bulk_runner
-from ._executor import DIRECTIONS, FaultHook, TransferExecutor
+from ._executor import DIRECTIONS, EventSyncGate, FaultHook, TransferExecutor
 from ._model import (
     FILE_CREATED,
     FILE_DELETED,
@@ -33,9 +33,11 @@ from ._model import (
     FileState,
     FileTable,
     TransferState,
+    check_metadata,
     file_event_args,
     new_file_id,
 )
+from ._pacing import PacingPolicy
 from ._queue import RetryPolicy, stale_on_open
 from ._repair import repair_lost_uploads
 from ._state import TransferStateStore
@@ -67,6 +69,8 @@ class FileOptions:
         retry: Backoff between attempts of a transfer, and how many attempts.
         transfer_timeout: Seconds to wait for any answer of the server in a transfer.
         progress_interval: Seconds between progress notifications of one transfer.
+        pacing: How transfers yield to the event sync while it has work in flight (see
+            ``_pacing.py``); None never yields.
         blob_store: Where contents are kept (default: the directory ``<store>.blobs``,
             or memory for an in-memory store).
         state_path: The SQLite file of the local transfer state (default
@@ -78,6 +82,7 @@ class FileOptions:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     transfer_timeout: float = 30.0
     progress_interval: float = 0.25
+    pacing: PacingPolicy | None = attrs.field(factory=PacingPolicy)
     blob_store: BlobStore | None = None
     state_path: str | None = None
 
@@ -119,6 +124,9 @@ class FileSync:
         self._view = FileTable()
         #: The log position the view shows (the fold can be ahead until the next refresh).
         self._view_cursor = 0
+        #: The log position up to which the transfers are in line with the facts (the
+        #: downloads of the files learnt are queued): what wait_idle() waits for.
+        self._settled_cursor = 0
         #: Saves in progress: their blob is stored before any fact refers to it, so the
         #: garbage collector waits for them.
         self._saves_running = 0
@@ -147,6 +155,7 @@ class FileSync:
                 self.blobs,
                 bulk_runner(core.run_store),
                 timeout=options.transfer_timeout,
+                gate=EventSyncGate(core),
             )
             self.executor = TransferExecutor(
                 core,
@@ -158,6 +167,7 @@ class FileSync:
                 downloads=options.downloads,
                 retry=options.retry,
                 progress_interval=options.progress_interval,
+                pacing=options.pacing,
             )
             await self._recover_stale()
             await self._catch_up()
@@ -216,29 +226,48 @@ class FileSync:
         Args:
             data: The contents, or a file to copy them from (read in blocks, never whole).
             path: The application's name for the file.
-            metadata: JSON values to keep with it.
+            metadata: JSON values under ``str`` keys to keep with it.
 
         Raises:
             TypeError: ``data`` is neither bytes nor a ``Path`` (a ``str`` is refused: it
-                would be ambiguous).
+                would be ambiguous); ``metadata`` is not a mapping, or has a key that is
+                not a ``str`` (JSON would turn it into one).
             FileNotFoundError: ``data`` is a ``Path`` to no regular file.
             StoreError: The contents could not be stored (``StoreFull``: the disk is full).
-            InvalidEvent: The metadata cannot travel in an event.
+            InvalidEvent: The metadata cannot travel in an event (not JSON, too large).
+
+        Whatever is refused, nothing is stored: the metadata and the event are checked
+        before the contents are.
         """
+        metadata = check_metadata({} if metadata is None else metadata)
         file_id = new_file_id(self._core.rng)
-        await self._write(FILE_CREATED, file_id, data, path, dict(metadata or {}))
+        await self._write(FILE_CREATED, file_id, data, path, metadata)
         return file_id
 
-    async def update(self, file_id: str, data: bytes | Path) -> None:
-        """Replaces a file's contents.
+    async def update(
+        self,
+        file_id: str,
+        data: bytes | Path,
+        *,
+        metadata: Mapping[str, object] | None = None,
+    ) -> None:
+        """Replaces a file's contents (and its metadata, if given; None keeps it).
 
         Raises:
             FileNotFound: No such live file.
+            TypeError, InvalidEvent: As for :meth:`save` (nothing is stored then).
             StoreError: The contents could not be stored.
         """
+        checked = None if metadata is None else check_metadata(metadata)
         await self._view_caught_up()
         info = self._live(file_id)
-        await self._write(FILE_UPDATED, file_id, data, info.path, dict(info.metadata))
+        await self._write(
+            FILE_UPDATED,
+            file_id,
+            data,
+            info.path,
+            dict(info.metadata) if checked is None else checked,
+        )
 
     async def _write(
         self, name: str, file_id: str, data: bytes | Path, path: str, metadata: dict[str, object]
@@ -251,14 +280,25 @@ class FileSync:
             raise TypeError(
                 f"file contents are bytes or a pathlib.Path to copy from, not {type(data).__name__}"
             )
-        if isinstance(data, Path) and not await trio.Path(data).is_file():
-            raise FileNotFoundError(f"no file to copy at {str(data)!r}")
+        if isinstance(data, Path):
+            source = trio.Path(data)
+            if not await source.is_file():
+                raise FileNotFoundError(f"no file to copy at {str(data)!r}")
+            expected_size = (await source.stat()).st_size
+        else:
+            expected_size = len(data)
+        # The event is checked before the contents are stored, so that a refused one
+        # leaves no blob behind: with the contents' size (checked again once stored, in
+        # case the file changed meanwhile) and a hash of the same length.
+        core.state.draft(
+            name, file_event_args(FileInfo(file_id, path, "0" * 64, expected_size, metadata))
+        )
         self._saves_running += 1
         try:
             # Copying and hashing a large file is bulk work (see _bulk.py).
             content_hash, size = await bulk_runner(core.run_store)(self.blobs.put, data)
             info = FileInfo(file_id, path, content_hash, size, metadata)
-            # The event is checked before anything is recorded for it.
+            # Checked again: the file copied may have grown since.
             draft = core.state.draft(name, file_event_args(info))
             await core.run_store(
                 self._states.set_many,
@@ -355,7 +395,12 @@ class FileSync:
         )
 
     async def wait_idle(self) -> None:
-        """Waits until no transfer is queued or in flight in either direction."""
+        """Waits until every file event confirmed when called is folded and its transfers
+        queued (right after ``wait_synced()``, the files just learnt count), then until no
+        transfer is queued or in flight in either direction."""
+        target = self._core.durable_head
+        while self._settled_cursor < target:
+            await self._changed.wait()
         while True:
             changed = self.executor.changed.event
             if self.executor.is_idle():
@@ -426,15 +471,17 @@ class FileSync:
             self._fold_wanted.notify()  # not caught up yet: _catch_up reads the store
             return
         file_events = [e for e in applied if e.name in FILE_EVENTS]
-        view_current = self._view_cursor == self._cursor
+        # Folded and settled (transfers queued) up to here, nothing in between.
+        all_current = self._view_cursor == self._settled_cursor == self._cursor
         self._cursor = applied[-1].seq or self._cursor
         if file_events:
             self._merged |= self._confirmed.apply_all(file_events)
             self._fold_wanted.notify()
-        elif view_current:
+        elif all_current:
             # No file fact changed, and no pending file event was confirmed (it would be
-            # among them): the view stands as it is, at the new position.
-            self._view_cursor = self._cursor
+            # among them): the view and the transfers stand as they are, at the new
+            # position.
+            self._view_cursor = self._settled_cursor = self._cursor
             self._wake()
         else:
             self._fold_wanted.notify()
@@ -458,8 +505,12 @@ class FileSync:
             # its own commits, and merges of other events only move its cursor.
             event = self._fold_wanted.event
             changed = await self._catch_up()
+            folded = self._view_cursor
             if changed:
                 await self._reconcile(changed)
+            if folded > self._settled_cursor:
+                self._settled_cursor = folded
+                self._wake()
             await event.wait()
 
     async def _reconcile(self, file_ids: set[str], *, first: bool = False) -> None:
@@ -467,6 +518,8 @@ class FileSync:
         live file whose contents are not here is downloaded; unreferenced blobs go."""
         core = self._core
         changes: list[tuple[tuple[str, Direction], TransferState | None]] = []
+        #: Contents of downloads dropped here: their partials may be garbage now.
+        dropped: set[str] = set()
         for file_id in sorted(file_ids):
             info = self._view.files.get(file_id)
             if info is None:
@@ -474,8 +527,11 @@ class FileSync:
             if info.deleted:
                 for direction in DIRECTIONS:
                     self.executor.cancel(direction, file_id)
-                    if self._states.get(file_id, direction) is not None:
+                    state = self._states.get(file_id, direction)
+                    if state is not None:
                         changes.append(((file_id, direction), None))
+                        if direction == "download" and state.status != "done":
+                            dropped.add(state.content_hash)
                 continue
             upload = self._states.get(file_id, "upload")
             if upload is not None and upload.content_hash != info.content_hash:
@@ -484,6 +540,10 @@ class FileSync:
                 changes.append(((file_id, "upload"), None))
             if not await core.run_store(self.blobs.has, info.content_hash):
                 await self._want_download(file_id, info.content_hash, priority=False)
+        # Before the rows go: a crash in between leaves the rows, and the next start's
+        # reconcile comes here again (a partial has no other record).
+        for content_hash in sorted(dropped):
+            await self._drop_partial(content_hash)
         await core.run_store(self._states.set_many, changes)
         await self._collect_garbage()
         self._wake()
@@ -497,6 +557,8 @@ class FileSync:
             or (priority and state.status == "error")  # the application asks: try again
         ):
             self.executor.cancel("download", file_id)
+            if state is not None and state.content_hash != content_hash and state.status != "done":
+                await self._drop_partial(state.content_hash)  # contents replaced meanwhile
             state = TransferState("queued", content_hash)
             await self._core.run_store(self._states.set_many, [((file_id, "download"), state)])
         if state.status != "error":
@@ -532,8 +594,23 @@ class FileSync:
         size = self.blobs.size(state.content_hash)
         return None if size is None else (state.content_hash, size)
 
-    def _transfer_finished(self, direction: Direction, file_id: str) -> None:
+    async def _transfer_finished(
+        self, direction: Direction, file_id: str, content_hash: str
+    ) -> None:
+        if direction == "download":
+            # A download stopped because its file was deleted (or its contents replaced)
+            # leaves a partial no file needs; now that its last write is done, it goes.
+            await self._drop_partial(content_hash)
         self._wake()
+
+    async def _drop_partial(self, content_hash: str) -> None:
+        """Deletes the partial download of ``content_hash`` unless a live file still
+        needs those contents or a download is writing it (whose end calls this again)."""
+        if content_hash in self._view.live_hashes() or self.executor.moving(
+            "download", content_hash
+        ):
+            return
+        await self._core.run_store(self.blobs.discard_partial, content_hash)
 
     def _executor_changed(self) -> None:
         self._wake()

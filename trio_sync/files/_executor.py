@@ -13,7 +13,7 @@ synced) before it is announced; progress is only announced (ephemeral).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -23,6 +23,7 @@ from .._errors import StoreError
 from ..client._core import ClientCore
 from ..protocol import FileTransfers
 from ._model import Direction, TransferState, TransferStatus
+from ._pacing import PacingPolicy, TransferPacer
 from ._queue import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
 from ._state import TransferStateStore
 from ._wire import BlobClient, TransferFailed
@@ -32,10 +33,32 @@ logger = logging.getLogger("trio_sync.files")
 DIRECTIONS: tuple[Direction, ...] = ("upload", "download")
 #: What a transfer moves: (content hash, size), or None when it is not needed any more.
 Target = Callable[[Direction, str], "tuple[str, int] | None"]
-#: Called after a transfer ended, whatever the outcome.
-Finished = Callable[[Direction, str], None]
+#: Called with (direction, file id, content hash) after a transfer attempt ended,
+#: whatever the outcome (its connection closed, its last write done).
+Finished = Callable[[Direction, str, str], Awaitable[None]]
 #: Called with (direction, file id) as a transfer starts: tests raise here to kill a worker.
 FaultHook = Callable[[Direction, str], None]
+
+
+class EventSyncGate:
+    """The client's event sync, as transfers see it (a ``SyncGate``): busy while it has
+    work in flight (``ClientCore.sync_busy``)."""
+
+    def __init__(self, core: ClientCore) -> None:
+        self._core = core
+
+    @property
+    def busy(self) -> bool:
+        return self._core.sync_busy
+
+    async def wait_idle(self, deadline: float) -> None:
+        core = self._core
+        with trio.move_on_at(deadline):
+            while True:
+                changed = core.changed.event
+                if not core.sync_busy:
+                    return
+                await changed.wait()
 
 
 class TransferExecutor:
@@ -53,6 +76,7 @@ class TransferExecutor:
         downloads: int = 2,
         retry: RetryPolicy | None = None,
         progress_interval: float = 0.25,
+        pacing: PacingPolicy | None = None,
     ) -> None:
         retry = retry or RetryPolicy()
         self._core = core
@@ -61,6 +85,7 @@ class TransferExecutor:
         self._target = target
         self._finished = finished
         self._progress_interval = progress_interval
+        self._pacing = pacing
         self.queues: dict[Direction, TransferQueue] = {
             "upload": TransferQueue(uploads, retry),
             "download": TransferQueue(downloads, retry),
@@ -72,6 +97,8 @@ class TransferExecutor:
         self._alive: dict[tuple[Direction, int], bool] = {}
         self._scopes: dict[tuple[Direction, str], trio.CancelScope] = {}
         self._left: dict[tuple[Direction, str], int] = {}
+        #: The contents each transfer in flight moves: (direction, file id) -> hash.
+        self._moving: dict[tuple[Direction, str], str] = {}
         self._stuck = StuckQueueWatch()
         #: How many workers were started again after dying.
         self.restarts = 0
@@ -146,6 +173,26 @@ class TransferExecutor:
         self._left.pop((direction, file_id), None)
         self._counts_changed()
 
+    def moving(self, direction: Direction, content_hash: str) -> bool:
+        """True while a transfer in flight moves ``content_hash`` in ``direction``."""
+        return any(
+            d == direction and moved == content_hash for (d, _), moved in self._moving.items()
+        )
+
+    def _held(self, direction: Direction) -> Callable[[str], bool] | None:
+        """Which queued transfers wait for another: files with the same contents as one
+        moving now share its blob (and, downloading, its one partial). When it ends, the
+        others find the blob there (or the server holding it) and are done at once."""
+        moving = {moved for (d, _), moved in self._moving.items() if d == direction}
+        if not moving:
+            return None
+
+        def held(file_id: str) -> bool:
+            target = self._target(direction, file_id)
+            return target is not None and target[0] in moving
+
+        return held
+
     def is_idle(self) -> bool:
         return all(not q.queued and not q.in_flight for q in self.queues.values())
 
@@ -212,10 +259,13 @@ class TransferExecutor:
             changed = self.changed.event
             now = trio.current_time()
             key = None
+            held = self._held(direction)
             if self.online and not self.paused:
-                key = queue.next_ready(now)
+                key = queue.next_ready(now, held=held)
             if key is None:
-                deadline = queue.next_deadline() if self.online and not self.paused else None
+                deadline = (
+                    queue.next_deadline(held=held) if self.online and not self.paused else None
+                )
                 with trio.move_on_at(deadline if deadline is not None else float("inf")):
                     await changed.wait()
                 continue
@@ -272,28 +322,32 @@ class TransferExecutor:
                 core.notify(f"{direction}.progress", file_id=file_id, bytes=done, total=total)
                 self._counts_changed()
 
+        pacing = self._pacing
+        pacer = None if pacing is None else TransferPacer(pacing, trio.current_time())
         error: TransferFailed | StoreError | None = None
         with trio.CancelScope() as scope:
             self._scopes[(direction, file_id)] = scope
+            self._moving[(direction, file_id)] = content_hash
             try:
                 if direction == "upload":
-                    await self._wire.upload(content_hash, size, progress)
+                    await self._wire.upload(content_hash, size, progress, pacer)
                 else:
-                    await self._wire.download(content_hash, progress)
+                    await self._wire.download(content_hash, progress, pacer)
             except (TransferFailed, StoreError) as exc:
                 error = exc
             finally:
                 del self._scopes[(direction, file_id)]
+                del self._moving[(direction, file_id)]
         if scope.cancelled_caught:
             # Cancelled on purpose (deleted, or new contents): whoever cancelled decides.
             queue.succeeded(file_id)
             core.trace(f"{direction}.cancelled", file_id=file_id)
-            self._finished(direction, file_id)
+            await self._finished(direction, file_id, content_hash)
             return
         current = self._states.get(file_id, direction)
         if current is None or current.content_hash != content_hash:
             queue.succeeded(file_id)  # superseded while it ran
-            self._finished(direction, file_id)
+            await self._finished(direction, file_id, content_hash)
             return
         if error is None:
             queue.succeeded(file_id)
@@ -301,11 +355,19 @@ class TransferExecutor:
             await self._set_state(
                 direction, file_id, TransferState("done", content_hash, current.attempts)
             )
-            core.notify(f"{direction}.complete", file_id=file_id, hash=content_hash, size=size)
-            core.trace(f"{direction}.complete", file_id=file_id, size=size)
+            # yielded: seconds its chunks held for the event sync.
+            yielded = 0.0 if pacer is None else round(pacer.held, 6)
+            core.notify(
+                f"{direction}.complete",
+                file_id=file_id,
+                hash=content_hash,
+                size=size,
+                yielded=yielded,
+            )
+            core.trace(f"{direction}.complete", file_id=file_id, size=size, yielded=yielded)
         else:
             await self._failed(direction, file_id, current, error)
-        self._finished(direction, file_id)
+        await self._finished(direction, file_id, content_hash)
 
     async def _failed(
         self,

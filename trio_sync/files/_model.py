@@ -98,6 +98,38 @@ def file_event_args(info: FileInfo) -> dict[str, object]:
     }
 
 
+def check_metadata(metadata: object) -> dict[str, object]:
+    """The metadata of a save or update, as a new dict, if every key in it (nested ones
+    included) is a ``str``: metadata travels as JSON, where an object's keys are strings,
+    so ``{1: "a"}`` would silently come back as ``{"1": "a"}`` (and ``{1: .., "1": ..}``
+    lose a value). Values are checked with the event (JSON values only).
+
+    Raises:
+        TypeError: ``metadata`` is not a mapping, or a key is not a ``str`` (the message
+            says where).
+    """
+    if not isinstance(metadata, Mapping):
+        raise TypeError(
+            f"metadata is a mapping with str keys (a dict), not {type(metadata).__name__}"
+        )
+    # Iterative: a deeply nested value is refused by the event's depth check, not here by
+    # a RecursionError.
+    stack: list[tuple[object, str]] = [(metadata, "metadata")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f"metadata keys must be str, not {type(key).__name__}: {key!r} at "
+                        f"{where} (it would arrive as the string {str(key)!r})"
+                    )
+                stack.append((item, f"{where}[{key!r}]"))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
+    return dict(metadata)
+
+
 def _parse(event: Event) -> FileInfo | str | None:
     """A created/updated event's FileInfo, a deleted event's id, or None when the event
     is not a well-formed file fact (another application's event, or a buggy peer's: it

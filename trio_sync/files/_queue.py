@@ -2,7 +2,8 @@
 
 :class:`TransferQueue` decides which transfer runs next in one direction (bounded
 concurrency, downloads the application waits for first, no duplicates, jittered
-exponential backoff); :class:`StuckQueueWatch` decides when a heartbeat tick means the
+exponential backoff, a transfer held while its contents move in another);
+:class:`StuckQueueWatch` decides when a heartbeat tick means the
 queue is stuck; :class:`ProgressThrottle` decides which progress notifications are worth
 sending; :func:`stale_on_open` decides what a crashed run left behind. The runtime
 (``_executor.py``) only waits, moves bytes and calls these.
@@ -10,7 +11,7 @@ sending; :func:`stale_on_open` decides what a crashed run left behind. The runti
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -83,11 +84,19 @@ class TransferQueue:
         worker, which is told separately."""
         self._waiting.pop(key, None)
 
-    def next_ready(self, now: float) -> str | None:
-        """The key to start now, or None (nothing ready, or concurrency reached)."""
+    def next_ready(self, now: float, *, held: Callable[[str], bool] | None = None) -> str | None:
+        """The key to start now, or None (nothing ready, or concurrency reached).
+
+        ``held(key)``: True for a key that must not start yet although it is ready (its
+        contents are moving in another transfer right now); it stays queued.
+        """
         if len(self._in_flight) >= self.concurrency:
             return None
-        ready = [item for item in self._waiting.values() if item.ready_at <= now]
+        ready = [
+            item
+            for item in self._waiting.values()
+            if item.ready_at <= now and (held is None or not held(item.key))
+        ]
         if not ready:
             return None
         best = min(ready, key=lambda item: (not item.priority, item.order))
@@ -126,9 +135,12 @@ class TransferQueue:
             item.ready_at = 0.0
             self._waiting[key] = item
 
-    def next_deadline(self) -> float | None:
-        """When the earliest waiting retry becomes ready (None if none waits)."""
-        times = [item.ready_at for item in self._waiting.values()]
+    def next_deadline(self, *, held: Callable[[str], bool] | None = None) -> float | None:
+        """When the earliest waiting retry becomes ready (None if none waits); keys
+        ``held`` (see :meth:`next_ready`) wait for a change, not for a time."""
+        times = [
+            item.ready_at for item in self._waiting.values() if held is None or not held(item.key)
+        ]
         return min(times) if times else None
 
     def ready_count(self, now: float) -> int:

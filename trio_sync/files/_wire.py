@@ -5,13 +5,15 @@ never shares a connection with the event sync, nor with another transfer, so not
 behind a large file. Chunks are read from disk and sent one at a time (the connection
 queues one at most), so memory stays at a few chunks whatever the file's size. A chunk's
 disk I/O and SHA-256 take one hop to the store runner together (``_chunks.py``); the
-event loop only moves bytes.
+event loop only moves bytes. With a :class:`TransferPacer`, each chunk first yields to the
+client's event sync while it has work in flight (``_pacing.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 import trio
 
@@ -38,11 +40,24 @@ from ..protocol._blob_messages import (
 from ..transport import Connection
 from ._blobs import BlobStore
 from ._chunks import append_chunk, finish, new_hasher, read_chunk
+from ._pacing import TransferPacer
 
 #: Opens a new connection to the server (the client's connector, bound to its URL).
 OpenConnection = Callable[[], AbstractAsyncContextManager[Connection]]
 #: Reports progress: (bytes done, bytes in all).
 Progress = Callable[[int, int], None]
+
+
+class SyncGate(Protocol):
+    """What transfers yield to: the event sync of their client."""
+
+    @property
+    def busy(self) -> bool:
+        """True while the event sync has work in flight."""
+        ...
+
+    async def wait_idle(self, deadline: float) -> None:
+        """Returns once the event sync is idle, or at ``deadline`` (Trio time)."""
 
 
 class TransferFailed(TrioSyncError):
@@ -68,8 +83,10 @@ class BlobClient:
         run_store: StoreRunner,
         *,
         timeout: float,
+        gate: SyncGate | None = None,
     ) -> None:
         self._connect = connect
+        self._gate = gate
         self._client_id = client_id
         self._token = token
         self._blobs = blobs
@@ -109,8 +126,25 @@ class BlobClient:
             return message
         raise ConnectionClosed(f"no answer from the server within {self._timeout:g}s")
 
-    async def upload(self, content_hash: str, size: int, progress: Progress) -> None:
+    async def _pace(self, pacer: TransferPacer | None) -> None:
+        """Holds the next chunk while the event sync is busy, as ``pacer`` allows."""
+        gate = self._gate
+        if pacer is None or gate is None:
+            return
+        until = pacer.before_chunk(trio.current_time(), busy=gate.busy)
+        if until is not None:
+            await gate.wait_idle(until)
+            pacer.resumed(trio.current_time())
+
+    async def upload(
+        self,
+        content_hash: str,
+        size: int,
+        progress: Progress,
+        pacer: TransferPacer | None = None,
+    ) -> None:
         """Uploads the local blob ``content_hash``, resuming where the server stopped.
+        Each chunk is read and sent once ``pacer`` allows.
 
         Raises:
             TransferFailed: The attempt failed (the reason says why).
@@ -134,6 +168,9 @@ class BlobClient:
                 return  # the server holds it already (another client's, or ours)
             chunk_bytes = max(1, welcome.chunk_bytes)
             while offset < size:
+                # Before the read: the chunk's disk read, its send and the server's write
+                # all wait while an event is on its way.
+                await self._pace(pacer)
                 try:
                     chunk = await self._run(
                         read_chunk,
@@ -154,15 +191,23 @@ class BlobClient:
             if not isinstance(done, UploadDone) or done.hash != content_hash:
                 raise ProtocolError("expected 'upload_done' for this blob")
 
-    async def download(self, content_hash: str, progress: Progress) -> int:
+    async def download(
+        self, content_hash: str, progress: Progress, pacer: TransferPacer | None = None
+    ) -> int:
         """Downloads the blob ``content_hash`` into the local store, resuming a partial
-        download; returns its size.
+        download; returns its size. Each chunk is written (and, every few MiB, synced)
+        once ``pacer`` allows; meanwhile the next ones wait in the connection.
 
         Raises:
             TransferFailed: The attempt failed (``missing``: the server lacks the blob).
             StoreError: The local store cannot be written (a full disk).
         """
         blobs, run = self._blobs, self._run
+        held = await run(blobs.size, content_hash)
+        if held is not None:
+            # Another file with the same contents brought it meanwhile.
+            progress(held, held)
+            return held
         async with self._session() as (conn, _):
             offset = await run(blobs.partial_size, content_hash)
             # The server may hold its answer while the blob's upload is in progress (the
@@ -187,6 +232,7 @@ class BlobClient:
                     raise ProtocolError(f"chunk at {chunk.offset}, expected {offset}")
                 if not chunk.data or offset + len(chunk.data) > size:
                     raise ProtocolError("a chunk runs past the blob's end")
+                await self._pace(pacer)
                 try:
                     await run(append_chunk, blobs, chunk, hasher)  # checks the digest first
                 except ValueError as exc:  # another writer moved the partial meanwhile

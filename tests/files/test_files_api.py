@@ -1,0 +1,93 @@
+"""The file API's promises: wait_idle() after wait_synced(), metadata checked up front."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from trio_sync import InvalidEvent
+from trio_sync.server import MemoryBlobBackend
+
+from .._virtual import World
+
+
+async def test_wait_idle_after_wait_synced_includes_the_files_just_learnt(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Tried: wait_synced() then wait_idle() on a client that has just learnt files. The
+    # transfers were idle because the new files' downloads were not queued yet.
+    await world.start_server(blobs=MemoryBlobBackend())
+    async with world.client("A") as a:
+        first = await a.files.save(b"first", path="first")
+        await a.files.wait_idle()
+        await a.wait_synced()
+        async with world.client("B") as b:
+            await b.wait_synced()  # B learns the first file at start-up
+            await b.files.wait_idle()
+            assert b.files.has_contents(first)
+            second = await a.files.save(b"second", path="second")
+            await a.wait_synced()
+            await b.wait_synced()  # and the second while it runs
+            await b.files.wait_idle()
+            assert b.files.has_contents(second)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "where"),
+    [
+        ({1: "one"}, "1 at metadata "),
+        ({"a": {2: "b"}}, "2 at metadata['a'] "),
+        ({"a": [{"b": 1}, {(3, 4): 5}]}, "(3, 4) at metadata['a'][1] "),
+        ({None: "x"}, "None at metadata "),
+    ],
+)
+async def test_metadata_keys_must_be_strings_and_nothing_is_stored_otherwise(
+    world: World,
+    autojump_clock: trio.testing.MockClock,
+    metadata: dict[object, object],
+    where: str,
+) -> None:
+    # Tried: metadata={1: "one"} came back as {"1": "one"} (JSON turns keys into strings).
+    await world.start_server(blobs=MemoryBlobBackend())
+    async with world.client("A") as a:
+        with pytest.raises(TypeError, match=re.escape(where)):
+            await a.files.save(b"contents", path="p", metadata=metadata)  # type: ignore[arg-type]
+        fid = await a.files.save(b"contents", path="p", metadata={"kept": [1, {"x": None}]})
+        await a.files.wait_idle()
+        with pytest.raises(TypeError, match="metadata keys must be str"):
+            await a.files.update(fid, b"new", metadata=metadata)  # type: ignore[arg-type]
+        [info] = a.files.list()
+        assert info.metadata == {"kept": [1, {"x": None}]}
+        assert a.files.blobs.hashes() == [info.content_hash]  # "new" was never stored
+        assert await a.files.read(fid) == b"contents"
+
+
+async def test_metadata_is_a_mapping(world: World, autojump_clock: trio.testing.MockClock) -> None:
+    await world.start_server(blobs=MemoryBlobBackend())
+    async with world.client("A") as a:
+        with pytest.raises(TypeError, match="not list"):
+            await a.files.save(b"x", path="p", metadata=[("a", 1)])  # type: ignore[arg-type]
+        assert a.files.list() == [] and a.files.blobs.hashes() == []
+
+
+async def test_a_refused_save_leaves_no_blob_behind(
+    world: World, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Tried: metadata the event cannot carry (NaN, too large). The contents were stored
+    # first, then the event refused: the blob stayed until the next change of the files.
+    await world.start_server(blobs=MemoryBlobBackend())
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"from a file")
+    async with world.client("A") as a:
+        for data in (b"some contents", source):
+            with pytest.raises(InvalidEvent, match="are not JSON"):
+                await a.files.save(data, path="p", metadata={"x": math.nan})
+            with pytest.raises(InvalidEvent, match="exceeds the limit"):
+                await a.files.save(data, path="p", metadata={"x": "y" * 2_000_000})
+        assert a.files.list() == [] and a.files.blobs.hashes() == []
+        assert a.pending_events() == []
