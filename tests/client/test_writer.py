@@ -1,11 +1,21 @@
-"""The client's writer: batches, and the store's write-ahead log kept bounded."""
+"""The client's writer: batches, acks written with them, and the store's write-ahead log
+kept bounded."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
+import trio
+import trio.testing
+
 import trio_sync
+from trio_sync._store_runner import inline
 from trio_sync.client._writer import CHECKPOINT_EVERY
+from trio_sync.protocol import PullPage
+from trio_sync.store._recovery import open_client_store
+
+from .._virtual import TIMINGS, World
 
 #: Nothing listens here: the client stays offline, every commit is local.
 OFFLINE_URL = "ws://127.0.0.1:1"
@@ -27,3 +37,35 @@ async def test_the_write_ahead_log_is_checkpointed_as_commits_go_on(tmp_path: Pa
     assert sizes[3] <= sizes[1], sizes
     async with trio_sync.open_client(OFFLINE_URL, path) as client:
         assert client.status.pending == 4 * CHECKPOINT_EVERY
+
+
+async def test_an_ack_waits_for_a_batch_and_is_written_when_the_client_closes(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # What was tried: pushes acknowledged while every page to the client is lost, so no
+    # merge ever retires the pending rows. An ack wakes no writer (it rides with the next
+    # batch), but nothing acknowledged may be forgotten for good: closing the client
+    # writes it, and the reopened store knows the server holds all three.
+    world = World(nursery)
+    await world.start_server()
+    world.drops["A"] = lambda message: isinstance(message, PullPage)
+    path = str(tmp_path / "a.sqlite3")
+    async with trio_sync.open_client(
+        "memory://server",
+        path,
+        client_id="A",
+        connector=partial(world.network.connect, client_id="A"),
+        run_store=inline,
+        timings=TIMINGS,
+    ) as client:
+        for i in range(3):
+            await client.commit("note.added", {"i": i})
+        await client.wait_status(lambda status: status.pending == 0)
+        assert client._core.state.acked_through == 3
+    store, _ = open_client_store(path, None)
+    try:
+        state = store.load_state()
+        assert state.acked_through == 3
+        assert [event.client_seq for event in state.pending] == [1, 2, 3]  # no echo came
+    finally:
+        store.close()

@@ -7,11 +7,17 @@ call returns; pages and acks are written atomically and become durable with the 
 commit (a crash before that only means pulling them again, or pushing events the server
 already holds and answers for with the same positions).
 
-A batch that needs an fsync runs in a worker thread; a small one that does not (an ack, a
-live page) costs less than the hop to a thread and runs right here; a large catch-up batch
-goes to the thread too, so that the loop keeps decoding the next pages meanwhile. The
-store's automatic checkpoints are off, so that nothing here fsyncs; every
-``CHECKPOINT_EVERY`` batches one runs in the thread.
+A small batch that needs no fsync (a live page) costs less than the hop to a thread and
+runs right here; a large catch-up batch goes to the thread, so that the loop keeps decoding
+the next pages meanwhile. A batch that needs an fsync runs here too while the disk is fast
+(``WritePlacement``: it then blocks the loop for less than the hop would cost), in the
+thread once it is not. The store's automatic checkpoints are off, so that nothing done here
+checkpoints; every ``CHECKPOINT_EVERY`` batches one runs in the thread.
+
+Acknowledgements and the time the client was last synced wake nobody: they are written
+with the next batch (an ack lost in a crash only means pushing events again, answered with
+the positions the server already gave them), the sync time also on its own at most once a
+``SYNCED_WRITE_INTERVAL``, and both when the writer stops.
 
 Commits get their ``client_seq`` here, when the batch is formed, so a failed write leaves
 no gap: the next batch numbers from the same place. All commits of a batch are one write,
@@ -21,7 +27,9 @@ head) is applied here too, in order, right after the transaction, before anyone 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from collections.abc import Sequence
 from functools import partial
 
@@ -29,6 +37,7 @@ import attrs
 import trio
 
 from .._errors import ClientClosed, StoreError
+from .._store_runner import Placement, WritePlacement
 from ..protocol import Advance, Draft, Event, Rebase
 from ..store import ClientStore
 from ..store._client_store import Write
@@ -59,14 +68,8 @@ class _Merge(_Job):
 
 
 @attrs.define(eq=False)
-class _Ack(_Job):
-    acked_through: int
-    lineage: int = 0
-
-
-@attrs.define(eq=False)
-class _Synced(_Job):
-    at: float
+class _Flush(_Job):
+    """Writes what waits to be written with the next batch (a batch of its own)."""
 
 
 #: Batches between two checkpoints of the store's write-ahead log.
@@ -74,6 +77,9 @@ CHECKPOINT_EVERY = 256
 #: A batch without an fsync writing up to this many pulled events runs on the event loop
 #: (cheaper than the hop to a thread); a larger one runs in the thread.
 INLINE_ROWS = 64
+#: The time the client was last synced is written on its own at most this often (wall
+#: seconds); otherwise with the next batch.
+SYNCED_WRITE_INTERVAL = 1.0
 
 
 class ClientWriter:
@@ -87,6 +93,11 @@ class ClientWriter:
         #: Held while a batch is written; ``Client.reset()`` holds it to change the store
         #: with no batch in between.
         self.exclusive = trio.Lock()
+        self.placement = WritePlacement()
+        #: Written with the next batch: the highest ack (and its lineage), the sync time.
+        self._ack: tuple[int, int] | None = None
+        self._synced_at: float | None = None
+        self._synced_written_at = -math.inf
 
     async def commit(self, drafts: Sequence[Draft]) -> list[Event]:
         """Writes new commits durably (with any others waiting); returns them as events.
@@ -113,13 +124,15 @@ class ClientWriter:
 
     def note_ack(self, acked_through: int) -> None:
         """Records an acknowledgement with the next batch (nobody waits for it)."""
-        if not self._closed:
-            self._send.send_nowait(_Ack(acked_through, lineage=self._core.lineage))
+        self._ack = (acked_through, self._core.lineage)
 
     def note_synced(self, at: float) -> None:
-        """Records when the client was last synced, with the next batch."""
-        if not self._closed:
-            self._send.send_nowait(_Synced(at))
+        """Records when the client was last synced: with the next batch, or in a batch of
+        its own if the one recorded is older than ``SYNCED_WRITE_INTERVAL``."""
+        self._synced_at = at
+        if at - self._synced_written_at >= SYNCED_WRITE_INTERVAL and not self._closed:
+            self._synced_written_at = at
+            self._send.send_nowait(_Flush())
 
     async def _submit(self, job: _Job) -> None:
         if self._closed:
@@ -142,7 +155,8 @@ class ClientWriter:
             raise job.error
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Writes batches until cancelled; then fails whatever is still queued."""
+        """Writes batches until cancelled; then fails whatever is still queued and writes
+        what waited for a batch."""
         task_status.started()
         try:
             async for first in self._jobs:
@@ -152,8 +166,16 @@ class ClientWriter:
                         batch.append(self._jobs.receive_nowait())
                     except trio.WouldBlock:
                         break
-                async with self.exclusive:
-                    await self._write(batch)
+                if self.exclusive.locked():  # a reset is under way
+                    async with self.exclusive:
+                        await self._write(batch)
+                else:
+                    # Uncontended: no schedule point (a lock's acquire always yields).
+                    self.exclusive.acquire_nowait()
+                    try:
+                        await self._write(batch)
+                    finally:
+                        self.exclusive.release()
         finally:
             self._closed = True
             closed = ClientClosed("the client closed before this write")
@@ -162,6 +184,30 @@ class ClientWriter:
                     self._jobs.receive_nowait().fail(closed)
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+            with trio.CancelScope(shield=True):
+                await self._write_notes()
+
+    def _notes(self) -> list[Write]:
+        """The writes that wait for a batch (taken: the next batch writes them)."""
+        writes = []
+        if self._ack is not None:
+            acked_through, lineage = self._ack
+            if lineage == self._core.lineage:  # else about a log the store no longer holds
+                writes.append(self._core.store.ack_write(acked_through))
+            self._ack = None
+        if self._synced_at is not None:
+            writes.append(self._core.store.synced_write(self._synced_at))
+            self._synced_at = None
+        return writes
+
+    async def _write_notes(self) -> None:
+        writes = self._notes()
+        # Nothing waits for them: an ack lost means a push again, no more.
+        if writes:
+            with contextlib.suppress(StoreError):
+                await self._core.run_store(
+                    partial(self._core.store.write_batch, durable=False), writes
+                )
 
     async def _run_batch(
         self, store: ClientStore, writes: list[Write], *, durable: bool, rows: int
@@ -170,14 +216,36 @@ class ClientWriter:
         if self._batches_since_checkpoint >= CHECKPOINT_EVERY:
             self._batches_since_checkpoint = 0
             await self._core.run_store(store.checkpoint)
-        if durable or rows > INLINE_ROWS:
-            # An fsync, or a large catch-up batch: in the thread, so the event loop goes on
-            # receiving and decoding the next pages meanwhile.
-            return await self._core.run_store(partial(store.write_batch, durable=durable), writes)
+        if durable:
+            return await self._run_durable(store, writes)
+        if rows > INLINE_ROWS:
+            # A large catch-up batch: in the thread, so the event loop goes on receiving
+            # and decoding the next pages meanwhile.
+            return await self._core.run_store(partial(store.write_batch, durable=False), writes)
         # No fsync: cheaper than a hop to a thread. Still a cancellation point first, as
         # a store call is everywhere else.
         await trio.lowlevel.checkpoint_if_cancelled()
         return store.write_batch(writes, durable=False)
+
+    async def _run_durable(self, store: ClientStore, writes: list[Write]) -> list[object]:
+        placement: Placement = self.placement.choose()
+
+        def timed() -> tuple[list[object], float]:
+            started = time.perf_counter()
+            results = store.write_batch(writes, durable=True)
+            return results, time.perf_counter() - started
+
+        try:
+            if placement == "inline":
+                await trio.lowlevel.checkpoint_if_cancelled()
+                results, seconds = timed()
+            else:
+                results, seconds = await self._core.run_store(timed)
+        except StoreError:
+            self.placement.ran(placement, math.inf)  # a failing disk is no fast one
+            raise
+        self.placement.ran(placement, seconds)
+        return results
 
     async def _write(self, batch: list[_Job]) -> None:
         core = self._core
@@ -185,12 +253,11 @@ class ClientWriter:
         commits = [job for job in batch if isinstance(job, _Commit)]
         lineage = core.lineage
         for old in batch:
-            if isinstance(old, (_Merge, _Ack)) and old.lineage != lineage:
+            if isinstance(old, _Merge) and old.lineage != lineage:
                 # From before a reset: about a log this store no longer holds.
                 old.fail(ClientClosed("the store was reset before this write"))
         merges = [job for job in batch if isinstance(job, _Merge) and job.lineage == lineage]
-        acks = [job for job in batch if isinstance(job, _Ack) and job.lineage == lineage]
-        synced = [job for job in batch if isinstance(job, _Synced)]
+        flushes = [job for job in batch if isinstance(job, _Flush)]
         next_seq = core.state.next_client_seq
         for job in commits:
             job.events = [
@@ -206,10 +273,7 @@ class ClientWriter:
                 )
             )
         writes += [store.upstream_write(m.result.applied, m.result.confirmed_own) for m in merges]
-        if acks:
-            writes.append(store.ack_write(max(job.acked_through for job in acks)))
-        if synced:
-            writes.append(store.synced_write(synced[-1].at))
+        writes += self._notes()
         try:
             rows = sum(len(m.result.applied) for m in merges)
             results = await self._run_batch(store, writes, durable=bool(commits), rows=rows)
@@ -231,5 +295,5 @@ class ClientWriter:
             else:
                 core.note_merge(merge.result)
                 merge.done.set()
-        for note in (*acks, *synced):
-            note.done.set()
+        for flush in flushes:
+            flush.done.set()

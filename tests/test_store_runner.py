@@ -1,0 +1,64 @@
+"""Where a durable write runs (``WritePlacement``): a pure rule, tested without a loop."""
+
+from __future__ import annotations
+
+from trio_sync._store_runner import WritePlacement
+
+FAST, SLOW = 0.0003, 0.050
+
+
+def run(placement: WritePlacement, seconds: float, times: int = 1) -> list[str]:
+    """Runs ``times`` durable writes that each take ``seconds``; returns where each ran."""
+    where = []
+    for _ in range(times):
+        chosen = placement.choose()
+        where.append(chosen)
+        placement.ran(chosen, seconds)
+    return where
+
+
+def test_fast_writes_stay_on_the_loop() -> None:
+    placement = WritePlacement()
+    assert run(placement, FAST, 1000) == ["inline"] * 1000
+
+
+def test_one_slow_write_sends_the_next_ones_to_the_thread_then_probes() -> None:
+    placement = WritePlacement(probe_after=4, fast_streak=100)
+    assert run(placement, SLOW) == ["inline"]
+    # Still slow in the thread: 4 writes there, then one probe on the loop.
+    assert run(placement, SLOW, 4) == ["thread"] * 4
+    assert run(placement, FAST) == ["inline"]  # the probe finds the disk fast again
+    assert run(placement, FAST, 10) == ["inline"] * 10
+
+
+def test_each_failed_probe_doubles_the_wait_up_to_the_cap() -> None:
+    placement = WritePlacement(probe_after=4, max_probe_after=16, fast_streak=1000)
+    gaps = []
+    for _ in range(5):
+        assert run(placement, SLOW) == ["inline"]  # the first write, then each probe
+        threaded = 0
+        while placement.choose() == "thread":
+            run(placement, SLOW)
+            threaded += 1
+        gaps.append(threaded)
+    # A disk that stays slow blocks the loop once per 4, 8, 16, 16... writes.
+    assert gaps == [4, 8, 16, 16, 16]
+
+
+def test_fast_writes_in_the_thread_bring_it_back_before_the_probe() -> None:
+    placement = WritePlacement(probe_after=64, fast_streak=3)
+    run(placement, SLOW)
+    assert run(placement, FAST, 3) == ["thread"] * 3
+    assert placement.choose() == "inline"
+    # A slow write in the streak starts it again.
+    run(placement, SLOW)
+    assert (
+        run(placement, FAST, 2) + run(placement, SLOW) + run(placement, FAST, 3) == ["thread"] * 6
+    )
+    assert placement.choose() == "inline"
+
+
+def test_a_failed_write_counts_as_slow() -> None:
+    placement = WritePlacement(probe_after=2)
+    run(placement, float("inf"))
+    assert placement.choose() == "thread"
