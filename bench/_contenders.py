@@ -18,7 +18,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import signal
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -28,7 +30,13 @@ from typing import Any
 
 import trio
 import trio_websocket
-from _common import pace
+from _common import (
+    pace,
+    raise_fd_limit,
+    relay_server_command,
+    spawn_server,
+    trio_sync_server_command,
+)
 from relay import serve_relay
 
 import trio_sync
@@ -247,26 +255,41 @@ class PycrdtPair(Pair):
         return True
 
 
-@asynccontextmanager
-async def open_pycrdt_pair(folder: Path, url: str | None = None) -> AsyncIterator[Pair]:
-    """Two pycrdt providers syncing one room of an in-process pycrdt-websocket server."""
-    from pycrdt import Doc, Provider
+async def serve_pycrdt(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Runs a pycrdt-websocket server over trio-websocket until cancelled;
+    ``nursery.start`` returns its ws:// URL."""
     from pycrdt.websocket import WebsocketServer
 
-    room = "/bench"
     async with WebsocketServer(auto_clean_rooms=False) as ystore, trio.open_nursery() as nursery:
 
         async def handle(request: trio_websocket.WebSocketRequest) -> None:
             ws = await request.accept()
             await ystore.serve(_TrioChannel(ws, request.path))
 
-        if url is None:
-            server = await nursery.start(
-                lambda task_status: trio_websocket.serve_websocket(
-                    handle, "127.0.0.1", 0, ssl_context=None, task_status=task_status
-                )
+        server = await nursery.start(
+            lambda task_status: trio_websocket.serve_websocket(
+                handle, host, port, ssl_context=None, task_status=task_status
             )
-            url = f"ws://127.0.0.1:{server.port}"
+        )
+        task_status.started(f"ws://{host}:{server.port}")
+        await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def open_pycrdt_pair(folder: Path, url: str | None = None) -> AsyncIterator[Pair]:
+    """Two pycrdt providers syncing one room of a pycrdt-websocket server at ``url``, or
+    of a new in-process one."""
+    from pycrdt import Doc, Provider
+
+    room = "/bench"
+    async with trio.open_nursery() as nursery:
+        if url is None:
+            url = await nursery.start(serve_pycrdt)
         async with (
             trio_websocket.open_websocket_url(url + room) as ws_a,
             trio_websocket.open_websocket_url(url + room) as ws_b,
@@ -285,6 +308,16 @@ async def open_pycrdt_pair(folder: Path, url: str | None = None) -> AsyncIterato
         nursery.cancel_scope.cancel()
 
 
+async def _serve_pycrdt_main(host: str, port: int) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_pycrdt, host, port)
+            print(f"pycrdt-websocket at {url}", flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
 # --- the registry --------------------------------------------------------------------
 
 OpenPair = Callable[..., AbstractAsyncContextManager[Pair]]
@@ -294,16 +327,42 @@ OpenPair = Callable[..., AbstractAsyncContextManager[Pair]]
 class Contender:
     name: str
     open_pair: OpenPair
+    #: The command that runs its server in a process of its own (given a folder for
+    #: its files); it prints a ws:// URL once it accepts connections.
+    server_command: Callable[[Path], list[str]]
     #: Why it cannot run here ("n/a (...)"), or None.
     missing: str | None = None
+
+    @asynccontextmanager
+    async def pair(self, folder: Path, placement: str) -> AsyncIterator[Pair]:
+        """A pair through a server in this process (``placement="one-process"``), or in
+        a process of its own (``"processes"``: as servers are deployed, and the clients
+        do not share one Python interpreter, and its lock, with the server)."""
+        if placement == "one-process":
+            async with self.open_pair(folder) as pair:
+                yield pair
+            return
+        with spawn_server(self.server_command(folder)) as server:
+            async with self.open_pair(folder, server.url) as pair:
+                yield pair
+
+
+def pycrdt_server_command() -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "pycrdt-server"]
 
 
 def pair_contenders() -> list[Contender]:
     """trio_sync first (the ratios are trio_sync / peer), then its peers."""
     return [
-        Contender("trio_sync", open_trio_sync_pair),
-        Contender("relay", open_relay_pair),
-        Contender("pycrdt", open_pycrdt_pair, pycrdt_missing()),
+        Contender(
+            "trio_sync",
+            open_trio_sync_pair,
+            lambda folder: trio_sync_server_command(folder / "server.sqlite3"),
+        ),
+        Contender("relay", open_relay_pair, lambda folder: relay_server_command()),
+        Contender(
+            "pycrdt", open_pycrdt_pair, lambda folder: pycrdt_server_command(), pycrdt_missing()
+        ),
     ]
 
 
@@ -432,3 +491,11 @@ def fsync_limit(folder: Path, count: int, per_transaction: int = 1) -> float:
         return count / (time.perf_counter() - started)
     finally:
         conn.close()
+
+
+if __name__ == "__main__":
+    # ``python bench/_contenders.py pycrdt-server``: the pycrdt peer's server on its own.
+    if sys.argv[1:] != ["pycrdt-server"]:
+        raise SystemExit("usage: python bench/_contenders.py pycrdt-server")
+    raise_fd_limit()
+    trio.run(_serve_pycrdt_main, "127.0.0.1", 0)

@@ -92,7 +92,7 @@ def has_commit_many() -> bool:
 
 
 async def measure_bursts(
-    contenders: list[Contender], size: Sizes
+    contenders: list[Contender], size: Sizes, placement: str
 ) -> dict[str, dict[str, list[float | None]]]:
     """Per scenario, per contender (and the fsync limit): events/s of each round."""
     results: dict[str, dict[str, list[float | None]]] = {}
@@ -108,7 +108,7 @@ async def measure_bursts(
                     rate = None
                 else:
                     contender = next(c for c in contenders if c.name == name)
-                    async with contender.open_pair(folder) as pair:
+                    async with contender.pair(folder, placement) as pair:
                         rate = await burst(pair, size.events, scenario.tasks, scenario.batch)
             progress(f"round {round_index + 1} {scenario.label} {name}: {fmt_rate(rate)} events/s")
             return rate
@@ -121,7 +121,7 @@ async def measure_bursts(
 
 
 async def measure_paced(
-    contenders: list[Contender], size: Sizes
+    contenders: list[Contender], size: Sizes, placement: str
 ) -> dict[int, dict[str, dict[str, Any]]]:
     """Per rate, per contender: the rates reached and every latency (seconds)."""
     results: dict[int, dict[str, dict[str, Any]]] = {}
@@ -131,7 +131,7 @@ async def measure_paced(
         async def measure(name: str, round_index: int, rate: int = rate, count: int = count) -> Any:
             contender = next(c for c in contenders if c.name == name)
             with temp_dir("paced") as folder:
-                async with contender.open_pair(folder) as pair:
+                async with contender.pair(folder, placement) as pair:
                     reached, latencies = await paced_latencies(pair, rate, count)
             progress(
                 f"round {round_index + 1} paced {rate}/s {name}: reached {reached:.0f}/s, "
@@ -273,19 +273,26 @@ async def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, help="events per burst (default 3000)")
     parser.add_argument("--seconds", type=float, help="seconds at each paced rate (default 5)")
+    parser.add_argument(
+        "--placement",
+        choices=("processes", "one-process"),
+        default="processes",
+        help="each contender's server in a process of its own (default), or in this one "
+        "beside both clients",
+    )
     args = parser.parse_args()
     size = sizes(args)
     everyone = pair_contenders()
     runnable = [c for c in everyone if c.missing is None]
     all_names = [c.name for c in everyone]
-    print(f"throughput on {describe_machine()}", flush=True)
+    print(f"throughput on {describe_machine()}; servers: {args.placement}", flush=True)
     for contender in everyone:
         if contender.missing:
             print(f"{contender.name}: {contender.missing}", flush=True)
     print(flush=True)
 
-    bursts = await measure_bursts(runnable, size)
-    paced = await measure_paced(runnable, size)
+    bursts = await measure_bursts(runnable, size, args.placement)
+    paced = await measure_paced(runnable, size, args.placement)
 
     table, medians = burst_table(bursts, all_names, size)
     table.print()
@@ -296,6 +303,7 @@ async def main() -> None:
         "throughput",
         {
             "sizes": size.__dict__,
+            "placement": args.placement,
             "versions": versions(),
             "missing": {c.name: c.missing for c in everyone if c.missing},
             "burst_events_per_s": {"rounds": bursts, "median": medians},
