@@ -52,8 +52,8 @@ class WritePlacement:
     One slower write sends the next ``probe_after`` durable writes to the thread; then one
     runs inline again as a probe. Each probe that finds the disk still slow doubles the
     wait before the next (up to ``max_probe_after``), so a slow disk blocks the loop once
-    in thousands of writes at most. Writes in the thread are measured too (inside the
-    thread, without the hop), and the disk counts as fast again only after
+    in thousands of writes at most. Writes in the thread are measured too (hop included:
+    it is small beside ``fast``), and the disk counts as fast again only after
     ``fast_streak`` of them in a row were fast.
     """
 

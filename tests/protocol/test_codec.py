@@ -351,3 +351,20 @@ def test_decode_raises_only_protocol_errors(text: str) -> None:
         decode(text)
     except ProtocolError as exc:
         assert str(exc)
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_long_digit_runs_outside_integers_are_no_integers(as_bytes: bool) -> None:
+    # What was tried: 19 and more digits where no integer literal is (inside a string, in
+    # a float's fraction or exponent) pass the quick digit-run check and then the exact
+    # one; a literal past 64 bits next to them is still refused, in str and bytes frames.
+    from trio_sync.protocol._json import loads
+
+    def text(value: str) -> str | bytes:
+        return value.encode() if as_bytes else value
+
+    fine = '{"a": "12345678901234567890123", "b": 0.12345678901234567890, "c": 1e1234567}'
+    assert loads(text(fine.replace("1e1234567", "1.5e-3")))["a"] == "12345678901234567890123"
+    assert loads(text('{"n": 9223372036854775807}'))["n"] == 2**63 - 1
+    with pytest.raises(InvalidMessage, match="does not fit in 64 bits"):
+        loads(text('{"a": "1234567890123456789012", "n": 18446744073709551617}'))

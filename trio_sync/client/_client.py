@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import ssl
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -42,6 +43,8 @@ TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 
 #: How many confirmed events ``confirmed_stream`` reads from the store at a time.
 _STREAM_PAGE = 500
+#: ``confirmed_stream`` reads on the event loop when at most this many events are new.
+_INLINE_READ = 100
 
 
 @attrs.frozen
@@ -406,10 +409,15 @@ class Client:
 
 
 class _ConfirmedStream:
+    """Reads what is new from the store; once caught up, takes each merge's events as it
+    is applied (no read back, no decoding again), until more than a page of them waits
+    unread: then it reads from the store again, so a slow reader holds a page at most."""
+
     def __init__(self, client: Client, after: int) -> None:
         self._client = client
         self._cursor = after
         self._buffer: deque[Event] = deque()
+        self._listening = False
 
     def __aiter__(self) -> _ConfirmedStream:
         return self
@@ -420,15 +428,49 @@ class _ConfirmedStream:
             self._client._check_open()
             changed = core.changed.event
             if self._cursor < core.durable_head:
-                events = await core.run_store(
-                    core.store.confirmed_events, self._cursor, _STREAM_PAGE
-                )
+                if core.durable_head - self._cursor <= _INLINE_READ:
+                    # A few events just written: a read from the page cache costs less
+                    # than a hop to a worker thread (the reader never waits for a writer).
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    events = core.store.confirmed_events(self._cursor, _STREAM_PAGE)
+                else:
+                    events = await core.run_store(
+                        core.store.confirmed_events, self._cursor, _STREAM_PAGE
+                    )
                 self._buffer.extend(events)
                 if events:
                     self._cursor = events[-1].seq or self._cursor
             else:
+                if not self._listening:
+                    self._listen(core)
                 await changed.wait()
         return self._buffer.popleft()
+
+    def _listen(self, core: ClientCore) -> None:
+        # Weakly: a stream the application dropped is freed, and its listener goes.
+        method = weakref.WeakMethod(self._take)
+        listeners = core.merge_listeners
+
+        def listener(events: Sequence[Event]) -> None:
+            take = method()
+            if take is None or not take(events):
+                listeners.remove(listener)
+
+        listeners.append(listener)
+        self._listening = True
+
+    def _take(self, events: Sequence[Event]) -> bool:
+        """A merge applied ``events``; False: stop listening (read from the store)."""
+        if (
+            events
+            and events[0].seq == self._cursor + 1
+            and len(self._buffer) + len(events) <= _STREAM_PAGE
+        ):
+            self._buffer.extend(events)
+            self._cursor = events[-1].seq or self._cursor
+            return True
+        self._listening = False  # a reset (no events), a gap, or a reader far behind
+        return False
 
 
 class _StatusChanges:

@@ -263,7 +263,7 @@ class ClientCore:
         self.last_error = None
         self.last_synced_at = None
         self.catch_up = CatchUpMeter()
-        for listener in self.merge_listeners:
+        for listener in tuple(self.merge_listeners):  # a listener may leave
             listener(())  # nothing applied, but the log below them changed
         self.heads_changed.notify()
         self.changed.notify()
@@ -308,7 +308,7 @@ class ClientCore:
         """A merged upstream batch is written: apply it, restart pushing as the policy says."""
         self.state.apply_merge(result)
         self.durable_head = self.state.upstream_head
-        for listener in self.merge_listeners:
+        for listener in tuple(self.merge_listeners):  # a listener may leave
             listener(result.applied)
         now = trio.current_time()
         progress = self.catch_up.progress(

@@ -229,22 +229,19 @@ class ClientWriter:
 
     async def _run_durable(self, store: ClientStore, writes: list[Write]) -> list[object]:
         placement: Placement = self.placement.choose()
-
-        def timed() -> tuple[list[object], float]:
-            started = time.perf_counter()
-            results = store.write_batch(writes, durable=True)
-            return results, time.perf_counter() - started
-
+        started = time.perf_counter()
         try:
             if placement == "inline":
                 await trio.lowlevel.checkpoint_if_cancelled()
-                results, seconds = timed()
+                results = store.write_batch(writes, durable=True)
             else:
-                results, seconds = await self._core.run_store(timed)
+                results = await self._core.run_store(
+                    partial(store.write_batch, durable=True), writes
+                )
         except StoreError:
             self.placement.ran(placement, math.inf)  # a failing disk is no fast one
             raise
-        self.placement.ran(placement, seconds)
+        self.placement.ran(placement, time.perf_counter() - started)
         return results
 
     async def _write(self, batch: list[_Job]) -> None:

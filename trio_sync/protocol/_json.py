@@ -31,6 +31,11 @@ INT64_MAX = 2**63 - 1
 #: A JSON integer literal long enough that it may not fit in 64 bits. orjson silently turns
 #: integers beyond 64 bits into floats, so a frame holding one is parsed again exactly.
 _LONG_INT_LITERAL = re.compile(r"(?<![\w.])-?\d{19,}(?![\d.eE])")
+#: Maps every ASCII digit to ``0`` and every other byte to ``x``: a run of 19 zeros in the
+#: mapped text is a run of 19 digits, found ten times faster than the pattern above finds
+#: anything (which then only looks at the rare text that has such a run).
+_DIGIT_MAP = bytes(ord("0") if chr(byte) in "0123456789" else ord("x") for byte in range(256))
+_DIGIT_RUN = b"0" * 19
 
 
 def dumps(value: Any) -> bytes:
@@ -55,6 +60,10 @@ def loads(text: str | bytes, *, what: str = "frame") -> Any:
 
 
 def _may_hold_long_int(text: str | bytes) -> bool:
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if _DIGIT_RUN not in raw.translate(_DIGIT_MAP):
+        return False
+    # A run of 19 digits: is it an integer literal (not part of a string or a float)?
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     return _LONG_INT_LITERAL.search(text) is not None

@@ -19,7 +19,7 @@ import trio
 
 from .._broadcast import Broadcast
 from .._errors import StoreError, TrioSyncError
-from .._store_runner import StoreRunner
+from .._store_runner import Placement, StoreRunner, WritePlacement
 from ..protocol import Accept, Ahead, Event, Push, PushDecision, Reject, TokenClaims, check_token
 from ..store import PushRequest, ServerLog
 from ._limits import ServerLimits
@@ -84,9 +84,13 @@ class Hub:
         metrics: ServerMetrics | None = None,
         *,
         max_group: int = 64,
+        placement: WritePlacement | None = None,
     ) -> None:
         self.db = db
         self.run_store = run_store
+        #: Where appends run: on the event loop while the disk is fast (a local SQLite
+        #: log; see ``WritePlacement``), else always through ``run_store``.
+        self._placement = placement
         self.config = config
         self.metrics = metrics or ServerMetrics()
         self._max_group = max_group
@@ -324,10 +328,27 @@ class Hub:
                     break
             await self._apply(group)
 
+    async def _append(self, requests: list[PushRequest]) -> list[PushDecision]:
+        placement: Placement = "thread" if self._placement is None else self._placement.choose()
+        started = time.perf_counter()
+        try:
+            if placement == "inline":
+                await trio.lowlevel.checkpoint_if_cancelled()
+                decisions = self.db.apply_pushes(requests)
+            else:
+                decisions = await self.run_store(self.db.apply_pushes, requests)
+        except StoreError:
+            if self._placement is not None:
+                self._placement.ran(placement, math.inf)  # a failing disk is no fast one
+            raise
+        if self._placement is not None:
+            self._placement.ran(placement, time.perf_counter() - started)
+        return decisions
+
     async def _apply(self, group: list[_PushJob]) -> None:
         started = time.perf_counter()
         try:
-            decisions = await self.run_store(self.db.apply_pushes, [job.request for job in group])
+            decisions = await self._append([job.request for job in group])
         except StoreError as exc:
             logger.debug("could not write %d push(es): %s", len(group), exc)
             self._note_storage(str(exc))

@@ -14,7 +14,7 @@ import trio
 
 from .._errors import TransportError
 from .._groups import single_exception
-from .._store_runner import StoreRunner, in_worker_thread
+from .._store_runner import StoreRunner, WritePlacement, in_worker_thread
 from ..protocol import check_secret
 from ..store import DEFAULT_STORE, ServerLog, StoreInfo, open_server_log
 from ..store._pg_connect import is_postgres_url
@@ -229,7 +229,10 @@ async def serve(
     try:
         await run_store(store.check_writable)
         stores = await run_store(store.stores)
-        hub = Hub(store, run_store, config)
+        # A local log appends on the event loop while its disk is fast (an fsync then
+        # costs less than the hop to a worker thread); a shared one always in the thread.
+        local = not store.shared and run_store is in_worker_thread
+        hub = Hub(store, run_store, config, placement=WritePlacement() if local else None)
         stop_accepting = trio.Event()
         listener_config = ListenerConfig(
             handshake_timeout=config.limits.hello_timeout,
