@@ -13,6 +13,7 @@ writes have been taking, when one may run on the event loop instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -41,6 +42,18 @@ async def inline(fn: Callable[..., T], /, *args: Any) -> T:
 
 
 Placement = Literal["inline", "thread"]
+
+
+def placement_for(run_store: StoreRunner) -> WritePlacement | None:
+    """How durable writes are placed for a runtime whose store calls go to ``run_store``:
+    adaptively for the worker-thread runner, always inline for the inline runner (the
+    simulator's: its decisions then never depend on real time), and None (everything
+    through ``run_store``) for any other runner."""
+    if run_store is in_worker_thread:
+        return WritePlacement()
+    if run_store is inline:
+        return WritePlacement(fast=math.inf)
+    return None
 
 
 class WritePlacement:

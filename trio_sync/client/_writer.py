@@ -37,7 +37,7 @@ import attrs
 import trio
 
 from .._errors import ClientClosed, StoreError
-from .._store_runner import Placement, WritePlacement
+from .._store_runner import placement_for
 from ..protocol import Advance, Draft, Event, Rebase
 from ..store import ClientStore
 from ..store._client_store import Write
@@ -93,11 +93,14 @@ class ClientWriter:
         #: Held while a batch is written; ``Client.reset()`` holds it to change the store
         #: with no batch in between.
         self.exclusive = trio.Lock()
-        self.placement = WritePlacement()
+        #: Where durable batches run (None: where ``run_store`` runs them).
+        self.placement = placement_for(core.run_store)
         #: Written with the next batch: the highest ack (and its lineage), the sync time.
         self._ack: tuple[int, int] | None = None
         self._synced_at: float | None = None
         self._synced_written_at = -math.inf
+        #: The commits a task writing its own commit gathers (None: none is).
+        self._gathering: list[_Job] | None = None
 
     async def commit(self, drafts: Sequence[Draft]) -> list[Event]:
         """Writes new commits durably (with any others waiting); returns them as events.
@@ -134,25 +137,73 @@ class ClientWriter:
             self._synced_written_at = at
             self._send.send_nowait(_Flush())
 
+    def _idle(self) -> bool:
+        """Nothing is queued for the writer or being written."""
+        return not self.exclusive.locked() and not self._jobs.statistics().current_buffer_used
+
     async def _submit(self, job: _Job) -> None:
         if self._closed:
             raise ClientClosed("this client is closing")
-        self._send.send_nowait(job)
         core = self._core
         core.writes_in_flight += 1
         try:
-            if isinstance(job, _Commit):
-                # A commit either returned or never happened: once queued, it is waited for.
-                with trio.CancelScope(shield=True):
+            # A commit either returned or never happened: once written or queued, it is
+            # waited for.
+            with trio.CancelScope(shield=isinstance(job, _Commit)):
+                if isinstance(job, _Commit) and self._gathering is not None:
+                    self._gathering.append(job)  # a commit being led: share its write
                     await job.done.wait()
-            else:
-                await job.done.wait()
+                elif isinstance(job, _Commit) and self._idle() and self._durable_inline():
+                    await self._lead(job)
+                elif (
+                    isinstance(job, _Merge)
+                    and len(job.result.applied) <= INLINE_ROWS
+                    and self._idle()
+                ):
+                    # A small page, written on the loop right here: nothing else starts
+                    # meanwhile, so order is kept, and the switch to the writer task and
+                    # back is saved.
+                    await self._write_here([job])
+                else:
+                    self._send.send_nowait(job)
+                    await job.done.wait()
         finally:
             core.writes_in_flight -= 1
             if not core.sync_busy:
                 core.changed.notify()  # what waits for the event sync to be idle goes on
         if job.error is not None:
             raise job.error
+
+    def _durable_inline(self) -> bool:
+        return self.placement is None or self.placement.inline
+
+    async def _lead(self, job: _Commit) -> None:
+        """Writes ``job`` in this task, with every commit made meanwhile (group commit
+        without the writer task): first every other task ready to run has its turn, and
+        the commits they make join this one's transaction."""
+        gathered: list[_Job] = [job]
+        self._gathering = gathered
+        self.exclusive.acquire_nowait()  # the writer task and pages wait meanwhile
+        try:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._gathering = None
+            await self._write(gathered)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else ClientClosed("the client closed")
+            for waiting in gathered:
+                if not waiting.done.is_set():
+                    waiting.fail(error)
+            raise
+        finally:
+            self._gathering = None
+            self.exclusive.release()
+
+    async def _write_here(self, batch: list[_Job]) -> None:
+        self.exclusive.acquire_nowait()
+        try:
+            await self._write(batch)
+        finally:
+            self.exclusive.release()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Writes batches until cancelled; then fails whatever is still queued and writes
@@ -171,11 +222,7 @@ class ClientWriter:
                         await self._write(batch)
                 else:
                     # Uncontended: no schedule point (a lock's acquire always yields).
-                    self.exclusive.acquire_nowait()
-                    try:
-                        await self._write(batch)
-                    finally:
-                        self.exclusive.release()
+                    await self._write_here(batch)
         finally:
             self._closed = True
             closed = ClientClosed("the client closed before this write")
@@ -228,10 +275,13 @@ class ClientWriter:
         return store.write_batch(writes, durable=False)
 
     async def _run_durable(self, store: ClientStore, writes: list[Write]) -> list[object]:
-        placement: Placement = self.placement.choose()
+        placement = self.placement
+        if placement is None:
+            return await self._core.run_store(partial(store.write_batch, durable=True), writes)
+        where = placement.choose()
         started = time.perf_counter()
         try:
-            if placement == "inline":
+            if where == "inline":
                 await trio.lowlevel.checkpoint_if_cancelled()
                 results = store.write_batch(writes, durable=True)
             else:
@@ -239,9 +289,9 @@ class ClientWriter:
                     partial(store.write_batch, durable=True), writes
                 )
         except StoreError:
-            self.placement.ran(placement, math.inf)  # a failing disk is no fast one
+            placement.ran(where, math.inf)  # a failing disk is no fast one
             raise
-        self.placement.ran(placement, time.perf_counter() - started)
+        placement.ran(where, time.perf_counter() - started)
         return results
 
     async def _write(self, batch: list[_Job]) -> None:

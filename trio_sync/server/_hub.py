@@ -91,6 +91,10 @@ class Hub:
         #: Where appends run: on the event loop while the disk is fast (a local SQLite
         #: log; see ``WritePlacement``), else always through ``run_store``.
         self._placement = placement
+        #: Whether a group is being appended (by the writer, or by a session directly).
+        self._applying = False
+        #: The pushes a session appending its own push gathers (None: none is).
+        self._gathering: list[_PushJob] | None = None
         self.config = config
         self.metrics = metrics or ServerMetrics()
         self._max_group = max_group
@@ -307,8 +311,20 @@ class Hub:
             InternalError: The writer failed in an unexpected way (logged).
         """
         job = _PushJob(PushRequest(log.store_id, client_id, push))
-        self._send_job.send_nowait(job)
-        await job.done.wait()
+        placement = self._placement
+        if self._gathering is not None:
+            self._gathering.append(job)  # a push being led: share its transaction
+            await job.done.wait()
+        elif (
+            placement is not None
+            and placement.inline
+            and not self._applying
+            and not self._jobs.statistics().current_buffer_used
+        ):
+            await self._lead(job)
+        else:
+            self._send_job.send_nowait(job)
+            await job.done.wait()
         if job.error is not None:
             raise job.error
         assert job.decision is not None
@@ -345,7 +361,28 @@ class Hub:
             self._placement.ran(placement, time.perf_counter() - started)
         return decisions
 
+    async def _lead(self, job: _PushJob) -> None:
+        """Appends ``job`` in this task, with every push that arrives meanwhile (group
+        commit without the writer task, one switch to it and back saved): first every
+        other task ready to run has its turn, and the pushes they receive join."""
+        gathered = self._gathering = [job]
+        self._applying = True
+        try:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._gathering = None
+        # Shielded: the others' pushes are in it too (and it runs on the loop, briefly).
+        with trio.CancelScope(shield=True):
+            await self._apply(gathered)
+
     async def _apply(self, group: list[_PushJob]) -> None:
+        self._applying = True
+        try:
+            await self._apply_group(group)
+        finally:
+            self._applying = False
+
+    async def _apply_group(self, group: list[_PushJob]) -> None:
         started = time.perf_counter()
         try:
             decisions = await self._append([job.request for job in group])

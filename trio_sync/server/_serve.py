@@ -14,7 +14,7 @@ import trio
 
 from .._errors import TransportError
 from .._groups import single_exception
-from .._store_runner import StoreRunner, WritePlacement, in_worker_thread
+from .._store_runner import StoreRunner, in_worker_thread, placement_for
 from ..protocol import check_secret
 from ..store import DEFAULT_STORE, ServerLog, StoreInfo, open_server_log
 from ..store._pg_connect import is_postgres_url
@@ -140,7 +140,10 @@ async def serve_store(
     transport with ``run_store=inline``. Reports what ``listen`` reported.
     """
     hub = Hub(
-        store, run_store, _config(schema_name, schema_version, limits, create_stores, auth_secrets)
+        store,
+        run_store,
+        _config(schema_name, schema_version, limits, create_stores, auth_secrets),
+        placement=None if store.shared else placement_for(run_store),
     )
     await serve_hub(hub, listen, blobs=blobs, blob_limits=blob_limits, task_status=task_status)
 
@@ -231,8 +234,8 @@ async def serve(
         stores = await run_store(store.stores)
         # A local log appends on the event loop while its disk is fast (an fsync then
         # costs less than the hop to a worker thread); a shared one always in the thread.
-        local = not store.shared and run_store is in_worker_thread
-        hub = Hub(store, run_store, config, placement=WritePlacement() if local else None)
+        placement = None if store.shared else placement_for(run_store)
+        hub = Hub(store, run_store, config, placement=placement)
         stop_accepting = trio.Event()
         listener_config = ListenerConfig(
             handshake_timeout=config.limits.hello_timeout,
