@@ -147,26 +147,28 @@ class ClientWriter:
         core = self._core
         core.writes_in_flight += 1
         try:
-            # A commit either returned or never happened: once written or queued, it is
-            # waited for.
-            with trio.CancelScope(shield=isinstance(job, _Commit)):
-                if isinstance(job, _Commit) and self._gathering is not None:
-                    self._gathering.append(job)  # a commit being led: share its write
-                    await job.done.wait()
-                elif isinstance(job, _Commit) and self._idle() and self._durable_inline():
-                    await self._lead(job)
-                elif (
-                    isinstance(job, _Merge)
-                    and len(job.result.applied) <= INLINE_ROWS
-                    and self._idle()
-                ):
-                    # A small page, written on the loop right here: nothing else starts
-                    # meanwhile, so order is kept, and the switch to the writer task and
-                    # back is saved.
-                    await self._write_here([job])
-                else:
-                    self._send.send_nowait(job)
-                    await job.done.wait()
+            if isinstance(job, _Commit):
+                # A commit either returned or never happened: once written or queued, it
+                # is waited for.
+                with trio.CancelScope(shield=True):
+                    if self._gathering is not None:
+                        self._gathering.append(job)  # a commit being led: share its write
+                        await job.done.wait()
+                    elif self._idle() and self._durable_inline():
+                        await self._lead(job)
+                    else:
+                        self._send.send_nowait(job)
+                        await job.done.wait()
+            elif (
+                isinstance(job, _Merge) and len(job.result.applied) <= INLINE_ROWS and self._idle()
+            ):
+                # A small page, written on the loop right here: nothing else starts
+                # meanwhile, so order is kept, and the switch to the writer task and back
+                # is saved.
+                await self._write_here([job])
+            else:
+                self._send.send_nowait(job)
+                await job.done.wait()
         finally:
             core.writes_in_flight -= 1
             if not core.sync_busy:
