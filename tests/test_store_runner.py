@@ -62,3 +62,9 @@ def test_a_failed_write_counts_as_slow() -> None:
     placement = WritePlacement(probe_after=2)
     run(placement, float("inf"))
     assert placement.choose() == "thread"
+
+
+def test_the_simulators_placement_never_looks_at_time() -> None:
+    # Its stores run inline and its clock is virtual: no decision may depend on real time.
+    placement = WritePlacement(adaptive=False)
+    assert run(placement, SLOW, 100) == ["inline"] * 100

@@ -13,7 +13,6 @@ writes have been taking, when one may run on the event loop instead.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -52,7 +51,7 @@ def placement_for(run_store: StoreRunner) -> WritePlacement | None:
     if run_store is in_worker_thread:
         return WritePlacement()
     if run_store is inline:
-        return WritePlacement(fast=math.inf)
+        return WritePlacement(adaptive=False)
     return None
 
 
@@ -77,7 +76,10 @@ class WritePlacement:
         probe_after: int = 64,
         max_probe_after: int = 8192,
         fast_streak: int = 8,
+        adaptive: bool = True,
     ) -> None:
+        #: False: always inline (the simulator's stores, which take no time).
+        self.adaptive = adaptive
         self.fast = fast
         self._probe_after = probe_after
         self._max_probe_after = max_probe_after
@@ -91,7 +93,7 @@ class WritePlacement:
     @property
     def inline(self) -> bool:
         """Whether the next durable write may run on the event loop."""
-        return self._threaded_left == 0
+        return self._threaded_left == 0 or not self.adaptive
 
     def choose(self) -> Placement:
         """Where the next durable write runs; report its duration with :meth:`ran`."""
@@ -99,6 +101,8 @@ class WritePlacement:
 
     def ran(self, placement: Placement, seconds: float) -> None:
         """A durable write chosen with :meth:`choose` took ``seconds`` (its own time)."""
+        if not self.adaptive:
+            return
         slow = seconds > self.fast
         if placement == "inline":
             if slow:
