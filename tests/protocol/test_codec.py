@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -368,3 +369,31 @@ def test_long_digit_runs_outside_integers_are_no_integers(as_bytes: bool) -> Non
     assert loads(text('{"n": 9223372036854775807}'))["n"] == 2**63 - 1
     with pytest.raises(InvalidMessage, match="does not fit in 64 bits"):
         loads(text('{"a": "1234567890123456789012", "n": 18446744073709551617}'))
+
+
+@pytest.mark.parametrize(
+    ("fields", "refusal"),
+    [
+        (("n", {"a": 1}, "A", 1, None), None),
+        (("n", {}, "A", 2**63 - 1, 7), None),
+        (("", {}, "A", 1, None), "must be a non-empty string"),
+        (("n\x00", {}, "A", 1, None), "control character"),
+        (("n", {}, "A\u2028", 1, None), "control character"),
+        (("n", {}, "A", 0, None), "client_seq must be a positive 64-bit integer"),
+        (("n", {}, "A", 1, 2**63), "seq must be a positive 64-bit integer"),
+        (("n", {}, "A", True, None), "client_seq must be a positive 64-bit integer"),
+    ],
+)
+def test_events_from_the_wire_are_checked_as_the_constructor_checks(
+    fields: tuple[Any, ...], refusal: str | None
+) -> None:
+    # What was tried: the fast constructor every parsed event goes through, against the
+    # validating one, on good fields and on each kind of bad field.
+    if refusal is None:
+        made, parsed = Event(*fields), Event.from_wire(*fields)
+        assert parsed == made and repr(parsed) == repr(made) and parsed.key == made.key
+        return
+    with pytest.raises(ValueError, match=refusal):
+        Event(*fields)
+    with pytest.raises(ValueError, match=refusal):
+        Event.from_wire(*fields)

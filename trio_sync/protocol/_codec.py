@@ -164,8 +164,15 @@ def _invalid(kind: str, detail: str, path: str) -> InvalidMessage:
     return InvalidMessage(f"invalid {kind!r} message: {detail} @ {path}")
 
 
+#: The key sets the structured messages must have exactly (compared in one C-level step).
+_KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
 def _check_fields(body: dict[str, Any], fields: tuple[str, ...], kind: str, path: str) -> None:
-    if len(body) != len(fields) or any(field not in body for field in fields):
+    keys = _KEY_SETS.get(fields)
+    if keys is None:
+        keys = _KEY_SETS[fields] = frozenset(fields)
+    if body.keys() != keys:
         for field in fields:
             if field not in body:
                 raise _invalid(kind, "required field missing", f"{path}.{field}")
@@ -207,7 +214,7 @@ def _structure_event(raw: object, kind: str, path: str) -> Event:
     if seq is not None and type(seq) is not int:
         raise _invalid(kind, f"expected int or null, got {type(seq).__name__}", f"{path}.seq")
     try:
-        return Event(raw["name"], raw["args"], raw["client_id"], raw["client_seq"], seq)
+        return Event.from_wire(raw["name"], raw["args"], raw["client_id"], raw["client_seq"], seq)
     except (TypeError, ValueError) as exc:
         raise _invalid(kind, str(exc), path) from None
 

@@ -59,9 +59,14 @@ def _identifier(limit: int) -> Any:
     return check
 
 
-def _position(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def check_position(value: object, what: str) -> None:
+    """Raises ValueError unless ``value`` is a position (client_seq, seq): 1 to 2**63-1."""
     if type(value) is not int or not 1 <= value <= INT64_MAX:
-        raise ValueError(f"{attribute.name} must be a positive 64-bit integer, got {value!r}")
+        raise ValueError(f"{what} must be a positive 64-bit integer, got {value!r}")
+
+
+def _position(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_position(value, attribute.name)
 
 
 def _optional_position(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -93,6 +98,32 @@ class Event:
     seq: int | None = attrs.field(default=None, validator=_optional_position)
     #: The event's encoded JSON, kept once made: a server sends one event to many pullers.
     _wire: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
+
+    @classmethod
+    def from_wire(
+        cls, name: str, args: JsonObject, client_id: str, client_seq: int, seq: int | None
+    ) -> Event:
+        """An event parsed from JSON, whose field types the caller checked: only what JSON
+        does not already promise is checked here (JSON object keys are strings), without
+        the attrs validators' per-field calls (every pulled event comes this way).
+
+        Raises:
+            ValueError: As the constructor: a bad name or client id, a bad position.
+        """
+        check_identifier(name, "name", MAX_NAME_LENGTH)
+        check_identifier(client_id, "client_id", MAX_CLIENT_ID_LENGTH)
+        check_position(client_seq, "client_seq")
+        if seq is not None:
+            check_position(seq, "seq")
+        event = object.__new__(cls)
+        set_field = object.__setattr__
+        set_field(event, "name", name)
+        set_field(event, "args", args)
+        set_field(event, "client_id", client_id)
+        set_field(event, "client_seq", client_seq)
+        set_field(event, "seq", seq)
+        set_field(event, "_wire", None)
+        return event
 
     @property
     def key(self) -> tuple[str, int]:

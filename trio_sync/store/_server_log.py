@@ -96,7 +96,10 @@ def event_to_row(event: Event) -> tuple[int | None, str, int, str, str]:
 def row_to_event(row: Sequence[Any]) -> Event:
     seq, client_id, client_seq, name, args = row
     try:
-        return Event(name, orjson.loads(args), client_id, client_seq, seq)
+        value = orjson.loads(args)
+        if type(value) is not dict:
+            raise ValueError("args must be a JSON object")
+        return Event.from_wire(name, value, client_id, client_seq, seq)
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
         # Written by an older trio_sync that accepted what JSON cannot hold (NaN).
         raise StoreCorrupt(
