@@ -390,10 +390,10 @@ def test_events_from_the_wire_are_checked_as_the_constructor_checks(
     # What was tried: the fast constructor every parsed event goes through, against the
     # validating one, on good fields and on each kind of bad field.
     if refusal is None:
-        made, parsed = Event(*fields), Event.from_wire(*fields)
+        made, parsed = Event(*fields), Event.from_json(*fields)
         assert parsed == made and repr(parsed) == repr(made) and parsed.key == made.key
         return
     with pytest.raises(ValueError, match=refusal):
         Event(*fields)
     with pytest.raises(ValueError, match=refusal):
-        Event.from_wire(*fields)
+        Event.from_json(*fields)

@@ -214,7 +214,7 @@ def _structure_event(raw: object, kind: str, path: str) -> Event:
     if seq is not None and type(seq) is not int:
         raise _invalid(kind, f"expected int or null, got {type(seq).__name__}", f"{path}.seq")
     try:
-        return Event.from_wire(raw["name"], raw["args"], raw["client_id"], raw["client_seq"], seq)
+        return Event.from_json(raw["name"], raw["args"], raw["client_id"], raw["client_seq"], seq)
     except (TypeError, ValueError) as exc:
         raise _invalid(kind, str(exc), path) from None
 

@@ -100,12 +100,13 @@ class Event:
     _wire: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @classmethod
-    def from_wire(
+    def from_json(
         cls, name: str, args: JsonObject, client_id: str, client_seq: int, seq: int | None
     ) -> Event:
-        """An event parsed from JSON, whose field types the caller checked: only what JSON
-        does not already promise is checked here (JSON object keys are strings), without
-        the attrs validators' per-field calls (every pulled event comes this way).
+        """An event of values parsed from JSON (a frame, a stored row, a draft normalised
+        through JSON), whose field types the caller checked: only what JSON does not
+        already promise is checked here (JSON object keys are strings), without the attrs
+        validators' per-field calls (every pulled and committed event comes this way).
 
         Raises:
             ValueError: As the constructor: a bad name or client id, a bad position.
@@ -115,15 +116,7 @@ class Event:
         check_position(client_seq, "client_seq")
         if seq is not None:
             check_position(seq, "seq")
-        event = object.__new__(cls)
-        set_field = object.__setattr__
-        set_field(event, "name", name)
-        set_field(event, "args", args)
-        set_field(event, "client_id", client_id)
-        set_field(event, "client_seq", client_seq)
-        set_field(event, "seq", seq)
-        set_field(event, "_wire", None)
-        return event
+        return _unchecked_event(name, args, client_id, client_seq, seq)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -141,8 +134,30 @@ class Event:
         )
 
     def at(self, seq: int | None) -> Event:
-        """This event with another global position."""
-        return attrs.evolve(self, seq=seq)
+        """This event with another global position (only the position is checked: the
+        rest was when this event was made).
+
+        Raises:
+            ValueError: ``seq`` is not a position.
+        """
+        if seq is not None:
+            check_position(seq, "seq")
+        return _unchecked_event(self.name, self.args, self.client_id, self.client_seq, seq)
+
+
+def _unchecked_event(
+    name: str, args: JsonObject, client_id: str, client_seq: int, seq: int | None
+) -> Event:
+    """An Event made without its validators, from fields the caller checked."""
+    event = object.__new__(Event)
+    set_field = object.__setattr__
+    set_field(event, "name", name)
+    set_field(event, "args", args)
+    set_field(event, "client_id", client_id)
+    set_field(event, "client_seq", client_seq)
+    set_field(event, "seq", seq)
+    set_field(event, "_wire", None)
+    return event
 
 
 def canonical_json(value: Any) -> bytes:
@@ -223,7 +238,7 @@ class Draft:
 
     def event(self, client_id: str, client_seq: int) -> Event:
         """The pending event this draft becomes."""
-        return Event(name=self.name, args=self.args, client_id=client_id, client_seq=client_seq)
+        return Event.from_json(self.name, self.args, client_id, client_seq, None)
 
 
 def new_draft(name: str, args: object, *, limits: WireLimits = DEFAULT_LIMITS) -> Draft:

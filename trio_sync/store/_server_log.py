@@ -99,7 +99,7 @@ def row_to_event(row: Sequence[Any]) -> Event:
         value = orjson.loads(args)
         if type(value) is not dict:
             raise ValueError("args must be a JSON object")
-        return Event.from_wire(name, value, client_id, client_seq, seq)
+        return Event.from_json(name, value, client_id, client_seq, seq)
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
         # Written by an older trio_sync that accepted what JSON cannot hold (NaN).
         raise StoreCorrupt(
