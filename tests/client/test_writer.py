@@ -16,6 +16,7 @@ from trio_sync.protocol import PullPage
 from trio_sync.store._recovery import open_client_store
 
 from .._virtual import TIMINGS, World
+from ..conftest import FAST, WAIT
 
 #: Nothing listens here: the client stays offline, every commit is local.
 OFFLINE_URL = "ws://127.0.0.1:1"
@@ -67,5 +68,37 @@ async def test_an_ack_waits_for_a_batch_and_is_written_when_the_client_closes(
         state = store.load_state()
         assert state.acked_through == 3
         assert [event.client_seq for event in state.pending] == [1, 2, 3]  # no echo came
+    finally:
+        store.close()
+
+
+async def test_a_reset_forgets_the_old_lineages_sync_time_still_waiting_to_be_written(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # What was tried: a client synced (its sync time waits for the writer's next batch),
+    # then its server is replaced, it says "incompatible" and is reset with no server to
+    # sync with. The reset cleared the sync time; the old lineage's must not come back
+    # when the writer writes what waited, at close.
+    path = str(tmp_path / "c.sqlite3")
+    first: trio_sync.Server = await nursery.start(trio_sync.serve, str(tmp_path / "one.sqlite3"))
+    async with trio_sync.open_client(first.url, path, client_id="C", timings=FAST) as client:
+        for i in range(3):
+            await client.commit("note.added", {"i": i})
+            with trio.fail_after(WAIT):
+                await client.wait_synced()
+        assert client.status.last_synced_at is not None
+        await first.shutdown()
+        second: trio_sync.Server = await nursery.start(
+            partial(trio_sync.serve, str(tmp_path / "two.sqlite3"), port=first.port)
+        )
+        client.retry()
+        with trio.fail_after(WAIT):
+            await client.wait_status(lambda status: status.state == "incompatible")
+        await second.shutdown()
+        await client.reset()
+        assert client.status.last_synced_at is None
+    store, _ = open_client_store(path, None)
+    try:
+        assert store.last_synced_at is None
     finally:
         store.close()

@@ -95,9 +95,10 @@ class ClientWriter:
         self.exclusive = trio.Lock()
         #: Where durable batches run (None: where ``run_store`` runs them).
         self.placement = placement_for(core.run_store)
-        #: Written with the next batch: the highest ack (and its lineage), the sync time.
+        #: Written with the next batch: the highest ack, the sync time (each with the
+        #: lineage it belongs to: after a reset, the old one's are dropped).
         self._ack: tuple[int, int] | None = None
-        self._synced_at: float | None = None
+        self._synced: tuple[float, int] | None = None
         self._synced_written_at = -math.inf
         #: The commits a task writing its own commit gathers (None: none is).
         self._gathering: list[_Job] | None = None
@@ -132,7 +133,7 @@ class ClientWriter:
     def note_synced(self, at: float) -> None:
         """Records when the client was last synced: with the next batch, or in a batch of
         its own if the one recorded is older than ``SYNCED_WRITE_INTERVAL``."""
-        self._synced_at = at
+        self._synced = (at, self._core.lineage)
         if at - self._synced_written_at >= SYNCED_WRITE_INTERVAL and not self._closed:
             self._synced_written_at = at
             self._send.send_nowait(_Flush())
@@ -244,9 +245,11 @@ class ClientWriter:
             if lineage == self._core.lineage:  # else about a log the store no longer holds
                 writes.append(self._core.store.ack_write(acked_through))
             self._ack = None
-        if self._synced_at is not None:
-            writes.append(self._core.store.synced_write(self._synced_at))
-            self._synced_at = None
+        if self._synced is not None:
+            at, lineage = self._synced
+            if lineage == self._core.lineage:  # a reset cleared the old lineage's
+                writes.append(self._core.store.synced_write(at))
+            self._synced = None
         return writes
 
     async def _write_notes(self) -> None:

@@ -91,8 +91,9 @@ class Hub:
         #: Where appends run: on the event loop while the disk is fast (a local SQLite
         #: log; see ``WritePlacement``), else always through ``run_store``.
         self._placement = placement
-        #: Whether a group is being appended (by the writer, or by a session directly).
-        self._applying = False
+        #: Held while a group is appended (by the writer task, or by a session itself): one
+        #: append at a time, in the order decided.
+        self._appending = trio.Lock()
         #: The pushes a session appending its own push gathers (None: none is).
         self._gathering: list[_PushJob] | None = None
         self.config = config
@@ -318,7 +319,7 @@ class Hub:
         elif (
             placement is not None
             and placement.inline
-            and not self._applying
+            and not self._appending.locked()
             and not self._jobs.statistics().current_buffer_used
         ):
             await self._lead(job)
@@ -342,7 +343,8 @@ class Hub:
                     group.append(self._jobs.receive_nowait())
                 except trio.WouldBlock:
                     break
-            await self._apply(group)
+            async with self._appending:  # a session may be appending its own push
+                await self._apply(group)
 
     async def _append(self, requests: list[PushRequest]) -> list[PushDecision]:
         placement: Placement = "thread" if self._placement is None else self._placement.choose()
@@ -366,23 +368,18 @@ class Hub:
         commit without the writer task, one switch to it and back saved): first every
         other task ready to run has its turn, and the pushes they receive join."""
         gathered = self._gathering = [job]
-        self._applying = True
+        self._appending.acquire_nowait()  # free: push() looked
         try:
             await trio.lowlevel.cancel_shielded_checkpoint()
+            self._gathering = None
+            # Shielded: the others' pushes are in it too.
+            with trio.CancelScope(shield=True):
+                await self._apply(gathered)
         finally:
             self._gathering = None
-        # Shielded: the others' pushes are in it too (and it runs on the loop, briefly).
-        with trio.CancelScope(shield=True):
-            await self._apply(gathered)
+            self._appending.release()
 
     async def _apply(self, group: list[_PushJob]) -> None:
-        self._applying = True
-        try:
-            await self._apply_group(group)
-        finally:
-            self._applying = False
-
-    async def _apply_group(self, group: list[_PushJob]) -> None:
         started = time.perf_counter()
         try:
             decisions = await self._append([job.request for job in group])
