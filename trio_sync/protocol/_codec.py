@@ -165,14 +165,11 @@ def _invalid(kind: str, detail: str, path: str) -> InvalidMessage:
 
 
 #: The key sets the structured messages must have exactly (compared in one C-level step).
-_KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+_KEY_SETS = {fields: frozenset(fields) for fields in (*_BATCH_FIELDS.values(), _EVENT_FIELDS)}
 
 
 def _check_fields(body: dict[str, Any], fields: tuple[str, ...], kind: str, path: str) -> None:
-    keys = _KEY_SETS.get(fields)
-    if keys is None:
-        keys = _KEY_SETS[fields] = frozenset(fields)
-    if body.keys() != keys:
+    if body.keys() != _KEY_SETS[fields]:
         for field in fields:
             if field not in body:
                 raise _invalid(kind, "required field missing", f"{path}.{field}")
