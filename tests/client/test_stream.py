@@ -1,17 +1,22 @@
 """``confirmed_stream``: caught up, it takes each merge's events as they are applied; a
-reader far behind reads from the store; a dropped stream leaves nothing behind."""
+reader far behind reads from the store; a dropped stream leaves nothing behind; a reset
+starts it over on the new log."""
 
 from __future__ import annotations
 
 import gc
+from functools import partial
+from pathlib import Path
 
 import trio
 import trio.lowlevel
 import trio.testing
 
+import trio_sync
 from trio_sync.client._client import _STREAM_PAGE
 
 from .._virtual import World
+from ..conftest import FAST, WAIT
 
 
 async def test_fast_and_slow_readers_see_every_event_once_in_order(
@@ -67,3 +72,38 @@ async def test_a_dropped_stream_stops_listening(
         await a.wait_synced()
         assert a._core.durable_head == 2
         assert len(a._core.merge_listeners) == listeners
+
+
+async def test_a_stream_starts_over_on_the_new_log_after_a_reset(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # What was tried: a stream that read the old server's 3 events; the server's database
+    # is replaced (2 other events on it) and the client reset. The stream goes on with the
+    # new log from its first event: it skips none of it (its cursor was at 3) and replays
+    # nothing of the old one.
+    first: trio_sync.Server = await nursery.start(trio_sync.serve, str(tmp_path / "one.sqlite3"))
+    async with trio_sync.open_client(
+        first.url, str(tmp_path / "a.sqlite3"), client_id="A", timings=FAST
+    ) as a:
+        stream = a.confirmed_stream(after=0)
+        for i in range(3):
+            await a.commit("old", {"i": i})
+        with trio.fail_after(WAIT):
+            old = [await stream.__anext__() for _ in range(3)]
+        assert [(e.name, e.seq) for e in old] == [("old", 1), ("old", 2), ("old", 3)]
+        await first.shutdown()
+        second: trio_sync.Server = await nursery.start(
+            partial(trio_sync.serve, str(tmp_path / "two.sqlite3"), port=first.port)
+        )
+        async with trio_sync.open_client(second.url, str(tmp_path / "b.sqlite3")) as b:
+            await b.commit("new", {"i": 0})
+            await b.commit("new", {"i": 1})
+            with trio.fail_after(WAIT):
+                await b.wait_synced()
+        a.retry()
+        with trio.fail_after(WAIT):
+            await a.wait_status(lambda status: status.state == "incompatible")
+        await a.reset(keep_pending=False)
+        with trio.fail_after(WAIT):
+            new = [await stream.__anext__() for _ in range(2)]
+        assert [(e.name, e.seq) for e in new] == [("new", 1), ("new", 2)]

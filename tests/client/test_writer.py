@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.testing
 
 import trio_sync
+from trio_sync import StoreFull
 from trio_sync._store_runner import inline
 from trio_sync.client._writer import CHECKPOINT_EVERY
 from trio_sync.protocol import PullPage
@@ -102,3 +104,34 @@ async def test_a_reset_forgets_the_old_lineages_sync_time_still_waiting_to_be_wr
         assert store.last_synced_at is None
     finally:
         store.close()
+
+
+async def test_a_full_disk_while_pulling_ends_the_connection_not_the_client(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # What was tried: every write of pulled events fails with StoreFull for 20 virtual
+    # seconds (a full disk) while B's events arrive. A's client stays open: each
+    # connection ends, the status says why, it backs off and pulls again, and once the
+    # disk has room it holds B's events, each once.
+    await world.start_server()
+    async with world.client("A") as a, world.client("B") as b:
+        store = a._core.store
+        write_batch = store.write_batch
+        full_until = trio.current_time() + 20.0
+
+        def full_disk(writes: Any, *, durable: bool) -> list[object]:
+            if trio.current_time() < full_until:
+                raise StoreFull("store 'a': the disk is full; nothing was written")
+            return write_batch(writes, durable=durable)
+
+        store.write_batch = full_disk  # type: ignore[method-assign]
+        for i in range(5):
+            await b.commit("note.added", {"i": i})
+        await trio.sleep(10.0)
+        assert a._core.durable_head == 0
+        assert "this client's store" in (a.status.last_error or "")
+        assert "disk is full" in (a.status.last_error or "")
+        await b.wait_synced()
+        await a.wait_synced()
+        assert trio.current_time() >= full_until
+        assert [e.args["i"] for e in a.confirmed_events()] == [0, 1, 2, 3, 4]

@@ -21,6 +21,7 @@ from .._errors import (
     InvalidURL,
     ProtocolError,
     ResetRefused,
+    StoreError,
     TransportError,
 )
 from .._groups import single_exception
@@ -233,6 +234,9 @@ class Client:
 
         A plain async iterator: breaking out of ``async for`` needs no clean-up.
 
+        After :meth:`reset` the log is a new one: the stream starts over from its first
+        event (the reset's ``recovery`` notification says when).
+
         Args:
             after: Start after this global seq (default: the current head, so only new
                 events; 0 replays the whole log first).
@@ -322,6 +326,7 @@ class Client:
             session: ClientSession | None = None
             opened_at: float | None = None
             answered = False
+            store_failed = False
             try:
                 token = await self._current_token()
                 async with self._connector(url) as conn:
@@ -341,8 +346,16 @@ class Client:
                 self._note_failure(url, exc)
             except (TransportError, ProtocolError) as exc:
                 self._note_failure(url, exc)
+            except StoreError as exc:
+                # The local store could not take what was pulled (a full disk): this
+                # connection ends, nothing of it was applied, and the next one pulls it
+                # again from the head the store holds. A failure like any other (backoff;
+                # "stuck" after a few), with the reason in the status; never the end of
+                # the client.
+                store_failed = answered = True
+                self._note_failure(url, StoreError(f"this client's store: {exc}"))
             connected_at = session.connected_at if session is not None else None
-            if session is not None and session.made_progress:
+            if session is not None and session.made_progress and not store_failed:
                 core.fast_failures.on_stable()
             else:
                 core.fast_failures.on_failure(
@@ -355,8 +368,10 @@ class Client:
             # dropped at once (a full server, a restarting one) must not reconnect in a loop.
             # So does one that did its work (answered pushes, sent pages) before it was
             # lost: reconnecting to a server that works is no loop to slow down.
-            stable = session is not None and (
-                session.made_progress or session.connected_for() >= timings.stable_connection
+            stable = (
+                session is not None
+                and not store_failed
+                and (session.made_progress or session.connected_for() >= timings.stable_connection)
             )
             failures = 1 if stable else failures + 1
             self._url_index += 1
@@ -418,13 +433,22 @@ class _ConfirmedStream:
         self._cursor = after
         self._buffer: deque[Event] = deque()
         self._listening = False
+        #: The log it follows (``reset()`` starts a new one).
+        self._lineage = client._core.lineage
 
     def __aiter__(self) -> _ConfirmedStream:
         return self
 
     async def __anext__(self) -> Event:
         core = self._client._core
-        while not self._buffer:
+        while True:
+            if self._lineage != core.lineage:
+                # reset() replaced the log: what was read of the old one means nothing now.
+                self._lineage = core.lineage
+                self._cursor = 0
+                self._buffer.clear()
+            if self._buffer:
+                return self._buffer.popleft()
             self._client._check_open()
             changed = core.changed.event
             if self._cursor < core.durable_head:
@@ -437,14 +461,14 @@ class _ConfirmedStream:
                     events = await core.run_store(
                         core.store.confirmed_events, self._cursor, _STREAM_PAGE
                     )
-                self._buffer.extend(events)
-                if events:
-                    self._cursor = events[-1].seq or self._cursor
+                if self._lineage == core.lineage:  # else read across a reset: read again
+                    self._buffer.extend(events)
+                    if events:
+                        self._cursor = events[-1].seq or self._cursor
             else:
                 if not self._listening:
                     self._listen(core)
                 await changed.wait()
-        return self._buffer.popleft()
 
     def _listen(self, core: ClientCore) -> None:
         # Weakly: a stream the application dropped is freed, and its listener goes.
