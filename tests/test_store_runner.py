@@ -68,3 +68,13 @@ def test_the_simulators_placement_never_looks_at_time() -> None:
     # Its stores run inline and its clock is virtual: no decision may depend on real time.
     placement = WritePlacement(adaptive=False)
     assert run(placement, SLOW, 100) == ["inline"] * 100
+
+
+def test_a_busy_disk_sends_durable_writes_to_the_thread() -> None:
+    # While file transfers write to the same disk, an fsync may wait behind megabytes:
+    # the loop is not blocked on it, however fast the last ones were.
+    placement = WritePlacement()
+    assert placement.choose(disk_busy=True) == "thread"
+    placement.ran("thread", FAST)
+    assert placement.choose() == "inline"
+    assert WritePlacement(adaptive=False).choose(disk_busy=True) == "inline"

@@ -95,9 +95,16 @@ class WritePlacement:
         """Whether the next durable write may run on the event loop."""
         return self._threaded_left == 0 or not self.adaptive
 
-    def choose(self) -> Placement:
-        """Where the next durable write runs; report its duration with :meth:`ran`."""
-        return "inline" if self.inline else "thread"
+    def choose(self, *, disk_busy: bool = False) -> Placement:
+        """Where the next durable write runs; report its duration with :meth:`ran`.
+
+        ``disk_busy``: the process is writing to the disk meanwhile (file transfers): an
+        fsync may then wait behind megabytes of other writes, so it goes to the thread
+        however fast the last ones were.
+        """
+        if not self.adaptive:
+            return "inline"
+        return "inline" if self.inline and not disk_busy else "thread"
 
     def ran(self, placement: Placement, seconds: float) -> None:
         """A durable write chosen with :meth:`choose` took ``seconds`` (its own time)."""
@@ -113,6 +120,8 @@ class WritePlacement:
                 self._probe_after = self._initial_probe_after
             return
         self._streak = 0 if slow else self._streak + 1
+        if self._threaded_left == 0:
+            return  # sent to the thread for another reason (a busy disk)
         self._threaded_left -= 1
         if self._threaded_left > 0 and self._streak >= self._fast_streak:
             self._threaded_left = 0  # the disk is fast again: no need to wait for the probe

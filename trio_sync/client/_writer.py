@@ -283,7 +283,8 @@ class ClientWriter:
         placement = self.placement
         if placement is None:
             return await self._core.run_store(partial(store.write_batch, durable=True), writes)
-        where = placement.choose()
+        # File transfers write to the same disk: an fsync may wait behind them.
+        where = placement.choose(disk_busy=self._core.file_transfers.bytes_left > 0)
         started = time.perf_counter()
         try:
             if where == "inline":
