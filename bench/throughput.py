@@ -92,14 +92,14 @@ def has_commit_many() -> bool:
 
 
 async def measure_bursts(
-    contenders: list[Contender], size: Sizes, placement: str
+    contenders: list[Contender], size: Sizes, placement: str, tmp_dir: str | None
 ) -> dict[str, dict[str, list[float | None]]]:
     """Per scenario, per contender (and the fsync limit): events/s of each round."""
     results: dict[str, dict[str, list[float | None]]] = {}
     for scenario in SCENARIOS:
 
         async def measure(name: str, round_index: int, scenario: Scenario = scenario) -> Any:
-            with temp_dir("throughput") as folder:
+            with temp_dir("throughput", tmp_dir) as folder:
                 if name == LIMIT:
                     rate: float | None = fsync_limit(folder, size.events, scenario.limit_batch)
                 elif name == THREADED:
@@ -121,7 +121,7 @@ async def measure_bursts(
 
 
 async def measure_paced(
-    contenders: list[Contender], size: Sizes, placement: str
+    contenders: list[Contender], size: Sizes, placement: str, tmp_dir: str | None
 ) -> dict[int, dict[str, dict[str, Any]]]:
     """Per rate, per contender: the rates reached and every latency (seconds)."""
     results: dict[int, dict[str, dict[str, Any]]] = {}
@@ -130,7 +130,7 @@ async def measure_paced(
 
         async def measure(name: str, round_index: int, rate: int = rate, count: int = count) -> Any:
             contender = next(c for c in contenders if c.name == name)
-            with temp_dir("paced") as folder:
+            with temp_dir("paced", tmp_dir) as folder:
                 async with contender.pair(folder, placement) as pair:
                     reached, latencies = await paced_latencies(pair, rate, count)
             progress(
@@ -280,19 +280,28 @@ async def main() -> None:
         help="each contender's server in a process of its own (default), or in this one "
         "beside both clients",
     )
+    parser.add_argument(
+        "--tmp-dir",
+        help="where the stores go (default: the system's temporary folder); /dev/shm takes "
+        "the disk out of the picture",
+    )
     args = parser.parse_args()
     size = sizes(args)
     everyone = pair_contenders()
     runnable = [c for c in everyone if c.missing is None]
     all_names = [c.name for c in everyone]
-    print(f"throughput on {describe_machine()}; servers: {args.placement}", flush=True)
+    stores = args.tmp_dir or "the temporary folder"
+    print(
+        f"throughput on {describe_machine()}; servers: {args.placement}; stores: {stores}",
+        flush=True,
+    )
     for contender in everyone:
         if contender.missing:
             print(f"{contender.name}: {contender.missing}", flush=True)
     print(flush=True)
 
-    bursts = await measure_bursts(runnable, size, args.placement)
-    paced = await measure_paced(runnable, size, args.placement)
+    bursts = await measure_bursts(runnable, size, args.placement, args.tmp_dir)
+    paced = await measure_paced(runnable, size, args.placement, args.tmp_dir)
 
     table, medians = burst_table(bursts, all_names, size)
     table.print()
@@ -304,6 +313,7 @@ async def main() -> None:
         {
             "sizes": size.__dict__,
             "placement": args.placement,
+            "tmp_dir": args.tmp_dir,
             "versions": versions(),
             "missing": {c.name: c.missing for c in everyone if c.missing},
             "burst_events_per_s": {"rounds": bursts, "median": medians},
