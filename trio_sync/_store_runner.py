@@ -13,10 +13,14 @@ writes have been taking, when one may run on the event loop instead.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, TypeVar
 
 import trio
+
+from ._errors import StoreError
 
 T = TypeVar("T")
 
@@ -41,6 +45,37 @@ async def inline(fn: Callable[..., T], /, *args: Any) -> T:
 
 
 Placement = Literal["inline", "thread"]
+
+
+async def run_durable(
+    placement: WritePlacement | None,
+    run_store: StoreRunner,
+    fn: Callable[..., T],
+    /,
+    *args: Any,
+    disk_busy: bool = False,
+) -> T:
+    """Runs the durable write ``fn(*args)`` where ``placement`` says (through ``run_store``
+    when there is none), and tells it how long the write took.
+
+    Raises:
+        StoreError: As ``fn`` (and the placement counts it as a slow write).
+    """
+    if placement is None:
+        return await run_store(fn, *args)
+    where = placement.choose(disk_busy=disk_busy)
+    started = time.perf_counter()
+    try:
+        if where == "inline":
+            await trio.lowlevel.checkpoint_if_cancelled()
+            result = fn(*args)
+        else:
+            result = await run_store(fn, *args)
+    except StoreError:
+        placement.ran(where, math.inf)  # a failing disk is no fast one
+        raise
+    placement.ran(where, time.perf_counter() - started)
+    return result
 
 
 def placement_for(run_store: StoreRunner) -> WritePlacement | None:

@@ -20,7 +20,7 @@ class _LeadsThenThreads:
 
     inline = True
 
-    def choose(self) -> Placement:
+    def choose(self, *, disk_busy: bool = False) -> Placement:
         return "thread"
 
     def ran(self, placement: Placement, seconds: float) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Sequence
 from functools import partial
 
@@ -37,7 +36,7 @@ import attrs
 import trio
 
 from .._errors import ClientClosed, StoreError
-from .._store_runner import placement_for
+from .._store_runner import placement_for, run_durable
 from ..protocol import Advance, Draft, Event, Rebase
 from ..store import ClientStore
 from ..store._client_store import Write
@@ -253,6 +252,8 @@ class ClientWriter:
         return writes
 
     async def _write_notes(self) -> None:
+        if self.exclusive.locked():
+            return  # a reset (it clears them) or a batch (it takes them) is under way
         writes = self._notes()
         # Nothing waits for them: an ack lost means a push again, no more.
         if writes:
@@ -280,25 +281,14 @@ class ClientWriter:
         return store.write_batch(writes, durable=False)
 
     async def _run_durable(self, store: ClientStore, writes: list[Write]) -> list[object]:
-        placement = self.placement
-        if placement is None:
-            return await self._core.run_store(partial(store.write_batch, durable=True), writes)
-        # File transfers write to the same disk: an fsync may wait behind them.
-        where = placement.choose(disk_busy=self._core.file_transfers.bytes_left > 0)
-        started = time.perf_counter()
-        try:
-            if where == "inline":
-                await trio.lowlevel.checkpoint_if_cancelled()
-                results = store.write_batch(writes, durable=True)
-            else:
-                results = await self._core.run_store(
-                    partial(store.write_batch, durable=True), writes
-                )
-        except StoreError:
-            placement.ran(where, math.inf)  # a failing disk is no fast one
-            raise
-        placement.ran(where, time.perf_counter() - started)
-        return results
+        return await run_durable(
+            self.placement,
+            self._core.run_store,
+            partial(store.write_batch, durable=True),
+            writes,
+            # File transfers write to the same disk: an fsync may wait behind them.
+            disk_busy=self._core.file_transfers.bytes_left > 0,
+        )
 
     async def _write(self, batch: list[_Job]) -> None:
         core = self._core

@@ -19,7 +19,7 @@ import trio
 
 from .._broadcast import Broadcast
 from .._errors import StoreError, TrioSyncError
-from .._store_runner import Placement, StoreRunner, WritePlacement
+from .._store_runner import StoreRunner, WritePlacement, run_durable
 from ..protocol import Accept, Ahead, Event, Push, PushDecision, Reject, TokenClaims, check_token
 from ..store import PushRequest, ServerLog
 from ._limits import ServerLimits
@@ -346,23 +346,6 @@ class Hub:
             async with self._appending:  # a session may be appending its own push
                 await self._apply(group)
 
-    async def _append(self, requests: list[PushRequest]) -> list[PushDecision]:
-        placement: Placement = "thread" if self._placement is None else self._placement.choose()
-        started = time.perf_counter()
-        try:
-            if placement == "inline":
-                await trio.lowlevel.checkpoint_if_cancelled()
-                decisions = self.db.apply_pushes(requests)
-            else:
-                decisions = await self.run_store(self.db.apply_pushes, requests)
-        except StoreError:
-            if self._placement is not None:
-                self._placement.ran(placement, math.inf)  # a failing disk is no fast one
-            raise
-        if self._placement is not None:
-            self._placement.ran(placement, time.perf_counter() - started)
-        return decisions
-
     async def _lead(self, job: _PushJob) -> None:
         """Appends ``job`` in this task, with every push that arrives meanwhile (group
         commit without the writer task, one switch to it and back saved): first every
@@ -382,7 +365,9 @@ class Hub:
     async def _apply(self, group: list[_PushJob]) -> None:
         started = time.perf_counter()
         try:
-            decisions = await self._append([job.request for job in group])
+            decisions = await run_durable(
+                self._placement, self.run_store, self.db.apply_pushes, [j.request for j in group]
+            )
         except StoreError as exc:
             logger.debug("could not write %d push(es): %s", len(group), exc)
             self._note_storage(str(exc))
