@@ -404,6 +404,21 @@ def relay_server_command() -> list[str]:
     return [sys.executable, str(BENCH_DIR / "relay.py")]
 
 
+async def serve_until_signalled(
+    serve: Callable[..., Awaitable[Any]], name: str, host: str, port: int
+) -> None:
+    """Runs ``serve(host, port, task_status=...)`` (which reports its ws:// URL), prints
+    ``<name> at <url>`` once it accepts connections (the contract :func:`spawn_server`
+    reads), and stops it on SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve, host, port)
+            print(f"{name} at {url}", flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
 @contextlib.contextmanager
 def spawn_server(command: Sequence[str], timeout: float = 30.0) -> Iterator[ServerProcess]:
     """Starts ``command``, waits for the ws:// URL it prints, and stops it with SIGTERM

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
-import signal
 import sqlite3
 import sys
 import time
@@ -34,6 +33,7 @@ from _common import (
     pace,
     raise_fd_limit,
     relay_server_command,
+    serve_until_signalled,
     spawn_server,
     trio_sync_server_command,
 )
@@ -308,16 +308,6 @@ async def open_pycrdt_pair(folder: Path, url: str | None = None) -> AsyncIterato
         nursery.cancel_scope.cancel()
 
 
-async def _serve_pycrdt_main(host: str, port: int) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_pycrdt, host, port)
-            print(f"pycrdt-websocket at {url}", flush=True)
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
-
-
 # --- the registry --------------------------------------------------------------------
 
 OpenPair = Callable[..., AbstractAsyncContextManager[Pair]]
@@ -498,4 +488,4 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["pycrdt-server"]:
         raise SystemExit("usage: python bench/_contenders.py pycrdt-server")
     raise_fd_limit()
-    trio.run(_serve_pycrdt_main, "127.0.0.1", 0)
+    trio.run(serve_until_signalled, serve_pycrdt, "pycrdt-websocket", "127.0.0.1", 0)

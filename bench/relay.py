@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 
 import trio
 import trio_websocket
-from _common import raise_fd_limit
+from _common import raise_fd_limit, serve_until_signalled
 
 #: Bigger than any frame the benchmarks send (a batch frame of 100 events is ~10 KB).
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -80,20 +79,10 @@ async def serve_relay(
         task_status.started(f"ws://{host}:{server.port}")
 
 
-async def _main(host: str, port: int) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_relay, host, port)
-            print(f"relay at {url}", flush=True)
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     arguments = parser.parse_args()
     raise_fd_limit()
-    trio.run(_main, arguments.host, arguments.port)
+    trio.run(serve_until_signalled, serve_relay, "relay", arguments.host, arguments.port)
