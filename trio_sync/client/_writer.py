@@ -143,6 +143,10 @@ class ClientWriter:
 
     async def _submit(self, job: _Job) -> None:
         if self._closed:
+            # While the client closes, its own tasks (a page being applied) are being
+            # cancelled: they end with that, not with an error that would escape
+            # open_client; anyone else is told.
+            await trio.lowlevel.checkpoint_if_cancelled()
             raise ClientClosed("this client is closing")
         core = self._core
         core.writes_in_flight += 1
@@ -174,6 +178,8 @@ class ClientWriter:
             if not core.sync_busy:
                 core.changed.notify()  # what waits for the event sync to be idle goes on
         if job.error is not None:
+            if isinstance(job.error, ClientClosed):
+                await trio.lowlevel.checkpoint_if_cancelled()  # as above
             raise job.error
 
     def _durable_inline(self) -> bool:

@@ -111,6 +111,14 @@ def translate_errors(path: str) -> Iterator[None]:
         raise _os_error(path, exc) from None
 
 
+class _WorkFailed(Exception):
+    """Carries the error of a work out of its transaction, which it rolls back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class Database:
     """A SQLite connection guarded by a lock, usable from any one thread at a time.
 
@@ -279,6 +287,8 @@ class Database:
         """
         with self._lock, translate_errors(self.path):
             self._set_synchronous("FULL" if durable else "NORMAL")
+            if len(works) == 1:
+                return [self._write_one(works[0])]
             with self._transaction() as conn:
                 results: list[Any] = []
                 for work in works:
@@ -294,6 +304,25 @@ class Database:
                         )
                     conn.execute("RELEASE work")
                 return results
+
+    def _write_one(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """:meth:`write_batch` of one work, whose transaction is its savepoint: what it
+        returned, or the error it raised (then nothing was written).
+
+        Raises:
+            sqlite3.Error: The transaction itself failed (translated by the caller).
+        """
+        try:
+            with self._transaction() as conn:
+                try:
+                    return work(conn)
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled the whole transaction back (SQLITE_FULL)
+                    raise _WorkFailed(exc) from exc  # the transaction rolls back
+        except _WorkFailed as failed:
+            error = failed.error
+            return _sqlite_error(self.path, error) if isinstance(error, sqlite3.Error) else error
 
     def checkpoint(self) -> None:
         """Copies the write-ahead log into the database (a passive checkpoint: it waits
