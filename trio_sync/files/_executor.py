@@ -310,6 +310,56 @@ class TransferExecutor:
                 )
             return
         content_hash, size = target
+        # Claimed before the first await: another worker looking for work meanwhile must
+        # see these contents as moving, or two transfers would share one partial.
+        self._moving[(direction, file_id)] = content_hash
+        try:
+            error, cancelled, yielded = await self._move(
+                direction, file_id, row, content_hash, size
+            )
+        finally:
+            del self._moving[(direction, file_id)]
+        if cancelled:
+            # Cancelled on purpose (deleted, or new contents): whoever cancelled decides.
+            queue.succeeded(file_id)
+            core.trace(f"{direction}.cancelled", file_id=file_id)
+            await self._finished(direction, file_id, content_hash)
+            return
+        current = self._states.get(file_id, direction)
+        if current is None or current.content_hash != content_hash:
+            queue.succeeded(file_id)  # superseded while it ran
+            await self._finished(direction, file_id, content_hash)
+            return
+        if error is None:
+            queue.succeeded(file_id)
+            self._left.pop((direction, file_id), None)
+            await self._set_state(
+                direction, file_id, TransferState("done", content_hash, current.attempts)
+            )
+            core.notify(
+                f"{direction}.complete",
+                file_id=file_id,
+                hash=content_hash,
+                size=size,
+                yielded=yielded,
+            )
+            core.trace(f"{direction}.complete", file_id=file_id, size=size, yielded=yielded)
+        else:
+            await self._failed(direction, file_id, current, error)
+        await self._finished(direction, file_id, content_hash)
+
+    async def _move(
+        self,
+        direction: Direction,
+        file_id: str,
+        row: TransferState,
+        content_hash: str,
+        size: int,
+    ) -> tuple[TransferFailed | StoreError | None, bool, float]:
+        """One attempt at moving the contents: the error it ended with (None when it
+        succeeded), whether it was cancelled on purpose, and the seconds its chunks held
+        for the event sync."""
+        core = self._core
         if self.fault is not None:
             self.fault(direction, file_id)
         await self._set_state(direction, file_id, attrs.evolve(row, status="in_progress"))
@@ -327,7 +377,6 @@ class TransferExecutor:
         error: TransferFailed | StoreError | None = None
         with trio.CancelScope() as scope:
             self._scopes[(direction, file_id)] = scope
-            self._moving[(direction, file_id)] = content_hash
             try:
                 if direction == "upload":
                     await self._wire.upload(content_hash, size, progress, pacer)
@@ -337,37 +386,8 @@ class TransferExecutor:
                 error = exc
             finally:
                 del self._scopes[(direction, file_id)]
-                del self._moving[(direction, file_id)]
-        if scope.cancelled_caught:
-            # Cancelled on purpose (deleted, or new contents): whoever cancelled decides.
-            queue.succeeded(file_id)
-            core.trace(f"{direction}.cancelled", file_id=file_id)
-            await self._finished(direction, file_id, content_hash)
-            return
-        current = self._states.get(file_id, direction)
-        if current is None or current.content_hash != content_hash:
-            queue.succeeded(file_id)  # superseded while it ran
-            await self._finished(direction, file_id, content_hash)
-            return
-        if error is None:
-            queue.succeeded(file_id)
-            self._left.pop((direction, file_id), None)
-            await self._set_state(
-                direction, file_id, TransferState("done", content_hash, current.attempts)
-            )
-            # yielded: seconds its chunks held for the event sync.
-            yielded = 0.0 if pacer is None else round(pacer.held, 6)
-            core.notify(
-                f"{direction}.complete",
-                file_id=file_id,
-                hash=content_hash,
-                size=size,
-                yielded=yielded,
-            )
-            core.trace(f"{direction}.complete", file_id=file_id, size=size, yielded=yielded)
-        else:
-            await self._failed(direction, file_id, current, error)
-        await self._finished(direction, file_id, content_hash)
+        yielded = 0.0 if pacer is None else round(pacer.held, 6)
+        return error, scope.cancelled_caught, yielded
 
     async def _failed(
         self,
