@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import ssl
-import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,6 +31,7 @@ from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
 from ._config import ClientTimings
 from ._core import ClientCore, TraceHook
 from ._session import ClientSession
+from ._streams import ConfirmedStream, StatusChanges
 from ._writer import ClientWriter
 
 if TYPE_CHECKING:
@@ -41,11 +40,6 @@ if TYPE_CHECKING:
 _StatusPredicate = Callable[[SyncStatus], bool]
 #: A token, or a function that returns the current one (sync or async).
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
-
-#: How many confirmed events ``confirmed_stream`` reads from the store at a time.
-_STREAM_PAGE = 500
-#: ``confirmed_stream`` reads on the event loop when at most this many events are new.
-_INLINE_READ = 100
 
 
 @attrs.frozen
@@ -217,7 +211,7 @@ class Client:
 
         A plain async iterator: breaking out of ``async for`` needs no clean-up.
         """
-        return _StatusChanges(self)
+        return StatusChanges(self._core, self._check_open)
 
     def confirmed_events(self) -> list[Event]:
         """The confirmed log held locally, in server order."""
@@ -241,7 +235,9 @@ class Client:
             after: Start after this global seq (default: the current head, so only new
                 events; 0 replays the whole log first).
         """
-        return _ConfirmedStream(self, self._core.durable_head if after is None else after)
+        return ConfirmedStream(
+            self._core, self._check_open, self._core.durable_head if after is None else after
+        )
 
     async def reset(self, *, keep_pending: bool = True) -> ResetReport:
         """Starts this client's store afresh and resyncs it from the server.
@@ -421,116 +417,6 @@ class Client:
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this client's open_client() block has exited")
-
-
-class _ConfirmedStream:
-    """Reads what is new from the store; once caught up, takes each merge's events as it
-    is applied (no read back, no decoding again), until more than a page of them waits
-    unread: then it reads from the store again, so a slow reader holds a page at most."""
-
-    def __init__(self, client: Client, after: int) -> None:
-        self._client = client
-        self._cursor = after
-        self._buffer: deque[Event] = deque()
-        self._listening = False
-        #: The log it follows (``reset()`` starts a new one).
-        self._lineage = client._core.lineage
-
-    def __aiter__(self) -> _ConfirmedStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        core = self._client._core
-        while True:
-            if self._lineage != core.lineage:
-                # reset() replaced the log: what was read of the old one means nothing now.
-                self._lineage = core.lineage
-                self._cursor = 0
-                self._buffer.clear()
-            if self._buffer:
-                return self._buffer.popleft()
-            self._client._check_open()
-            changed = core.changed.event
-            if self._cursor < core.durable_head:
-                if core.durable_head - self._cursor <= _INLINE_READ:
-                    # A few events just written: a read from the page cache costs less
-                    # than a hop to a worker thread (the reader never waits for a writer).
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                    events = core.store.confirmed_events(self._cursor, _STREAM_PAGE)
-                else:
-                    events = await core.run_store(
-                        core.store.confirmed_events, self._cursor, _STREAM_PAGE
-                    )
-                if self._lineage == core.lineage:  # else read across a reset: read again
-                    self._buffer.extend(events)
-                    if events:
-                        self._cursor = events[-1].seq or self._cursor
-            else:
-                if not self._listening:
-                    self._listen(core)
-                await changed.wait()
-
-    def _listen(self, core: ClientCore) -> None:
-        # Weakly: a stream the application dropped is freed, and its listener goes.
-        method = weakref.WeakMethod(self._take)
-        listeners = core.merge_listeners
-
-        def listener(events: Sequence[Event]) -> None:
-            take = method()
-            if take is None or not take(events):
-                listeners.remove(listener)
-
-        listeners.append(listener)
-        self._listening = True
-
-    def _take(self, events: Sequence[Event]) -> bool:
-        """A merge applied ``events``; False: stop listening (read from the store)."""
-        if (
-            events
-            and events[0].seq == self._cursor + 1
-            and len(self._buffer) + len(events) <= _STREAM_PAGE
-        ):
-            self._buffer.extend(events)
-            self._cursor = events[-1].seq or self._cursor
-            return True
-        self._listening = False  # a reset (no events), a gap, or a reader far behind
-        return False
-
-
-class _StatusChanges:
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._last: SyncStatus | None = None
-
-    def __aiter__(self) -> _StatusChanges:
-        return self
-
-    async def __anext__(self) -> SyncStatus:
-        core = self._client._core
-        while True:
-            self._client._check_open()
-            changed = core.changed.event
-            status = core.status()
-            if self._last is None or _what_changed(status) != _what_changed(self._last):
-                self._last = status
-                return status
-            await changed.wait()
-
-
-def _what_changed(status: SyncStatus) -> tuple[object, ...]:
-    # Not the clock readings (last_synced_at moves on while synced; rate and ETA with
-    # time): a change is a change of the facts.
-    progress = status.progress
-    return (
-        status.state,
-        status.pending,
-        status.upstream_head,
-        status.server_head,
-        status.connected,
-        status.last_error,
-        status.connect_attempts,
-        None if progress is None else (progress.done, progress.total),
-    )
 
 
 def _server_urls(url: str | Sequence[str], *, check: bool) -> tuple[str, ...]:

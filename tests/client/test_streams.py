@@ -13,7 +13,7 @@ import trio.lowlevel
 import trio.testing
 
 import trio_sync
-from trio_sync.client._client import _STREAM_PAGE
+from trio_sync.client._streams import _STREAM_PAGE
 
 from .._virtual import World
 from ..conftest import FAST, WAIT
