@@ -3,10 +3,11 @@
 See docs/files.md. ``client.files`` is a :class:`FileSync`.
 """
 
-from ._api import FileNotFound, FileOptions, FileSync, FileSyncError, FileTransferError
+from ._api import FileNotFound, FileSync, FileSyncError, FileTransferError
 from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
 from ._executor import TransferExecutor
 from ._model import FileInfo, FileState, TransferState
+from ._options import FileOptions
 from ._pacing import PacingPolicy, TransferPacer
 from ._queue import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
 

@@ -19,8 +19,7 @@ from .._broadcast import Broadcast
 from .._errors import TrioSyncError
 from ..client._core import ClientCore
 from ..protocol import Event
-from ..store._sqlite import is_memory
-from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ._blobs import BlobStore
 from ._bulk import bulk_runner
 from ._executor import DIRECTIONS, EventSyncGate, FaultHook, TransferExecutor
 from ._model import (
@@ -37,8 +36,8 @@ from ._model import (
     file_event_args,
     new_file_id,
 )
-from ._pacing import PacingPolicy
-from ._queue import RetryPolicy, stale_on_open
+from ._options import FileOptions, default_places
+from ._queue import stale_on_open
 from ._repair import repair_lost_uploads
 from ._state import TransferStateStore
 from ._wire import BlobClient, OpenConnection
@@ -57,42 +56,6 @@ class FileNotFound(FileSyncError, KeyError):
 
 class FileTransferError(FileSyncError):
     """A file's contents could not be fetched (the retries are exhausted)."""
-
-
-@attrs.frozen
-class FileOptions:
-    """How a client syncs files.
-
-    Attributes:
-        uploads: Uploads at once.
-        downloads: Downloads at once.
-        retry: Backoff between attempts of a transfer, and how many attempts.
-        transfer_timeout: Seconds to wait for any answer of the server in a transfer.
-        progress_interval: Seconds between progress notifications of one transfer.
-        pacing: How transfers yield to the event sync while it has work in flight (see
-            ``_pacing.py``); None never yields.
-        blob_store: Where contents are kept (default: the directory ``<store>.blobs``,
-            or memory for an in-memory store).
-        state_path: The SQLite file of the local transfer state (default
-            ``<store>.files``).
-    """
-
-    uploads: int = 2
-    downloads: int = 2
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
-    transfer_timeout: float = 30.0
-    progress_interval: float = 0.25
-    pacing: PacingPolicy | None = attrs.field(factory=PacingPolicy)
-    blob_store: BlobStore | None = None
-    state_path: str | None = None
-
-
-def _default_places(store_path: str, options: FileOptions) -> tuple[BlobStore, str]:
-    blobs = options.blob_store
-    state = options.state_path
-    if is_memory(store_path):
-        return blobs or MemoryBlobStore(), state or ":memory:"
-    return blobs or FileBlobStore(f"{store_path}.blobs"), state or f"{store_path}.files"
 
 
 class FileSync:
@@ -145,7 +108,7 @@ class FileSync:
             StoreError: The transfer state or the blob directory cannot be opened.
         """
         core, options = self._core, self._options
-        self.blobs, state_path = await core.run_store(_default_places, self._store_path, options)
+        self.blobs, state_path = await core.run_store(default_places, self._store_path, options)
         self._states = await core.run_store(TransferStateStore, state_path)
         try:
             wire = BlobClient(

@@ -1,0 +1,48 @@
+"""How a client syncs files (:class:`FileOptions`), and where it keeps them."""
+
+from __future__ import annotations
+
+import attrs
+
+from ..store._sqlite import is_memory
+from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ._pacing import PacingPolicy
+from ._queue import RetryPolicy
+
+
+@attrs.frozen
+class FileOptions:
+    """How a client syncs files.
+
+    Attributes:
+        uploads: Uploads at once.
+        downloads: Downloads at once.
+        retry: Backoff between attempts of a transfer, and how many attempts.
+        transfer_timeout: Seconds to wait for any answer of the server in a transfer.
+        progress_interval: Seconds between progress notifications of one transfer.
+        pacing: How transfers yield to the event sync while it has work in flight (see
+            ``_pacing.py``); None never yields.
+        blob_store: Where contents are kept (default: the directory ``<store>.blobs``,
+            or memory for an in-memory store).
+        state_path: The SQLite file of the local transfer state (default
+            ``<store>.files``).
+    """
+
+    uploads: int = 2
+    downloads: int = 2
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    transfer_timeout: float = 30.0
+    progress_interval: float = 0.25
+    pacing: PacingPolicy | None = attrs.field(factory=PacingPolicy)
+    blob_store: BlobStore | None = None
+    state_path: str | None = None
+
+
+def default_places(store_path: str, options: FileOptions) -> tuple[BlobStore, str]:
+    """Where a client's blobs and transfer state live: as ``options`` say, else next to
+    its store (in memory for an in-memory store)."""
+    blobs = options.blob_store
+    state = options.state_path
+    if is_memory(store_path):
+        return blobs or MemoryBlobStore(), state or ":memory:"
+    return blobs or FileBlobStore(f"{store_path}.blobs"), state or f"{store_path}.files"
