@@ -75,6 +75,20 @@ async def test_metadata_is_a_mapping(world: World, autojump_clock: trio.testing.
         assert a.files.list() == [] and a.files.blobs.hashes() == []
 
 
+async def test_a_path_that_is_not_a_string_is_refused(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Tried: path=123 and path=None. save() returned an id and the blob uploaded, but
+    # every client's fold skipped the fact: the file was known nowhere.
+    await world.start_server(blobs=MemoryBlobBackend())
+    async with world.client("A") as a:
+        for path in (123, None, b"p"):
+            with pytest.raises(TypeError, match="path is a str"):
+                await a.files.save(b"x", path=path)  # type: ignore[arg-type]
+        assert a.files.list() == [] and a.files.blobs.hashes() == []
+        assert a.pending_events() == []
+
+
 async def test_a_refused_save_leaves_no_blob_behind(
     world: World, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -38,6 +38,13 @@ class _Point:
     y: int
 
 
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("name", "args", "words"),
     [
@@ -61,6 +68,8 @@ class _Point:
             {"deep": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
             "deeper than 32",
         ),
+        # Past the interpreter's recursion limit: it used to escape as RecursionError.
+        ("x", {"deep": _nested(5000)}, "nested too deeply"),
         ("x", {"pad": "p" * (1024 * 1024)}, "exceeds the limit of 1048576 bytes"),
         ("x\n", {}, "control character"),
     ],

@@ -93,6 +93,9 @@ class FileSync:
         #: Saves in progress: their blob is stored before any fact refers to it, so the
         #: garbage collector waits for them.
         self._saves_running = 0
+        #: Held by the garbage collector while it deletes a blob: a save waits for it, so
+        #: a blob it has just stored is never unlinked under it.
+        self._deleting_garbage = trio.Lock()
         self._changed = trio.Event()
         self.blobs: BlobStore
         self._states: TransferStateStore
@@ -193,8 +196,8 @@ class FileSync:
 
         Raises:
             TypeError: ``data`` is neither bytes nor a ``Path`` (a ``str`` is refused: it
-                would be ambiguous); ``metadata`` is not a mapping, or has a key that is
-                not a ``str`` (JSON would turn it into one).
+                would be ambiguous); ``path`` is not a ``str``; ``metadata`` is not a
+                mapping, or has a key that is not a ``str`` (JSON would turn it into one).
             FileNotFoundError: ``data`` is a ``Path`` to no regular file.
             StoreError: The contents could not be stored (``StoreFull``: the disk is full).
             InvalidEvent: The metadata cannot travel in an event (not JSON, too large).
@@ -202,6 +205,10 @@ class FileSync:
         Whatever is refused, nothing is stored: the metadata and the event are checked
         before the contents are.
         """
+        if not isinstance(path, str):
+            # Every client's fold skips a fact whose path is not a string: the file
+            # would be saved, uploaded, and then known nowhere.
+            raise TypeError(f"a file's path is a str, not {type(path).__name__}")
         metadata = check_metadata({} if metadata is None else metadata)
         file_id = new_file_id(self._core.rng)
         await self._write(FILE_CREATED, file_id, data, path, metadata)
@@ -258,6 +265,8 @@ class FileSync:
         )
         self._saves_running += 1
         try:
+            async with self._deleting_garbage:
+                pass  # a deletion under way ends first; no other starts while we run
             # Copying and hashing a large file is bulk work (see _bulk.py).
             content_hash, size = await bulk_runner(core.run_store)(self.blobs.put, data)
             info = FileInfo(file_id, path, content_hash, size, metadata)
@@ -310,9 +319,14 @@ class FileSync:
             info = self._live(file_id)
             if self.blobs.has(info.content_hash):
                 # Read and hashed in a worker thread: 50 MB takes the loop's time otherwise.
-                data, digest = await bulk_runner(self._core.run_store)(
-                    self._read_and_hash, info.content_hash
-                )
+                try:
+                    data, digest = await bulk_runner(self._core.run_store)(
+                        self._read_and_hash, info.content_hash
+                    )
+                except KeyError:
+                    # Gone meanwhile (the file deleted or updated, its blob collected):
+                    # look again at what the file is now.
+                    continue
                 if digest == info.content_hash:
                     return data
                 # The local copy rotted (a bad disk, a stray write): never hand it out.
@@ -530,8 +544,20 @@ class FileSync:
     async def _collect_garbage(self) -> None:
         """Deletes blobs no live file refers to (nor a save in progress, nor an upload
         still queued)."""
+        run = self._core.run_store
         if self._saves_running:
             return  # the next reconcile collects
+        for content_hash in await run(self.blobs.hashes):
+            async with self._deleting_garbage:
+                # Asked again before each deletion: while the last one ran, a save may
+                # have begun (storing these very contents, perhaps), or a fact may have
+                # come to refer to them.
+                if self._saves_running:
+                    return
+                if content_hash not in self._needed_blobs():
+                    await run(self.blobs.delete, content_hash)
+
+    def _needed_blobs(self) -> set[str]:
         # The view, not the confirmed table: once this client's pending update or delete
         # is confirmed it is the last word, so the contents it replaced are never needed.
         keep = self._view.live_hashes()
@@ -540,10 +566,7 @@ class FileSync:
             for (_, direction), state in self._states.rows.items()
             if direction == "upload" and state.status != "done"
         }
-        run = self._core.run_store
-        for content_hash in await run(self.blobs.hashes):
-            if content_hash not in keep:
-                await run(self.blobs.delete, content_hash)
+        return keep
 
     def _target(self, direction: Direction, file_id: str) -> tuple[str, int] | None:
         state = self._states.get(file_id, direction)
@@ -567,11 +590,12 @@ class FileSync:
         self._wake()
 
     async def _drop_partial(self, content_hash: str) -> None:
-        """Deletes the partial download of ``content_hash`` unless a live file still
-        needs those contents or a download is writing it (whose end calls this again)."""
-        if content_hash in self._view.live_hashes() or self.executor.moving(
-            "download", content_hash
-        ):
+        """Deletes the partial download of ``content_hash`` unless a download is writing
+        it (whose end calls this again) or a live file still waits for those contents
+        (not when they are stored already, saved by this client meanwhile, say)."""
+        if self.executor.moving("download", content_hash):
+            return
+        if content_hash in self._view.live_hashes() and not self.blobs.has(content_hash):
             return
         await self._core.run_store(self.blobs.discard_partial, content_hash)
 

@@ -99,6 +99,9 @@ class TransferExecutor:
         self._left: dict[tuple[Direction, str], int] = {}
         #: The contents each transfer in flight moves: (direction, file id) -> hash.
         self._moving: dict[tuple[Direction, str], str] = {}
+        #: Files a worker is busy with, from its start to its last await (the queue lets
+        #: go of a key before the worker has written its outcome and cleaned up).
+        self._running: dict[Direction, set[str]] = {d: set() for d in DIRECTIONS}
         self._stuck = StuckQueueWatch()
         #: How many workers were started again after dying.
         self.restarts = 0
@@ -184,10 +187,16 @@ class TransferExecutor:
         moving now share its blob (and, downloading, its one partial). When it ends, the
         others find the blob there (or the server holding it) and are done at once."""
         moving = {moved for (d, _), moved in self._moving.items() if d == direction}
-        if not moving:
+        running = self._running[direction]
+        if not moving and not running:
             return None
 
         def held(file_id: str) -> bool:
+            # A file queued again while its worker still finishes (a read() or the fold
+            # asking meanwhile) waits for that worker: two runs of one transfer would
+            # share its bookkeeping.
+            if file_id in running:
+                return True
             target = self._target(direction, file_id)
             return target is not None and target[0] in moving
 
@@ -270,10 +279,15 @@ class TransferExecutor:
                     await changed.wait()
                 continue
             queue.start(key)
+            running = self._running[direction]
+            running.add(key)
             try:
                 await self._transfer(direction, key)
             finally:
-                queue.interrupted(key)  # only if still in flight: a dying worker
+                # Only this worker can hold the key in flight (see _held): it died, or
+                # was stopped, mid-transfer.
+                queue.interrupted(key)
+                running.discard(key)
                 self._counts_changed()
             # A transfer can end without waiting for anything: let the others run.
             await trio.lowlevel.checkpoint()
@@ -322,12 +336,15 @@ class TransferExecutor:
         if cancelled:
             # Cancelled on purpose (deleted, or new contents): whoever cancelled decides.
             queue.succeeded(file_id)
+            # Its progress may have counted bytes again after cancel() forgot them.
+            self._left.pop((direction, file_id), None)
             core.trace(f"{direction}.cancelled", file_id=file_id)
             await self._finished(direction, file_id, content_hash)
             return
         current = self._states.get(file_id, direction)
         if current is None or current.content_hash != content_hash:
             queue.succeeded(file_id)  # superseded while it ran
+            self._left.pop((direction, file_id), None)
             await self._finished(direction, file_id, content_hash)
             return
         if error is None:

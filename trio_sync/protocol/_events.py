@@ -212,7 +212,11 @@ def json_dumps_compact(value: Any) -> bytes | str:
     try:
         data = orjson.dumps(value, option=_ORJSON_STRICT)
     except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except RecursionError:
+            # orjson stops at 255 levels; the standard library at the stack's end.
+            raise ValueError("nested too deeply to be written as JSON") from None
     if b"null" in data and _holds_non_finite(value):
         raise ValueError("Out of range float values are not JSON compliant")
     return data
