@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -148,5 +149,103 @@ async def test_a_partial_written_after_its_file_was_deleted_is_removed_too(
                 await b.files.wait_idle()
                 assert not partial.exists()
                 assert info.content_hash not in blobs.hashes()
+                # The chunk written after the cancel counted its bytes again; they used
+                # to stay, and status said bytes were left for ever.
+                assert b.status.file_bytes_left == 0
     finally:
         blobs.gate.set()
+
+
+async def test_a_partial_goes_when_its_contents_are_saved_here_meanwhile(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Tried: while B downloads X, B saves the same bytes as its own file N, then A
+    # deletes X. The partial was kept (N's contents are live), but nothing would ever
+    # download them again (N holds them): megabytes left on B's disk for ever.
+    blobs = _GatedStore(tmp_path / "b.blobs")
+    data = os.urandom(1024 * 1024)
+    try:
+        with trio.fail_after(WAIT):
+            async with (
+                open_test_client(server.url, "A") as a,
+                open_test_client(server.url, "B", files=FileOptions(blob_store=blobs)) as b,
+            ):
+                x = await a.files.save(data, path="x")
+                info = a.files.get(x)
+                assert info is not None
+                partial = blobs.root / "partial" / info.content_hash
+                await blobs.first_written.wait()
+                n = await b.files.save(data, path="n")
+                await a.files.delete(x)
+                await b.files.wait_for(lambda files: files.state(x).download is None)
+                blobs.gate.set()
+                await b.files.wait_for(
+                    lambda files: not files.executor.moving("download", info.content_hash)
+                )
+                await b.files.wait_idle()
+                assert not partial.exists()
+                assert await b.files.read(n) == data
+                assert b.status.file_bytes_left == 0
+    finally:
+        blobs.gate.set()
+
+
+class _GatedDeletes(FileBlobStore):
+    """A's blob store: deleting ``held`` waits (in its worker thread) for the gate."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.held = ""
+        self.gate = threading.Event()
+        self.deleting = threading.Event()
+
+    def delete(self, content_hash: str) -> None:
+        if content_hash == self.held:
+            self.deleting.set()
+            if not self.gate.wait(WAIT):
+                raise OSError(errno.EIO, "the test never opened the gate")
+        super().delete(content_hash)
+
+
+async def test_the_garbage_collector_never_deletes_contents_a_save_just_stored(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Tried: two blobs are garbage (their files were updated); while the collector
+    # deletes the first, the application saves the second's contents again. The
+    # collector had decided what to keep before it began: it deleted the new file's
+    # blob, and its upload gave up ("the local copy is gone"). Never uploaded before, the
+    # contents then existed nowhere.
+    blobs = _GatedDeletes(tmp_path / "a.blobs")
+    first, second = sorted((os.urandom(1000) for _ in range(2)), key=_sha256)
+    try:
+        with trio.fail_after(WAIT):
+            async with open_test_client(server.url, "A", files=FileOptions(blob_store=blobs)) as a:
+                ids = [
+                    await a.files.save(data, path=name)
+                    for name, data in (("1", first), ("2", second))
+                ]
+                await a.files.wait_idle()
+                blobs.held = _sha256(first)  # the collector deletes it first (sorted)
+                for fid in ids:
+                    await a.files.update(fid, os.urandom(1000))
+                await trio.to_thread.run_sync(blobs.deleting.wait, WAIT)
+                async with trio.open_nursery() as nursery:
+                    saved: list[str] = []
+
+                    async def save_again() -> None:
+                        saved.append(await a.files.save(second, path="again"))
+
+                    nursery.start_soon(save_again)
+                    await trio.testing.wait_all_tasks_blocked()
+                    blobs.gate.set()
+                await a.files.wait_idle()
+                await a.wait_synced()
+                state = a.files.state(saved[0]).upload
+                assert state is not None and state.status == "done", state
+                assert blobs.has(_sha256(second)) and not blobs.has(_sha256(first))
+    finally:
+        blobs.gate.set()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -93,6 +93,8 @@ class FileSync:
         #: Saves in progress: their blob is stored before any fact refers to it, so the
         #: garbage collector waits for them.
         self._saves_running = 0
+        #: The files those saves write (a file id once per save or update under way).
+        self._saving: list[str] = []
         #: Held by the garbage collector while it deletes a blob: a save waits for it, so
         #: a blob it has just stored is never unlinked under it.
         self._deleting_garbage = trio.Lock()
@@ -264,6 +266,7 @@ class FileSync:
             name, file_event_args(FileInfo(file_id, path, "0" * 64, expected_size, metadata))
         )
         self._saves_running += 1
+        self._saving.append(file_id)
         try:
             async with self._deleting_garbage:
                 pass  # a deletion under way ends first; no other starts while we run
@@ -286,6 +289,7 @@ class FileSync:
             self.executor.enqueue("upload", file_id)
         finally:
             self._saves_running -= 1
+            self._saving.remove(file_id)
 
     async def delete(self, file_id: str) -> None:
         """Deletes a file (on every client, once the event syncs); a transfer of it stops.
@@ -494,7 +498,8 @@ class FileSync:
         """Brings transfers in line with the facts: a deleted file's transfers stop; a
         live file whose contents are not here is downloaded; unreferenced blobs go."""
         core = self._core
-        changes: list[tuple[tuple[str, Direction], TransferState | None]] = []
+        #: Rows to delete, as they were when decided (one written again meanwhile stays).
+        forget: list[tuple[tuple[str, Direction], TransferState]] = []
         #: Contents of downloads dropped here: their partials may be garbage now.
         dropped: set[str] = set()
         for file_id in sorted(file_ids):
@@ -506,22 +511,28 @@ class FileSync:
                     self.executor.cancel(direction, file_id)
                     state = self._states.get(file_id, direction)
                     if state is not None:
-                        changes.append(((file_id, direction), None))
+                        forget.append(((file_id, direction), state))
                         if direction == "download" and state.status != "done":
                             dropped.add(state.content_hash)
                 continue
             upload = self._states.get(file_id, "upload")
-            if upload is not None and upload.content_hash != info.content_hash:
+            if (
+                upload is not None
+                and upload.content_hash != info.content_hash
+                # A save under way writes its upload row before its event shows in the
+                # view: those contents are the newest, not beaten.
+                and file_id not in self._saving
+            ):
                 # Another client's contents won: ours need not reach the server any more.
                 self.executor.cancel("upload", file_id)
-                changes.append(((file_id, "upload"), None))
+                forget.append(((file_id, "upload"), upload))
             if not await core.run_store(self.blobs.has, info.content_hash):
                 await self._want_download(file_id, info.content_hash, priority=False)
         # Before the rows go: a crash in between leaves the rows, and the next start's
         # reconcile comes here again (a partial has no other record).
         for content_hash in sorted(dropped):
             await self._drop_partial(content_hash)
-        await core.run_store(self._states.set_many, changes)
+        await core.run_store(self._states.forget, forget)
         await self._collect_garbage()
         self._wake()
 

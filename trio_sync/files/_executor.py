@@ -203,7 +203,11 @@ class TransferExecutor:
         return held
 
     def is_idle(self) -> bool:
-        return all(not q.queued and not q.in_flight for q in self.queues.values())
+        """Nothing queued or in flight, and no worker still finishing a transfer (writing
+        its outcome, dropping a partial)."""
+        return all(not q.queued and not q.in_flight for q in self.queues.values()) and not any(
+            self._running.values()
+        )
 
     def counts(self) -> FileTransfers:
         failed = [

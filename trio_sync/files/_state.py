@@ -58,6 +58,26 @@ class TransferStateStore:
         """
         self._write(list(changes), only_same_hash=False)
 
+    def forget(self, seen: Iterable[tuple[Key, TransferState]]) -> None:
+        """Deletes each row that is still as ``seen`` (in one transaction): a row written
+        again since (new contents saved meanwhile, say) is left alone.
+
+        Raises:
+            StoreError: The write failed; nothing changed.
+        """
+        seen = list(seen)
+        if not seen:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            # Compared under the database's lock: writers are serialised there.
+            gone = [key for key, state in seen if self.rows.get(key) == state]
+            conn.executemany("DELETE FROM transfers WHERE file_id = ? AND direction = ?", gone)
+            for key in gone:
+                del self.rows[key]
+
+        self._db.write(write)
+
     def update(self, key: Key, state: TransferState) -> bool:
         """Writes ``state`` only if the row still exists for the same contents (a worker
         reporting on a transfer that was deleted or superseded meanwhile changes nothing);
