@@ -17,11 +17,12 @@ import errno
 import hashlib
 import itertools
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import attrs
 
@@ -73,6 +74,26 @@ _FADVISE = getattr(os, "posix_fadvise", None)
 _DATASYNC = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
+def _open_source(path: Path) -> tuple[BinaryIO, int]:
+    """Opens a file to copy contents from, and says how many bytes to copy: its size
+    when opened (a file still growing, a log say, is copied as it was then, not chased).
+    Opened without blocking, so that something else swapped in for it since it was
+    checked (a FIFO with no writer) is refused instead of waited on for ever.
+
+    Raises:
+        OSError: It cannot be opened, or is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file: {str(path)!r}")
+        return os.fdopen(fd, "rb"), info.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -87,12 +108,13 @@ class BlobStore(Protocol):
         """The stored blob's size (None when it is not stored whole)."""
 
     def put(self, source: bytes | Path) -> tuple[str, int]:
-        """Stores ``source`` (bytes, or a file copied in blocks) and returns its hash and
-        size.
+        """Stores ``source`` (bytes, or a file copied in blocks: as long as it was when
+        opened) and returns its hash and size.
 
         Raises:
             StoreFull: No room left; nothing was stored.
-            StoreError: Another I/O error (the source cannot be read, say).
+            StoreError: Another I/O error (the source cannot be read, or is not a regular
+                file).
         """
         ...
 
@@ -253,13 +275,15 @@ class FileBlobStore:
                     out.write(source)
                     size = len(source)
                 else:
-                    with open(source, "rb") as src:
-                        while block := src.read(COPY_BLOCK):
+                    src, left = _open_source(source)
+                    with src:
+                        while left > 0 and (block := src.read(min(COPY_BLOCK, left))):
                             digest.update(block)
                             out.write(block)
                             out.flush()
                             _write_back(out.fileno(), size, len(block))
                             size += len(block)
+                            left -= len(block)
                 out.flush()
                 os.fsync(out.fileno())
             content_hash = digest.hexdigest()
@@ -456,7 +480,9 @@ class MemoryBlobStore:
         self._fault("put")
         if not isinstance(source, bytes):
             try:
-                source = source.read_bytes()
+                src, size = _open_source(source)
+                with src:
+                    source = src.read(size)
             except OSError as exc:
                 raise _os_error("reading the source", exc) from None
         content_hash = sha256_hex(source)
