@@ -558,14 +558,19 @@ class FileSync:
         run = self._core.run_store
         if self._saves_running:
             return  # the next reconcile collects
+        keep: set[str] = set()
+        kept_for: tuple[FileTable, int] | None = None
         for content_hash in await run(self.blobs.hashes):
             async with self._deleting_garbage:
                 # Asked again before each deletion: while the last one ran, a save may
                 # have begun (storing these very contents, perhaps), or a fact may have
-                # come to refer to them.
+                # come to refer to them (the view or the transfer rows changed).
                 if self._saves_running:
                     return
-                if content_hash not in self._needed_blobs():
+                now = (self._view, self._states.version)
+                if kept_for is None or now[0] is not kept_for[0] or now[1] != kept_for[1]:
+                    keep, kept_for = self._needed_blobs(), now
+                if content_hash not in keep:
                     await run(self.blobs.delete, content_hash)
 
     def _needed_blobs(self) -> set[str]:

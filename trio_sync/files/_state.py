@@ -46,6 +46,9 @@ class TransferStateStore:
             for file_id, direction, content_hash, status, attempts, last_error in rows
         }
 
+        #: Counts the writes that changed rows (to tell whether anything did since).
+        self.version = 0
+
     def get(self, file_id: str, direction: Direction) -> TransferState | None:
         return self.rows.get((file_id, direction))
 
@@ -75,6 +78,7 @@ class TransferStateStore:
             conn.executemany("DELETE FROM transfers WHERE file_id = ? AND direction = ?", gone)
             for key in gone:
                 del self.rows[key]
+            self.version += 1
 
         self._db.write(write)
 
@@ -125,6 +129,7 @@ class TransferStateStore:
                     self.rows.pop(key, None)
                 else:
                     self.rows[key] = state
+            self.version += 1
             return True
 
         return self._db.write(write)
