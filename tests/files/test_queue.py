@@ -25,9 +25,11 @@ def test_backoff_is_jittered_exponential_capped_and_gives_up() -> None:
     queue.add("a")
     queue.start("a")
     assert queue.failed("a", 100.0, 0.0) == 100.5
+    queue.released("a")  # its worker has written the failure down
     assert queue.next_ready(100.4) is None and queue.next_ready(100.5) == "a"
     queue.start("a")
     assert queue.failed("a", 200.0, 0.999) is not None
+    queue.released("a")
     queue.start("a")
     assert queue.failed("a", 300.0, 0.0) is None  # third failure: given up
     assert "a" not in queue
@@ -39,6 +41,7 @@ def test_missing_blob_backs_off_without_exhausting_and_refusal_gives_up() -> Non
     queue.add("a")
     queue.start("a")
     assert queue.failed("a", 0.0, 0.5, counts=False) is not None
+    queue.released("a")
     queue.start("a")
     assert queue.failed("a", 0.0, 0.5, retryable=False) is None
 
@@ -47,7 +50,7 @@ def test_interrupted_transfer_is_queued_again_at_once() -> None:
     queue = TransferQueue(1, RetryPolicy())
     queue.add("a")
     queue.start("a")
-    queue.interrupted("a")
+    queue.released("a")
     assert queue.next_ready(0) == "a"
 
 
@@ -85,3 +88,17 @@ def test_a_held_key_stays_queued_and_sets_no_deadline() -> None:
     assert queue.next_ready(0.0) == "same"
     assert queue.next_ready(5.0, held=held) == "other"
     assert "same" in queue and queue.ready_count(0.0) == 1
+
+
+def test_a_key_queued_again_before_its_worker_released_it_waits_for_that() -> None:
+    # The worker has decided (succeeded) but still writes its outcome down when the key
+    # is queued again: it must not start in a second worker until released.
+    queue = TransferQueue(2, RetryPolicy())
+    queue.add("a")
+    queue.start("a")
+    queue.succeeded("a")
+    assert queue.add("a")
+    assert queue.next_ready(0) is None and queue.next_deadline() is None
+    assert queue.ready_count(0) == 0 and queue.busy == 1
+    queue.released("a")
+    assert queue.next_ready(0) == "a" and queue.busy == 0

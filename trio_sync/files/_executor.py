@@ -99,9 +99,6 @@ class TransferExecutor:
         self._left: dict[tuple[Direction, str], int] = {}
         #: The contents each transfer in flight moves: (direction, file id) -> hash.
         self._moving: dict[tuple[Direction, str], str] = {}
-        #: Files a worker is busy with, from its start to its last await (the queue lets
-        #: go of a key before the worker has written its outcome and cleaned up).
-        self._running: dict[Direction, set[str]] = {d: set() for d in DIRECTIONS}
         self._stuck = StuckQueueWatch()
         #: How many workers were started again after dying.
         self.restarts = 0
@@ -187,16 +184,10 @@ class TransferExecutor:
         moving now share its blob (and, downloading, its one partial). When it ends, the
         others find the blob there (or the server holding it) and are done at once."""
         moving = {moved for (d, _), moved in self._moving.items() if d == direction}
-        running = self._running[direction]
-        if not moving and not running:
+        if not moving:
             return None
 
         def held(file_id: str) -> bool:
-            # A file queued again while its worker still finishes (a read() or the fold
-            # asking meanwhile) waits for that worker: two runs of one transfer would
-            # share its bookkeeping.
-            if file_id in running:
-                return True
             target = self._target(direction, file_id)
             return target is not None and target[0] in moving
 
@@ -205,9 +196,7 @@ class TransferExecutor:
     def is_idle(self) -> bool:
         """Nothing queued or in flight, and no worker still finishing a transfer (writing
         its outcome, dropping a partial)."""
-        return all(not q.queued and not q.in_flight for q in self.queues.values()) and not any(
-            self._running.values()
-        )
+        return all(not q.queued and not q.busy for q in self.queues.values())
 
     def counts(self) -> FileTransfers:
         failed = [
@@ -283,15 +272,10 @@ class TransferExecutor:
                     await changed.wait()
                 continue
             queue.start(key)
-            running = self._running[direction]
-            running.add(key)
             try:
                 await self._transfer(direction, key)
             finally:
-                # Only this worker can hold the key in flight (see _held): it died, or
-                # was stopped, mid-transfer.
-                queue.interrupted(key)
-                running.discard(key)
+                queue.released(key)  # still in flight: this worker died or was stopped
                 self._counts_changed()
             # A transfer can end without waiting for anything: let the others run.
             await trio.lowlevel.checkpoint()

@@ -63,6 +63,10 @@ class TransferQueue:
         self.retry = retry
         self._waiting: dict[str, _Item] = {}
         self._in_flight: dict[str, _Item] = {}
+        #: Keys a worker has started and not yet released: in flight, or in flight no
+        #: more (its outcome decided) while the worker still writes it down. Such a key,
+        #: queued again meanwhile, waits: one transfer never runs twice at once.
+        self._busy: set[str] = set()
         self._counter = 0
 
     def add(self, key: str, *, priority: bool = False, ready_at: float = 0.0) -> bool:
@@ -88,14 +92,17 @@ class TransferQueue:
         """The key to start now, or None (nothing ready, or concurrency reached).
 
         ``held(key)``: True for a key that must not start yet although it is ready (its
-        contents are moving in another transfer right now); it stays queued.
+        contents are moving in another transfer right now); it stays queued. A key whose
+        worker has not released it yet waits too.
         """
         if len(self._in_flight) >= self.concurrency:
             return None
         ready = [
             item
             for item in self._waiting.values()
-            if item.ready_at <= now and (held is None or not held(item.key))
+            if item.ready_at <= now
+            and item.key not in self._busy
+            and (held is None or not held(item.key))
         ]
         if not ready:
             return None
@@ -103,8 +110,10 @@ class TransferQueue:
         return best.key
 
     def start(self, key: str) -> None:
-        """``key`` (from :meth:`next_ready`) is now in flight."""
+        """``key`` (from :meth:`next_ready`) is now in flight, and busy until
+        :meth:`released`."""
         self._in_flight[key] = self._waiting.pop(key)
+        self._busy.add(key)
 
     def succeeded(self, key: str) -> None:
         self._in_flight.pop(key, None)
@@ -128,8 +137,10 @@ class TransferQueue:
         self._waiting[key] = item
         return item.ready_at
 
-    def interrupted(self, key: str) -> None:
-        """The worker died or was stopped mid-transfer: queue it again, at once."""
+    def released(self, key: str) -> None:
+        """The worker is done with ``key``: it may start again. Still in flight, it was
+        interrupted (the worker died or was stopped mid-transfer): queued again at once."""
+        self._busy.discard(key)
         item = self._in_flight.pop(key, None)
         if item is not None:
             item.ready_at = 0.0
@@ -139,12 +150,18 @@ class TransferQueue:
         """When the earliest waiting retry becomes ready (None if none waits); keys
         ``held`` (see :meth:`next_ready`) wait for a change, not for a time."""
         times = [
-            item.ready_at for item in self._waiting.values() if held is None or not held(item.key)
+            item.ready_at
+            for item in self._waiting.values()
+            if item.key not in self._busy and (held is None or not held(item.key))
         ]
         return min(times) if times else None
 
     def ready_count(self, now: float) -> int:
-        return sum(1 for item in self._waiting.values() if item.ready_at <= now)
+        return sum(
+            1
+            for item in self._waiting.values()
+            if item.ready_at <= now and item.key not in self._busy
+        )
 
     @property
     def queued(self) -> int:
@@ -153,6 +170,11 @@ class TransferQueue:
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    @property
+    def busy(self) -> int:
+        """Keys started and not yet released (those in flight among them)."""
+        return len(self._busy)
 
     def keys(self) -> list[str]:
         return [*self._in_flight, *self._waiting]
