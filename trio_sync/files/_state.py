@@ -8,7 +8,7 @@ can evolve its schema on its own.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ..store._sqlite import Database
 from ._model import Direction, TransferState, TransferStatus
@@ -59,28 +59,17 @@ class TransferStateStore:
         Raises:
             StoreError: The write failed; nothing changed.
         """
-        self._write(list(changes), only_same_hash=False)
+        self._write(list(changes))
 
     def forget(self, seen: Iterable[tuple[Key, TransferState]]) -> None:
-        """Deletes each row that is still as ``seen`` (in one transaction): a row written
-        again since (new contents saved meanwhile, say) is left alone.
+        """Deletes each row that is still for the contents ``seen`` (in one transaction):
+        a row written since for other contents (saved meanwhile, say) is left alone.
 
         Raises:
             StoreError: The write failed; nothing changed.
         """
-        seen = list(seen)
-        if not seen:
-            return
-
-        def write(conn: sqlite3.Connection) -> None:
-            # Compared under the database's lock: writers are serialised there.
-            gone = [key for key, state in seen if self.rows.get(key) == state]
-            conn.executemany("DELETE FROM transfers WHERE file_id = ? AND direction = ?", gone)
-            for key in gone:
-                del self.rows[key]
-            self.version += 1
-
-        self._db.write(write)
+        expected = {key: state.content_hash for key, state in seen}
+        self._write([(key, None) for key in expected], only_for=expected)
 
     def update(self, key: Key, state: TransferState) -> bool:
         """Writes ``state`` only if the row still exists for the same contents (a worker
@@ -90,22 +79,28 @@ class TransferStateStore:
         Raises:
             StoreError: The write failed; nothing changed.
         """
-        return self._write([(key, state)], only_same_hash=True)
+        return self._write([(key, state)], only_for={key: state.content_hash}) > 0
 
     def _write(
-        self, changes: list[tuple[Key, TransferState | None]], *, only_same_hash: bool
-    ) -> bool:
-        if not changes:
-            return False
+        self,
+        changes: list[tuple[Key, TransferState | None]],
+        *,
+        only_for: Mapping[Key, str] | None = None,
+    ) -> int:
+        """Writes ``changes``; with ``only_for``, only those whose row still exists for
+        the contents it names. Returns how many were written."""
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: sqlite3.Connection) -> int:
             # Checked under the database's lock: writers are serialised there.
-            if only_same_hash:
-                key, state = changes[0]
-                current = self.rows.get(key)
-                if current is None or state is None or current.content_hash != state.content_hash:
-                    return False
-            for (file_id, direction), state in changes:
+            chosen = changes
+            if only_for is not None:
+                chosen = [
+                    (key, state)
+                    for key, state in changes
+                    if (current := self.rows.get(key)) is not None
+                    and current.content_hash == only_for[key]
+                ]
+            for (file_id, direction), state in chosen:
                 if state is None:
                     conn.execute(
                         "DELETE FROM transfers WHERE file_id = ? AND direction = ?",
@@ -123,16 +118,16 @@ class TransferStateStore:
                             state.last_error,
                         ),
                     )
-
-            for key, state in changes:
+            for key, state in chosen:
                 if state is None:
                     self.rows.pop(key, None)
                 else:
                     self.rows[key] = state
-            self.version += 1
-            return True
+            if chosen:
+                self.version += 1
+            return len(chosen)
 
-        return self._db.write(write)
+        return self._db.write(write) if changes else 0
 
     def with_status(self, direction: Direction, *statuses: TransferStatus) -> list[str]:
         return sorted(
