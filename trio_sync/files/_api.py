@@ -22,6 +22,7 @@ from ..protocol import Event
 from ._blobs import BlobStore
 from ._bulk import bulk_runner
 from ._executor import DIRECTIONS, EventSyncGate, FaultHook, TransferExecutor
+from ._garbage import BlobCollector
 from ._model import (
     FILE_CREATED,
     FILE_DELETED,
@@ -90,18 +91,11 @@ class FileSync:
         #: The log position up to which the transfers are in line with the facts (the
         #: downloads of the files learnt are queued): what wait_idle() waits for.
         self._settled_cursor = 0
-        #: Saves in progress: their blob is stored before any fact refers to it, so the
-        #: garbage collector waits for them.
-        self._saves_running = 0
-        #: The files those saves write (a file id once per save or update under way).
-        self._saving: list[str] = []
-        #: Held by the garbage collector while it deletes a blob: a save waits for it, so
-        #: a blob it has just stored is never unlinked under it.
-        self._deleting_garbage = trio.Lock()
         self._changed = trio.Event()
         self.blobs: BlobStore
         self._states: TransferStateStore
         self.executor: TransferExecutor
+        self._garbage: BlobCollector
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -115,6 +109,12 @@ class FileSync:
         core, options = self._core, self._options
         self.blobs, state_path = await core.run_store(default_places, self._store_path, options)
         self._states = await core.run_store(TransferStateStore, state_path)
+        self._garbage = BlobCollector(
+            self.blobs,
+            core.run_store,
+            needed=self._needed_blobs,
+            version=lambda: (self._view, self._states.version),
+        )
         try:
             wire = BlobClient(
                 self._connect,
@@ -265,11 +265,7 @@ class FileSync:
         core.state.draft(
             name, file_event_args(FileInfo(file_id, path, "0" * 64, expected_size, metadata))
         )
-        self._saves_running += 1
-        self._saving.append(file_id)
-        try:
-            async with self._deleting_garbage:
-                pass  # a deletion under way ends first; no other starts while we run
+        async with self._garbage.saving(file_id):
             # Copying and hashing a large file is bulk work (see _bulk.py).
             content_hash, size = await bulk_runner(core.run_store)(self.blobs.put, data)
             info = FileInfo(file_id, path, content_hash, size, metadata)
@@ -287,9 +283,6 @@ class FileSync:
             await core.writer.commit([draft])
             self._refresh_view()
             self.executor.enqueue("upload", file_id)
-        finally:
-            self._saves_running -= 1
-            self._saving.remove(file_id)
 
     async def delete(self, file_id: str) -> None:
         """Deletes a file (on every client, once the event syncs); a transfer of it stops.
@@ -521,7 +514,7 @@ class FileSync:
                 and upload.content_hash != info.content_hash
                 # A save under way writes its upload row before its event shows in the
                 # view: those contents are the newest, not beaten.
-                and file_id not in self._saving
+                and not self._garbage.is_saving(file_id)
             ):
                 # Another client's contents won: ours need not reach the server any more.
                 self.executor.cancel("upload", file_id)
@@ -533,7 +526,7 @@ class FileSync:
         for content_hash in sorted(dropped):
             await self._drop_partial(content_hash)
         await core.run_store(self._states.forget, forget)
-        await self._collect_garbage()
+        await self._garbage.collect()
         self._wake()
 
     async def _want_download(self, file_id: str, content_hash: str, *, priority: bool) -> None:
@@ -552,28 +545,8 @@ class FileSync:
         if state.status != "error":
             self.executor.enqueue("download", file_id, priority=priority)
 
-    async def _collect_garbage(self) -> None:
-        """Deletes blobs no live file refers to (nor a save in progress, nor an upload
-        still queued)."""
-        run = self._core.run_store
-        if self._saves_running:
-            return  # the next reconcile collects
-        keep: set[str] = set()
-        kept_for: tuple[FileTable, int] | None = None
-        for content_hash in await run(self.blobs.hashes):
-            async with self._deleting_garbage:
-                # Asked again before each deletion: while the last one ran, a save may
-                # have begun (storing these very contents, perhaps), or a fact may have
-                # come to refer to them (the view or the transfer rows changed).
-                if self._saves_running:
-                    return
-                now = (self._view, self._states.version)
-                if kept_for is None or now[0] is not kept_for[0] or now[1] != kept_for[1]:
-                    keep, kept_for = self._needed_blobs(), now
-                if content_hash not in keep:
-                    await run(self.blobs.delete, content_hash)
-
     def _needed_blobs(self) -> set[str]:
+        """The contents of live files, and of uploads still to go (not garbage)."""
         # The view, not the confirmed table: once this client's pending update or delete
         # is confirmed it is the last word, so the contents it replaced are never needed.
         keep = self._view.live_hashes()
