@@ -180,7 +180,7 @@ class FileSync:
         if stale:
             self._core.trace("files.stale_recovered", count=len(stale))
             self._core.notify("files.recovered", transfers=len(stale))
-        for (fid, direction), state in sorted(rows.items()):
+        for (fid, direction), state in sorted(self._states.rows.items()):  # as written now
             if state.status == "queued":
                 self.executor.enqueue(direction, fid)
 

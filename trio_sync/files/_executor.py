@@ -199,14 +199,10 @@ class TransferExecutor:
         return all(not q.queued and not q.busy for q in self.queues.values())
 
     def counts(self) -> FileTransfers:
-        failed = [
-            row
-            for (_, direction), row in self._states.rows.items()
-            if direction == "upload" and row.status == "error"
-        ]
+        failed = self._states.failed_uploads
         return FileTransfers(
             uploads_failed=len(failed),
-            upload_error=failed[0].last_error if failed else None,
+            upload_error=next(iter(failed.values())).last_error if failed else None,
             uploads_pending=self.queues["upload"].queued + self.queues["upload"].in_flight,
             downloads_pending=self.queues["download"].queued + self.queues["download"].in_flight,
             bytes_left=sum(self._left.values()),

@@ -30,6 +30,10 @@ Key = tuple[str, Direction]
 class TransferStateStore:
     """The ``transfers`` table, mirrored in memory (reads never touch the disk).
 
+    Writes run in the store's worker thread while the event loop reads, so the mirror is
+    copy-on-write: a write builds new mappings and swaps them in whole. A loop-side reader
+    that took ``rows`` iterates one consistent snapshot, never a dict changing under it.
+
     Raises (from the constructor):
         StoreInUse, StoreCorrupt, StoreVersionError: as for the client store.
     """
@@ -44,6 +48,13 @@ class TransferStateStore:
         self.rows: dict[Key, TransferState] = {
             (file_id, direction): TransferState(status, content_hash, attempts, last_error)
             for file_id, direction, content_hash, status, attempts, last_error in rows
+        }
+        #: The uploads in error, by file id (kept beside ``rows`` so status counts stay
+        #: cheap with thousands of files).
+        self.failed_uploads: dict[str, TransferState] = {
+            file_id: state
+            for (file_id, direction), state in self.rows.items()
+            if direction == "upload" and state.status == "error"
         }
 
         #: Counts the writes that changed rows (to tell whether anything did since).
@@ -118,16 +129,35 @@ class TransferStateStore:
                             state.last_error,
                         ),
                     )
-            for key, state in chosen:
-                if state is None:
-                    self.rows.pop(key, None)
-                else:
-                    self.rows[key] = state
             if chosen:
-                self.version += 1
+                self._mirror(chosen)
             return len(chosen)
 
         return self._db.write(write) if changes else 0
+
+    def _mirror(self, chosen: list[tuple[Key, TransferState | None]]) -> None:
+        rows = dict(self.rows)
+        failed = self.failed_uploads
+        for key, state in chosen:
+            if state is None:
+                rows.pop(key, None)
+            else:
+                rows[key] = state
+            file_id, direction = key
+            was_failed = file_id in failed
+            is_failed = direction == "upload" and state is not None and state.status == "error"
+            if direction == "upload" and (was_failed or is_failed):
+                if failed is self.failed_uploads:
+                    failed = dict(failed)
+                if is_failed:
+                    assert state is not None
+                    failed[file_id] = state
+                else:
+                    del failed[file_id]
+        # Swapped in whole, each by one assignment (see the class docstring).
+        self.rows = rows
+        self.failed_uploads = failed
+        self.version += 1
 
     def with_status(self, direction: Direction, *statuses: TransferStatus) -> list[str]:
         return sorted(

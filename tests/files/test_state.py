@@ -1,0 +1,72 @@
+"""The durable transfer state table and its in-memory mirror (no event loop needed)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from trio_sync.files import TransferState
+from trio_sync.files._state import TransferStateStore
+
+
+def _store(tmp_path: Path) -> TransferStateStore:
+    return TransferStateStore(str(tmp_path / "c.sqlite3.files"))
+
+
+def test_a_reader_holding_rows_sees_one_snapshot_while_a_thread_writes(tmp_path: Path) -> None:
+    # Tried: iterate ``rows`` (as the status counts and the garbage collector do on the
+    # loop) while another thread writes hundreds of rows. An in-place mirror raised
+    # "dictionary changed size during iteration" at about 1,000 files.
+    store = _store(tmp_path)
+    store.set_many([((f"f{i}", "upload"), TransferState("queued", "h")) for i in range(50)])
+    snapshot = store.rows
+
+    def writer() -> None:
+        for i in range(50, 400):
+            store.set_many([((f"f{i}", "upload"), TransferState("queued", "h"))])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = 0
+    while thread.is_alive():
+        seen = sum(1 for _ in snapshot.items())
+    thread.join()
+    assert seen == 50 and len(snapshot) == 50
+    assert len(store.rows) == 400
+    store.close()
+
+
+def test_failed_uploads_follow_every_write_and_survive_a_reopen(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.set_many(
+        [
+            (("a", "upload"), TransferState("error", "h1", 3, "refused: quota")),
+            (("b", "upload"), TransferState("queued", "h2")),
+            (("c", "download"), TransferState("error", "h3", 1, "missing")),
+        ]
+    )
+    assert {k: v.last_error for k, v in store.failed_uploads.items()} == {"a": "refused: quota"}
+    store.set_many([(("b", "upload"), TransferState("error", "h2", 1, "timeout"))])
+    assert sorted(store.failed_uploads) == ["a", "b"]
+    assert store.update(("a", "upload"), TransferState("queued", "h1")) is True
+    store.forget([(("b", "upload"), TransferState("error", "h2"))])
+    assert store.failed_uploads == {}
+    store.set_many([(("a", "upload"), TransferState("error", "h1", 4, "refused: quota"))])
+    store.close()
+
+    reopened = _store(tmp_path)
+    assert list(reopened.failed_uploads) == ["a"]
+    assert reopened.get("c", "download") == TransferState("error", "h3", 1, "missing")
+    reopened.close()
+
+
+def test_update_and_forget_change_only_rows_still_for_the_same_contents(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.set_many([(("a", "upload"), TransferState("queued", "new"))])
+    version = store.version
+    # A worker reporting on contents replaced meanwhile changes nothing.
+    assert store.update(("a", "upload"), TransferState("done", "old")) is False
+    store.forget([(("a", "upload"), TransferState("in_progress", "old"))])
+    assert store.get("a", "upload") == TransferState("queued", "new")
+    assert store.version == version
+    store.close()
