@@ -66,6 +66,10 @@ class StoreVersionError(StoreError):
     """The store was written by a newer trio_sync whose schema this one does not know."""
 
 
+class StoreClosed(StoreError):
+    """The store was used after it was closed (its owner is shutting down)."""
+
+
 class StoreMismatch(StoreError):
     """The store belongs to a different client or server than the one asked for."""
 

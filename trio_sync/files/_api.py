@@ -39,6 +39,7 @@ from ._model import (
 )
 from ._options import FileOptions, default_places
 from ._queue import stale_on_open
+from ._record import ContentsRecorder
 from ._repair import repair_lost_uploads
 from ._state import TransferStateStore
 from ._wire import BlobClient, OpenConnection
@@ -96,6 +97,7 @@ class FileSync:
         self._states: TransferStateStore
         self.executor: TransferExecutor
         self._garbage: BlobCollector
+        self._recorder: ContentsRecorder
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -137,6 +139,7 @@ class FileSync:
                 progress_interval=options.progress_interval,
                 pacing=options.pacing,
             )
+            self._recorder = ContentsRecorder(core, self._states, self.executor)
             await self._recover_stale()
             await self._catch_up()
             async with trio.open_nursery() as nursery:
@@ -271,16 +274,7 @@ class FileSync:
             info = FileInfo(file_id, path, content_hash, size, metadata)
             # Checked again: the file copied may have grown since.
             draft = core.state.draft(name, file_event_args(info))
-            await core.run_store(
-                self._states.set_many,
-                [
-                    ((file_id, "upload"), TransferState("queued", content_hash)),
-                    ((file_id, "download"), TransferState("done", content_hash)),
-                ],
-            )
-            self.executor.cancel("upload", file_id)
-            self.executor.cancel("download", file_id)
-            await core.writer.commit([draft])
+            await self._recorder.record(file_id, content_hash, draft)
             self._refresh_view()
             self.executor.enqueue("upload", file_id)
 
@@ -495,6 +489,7 @@ class FileSync:
         forget: list[tuple[tuple[str, Direction], TransferState]] = []
         #: Contents of downloads dropped here: their partials may be garbage now.
         dropped: set[str] = set()
+        requeue: list[tuple[tuple[str, Direction], TransferState]] = []
         for file_id in sorted(file_ids):
             info = self._view.files.get(file_id)
             if info is None:
@@ -516,9 +511,16 @@ class FileSync:
                 # view: those contents are the newest, not beaten.
                 and not self._garbage.is_saving(file_id)
             ):
-                # Another client's contents won: ours need not reach the server any more.
                 self.executor.cancel("upload", file_id)
-                forget.append(((file_id, "upload"), upload))
+                if info.author == core.state.client_id:
+                    # Our own contents are current, and the row is for contents never
+                    # recorded (a crash or a close between the row and the commit): it
+                    # goes back to the contents that need uploading.
+                    queued = TransferState("queued", info.content_hash)
+                    requeue.append(((file_id, "upload"), queued))
+                else:
+                    # Another client's contents won: ours need not reach the server.
+                    forget.append(((file_id, "upload"), upload))
             if not await core.run_store(self.blobs.has, info.content_hash):
                 await self._want_download(file_id, info.content_hash, priority=False)
         # Before the rows go: a crash in between leaves the rows, and the next start's
@@ -526,6 +528,10 @@ class FileSync:
         for content_hash in sorted(dropped):
             await self._drop_partial(content_hash)
         await core.run_store(self._states.forget, forget)
+        if requeue:
+            await core.run_store(self._states.set_many, requeue)
+            for (file_id, _), _state in requeue:
+                self.executor.enqueue("upload", file_id)
         await self._garbage.collect()
         self._wake()
 
@@ -549,13 +555,7 @@ class FileSync:
         """The contents of live files, and of uploads still to go (not garbage)."""
         # The view, not the confirmed table: once this client's pending update or delete
         # is confirmed it is the last word, so the contents it replaced are never needed.
-        keep = self._view.live_hashes()
-        keep |= {
-            state.content_hash
-            for (_, direction), state in self._states.rows.items()
-            if direction == "upload" and state.status != "done"
-        }
-        return keep
+        return self._view.live_hashes() | self._states.uploads_to_go()
 
     def _target(self, direction: Direction, file_id: str) -> tuple[str, int] | None:
         state = self._states.get(file_id, direction)

@@ -45,6 +45,8 @@ class FileInfo:
         size: Its size in bytes.
         metadata: Whatever the application attached (JSON values).
         deleted: True once a ``file.deleted`` event was applied.
+        author: The client whose event set these contents (it is the one that must
+            upload them).
     """
 
     id: str
@@ -53,6 +55,7 @@ class FileInfo:
     size: int
     metadata: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_metadata)
     deleted: bool = False
+    author: str = ""
 
 
 @attrs.frozen
@@ -151,7 +154,7 @@ def _parse(event: Event) -> FileInfo | str | None:
     ):
         return None
     assert isinstance(content_hash, str)
-    return FileInfo(file_id, path, content_hash, size, metadata)
+    return FileInfo(file_id, path, content_hash, size, metadata, author=event.client_id)
 
 
 class FileTable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping
 
+from .._errors import ClientClosed, StoreClosed
 from ..store._sqlite import Database
 from ._model import Direction, TransferState, TransferStatus
 
@@ -69,6 +70,7 @@ class TransferStateStore:
 
         Raises:
             StoreError: The write failed; nothing changed.
+            ClientClosed: The client closed.
         """
         self._write(list(changes))
 
@@ -78,9 +80,22 @@ class TransferStateStore:
 
         Raises:
             StoreError: The write failed; nothing changed.
+            ClientClosed: The client closed.
         """
         expected = {key: state.content_hash for key, state in seen}
         self._write([(key, None) for key in expected], only_for=expected)
+
+    def restore(self, rows: Iterable[tuple[Key, TransferState | None]], replaced: str) -> None:
+        """Writes ``rows`` back (None deletes) where the row is still for the contents
+        ``replaced`` (in one transaction): what a failed recording of them wrote is undone,
+        and whatever was written since stands.
+
+        Raises:
+            StoreError: The write failed; nothing changed.
+            ClientClosed: The client closed.
+        """
+        changes = list(rows)
+        self._write(changes, only_for={key: replaced for key, _ in changes})
 
     def update(self, key: Key, state: TransferState) -> bool:
         """Writes ``state`` only if the row still exists for the same contents (a worker
@@ -89,6 +104,7 @@ class TransferStateStore:
 
         Raises:
             StoreError: The write failed; nothing changed.
+            ClientClosed: The client closed.
         """
         return self._write([(key, state)], only_for={key: state.content_hash}) > 0
 
@@ -133,7 +149,14 @@ class TransferStateStore:
                 self._mirror(chosen)
             return len(chosen)
 
-        return self._db.write(write) if changes else 0
+        if not changes:
+            return 0
+        try:
+            return self._db.write(write)
+        except StoreClosed:
+            # Only FileSync writes here, from its tasks or the application's: the client
+            # closed under a save or an update.
+            raise ClientClosed("the client closed") from None
 
     def _mirror(self, chosen: list[tuple[Key, TransferState | None]]) -> None:
         rows = dict(self.rows)
@@ -158,6 +181,15 @@ class TransferStateStore:
         self.rows = rows
         self.failed_uploads = failed
         self.version += 1
+
+    def uploads_to_go(self) -> set[str]:
+        """The contents of the uploads not done yet."""
+        rows = self.rows  # one snapshot (see the class docstring)
+        return {
+            state.content_hash
+            for (_, direction), state in rows.items()
+            if direction == "upload" and state.status != "done"
+        }
 
     def with_status(self, direction: Direction, *statuses: TransferStatus) -> list[str]:
         return sorted(

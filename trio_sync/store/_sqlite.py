@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
 from .._errors import (
+    StoreClosed,
     StoreCorrupt,
     StoreDamaged,
     StoreError,
@@ -267,6 +268,7 @@ class Database:
             StoreError: The write failed (disk full, I/O error); nothing was written.
         """
         with self._lock, translate_errors(self.path):
+            self._require_open()
             self._set_synchronous("FULL")
             with self._transaction() as conn:
                 return work(conn)
@@ -286,6 +288,7 @@ class Database:
                 nothing of any work was written.
         """
         with self._lock, translate_errors(self.path):
+            self._require_open()
             self._set_synchronous("FULL" if durable else "NORMAL")
             if len(works) == 1:
                 return [self._write_one(works[0])]
@@ -329,7 +332,14 @@ class Database:
         for nobody). For a database opened with ``manual_checkpoints``; run it where an
         fsync may block."""
         with self._lock, translate_errors(self.path):
+            self._require_open()
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _require_open(self) -> None:
+        """Raises StoreClosed once :meth:`close` ran (called under the lock, so a write
+        racing the close either runs first or is refused)."""
+        if getattr(self, "_conn", None) is None:
+            raise StoreClosed(f"store {self.path!r} is closed")
 
     def _set_synchronous(self, level: str) -> None:
         if level != self._synchronous:
@@ -341,6 +351,7 @@ class Database:
         the last committed state and does not wait for a write in progress)."""
         if self._reader is None:
             with self._lock, translate_errors(self.path):
+                self._require_open()
                 return work(self._conn)
         with self._read_lock, translate_errors(self.path):
             return work(self._reader)

@@ -1,0 +1,125 @@
+"""Recording a file's new contents: its transfer rows, then its event, as one step.
+
+The rows come first, so that a crash after the event's commit still finds the upload to
+do (a row with no event is harmless: the next reconcile drops it). Two rules keep the rows
+and the events telling the same story:
+
+- One file's recordings are serialised (a lock per file). Two tasks of one client
+  updating a file at once would otherwise write their rows in one order and commit their
+  events in the other, leaving the upload row for the contents that lost and nothing to
+  upload the winner.
+- A commit that fails (a full disk, the client closing) puts the rows back as they were:
+  the contents not recorded are never uploaded, and the ones still current are (their
+  transfer was stopped for the new contents, so it is queued again).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from .._errors import ClientClosed, StoreError
+from ..client._core import ClientCore
+from ..protocol import Draft
+from ._executor import DIRECTIONS, TransferExecutor
+from ._model import Direction, TransferState
+from ._state import TransferStateStore
+
+
+class ContentsRecorder:
+    """Records new contents of files for :class:`FileSync` (see the module's text)."""
+
+    def __init__(
+        self, core: ClientCore, states: TransferStateStore, executor: TransferExecutor
+    ) -> None:
+        self._core = core
+        self._states = states
+        self._executor = executor
+        #: One lock per file with a recording under way or waiting (dropped after).
+        self._locks: dict[str, tuple[trio.Lock, int]] = {}
+
+    async def record(self, file_id: str, content_hash: str, draft: Draft) -> None:
+        """Writes the rows for ``content_hash`` (upload queued, download done), stops the
+        file's transfers, and commits ``draft``. Returns once the event is durable; the
+        caller enqueues the upload.
+
+        Raises:
+            StoreError: A write failed; nothing was recorded, the rows are as before.
+            ClientClosed: The client closed first; nothing was recorded.
+        """
+        async with self._lock(file_id):
+            core, states = self._core, self._states
+            before = {direction: states.get(file_id, direction) for direction in DIRECTIONS}
+            await core.run_store(
+                states.set_many,
+                [
+                    ((file_id, "upload"), TransferState("queued", content_hash)),
+                    ((file_id, "download"), TransferState("done", content_hash)),
+                ],
+            )
+            for direction in DIRECTIONS:
+                self._executor.cancel(direction, file_id)
+            try:
+                await core.writer.commit([draft])
+            except BaseException:
+                # A commit either returned or never happened (ClientWriter.commit): this
+                # one never did.
+                with trio.CancelScope(shield=True):
+                    await self._undo(file_id, content_hash, before)
+                raise
+
+    async def _undo(
+        self, file_id: str, content_hash: str, before: dict[Direction, TransferState | None]
+    ) -> None:
+        restored: list[tuple[tuple[str, Direction], TransferState | None]] = []
+        for direction, state in before.items():
+            if state is not None and state.status == "in_progress":
+                # Its worker was stopped for the new contents: queued again, it resumes.
+                state = TransferState("queued", state.content_hash, state.attempts)
+            restored.append(((file_id, direction), state))
+        try:
+            # Only rows still for the contents written here (the fold may have queued the
+            # download of another client's contents meanwhile: that stands).
+            await self._core.run_store(self._states.restore, restored, content_hash)
+        except (StoreError, ClientClosed) as exc:
+            # The rows stay for contents no event names: the next reconcile (at the
+            # latest, when the client opens again) sees that and puts them right.
+            self._core.trace("files.undo_failed", file_id=file_id, error=str(exc))
+            return
+        for (_, direction), state in restored:
+            restored_here = state is not None and self._states.get(file_id, direction) == state
+            if restored_here and state is not None and state.status == "queued":
+                self._executor.enqueue(direction, file_id)
+
+    def _lock(self, file_id: str) -> _FileLock:
+        return _FileLock(self._locks, file_id)
+
+
+class _FileLock:
+    """Holds ``locks[file_id]`` for the ``async with`` block; the entry goes when the
+    last holder or waiter leaves, so the map never outgrows the recordings under way."""
+
+    def __init__(self, locks: dict[str, tuple[trio.Lock, int]], file_id: str) -> None:
+        self._locks = locks
+        self._file_id = file_id
+
+    async def __aenter__(self) -> None:
+        lock, users = self._locks.get(self._file_id, (None, 0))
+        if lock is None:
+            lock = trio.Lock()
+        self._locks[self._file_id] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._locks[self._file_id][0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        lock, users = self._locks[self._file_id]
+        if users == 1:
+            del self._locks[self._file_id]
+        else:
+            self._locks[self._file_id] = (lock, users - 1)
