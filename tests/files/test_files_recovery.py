@@ -285,3 +285,36 @@ def test_which_uploads_are_asked_about_and_queued_again() -> None:
     assert changes == [
         (("f1", "upload"), TransferState("queued", h1, 0, "the server lost its copy"))
     ]
+
+
+async def test_after_a_reset_the_files_follow_the_new_servers_log(
+    nursery: trio.Nursery, tmp_path: Path, open_test_client: ClientFactory
+) -> None:
+    # Tried: the server's database rebuilt under a client that had synced files, then
+    # reset(). The file view kept folding from its old position: the new log's files
+    # (another client's, and this client's own kept ones) never showed, read() said
+    # FileNotFound, and the old log's files stayed with their blobs.
+    first: trio_sync.Server = await nursery.start(trio_sync.serve, str(tmp_path / "one.sqlite3"))
+    with trio.fail_after(WAIT):
+        async with open_test_client(first.url, "A") as a:
+            gone = await a.files.save(b"on the old server", path="old")
+            await a.files.wait_idle()
+            await a.wait_synced()
+        await first.shutdown()
+        rebuilt: trio_sync.Server = await nursery.start(
+            trio_sync.serve, str(tmp_path / "two.sqlite3")
+        )
+        async with open_test_client(rebuilt.url, "A") as a, open_test_client(rebuilt.url, "B") as b:
+            theirs = await b.files.save(b"B's, on the new server", path="theirs")
+            ours = await a.files.save(b"A's, kept through the reset", path="ours")
+            await a.wait_status(lambda s: s.state == "incompatible")
+            await a.reset()
+            for client in (a, b, a):
+                await client.wait_synced()
+                await client.files.wait_idle()
+            assert sorted(f.path for f in a.files.list()) == ["ours", "theirs"]
+            assert a.files.list() == b.files.list()
+            assert await a.files.read(theirs) == b"B's, on the new server"
+            assert await b.files.read(ours) == b"A's, kept through the reset"
+            assert a.files.get(gone) is None and a.files.state(gone).upload is None
+            assert hashlib.sha256(b"on the old server").hexdigest() not in a.files.blobs.hashes()

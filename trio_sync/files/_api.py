@@ -9,29 +9,26 @@ doing is this client's own durable state (``files.state()``), never synced.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import attrs
 import trio
 
-from .._broadcast import Broadcast
 from .._errors import TrioSyncError
 from ..client._core import ClientCore
-from ..protocol import Event
 from ._blobs import BlobStore
 from ._bulk import bulk_runner
 from ._executor import DIRECTIONS, EventSyncGate, FaultHook, TransferExecutor
+from ._fold import FileFold
 from ._garbage import BlobCollector
 from ._model import (
     FILE_CREATED,
     FILE_DELETED,
-    FILE_EVENTS,
     FILE_UPDATED,
     Direction,
     FileInfo,
     FileState,
-    FileTable,
     TransferState,
     check_metadata,
     file_event_args,
@@ -43,9 +40,6 @@ from ._record import ContentsRecorder
 from ._repair import repair_lost_uploads
 from ._state import TransferStateStore
 from ._wire import BlobClient, OpenConnection
-
-#: Confirmed events read from the store at a time while folding the file table.
-_PAGE = 1000
 
 
 class FileSyncError(TrioSyncError):
@@ -78,20 +72,7 @@ class FileSync:
         self._options = options
         self._connect = connect
         self._token = token
-        self._confirmed = FileTable()
-        self._cursor = 0
-        #: Files changed by merges folded as they happened, for the next reconcile.
-        self._merged: set[str] = set()
-        #: Notified when there is something to fold: file events merged, or merges that
-        #: came before the fold caught up (merges of other events only move the cursor).
-        self._fold_wanted = Broadcast()
-        core.merge_listeners.append(self._on_merged)
-        self._view = FileTable()
-        #: The log position the view shows (the fold can be ahead until the next refresh).
-        self._view_cursor = 0
-        #: The log position up to which the transfers are in line with the facts (the
-        #: downloads of the files learnt are queued): what wait_idle() waits for.
-        self._settled_cursor = 0
+        self._fold = FileFold(core, self._wake)
         self._changed = trio.Event()
         self.blobs: BlobStore
         self._states: TransferStateStore
@@ -115,7 +96,7 @@ class FileSync:
             self.blobs,
             core.run_store,
             needed=self._needed_blobs,
-            version=lambda: (self._view, self._states.version),
+            version=lambda: (self._fold.view, self._states.version),
         )
         try:
             wire = BlobClient(
@@ -141,10 +122,13 @@ class FileSync:
             )
             self._recorder = ContentsRecorder(core, self._states, self.executor)
             await self._recover_stale()
-            await self._catch_up()
+            await self._fold.catch_up()
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.executor.run)
-                await self._reconcile(set(self._view.files), first=True)
+                # The files with rows too: a crash between a save's rows and its event
+                # leaves rows for a file no event names.
+                rows = {file_id for file_id, _ in self._states.rows}
+                await self._reconcile(set(self._fold.view.files) | rows)
                 # Once per lifecycle too, beside the stale transfers: uploads the server
                 # lost since (a rotten copy it set aside, a backup restored).
                 nursery.start_soon(
@@ -275,7 +259,7 @@ class FileSync:
             # Checked again: the file copied may have grown since.
             draft = core.state.draft(name, file_event_args(info))
             await self._recorder.record(file_id, content_hash, draft)
-            self._refresh_view()
+            self._fold.refresh_view()
             self.executor.enqueue("upload", file_id)
 
     async def delete(self, file_id: str) -> None:
@@ -289,7 +273,7 @@ class FileSync:
         core = self._core
         draft = core.state.draft(FILE_DELETED, {"id": file_id})
         await core.writer.commit([draft])
-        self._refresh_view()
+        self._fold.refresh_view()
         await self._reconcile({file_id})
 
     async def read(self, file_id: str) -> bytes:
@@ -343,17 +327,17 @@ class FileSync:
     def local_path(self, file_id: str) -> Path | None:
         """Where the file's current contents are on disk (None if not here yet, or the
         blob store is not on a disk). Read it, never write it."""
-        info = self._view.files.get(file_id)
+        info = self._fold.view.files.get(file_id)
         if info is None or info.deleted:
             return None
         return self.blobs.local_path(info.content_hash)
 
     def list(self) -> list[FileInfo]:
         """Every file known, deleted ones included (``deleted=True``), by id."""
-        return [self._view.files[fid] for fid in sorted(self._view.files)]
+        return [self._fold.view.files[fid] for fid in sorted(self._fold.view.files)]
 
     def get(self, file_id: str) -> FileInfo | None:
-        return self._view.files.get(file_id)
+        return self._fold.view.files.get(file_id)
 
     def state(self, file_id: str) -> FileState:
         """This client's transfer state of the file (local, never synced)."""
@@ -367,7 +351,7 @@ class FileSync:
         queued (right after ``wait_synced()``, the files just learnt count), then until no
         transfer is queued or in flight in either direction."""
         target = self._core.durable_head
-        while self._settled_cursor < target:
+        while self._fold.settled_cursor < target:
             await self._changed.wait()
         while True:
             changed = self.executor.changed.event
@@ -386,7 +370,7 @@ class FileSync:
 
     def has_contents(self, file_id: str) -> bool:
         """True when the file's current contents are stored here."""
-        info = self._view.files.get(file_id)
+        info = self._fold.view.files.get(file_id)
         return info is not None and not info.deleted and self.blobs.has(info.content_hash)
 
     def inject_fault(self, hook: FaultHook | None) -> None:
@@ -400,88 +384,30 @@ class FileSync:
         """Waits until the file view has folded every event confirmed when called: just
         after ``wait_synced()``, a file whose event is confirmed is then known."""
         target = self._core.durable_head
-        while self._view_cursor < target:
+        while self._fold.view_cursor < target:
             await self._changed.wait()
 
     def _live(self, file_id: str) -> FileInfo:
-        info = self._view.files.get(file_id)
+        info = self._fold.view.files.get(file_id)
         if info is None or info.deleted:
             raise FileNotFound(f"no file {file_id!r}")
         return info
-
-    async def _catch_up(self) -> set[str]:
-        """Folds confirmed events not seen yet; returns the ids they changed."""
-        core = self._core
-        changed: set[str] = set()
-        # Merges seen as they were applied (_on_merged) need no read; the store is read
-        # only for what came before this FileSync followed (the log at open).
-        changed, self._merged = self._merged, set()
-        while self._cursor < core.durable_head:
-            events: list[Event] = await core.run_store(
-                core.store.confirmed_events, self._cursor, _PAGE
-            )
-            # _on_merged may have moved on while this read ran: never fold an event twice.
-            events = [e for e in events if (e.seq or 0) > self._cursor]
-            if not events:
-                break
-            changed |= self._confirmed.apply_all(events)
-            self._cursor = events[-1].seq or self._cursor
-        changed |= self._refresh_view()
-        return changed
-
-    def _on_merged(self, applied: Sequence[Event]) -> None:
-        """The client applied upstream events: fold the file events among them now, from
-        memory, instead of reading every confirmed event back from the store."""
-        if not applied:
-            self._fold_wanted.notify()  # the store was reset: look again
-            return
-        if applied[0].seq != self._cursor + 1:
-            self._fold_wanted.notify()  # not caught up yet: _catch_up reads the store
-            return
-        file_events = [e for e in applied if e.name in FILE_EVENTS]
-        # Folded and settled (transfers queued) up to here, nothing in between.
-        all_current = self._view_cursor == self._settled_cursor == self._cursor
-        self._cursor = applied[-1].seq or self._cursor
-        if file_events:
-            self._merged |= self._confirmed.apply_all(file_events)
-            self._fold_wanted.notify()
-        elif all_current:
-            # No file fact changed, and no pending file event was confirmed (it would be
-            # among them): the view and the transfers stand as they are, at the new
-            # position.
-            self._view_cursor = self._settled_cursor = self._cursor
-            self._wake()
-        else:
-            self._fold_wanted.notify()
-
-    def _refresh_view(self) -> set[str]:
-        """The confirmed files with this client's pending file events on top (they show at
-        once; the server's order decides once they are confirmed)."""
-        pending = [e for e in self._core.state.pending if e.name in FILE_EVENTS]
-        before = self._view.files
-        view = self._confirmed.copy() if pending else FileTable(self._confirmed.files)
-        view.apply_all(pending)
-        self._view = view
-        self._view_cursor = self._cursor
-        changed = {fid for fid, info in view.files.items() if before.get(fid) != info}
-        self._wake()
-        return changed
 
     async def _follow(self) -> None:
         while True:
             # Merges with file events only: this FileSync refreshes the view itself after
             # its own commits, and merges of other events only move its cursor.
-            event = self._fold_wanted.event
-            changed = await self._catch_up()
-            folded = self._view_cursor
+            event = self._fold.wanted.event
+            changed = await self._fold.catch_up()
+            folded = self._fold.view_cursor
             if changed:
                 await self._reconcile(changed)
-            if folded > self._settled_cursor:
-                self._settled_cursor = folded
+            if folded > self._fold.settled_cursor:
+                self._fold.settled_cursor = folded
                 self._wake()
             await event.wait()
 
-    async def _reconcile(self, file_ids: set[str], *, first: bool = False) -> None:
+    async def _reconcile(self, file_ids: set[str]) -> None:
         """Brings transfers in line with the facts: a deleted file's transfers stop; a
         live file whose contents are not here is downloaded; unreferenced blobs go."""
         core = self._core
@@ -491,10 +417,11 @@ class FileSync:
         dropped: set[str] = set()
         requeue: list[tuple[tuple[str, Direction], TransferState]] = []
         for file_id in sorted(file_ids):
-            info = self._view.files.get(file_id)
-            if info is None:
-                continue
-            if info.deleted:
+            info = self._fold.view.files.get(file_id)
+            if info is None and self._garbage.is_saving(file_id):
+                continue  # its rows are written before its event shows
+            if info is None or info.deleted:
+                # Deleted, or gone with the log it was in (after a reset).
                 for direction in DIRECTIONS:
                     self.executor.cancel(direction, file_id)
                     state = self._states.get(file_id, direction)
@@ -555,11 +482,11 @@ class FileSync:
         """The contents of live files, and of uploads still to go (not garbage)."""
         # The view, not the confirmed table: once this client's pending update or delete
         # is confirmed it is the last word, so the contents it replaced are never needed.
-        return self._view.live_hashes() | self._states.uploads_to_go()
+        return self._fold.view.live_hashes() | self._states.uploads_to_go()
 
     def _target(self, direction: Direction, file_id: str) -> tuple[str, int] | None:
         state = self._states.get(file_id, direction)
-        info = self._view.files.get(file_id)
+        info = self._fold.view.files.get(file_id)
         if state is None or state.status == "done":
             return None
         if direction == "download":
@@ -584,7 +511,7 @@ class FileSync:
         (not when they are stored already, saved by this client meanwhile, say)."""
         if self.executor.moving("download", content_hash):
             return
-        if content_hash in self._view.live_hashes() and not self.blobs.has(content_hash):
+        if content_hash in self._fold.view.live_hashes() and not self.blobs.has(content_hash):
             return
         await self._core.run_store(self.blobs.discard_partial, content_hash)
 
