@@ -17,7 +17,13 @@ import trio_websocket
 
 import trio_sync
 from trio_sync._errors import StoreFull
-from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore, RetryPolicy
+from trio_sync.files import (
+    FileBlobStore,
+    FileOptions,
+    FileTransferError,
+    MemoryBlobStore,
+    RetryPolicy,
+)
 from trio_sync.files import _blobs as blobs_module
 from trio_sync.files._blobs import COPY_BLOCK
 from trio_sync.files._chunks import make_chunk as encode_chunk
@@ -488,3 +494,47 @@ async def test_a_storage_failure_while_writing_a_chunk_ends_the_connection(
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def test_a_server_offering_more_bytes_than_the_file_has_is_refused_before_any_write(
+    server: trio_sync.Server,
+    open_test_client: ClientFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Tried: a hostile (or broken) server answers a download with a size 1 GiB larger
+    # than the file's facts say, then streams well-formed chunks without end. The client
+    # wrote them all into its partial (a full disk, at the server's pace).
+    from trio_sync.server import _blobs as server_blobs
+
+    streamed = []
+
+    async def endless(self: server_blobs.BlobSession, store: object, begin: DownloadBegin) -> None:
+        await self._conn.send(DownloadInfo(hash=begin.hash, size=len(body) + 2**30))
+        offset = begin.offset
+        while True:
+            await self._conn.send(encode_chunk(begin.hash, offset, b"x" * 65536))
+            offset += 65536
+            streamed.append(offset)
+
+    body = os.urandom(100_000)
+    options = FileOptions(retry=RetryPolicy(base=0.01, cap=0.01, max_attempts=2))
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            fid = await a.files.save(body, path="x")
+            await a.files.wait_idle()
+            await a.wait_synced()
+        monkeypatch.setattr(server_blobs.BlobSession, "_download", endless)
+        async with open_test_client(server.url, "B", files=options) as b:
+            await b.wait_synced()
+            await b.files.wait_idle()
+            state = b.files.state(fid).download
+            assert state is not None and state.status == "error" and state.attempts == 2
+            assert state.last_error == (
+                f"the server offers {len(body) + 2**30} bytes for a blob of {len(body)}: refused"
+            )
+            assert not (tmp_path / "B.sqlite3.blobs" / "partial").exists() or not list(
+                (tmp_path / "B.sqlite3.blobs" / "partial").iterdir()
+            )
+            with pytest.raises(FileTransferError):
+                await b.files.read(fid)

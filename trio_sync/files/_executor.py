@@ -382,7 +382,7 @@ class TransferExecutor:
                 if direction == "upload":
                     await self._wire.upload(content_hash, size, progress, pacer)
                 else:
-                    await self._wire.download(content_hash, progress, pacer)
+                    await self._wire.download(content_hash, size, progress, pacer)
             except (TransferFailed, StoreError) as exc:
                 error = exc
             finally:

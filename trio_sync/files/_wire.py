@@ -192,11 +192,13 @@ class BlobClient:
                 raise ProtocolError("expected 'upload_done' for this blob")
 
     async def download(
-        self, content_hash: str, progress: Progress, pacer: TransferPacer | None = None
+        self, content_hash: str, size: int, progress: Progress, pacer: TransferPacer | None = None
     ) -> int:
-        """Downloads the blob ``content_hash`` into the local store, resuming a partial
-        download; returns its size. Each chunk is written (and, every few MiB, synced)
-        once ``pacer`` allows; meanwhile the next ones wait in the connection.
+        """Downloads the blob ``content_hash`` of ``size`` bytes (as the file's facts say)
+        into the local store, resuming a partial download; returns its size. Each chunk is
+        written (and, every few MiB, synced) once ``pacer`` allows; meanwhile the next ones
+        wait in the connection. A server announcing another size is refused before a byte
+        is written: the facts bound what the disk takes.
 
         Raises:
             TransferFailed: The attempt failed (``missing``: the server lacks the blob).
@@ -218,7 +220,10 @@ class BlobClient:
             info = await self._receive(conn)
             if not isinstance(info, DownloadInfo) or info.hash != content_hash:
                 raise ProtocolError("expected 'download_info' for this blob")
-            size = info.size
+            if info.size != size:
+                raise TransferFailed(
+                    f"the server offers {info.size} bytes for a blob of {size}: refused"
+                )
             if offset > size:
                 await run(blobs.discard_partial, content_hash)
                 raise TransferFailed("the partial download is longer than the blob")
