@@ -4,8 +4,9 @@ See docs/files.md. ``client.files`` is a :class:`FileSync`.
 """
 
 from ._api import FileNotFound, FileSync, FileSyncError, FileTransferError
-from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ._blobs import BlobStore, FileBlobStore
 from ._executor import TransferExecutor
+from ._memory_blobs import MemoryBlobStore
 from ._model import FileInfo, FileState, TransferState
 from ._options import FileOptions
 from ._pacing import PacingPolicy, TransferPacer

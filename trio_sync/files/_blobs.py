@@ -200,6 +200,15 @@ class ServerBlobStore(BlobStore, Protocol):
         """
         ...
 
+    def delete_unreferenced(self, keep: Collection[str], min_age: float) -> list[tuple[str, int]]:
+        """Deletes the stored blobs not in ``keep`` that were stored more than ``min_age``
+        seconds ago (by the store's own clock); returns each one's hash and size.
+
+        Raises:
+            StoreError: The store cannot be listed.
+        """
+        ...
+
     def fingerprint(self, content_hash: str) -> Fingerprint | None:
         """The stored blob's size and write stamp (None when it is not stored)."""
         ...
@@ -390,20 +399,32 @@ class FileBlobStore:
         return StoreUsage(blob_bytes, partials)
 
     def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
-        older_than = self.clock() - max_age
-        expired = []
+        expired = self._delete_older(self._partial, keep, max_age, "expiring partial transfers")
+        return [name for name, _ in expired]
+
+    def delete_unreferenced(self, keep: Collection[str], min_age: float) -> list[tuple[str, int]]:
+        return self._delete_older(self._blobs, keep, min_age, "deleting unreferenced blobs")
+
+    def _delete_older(
+        self, folder: Path, keep: Collection[str], age: float, what: str
+    ) -> list[tuple[str, int]]:
+        """Deletes the files of ``folder`` not in ``keep`` last written more than ``age``
+        seconds ago (by :attr:`clock`); returns each one's name and size, sorted."""
+        older_than = self.clock() - age
+        deleted = []
         try:
-            with os.scandir(self._partial) as entries:
+            with os.scandir(folder) as entries:
                 for entry in entries:
                     if entry.name in keep:
                         continue
                     with contextlib.suppress(FileNotFoundError):
-                        if entry.stat().st_mtime < older_than:
+                        stat = entry.stat()
+                        if stat.st_mtime < older_than:
                             os.unlink(entry.path)
-                            expired.append(entry.name)
+                            deleted.append((entry.name, stat.st_size))
         except OSError as exc:
-            raise _os_error("expiring partial transfers", exc) from None
-        return sorted(expired)
+            raise _os_error(what, exc) from None
+        return sorted(deleted)
 
     def fingerprint(self, content_hash: str) -> Fingerprint | None:
         try:
@@ -444,126 +465,3 @@ def _sizes(folder: Path) -> dict[str, int]:
             with contextlib.suppress(FileNotFoundError):
                 sizes[entry.name] = entry.stat().st_size
     return sizes
-
-
-class MemoryBlobStore:
-    """Blobs in memory (the simulator, tests): the same behaviour, no disk."""
-
-    def __init__(self, *, fault: FaultHook | None = None, clock: WallClock = time.time) -> None:
-        self._blobs: dict[str, bytes] = {}
-        self._partial: dict[str, bytearray] = {}
-        #: When each partial was last written (by ``clock``).
-        self._written: dict[str, float] = {}
-        #: A stamp per stored blob, new each time it is stored (its "mtime").
-        self._stamps: dict[str, int] = {}
-        self._next_stamp = itertools.count(1)
-        #: Blobs moved aside by :meth:`quarantine`, by the name they were kept under.
-        self.corrupt: dict[str, bytes] = {}
-        self.fault = fault
-        self.clock = clock
-
-    def _fault(self, what: str) -> None:
-        if self.fault is not None:
-            try:
-                self.fault(what)
-            except OSError as exc:
-                raise _os_error(what, exc) from None
-
-    def has(self, content_hash: str) -> bool:
-        return content_hash in self._blobs
-
-    def size(self, content_hash: str) -> int | None:
-        blob = self._blobs.get(content_hash)
-        return None if blob is None else len(blob)
-
-    def put(self, source: bytes | Path) -> tuple[str, int]:
-        self._fault("put")
-        if not isinstance(source, bytes):
-            try:
-                src, size = _open_source(source)
-                with src:
-                    source = src.read(size)
-            except OSError as exc:
-                raise _os_error("reading the source", exc) from None
-        content_hash = sha256_hex(source)
-        self._store(content_hash, source)
-        return content_hash, len(source)
-
-    def _store(self, content_hash: str, data: bytes) -> None:
-        if content_hash not in self._blobs:
-            self._blobs[content_hash] = data
-            self._stamps[content_hash] = next(self._next_stamp)
-
-    def partial_size(self, content_hash: str) -> int:
-        return len(self._partial.get(content_hash, b""))
-
-    def append_partial(self, content_hash: str, offset: int, data: bytes) -> None:
-        self._fault("append")
-        part = self._partial.setdefault(content_hash, bytearray())
-        if len(part) != offset:
-            raise ValueError(f"partial holds {len(part)} bytes, not {offset}")
-        part += data
-        self._written[content_hash] = self.clock()
-
-    def finish_partial(self, content_hash: str, *, digest: str | None = None) -> bool:
-        self._fault("finish")
-        part = self._partial.pop(content_hash, bytearray())
-        self._written.pop(content_hash, None)
-        if (digest or sha256_hex(bytes(part))) != content_hash:
-            return False
-        self._store(content_hash, bytes(part))
-        return True
-
-    def discard_partial(self, content_hash: str) -> None:
-        self._partial.pop(content_hash, None)
-        self._written.pop(content_hash, None)
-
-    def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
-        blob = self._blobs[content_hash]
-        return blob[offset:] if length is None else blob[offset : offset + length]
-
-    def local_path(self, content_hash: str) -> Path | None:
-        return None
-
-    def delete(self, content_hash: str) -> None:
-        self._blobs.pop(content_hash, None)
-        self._stamps.pop(content_hash, None)
-
-    def hashes(self) -> list[str]:
-        return sorted(self._blobs)
-
-    def usage(self) -> StoreUsage:
-        return StoreUsage(
-            sum(len(blob) for blob in self._blobs.values()),
-            {content_hash: len(part) for content_hash, part in self._partial.items()},
-        )
-
-    def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
-        older_than = self.clock() - max_age
-        expired = sorted(
-            content_hash
-            for content_hash, written in self._written.items()
-            if written < older_than and content_hash not in keep
-        )
-        for content_hash in expired:
-            self.discard_partial(content_hash)
-        return expired
-
-    def fingerprint(self, content_hash: str) -> Fingerprint | None:
-        blob = self._blobs.get(content_hash)
-        return None if blob is None else (len(blob), self._stamps.get(content_hash, 0))
-
-    def quarantine(self, content_hash: str, *, expect: Fingerprint | None = None) -> str | None:
-        if content_hash not in self._blobs or (
-            expect is not None and self.fingerprint(content_hash) != expect
-        ):
-            return None
-        stamp = utc_stamp(self.clock())
-        name = f"{content_hash}.{stamp}"
-        for n in itertools.count(1):
-            if name not in self.corrupt:
-                break
-            name = f"{content_hash}.{stamp}.{n}"
-        self.corrupt[name] = self._blobs.pop(content_hash)
-        self._stamps.pop(content_hash, None)
-        return name

@@ -5,7 +5,8 @@ from __future__ import annotations
 import attrs
 
 from ..store._sqlite import is_memory
-from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from ._blobs import BlobStore, FileBlobStore
+from ._memory_blobs import MemoryBlobStore
 from ._pacing import PacingPolicy
 from ._queue import RetryPolicy
 

@@ -47,6 +47,24 @@ VERIFIED_FACTS = 10_000
 Verdict = Literal["sound", "missing", "quarantined", "replaced"]
 
 
+class RecentlyAsked:
+    """The blobs clients began to upload lately, by when: an upload answered "stored
+    already" is not received again, so its blob must outlive the check that answered it
+    until its event is in the log."""
+
+    def __init__(self) -> None:
+        self._when: dict[str, float] = {}
+
+    def note(self, content_hash: str) -> None:
+        self._when[content_hash] = trio.current_time()
+
+    def since(self, seconds: float) -> set[str]:
+        """The blobs asked for within the last ``seconds`` (older notes are forgotten)."""
+        older_than = trio.current_time() - seconds
+        self._when = {h: at for h, at in self._when.items() if at >= older_than}
+        return set(self._when)
+
+
 class StoreUpkeep:
     """What the sessions of one node share about one blob store (see the module)."""
 
@@ -59,6 +77,10 @@ class StoreUpkeep:
         self.changed = Broadcast()
         #: Held while a session decides whether an upload fits (and reserves it).
         self.begin_lock = trio.Lock()
+        #: Blobs whose upload began lately (kept from garbage collection).
+        self.asked = RecentlyAsked()
+        #: True while a garbage collection runs (under ``begin_lock``).
+        self.collecting = False
         #: Blob versions found sound, with when (``trio.current_time()``).
         self._verified: OrderedDict[tuple[str, Fingerprint], float] = OrderedDict()
 

@@ -29,9 +29,10 @@ import attrs
 import trio
 
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
-from ..files._blobs import FileBlobStore, Fingerprint, MemoryBlobStore, ServerBlobStore
+from ..files._blobs import FileBlobStore, Fingerprint, ServerBlobStore
 from ..files._bulk import bulk_runner
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
+from ..files._memory_blobs import MemoryBlobStore
 from ..protocol import Error, Message, TokenError, protocol_problem
 from ..protocol._blob_messages import (
     BlobCheck,
@@ -50,6 +51,7 @@ from ..protocol._blob_messages import (
 )
 from ..store import store_for_target
 from ..transport import Connection
+from ._blob_garbage import collect
 from ._blob_upkeep import StoreUpkeep, check_blob, quota_problem, sweep_and_measure, upkeep
 from ._hub import Hub
 from ._session import ServerSession, loggable
@@ -78,6 +80,9 @@ class BlobLimits:
         partial_max_age: Seconds after which an upload's partial that nothing wrote to
             is abandoned: deleted (when the next upload to its store begins), so that it
             stops counting against the quota. Its upload, if it comes back, starts over.
+        unreferenced_min_age: Seconds a stored blob no live file refers to is kept
+            (its event may still be on its way) before an upload that needs the room
+            deletes it (see ``server/_blob_garbage.py``).
     """
 
     chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive)
@@ -85,6 +90,7 @@ class BlobLimits:
     download_wait: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
     max_store_bytes: int = attrs.field(default=10 * 2**30, validator=_positive)
     partial_max_age: float = attrs.field(default=24 * 3600.0, validator=attrs.validators.gt(0))
+    unreferenced_min_age: float = attrs.field(default=3600.0, validator=attrs.validators.ge(0))
 
     def __attrs_post_init__(self) -> None:
         # A chunk's frame (its bytes and a 73-byte header) must fit the default frame limit.
@@ -349,6 +355,10 @@ class BlobSession:
             if content_hash != begin.hash:
                 raise _Refused("an empty blob has another hash", fatal=True)
         care = upkeep(store)
+        care.asked.note(begin.hash)
+        if care.collecting:
+            async with care.begin_lock:  # "stored already" only once it stays so
+                pass
         held = await self._sound_size(store, care, begin.hash)
         if held is not None:
             if held != begin.size:
@@ -430,6 +440,14 @@ class BlobSession:
             problem = quota_problem(
                 usage, care.sizes, begin.hash, begin.size, self._limits.max_store_bytes
             )
+            min_age = self._limits.unreferenced_min_age
+            if problem is not None and await collect(
+                self._hub, self.store_id, store, care, min_age=min_age, run=self._run
+            ):
+                usage = await self._run(store.usage)
+                problem = quota_problem(
+                    usage, care.sizes, begin.hash, begin.size, self._limits.max_store_bytes
+                )
             if problem is not None:
                 logger.info(
                     "refused an upload of %d bytes by %r to store %r: %s",

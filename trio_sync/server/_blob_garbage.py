@@ -1,0 +1,90 @@
+"""The server's blob garbage: blobs no live file of their store refers to any more.
+
+Clients delete their own copies of contents no live file needs; the server kept every
+blob it ever received, so a store whose files were deleted or replaced stayed as full as
+it was, and once over its quota it refused every new upload for good.
+
+The log says what is live: the store's ``file.created``/``updated``/``deleted`` events,
+folded as clients fold them (:class:`~trio_sync.files.FileTable`). A blob is garbage when
+no live file names it, no upload of it is being received, nobody asked to upload it
+lately, and it was stored more than ``BlobLimits.unreferenced_min_age`` ago. The age is
+there because contents travel beside their event, not inside it: an upload may finish
+before its event reaches the log (or while its client is offline between the two). A
+client whose event comes later than that gets the blob back from its uploader's repair at
+its next open (``repair_lost_uploads``); until then its downloads report it missing.
+
+Collection runs where room is wanted: when an upload would go over the quota, before it
+is refused (under the store's ``begin_lock``, with ``StoreUpkeep.collecting`` set: an
+upload beginning meanwhile waits for it before it is told "stored already"). It reads the
+whole log of the store, which is the price of never keeping a second index of files on
+the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING
+
+from .._store_runner import StoreRunner
+from ..files._blobs import ServerBlobStore
+from ..files._model import FileTable
+from ._blob_upkeep import StoreUpkeep
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+logger = logging.getLogger("trio_sync.server")
+
+#: Events read from the log at a time while folding a store's files.
+_PAGE = 2000
+
+
+async def live_contents(hub: Hub, store_id: str) -> set[str]:
+    """The hashes the live files of ``store_id`` refer to, folded from its log.
+
+    Raises:
+        StoreError: The log cannot be read.
+    """
+    table = FileTable()
+    after = 0
+    while True:
+        events = await hub.run_store(partial(hub.db.read, after, _PAGE, store_id=store_id))
+        if not events:
+            return table.live_hashes()
+        table.apply_all(events)
+        after = events[-1].seq or after
+
+
+async def collect(
+    hub: Hub,
+    store_id: str,
+    store: ServerBlobStore,
+    care: StoreUpkeep,
+    *,
+    min_age: float,
+    run: StoreRunner,
+) -> bool:
+    """Deletes the blobs of ``store_id`` that are garbage (see the module), under
+    ``care.begin_lock``; True when any went. ``run`` runs the blob store's work.
+
+    Raises:
+        StoreError: The log or the blob store cannot be read.
+    """
+    care.collecting = True
+    try:
+        keep = await live_contents(hub, store_id)
+        keep |= set(care.sizes) | care.asked.since(min_age)
+        deleted: list[tuple[str, int]] = await run(
+            store.delete_unreferenced, frozenset(keep), min_age
+        )
+    finally:
+        care.collecting = False
+    if deleted:
+        logger.info(
+            "store %r: deleted %d blob(s) no live file refers to (%d bytes)",
+            store_id,
+            len(deleted),
+            sum(size for _, size in deleted),
+        )
+    return bool(deleted)
