@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from trio_sync import StoreFull
 from trio_sync.files import TransferState
 from trio_sync.files._state import TransferStateStore
 
@@ -70,3 +75,32 @@ def test_update_and_forget_change_only_rows_still_for_the_same_contents(tmp_path
     assert store.get("a", "upload") == TransferState("queued", "new")
     assert store.version == version
     store.close()
+
+
+def test_a_failed_write_changes_neither_the_file_nor_the_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried: the transaction fails after its statements ran (a full disk at COMMIT).
+    # The mirror was updated inside the transaction, so it said what the file did not.
+    store = _store(tmp_path)
+    real = store._db.write
+
+    def full_at_commit(work: Callable[[sqlite3.Connection], object]) -> object:
+        def then_full(conn: sqlite3.Connection) -> object:
+            work(conn)
+            raise StoreFull("disk full (injected at commit)")
+
+        return real(then_full)
+
+    monkeypatch.setattr(store._db, "write", full_at_commit)
+    with pytest.raises(StoreFull):
+        store.set_many([(("a", "upload"), TransferState("queued", "h"))])
+    assert store.rows == {} and store.failed_uploads == {} and store.version == 0
+    monkeypatch.undo()
+    # Not durable ("in_progress"): atomic all the same, and mirrored once written.
+    store.set_many([(("a", "upload"), TransferState("queued", "h"))])
+    assert store.update(("a", "upload"), TransferState("in_progress", "h")) is True
+    store.close()
+    reopened = _store(tmp_path)
+    assert reopened.rows == {("a", "upload"): TransferState("in_progress", "h")}
+    reopened.close()

@@ -8,6 +8,7 @@ can evolve its schema on its own.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping
 
 from .._errors import ClientClosed, StoreClosed
@@ -58,6 +59,7 @@ class TransferStateStore:
             if direction == "upload" and state.status == "error"
         }
 
+        self._writing = threading.Lock()
         #: Counts the writes that changed rows (to tell whether anything did since).
         self.version = 0
 
@@ -106,19 +108,27 @@ class TransferStateStore:
             StoreError: The write failed; nothing changed.
             ClientClosed: The client closed.
         """
-        return self._write([(key, state)], only_for={key: state.content_hash}) > 0
+        # "in_progress" needs no fsync of its own: after a crash it reads as queued
+        # either way (start-up recovery), and the next durable write makes it durable.
+        durable = state.status != "in_progress"
+        return self._write([(key, state)], only_for={key: state.content_hash}, durable=durable) > 0
 
     def _write(
         self,
         changes: list[tuple[Key, TransferState | None]],
         *,
         only_for: Mapping[Key, str] | None = None,
+        durable: bool = True,
     ) -> int:
         """Writes ``changes``; with ``only_for``, only those whose row still exists for
-        the contents it names. Returns how many were written."""
+        the contents it names. Returns how many were written. Not ``durable``: atomic,
+        and durable with the next durable write."""
 
-        def write(conn: sqlite3.Connection) -> int:
-            # Checked under the database's lock: writers are serialised there.
+        if not changes:
+            return 0
+        # One writer at a time from the check to the mirror: the rows checked are the
+        # rows written over, and the mirror changes only once the commit succeeded.
+        with self._writing:
             chosen = changes
             if only_for is not None:
                 chosen = [
@@ -127,36 +137,42 @@ class TransferStateStore:
                     if (current := self.rows.get(key)) is not None
                     and current.content_hash == only_for[key]
                 ]
-            for (file_id, direction), state in chosen:
-                if state is None:
-                    conn.execute(
-                        "DELETE FROM transfers WHERE file_id = ? AND direction = ?",
-                        (file_id, direction),
-                    )
-                else:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO transfers VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            file_id,
-                            direction,
-                            state.content_hash,
-                            state.status,
-                            state.attempts,
-                            state.last_error,
-                        ),
-                    )
-            if chosen:
-                self._mirror(chosen)
-            return len(chosen)
+            if not chosen:
+                return 0
 
-        if not changes:
-            return 0
-        try:
-            return self._db.write(write)
-        except StoreClosed:
-            # Only FileSync writes here, from its tasks or the application's: the client
-            # closed under a save or an update.
-            raise ClientClosed("the client closed") from None
+            def write(conn: sqlite3.Connection) -> None:
+                for (file_id, direction), state in chosen:
+                    if state is None:
+                        conn.execute(
+                            "DELETE FROM transfers WHERE file_id = ? AND direction = ?",
+                            (file_id, direction),
+                        )
+                    else:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO transfers VALUES (?, ?, ?, ?, ?, ?)",
+                            (
+                                file_id,
+                                direction,
+                                state.content_hash,
+                                state.status,
+                                state.attempts,
+                                state.last_error,
+                            ),
+                        )
+
+            try:
+                if durable:
+                    self._db.write(write)
+                else:
+                    [failed] = self._db.write_batch([write], durable=False)
+                    if isinstance(failed, BaseException):
+                        raise failed
+            except StoreClosed:
+                # Only FileSync writes here, from its tasks or the application's: the
+                # client closed under a save or an update.
+                raise ClientClosed("the client closed") from None
+            self._mirror(chosen)
+            return len(chosen)
 
     def _mirror(self, chosen: list[tuple[Key, TransferState | None]]) -> None:
         rows = dict(self.rows)
