@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Literal
 
 import trio
@@ -134,16 +134,22 @@ def upkeep(store: BlobStore) -> StoreUpkeep:
 
 
 def sweep_and_measure(
-    store: ServerBlobStore, max_age: float, keep: Collection[str]
-) -> tuple[list[str], StoreUsage]:
-    """Deletes the partials not written for ``max_age`` seconds (but those of ``keep``,
-    the uploads in progress here), then measures the store: one worker-thread hop.
+    store: ServerBlobStore, max_age: float, receiving: Mapping[str, int]
+) -> tuple[list[str], StoreUsage, dict[str, int]]:
+    """Deletes the partials not written for ``max_age`` seconds (but those of the uploads
+    in progress here, ``receiving``: their declared sizes), then measures the store: one
+    worker-thread hop. Returns the partials deleted, the usage, and what the uploads in
+    progress still reserve: those already published (a stored blob whose session has
+    not yet said it ended) are in the usage, and counting them again refused uploads
+    that fit.
 
     Raises:
         StoreError: The store cannot be listed.
     """
-    expired = store.expire_partials(max_age, keep)
-    return expired, store.usage()
+    expired = store.expire_partials(max_age, frozenset(receiving))
+    usage = store.usage()
+    reserved = {blob: size for blob, size in receiving.items() if not store.has(blob)}
+    return expired, usage, reserved
 
 
 def check_blob(store: ServerBlobStore, content_hash: str) -> tuple[Verdict, Fingerprint | None]:

@@ -422,8 +422,8 @@ class BlobSession:
         async with care.begin_lock:
             # Abandoned partials go first (never one this node is receiving): they must
             # not count against the quota for ever.
-            expired, usage = await self._run(
-                sweep_and_measure, store, self._limits.partial_max_age, frozenset(care.sizes)
+            expired, usage, reserved = await self._run(
+                sweep_and_measure, store, self._limits.partial_max_age, dict(care.sizes)
             )
             if expired:
                 logger.info(
@@ -437,17 +437,16 @@ class BlobSession:
                 await self._run(store.discard_partial, begin.hash)
                 partials = {k: v for k, v in usage.partials.items() if k != begin.hash}
                 usage, offset = attrs.evolve(usage, partials=partials), 0
-            problem = quota_problem(
-                usage, care.sizes, begin.hash, begin.size, self._limits.max_store_bytes
-            )
+            quota = self._limits.max_store_bytes
+            problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
             min_age = self._limits.unreferenced_min_age
             if problem is not None and await collect(
                 self._hub, self.store_id, store, care, min_age=min_age, run=self._run
             ):
-                usage = await self._run(store.usage)
-                problem = quota_problem(
-                    usage, care.sizes, begin.hash, begin.size, self._limits.max_store_bytes
+                _, usage, reserved = await self._run(
+                    sweep_and_measure, store, self._limits.partial_max_age, dict(care.sizes)
                 )
+                problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
             if problem is not None:
                 logger.info(
                     "refused an upload of %d bytes by %r to store %r: %s",
