@@ -538,3 +538,37 @@ async def test_a_server_offering_more_bytes_than_the_file_has_is_refused_before_
             )
             with pytest.raises(FileTransferError):
                 await b.files.read(fid)
+
+
+async def test_a_whole_partial_left_without_its_end_is_published_when_asked_again(
+    server: trio_sync.Server,
+) -> None:
+    # Tried: every chunk sent, then the connection dropped before upload_end (a network
+    # drop, a cancelled transfer). The next attempt was answered offset == size, which
+    # the client takes for "stored already": it marked the upload done, and the blob
+    # was never published (no other client could read the file, even after restarts).
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    partial = Path(server.db_path + ".blobs/default/partial") / digest
+    wrong = os.urandom(300_000)
+    with trio.fail_after(WAIT):
+        for body in (wrong, data):  # bytes that do not match first: sent again from 0
+            async with connect_websocket(server.url) as conn:
+                assert isinstance(await _hello(conn), BlobWelcome)
+                await conn.send(UploadBegin(hash=digest, size=len(body)))
+                assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+                for offset in range(0, len(body), 100_000):
+                    await conn.send(encode_chunk(digest, offset, body[offset : offset + 100_000]))
+                while not partial.exists() or partial.stat().st_size < len(body):  # noqa: ASYNC110
+                    await trio.sleep(0.01)  # the server wrote every chunk (a condition)
+            async with connect_websocket(server.url) as conn:
+                assert isinstance(await _hello(conn), BlobWelcome)
+                await conn.send(UploadBegin(hash=digest, size=len(body)))
+                answer = await conn.receive()
+                if body is wrong:
+                    assert answer == UploadOffset(hash=digest, offset=0)
+                    assert not (_blobs(server) / digest).exists()
+                else:
+                    assert answer == UploadOffset(hash=digest, offset=len(data))
+    assert (_blobs(server) / digest).read_bytes() == data
+    assert not partial.exists()

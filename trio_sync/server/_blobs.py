@@ -367,6 +367,15 @@ class BlobSession:
             return None
         offset = await self._take_upload(store, care, begin)
         try:
+            if offset == begin.size:
+                # Every byte came in an attempt whose connection dropped before its
+                # upload_end. "offset == size" tells the client the blob is stored: so it
+                # is published now (or, not matching, discarded and sent again).
+                if await self._publish(store, begin.hash):
+                    await self._conn.send(UploadOffset(hash=begin.hash, offset=offset))
+                    care.end_upload(begin.hash)
+                    return None
+                offset = 0
             await self._conn.send(UploadOffset(hash=begin.hash, offset=offset))
         except BaseException:
             care.end_upload(begin.hash)
@@ -483,21 +492,28 @@ class BlobSession:
             raise _Refused("the end of no upload in progress")
         if upload.offset != upload.size:
             raise _Refused(f"truncated upload: {upload.offset} of {upload.size} bytes")
+        if not await self._publish(store, end.hash):
+            raise _Refused("the uploaded bytes do not match the hash: discarded, upload again")
+        await self._conn.send(UploadDone(hash=end.hash))
+
+    async def _publish(self, store: ServerBlobStore, content_hash: str) -> bool:
+        """Publishes the whole partial of ``content_hash`` if its bytes match (else it is
+        discarded); True when it was."""
         # Read back and hashed here, never trusted from a running hash: another session
         # (a hostile one included) may have discarded and rewritten this partial between
         # our last chunk and now; what is published is what was hashed.
-        if not await self._run(store.finish_partial, end.hash):
+        if not await self._run(store.finish_partial, content_hash):
             logger.info(
                 "client %r of store %r uploaded bytes that do not match %s: discarded",
                 self.client_id,
                 self.store_id,
-                end.hash,
+                content_hash,
             )
-            raise _Refused("the uploaded bytes do not match the hash: discarded, upload again")
-        fingerprint = await self._run(store.fingerprint, end.hash)
+            return False
+        fingerprint = await self._run(store.fingerprint, content_hash)
         if fingerprint is not None:  # just hashed: no need to hash it again soon
-            upkeep(store).mark_verified(end.hash, fingerprint, trio.current_time())
-        await self._conn.send(UploadDone(hash=end.hash))
+            upkeep(store).mark_verified(content_hash, fingerprint, trio.current_time())
+        return True
 
     async def _download(self, store: ServerBlobStore, begin: DownloadBegin) -> None:
         fingerprint = await self._run(store.fingerprint, begin.hash)
