@@ -287,8 +287,9 @@ def test_which_uploads_are_asked_about_and_queued_again() -> None:
     ]
 
 
+@pytest.mark.parametrize("keep_pending", [True, False])
 async def test_after_a_reset_the_files_follow_the_new_servers_log(
-    nursery: trio.Nursery, tmp_path: Path, open_test_client: ClientFactory
+    nursery: trio.Nursery, tmp_path: Path, open_test_client: ClientFactory, keep_pending: bool
 ) -> None:
     # Tried: the server's database rebuilt under a client that had synced files, then
     # reset(). The file view kept folding from its old position: the new log's files
@@ -308,13 +309,20 @@ async def test_after_a_reset_the_files_follow_the_new_servers_log(
             theirs = await b.files.save(b"B's, on the new server", path="theirs")
             ours = await a.files.save(b"A's, kept through the reset", path="ours")
             await a.wait_status(lambda s: s.state == "incompatible")
-            await a.reset()
+            await a.reset(keep_pending=keep_pending)
             for client in (a, b, a):
                 await client.wait_synced()
                 await client.files.wait_idle()
-            assert sorted(f.path for f in a.files.list()) == ["ours", "theirs"]
             assert a.files.list() == b.files.list()
             assert await a.files.read(theirs) == b"B's, on the new server"
-            assert await b.files.read(ours) == b"A's, kept through the reset"
+            if keep_pending:
+                assert sorted(f.path for f in a.files.list()) == ["ours", "theirs"]
+                assert await b.files.read(ours) == b"A's, kept through the reset"
+            else:  # dropped with its event: not uploaded, nothing of it left here
+                assert [f.path for f in a.files.list()] == ["theirs"]
+                assert a.files.state(ours).upload is None and a.files.state(ours).download is None
+                dropped = hashlib.sha256(b"A's, kept through the reset").hexdigest()
+                assert dropped not in a.files.blobs.hashes()
+                assert not (Path(rebuilt.db_path + ".blobs/default/blobs") / dropped).exists()
             assert a.files.get(gone) is None and a.files.state(gone).upload is None
             assert hashlib.sha256(b"on the old server").hexdigest() not in a.files.blobs.hashes()

@@ -4,10 +4,13 @@ tasks race on one file, a commit fails, or the client stops between the two writ
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import trio_sync
 from trio_sync import ClientClosed, StoreFull
@@ -132,3 +135,37 @@ async def test_saves_and_updates_after_the_client_closed_raise_client_closed(
             await a.files.update(fid, b"y")
         with pytest.raises(ClientClosed):
             await a.files.save(b"z", path="z")
+
+
+async def test_waits_on_files_end_with_client_closed_when_the_client_closes(
+    tmp_path: Path,
+) -> None:
+    # Tried: read() of a file whose download cannot happen (offline, the local copy
+    # gone), wait_idle() with an upload queued, and wait_for() of something that never
+    # comes, while the client closes, and again after. Each waited for ever.
+    url = f"ws://127.0.0.1:{await _free_port()}"
+    outcomes: list[str] = []
+
+    async def wait(call: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await call()
+        except ClientClosed:
+            outcomes.append("closed")
+
+    with trio.fail_after(WAIT):
+        store = str(tmp_path / "a.sqlite3")
+        async with (
+            trio.open_nursery() as nursery,
+            trio_sync.open_client(url, store, timings=FAST) as a,
+        ):
+            fid = await a.files.save(b"x", path="x")
+            await a._core.run_store(a.files.blobs.delete, hashlib.sha256(b"x").hexdigest())
+            nursery.start_soon(wait, partial(a.files.read, fid))
+            nursery.start_soon(wait, a.files.wait_idle)
+            nursery.start_soon(wait, partial(a.files.wait_for, lambda files: False))
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcomes == []
+        assert outcomes == ["closed", "closed", "closed"]
+        for call in (partial(a.files.read, fid), a.files.wait_idle):
+            with pytest.raises(ClientClosed):
+                await call()

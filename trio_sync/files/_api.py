@@ -15,7 +15,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from .._errors import TrioSyncError
+from .._errors import ClientClosed, TrioSyncError
 from ..client._core import ClientCore
 from ._blobs import BlobStore
 from ._bulk import bulk_runner
@@ -74,6 +74,7 @@ class FileSync:
         self._token = token
         self._fold = FileFold(core, self._wake)
         self._changed = trio.Event()
+        self._closed = False
         self.blobs: BlobStore
         self._states: TransferStateStore
         self.executor: TransferExecutor
@@ -148,6 +149,10 @@ class FileSync:
                 finally:
                     core.tick_checks.remove(self.executor.heartbeat_check)
         finally:
+            self._closed = True  # every waiter is woken to learn it
+            self._wake()
+            if hasattr(self, "executor"):
+                self.executor.changed.notify()
             with trio.CancelScope(shield=True):
                 await core.run_store(self._states.close)
 
@@ -286,6 +291,7 @@ class FileSync:
         Raises:
             FileNotFound: No such live file.
             FileTransferError: The download failed for good (retries exhausted).
+            ClientClosed: The client closed (before, or while this waited).
         """
         await self._view_caught_up()
         asked = False
@@ -318,7 +324,7 @@ class FileSync:
             if not asked:
                 await self._want_download(file_id, info.content_hash, priority=True)
                 asked = True
-            await changed.wait()
+            await self._until(changed)
 
     def _read_and_hash(self, content_hash: str) -> tuple[bytes, str]:
         data = self.blobs.read(content_hash)
@@ -349,24 +355,33 @@ class FileSync:
     async def wait_idle(self) -> None:
         """Waits until every file event confirmed when called is folded and its transfers
         queued (right after ``wait_synced()``, the files just learnt count), then until no
-        transfer is queued or in flight in either direction."""
+        transfer is queued or in flight in either direction.
+
+        Raises:
+            ClientClosed: The client closed (before, or while this waited).
+        """
+        self._check_open()
         target = self._core.durable_head
         while self._fold.settled_cursor < target:
-            await self._changed.wait()
+            await self._until(self._changed)
         while True:
             changed = self.executor.changed.event
             if self.executor.is_idle():
                 return
-            await changed.wait()
+            await self._until(changed)
 
     async def wait_for(self, predicate: Callable[[FileSync], bool]) -> None:
         """Waits until ``predicate(files)`` holds, looking again whenever the files or
-        their transfers change (bound it with ``trio.fail_after``)."""
+        their transfers change (bound it with ``trio.fail_after``).
+
+        Raises:
+            ClientClosed: The client closed while this waited.
+        """
         while True:
             changed = self._changed
             if predicate(self):
                 return
-            await changed.wait()
+            await self._until(changed)
 
     def has_contents(self, file_id: str) -> bool:
         """True when the file's current contents are stored here."""
@@ -383,9 +398,20 @@ class FileSync:
     async def _view_caught_up(self) -> None:
         """Waits until the file view has folded every event confirmed when called: just
         after ``wait_synced()``, a file whose event is confirmed is then known."""
+        self._check_open()
         target = self._core.durable_head
         while self._fold.view_cursor < target:
-            await self._changed.wait()
+            await self._until(self._changed)
+
+    async def _until(self, changed: trio.Event) -> None:
+        """Waits for ``changed``; raises ClientClosed if the client closes meanwhile (its
+        close sets every event waited on)."""
+        await changed.wait()
+        self._check_open()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed("this client's open_client() block has exited")
 
     def _live(self, file_id: str) -> FileInfo:
         info = self._fold.view.files.get(file_id)

@@ -57,8 +57,9 @@ class FileFold:
         changed, self._merged = self._merged, set()
         if self._lineage != core.lineage:
             # The store was reset onto another server's log: fold it from the start, and
-            # look again at every file known before (gone from the new log, say).
-            changed = set(self._confirmed.files)
+            # look again at every file known before, pending ones too (gone from the new
+            # log, or dropped with the pending events).
+            changed = set(self._confirmed.files) | set(self.view.files)
             self._lineage = core.lineage
             self._confirmed, self._cursor = FileTable(), 0
             self.view_cursor = self.settled_cursor = 0
