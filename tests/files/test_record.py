@@ -40,6 +40,7 @@ async def _online_then_b_reads(
             current = a.files.get(fid)
             assert current is not None
             assert a.files.state(fid).upload == TransferState("done", current.content_hash)
+            assert a.files.state(fid).download == TransferState("done", current.content_hash)
             await b.wait_synced()
             assert await b.files.read(fid) == expected
         nursery.cancel_scope.cancel()
@@ -116,8 +117,10 @@ async def test_an_upload_row_for_contents_never_recorded_is_put_right_at_open(
     with trio.fail_after(WAIT):
         async with open_test_client(url, "A") as a:
             fid = await a.files.save(b"first contents", path="x")
-            never_recorded = TransferState("queued", hashlib.sha256(b"lost").hexdigest())
-            await a._core.run_store(a.files._states.set_many, [((fid, "upload"), never_recorded)])
+            lost = hashlib.sha256(b"lost").hexdigest()
+            rows = [((fid, "upload"), TransferState("queued", lost))]
+            rows.append(((fid, "download"), TransferState("done", lost)))
+            await a._core.run_store(a.files._states.set_many, rows)
         await _online_then_b_reads(tmp_path, port, open_test_client, fid, b"first contents")
 
 
@@ -169,3 +172,33 @@ async def test_waits_on_files_end_with_client_closed_when_the_client_closes(
         for call in (partial(a.files.read, fid), a.files.wait_idle):
             with pytest.raises(ClientClosed):
                 await call()
+
+
+async def test_an_update_being_recorded_keeps_the_status_out_of_synced(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried: poll the status while one client updates a file over and over. Between
+    # stopping the old contents' upload and the new event becoming pending, nothing was
+    # owed in the status's eyes: "synced" showed while the contents the view still
+    # showed (their upload just stopped) were not on the server.
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            fid = await a.files.save(b"first", path="x")
+            await a.files.wait_idle()
+            await a.wait_synced()
+            writer = a._core.writer
+            commit, entered, release = writer.commit, trio.Event(), trio.Event()
+
+            async def held(drafts: object) -> object:
+                entered.set()
+                await release.wait()
+                return await commit(drafts)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(writer, "commit", held)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.files.update, fid, b"second")
+                await entered.wait()
+                assert (a.status.state, a.status.uploads_pending) == ("syncing", 1)
+                release.set()
+            await a.files.wait_idle()
+            assert (await a.wait_synced()).uploads_pending == 0

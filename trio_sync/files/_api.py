@@ -471,6 +471,11 @@ class FileSync:
                     # goes back to the contents that need uploading.
                     queued = TransferState("queued", info.content_hash)
                     requeue.append(((file_id, "upload"), queued))
+                    download = self._states.get(file_id, "download")
+                    if download is not None and download.content_hash != info.content_hash:
+                        # Here already (they are ours): the row said another contents.
+                        done = TransferState("done", info.content_hash)
+                        requeue.append(((file_id, "download"), done))
                 else:
                     # Another client's contents won: ours need not reach the server.
                     forget.append(((file_id, "upload"), upload))
@@ -483,8 +488,9 @@ class FileSync:
         await core.run_store(self._states.forget, forget)
         if requeue:
             await core.run_store(self._states.set_many, requeue)
-            for (file_id, _), _state in requeue:
-                self.executor.enqueue("upload", file_id)
+            for (file_id, direction), _state in requeue:
+                if direction == "upload":
+                    self.executor.enqueue("upload", file_id)
         await self._garbage.collect()
         self._wake()
 

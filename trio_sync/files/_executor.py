@@ -97,6 +97,9 @@ class TransferExecutor:
         self._alive: dict[tuple[Direction, int], bool] = {}
         self._scopes: dict[tuple[Direction, str], trio.CancelScope] = {}
         self._left: dict[tuple[Direction, str], int] = {}
+        #: New contents being recorded (rows written, event not yet committed): they
+        #: count as uploads pending, since the transfer of what they replace was stopped.
+        self.recording = 0
         #: The contents each transfer in flight moves: (direction, file id) -> hash.
         self._moving: dict[tuple[Direction, str], str] = {}
         self._stuck = StuckQueueWatch()
@@ -161,7 +164,7 @@ class TransferExecutor:
             target = self._target(direction, file_id)
             if target is not None:
                 self._left[(direction, file_id)] = target[1]
-        self._counts_changed()
+        self.counts_changed()
 
     def cancel(self, direction: Direction, file_id: str) -> None:
         """Drops the transfer: unqueued, and stopped if in flight (its file was deleted,
@@ -171,7 +174,7 @@ class TransferExecutor:
         if scope is not None:
             scope.cancel()
         self._left.pop((direction, file_id), None)
-        self._counts_changed()
+        self.counts_changed()
 
     def moving(self, direction: Direction, content_hash: str) -> bool:
         """True while a transfer in flight moves ``content_hash`` in ``direction``."""
@@ -203,12 +206,14 @@ class TransferExecutor:
         return FileTransfers(
             uploads_failed=len(failed),
             upload_error=next(iter(failed.values())).last_error if failed else None,
-            uploads_pending=self.queues["upload"].queued + self.queues["upload"].in_flight,
+            uploads_pending=self.queues["upload"].queued
+            + self.queues["upload"].in_flight
+            + self.recording,
             downloads_pending=self.queues["download"].queued + self.queues["download"].in_flight,
             bytes_left=sum(self._left.values()),
         )
 
-    def _counts_changed(self) -> None:
+    def counts_changed(self) -> None:
         self.changed.notify()
         counts = self.counts()
         core = self._core
@@ -272,7 +277,7 @@ class TransferExecutor:
                 await self._transfer(direction, key)
             finally:
                 queue.released(key)  # still in flight: this worker died or was stopped
-                self._counts_changed()
+                self.counts_changed()
             # A transfer can end without waiting for anything: let the others run.
             await trio.lowlevel.checkpoint()
             # New contents queued while this transfer ran (it could not queue twice).
@@ -371,7 +376,7 @@ class TransferExecutor:
             self._left[(direction, file_id)] = total - done
             if throttle.should_send(trio.current_time(), done, total):
                 core.notify(f"{direction}.progress", file_id=file_id, bytes=done, total=total)
-                self._counts_changed()
+                self.counts_changed()
 
         pacing = self._pacing
         pacer = None if pacing is None else TransferPacer(pacing, trio.current_time())

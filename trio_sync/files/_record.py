@@ -15,6 +15,9 @@ and the events telling the same story:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import trio
 
 from .._errors import ClientClosed, StoreError
@@ -46,7 +49,7 @@ class ContentsRecorder:
             StoreError: A write failed; nothing was recorded, the rows are as before.
             ClientClosed: The client closed first; nothing was recorded.
         """
-        async with self._lock(file_id):
+        async with self._lock(file_id), self._counted():
             core, states = self._core, self._states
             before = {direction: states.get(file_id, direction) for direction in DIRECTIONS}
             await core.run_store(
@@ -89,6 +92,18 @@ class ContentsRecorder:
             restored_here = state is not None and self._states.get(file_id, direction) == state
             if restored_here and state is not None and state.status == "queued":
                 self._executor.enqueue(direction, file_id)
+
+    @contextlib.asynccontextmanager
+    async def _counted(self) -> AsyncIterator[None]:
+        # Status: from the moment the old contents' upload stops until the new event is
+        # pending, an upload is still owed ("synced" would be a lie in between).
+        self._executor.recording += 1
+        self._executor.counts_changed()
+        try:
+            yield
+        finally:
+            self._executor.recording -= 1
+            self._executor.counts_changed()
 
     def _lock(self, file_id: str) -> _FileLock:
         return _FileLock(self._locks, file_id)
