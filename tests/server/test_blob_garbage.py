@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import trio_sync
-from trio_sync.files import FileBlobStore, MemoryBlobStore
+from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore, RetryPolicy
 from trio_sync.server import BlobLimits
 from trio_sync.server._blob_upkeep import RecentlyAsked
 
@@ -58,23 +58,32 @@ async def test_deleted_and_replaced_contents_make_room_for_a_new_upload(
             assert len(await b.files.read(live)) == 4000
 
 
-async def test_garbage_younger_than_the_minimum_age_is_kept_and_the_upload_refused(
+async def test_garbage_younger_than_the_minimum_age_is_kept_and_the_upload_waits_for_it(
     open_server: ServerFactory, open_test_client: ClientFactory
 ) -> None:
-    # The contents of a file whose event is still on its way look like garbage: an hour
-    # (by default) protects them. Until then the quota refuses, as it says.
-    server = await open_server(blob_limits=BlobLimits(max_store_bytes=10_000))
+    # The contents of a file whose event is still on its way look like garbage: the
+    # minimum age protects them. Until they are that old the upload is refused, but as
+    # worth retrying (it was refused for good, and the client stayed "stuck" until it
+    # was opened again, though the room came free meanwhile).
+    limits = BlobLimits(max_store_bytes=10_000, unreferenced_min_age=1.0)
+    server = await open_server(blob_limits=limits)
+    options = FileOptions(retry=RetryPolicy(base=0.1, cap=0.2, max_attempts=None))
     with trio.fail_after(WAIT):
-        async with open_test_client(server.url, "A") as a:
+        async with open_test_client(server.url, "A", files=options) as a:
             gone = await a.files.save(os.urandom(6000), path="gone")
             await a.files.wait_idle()
             kept = _hash(a, gone)
             await a.files.delete(gone)
             await a.wait_synced()
-            await a.files.save(os.urandom(6000), path="new")
-            stuck = await a.wait_status(lambda s: s.state == "stuck")
-            assert "quota" in (stuck.last_error or "")
+            new = await a.files.save(os.urandom(6000), path="new")
+            await a.files.wait_for(lambda files: files.state(new).upload.attempts > 0)  # type: ignore[union-attr]
+            error = a.files.state(new).upload.last_error or ""  # type: ignore[union-attr]
+            assert "quota" in error and "try later" in error
             assert kept in _stored(server)
+            await a.files.wait_idle()
+            assert a.files.state(new).upload.status == "done"  # type: ignore[union-attr]
+            assert _stored(server) == {_hash(a, new)}
+            assert (await a.wait_synced()).state == "synced"
 
 
 @pytest.mark.parametrize("kind", ["file", "memory"])

@@ -30,7 +30,7 @@ MAX_LABEL_LENGTH = 128
 MAX_REASON_LENGTH = 2000
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if type(value) is not int or value < 1:
         raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
 
@@ -46,10 +46,10 @@ class WireLimits:
         max_depth: How deeply an event's args may nest objects and arrays.
     """
 
-    max_frame_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
-    max_event_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
-    max_push_events: int = attrs.field(default=1000, validator=_positive)
-    max_depth: int = attrs.field(default=32, validator=_positive)
+    max_frame_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=positive_int)
+    max_event_bytes: int = attrs.field(default=1024 * 1024, validator=positive_int)
+    max_push_events: int = attrs.field(default=1000, validator=positive_int)
+    max_depth: int = attrs.field(default=32, validator=positive_int)
 
     def __attrs_post_init__(self) -> None:
         if self.max_frame_bytes > HARD_MAX_FRAME_BYTES:

@@ -1,6 +1,6 @@
 """The sync server runtime: ``serve()`` on WebSockets, one nursery per connection."""
 
-from ._blobs import BlobBackend, BlobLimits, FileBlobBackend, MemoryBlobBackend
+from ._blob_backends import BlobBackend, BlobLimits, FileBlobBackend, MemoryBlobBackend
 from ._hub import Hub, HubConfig
 from ._limits import ServerLimits
 from ._log import StoreLog

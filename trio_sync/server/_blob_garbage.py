@@ -26,6 +26,8 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING
 
+import attrs
+
 from .._store_runner import StoreRunner
 from ..files._blobs import ServerBlobStore
 from ..files._model import FileTable
@@ -56,6 +58,16 @@ async def live_contents(hub: Hub, store_id: str) -> set[str]:
         after = events[-1].seq or after
 
 
+@attrs.frozen
+class Collected:
+    """What a collection did: the blobs it deleted (hash, size), and the bytes of the
+    unreferenced blobs it kept only because they are younger than the minimum age (the
+    room that comes free later)."""
+
+    deleted: list[tuple[str, int]]
+    waiting: int
+
+
 async def collect(
     hub: Hub,
     store_id: str,
@@ -64,20 +76,22 @@ async def collect(
     *,
     min_age: float,
     run: StoreRunner,
-) -> bool:
+) -> Collected:
     """Deletes the blobs of ``store_id`` that are garbage (see the module), under
-    ``care.begin_lock``; True when any went. ``run`` runs the blob store's work.
+    ``care.begin_lock``. ``run`` runs the blob store's work.
 
     Raises:
         StoreError: The log or the blob store cannot be read.
     """
     care.collecting = True
     try:
-        keep = await live_contents(hub, store_id)
-        keep |= set(care.sizes) | care.asked.since(min_age)
+        live = await live_contents(hub, store_id)
+        in_use = set(care.sizes) | care.asked.since(min_age)
         deleted: list[tuple[str, int]] = await run(
-            store.delete_unreferenced, frozenset(keep), min_age
+            store.delete_unreferenced, frozenset(live | in_use), min_age
         )
+        # What is left unreferenced was kept for its age alone (or is being received).
+        waiting: int = await run(_bytes_of_others, store, frozenset(live | set(care.sizes)))
     finally:
         care.collecting = False
     if deleted:
@@ -87,4 +101,12 @@ async def collect(
             len(deleted),
             sum(size for _, size in deleted),
         )
-    return bool(deleted)
+    return Collected(deleted, waiting)
+
+
+def _bytes_of_others(store: ServerBlobStore, keep: frozenset[str]) -> int:
+    total = 0
+    for content_hash in store.hashes():
+        fingerprint = None if content_hash in keep else store.fingerprint(content_hash)
+        total += 0 if fingerprint is None else fingerprint[0]
+    return total

@@ -22,17 +22,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from pathlib import Path
-from typing import Protocol
 
 import attrs
 import trio
 
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
-from ..files._blobs import FileBlobStore, Fingerprint, ServerBlobStore
+from ..files._blobs import Fingerprint, ServerBlobStore
 from ..files._bulk import bulk_runner
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
-from ..files._memory_blobs import MemoryBlobStore
 from ..protocol import Error, Message, TokenError, protocol_problem
 from ..protocol._blob_messages import (
     BlobCheck,
@@ -51,84 +48,13 @@ from ..protocol._blob_messages import (
 )
 from ..store import store_for_target
 from ..transport import Connection
+from ._blob_backends import BlobBackend, BlobLimits
 from ._blob_garbage import collect
 from ._blob_upkeep import StoreUpkeep, check_blob, quota_problem, sweep_and_measure, upkeep
 from ._hub import Hub
 from ._session import ServerSession, loggable
 
 logger = logging.getLogger("trio_sync.server")
-
-
-def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
-
-
-@attrs.frozen
-class BlobLimits:
-    """What a blob connection may do.
-
-    Attributes:
-        chunk_bytes: The largest chunk, in bytes (announced: clients send this size).
-        max_blob_bytes: The largest file.
-        download_wait: The longest a download of a blob whose upload this node is
-            receiving waits for that upload to end (seconds; a client asks for at most
-            its own ``wait``).
-        max_store_bytes: The quota of each store: its blobs, its partial uploads and the
-            rest of the uploads in progress may hold at most this many bytes. An upload
-            that would go over it is refused for good (the client shows it as stuck).
-        partial_max_age: Seconds after which an upload's partial that nothing wrote to
-            is abandoned: deleted (when the next upload to its store begins), so that it
-            stops counting against the quota. Its upload, if it comes back, starts over.
-        unreferenced_min_age: Seconds a stored blob no live file refers to is kept
-            (its event may still be on its way) before an upload that needs the room
-            deletes it (see ``server/_blob_garbage.py``).
-    """
-
-    chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive)
-    max_blob_bytes: int = attrs.field(default=1 << 30, validator=_positive)
-    download_wait: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
-    max_store_bytes: int = attrs.field(default=10 * 2**30, validator=_positive)
-    partial_max_age: float = attrs.field(default=24 * 3600.0, validator=attrs.validators.gt(0))
-    unreferenced_min_age: float = attrs.field(default=3600.0, validator=attrs.validators.ge(0))
-
-    def __attrs_post_init__(self) -> None:
-        # A chunk's frame (its bytes and a 73-byte header) must fit the default frame limit.
-        if self.chunk_bytes > 2 * 1024 * 1024:
-            raise ValueError("chunk_bytes may be at most 2 MiB")
-
-
-class BlobBackend(Protocol):
-    """Where a server keeps blobs: one blob store per sync store."""
-
-    def store(self, store_id: str) -> ServerBlobStore:
-        """The blob store of ``store_id`` (created on first use)."""
-        ...
-
-
-class FileBlobBackend:
-    """Blobs in ``root/<store_id>/`` (a directory per sync store)."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self._stores: dict[str, FileBlobStore] = {}
-
-    def store(self, store_id: str) -> ServerBlobStore:
-        found = self._stores.get(store_id)
-        if found is None:
-            # store_id is checked (letters, digits, _ . -, never "." or ".."): a safe name.
-            found = self._stores[store_id] = FileBlobStore(self.root / store_id)
-        return found
-
-
-class MemoryBlobBackend:
-    """Blobs in memory (the simulator): they survive a server restart, as a disk would."""
-
-    def __init__(self) -> None:
-        self.stores: dict[str, MemoryBlobStore] = {}
-
-    def store(self, store_id: str) -> ServerBlobStore:
-        return self.stores.setdefault(store_id, MemoryBlobStore())
 
 
 class _Peeked:
@@ -448,14 +374,26 @@ class BlobSession:
                 usage, offset = attrs.evolve(usage, partials=partials), 0
             quota = self._limits.max_store_bytes
             problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
-            min_age = self._limits.unreferenced_min_age
-            if problem is not None and await collect(
-                self._hub, self.store_id, store, care, min_age=min_age, run=self._run
-            ):
+            later = False
+            if problem is not None:
+                min_age = self._limits.unreferenced_min_age
+                collected = await collect(
+                    self._hub, self.store_id, store, care, min_age=min_age, run=self._run
+                )
                 _, usage, reserved = await self._run(
                     sweep_and_measure, store, self._limits.partial_max_age, dict(care.sizes)
                 )
                 problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
+                freed = attrs.evolve(usage, blob_bytes=usage.blob_bytes - collected.waiting)
+                if problem is not None and collected.waiting:
+                    # Deleted files' contents make room once they are old enough: worth
+                    # trying again (refused for good, it would stay stuck until restart).
+                    later = quota_problem(freed, reserved, begin.hash, begin.size, quota) is None
+                    if later:
+                        problem += (
+                            f"; {collected.waiting} bytes no file refers to any more are "
+                            f"deleted once {min_age:g}s old (unreferenced_min_age): try later"
+                        )
             if problem is not None:
                 logger.info(
                     "refused an upload of %d bytes by %r to store %r: %s",
@@ -464,7 +402,7 @@ class BlobSession:
                     self.store_id,
                     problem,
                 )
-                raise _Refused(problem, fatal=True)
+                raise _Refused(problem, fatal=not later)
             care.start_upload(begin.hash, begin.size)
         return offset
 

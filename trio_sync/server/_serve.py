@@ -25,7 +25,7 @@ from ..transport import (
     ListenerConfig,
     serve_websocket,
 )
-from ._blobs import BlobBackend, BlobLimits, FileBlobBackend
+from ._blob_backends import BlobBackend, BlobLimits, FileBlobBackend
 from ._blobs import handle as handle_connection
 from ._follow import follow_database
 from ._hub import Hub, HubConfig
