@@ -169,7 +169,8 @@ async def test_waits_on_files_end_with_client_closed_when_the_client_closes(
             await trio.testing.wait_all_tasks_blocked()
             assert outcomes == []
         assert outcomes == ["closed", "closed", "closed"]
-        for call in (partial(a.files.read, fid), a.files.wait_idle):
+        never = partial(a.files.wait_for, lambda files: False)
+        for call in (partial(a.files.read, fid), a.files.wait_idle, never):
             with pytest.raises(ClientClosed):
                 await call()
 

@@ -406,6 +406,7 @@ class FileSync:
     async def _until(self, changed: trio.Event) -> None:
         """Waits for ``changed``; raises ClientClosed if the client closes meanwhile (its
         close sets every event waited on)."""
+        self._check_open()
         await changed.wait()
         self._check_open()
 
