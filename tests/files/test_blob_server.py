@@ -572,3 +572,58 @@ async def test_a_whole_partial_left_without_its_end_is_published_when_asked_agai
                     assert answer == UploadOffset(hash=digest, offset=len(data))
     assert (_blobs(server) / digest).read_bytes() == data
     assert not partial.exists()
+
+
+async def test_an_end_after_another_session_published_the_same_bytes_is_done(
+    server: trio_sync.Server,
+) -> None:
+    # Tried: c1 sends every chunk; c2 asks for the same blob, and the whole partial is
+    # published for it; then c1 sends its upload_end. c1 was told its bytes "do not
+    # match" (the server logged a client sending bad bytes), and retried for nothing.
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    partial = Path(server.db_path + ".blobs/default/partial") / digest
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as c1, connect_websocket(server.url) as c2:
+            for conn in (c1, c2):
+                assert isinstance(await _hello(conn), BlobWelcome)
+            await c1.send(UploadBegin(hash=digest, size=len(data)))
+            assert await c1.receive() == UploadOffset(hash=digest, offset=0)
+            for offset in range(0, len(data), 100_000):
+                await c1.send(encode_chunk(digest, offset, data[offset : offset + 100_000]))
+            while not partial.exists() or partial.stat().st_size < len(data):  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the server wrote every chunk (a condition)
+            await c2.send(UploadBegin(hash=digest, size=len(data)))
+            assert await c2.receive() == UploadOffset(hash=digest, offset=len(data))
+            await c1.send(UploadEnd(hash=digest))
+            assert await c1.receive() == UploadDone(hash=digest)
+    assert (_blobs(server) / digest).read_bytes() == data
+
+
+async def test_a_smaller_size_never_discards_the_partial_of_an_upload_in_progress(
+    server: trio_sync.Server,
+) -> None:
+    # Tried: while c1 uploads a blob, c2 begins the same hash with a smaller size. The
+    # partial was discarded as too long, under c1's upload ("moved on" refusals): anyone
+    # knowing a hash could wreck another client's upload again and again.
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    partial = Path(server.db_path + ".blobs/default/partial") / digest
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as c1, connect_websocket(server.url) as c2:
+            for conn in (c1, c2):
+                assert isinstance(await _hello(conn), BlobWelcome)
+            await c1.send(UploadBegin(hash=digest, size=len(data)))
+            assert await c1.receive() == UploadOffset(hash=digest, offset=0)
+            await c1.send(encode_chunk(digest, 0, data[:100_000]))
+            while not partial.exists() or partial.stat().st_size < 100_000:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            await c2.send(UploadBegin(hash=digest, size=10))
+            refused = await c2.receive()
+            assert isinstance(refused, BlobRefused) and not refused.retryable
+            assert "300000 bytes" in refused.reason
+            for offset in range(100_000, len(data), 100_000):
+                await c1.send(encode_chunk(digest, offset, data[offset : offset + 100_000]))
+            await c1.send(UploadEnd(hash=digest))
+            assert await c1.receive() == UploadDone(hash=digest)
+    assert (_blobs(server) / digest).read_bytes() == data

@@ -12,10 +12,19 @@ import trio
 
 import trio_sync
 from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore, RetryPolicy
+from trio_sync.protocol._blob_messages import (
+    BlobRefused,
+    BlobWelcome,
+    UploadBegin,
+    UploadOffset,
+)
 from trio_sync.server import BlobLimits
 from trio_sync.server._blob_upkeep import RecentlyAsked
+from trio_sync.transport import connect_websocket
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
+from ..files.test_blob_server import _hello
+from ..files.test_blob_upkeep import _upload
 
 
 def _stored(server: trio_sync.Server) -> set[str]:
@@ -67,7 +76,8 @@ async def test_garbage_younger_than_the_minimum_age_is_kept_and_the_upload_waits
     # was opened again, though the room came free meanwhile).
     limits = BlobLimits(max_store_bytes=10_000, unreferenced_min_age=1.0)
     server = await open_server(blob_limits=limits)
-    options = FileOptions(retry=RetryPolicy(base=0.1, cap=0.2, max_attempts=None))
+    # One attempt only: a refusal that counted would give the upload up at once.
+    options = FileOptions(retry=RetryPolicy(base=0.1, cap=0.2, max_attempts=1))
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A", files=options) as a:
             gone = await a.files.save(os.urandom(6000), path="gone")
@@ -78,7 +88,7 @@ async def test_garbage_younger_than_the_minimum_age_is_kept_and_the_upload_waits
             new = await a.files.save(os.urandom(6000), path="new")
             await a.files.wait_for(lambda files: files.state(new).upload.attempts > 0)  # type: ignore[union-attr]
             error = a.files.state(new).upload.last_error or ""  # type: ignore[union-attr]
-            assert "quota" in error and "try later" in error
+            assert "quota" in error and "trying again" in error
             assert kept in _stored(server)
             await a.files.wait_idle()
             assert a.files.state(new).upload.status == "done"  # type: ignore[union-attr]
@@ -120,3 +130,36 @@ async def test_recently_asked_forgets_after_the_age(
     assert asked.since(60) == {"b"}
     await trio.sleep(16)
     assert asked.since(60) == set()
+
+
+async def test_a_blob_answered_stored_already_outlives_a_restart_and_a_collection(
+    open_server: ServerFactory, tmp_path: Path
+) -> None:
+    # Tried: a blob no file refers to, stored long ago; a client begins its upload and
+    # is told "stored already" (it sends nothing; its event comes later). Another node,
+    # or this one restarted, knows nothing of that answer: its next collection deleted
+    # the blob, and the file's event then named contents nobody held.
+    limits = BlobLimits(max_store_bytes=10_000, unreferenced_min_age=600)
+    data = os.urandom(6000)
+    digest = hashlib.sha256(data).hexdigest()
+    first = await open_server(blob_limits=limits)
+    blob = Path(first.db_path + ".blobs/default/blobs") / digest
+    with trio.fail_after(WAIT):
+        async with connect_websocket(first.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            await _upload(conn, data)
+        long_ago = time.time() - 7200
+        os.utime(blob, (long_ago, long_ago))
+        async with connect_websocket(first.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=len(data))
+        await first.shutdown()
+        second = await open_server(blob_limits=limits)  # the same files, no memory of it
+        async with connect_websocket(second.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            other = os.urandom(6000)
+            await conn.send(UploadBegin(hash=hashlib.sha256(other).hexdigest(), size=6000))
+            refused = await conn.receive()
+            assert isinstance(refused, BlobRefused) and "quota" in refused.reason
+    assert blob.read_bytes() == data

@@ -89,6 +89,12 @@ def add_parser(commands: Any) -> None:
             "seconds after which an upload nothing wrote to is abandoned and its bytes "
             "deleted (86400 by default)",
         ),
+        (
+            "--unreferenced-min-age",
+            seconds,
+            "seconds a stored file's contents no file refers to any more are kept before "
+            "an upload that needs their room deletes them (3600 by default)",
+        ),
     ):
         limits.add_argument(flag, type=kind, default=0, help=text)
     run.add_argument(
@@ -236,6 +242,7 @@ def blob_limits(args: argparse.Namespace) -> BlobLimits:
         return BlobLimits(
             max_store_bytes=args.max_store_bytes or defaults.max_store_bytes,
             partial_max_age=args.partial_max_age or defaults.partial_max_age,
+            unreferenced_min_age=args.unreferenced_min_age or defaults.unreferenced_min_age,
         )
     except ValueError as exc:
         raise CommandError(f"limits: {exc}") from None

@@ -200,6 +200,11 @@ class ServerBlobStore(BlobStore, Protocol):
         """
         ...
 
+    def touch(self, content_hash: str) -> None:
+        """Restarts the stored blob's age (for :meth:`delete_unreferenced`); nothing when it
+        is not stored."""
+        ...
+
     def delete_unreferenced(self, keep: Collection[str], min_age: float) -> list[tuple[str, int]]:
         """Deletes the stored blobs not in ``keep`` that were stored more than ``min_age``
         seconds ago (by the store's own clock); returns each one's hash and size.
@@ -401,6 +406,11 @@ class FileBlobStore:
     def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
         expired = self._delete_older(self._partial, keep, max_age, "expiring partial transfers")
         return [name for name, _ in expired]
+
+    def touch(self, content_hash: str) -> None:
+        now = self.clock()
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._blobs / content_hash, (now, now))
 
     def delete_unreferenced(self, keep: Collection[str], min_age: float) -> list[tuple[str, int]]:
         return self._delete_older(self._blobs, keep, min_age, "deleting unreferenced blobs")

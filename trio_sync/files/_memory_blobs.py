@@ -116,6 +116,10 @@ class MemoryBlobStore:
             {content_hash: len(part) for content_hash, part in self._partial.items()},
         )
 
+    def touch(self, content_hash: str) -> None:
+        if content_hash in self._blobs:
+            self._stored_at[content_hash] = self.clock()
+
     def delete_unreferenced(self, keep: Collection[str], min_age: float) -> list[tuple[str, int]]:
         older_than = self.clock() - min_age
         deleted = sorted(

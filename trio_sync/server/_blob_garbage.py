@@ -27,17 +27,22 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
 from .._store_runner import StoreRunner
 from ..files._blobs import ServerBlobStore
 from ..files._model import FileTable
-from ._blob_upkeep import StoreUpkeep
+from ..protocol._blob_messages import UploadBegin
+from ._blob_backends import BlobLimits
+from ._blob_upkeep import StoreUpkeep, quota_problem, sweep_and_measure
 
 if TYPE_CHECKING:
     from ._hub import Hub
 
 logger = logging.getLogger("trio_sync.server")
 
+#: The least seconds between two collections of one store (a collection reads its log).
+COLLECT_INTERVAL = 5.0
 #: Events read from the log at a time while folding a store's files.
 _PAGE = 2000
 
@@ -83,6 +88,12 @@ async def collect(
     Raises:
         StoreError: The log or the blob store cannot be read.
     """
+    now = trio.current_time()
+    last = care.last_collection
+    if last is not None and now - last[0] < COLLECT_INTERVAL:
+        # Uploads that do not fit, one after another (or a client asking again and
+        # again), fold the log at most this often.
+        return Collected([], last[1].waiting)
     care.collecting = True
     try:
         live = await live_contents(hub, store_id)
@@ -101,7 +112,43 @@ async def collect(
             len(deleted),
             sum(size for _, size in deleted),
         )
-    return Collected(deleted, waiting)
+    collected = Collected(deleted, waiting)
+    care.last_collection = (trio.current_time(), collected)
+    return collected
+
+
+async def problem_after_collecting(
+    hub: Hub,
+    store_id: str,
+    store: ServerBlobStore,
+    care: StoreUpkeep,
+    begin: UploadBegin,
+    limits: BlobLimits,
+    run: StoreRunner,
+) -> tuple[str | None, bool]:
+    """For an upload that does not fit: collects the garbage, and says again why it does
+    not fit (None: it fits now), and whether it will once the garbage kept for its age
+    goes (then the refusal says "try later", and the client retries without giving up).
+
+    Raises:
+        StoreError: The log or the blob store cannot be read.
+    """
+    min_age = limits.unreferenced_min_age
+    collected = await collect(hub, store_id, store, care, min_age=min_age, run=run)
+    _, usage, reserved = await run(
+        sweep_and_measure, store, limits.partial_max_age, dict(care.sizes)
+    )
+    quota = limits.max_store_bytes
+    problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
+    if problem is None or not collected.waiting:
+        return problem, False
+    freed = attrs.evolve(usage, blob_bytes=usage.blob_bytes - collected.waiting)
+    if quota_problem(freed, reserved, begin.hash, begin.size, quota) is not None:
+        return problem, False
+    return (
+        f"{problem}; {collected.waiting} bytes no file refers to any more are deleted once"
+        f" {min_age:g}s old (unreferenced_min_age): trying again until then"
+    ), True
 
 
 def _bytes_of_others(store: ServerBlobStore, keep: frozenset[str]) -> int:

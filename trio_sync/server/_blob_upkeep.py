@@ -34,7 +34,7 @@ import hashlib
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 
@@ -81,6 +81,8 @@ class StoreUpkeep:
         self.asked = RecentlyAsked()
         #: True while a garbage collection runs (under ``begin_lock``).
         self.collecting = False
+        #: When the last collection ran, and what it found (see _blob_garbage.py).
+        self.last_collection: tuple[float, Any] | None = None
         #: Blob versions found sound, with when (``trio.current_time()``).
         self._verified: OrderedDict[tuple[str, Fingerprint], float] = OrderedDict()
 
@@ -187,7 +189,11 @@ def check_blob(store: ServerBlobStore, content_hash: str) -> tuple[Verdict, Fing
 
 
 def _gib(size: int) -> str:
-    return f"{size / 2**30:.2f} GiB"
+    """``size`` bytes for a person: in the largest unit it fills (1.50 GiB, 9.77 KiB)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{size} bytes"
 
 
 def quota_problem(

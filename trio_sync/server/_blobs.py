@@ -49,7 +49,7 @@ from ..protocol._blob_messages import (
 from ..store import store_for_target
 from ..transport import Connection
 from ._blob_backends import BlobBackend, BlobLimits
-from ._blob_garbage import collect
+from ._blob_garbage import problem_after_collecting
 from ._blob_upkeep import StoreUpkeep, check_blob, quota_problem, sweep_and_measure, upkeep
 from ._hub import Hub
 from ._session import ServerSession, loggable
@@ -117,10 +117,14 @@ def _lacking(store: ServerBlobStore, hashes: tuple[str, ...]) -> tuple[str, ...]
 
 
 class _Refused(Exception):
-    def __init__(self, reason: str, *, fatal: bool = False) -> None:
+    """``later``: what the transfer needs is coming (room in the quota): the client
+    retries without counting it as a failure."""
+
+    def __init__(self, reason: str, *, fatal: bool = False, later: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.fatal = fatal
+        self.later = later
 
 
 @attrs.define
@@ -262,7 +266,11 @@ class BlobSession:
             blob = getattr(message, "hash", None)
             if not isinstance(blob, str):
                 raise
-            await self._conn.send(BlobRefused(blob, refusal.reason, retryable=not refusal.fatal))
+            await self._conn.send(
+                BlobRefused(
+                    blob, refusal.reason, retryable=not refusal.fatal, missing=refusal.later
+                )
+            )
         except StoreFull as exc:
             blob = str(getattr(message, "hash", "0" * 64))
             await self._conn.send(BlobRefused(blob, f"the server's storage is full: {exc}"))
@@ -289,6 +297,13 @@ class BlobSession:
         if held is not None:
             if held != begin.size:
                 raise _Refused(f"that blob has {held} bytes, not {begin.size}", fatal=True)
+            # Told "stored already", the client sends nothing, and its event may come
+            # later: the blob's age restarts on disk, so that no collection (on any node
+            # sharing the store) takes it meanwhile.
+            await self._run(store.touch, begin.hash)
+            fingerprint = await self._run(store.fingerprint, begin.hash)
+            if fingerprint is not None:  # sound, as found just now
+                care.mark_verified(begin.hash, fingerprint, trio.current_time())
             await self._conn.send(UploadOffset(hash=begin.hash, offset=held))
             return None
         offset = await self._take_upload(store, care, begin)
@@ -367,6 +382,11 @@ class BlobSession:
                     len(expired),
                     self._limits.partial_max_age,
                 )
+            receiving = care.sizes.get(begin.hash)
+            if receiving is not None and receiving != begin.size:
+                # A blob has one size: this session's, or the one being received, lies
+                # (discarding the partial under the other upload would wreck it).
+                raise _Refused(f"that blob is being uploaded with {receiving} bytes", fatal=True)
             offset = usage.partials.get(begin.hash, 0)
             if offset > begin.size:
                 await self._run(store.discard_partial, begin.hash)
@@ -375,25 +395,10 @@ class BlobSession:
             quota = self._limits.max_store_bytes
             problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
             later = False
-            if problem is not None:
-                min_age = self._limits.unreferenced_min_age
-                collected = await collect(
-                    self._hub, self.store_id, store, care, min_age=min_age, run=self._run
+            if problem is not None and begin.size <= quota:  # else it can never fit
+                problem, later = await problem_after_collecting(
+                    self._hub, self.store_id, store, care, begin, self._limits, self._run
                 )
-                _, usage, reserved = await self._run(
-                    sweep_and_measure, store, self._limits.partial_max_age, dict(care.sizes)
-                )
-                problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
-                freed = attrs.evolve(usage, blob_bytes=usage.blob_bytes - collected.waiting)
-                if problem is not None and collected.waiting:
-                    # Deleted files' contents make room once they are old enough: worth
-                    # trying again (refused for good, it would stay stuck until restart).
-                    later = quota_problem(freed, reserved, begin.hash, begin.size, quota) is None
-                    if later:
-                        problem += (
-                            f"; {collected.waiting} bytes no file refers to any more are "
-                            f"deleted once {min_age:g}s old (unreferenced_min_age): try later"
-                        )
             if problem is not None:
                 logger.info(
                     "refused an upload of %d bytes by %r to store %r: %s",
@@ -402,7 +407,7 @@ class BlobSession:
                     self.store_id,
                     problem,
                 )
-                raise _Refused(problem, fatal=not later)
+                raise _Refused(problem, fatal=not later, later=later)
             care.start_upload(begin.hash, begin.size)
         return offset
 
@@ -441,6 +446,8 @@ class BlobSession:
         # (a hostile one included) may have discarded and rewritten this partial between
         # our last chunk and now; what is published is what was hashed.
         if not await self._run(store.finish_partial, content_hash):
+            if await self._run(store.has, content_hash):
+                return True  # another session published the same bytes first (it hashed them)
             logger.info(
                 "client %r of store %r uploaded bytes that do not match %s: discarded",
                 self.client_id,
