@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -574,6 +575,26 @@ async def test_a_whole_partial_left_without_its_end_is_published_when_asked_agai
     assert not partial.exists()
 
 
+@contextlib.asynccontextmanager
+async def _c1_uploading(
+    server: trio_sync.Server, data: bytes, sent: int
+) -> AsyncIterator[tuple[trio_websocket.WebSocketConnection, trio_websocket.WebSocketConnection]]:
+    """Two blob connections: c1 has begun uploading ``data`` and the server holds its
+    first ``sent`` bytes; c2 has only said hello."""
+    digest = hashlib.sha256(data).hexdigest()
+    partial = Path(server.db_path + ".blobs/default/partial") / digest
+    async with connect_websocket(server.url) as c1, connect_websocket(server.url) as c2:
+        for conn in (c1, c2):
+            assert isinstance(await _hello(conn), BlobWelcome)
+        await c1.send(UploadBegin(hash=digest, size=len(data)))
+        assert await c1.receive() == UploadOffset(hash=digest, offset=0)
+        for offset in range(0, sent, 100_000):
+            await c1.send(encode_chunk(digest, offset, data[offset : min(offset + 100_000, sent)]))
+        while not partial.exists() or partial.stat().st_size < sent:  # noqa: ASYNC110
+            await trio.sleep(0.01)  # the server wrote every chunk (a condition)
+        yield c1, c2  # type: ignore[misc]
+
+
 async def test_an_end_after_another_session_published_the_same_bytes_is_done(
     server: trio_sync.Server,
 ) -> None:
@@ -582,17 +603,8 @@ async def test_an_end_after_another_session_published_the_same_bytes_is_done(
     # match" (the server logged a client sending bad bytes), and retried for nothing.
     data = os.urandom(300_000)
     digest = hashlib.sha256(data).hexdigest()
-    partial = Path(server.db_path + ".blobs/default/partial") / digest
     with trio.fail_after(WAIT):
-        async with connect_websocket(server.url) as c1, connect_websocket(server.url) as c2:
-            for conn in (c1, c2):
-                assert isinstance(await _hello(conn), BlobWelcome)
-            await c1.send(UploadBegin(hash=digest, size=len(data)))
-            assert await c1.receive() == UploadOffset(hash=digest, offset=0)
-            for offset in range(0, len(data), 100_000):
-                await c1.send(encode_chunk(digest, offset, data[offset : offset + 100_000]))
-            while not partial.exists() or partial.stat().st_size < len(data):  # noqa: ASYNC110
-                await trio.sleep(0.01)  # the server wrote every chunk (a condition)
+        async with _c1_uploading(server, data, len(data)) as (c1, c2):
             await c2.send(UploadBegin(hash=digest, size=len(data)))
             assert await c2.receive() == UploadOffset(hash=digest, offset=len(data))
             await c1.send(UploadEnd(hash=digest))
@@ -608,16 +620,8 @@ async def test_a_smaller_size_never_discards_the_partial_of_an_upload_in_progres
     # knowing a hash could wreck another client's upload again and again.
     data = os.urandom(300_000)
     digest = hashlib.sha256(data).hexdigest()
-    partial = Path(server.db_path + ".blobs/default/partial") / digest
     with trio.fail_after(WAIT):
-        async with connect_websocket(server.url) as c1, connect_websocket(server.url) as c2:
-            for conn in (c1, c2):
-                assert isinstance(await _hello(conn), BlobWelcome)
-            await c1.send(UploadBegin(hash=digest, size=len(data)))
-            assert await c1.receive() == UploadOffset(hash=digest, offset=0)
-            await c1.send(encode_chunk(digest, 0, data[:100_000]))
-            while not partial.exists() or partial.stat().st_size < 100_000:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+        async with _c1_uploading(server, data, 100_000) as (c1, c2):
             await c2.send(UploadBegin(hash=digest, size=10))
             refused = await c2.receive()
             assert isinstance(refused, BlobRefused) and not refused.retryable
