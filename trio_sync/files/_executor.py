@@ -191,8 +191,10 @@ class TransferExecutor:
             return None
 
         def held(file_id: str) -> bool:
-            target = self._target(direction, file_id)
-            return target is not None and target[0] in moving
+            # The row's contents, not _target()'s: that one stats the blob, and a pick
+            # may ask about many queued files.
+            row = self._states.get(file_id, direction)
+            return row is not None and row.content_hash in moving
 
         return held
 

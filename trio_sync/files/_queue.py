@@ -97,17 +97,18 @@ class TransferQueue:
         """
         if len(self._in_flight) >= self.concurrency:
             return None
-        ready = [
-            item
-            for item in self._waiting.values()
-            if item.ready_at <= now
-            and item.key not in self._busy
-            and (held is None or not held(item.key))
-        ]
-        if not ready:
-            return None
-        best = min(ready, key=lambda item: (not item.priority, item.order))
-        return best.key
+        best: tuple[bool, int] | None = None
+        chosen = None
+        for item in self._waiting.values():
+            if item.ready_at > now or item.key in self._busy:
+                continue
+            rank = (not item.priority, item.order)
+            if best is not None and rank >= best:
+                continue  # asked of held() only when it would win: picks stay cheap
+            if held is not None and held(item.key):
+                continue
+            best, chosen = rank, item.key
+        return chosen
 
     def start(self, key: str) -> None:
         """``key`` (from :meth:`next_ready`) is now in flight, and busy until
