@@ -163,3 +163,27 @@ async def test_a_blob_answered_stored_already_outlives_a_restart_and_a_collectio
             refused = await conn.receive()
             assert isinstance(refused, BlobRefused) and "quota" in refused.reason
     assert blob.read_bytes() == data
+
+
+async def test_a_delete_right_after_a_refusal_is_seen_by_the_next_upload(
+    open_server: ServerFactory, open_test_client: ClientFactory
+) -> None:
+    # Tried: an upload refused over the quota (nothing to collect), then a file deleted
+    # and the refused one saved again within seconds. The collection's answer was
+    # reused for 5 s however the log had changed: refused for good again.
+    limits = BlobLimits(max_store_bytes=10_000, unreferenced_min_age=0)
+    server = await open_server(blob_limits=limits)
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            first = await a.files.save(os.urandom(6000), path="first")
+            await a.files.wait_idle()
+            body = os.urandom(6000)
+            second = await a.files.save(body, path="second")
+            stuck = await a.wait_status(lambda s: s.state == "stuck")
+            assert "quota" in (stuck.last_error or "")
+            await a.files.delete(first)
+            await a.wait_status(lambda s: s.pending == 0)  # the delete is on the server
+            await a.files.update(second, body)  # "save it again" (docs/files.md)
+            await a.files.wait_idle()
+            assert a.files.state(second).upload.status == "done"  # type: ignore[union-attr]
+            assert _stored(server) == {_hash(a, second)}

@@ -89,11 +89,14 @@ async def collect(
         StoreError: The log or the blob store cannot be read.
     """
     now = trio.current_time()
+    heads = await hub.run_store(hub.db.heads, [store_id])
+    head = heads.get(store_id, 0)
     last = care.last_collection
-    if last is not None and now - last[0] < COLLECT_INTERVAL:
+    if last is not None and last[1] == head and now - last[0] < COLLECT_INTERVAL:
         # Uploads that do not fit, one after another (or a client asking again and
-        # again), fold the log at most this often.
-        return Collected([], last[1].waiting)
+        # again), fold the same log at most this often; a new event (a file deleted,
+        # say) is looked at at once.
+        return Collected([], last[2].waiting)
     care.collecting = True
     try:
         live = await live_contents(hub, store_id)
@@ -113,7 +116,7 @@ async def collect(
             sum(size for _, size in deleted),
         )
     collected = Collected(deleted, waiting)
-    care.last_collection = (trio.current_time(), collected)
+    care.last_collection = (now, head, collected)
     return collected
 
 

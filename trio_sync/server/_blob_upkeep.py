@@ -81,8 +81,9 @@ class StoreUpkeep:
         self.asked = RecentlyAsked()
         #: True while a garbage collection runs (under ``begin_lock``).
         self.collecting = False
-        #: When the last collection ran, and what it found (see _blob_garbage.py).
-        self.last_collection: tuple[float, Any] | None = None
+        #: When the last collection ran, at which head of the store's log, and what it
+        #: found (see _blob_garbage.py).
+        self.last_collection: tuple[float, int, Any] | None = None
         #: Blob versions found sound, with when (``trio.current_time()``).
         self._verified: OrderedDict[tuple[str, Fingerprint], float] = OrderedDict()
 
