@@ -182,7 +182,9 @@ class BlobRefused:
     """Server -> client: the transfer of ``hash`` cannot go on.
 
     ``retryable``: try again later (storage full, the blob not uploaded yet). ``missing``:
-    the server does not hold that blob (yet). The connection stays usable.
+    what the transfer needs is not there yet, and is coming: for a download the blob, for
+    an upload room in the quota (contents no file refers to, deleted once old enough); the
+    client retries without counting it against its attempts. The connection stays usable.
     """
 
     TYPE: ClassVar[str] = "blob_refused"
