@@ -12,18 +12,20 @@ import trio
 
 import trio_sync
 from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore, RetryPolicy
+from trio_sync.files._chunks import make_chunk
 from trio_sync.protocol._blob_messages import (
     BlobRefused,
     BlobWelcome,
     UploadBegin,
     UploadOffset,
 )
-from trio_sync.server import BlobLimits
-from trio_sync.server._blob_upkeep import RecentlyAsked
+from trio_sync.server import BlobLimits, MemoryBlobBackend
+from trio_sync.server._blob_upkeep import RecentlyAsked, upkeep
+from trio_sync.store import ServerStore
 from trio_sync.transport import connect_websocket
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
-from ..files.test_blob_server import _hello
+from ..files.test_blob_server import _hello, _serve_on_loopback
 from ..files.test_blob_upkeep import _upload
 
 
@@ -187,3 +189,74 @@ async def test_a_delete_right_after_a_refusal_is_seen_by_the_next_upload(
             await a.files.wait_idle()
             assert a.files.state(second).upload.status == "done"  # type: ignore[union-attr]
             assert _stored(server) == {_hash(a, second)}
+
+
+async def test_a_touch_restarts_the_age_but_not_the_last_check(tmp_path: Path) -> None:
+    # Tried: (a) a "stored already" answer marked the blob as checked now without hashing
+    # it, so a corrupt-download report soon after was dismissed and a rotten blob kept
+    # being served; (b) a whole partial published when its upload was asked again kept
+    # the partial's old write time, and the next collection elsewhere deleted it.
+    backend = MemoryBlobBackend()
+    log = ServerStore.open(str(tmp_path / "server.sqlite3"))
+    data = os.urandom(6000)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                url = await _serve_on_loopback(nursery, log, backend)
+                blobs = backend.store("default")
+                now = [1000.0]
+                blobs.clock = lambda: now[0]  # type: ignore[attr-defined]
+                async with connect_websocket(url) as conn:
+                    assert isinstance(await _hello(conn), BlobWelcome)
+                    await conn.send(UploadBegin(hash=digest, size=len(data)))
+                    assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+                    await conn.send(make_chunk(digest, 0, data))
+                    while blobs.partial_size(digest) < len(data):  # noqa: ASYNC110
+                        await trio.sleep(0.01)  # the server wrote the chunk (a condition)
+                now[0] += 7200  # the partial is two hours old when its upload is asked again
+                care = upkeep(blobs)
+                async with connect_websocket(url) as conn:
+                    assert isinstance(await _hello(conn), BlobWelcome)
+                    await conn.send(UploadBegin(hash=digest, size=len(data)))
+                    assert await conn.receive() == UploadOffset(hash=digest, offset=len(data))
+                    assert blobs.delete_unreferenced(set(), 600) == []  # (b) young again
+                    fingerprint = blobs.fingerprint(digest)
+                    assert fingerprint is not None
+                    checked = care.verified_at(digest, fingerprint)
+                    assert checked is not None
+                    await conn.send(UploadBegin(hash=digest, size=len(data)))
+                    assert await conn.receive() == UploadOffset(hash=digest, offset=len(data))
+                    after = blobs.fingerprint(digest)
+                    assert after is not None and care.verified_at(digest, after) == checked  # (a)
+                nursery.cancel_scope.cancel()
+    finally:
+        log.close()
+
+
+async def test_a_partial_published_late_is_as_young_as_its_publish(
+    server: trio_sync.Server,
+) -> None:
+    # Tried: every chunk sent two hours ago, the connection dropped before upload_end;
+    # the upload asked again now is answered "stored" (the partial is published then).
+    # The blob kept the partial's write time: two hours old at once, garbage to the next
+    # collection on another node (or after a restart) before its event came.
+    data = os.urandom(6000)
+    digest = hashlib.sha256(data).hexdigest()
+    partial = Path(server.db_path + ".blobs/default/partial") / digest
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=0)
+            await conn.send(make_chunk(digest, 0, data))
+            while not partial.exists() or partial.stat().st_size < len(data):  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the server wrote the chunk (a condition)
+        long_ago = time.time() - 7200
+        os.utime(partial, (long_ago, long_ago))
+        async with connect_websocket(server.url) as conn:
+            assert isinstance(await _hello(conn), BlobWelcome)
+            await conn.send(UploadBegin(hash=digest, size=len(data)))
+            assert await conn.receive() == UploadOffset(hash=digest, offset=len(data))
+    blob = Path(server.db_path + ".blobs/default/blobs") / digest
+    assert time.time() - blob.stat().st_mtime < 600

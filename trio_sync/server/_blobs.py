@@ -294,16 +294,9 @@ class BlobSession:
             async with care.begin_lock:  # "stored already" only once it stays so
                 pass
         held = await self._sound_size(store, care, begin.hash)
-        if held is not None:
-            if held != begin.size:
-                raise _Refused(f"that blob has {held} bytes, not {begin.size}", fatal=True)
-            # Told "stored already", the client sends nothing, and its event may come
-            # later: the blob's age restarts on disk, so that no collection (on any node
-            # sharing the store) takes it meanwhile.
-            await self._run(store.touch, begin.hash)
-            fingerprint = await self._run(store.fingerprint, begin.hash)
-            if fingerprint is not None:  # sound, as found just now
-                care.mark_verified(begin.hash, fingerprint, trio.current_time())
+        if held is not None and held != begin.size:
+            raise _Refused(f"that blob has {held} bytes, not {begin.size}", fatal=True)
+        if held is not None and await self._touch(store, care, begin.hash):
             await self._conn.send(UploadOffset(hash=begin.hash, offset=held))
             return None
         offset = await self._take_upload(store, care, begin)
@@ -439,6 +432,22 @@ class BlobSession:
             raise _Refused("the uploaded bytes do not match the hash: discarded, upload again")
         await self._conn.send(UploadDone(hash=end.hash))
 
+    async def _touch(self, store: ServerBlobStore, care: StoreUpkeep, content_hash: str) -> bool:
+        """Restarts the stored blob's age on disk: told "stored", a client sends nothing,
+        and its event may come later, so no collection (on any node sharing the store, or
+        this one restarted) may take the blob meanwhile. False when the blob is gone (then
+        it is uploaded again). When it was last found sound stays as it was: a touch is no
+        check (a rotten blob must not pass for a checked one)."""
+        before = await self._run(store.fingerprint, content_hash)
+        await self._run(store.touch, content_hash)
+        after = await self._run(store.fingerprint, content_hash)
+        if after is None:
+            return False
+        checked_at = None if before is None else care.verified_at(content_hash, before)
+        if checked_at is not None:
+            care.mark_verified(content_hash, after, checked_at)
+        return True
+
     async def _publish(self, store: ServerBlobStore, content_hash: str) -> bool:
         """Publishes the whole partial of ``content_hash`` if its bytes match (else it is
         discarded); True when it was."""
@@ -455,6 +464,8 @@ class BlobSession:
                 content_hash,
             )
             return False
+        # Its age starts now, not at the partial's last write (see _touch).
+        await self._run(store.touch, content_hash)
         fingerprint = await self._run(store.fingerprint, content_hash)
         if fingerprint is not None:  # just hashed: no need to hash it again soon
             upkeep(store).mark_verified(content_hash, fingerprint, trio.current_time())
