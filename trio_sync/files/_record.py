@@ -38,7 +38,7 @@ class ContentsRecorder:
         self._states = states
         self._executor = executor
         #: One lock per file with a recording under way or waiting (dropped after).
-        self._locks: dict[str, tuple[trio.Lock, int]] = {}
+        self._locks: dict[str, trio.Lock] = {}
 
     async def record(self, file_id: str, content_hash: str, draft: Draft) -> None:
         """Writes the rows for ``content_hash`` (upload queued, download done), stops the
@@ -105,36 +105,14 @@ class ContentsRecorder:
             self._executor.recording -= 1
             self._executor.counts_changed()
 
-    def _lock(self, file_id: str) -> _FileLock:
-        return _FileLock(self._locks, file_id)
-
-
-class _FileLock:
-    """Holds ``locks[file_id]`` for the ``async with`` block; the entry goes when the
-    last holder or waiter leaves, so the map never outgrows the recordings under way."""
-
-    def __init__(self, locks: dict[str, tuple[trio.Lock, int]], file_id: str) -> None:
-        self._locks = locks
-        self._file_id = file_id
-
-    async def __aenter__(self) -> None:
-        lock, users = self._locks.get(self._file_id, (None, 0))
-        if lock is None:
-            lock = trio.Lock()
-        self._locks[self._file_id] = (lock, users + 1)
+    @contextlib.asynccontextmanager
+    async def _lock(self, file_id: str) -> AsyncIterator[None]:
+        """Holds the file's lock; the map keeps a lock only while a recording holds it or
+        waits for it (a released lock passes straight to its next waiter)."""
+        lock = self._locks.setdefault(file_id, trio.Lock())
         try:
-            await lock.acquire()
-        except BaseException:
-            self._leave()
-            raise
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._locks[self._file_id][0].release()
-        self._leave()
-
-    def _leave(self) -> None:
-        lock, users = self._locks[self._file_id]
-        if users == 1:
-            del self._locks[self._file_id]
-        else:
-            self._locks[self._file_id] = (lock, users - 1)
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(file_id) is lock:
+                del self._locks[file_id]

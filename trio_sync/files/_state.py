@@ -53,11 +53,7 @@ class TransferStateStore:
         }
         #: The uploads in error, by file id (kept beside ``rows`` so status counts stay
         #: cheap with thousands of files).
-        self.failed_uploads: dict[str, TransferState] = {
-            file_id: state
-            for (file_id, direction), state in self.rows.items()
-            if direction == "upload" and state.status == "error"
-        }
+        self.failed_uploads = _failed_uploads(self.rows)
 
         self._writing = threading.Lock()
         #: Counts the writes that changed rows (to tell whether anything did since).
@@ -176,26 +172,14 @@ class TransferStateStore:
 
     def _mirror(self, chosen: list[tuple[Key, TransferState | None]]) -> None:
         rows = dict(self.rows)
-        failed = self.failed_uploads
         for key, state in chosen:
             if state is None:
                 rows.pop(key, None)
             else:
                 rows[key] = state
-            file_id, direction = key
-            was_failed = file_id in failed
-            is_failed = direction == "upload" and state is not None and state.status == "error"
-            if direction == "upload" and (was_failed or is_failed):
-                if failed is self.failed_uploads:
-                    failed = dict(failed)
-                if is_failed:
-                    assert state is not None
-                    failed[file_id] = state
-                else:
-                    del failed[file_id]
         # Swapped in whole, each by one assignment (see the class docstring).
         self.rows = rows
-        self.failed_uploads = failed
+        self.failed_uploads = _failed_uploads(rows)
         self.version += 1
 
     def uploads_to_go(self) -> set[str]:
@@ -216,3 +200,12 @@ class TransferStateStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _failed_uploads(rows: Mapping[Key, TransferState]) -> dict[str, TransferState]:
+    """The uploads in error, by file id (one pass, as copying the rows for a write is)."""
+    return {
+        file_id: state
+        for (file_id, direction), state in rows.items()
+        if direction == "upload" and state.status == "error"
+    }
