@@ -16,6 +16,7 @@ import trio_sync
 from trio_sync.cli import parser
 from trio_sync.cli._serve import blob_limits
 from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore, RetryPolicy
+from trio_sync.files._blobs import StoreUsage
 from trio_sync.files._chunks import make_chunk
 from trio_sync.protocol import PROTOCOL_VERSION, Hello, encode
 from trio_sync.protocol._blob_messages import (
@@ -31,7 +32,12 @@ from trio_sync.protocol._blob_messages import (
     UploadOffset,
 )
 from trio_sync.server import BlobLimits, MemoryBlobBackend
-from trio_sync.server._blob_upkeep import check_blob, quota_problem, sweep_and_measure
+from trio_sync.server._blob_upkeep import (
+    check_blob,
+    quota_problem,
+    quota_refusal,
+    sweep_and_measure,
+)
 from trio_sync.store import ServerStore
 from trio_sync.transport import connect_websocket
 
@@ -397,3 +403,15 @@ def test_an_upload_already_published_is_not_counted_twice_against_the_quota() ->
     assert reserved == {_digest(b"r" * 1000): 1000}
     assert quota_problem(usage, reserved, _digest(b"n" * 3000), 3000, 10_000) is None
     assert quota_problem(usage, receiving, _digest(b"n" * 3000), 3000, 10_000) is not None
+
+
+def test_a_refusal_says_try_later_only_when_the_waiting_garbage_makes_room() -> None:
+    usage = StoreUsage(blob_bytes=8000, partials={})
+    new = _digest(b"n" * 3000)
+    assert quota_refusal(usage, {}, new, 2000, 10_000, waiting=0, min_age=60) == (None, False)
+    problem, later = quota_refusal(usage, {}, new, 3000, 10_000, waiting=0, min_age=60)
+    assert problem is not None and not later  # nothing will come free
+    problem, later = quota_refusal(usage, {}, new, 3000, 10_000, waiting=1000, min_age=60)
+    assert later and problem is not None and "trying again" in problem and "60s" in problem
+    problem, later = quota_refusal(usage, {}, new, 3000, 10_000, waiting=500, min_age=60)
+    assert problem is not None and not later  # 500 bytes are not enough

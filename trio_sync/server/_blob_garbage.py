@@ -34,7 +34,7 @@ from ..files._blobs import ServerBlobStore
 from ..files._model import FileTable
 from ..protocol._blob_messages import UploadBegin
 from ._blob_backends import BlobLimits
-from ._blob_upkeep import StoreUpkeep, quota_problem, sweep_and_measure
+from ._blob_upkeep import StoreUpkeep, quota_refusal, sweep_and_measure
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -141,17 +141,15 @@ async def problem_after_collecting(
     _, usage, reserved = await run(
         sweep_and_measure, store, limits.partial_max_age, dict(care.sizes)
     )
-    quota = limits.max_store_bytes
-    problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
-    if problem is None or not collected.waiting:
-        return problem, False
-    freed = attrs.evolve(usage, blob_bytes=usage.blob_bytes - collected.waiting)
-    if quota_problem(freed, reserved, begin.hash, begin.size, quota) is not None:
-        return problem, False
-    return (
-        f"{problem}; {collected.waiting} bytes no file refers to any more are deleted once"
-        f" {min_age:g}s old (unreferenced_min_age): trying again until then"
-    ), True
+    return quota_refusal(
+        usage,
+        reserved,
+        begin.hash,
+        begin.size,
+        limits.max_store_bytes,
+        waiting=collected.waiting,
+        min_age=min_age,
+    )
 
 
 def _bytes_of_others(store: ServerBlobStore, keep: frozenset[str]) -> int:

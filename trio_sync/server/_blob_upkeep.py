@@ -36,6 +36,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import attrs
 import trio
 
 from .._broadcast import Broadcast
@@ -226,3 +227,38 @@ def quota_problem(
         f"{held} bytes are held or being uploaded. Delete files, or ask the server's "
         "operator for a larger quota (--max-store-bytes)"
     )
+
+
+def quota_refusal(
+    usage: StoreUsage,
+    reserved: Mapping[str, int],
+    content_hash: str,
+    size: int,
+    quota: int,
+    *,
+    waiting: int,
+    min_age: float,
+) -> tuple[str | None, bool]:
+    """Why an upload does not fit once the garbage was collected (None: it fits), and
+    whether it will once the ``waiting`` bytes of garbage kept for their age go: then the
+    reason says so, and the upload is worth trying again (not refused for good)."""
+    problem = quota_problem(usage, reserved, content_hash, size, quota)
+    if problem is None or not waiting:
+        return problem, False
+    freed = attrs.evolve(usage, blob_bytes=usage.blob_bytes - waiting)
+    if quota_problem(freed, reserved, content_hash, size, quota) is not None:
+        return problem, False
+    return (
+        f"{problem}; {waiting} bytes no file refers to any more are deleted once"
+        f" {min_age:g}s old (unreferenced_min_age): trying again until then"
+    ), True
+
+
+def touch(
+    store: ServerBlobStore, content_hash: str
+) -> tuple[Fingerprint | None, Fingerprint | None]:
+    """Restarts the stored blob's age (one worker-thread hop); returns its fingerprint
+    before and after (after is None: the blob is gone)."""
+    before = store.fingerprint(content_hash)
+    store.touch(content_hash)
+    return before, store.fingerprint(content_hash)

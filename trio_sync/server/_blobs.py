@@ -50,7 +50,14 @@ from ..store import store_for_target
 from ..transport import Connection
 from ._blob_backends import BlobBackend, BlobLimits
 from ._blob_garbage import problem_after_collecting
-from ._blob_upkeep import StoreUpkeep, check_blob, quota_problem, sweep_and_measure, upkeep
+from ._blob_upkeep import (
+    StoreUpkeep,
+    check_blob,
+    quota_problem,
+    sweep_and_measure,
+    touch,
+    upkeep,
+)
 from ._hub import Hub
 from ._session import ServerSession, loggable
 
@@ -438,9 +445,7 @@ class BlobSession:
         this one restarted) may take the blob meanwhile. False when the blob is gone (then
         it is uploaded again). When it was last found sound stays as it was: a touch is no
         check (a rotten blob must not pass for a checked one)."""
-        before = await self._run(store.fingerprint, content_hash)
-        await self._run(store.touch, content_hash)
-        after = await self._run(store.fingerprint, content_hash)
+        before, after = await self._run(touch, store, content_hash)
         if after is None:
             return False
         checked_at = None if before is None else care.verified_at(content_hash, before)
@@ -465,8 +470,7 @@ class BlobSession:
             )
             return False
         # Its age starts now, not at the partial's last write (see _touch).
-        await self._run(store.touch, content_hash)
-        fingerprint = await self._run(store.fingerprint, content_hash)
+        _, fingerprint = await self._run(touch, store, content_hash)
         if fingerprint is not None:  # just hashed: no need to hash it again soon
             upkeep(store).mark_verified(content_hash, fingerprint, trio.current_time())
         return True
