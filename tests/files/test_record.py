@@ -75,6 +75,21 @@ async def test_updates_of_one_file_from_many_tasks_upload_the_one_that_won(
                 assert hashlib.sha256(body).hexdigest() == winner.content_hash
 
 
+async def _offline_first_then_online(
+    tmp_path: Path,
+    open_test_client: ClientFactory,
+    meddle: Callable[[trio_sync.Client, str], Awaitable[None]],
+) -> None:
+    """A saves "first contents" offline and ``meddle(a, file_id)`` runs; then the server
+    starts on that port: A uploads, and B reads the first contents."""
+    port = await _free_port()
+    with trio.fail_after(WAIT):
+        async with open_test_client(f"ws://127.0.0.1:{port}", "A") as a:
+            fid = await a.files.save(b"first contents", path="x")
+            await meddle(a, fid)
+        await _online_then_b_reads(tmp_path, port, open_test_client, fid, b"first contents")
+
+
 async def test_a_failed_commit_puts_the_rows_back_and_the_current_contents_still_upload(
     tmp_path: Path, open_test_client: ClientFactory
 ) -> None:
@@ -82,27 +97,24 @@ async def test_a_failed_commit_puts_the_rows_back_and_the_current_contents_still
     # contents were stored fine), while the file's first contents wait to upload
     # (offline). The upload row was left for the contents never recorded, so the first
     # ones never reached the server.
-    port = await _free_port()
-    url = f"ws://127.0.0.1:{port}"
-    with trio.fail_after(WAIT):
-        async with open_test_client(url, "A") as a:
-            fid = await a.files.save(b"first contents", path="x")
-            rows = a.files.state(fid)
-            store = a._core.store
-            write_batch = store.write_batch
+    async def update_on_a_full_store(a: trio_sync.Client, fid: str) -> None:
+        rows = a.files.state(fid)
+        store = a._core.store
+        write_batch = store.write_batch
 
-            def full(works: object, *, durable: bool) -> object:
-                if durable:
-                    raise StoreFull("disk full (injected)")
-                return write_batch(works, durable=durable)  # type: ignore[arg-type]
+        def full(works: object, *, durable: bool) -> object:
+            if durable:
+                raise StoreFull("disk full (injected)")
+            return write_batch(works, durable=durable)  # type: ignore[arg-type]
 
-            store.write_batch = full  # type: ignore[method-assign]
-            with pytest.raises(StoreFull):
-                await a.files.update(fid, b"second contents")
-            store.write_batch = write_batch  # type: ignore[method-assign]
-            assert a.files.state(fid) == rows
-            assert a.files.get(fid).content_hash == rows.upload.content_hash  # type: ignore[union-attr]
-        await _online_then_b_reads(tmp_path, port, open_test_client, fid, b"first contents")
+        store.write_batch = full  # type: ignore[method-assign]
+        with pytest.raises(StoreFull):
+            await a.files.update(fid, b"second contents")
+        store.write_batch = write_batch  # type: ignore[method-assign]
+        assert a.files.state(fid) == rows
+        assert a.files.get(fid).content_hash == rows.upload.content_hash  # type: ignore[union-attr]
+
+    await _offline_first_then_online(tmp_path, open_test_client, update_on_a_full_store)
 
 
 async def test_an_upload_row_for_contents_never_recorded_is_put_right_at_open(
@@ -112,16 +124,13 @@ async def test_an_upload_row_for_contents_never_recorded_is_put_right_at_open(
     # event (a SIGKILL there, or a close the undo could not outlive). The row named
     # contents no event has; the next open dropped it as beaten by another client, and
     # this client's own current contents were never uploaded.
-    port = await _free_port()
-    url = f"ws://127.0.0.1:{port}"
-    with trio.fail_after(WAIT):
-        async with open_test_client(url, "A") as a:
-            fid = await a.files.save(b"first contents", path="x")
-            lost = hashlib.sha256(b"lost").hexdigest()
-            rows = [((fid, "upload"), TransferState("queued", lost))]
-            rows.append(((fid, "download"), TransferState("done", lost)))
-            await a._core.run_store(a.files._states.set_many, rows)
-        await _online_then_b_reads(tmp_path, port, open_test_client, fid, b"first contents")
+    async def rows_without_their_event(a: trio_sync.Client, fid: str) -> None:
+        lost = hashlib.sha256(b"lost").hexdigest()
+        rows = [((fid, "upload"), TransferState("queued", lost))]
+        rows.append(((fid, "download"), TransferState("done", lost)))
+        await a._core.run_store(a.files._states.set_many, rows)
+
+    await _offline_first_then_online(tmp_path, open_test_client, rows_without_their_event)
 
 
 async def test_saves_and_updates_after_the_client_closed_raise_client_closed(
