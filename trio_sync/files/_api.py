@@ -33,6 +33,7 @@ from ._model import (
     check_metadata,
     file_event_args,
     new_file_id,
+    rows_for_own_contents,
 )
 from ._options import FileOptions, default_places
 from ._queue import stale_on_open
@@ -466,20 +467,12 @@ class FileSync:
                 and not self._garbage.is_saving(file_id)
             ):
                 self.executor.cancel("upload", file_id)
-                if info.author == core.state.client_id:
-                    # Our own contents are current, and the row is for contents never
-                    # recorded (a crash or a close between the row and the commit): it
-                    # goes back to the contents that need uploading.
-                    queued = TransferState("queued", info.content_hash)
-                    requeue.append(((file_id, "upload"), queued))
-                    download = self._states.get(file_id, "download")
-                    if download is not None and download.content_hash != info.content_hash:
-                        # Here already (they are ours): the row said another contents.
-                        done = TransferState("done", info.content_hash)
-                        requeue.append(((file_id, "download"), done))
-                else:
-                    # Another client's contents won: ours need not reach the server.
+                download = self._states.get(file_id, "download")
+                own = rows_for_own_contents(info, download, core.state.client_id)
+                if own is None:
                     forget.append(((file_id, "upload"), upload))
+                else:
+                    requeue += [((file_id, direction), state) for direction, state in own]
             if not await core.run_store(self.blobs.has, info.content_hash):
                 await self._want_download(file_id, info.content_hash, priority=False)
         # Before the rows go: a crash in between leaves the rows, and the next start's

@@ -197,3 +197,21 @@ class FileTable:
 
     def live_hashes(self) -> set[str]:
         return {info.content_hash for info in self.files.values() if not info.deleted}
+
+
+def rows_for_own_contents(
+    info: FileInfo, download: TransferState | None, client_id: str
+) -> list[tuple[Direction, TransferState]] | None:
+    """What to write instead of an upload row for other contents than the file's: when
+    the current contents are this client's own, that row was left for contents never
+    recorded (a crash or a close between a recording's rows and its event), so the upload
+    goes back to the current contents, and the download is done for them (they are here).
+    None: another client's contents won; the row goes, ours need not reach the server."""
+    if info.author != client_id:
+        return None
+    rows: list[tuple[Direction, TransferState]] = [
+        ("upload", TransferState("queued", info.content_hash))
+    ]
+    if download is not None and download.content_hash != info.content_hash:
+        rows.append(("download", TransferState("done", info.content_hash)))
+    return rows
