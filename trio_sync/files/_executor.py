@@ -26,7 +26,7 @@ from ._model import Direction, TransferState, TransferStatus
 from ._pacing import PacingPolicy, TransferPacer
 from ._queue import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
 from ._state import TransferStateStore
-from ._wire import BlobClient, TransferFailed
+from ._wire import BlobClient, TransferFailed, WorkerConnection
 
 logger = logging.getLogger("trio_sync.files")
 
@@ -260,37 +260,45 @@ class TransferExecutor:
 
     async def _work(self, direction: Direction) -> None:
         queue = self.queues[direction]
-        while True:
-            changed = self.changed.event
-            now = trio.current_time()
-            key = None
-            held = self._held(direction)
-            if self.online and not self.paused:
-                key = queue.next_ready(now, held=held)
-            if key is None:
-                deadline = (
-                    queue.next_deadline(held=held) if self.online and not self.paused else None
-                )
-                with trio.move_on_at(deadline if deadline is not None else float("inf")):
-                    await changed.wait()
-                continue
-            queue.start(key)
-            try:
-                await self._transfer(direction, key)
-            finally:
-                queue.released(key)  # still in flight: this worker died or was stopped
-                self.counts_changed()
-            # A transfer can end without waiting for anything: let the others run.
-            await trio.lowlevel.checkpoint()
-            # New contents queued while this transfer ran (it could not queue twice).
-            row = self._states.get(key, direction)
-            if row is not None and row.status == "queued" and key not in queue:
-                self.enqueue(direction, key)
+        # Kept while transfers come back to back, closed when there is nothing to do.
+        connection = WorkerConnection(self._wire)
+        try:
+            while True:
+                changed = self.changed.event
+                now = trio.current_time()
+                key = None
+                held = self._held(direction)
+                if self.online and not self.paused:
+                    key = queue.next_ready(now, held=held)
+                if key is None:
+                    await connection.close()
+                    deadline = (
+                        queue.next_deadline(held=held) if self.online and not self.paused else None
+                    )
+                    with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                        await changed.wait()
+                    continue
+                queue.start(key)
+                try:
+                    await self._transfer(direction, key, connection)
+                finally:
+                    queue.released(key)  # still in flight: this worker died or was stopped
+                    self.counts_changed()
+                # A transfer can end without waiting for anything: let the others run.
+                await trio.lowlevel.checkpoint()
+                # New contents queued while this transfer ran (it could not queue twice).
+                row = self._states.get(key, direction)
+                if row is not None and row.status == "queued" and key not in queue:
+                    self.enqueue(direction, key)
+        finally:
+            await connection.close()
 
     async def _set_state(self, direction: Direction, file_id: str, state: TransferState) -> None:
         await self._core.run_store(self._states.update, (file_id, direction), state)
 
-    async def _transfer(self, direction: Direction, file_id: str) -> None:
+    async def _transfer(
+        self, direction: Direction, file_id: str, connection: WorkerConnection
+    ) -> None:
         core, queue = self._core, self.queues[direction]
         target = self._target(direction, file_id)
         row = self._states.get(file_id, direction)
@@ -320,8 +328,12 @@ class TransferExecutor:
         self._moving[(direction, file_id)] = content_hash
         try:
             error, cancelled, yielded = await self._move(
-                direction, file_id, row, content_hash, size
+                direction, file_id, row, content_hash, size, connection
             )
+            if error is not None or cancelled:
+                # Where the conversation stopped is unknown: the next transfer starts on
+                # a new connection. (Here, outside the transfer's cancel scope.)
+                await connection.close()
         finally:
             del self._moving[(direction, file_id)]
         if cancelled:
@@ -363,10 +375,11 @@ class TransferExecutor:
         row: TransferState,
         content_hash: str,
         size: int,
+        connection: WorkerConnection,
     ) -> tuple[TransferFailed | StoreError | None, bool, float]:
-        """One attempt at moving the contents: the error it ended with (None when it
-        succeeded), whether it was cancelled on purpose, and the seconds its chunks held
-        for the event sync."""
+        """One attempt at moving the contents, on the worker's ``connection``: the error
+        it ended with (None when it succeeded), whether it was cancelled on purpose, and
+        the seconds its chunks held for the event sync."""
         core = self._core
         if self.fault is not None:
             self.fault(direction, file_id)
@@ -383,19 +396,25 @@ class TransferExecutor:
         pacing = self._pacing
         pacer = None if pacing is None else TransferPacer(pacing, trio.current_time())
         error: TransferFailed | StoreError | None = None
-        with trio.CancelScope() as scope:
-            self._scopes[(direction, file_id)] = scope
-            try:
+        # Registered before the connection is opened, entered after: a cancel() while
+        # connecting stops the transfer as it starts. (The connection outlives the
+        # transfer, so it is opened outside the scope.)
+        scope = self._scopes[(direction, file_id)] = trio.CancelScope()
+        session = None
+        try:
+            session = await connection.ensure()
+            with scope:
                 if direction == "upload":
-                    await self._wire.upload(content_hash, size, progress, pacer)
+                    await self._wire.upload(content_hash, size, progress, pacer, session)
                 else:
-                    await self._wire.download(content_hash, size, progress, pacer)
-            except (TransferFailed, StoreError) as exc:
-                error = exc
-            finally:
-                del self._scopes[(direction, file_id)]
+                    await self._wire.download(content_hash, size, progress, pacer, session)
+        except (TransferFailed, StoreError) as exc:
+            error = exc
+        finally:
+            del self._scopes[(direction, file_id)]
+        cancelled = scope.cancelled_caught or (session is None and scope.cancel_called)
         yielded = 0.0 if pacer is None else round(pacer.held, 6)
-        return error, scope.cancelled_caught, yielded
+        return error, cancelled, yielded
 
     async def _failed(
         self,

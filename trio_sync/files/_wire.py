@@ -1,18 +1,20 @@
 """One blob transfer over a blob connection (the client's side of the conversation).
 
-Each attempt opens its own connection (see ``protocol/_blob_messages.py``): a transfer
-never shares a connection with the event sync, nor with another transfer, so nothing waits
-behind a large file. Chunks are read from disk and sent one at a time (the connection
-queues one at most), so memory stays at a few chunks whatever the file's size. A chunk's
-disk I/O and SHA-256 take one hop to the store runner together (``_chunks.py``); the
-event loop only moves bytes. With a :class:`TransferPacer`, each chunk first yields to the
+Transfers never share a connection with the event sync, nor with each other, so nothing
+waits behind a large file (see ``protocol/_blob_messages.py``). A worker keeps its own
+connection while it has transfers back to back (:class:`WorkerConnection`): connecting,
+the WebSocket handshake and the hello cost about as much as a small file's whole transfer.
+Chunks are read from disk and sent one at a time (the connection queues one at most), so
+memory stays at a few chunks whatever the file's size. A chunk's disk I/O and SHA-256
+take one hop to the store runner together (``_chunks.py``); the event loop only moves
+bytes. With a :class:`TransferPacer`, each chunk first yields to the
 client's event sync while it has work in flight (``_pacing.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from typing import Protocol
 
 import trio
@@ -46,6 +48,8 @@ from ._pacing import TransferPacer
 OpenConnection = Callable[[], AbstractAsyncContextManager[Connection]]
 #: Reports progress: (bytes done, bytes in all).
 Progress = Callable[[int, int], None]
+#: A blob connection past its hello: the connection and the server's welcome.
+Session = tuple[Connection, BlobWelcome]
 
 
 class SyncGate(Protocol):
@@ -94,19 +98,41 @@ class BlobClient:
         self._timeout = timeout
 
     @asynccontextmanager
-    async def _session(self) -> AsyncIterator[tuple[Connection, BlobWelcome]]:
+    async def _session(self) -> AsyncIterator[Session]:
+        """A new blob connection past its hello, closed at the end.
+
+        Raises:
+            TransferFailed: It could not be opened, or failed while in use.
+        """
         try:
-            token = await self._token()
             async with self._connect() as conn:
-                await conn.send(
-                    BlobHello(
-                        protocol_version=PROTOCOL_VERSION, client_id=self._client_id, token=token
-                    )
-                )
-                welcome = await self._receive(conn)
-                if not isinstance(welcome, BlobWelcome):
-                    raise ProtocolError(f"expected 'blob_welcome', got {welcome.TYPE!r}")
-                yield conn, welcome
+                yield conn, await self._hello(conn)
+        except (TransportError, ProtocolError) as exc:
+            raise TransferFailed(str(exc)) from None
+
+    async def _hello(self, conn: Connection) -> BlobWelcome:
+        token = await self._token()
+        await conn.send(
+            BlobHello(protocol_version=PROTOCOL_VERSION, client_id=self._client_id, token=token)
+        )
+        welcome = await self._receive(conn)
+        if not isinstance(welcome, BlobWelcome):
+            raise ProtocolError(f"expected 'blob_welcome', got {welcome.TYPE!r}")
+        return welcome
+
+    @asynccontextmanager
+    async def _use(self, session: Session | None) -> AsyncIterator[Session]:
+        """``session`` (a worker's own connection, left open), or a new one of its own.
+
+        Raises:
+            TransferFailed: The connection failed while in use.
+        """
+        if session is None:
+            async with self._session() as opened:
+                yield opened
+            return
+        try:
+            yield session
         except (TransportError, ProtocolError) as exc:
             raise TransferFailed(str(exc)) from None
 
@@ -142,15 +168,17 @@ class BlobClient:
         size: int,
         progress: Progress,
         pacer: TransferPacer | None = None,
+        session: Session | None = None,
     ) -> None:
         """Uploads the local blob ``content_hash``, resuming where the server stopped.
-        Each chunk is read and sent once ``pacer`` allows.
+        Each chunk is read and sent once ``pacer`` allows. On ``session`` when given (it
+        stays open), else on a connection of its own.
 
         Raises:
             TransferFailed: The attempt failed (the reason says why).
             StoreError: The local blob cannot be read.
         """
-        async with self._session() as (conn, welcome):
+        async with self._use(session) as (conn, welcome):
             if size > welcome.max_blob_bytes:
                 raise TransferFailed(
                     f"{size} bytes is over the server's limit of {welcome.max_blob_bytes}",
@@ -192,13 +220,19 @@ class BlobClient:
                 raise ProtocolError("expected 'upload_done' for this blob")
 
     async def download(
-        self, content_hash: str, size: int, progress: Progress, pacer: TransferPacer | None = None
+        self,
+        content_hash: str,
+        size: int,
+        progress: Progress,
+        pacer: TransferPacer | None = None,
+        session: Session | None = None,
     ) -> int:
         """Downloads the blob ``content_hash`` of ``size`` bytes (as the file's facts say)
         into the local store, resuming a partial download; returns its size. Each chunk is
         written (and, every few MiB, synced) once ``pacer`` allows; meanwhile the next ones
         wait in the connection. A server announcing another size is refused before a byte
-        is written: the facts bound what the disk takes.
+        is written: the facts bound what the disk takes. On ``session`` when given (it
+        stays open), else on a connection of its own.
 
         Raises:
             TransferFailed: The attempt failed (``missing``: the server lacks the blob).
@@ -210,7 +244,7 @@ class BlobClient:
             # Another file with the same contents brought it meanwhile.
             progress(held, held)
             return held
-        async with self._session() as (conn, _):
+        async with self._use(session) as (conn, _):
             offset = await run(blobs.partial_size, content_hash)
             # The server may hold its answer while the blob's upload is in progress (the
             # fact travels faster than the contents): half our patience, so that its
@@ -283,3 +317,47 @@ class BlobClient:
                     raise ProtocolError("expected 'blob_check_result' about the blobs asked")
                 lacking.update(answer.missing)
         return lacking
+
+
+class WorkerConnection:
+    """A transfer worker's blob connection, kept while it has transfers back to back.
+
+    :meth:`ensure` opens it (or returns the one open); :meth:`close` closes it. The
+    worker closes it when it goes idle, so no connection waits open for the server's
+    idle timeout, and after a transfer that did not succeed, since the conversation's
+    state is then unknown. The connection owns a nursery: both methods must be called
+    from the worker's own task, outside any transfer's cancel scope.
+    """
+
+    def __init__(self, client: BlobClient) -> None:
+        self._client = client
+        self._stack: AsyncExitStack | None = None
+        self._session: Session | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None
+
+    async def ensure(self) -> Session:
+        """The worker's connection, opened (with its hello) if it was not.
+
+        Raises:
+            TransferFailed: It could not be opened.
+        """
+        if self._session is not None:
+            return self._session
+        stack = AsyncExitStack()
+        try:
+            self._session = await stack.enter_async_context(self._client._session())
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self._session
+
+    async def close(self) -> None:
+        """Closes the connection, if open. A failure to close it cleanly only ends it."""
+        stack, self._stack, self._session = self._stack, None, None
+        if stack is not None:
+            with suppress(TransferFailed):
+                await stack.aclose()

@@ -167,7 +167,13 @@ class BlobSession:
                     max_blob_bytes=self._limits.max_blob_bytes,
                 )
             )
-            await self._serve(store)
+            metrics = self._hub.metrics
+            metrics.blob_connections_opened.inc()
+            metrics.blob_connections.inc()
+            try:
+                await self._serve(store)
+            finally:
+                metrics.blob_connections.dec()
         except _Refused as refusal:
             reason = refusal.reason
             logger.info("refused a blob connection from %s: %s", self._conn.peer, loggable(reason))

@@ -42,6 +42,16 @@ class ServerMetrics:
         self.connections_opened = Counter(
             "trio_sync_connections_opened", "Connections that said hello", registry=registry
         )
+        self.blob_connections = Gauge(
+            "trio_sync_blob_connections",
+            "Blob connections (file transfers) welcomed and open",
+            registry=registry,
+        )
+        self.blob_connections_opened = Counter(
+            "trio_sync_blob_connections_opened",
+            "Blob connections (file transfers) welcomed",
+            registry=registry,
+        )
         self.refusals = Counter(
             "trio_sync_refusals",
             "Connections refused or closed by the server, by reason",
