@@ -104,10 +104,14 @@ class TransferStateStore:
             StoreError: The write failed; nothing changed.
             ClientClosed: The client closed.
         """
-        # "in_progress" needs no fsync of its own: after a crash it reads as queued
-        # either way (start-up recovery), and the next durable write makes it durable.
-        durable = state.status != "in_progress"
-        return self._write([(key, state)], only_for={key: state.content_hash}, durable=durable) > 0
+        # A worker's report needs no fsync of its own: each is atomic, durable with the
+        # next durable write, and what a power cut takes back is re-done, never lost. An
+        # "in_progress" or "error" row reads as queued at the next start (start-up
+        # recovery) either way; a "done" row taken back is queued again, and its transfer
+        # ends at once (the server answers "stored already"; a download finds the blob
+        # held). What must survive, that contents are to be uploaded, is written durably
+        # with the save that records them.
+        return self._write([(key, state)], only_for={key: state.content_hash}, durable=False) > 0
 
     def _write(
         self,
