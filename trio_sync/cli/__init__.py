@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+import trio
 
 from .._errors import TrioSyncError
 from . import _bench, _demo, _migrate, _replay, _serve, _status, _token
@@ -39,10 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trio-sync {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _quiet_stranded_generators()
         return 130
     except BaseExceptionGroup as group:
         # Trio's nurseries wrap what their tasks raised: unwrap what we would handle bare.
         if group.subgroup(KeyboardInterrupt) is not None:
+            _quiet_stranded_generators()
             return 130
         errors = group.subgroup(TrioSyncError)
         if errors is None:
@@ -53,6 +58,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (``| head``): nothing more to say, and nobody to say it to.
         _silence_stdout()
         return 0
+
+
+def _quiet_stranded_generators() -> None:
+    """Ctrl-C can land between an ``async with`` entering a context manager made by a
+    generator (``open_client``) and the block starting: that generator stays suspended,
+    and when it is collected after the run, Trio's finalizer can only complain that the
+    run has exited ("Exception ignored ... RunFinishedError"). The run is over and nothing
+    it committed is lost, so the exit stays quiet: that one complaint is dropped."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, trio.RunFinishedError):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def _first_leaf(group: BaseExceptionGroup[TrioSyncError]) -> BaseException:
