@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import AbstractAsyncContextManager
 
 import trio
 
 import trio_sync
+from trio_sync import ConnectionClosed
 from trio_sync.files import FileOptions
-from trio_sync.files._wire import Session, WorkerConnection
+from trio_sync.files._wire import BlobClient, Session, WorkerConnection
 from trio_sync.server import BlobLimits
+from trio_sync.server._blobs import BlobSession
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
 
@@ -135,3 +138,76 @@ async def test_a_delete_while_the_worker_connects_cancels_the_upload(
             await a.files.wait_idle()
             assert a.files.state(doomed).upload is None
             assert a.files.state(kept).upload.status == "done"  # type: ignore[union-attr]
+
+
+async def test_a_kept_connection_the_server_closed_costs_no_failed_attempt(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
+) -> None:
+    # What was tried: the server closes each blob connection right after an upload's
+    # upload_done (as an idle timeout, a proxy or a restart would, between two
+    # transfers). The worker finds its kept connection closed as the next upload starts.
+    real_end = BlobSession._end_upload
+
+    async def end_then_close(self: BlobSession, *args: object) -> None:
+        await real_end(self, *args)  # type: ignore[arg-type]
+        raise ConnectionClosed("test: the server closes after each upload")
+
+    monkeypatch.setattr(BlobSession, "_end_upload", end_then_close)  # type: ignore[attr-defined]
+    options = FileOptions(uploads=1, downloads=1)
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A", files=options) as a:
+            await a.wait_synced()
+            opened_before, _ = _blob_connections(server)
+            a.files.executor.pause()
+            ids = [await a.files.save(os.urandom(1000 + n), path=f"f{n}") for n in range(4)]
+            a.files.executor.resume()
+            await a.files.wait_idle()
+            states = [a.files.state(fid).upload for fid in ids]
+            assert [(s.status, s.attempts) for s in states if s] == [("done", 0)] * 4
+            assert not [n for n in a.recent_events() if n.kind == "upload.error"]
+            opened, _ = _blob_connections(server)
+            assert opened - opened_before == 4  # each upload found the last one closed
+
+
+async def test_a_refusal_in_answer_to_a_begin_keeps_the_connection(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
+) -> None:
+    # What was tried: B's one download worker first asks for a blob the server does not
+    # hold yet (its uploader A is paused: "missing"), then for one it holds (uploaded by
+    # C). The refusal ended that conversation cleanly: both go on one connection.
+    opened_by: list[str] = []
+    real_session = BlobClient._session
+
+    def counting_session(self: BlobClient) -> AbstractAsyncContextManager[Session]:
+        opened_by.append(self._client_id)
+        return real_session(self)
+
+    monkeypatch.setattr(BlobClient, "_session", counting_session)  # type: ignore[attr-defined]
+    options = FileOptions(uploads=1, downloads=1)
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A", files=options) as a,
+            open_test_client(server.url, "B", files=options) as b,
+            open_test_client(server.url, "C", files=options) as c,
+        ):
+            for client in (a, b, c):
+                await client.wait_synced()
+            a.files.executor.pause()
+            b.files.executor.pause()
+            later = await a.files.save(os.urandom(3000), path="later")
+            await b.files.wait_for(lambda files: files.get(later) is not None)
+            held = await c.files.save(os.urandom(2000), path="held")  # queued after
+            await c.files.wait_for(
+                lambda files: files.state(held).upload.status == "done"  # type: ignore[union-attr]
+            )
+            await b.files.wait_for(lambda files: files.get(held) is not None)
+            notes = b.subscribe()
+            b.files.executor.resume()
+            async for note in notes:
+                if note.kind == "download.error" and note.fields["file_id"] == later:
+                    break
+            await b.files.wait_for(lambda files: files.has_contents(held))
+            assert opened_by.count("B") == 1
+            a.files.executor.resume()
+            await b.files.wait_for(lambda files: files.has_contents(later))
+            assert await b.files.read(later) == await a.files.read(later)

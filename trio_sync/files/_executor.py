@@ -330,9 +330,13 @@ class TransferExecutor:
             error, cancelled, yielded = await self._move(
                 direction, file_id, row, content_hash, size, connection
             )
-            if error is not None or cancelled:
+            if cancelled or (
+                error is not None
+                and not (isinstance(error, TransferFailed) and error.connection_usable)
+            ):
                 # Where the conversation stopped is unknown: the next transfer starts on
-                # a new connection. (Here, outside the transfer's cancel scope.)
+                # a new connection. (Here, outside the transfer's cancel scope.) A
+                # refusal in answer to the transfer's first message ended it cleanly.
                 await connection.close()
         finally:
             del self._moving[(direction, file_id)]
@@ -395,24 +399,44 @@ class TransferExecutor:
 
         pacing = self._pacing
         pacer = None if pacing is None else TransferPacer(pacing, trio.current_time())
-        error: TransferFailed | StoreError | None = None
-        # Registered before the connection is opened, entered after: a cancel() while
-        # connecting stops the transfer as it starts. (The connection outlives the
-        # transfer, so it is opened outside the scope.)
-        scope = self._scopes[(direction, file_id)] = trio.CancelScope()
-        session = None
-        try:
-            session = await connection.ensure()
-            with scope:
-                if direction == "upload":
-                    await self._wire.upload(content_hash, size, progress, pacer, session)
-                else:
-                    await self._wire.download(content_hash, size, progress, pacer, session)
-        except (TransferFailed, StoreError) as exc:
-            error = exc
-        finally:
-            del self._scopes[(direction, file_id)]
-        cancelled = scope.cancelled_caught or (session is None and scope.cancel_called)
+        wire = self._wire
+        # A download of contents held here already ends at once: no connection for it.
+        needs_connection = direction == "upload" or not await wire.holds(content_hash)
+        while True:
+            error: TransferFailed | StoreError | None = None
+            reused = connection.is_open
+            # Registered before the connection is opened, entered after: a cancel()
+            # while connecting stops the transfer as it starts. (The connection outlives
+            # the transfer, so it is opened outside the scope.)
+            scope = self._scopes[(direction, file_id)] = trio.CancelScope()
+            session = None
+            try:
+                if needs_connection:
+                    session = await connection.ensure()
+                with scope:
+                    if direction == "upload":
+                        await wire.upload(content_hash, size, progress, pacer, session)
+                    else:
+                        await wire.download(content_hash, size, progress, pacer, session)
+            except (TransferFailed, StoreError) as exc:
+                error = exc
+            finally:
+                del self._scopes[(direction, file_id)]
+            cancelled = scope.cancelled_caught or (
+                needs_connection and session is None and scope.cancel_called
+            )
+            if not (
+                reused
+                and not cancelled
+                and isinstance(error, TransferFailed)
+                and error.connection_lost
+            ):
+                break
+            # The kept connection had closed meanwhile (the server's idle timeout, a
+            # proxy, a restart): that is no failure of this transfer. The same attempt
+            # again, once, on a new connection.
+            await connection.close()
+            core.trace(f"{direction}.reconnect", file_id=file_id, error=str(error))
         yielded = 0.0 if pacer is None else round(pacer.held, 6)
         return error, cancelled, yielded
 

@@ -66,13 +66,26 @@ class SyncGate(Protocol):
 
 class TransferFailed(TrioSyncError):
     """One attempt of a transfer failed. ``missing``: the server does not hold the blob
-    (yet); ``retryable``: another attempt may succeed."""
+    (yet); ``retryable``: another attempt may succeed; ``connection_lost``: the connection
+    closed or broke (no verdict of the server's); ``connection_usable``: the server refused
+    the transfer in answer to its first message, so the conversation ended cleanly and
+    the connection can carry the next transfer."""
 
-    def __init__(self, reason: str, *, retryable: bool = True, missing: bool = False) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool = True,
+        missing: bool = False,
+        connection_lost: bool = False,
+        connection_usable: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.missing = missing
+        self.connection_lost = connection_lost
+        self.connection_usable = connection_usable
 
 
 class BlobClient:
@@ -107,7 +120,9 @@ class BlobClient:
         try:
             async with self._connect() as conn:
                 yield conn, await self._hello(conn)
-        except (TransportError, ProtocolError) as exc:
+        except TransportError as exc:
+            raise TransferFailed(str(exc), connection_lost=True) from None
+        except ProtocolError as exc:
             raise TransferFailed(str(exc)) from None
 
     async def _hello(self, conn: Connection) -> BlobWelcome:
@@ -133,10 +148,19 @@ class BlobClient:
             return
         try:
             yield session
-        except (TransportError, ProtocolError) as exc:
+        except TransportError as exc:
+            raise TransferFailed(str(exc), connection_lost=True) from None
+        except ProtocolError as exc:
             raise TransferFailed(str(exc)) from None
 
-    async def _receive(self, conn: Connection) -> Message:
+    async def _receive(self, conn: Connection, *, answering_begin: bool = False) -> Message:
+        """The server's next message; a refusal raises. ``answering_begin``: it answers
+        the transfer's first message, so a refusal ends the conversation cleanly.
+
+        Raises:
+            TransferFailed: The server refused.
+            ConnectionClosed: No answer in time, or the connection closed.
+        """
         with trio.move_on_after(self._timeout):
             message = await conn.receive()
             if isinstance(message, Error):
@@ -148,9 +172,15 @@ class BlobClient:
                     f"the server refused: {message.reason}",
                     retryable=message.retryable,
                     missing=message.missing,
+                    connection_usable=answering_begin,
                 )
             return message
         raise ConnectionClosed(f"no answer from the server within {self._timeout:g}s")
+
+    async def holds(self, content_hash: str) -> bool:
+        """True when the local store holds ``content_hash``: a download of it ends at
+        once, without a connection."""
+        return await self._run(self._blobs.has, content_hash)
 
     async def _pace(self, pacer: TransferPacer | None) -> None:
         """Holds the next chunk while the event sync is busy, as ``pacer`` allows."""
@@ -185,7 +215,7 @@ class BlobClient:
                     retryable=False,
                 )
             await conn.send(UploadBegin(hash=content_hash, size=size))
-            answer = await self._receive(conn)
+            answer = await self._receive(conn, answering_begin=True)
             if not isinstance(answer, UploadOffset) or answer.hash != content_hash:
                 raise ProtocolError("expected 'upload_offset' for this blob")
             offset = answer.offset
@@ -251,7 +281,7 @@ class BlobClient:
             # answer still arrives in time.
             wait = min(int(self._timeout / 2), MAX_DOWNLOAD_WAIT)
             await conn.send(DownloadBegin(hash=content_hash, offset=offset, wait=wait))
-            info = await self._receive(conn)
+            info = await self._receive(conn, answering_begin=True)
             if not isinstance(info, DownloadInfo) or info.hash != content_hash:
                 raise ProtocolError("expected 'download_info' for this blob")
             if info.size != size:
