@@ -67,11 +67,14 @@ def _quiet_stranded_generators() -> None:
     run has exited ("Exception ignored ... RunFinishedError"). The run is over and nothing
     it committed is lost, so the exit stays quiet: that one complaint is dropped."""
     previous = sys.unraisablehook
+    if getattr(previous, "quiets_stranded_generators", False):
+        return  # once per process: main() may run again in it (tests do)
 
     def hook(unraisable: Any) -> None:
         if not isinstance(unraisable.exc_value, trio.RunFinishedError):
             previous(unraisable)
 
+    hook.quiets_stranded_generators = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
 
 
