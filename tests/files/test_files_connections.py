@@ -7,15 +7,18 @@ import hashlib
 import os
 from contextlib import AbstractAsyncContextManager
 
+import pytest
 import trio
+import trio.testing
 
 import trio_sync
 from trio_sync import ConnectionClosed
 from trio_sync.files import FileOptions
 from trio_sync.files._wire import BlobClient, Session, WorkerConnection
-from trio_sync.server import BlobLimits
+from trio_sync.server import BlobLimits, MemoryBlobBackend
 from trio_sync.server._blobs import BlobSession
 
+from .._virtual import World
 from ..conftest import WAIT, ClientFactory, ServerFactory
 
 
@@ -36,7 +39,7 @@ async def _until_closed(server: trio_sync.Server) -> None:
 async def test_downloads_back_to_back_share_one_connection_closed_once_idle(
     server: trio_sync.Server, open_test_client: ClientFactory
 ) -> None:
-    options = FileOptions(uploads=1, downloads=1)
+    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A", files=options) as a:
             await a.wait_synced()
@@ -60,7 +63,7 @@ async def test_downloads_back_to_back_share_one_connection_closed_once_idle(
 async def test_six_uploads_on_one_worker_open_one_connection(
     server: trio_sync.Server, open_test_client: ClientFactory
 ) -> None:
-    options = FileOptions(uploads=1, downloads=1)
+    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A", files=options) as a:
             await a.wait_synced()
@@ -81,7 +84,7 @@ async def test_after_a_failed_transfer_the_next_one_opens_a_new_connection(
     # What was tried: the first upload is refused for good (over the server's size
     # limit); the worker must not carry that conversation on into the next upload.
     server = await open_server(blob_limits=BlobLimits(max_blob_bytes=4096))
-    options = FileOptions(uploads=1, downloads=1)
+    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A", files=options) as a:
             await a.wait_synced()
@@ -153,7 +156,7 @@ async def test_a_kept_connection_the_server_closed_costs_no_failed_attempt(
         raise ConnectionClosed("test: the server closes after each upload")
 
     monkeypatch.setattr(BlobSession, "_end_upload", end_then_close)  # type: ignore[attr-defined]
-    options = FileOptions(uploads=1, downloads=1)
+    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A", files=options) as a:
             await a.wait_synced()
@@ -183,7 +186,7 @@ async def test_a_refusal_in_answer_to_a_begin_keeps_the_connection(
         return real_session(self)
 
     monkeypatch.setattr(BlobClient, "_session", counting_session)  # type: ignore[attr-defined]
-    options = FileOptions(uploads=1, downloads=1)
+    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
     with trio.fail_after(WAIT):
         async with (
             open_test_client(server.url, "A", files=options) as a,
@@ -211,3 +214,29 @@ async def test_a_refusal_in_answer_to_a_begin_keeps_the_connection(
             a.files.executor.resume()
             await b.files.wait_for(lambda files: files.has_contents(later))
             assert await b.files.read(later) == await a.files.read(later)
+
+
+async def test_an_idle_worker_keeps_its_connection_for_keep_connection_seconds(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Files saved a moment apart (a person saving one, then another) reuse the
+    # connection; it closes keep_connection seconds after the last transfer ended.
+    await world.start_server(blobs=MemoryBlobBackend())
+    options = FileOptions(uploads=1, downloads=1, keep_connection=2.0)
+    async with world.client("A", files=options) as a:
+        await a.wait_synced()
+        for n in range(3):
+            await a.files.save(os.urandom(1000 + n), path=f"f{n}")
+            await a.files.wait_idle()
+            await trio.sleep(1.5)  # under keep_connection: the next save reuses it
+        done = world.times("A", "upload.complete")
+        assert len(done) == 3
+        assert len(world.times("A", "upload.connection_opened")) == 1
+        assert world.times("A", "upload.connection_closed") == []
+        await trio.sleep(1.0)
+        [closed] = world.times("A", "upload.connection_closed")
+        assert closed == pytest.approx(done[-1] + 2.0)
+        # After that, the next upload opens a new one.
+        await a.files.save(b"later", path="later")
+        await a.files.wait_idle()
+        assert len(world.times("A", "upload.connection_opened")) == 2

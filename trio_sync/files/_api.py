@@ -121,6 +121,7 @@ class FileSync:
                 retry=options.retry,
                 progress_interval=options.progress_interval,
                 pacing=options.pacing,
+                keep_connection=options.keep_connection,
             )
             self._recorder = ContentsRecorder(core, self._states, self.executor)
             await self._recover_stale()

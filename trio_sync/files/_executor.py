@@ -77,6 +77,7 @@ class TransferExecutor:
         retry: RetryPolicy | None = None,
         progress_interval: float = 0.25,
         pacing: PacingPolicy | None = None,
+        keep_connection: float = 2.0,
     ) -> None:
         retry = retry or RetryPolicy()
         self._core = core
@@ -86,6 +87,7 @@ class TransferExecutor:
         self._finished = finished
         self._progress_interval = progress_interval
         self._pacing = pacing
+        self._keep_connection = keep_connection
         self.queues: dict[Direction, TransferQueue] = {
             "upload": TransferQueue(uploads, retry),
             "download": TransferQueue(downloads, retry),
@@ -260,8 +262,10 @@ class TransferExecutor:
 
     async def _work(self, direction: Direction) -> None:
         queue = self.queues[direction]
-        # Kept while transfers come back to back, closed when there is nothing to do.
+        # Kept while transfers come back to back, and for keep_connection seconds once
+        # there is nothing to do (the next save may come a moment later).
         connection = WorkerConnection(self._wire)
+        idle_since: float | None = None
         try:
             while True:
                 changed = self.changed.event
@@ -271,13 +275,21 @@ class TransferExecutor:
                 if self.online and not self.paused:
                     key = queue.next_ready(now, held=held)
                 if key is None:
-                    await connection.close()
                     deadline = (
                         queue.next_deadline(held=held) if self.online and not self.paused else None
                     )
-                    with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                    wake_at = float("inf") if deadline is None else deadline
+                    if connection.is_open:
+                        idle_since = now if idle_since is None else idle_since
+                        close_at = idle_since + self._keep_connection
+                        if now >= close_at or not self.online:
+                            await self._close(direction, connection, "idle")
+                        else:
+                            wake_at = min(wake_at, close_at)
+                    with trio.move_on_at(wake_at):
                         await changed.wait()
                     continue
+                idle_since = None
                 queue.start(key)
                 try:
                     await self._transfer(direction, key, connection)
@@ -291,7 +303,12 @@ class TransferExecutor:
                 if row is not None and row.status == "queued" and key not in queue:
                     self.enqueue(direction, key)
         finally:
+            await self._close(direction, connection, "worker stopped")
+
+    async def _close(self, direction: Direction, connection: WorkerConnection, why: str) -> None:
+        if connection.is_open:
             await connection.close()
+            self._core.trace(f"{direction}.connection_closed", why=why)
 
     async def _set_state(self, direction: Direction, file_id: str, state: TransferState) -> None:
         await self._core.run_store(self._states.update, (file_id, direction), state)
@@ -337,7 +354,7 @@ class TransferExecutor:
                 # Where the conversation stopped is unknown: the next transfer starts on
                 # a new connection. (Here, outside the transfer's cancel scope.) A
                 # refusal in answer to the transfer's first message ended it cleanly.
-                await connection.close()
+                await self._close(direction, connection, "transfer failed")
         finally:
             del self._moving[(direction, file_id)]
         if cancelled:
@@ -412,7 +429,10 @@ class TransferExecutor:
             session = None
             try:
                 if needs_connection:
+                    opening = not connection.is_open
                     session = await connection.ensure()
+                    if opening:
+                        core.trace(f"{direction}.connection_opened", file_id=file_id)
                 with scope:
                     if direction == "upload":
                         await wire.upload(content_hash, size, progress, pacer, session)
@@ -435,8 +455,7 @@ class TransferExecutor:
             # The kept connection had closed meanwhile (the server's idle timeout, a
             # proxy, a restart): that is no failure of this transfer. The same attempt
             # again, once, on a new connection.
-            await connection.close()
-            core.trace(f"{direction}.reconnect", file_id=file_id, error=str(error))
+            await self._close(direction, connection, f"found closed: {error}")
         yielded = 0.0 if pacer is None else round(pacer.held, 6)
         return error, cancelled, yielded
 

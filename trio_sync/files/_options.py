@@ -21,6 +21,9 @@ class FileOptions:
         retry: Backoff between attempts of a transfer, and how many attempts.
         transfer_timeout: Seconds to wait for any answer of the server in a transfer.
         progress_interval: Seconds between progress notifications of one transfer.
+        keep_connection: Seconds an idle transfer worker keeps its blob connection for
+            the next transfer (files saved one after another reuse it); 0 closes it as
+            soon as there is nothing to do. Well under the server's ``idle_timeout``.
         pacing: How transfers yield to the event sync while it has work in flight (see
             ``_pacing.py``); None never yields.
         blob_store: Where contents are kept (default: the directory ``<store>.blobs``,
@@ -34,6 +37,7 @@ class FileOptions:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     transfer_timeout: float = 30.0
     progress_interval: float = 0.25
+    keep_connection: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     pacing: PacingPolicy | None = attrs.field(factory=PacingPolicy)
     blob_store: BlobStore | None = None
     state_path: str | None = None
