@@ -111,7 +111,7 @@ def main() -> None:
     table = Table(
         f"small files: {count} x {FILE_BYTES} B saved by {SAVERS} tasks, median of {rounds} "
         f"round(s) ({describe_machine()})",
-        ["until", "seconds", "files/s", "limit files/s", "ratio"],
+        ["until", "trio_sync seconds", "files/s", "limit files/s", "ratio"],
     )
     for label, key in (
         ("saved (save() returned)", "saved"),

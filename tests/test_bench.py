@@ -23,6 +23,7 @@ SCRIPTS = {
     "abuse": ["abuse:"],
     "scaleout": ["scale-out:"],
     "files": ["files:"],
+    "small_files": ["small files:"],
     "offline": ["offline commit:"],
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from trio_sync.files import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
 from trio_sync.files._queue import stale_on_open
 
@@ -40,7 +42,14 @@ def test_missing_blob_backs_off_without_exhausting_and_refusal_gives_up() -> Non
     queue = TransferQueue(1, RetryPolicy(max_attempts=1))
     queue.add("a")
     queue.start("a")
-    assert queue.failed("a", 0.0, 0.5, counts=False) is not None
+    # Not there yet: asked again soon (0.1 s first step, jittered), never given up.
+    assert queue.failed("a", 0.0, 0.5, counts=False) == pytest.approx(0.075)
+    for failures in range(2, 12):
+        queue.released("a")
+        queue.start("a")
+        retry_at = queue.failed("a", 100.0, 0.999, counts=False)
+        assert retry_at is not None and retry_at - 100.0 <= min(60.0, 0.1 * 2 ** (failures - 1))
+    assert retry_at - 100.0 > 50.0  # up to the cap, like any backoff
     queue.released("a")
     queue.start("a")
     assert queue.failed("a", 0.0, 0.5, retryable=False) is None

@@ -30,14 +30,21 @@ class RetryPolicy:
         cap: The largest delay.
         max_attempts: Attempts before the transfer is given up (status "error"); None
             retries for ever.
+        missing_base: The first delay after the server said it does not hold the blob
+            yet, doubling up to ``cap`` like the others. Shorter than ``base``: that is
+            no failure, and most often the upload is under way (a client hears of a new
+            file as soon as its event is out, usually before its contents are), so the
+            file shows up a moment after its upload ends, not a second later.
     """
 
     base: float = 1.0
     cap: float = 60.0
     max_attempts: int | None = 10
+    missing_base: float = 0.1
 
-    def delay(self, failures: int, jitter: float) -> float:
-        return backoff_delay(failures, base=self.base, cap=self.cap, jitter=jitter)
+    def delay(self, failures: int, jitter: float, *, missing: bool = False) -> float:
+        base = self.missing_base if missing else self.base
+        return backoff_delay(failures, base=base, cap=self.cap, jitter=jitter)
 
 
 @attrs.define
@@ -134,7 +141,7 @@ class TransferQueue:
         if counts and limit is not None and item.failures >= limit:
             return None
         # A priority item keeps its place but still backs off: the server said no.
-        item.ready_at = now + self.retry.delay(item.failures, jitter)
+        item.ready_at = now + self.retry.delay(item.failures, jitter, missing=not counts)
         self._waiting[key] = item
         return item.ready_at
 
