@@ -14,7 +14,7 @@ import trio.testing
 import trio_sync
 from trio_sync import ConnectionClosed
 from trio_sync.files import FileOptions
-from trio_sync.files._wire import BlobClient, Session, WorkerConnection
+from trio_sync.files._wire import BlobClient, Session, TransferFailed, WorkerConnection
 from trio_sync.server import BlobLimits, MemoryBlobBackend
 from trio_sync.server._blobs import BlobSession
 
@@ -240,3 +240,115 @@ async def test_an_idle_worker_keeps_its_connection_for_keep_connection_seconds(
         await a.files.save(b"later", path="later")
         await a.files.wait_idle()
         assert len(world.times("A", "upload.connection_opened")) == 2
+
+
+async def test_a_delete_while_a_download_checks_the_local_store_cancels_it(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
+) -> None:
+    # What was tried: B deletes the file while its download worker asks its own store
+    # whether it holds the contents, before any attempt's scope exists.
+    asking, release = trio.Event(), trio.Event()
+    real_holds = BlobClient.holds
+    armed = [True]
+
+    async def slow_holds(self: BlobClient, content_hash: str) -> bool:
+        if armed[0] and self._client_id == "B":
+            armed[0] = False
+            asking.set()
+            await release.wait()
+        return await real_holds(self, content_hash)
+
+    monkeypatch.setattr(BlobClient, "holds", slow_holds)  # type: ignore[attr-defined]
+    payload = os.urandom(200_000)
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            fid = await a.files.save(payload, path="x")
+            await a.files.wait_idle()
+            await asking.wait()
+            await b.files.delete(fid)
+            release.set()
+            await b.files.wait_idle()
+            kinds = [n.kind for n in b.recent_events() if n.fields.get("file_id") == fid]
+            assert "download.progress" not in kinds and "download.complete" not in kinds
+            assert not b.files.blobs.has(hashlib.sha256(payload).hexdigest())
+
+
+async def test_a_cancel_between_two_attempts_is_not_lost(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
+) -> None:
+    # What was tried: the server closes after each upload, so the second upload finds
+    # its kept connection closed and runs again on a new one; the cancel lands while
+    # the worker closes the dead connection, between the two attempts.
+    real_end = BlobSession._end_upload
+
+    async def end_then_close(self: BlobSession, *args: object) -> None:
+        await real_end(self, *args)  # type: ignore[arg-type]
+        raise ConnectionClosed("test: the server closes after each upload")
+
+    monkeypatch.setattr(BlobSession, "_end_upload", end_then_close)  # type: ignore[attr-defined]
+    closing, release = trio.Event(), trio.Event()
+    real_close = WorkerConnection.close
+    armed = [False]
+
+    async def slow_close(self: WorkerConnection) -> None:
+        if armed[0]:
+            armed[0] = False
+            closing.set()
+            await release.wait()
+        await real_close(self)
+
+    monkeypatch.setattr(WorkerConnection, "close", slow_close)  # type: ignore[attr-defined]
+    options = FileOptions(uploads=1, downloads=1, keep_connection=30.0)
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A", files=options) as a:
+            await a.wait_synced()
+            await a.files.save(os.urandom(100), path="first")
+            await a.files.wait_idle()
+            armed[0] = True
+            fid = await a.files.save(os.urandom(64 * 1024), path="second")
+            await closing.wait()
+            a.files.executor.cancel("upload", fid)
+            release.set()
+            while a.files.executor.busy_with("upload", fid):
+                await a.files.executor.changed.event.wait()
+            kinds = [n.kind for n in a.recent_events() if n.fields.get("file_id") == fid]
+            assert "upload.complete" not in kinds
+
+
+async def test_a_cancel_racing_a_lost_connection_is_not_run_again(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
+) -> None:
+    # What was tried: cancel() in the same scheduler step as the kept connection's
+    # failure, with no checkpoint between: the attempt's scope never raises Cancelled,
+    # yet the transfer was cancelled and must not run again on a new connection.
+    failing, fail_now = trio.Event(), trio.Event()
+    calls: list[str] = []
+    real_upload = BlobClient.upload
+
+    async def upload(self: BlobClient, content_hash: str, *args: object) -> None:
+        calls.append(content_hash)
+        if len(calls) == 2:  # the second upload, on the kept connection
+            failing.set()
+            await fail_now.wait()
+            raise TransferFailed("test: the connection was lost", connection_lost=True)
+        await real_upload(self, content_hash, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BlobClient, "upload", upload)  # type: ignore[attr-defined]
+    options = FileOptions(uploads=1, downloads=1, keep_connection=30.0)
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A", files=options) as a:
+            await a.wait_synced()
+            await a.files.save(b"one", path="one")
+            await a.files.wait_idle()
+            fid = await a.files.save(os.urandom(5000), path="two")
+            await failing.wait()
+            fail_now.set()
+            a.files.executor.cancel("upload", fid)  # no checkpoint in between
+            while a.files.executor.busy_with("upload", fid):
+                await a.files.executor.changed.event.wait()
+            assert len(calls) == 2
+            kinds = [n.kind for n in a.recent_events() if n.fields.get("file_id") == fid]
+            assert "upload.complete" not in kinds and "upload.error" not in kinds

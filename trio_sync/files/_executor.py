@@ -40,6 +40,21 @@ Finished = Callable[[Direction, str, str], Awaitable[None]]
 FaultHook = Callable[[Direction, str], None]
 
 
+@attrs.define
+class _Cancel:
+    """How :meth:`TransferExecutor.cancel` reaches a transfer in flight, at any point of
+    it (writing its state, opening a connection, between two attempts): it is marked
+    ``requested``, and the scope of the attempt running, if any, is cancelled."""
+
+    requested: bool = False
+    scope: trio.CancelScope | None = None
+
+    def cancel(self) -> None:
+        self.requested = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
 class EventSyncGate:
     """The client's event sync, as transfers see it (a ``SyncGate``): busy while it has
     work in flight (``ClientCore.sync_busy``)."""
@@ -97,7 +112,7 @@ class TransferExecutor:
         self.fault: FaultHook | None = None
         self._nursery: trio.Nursery | None = None
         self._alive: dict[tuple[Direction, int], bool] = {}
-        self._scopes: dict[tuple[Direction, str], trio.CancelScope] = {}
+        self._cancels: dict[tuple[Direction, str], _Cancel] = {}
         self._left: dict[tuple[Direction, str], int] = {}
         #: New contents being recorded (rows written, event not yet committed): they
         #: count as uploads pending, since the transfer of what they replace was stopped.
@@ -172,11 +187,15 @@ class TransferExecutor:
         """Drops the transfer: unqueued, and stopped if in flight (its file was deleted,
         or its contents changed: enqueue it again for the new contents)."""
         self.queues[direction].discard(file_id)
-        scope = self._scopes.get((direction, file_id))
-        if scope is not None:
-            scope.cancel()
+        in_flight = self._cancels.get((direction, file_id))
+        if in_flight is not None:
+            in_flight.cancel()
         self._left.pop((direction, file_id), None)
         self.counts_changed()
+
+    def busy_with(self, direction: Direction, file_id: str) -> bool:
+        """True while a transfer of ``file_id`` in ``direction`` is in flight."""
+        return (direction, file_id) in self._moving
 
     def moving(self, direction: Direction, content_hash: str) -> bool:
         """True while a transfer in flight moves ``content_hash`` in ``direction``."""
@@ -341,12 +360,15 @@ class TransferExecutor:
             return
         content_hash, size = target
         # Claimed before the first await: another worker looking for work meanwhile must
-        # see these contents as moving, or two transfers would share one partial.
+        # see these contents as moving, or two transfers would share one partial; and a
+        # cancel() from here on reaches this transfer.
         self._moving[(direction, file_id)] = content_hash
+        cancel = self._cancels[(direction, file_id)] = _Cancel()
         try:
-            error, cancelled, yielded = await self._move(
-                direction, file_id, row, content_hash, size, connection
+            error, yielded = await self._move(
+                direction, file_id, row, content_hash, size, connection, cancel
             )
+            cancelled = cancel.requested
             if cancelled or (
                 error is not None
                 and not (isinstance(error, TransferFailed) and error.connection_usable)
@@ -357,6 +379,7 @@ class TransferExecutor:
                 await self._close(direction, connection, "transfer failed")
         finally:
             del self._moving[(direction, file_id)]
+            del self._cancels[(direction, file_id)]
         if cancelled:
             # Cancelled on purpose (deleted, or new contents): whoever cancelled decides.
             queue.succeeded(file_id)
@@ -397,10 +420,11 @@ class TransferExecutor:
         content_hash: str,
         size: int,
         connection: WorkerConnection,
-    ) -> tuple[TransferFailed | StoreError | None, bool, float]:
-        """One attempt at moving the contents, on the worker's ``connection``: the error
-        it ended with (None when it succeeded), whether it was cancelled on purpose, and
-        the seconds its chunks held for the event sync."""
+        cancel: _Cancel,
+    ) -> tuple[TransferFailed | StoreError | None, float]:
+        """Moves the contents, on the worker's ``connection``, until done, failed or
+        ``cancel``-led: the error it ended with (None when it succeeded or was cancelled),
+        and the seconds its chunks held for the event sync."""
         core = self._core
         if self.fault is not None:
             self.fault(direction, file_id)
@@ -419,15 +443,17 @@ class TransferExecutor:
         wire = self._wire
         # A download of contents held here already ends at once: no connection for it.
         needs_connection = direction == "upload" or not await wire.holds(content_hash)
-        while True:
-            error: TransferFailed | StoreError | None = None
+        error: TransferFailed | StoreError | None = None
+        while not cancel.requested:
             reused = connection.is_open
-            # Registered before the connection is opened, entered after: a cancel()
-            # while connecting stops the transfer as it starts. (The connection outlives
-            # the transfer, so it is opened outside the scope.)
-            scope = self._scopes[(direction, file_id)] = trio.CancelScope()
-            session = None
+            # The connection outlives the transfer, so it is opened outside the attempt's
+            # scope; a cancel() meanwhile is kept in ``cancel`` and stops the attempt as
+            # it enters the scope.
+            scope = cancel.scope = trio.CancelScope()
+            if cancel.requested:
+                scope.cancel()
             try:
+                session = None
                 if needs_connection:
                     opening = not connection.is_open
                     session = await connection.ensure()
@@ -441,23 +467,19 @@ class TransferExecutor:
             except (TransferFailed, StoreError) as exc:
                 error = exc
             finally:
-                del self._scopes[(direction, file_id)]
-            cancelled = scope.cancelled_caught or (
-                needs_connection and session is None and scope.cancel_called
-            )
-            if not (
-                reused
-                and not cancelled
-                and isinstance(error, TransferFailed)
-                and error.connection_lost
-            ):
-                break
-            # The kept connection had closed meanwhile (the server's idle timeout, a
-            # proxy, a restart): that is no failure of this transfer. The same attempt
-            # again, once, on a new connection.
-            await self._close(direction, connection, f"found closed: {error}")
+                cancel.scope = None
+            if cancel.requested:
+                error = None  # whoever cancelled decides; a failure meanwhile is moot
+            elif reused and isinstance(error, TransferFailed) and error.connection_lost:
+                # The kept connection had closed meanwhile (the server's idle timeout, a
+                # proxy, a restart): that is no failure of this transfer. The same
+                # attempt again, once, on a new connection.
+                await self._close(direction, connection, f"found closed: {error}")
+                error = None
+                continue
+            break
         yielded = 0.0 if pacer is None else round(pacer.held, 6)
-        return error, cancelled, yielded
+        return error, yielded
 
     async def _failed(
         self,
