@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 import trio_sync
+from trio_sync.files._state import TransferStateStore
 
 from ..conftest import WAIT, ClientFactory
 
@@ -158,3 +159,35 @@ async def test_a_file_updated_back_to_back_never_runs_one_transfer_twice(
                 states = client.files.state(fid)
                 for state in (states.upload, states.download):
                     assert state is None or state.status == "done", state
+
+
+async def test_a_page_of_new_files_queues_their_downloads_in_one_write(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
+) -> None:
+    # A client that hears of many files at once (joining late here) writes their
+    # download rows in one transaction, not one fsync per file.
+    writes: list[list[object]] = []
+    real_set_many = TransferStateStore.set_many
+
+    def counting_set_many(self: TransferStateStore, changes: object) -> None:
+        rows = list(changes)  # type: ignore[call-overload]
+        writes.append(rows)
+        real_set_many(self, rows)
+
+    monkeypatch.setattr(TransferStateStore, "set_many", counting_set_many)  # type: ignore[attr-defined]
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            ids = [await a.files.save(os.urandom(500 + n), path=f"f{n}") for n in range(12)]
+            await a.files.wait_idle()
+            await a.wait_synced()
+            writes.clear()
+            async with open_test_client(server.url, "B") as b:
+                await b.wait_synced()
+                await b.files.wait_for(lambda files: all(files.has_contents(f) for f in ids))
+                queued = [
+                    rows
+                    for rows in writes
+                    if any(key[1] == "download" for key, _ in rows)  # type: ignore[attr-defined]
+                ]
+                assert sum(len(rows) for rows in queued) == 12
+                assert len(queued) <= 2  # one per page of facts (one page here, usually)

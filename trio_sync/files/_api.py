@@ -9,7 +9,7 @@ doing is this client's own durable state (``files.state()``), never synced.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -324,7 +324,7 @@ class FileSync:
             if asked and state is not None and state.status == "error":
                 raise FileTransferError(f"file {file_id}: {state.last_error}")
             if not asked:
-                await self._want_download(file_id, info.content_hash, priority=True)
+                await self._want_downloads([(file_id, info.content_hash)], priority=True)
                 asked = True
             await self._until(changed)
 
@@ -445,6 +445,8 @@ class FileSync:
         #: Contents of downloads dropped here: their partials may be garbage now.
         dropped: set[str] = set()
         requeue: list[tuple[tuple[str, Direction], TransferState]] = []
+        #: Live files, with their contents: each one not held here is downloaded.
+        live: list[tuple[str, str]] = []
         for file_id in sorted(file_ids):
             info = self._fold.view.files.get(file_id)
             if info is None and self._garbage.is_saving(file_id):
@@ -474,8 +476,12 @@ class FileSync:
                     forget.append(((file_id, "upload"), upload))
                 else:
                     requeue += [((file_id, direction), state) for direction, state in own]
-            if not await core.run_store(self.blobs.has, info.content_hash):
-                await self._want_download(file_id, info.content_hash, priority=False)
+            live.append((file_id, info.content_hash))
+        # One hop to ask the local store, one transaction for the rows: a page of new
+        # files (a few hundred facts) costs one fsync here, not one per file.
+        blobs = self.blobs
+        held = await core.run_store(lambda: {h for _, h in live if blobs.has(h)})
+        await self._want_downloads([(f, h) for f, h in live if h not in held], priority=False)
         # Before the rows go: a crash in between leaves the rows, and the next start's
         # reconcile comes here again (a partial has no other record).
         for content_hash in sorted(dropped):
@@ -489,20 +495,34 @@ class FileSync:
         await self._garbage.collect()
         self._wake()
 
-    async def _want_download(self, file_id: str, content_hash: str, *, priority: bool) -> None:
-        state = self._states.get(file_id, "download")
-        if (
-            state is None
-            or state.content_hash != content_hash
-            or state.status == "done"
-            or (priority and state.status == "error")  # the application asks: try again
-        ):
-            self.executor.cancel("download", file_id)
-            if state is not None and state.content_hash != content_hash and state.status != "done":
-                await self._drop_partial(state.content_hash)  # contents replaced meanwhile
-            state = TransferState("queued", content_hash)
-            await self._core.run_store(self._states.set_many, [((file_id, "download"), state)])
-        if state.status != "error":
+    async def _want_downloads(self, wanted: Sequence[tuple[str, str]], *, priority: bool) -> None:
+        """Queues the download of each (file id, contents) of ``wanted``, its row written
+        first (all in one transaction), unless it is queued already or failed for good
+        (then only the application's ``read``, ``priority``, tries again)."""
+        rows: list[tuple[tuple[str, Direction], TransferState | None]] = []
+        enqueue: list[str] = []
+        for file_id, content_hash in wanted:
+            state = self._states.get(file_id, "download")
+            if (
+                state is None
+                or state.content_hash != content_hash
+                or state.status == "done"
+                or (priority and state.status == "error")  # the application asks: try again
+            ):
+                self.executor.cancel("download", file_id)
+                if (
+                    state is not None
+                    and state.content_hash != content_hash
+                    and state.status != "done"
+                ):
+                    await self._drop_partial(state.content_hash)  # contents replaced
+                state = TransferState("queued", content_hash)
+                rows.append(((file_id, "download"), state))
+            if state.status != "error":
+                enqueue.append(file_id)
+        if rows:
+            await self._core.run_store(self._states.set_many, rows)
+        for file_id in enqueue:
             self.executor.enqueue("download", file_id, priority=priority)
 
     def _needed_blobs(self) -> set[str]:
