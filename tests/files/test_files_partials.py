@@ -109,9 +109,13 @@ class _GatedStore(FileBlobStore):
         super().__init__(root)
         self.gate = threading.Event()
         self.first_written = trio.Event()
+        #: Set when a write waits at the gate (the second chunk's).
+        self.at_gate = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
 
     def append_partial(self, content_hash: str, offset: int, data: bytes) -> None:
+        if offset > 0 and not self.gate.is_set():
+            trio.from_thread.run_sync(self.at_gate.set, trio_token=self._token)
         if offset > 0 and not self.gate.wait(WAIT):
             raise OSError(errno.EIO, "the test never opened the gate")
         super().append_partial(content_hash, offset, data)
@@ -136,7 +140,9 @@ async def test_a_partial_written_after_its_file_was_deleted_is_removed_too(
                 info = a.files.get(fid)
                 assert info is not None
                 partial = blobs.root / "partial" / info.content_hash
-                await blobs.first_written.wait()
+                # The second chunk's write waits at the gate (waiting for the first
+                # write only, the delete could land before the second began: flaky).
+                await blobs.at_gate.wait()
                 await a.files.delete(fid)
                 # B folded the delete: its download is cancelled, the second chunk's
                 # write still waits at the gate.
