@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 import trio_sync
+from trio_sync.files._api import FileSync
 from trio_sync.files._state import TransferStateStore
 
 from ..conftest import WAIT, ClientFactory
@@ -167,14 +168,14 @@ async def test_a_page_of_new_files_queues_their_downloads_in_one_write(
     # A client that hears of many files at once (joining late here) writes their
     # download rows in one transaction, not one fsync per file.
     writes: list[list[object]] = []
-    real_set_many = TransferStateStore.set_many
+    real_set = TransferStateStore.set_if_unchanged
 
-    def counting_set_many(self: TransferStateStore, changes: object) -> None:
+    def counting_set(self: TransferStateStore, changes: object) -> int:
         rows = list(changes)  # type: ignore[call-overload]
         writes.append(rows)
-        real_set_many(self, rows)
+        return real_set(self, rows)
 
-    monkeypatch.setattr(TransferStateStore, "set_many", counting_set_many)  # type: ignore[attr-defined]
+    monkeypatch.setattr(TransferStateStore, "set_if_unchanged", counting_set)  # type: ignore[attr-defined]
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A") as a:
             ids = [await a.files.save(os.urandom(500 + n), path=f"f{n}") for n in range(12)]
@@ -187,7 +188,50 @@ async def test_a_page_of_new_files_queues_their_downloads_in_one_write(
                 queued = [
                     rows
                     for rows in writes
-                    if any(key[1] == "download" for key, _ in rows)  # type: ignore[attr-defined]
+                    if any(key[1] == "download" for key, _, _ in rows)  # type: ignore[attr-defined]
                 ]
                 assert sum(len(rows) for rows in queued) == 12
                 assert len(queued) <= 2  # one per page of facts (one page here, usually)
+
+
+async def test_a_local_update_during_a_reconcile_is_not_overwritten_by_it(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
+) -> None:
+    # What was tried: B decides to download A's update (H1) of X; before B writes that
+    # row, B updates X itself (H2: its rows say so). The decision, taken on the view
+    # from before, wrote "download H1 queued" over them: a row for contents no version
+    # of X has, queued again and dropped at every start.
+    deciding, release = trio.Event(), trio.Event()
+    real_want = FileSync._want_downloads
+    armed = [False]
+
+    async def held_want(self: FileSync, wanted: object, *, priority: bool) -> None:
+        if armed[0] and not priority and wanted:
+            armed[0] = False
+            deciding.set()
+            await release.wait()
+        await real_want(self, wanted, priority=priority)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FileSync, "_want_downloads", held_want)  # type: ignore[attr-defined]
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            fid = await a.files.save(b"zero", path="x")
+            await a.files.wait_idle()
+            assert await b.files.read(fid) == b"zero"
+            await b.files.wait_idle()
+            armed[0] = True
+            await a.files.update(fid, b"one" * 1000)
+            await deciding.wait()
+            two = b"two" * 1000
+            await b.files.update(fid, two)
+            release.set()
+            await b.files.wait_idle()
+            await b.wait_synced()
+            info = b.files.get(fid)
+            assert info is not None and info.content_hash == hashlib.sha256(two).hexdigest()
+            download = b.files.state(fid).download
+            assert download is None or download.content_hash == info.content_hash
+            assert await b.files.read(fid) == two

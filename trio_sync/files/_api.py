@@ -496,12 +496,17 @@ class FileSync:
         self._wake()
 
     async def _want_downloads(self, wanted: Sequence[tuple[str, str]], *, priority: bool) -> None:
-        """Queues the download of each (file id, contents) of ``wanted``, its row written
-        first (all in one transaction), unless it is queued already or failed for good
-        (then only the application's ``read``, ``priority``, tries again)."""
-        rows: list[tuple[tuple[str, Direction], TransferState | None]] = []
-        enqueue: list[str] = []
+        """Queues the download of each (file id, contents) of ``wanted`` that the file
+        still has, its row written first (all in one transaction), unless it is queued
+        already or failed for good (then only the application's ``read``, ``priority``,
+        tries again). A row written since it was read here (by a save, say) is left as
+        it is."""
+        rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
+        enqueue: list[tuple[str, str]] = []
         for file_id, content_hash in wanted:
+            info = self._fold.view.files.get(file_id)
+            if info is None or info.deleted or info.content_hash != content_hash:
+                continue  # the file moved on since it was asked for: its own turn comes
             state = self._states.get(file_id, "download")
             if (
                 state is None
@@ -516,14 +521,17 @@ class FileSync:
                     and state.status != "done"
                 ):
                     await self._drop_partial(state.content_hash)  # contents replaced
-                state = TransferState("queued", content_hash)
-                rows.append(((file_id, "download"), state))
-            if state.status != "error":
-                enqueue.append(file_id)
+                rows.append(((file_id, "download"), TransferState("queued", content_hash), state))
+                enqueue.append((file_id, content_hash))
+            elif state.status != "error":
+                enqueue.append((file_id, content_hash))
         if rows:
-            await self._core.run_store(self._states.set_many, rows)
-        for file_id in enqueue:
-            self.executor.enqueue("download", file_id, priority=priority)
+            await self._core.run_store(self._states.set_if_unchanged, rows)
+        for file_id, content_hash in enqueue:
+            # As written now (a row changed since it was read was left alone).
+            state = self._states.get(file_id, "download")
+            if state is not None and state.content_hash == content_hash and state.status != "error":
+                self.executor.enqueue("download", file_id, priority=priority)
 
     def _needed_blobs(self) -> set[str]:
         """The contents of live files, and of uploads still to go (not garbage)."""

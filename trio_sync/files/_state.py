@@ -113,16 +113,34 @@ class TransferStateStore:
         # with the save that records them.
         return self._write([(key, state)], only_for={key: state.content_hash}, durable=False) > 0
 
+    def set_if_unchanged(
+        self, changes: Iterable[tuple[Key, TransferState | None, TransferState | None]]
+    ) -> int:
+        """Writes each ``(key, new, seen)`` (None deletes) only where the row is still
+        ``seen`` (None: still absent), in one transaction: a decision taken on what the
+        caller read never overwrites what was written since (a save's rows, say).
+        Returns how many were written.
+
+        Raises:
+            StoreError: The write failed; nothing changed.
+            ClientClosed: The client closed.
+        """
+        listed = list(changes)
+        seen = {key: before for key, _, before in listed}
+        return self._write([(key, new) for key, new, _ in listed], unchanged_from=seen)
+
     def _write(
         self,
         changes: list[tuple[Key, TransferState | None]],
         *,
         only_for: Mapping[Key, str] | None = None,
+        unchanged_from: Mapping[Key, TransferState | None] | None = None,
         durable: bool = True,
     ) -> int:
         """Writes ``changes``; with ``only_for``, only those whose row still exists for
-        the contents it names. Returns how many were written. Not ``durable``: atomic,
-        and durable with the next durable write."""
+        the contents it names; with ``unchanged_from``, only those whose row is still the
+        one named (None: absent). Returns how many were written. Not ``durable``:
+        atomic, and durable with the next durable write."""
 
         if not changes:
             return 0
@@ -136,6 +154,12 @@ class TransferStateStore:
                     for key, state in changes
                     if (current := self.rows.get(key)) is not None
                     and current.content_hash == only_for[key]
+                ]
+            if unchanged_from is not None:
+                chosen = [
+                    (key, state)
+                    for key, state in chosen
+                    if self.rows.get(key) == unchanged_from[key]
                 ]
             if not chosen:
                 return 0
