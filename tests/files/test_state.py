@@ -104,3 +104,28 @@ def test_a_failed_write_changes_neither_the_file_nor_the_mirror(
     reopened = _store(tmp_path)
     assert reopened.rows == {("a", "upload"): TransferState("in_progress", "h")}
     reopened.close()
+
+
+def test_set_if_unchanged_writes_only_rows_still_as_they_were_seen(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        old = TransferState("queued", "a" * 64)
+        store.set_many([(("f1", "download"), old), (("f2", "download"), old)])
+        # Since read: f1 was written again (a save's row, say); f2 and f3 were not.
+        newer = TransferState("done", "b" * 64)
+        store.set_many([(("f1", "download"), newer)])
+        wanted = TransferState("queued", "c" * 64)
+        written = store.set_if_unchanged(
+            [
+                (("f1", "download"), wanted, old),  # changed since: left alone
+                (("f2", "download"), wanted, old),  # as seen: written
+                (("f3", "download"), wanted, None),  # still absent: written
+                (("f4", "download"), wanted, old),  # absent, but seen present: left alone
+            ]
+        )
+        assert written == 2
+        assert store.get("f1", "download") == newer
+        assert store.get("f2", "download") == wanted == store.get("f3", "download")
+        assert store.get("f4", "download") is None
+    finally:
+        store.close()
