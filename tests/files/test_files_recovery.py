@@ -326,3 +326,37 @@ async def test_after_a_reset_the_files_follow_the_new_servers_log(
                 assert not (Path(rebuilt.db_path + ".blobs/default/blobs") / dropped).exists()
             assert a.files.get(gone) is None and a.files.state(gone).upload is None
             assert hashlib.sha256(b"on the old server").hexdigest() not in a.files.blobs.hashes()
+
+
+async def test_a_cancel_that_queues_the_same_contents_again_is_not_undone_by_in_progress(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What was tried: whoever cancels a transfer decides what happens next; here it
+    # cancels the upload as it starts and queues the same contents again (as the fold
+    # does when it re-points an upload). The transfer's own "in_progress" report, on its
+    # way meanwhile, landed over that "queued": the upload stayed "in_progress" with no
+    # transfer left to finish it, and wait_idle() returned with the file never uploaded.
+    from trio_sync.files._executor import TransferExecutor
+
+    real_set_state = TransferExecutor._set_state
+    armed = [True]
+
+    async def set_state(
+        self: TransferExecutor, direction: str, file_id: str, state: TransferState
+    ) -> None:
+        if armed[0] and state.status == "in_progress":
+            armed[0] = False
+            self.cancel(direction, file_id)  # type: ignore[arg-type]
+            queued = TransferState("queued", state.content_hash)
+            self._states.set_many([((file_id, direction), queued)])
+        await real_set_state(self, direction, file_id, state)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TransferExecutor, "_set_state", set_state)
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            await a.wait_synced()
+            fid = await a.files.save(b"contents", path="a.txt")
+            await a.files.wait_idle()
+            assert not armed[0]
+            state = a.files.state(fid).upload
+            assert state is not None and state.status == "done"

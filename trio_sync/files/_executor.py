@@ -312,15 +312,17 @@ class TransferExecutor:
                 queue.start(key)
                 try:
                     await self._transfer(direction, key, connection)
+                    # New contents queued while this transfer ran (it could not queue
+                    # twice): queued before this one counts as ended, so nobody sees the
+                    # queue idle in between (wait_idle() returned early).
+                    row = self._states.get(key, direction)
+                    if row is not None and row.status == "queued" and key not in queue:
+                        self.enqueue(direction, key)
                 finally:
                     queue.released(key)  # still in flight: this worker died or was stopped
                     self.counts_changed()
                 # A transfer can end without waiting for anything: let the others run.
                 await trio.lowlevel.checkpoint()
-                # New contents queued while this transfer ran (it could not queue twice).
-                row = self._states.get(key, direction)
-                if row is not None and row.status == "queued" and key not in queue:
-                    self.enqueue(direction, key)
         finally:
             await self._close(direction, connection, "worker stopped")
 
@@ -386,6 +388,16 @@ class TransferExecutor:
             # Its progress may have counted bytes again after cancel() forgot them.
             self._left.pop((direction, file_id), None)
             core.trace(f"{direction}.cancelled", file_id=file_id)
+            current = self._states.get(file_id, direction)
+            if (
+                current is not None
+                and current.content_hash == content_hash
+                and current.status == "in_progress"
+            ):
+                # This transfer's own "in_progress" landed over the decision of whoever
+                # cancelled it, which was to move these same contents again ("queued"):
+                # put that back, and the worker queues it (below, in _work).
+                await self._set_state(direction, file_id, attrs.evolve(current, status="queued"))
             await self._finished(direction, file_id, content_hash)
             return
         current = self._states.get(file_id, direction)
