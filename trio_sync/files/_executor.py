@@ -184,8 +184,11 @@ class TransferExecutor:
         self.counts_changed()
 
     def cancel(self, direction: Direction, file_id: str) -> None:
-        """Drops the transfer: unqueued, and stopped if in flight (its file was deleted,
-        or its contents changed: enqueue it again for the new contents)."""
+        """Drops the transfer: unqueued, and stopped if in flight, wherever it is (its
+        file was deleted, or its contents changed: enqueue it again for the new
+        contents). The caller decides what comes next by the rows it writes; a stopped
+        transfer whose row still names the same contents, in progress, is queued again
+        (a stop is never a silent end)."""
         self.queues[direction].discard(file_id)
         in_flight = self._cancels.get((direction, file_id))
         if in_flight is not None:
