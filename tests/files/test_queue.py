@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trio_sync.files import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
-from trio_sync.files._queue import stale_on_open
+from trio_sync.files._queue import keeps_connection, runs_again_on_new_connection, stale_on_open
 
 
 def test_priority_first_then_fifo_and_bounded_concurrency() -> None:
@@ -129,3 +129,21 @@ def test_a_pick_asks_held_only_about_keys_that_would_win() -> None:
 
     assert queue.next_ready(0.0, held=held) == "k1"
     assert asked == ["k0", "k1", "urgent"]
+
+
+def test_a_worker_keeps_its_connection_after_a_success_or_a_clean_refusal_only() -> None:
+    assert keeps_connection(cancelled=False, failed=False, refused_at_begin=False)
+    # Refused in answer to the first message: that conversation ended cleanly.
+    assert keeps_connection(cancelled=False, failed=True, refused_at_begin=True)
+    # Any other failure, or a cancel, leaves the conversation where nobody knows.
+    assert not keeps_connection(cancelled=False, failed=True, refused_at_begin=False)
+    assert not keeps_connection(cancelled=True, failed=False, refused_at_begin=False)
+    assert not keeps_connection(cancelled=True, failed=True, refused_at_begin=True)
+
+
+def test_only_a_reused_connection_found_closed_runs_the_attempt_again() -> None:
+    assert runs_again_on_new_connection(reused=True, connection_lost=True)
+    # A new connection that fails is a real failure: at most one run again.
+    assert not runs_again_on_new_connection(reused=False, connection_lost=True)
+    # A server's verdict on a kept connection is the transfer's own failure.
+    assert not runs_again_on_new_connection(reused=True, connection_lost=False)

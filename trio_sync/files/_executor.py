@@ -24,7 +24,14 @@ from ..client._core import ClientCore
 from ..protocol import FileTransfers
 from ._model import Direction, TransferState, TransferStatus
 from ._pacing import PacingPolicy, TransferPacer
-from ._queue import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
+from ._queue import (
+    ProgressThrottle,
+    RetryPolicy,
+    StuckQueueWatch,
+    TransferQueue,
+    keeps_connection,
+    runs_again_on_new_connection,
+)
 from ._state import TransferStateStore
 from ._wire import BlobClient, TransferFailed, WorkerConnection
 
@@ -195,10 +202,6 @@ class TransferExecutor:
             in_flight.cancel()
         self._left.pop((direction, file_id), None)
         self.counts_changed()
-
-    def busy_with(self, direction: Direction, file_id: str) -> bool:
-        """True while a transfer of ``file_id`` in ``direction`` is in flight."""
-        return (direction, file_id) in self._moving
 
     def moving(self, direction: Direction, content_hash: str) -> bool:
         """True while a transfer in flight moves ``content_hash`` in ``direction``."""
@@ -374,13 +377,11 @@ class TransferExecutor:
                 direction, file_id, row, content_hash, size, connection, cancel
             )
             cancelled = cancel.requested
-            if cancelled or (
-                error is not None
-                and not (isinstance(error, TransferFailed) and error.connection_usable)
+            refused_at_begin = isinstance(error, TransferFailed) and error.connection_usable
+            if not keeps_connection(
+                cancelled=cancelled, failed=error is not None, refused_at_begin=refused_at_begin
             ):
-                # Where the conversation stopped is unknown: the next transfer starts on
-                # a new connection. (Here, outside the transfer's cancel scope.) A
-                # refusal in answer to the transfer's first message ended it cleanly.
+                # Here, outside the transfer's cancel scope (the connection owns a nursery).
                 await self._close(direction, connection, "transfer failed")
         finally:
             del self._moving[(direction, file_id)]
@@ -465,8 +466,6 @@ class TransferExecutor:
             # scope; a cancel() meanwhile is kept in ``cancel`` and stops the attempt as
             # it enters the scope.
             scope = cancel.scope = trio.CancelScope()
-            if cancel.requested:
-                scope.cancel()
             try:
                 session = None
                 if needs_connection:
@@ -485,10 +484,9 @@ class TransferExecutor:
                 cancel.scope = None
             if cancel.requested:
                 error = None  # whoever cancelled decides; a failure meanwhile is moot
-            elif reused and isinstance(error, TransferFailed) and error.connection_lost:
-                # The kept connection had closed meanwhile (the server's idle timeout, a
-                # proxy, a restart): that is no failure of this transfer. The same
-                # attempt again, once, on a new connection.
+            elif isinstance(error, TransferFailed) and runs_again_on_new_connection(
+                reused=reused, connection_lost=error.connection_lost
+            ):
                 await self._close(direction, connection, f"found closed: {error}")
                 error = None
                 continue

@@ -238,3 +238,19 @@ def stale_on_open(statuses: Iterable[tuple[str, str, str]]) -> list[tuple[str, s
         for file_id, direction, status in statuses
         if status in ("in_progress", "error")
     ]
+
+
+def keeps_connection(*, cancelled: bool, failed: bool, refused_at_begin: bool) -> bool:
+    """Whether a worker's kept blob connection can carry its next transfer after this
+    one: yes after a success, and after a refusal in answer to the transfer's first
+    message (that conversation ended cleanly); no after a cancel or any other failure,
+    since where the conversation stopped is unknown."""
+    return not cancelled and (not failed or refused_at_begin)
+
+
+def runs_again_on_new_connection(*, reused: bool, connection_lost: bool) -> bool:
+    """Whether a failed attempt runs again at once on a new connection, not counted: it
+    failed because the kept connection it reused had closed meanwhile (the server's idle
+    timeout, a proxy, a restart), which says nothing of this transfer. A new connection
+    failing is a real failure (so this happens at most once per transfer)."""
+    return reused and connection_lost
