@@ -22,6 +22,10 @@ from trio_sync.server._blobs import BlobSession
 from .._virtual import World
 from ..conftest import WAIT, ClientFactory, ServerFactory
 
+#: One worker per direction, so that transfers go back to back on one connection; and
+#: no linger, so that "closed once idle" is seen at once.
+ONE_WORKER_EACH = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
+
 
 def _blob_connections(server: trio_sync.Server) -> tuple[float, float]:
     """(blob connections welcomed so far, blob connections open now), from the metrics."""
@@ -29,6 +33,18 @@ def _blob_connections(server: trio_sync.Server) -> tuple[float, float]:
     opened = registry.get_sample_value("trio_sync_blob_connections_opened_total") or 0.0
     open_now = registry.get_sample_value("trio_sync_blob_connections") or 0.0
     return opened, open_now
+
+
+def _server_closes_after_each_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server closes each blob connection right after an upload's upload_done (as
+    an idle timeout, a proxy or a restart would, between two transfers)."""
+    real_end = BlobSession._end_upload
+
+    async def end_then_close(self: BlobSession, *args: object) -> None:
+        await real_end(self, *args)  # type: ignore[arg-type]
+        raise ConnectionClosed("test: the server closes after each upload")
+
+    monkeypatch.setattr(BlobSession, "_end_upload", end_then_close)
 
 
 async def _until_closed(server: trio_sync.Server) -> None:
@@ -40,9 +56,8 @@ async def _until_closed(server: trio_sync.Server) -> None:
 async def test_downloads_back_to_back_share_one_connection_closed_once_idle(
     server: trio_sync.Server, open_test_client: ClientFactory
 ) -> None:
-    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
     with trio.fail_after(WAIT):
-        async with open_test_client(server.url, "A", files=options) as a:
+        async with open_test_client(server.url, "A", files=ONE_WORKER_EACH) as a:
             await a.wait_synced()
             ids = [await a.files.save(os.urandom(1000 + n), path=f"f{n}") for n in range(6)]
             await a.files.wait_idle()
@@ -50,7 +65,7 @@ async def test_downloads_back_to_back_share_one_connection_closed_once_idle(
             await _until_closed(server)
             opened_before, _ = _blob_connections(server)
             # B joins late: six downloads queued at once, for blobs the server holds.
-            async with open_test_client(server.url, "B", files=options) as b:
+            async with open_test_client(server.url, "B", files=ONE_WORKER_EACH) as b:
                 await b.wait_synced()
                 await b.files.wait_for(lambda files: all(files.has_contents(f) for f in ids))
                 await b.files.wait_idle()
@@ -64,9 +79,8 @@ async def test_downloads_back_to_back_share_one_connection_closed_once_idle(
 async def test_six_uploads_on_one_worker_open_one_connection(
     server: trio_sync.Server, open_test_client: ClientFactory
 ) -> None:
-    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
     with trio.fail_after(WAIT):
-        async with open_test_client(server.url, "A", files=options) as a:
+        async with open_test_client(server.url, "A", files=ONE_WORKER_EACH) as a:
             await a.wait_synced()
             opened_before, _ = _blob_connections(server)
             a.files.executor.pause()
@@ -85,9 +99,8 @@ async def test_after_a_failed_transfer_the_next_one_opens_a_new_connection(
     # What was tried: the first upload is refused for good (over the server's size
     # limit); the worker must not carry that conversation on into the next upload.
     server = await open_server(blob_limits=BlobLimits(max_blob_bytes=4096))
-    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
     with trio.fail_after(WAIT):
-        async with open_test_client(server.url, "A", files=options) as a:
+        async with open_test_client(server.url, "A", files=ONE_WORKER_EACH) as a:
             await a.wait_synced()
             opened_before, _ = _blob_connections(server)
             a.files.executor.pause()
@@ -150,16 +163,9 @@ async def test_a_kept_connection_the_server_closed_costs_no_failed_attempt(
     # What was tried: the server closes each blob connection right after an upload's
     # upload_done (as an idle timeout, a proxy or a restart would, between two
     # transfers). The worker finds its kept connection closed as the next upload starts.
-    real_end = BlobSession._end_upload
-
-    async def end_then_close(self: BlobSession, *args: object) -> None:
-        await real_end(self, *args)  # type: ignore[arg-type]
-        raise ConnectionClosed("test: the server closes after each upload")
-
-    monkeypatch.setattr(BlobSession, "_end_upload", end_then_close)  # type: ignore[attr-defined]
-    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
+    _server_closes_after_each_upload(monkeypatch)  # type: ignore[arg-type]
     with trio.fail_after(WAIT):
-        async with open_test_client(server.url, "A", files=options) as a:
+        async with open_test_client(server.url, "A", files=ONE_WORKER_EACH) as a:
             await a.wait_synced()
             opened_before, _ = _blob_connections(server)
             a.files.executor.pause()
@@ -187,12 +193,11 @@ async def test_a_refusal_in_answer_to_a_begin_keeps_the_connection(
         return real_session(self)
 
     monkeypatch.setattr(BlobClient, "_session", counting_session)  # type: ignore[attr-defined]
-    options = FileOptions(uploads=1, downloads=1, keep_connection=0.0)
     with trio.fail_after(WAIT):
         async with (
-            open_test_client(server.url, "A", files=options) as a,
-            open_test_client(server.url, "B", files=options) as b,
-            open_test_client(server.url, "C", files=options) as c,
+            open_test_client(server.url, "A", files=ONE_WORKER_EACH) as a,
+            open_test_client(server.url, "B", files=ONE_WORKER_EACH) as b,
+            open_test_client(server.url, "C", files=ONE_WORKER_EACH) as c,
         ):
             for client in (a, b, c):
                 await client.wait_synced()
@@ -283,13 +288,7 @@ async def test_a_cancel_between_two_attempts_is_not_lost(
     # What was tried: the server closes after each upload, so the second upload finds
     # its kept connection closed and runs again on a new one; the transfer is cancelled
     # while the worker closes the dead connection, between the two attempts.
-    real_end = BlobSession._end_upload
-
-    async def end_then_close(self: BlobSession, *args: object) -> None:
-        await real_end(self, *args)  # type: ignore[arg-type]
-        raise ConnectionClosed("test: the server closes after each upload")
-
-    monkeypatch.setattr(BlobSession, "_end_upload", end_then_close)  # type: ignore[attr-defined]
+    _server_closes_after_each_upload(monkeypatch)  # type: ignore[arg-type]
     closing, release = trio.Event(), trio.Event()
     real_close = WorkerConnection.close
     armed = [False]
@@ -318,10 +317,10 @@ async def test_a_cancel_between_two_attempts_is_not_lost(
             a.files._states.set_many([((fid, "upload"), None)])
             a.files.executor.cancel("upload", fid)
             release.set()
-            while a.files.executor.busy_with("upload", fid):
+            digest = hashlib.sha256(data).hexdigest()
+            while a.files.executor.moving("upload", digest):
                 await a.files.executor.changed.event.wait()
-            blobs = Path(server.db_path + ".blobs/default/blobs")
-            assert not (blobs / hashlib.sha256(data).hexdigest()).exists()
+            assert not (Path(server.db_path + ".blobs/default/blobs") / digest).exists()
 
 
 async def test_a_cancel_racing_a_lost_connection_is_not_run_again(
@@ -349,14 +348,15 @@ async def test_a_cancel_racing_a_lost_connection_is_not_run_again(
             await a.wait_synced()
             await a.files.save(b"one", path="one")
             await a.files.wait_idle()
-            fid = await a.files.save(os.urandom(5000), path="two")
+            data = os.urandom(5000)
+            fid = await a.files.save(data, path="two")
             await failing.wait()
             fail_now.set()
             # What a canceller does, in the same step: its decision (the row goes, as
             # when the file is deleted), then the cancel. No checkpoint in between.
             a.files._states.set_many([((fid, "upload"), None)])
             a.files.executor.cancel("upload", fid)
-            while a.files.executor.busy_with("upload", fid):
+            while a.files.executor.moving("upload", hashlib.sha256(data).hexdigest()):
                 await a.files.executor.changed.event.wait()
             assert len(calls) == 2
             kinds = [n.kind for n in a.recent_events() if n.fields.get("file_id") == fid]
