@@ -8,7 +8,11 @@ name, fsynced, renamed, the folder fsynced), one after another in one thread, on
 engine stores each file three times (A, the server, B) and records its transfer state on
 both clients, so it cannot reach the limit; the ratio says how far it is.
 
-    python bench/small_files.py [--quick] [--files 300] [--rounds 3]
+    python bench/small_files.py [--quick] [--files 300] [--rounds 3] [--stored 0]
+
+``--stored N`` starts each round's server with N other blobs of 1 KiB already in the
+store (as a store in use for a while holds): what uploading costs must not grow with
+what the store holds.
 """
 
 from __future__ import annotations
@@ -85,7 +89,17 @@ async def engine_round(url: str, folder: Path, contents: list[bytes]) -> dict[st
     return {"saved": saved - started, "up": uploaded - started, "down": held - started}
 
 
-async def run(folder: Path, count: int, rounds: int) -> dict[str, Any]:
+def fill_store(server_db: Path, blobs: int) -> None:
+    """Puts ``blobs`` blobs of 1 KiB in the default store of the server at ``server_db``
+    (named by random hashes: nothing reads them back)."""
+    folder = Path(f"{server_db}.blobs") / "default" / "blobs"
+    folder.mkdir(parents=True)
+    filler = b"x" * FILE_BYTES
+    for _ in range(blobs):
+        (folder / os.urandom(32).hex()).write_bytes(filler)
+
+
+async def run(folder: Path, count: int, rounds: int, stored: int) -> dict[str, Any]:
     engine: list[dict[str, float]] = []
     limit: list[float] = []
     for index in range(rounds):
@@ -93,24 +107,35 @@ async def run(folder: Path, count: int, rounds: int) -> dict[str, Any]:
         where.mkdir()
         contents = [os.urandom(FILE_BYTES) for _ in range(count)]
         limit.append(durable_limit(where / "limit", contents))
+        fill_store(where / "server.sqlite3", stored)
         with spawn_server(trio_sync_server_command(where / "server.sqlite3")) as server:
             engine.append(await engine_round(server.url, where, contents))
         progress(f"round {index + 1}/{rounds} done")
-    return {"files": count, "file_bytes": FILE_BYTES, "engine": engine, "limit": limit}
+    return {
+        "files": count,
+        "file_bytes": FILE_BYTES,
+        "stored": stored,
+        "engine": engine,
+        "limit": limit,
+    }
 
 
 def main() -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=300, help="files per round")
+    parser.add_argument(
+        "--stored", type=int, default=0, help="other blobs the server's store holds already"
+    )
     args = parser.parse_args()
     count = 20 if args.quick else args.files
     rounds = args.rounds or (1 if args.quick else 3)
     with temp_dir("small_files") as folder:
-        results = trio.run(partial(run, folder, count, rounds))
+        results = trio.run(partial(run, folder, count, rounds, args.stored))
     limit = median([count / seconds for seconds in results["limit"]])
     table = Table(
-        f"small files: {count} x {FILE_BYTES} B saved by {SAVERS} tasks, median of {rounds} "
-        f"round(s) ({describe_machine()})",
+        f"small files: {count} x {FILE_BYTES} B saved by {SAVERS} tasks, the server's store "
+        f"holding {args.stored} other blobs, median of {rounds} round(s) "
+        f"({describe_machine()})",
         ["until", "trio_sync seconds", "files/s", "limit files/s", "ratio"],
     )
     for label, key in (
