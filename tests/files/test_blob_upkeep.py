@@ -179,6 +179,8 @@ def test_serve_takes_a_store_quota_with_units() -> None:
     assert blob_limits(args).partial_max_age == 3600
     args = parser().parse_args(["serve", "--db", "x.sqlite3", "--unreferenced-min-age", "60"])
     assert blob_limits(args).unreferenced_min_age == 60
+    args = parser().parse_args(["serve", "--db", "x.sqlite3", "--measure-max-age", "0.5"])
+    assert blob_limits(args).measure_max_age == 0.5
     args = parser().parse_args(["serve", "--db", "x.sqlite3"])
     assert blob_limits(args) == BlobLimits()
 

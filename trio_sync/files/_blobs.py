@@ -191,6 +191,15 @@ class ServerBlobStore(BlobStore, Protocol):
         """
         ...
 
+    def partials(self) -> dict[str, int]:
+        """The bytes held of each partial (one pass over the partials only: what an upload
+        begin lists, see ``server/_store_measure.py``).
+
+        Raises:
+            StoreError: The store cannot be listed.
+        """
+        ...
+
     def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
         """Deletes the partials last written more than ``max_age`` seconds ago (by the
         store's own clock), except those of ``keep``; returns their hashes.
@@ -402,6 +411,12 @@ class FileBlobStore:
         except OSError as exc:
             raise _os_error("listing the store", exc) from None
         return StoreUsage(blob_bytes, partials)
+
+    def partials(self) -> dict[str, int]:
+        try:
+            return _sizes(self._partial)
+        except OSError as exc:
+            raise _os_error("listing the partial uploads", exc) from None
 
     def expire_partials(self, max_age: float, keep: Collection[str] = ()) -> list[str]:
         expired = self._delete_older(self._partial, keep, max_age, "expiring partial transfers")

@@ -111,10 +111,10 @@ class MemoryBlobStore:
         return sorted(self._blobs)
 
     def usage(self) -> StoreUsage:
-        return StoreUsage(
-            sum(len(blob) for blob in self._blobs.values()),
-            {content_hash: len(part) for content_hash, part in self._partial.items()},
-        )
+        return StoreUsage(sum(len(blob) for blob in self._blobs.values()), self.partials())
+
+    def partials(self) -> dict[str, int]:
+        return {content_hash: len(part) for content_hash, part in self._partial.items()}
 
     def touch(self, content_hash: str) -> None:
         if content_hash in self._blobs:

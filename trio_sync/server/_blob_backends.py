@@ -32,6 +32,11 @@ class BlobLimits:
         unreferenced_min_age: Seconds a stored blob no live file refers to is kept
             (its event may still be on its way) before an upload that needs the room
             deletes it (see ``server/_blob_garbage.py``).
+        measure_max_age: Seconds the bytes of a store's blobs, as last listed plus what
+            this node stored since, are trusted to let an upload in, before the store is
+            listed again (``server/_store_measure.py``). A refusal always lists it. Nodes
+            sharing a blob folder see each other's new blobs within this; 0 lists the
+            store on every upload begin (O(blobs) each).
     """
 
     chunk_bytes: int = attrs.field(default=256 * 1024, validator=positive_int)
@@ -40,6 +45,7 @@ class BlobLimits:
     max_store_bytes: int = attrs.field(default=10 * 2**30, validator=positive_int)
     partial_max_age: float = attrs.field(default=24 * 3600.0, validator=attrs.validators.gt(0))
     unreferenced_min_age: float = attrs.field(default=3600.0, validator=attrs.validators.ge(0))
+    measure_max_age: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
 
     def __attrs_post_init__(self) -> None:
         # A chunk's frame (its bytes and a 73-byte header) must fit the default frame limit.

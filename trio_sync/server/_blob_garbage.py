@@ -34,7 +34,7 @@ from ..files._blobs import ServerBlobStore
 from ..files._model import FileTable
 from ..protocol._blob_messages import UploadBegin
 from ._blob_backends import BlobLimits
-from ._blob_upkeep import StoreUpkeep, quota_refusal, sweep_and_measure
+from ._blob_upkeep import StoreUpkeep, quota_refusal, weigh
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -138,12 +138,10 @@ async def problem_after_collecting(
     """
     min_age = limits.unreferenced_min_age
     collected = await collect(hub, store_id, store, care, min_age=min_age, run=run)
-    _, usage, reserved = await run(
-        sweep_and_measure, store, limits.partial_max_age, dict(care.sizes)
-    )
+    weighed = await weigh(store, care, limits, run, list_blobs=True)
     return quota_refusal(
-        usage,
-        reserved,
+        weighed.usage,
+        weighed.reserved,
         begin.hash,
         begin.size,
         limits.max_store_bytes,

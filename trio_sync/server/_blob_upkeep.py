@@ -8,8 +8,11 @@ session of the node:
   waits for it, and the quota counts an upload in progress at its whole declared size
   (not only the bytes that arrived so far), so that two uploads that begin together
   cannot both fit in the room one of them has;
-- ``begin_lock``: the decision to take an upload (scan the store, compare with the quota,
-  reserve) is made by one session at a time.
+- ``begin_lock``: the decision to take an upload (measure the store, compare with the
+  quota, reserve) is made by one session at a time;
+- ``measure``: the bytes of the store's blobs, listed at most every
+  ``BlobLimits.measure_max_age`` seconds, not on every upload begin
+  (``_store_measure.py``).
 
 The quota decision itself is pure (:func:`quota_problem`). Partials no upload wrote to for
 ``BlobLimits.partial_max_age`` are deleted as an upload begins, just before the store is
@@ -40,7 +43,10 @@ import attrs
 import trio
 
 from .._broadcast import Broadcast
+from .._store_runner import StoreRunner
 from ..files._blobs import COPY_BLOCK, BlobStore, Fingerprint, ServerBlobStore, StoreUsage
+from ._blob_backends import BlobLimits
+from ._store_measure import StoreMeasure
 
 #: How many "verified" facts a store keeps (the least recently used go first).
 VERIFIED_FACTS = 10_000
@@ -85,6 +91,8 @@ class StoreUpkeep:
         #: When the last collection ran, at which head of the store's log, and what it
         #: found (see _blob_garbage.py).
         self.last_collection: tuple[float, int, Any] | None = None
+        #: The bytes of the store's blobs, without listing them on every upload begin.
+        self.measure = StoreMeasure()
         #: Blob versions found sound, with when (``trio.current_time()``).
         self._verified: OrderedDict[tuple[str, Fingerprint], float] = OrderedDict()
 
@@ -138,22 +146,70 @@ def upkeep(store: BlobStore) -> StoreUpkeep:
 
 
 def sweep_and_measure(
-    store: ServerBlobStore, max_age: float, receiving: Mapping[str, int]
+    store: ServerBlobStore,
+    max_age: float,
+    receiving: Mapping[str, int],
+    blob_bytes: int | None = None,
 ) -> tuple[list[str], StoreUsage, dict[str, int]]:
     """Deletes the partials not written for ``max_age`` seconds (but those of the uploads
     in progress here, ``receiving``: their declared sizes), then measures the store: one
-    worker-thread hop. Returns the partials deleted, the usage, and what the uploads in
-    progress still reserve: those already published (a stored blob whose session has
-    not yet said it ended) are in the usage, and counting them again refused uploads
-    that fit.
+    worker-thread hop. ``blob_bytes``: the published blobs' bytes, when known (see
+    ``_store_measure.py``): then only the partials are listed. Returns the partials
+    deleted, the usage, and what the uploads in progress still reserve: those already
+    published (a stored blob whose session has not yet said it ended) are in the usage,
+    and counting them again refused uploads that fit.
 
     Raises:
         StoreError: The store cannot be listed.
     """
     expired = store.expire_partials(max_age, frozenset(receiving))
-    usage = store.usage()
+    usage = store.usage() if blob_bytes is None else StoreUsage(blob_bytes, store.partials())
     reserved = {blob: size for blob, size in receiving.items() if not store.has(blob)}
     return expired, usage, reserved
+
+
+@attrs.frozen
+class Weighed:
+    """What :func:`weigh` found.
+
+    Attributes:
+        expired: The abandoned partials it deleted.
+        usage: What the store holds.
+        reserved: What the uploads this node is receiving still reserve.
+        trusted: The blobs' bytes are the trusted figure, not a listing's: a refusal
+            must weigh again with ``list_blobs=True``.
+    """
+
+    expired: list[str]
+    usage: StoreUsage
+    reserved: dict[str, int]
+    trusted: bool
+
+
+async def weigh(
+    store: ServerBlobStore,
+    care: StoreUpkeep,
+    limits: BlobLimits,
+    run: StoreRunner,
+    *,
+    list_blobs: bool,
+) -> Weighed:
+    """Expires the abandoned partials and measures the store (under ``care.begin_lock``):
+    its blobs from the trusted figure while there is one (``list_blobs=False``), else
+    from a listing, which becomes the new trusted figure.
+
+    Raises:
+        StoreError: The store cannot be listed.
+    """
+    began_at = trio.current_time()
+    known = None if list_blobs else care.measure.blob_bytes(began_at, limits.measure_max_age)
+    mark = care.measure.listing_begins()
+    expired, usage, reserved = await run(
+        sweep_and_measure, store, limits.partial_max_age, dict(care.sizes), known
+    )
+    if known is None:
+        care.measure.listed(usage.blob_bytes, mark, began_at)
+    return Weighed(expired, usage, reserved, trusted=known is not None)
 
 
 def check_blob(store: ServerBlobStore, content_hash: str) -> tuple[Verdict, Fingerprint | None]:

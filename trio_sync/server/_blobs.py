@@ -54,9 +54,9 @@ from ._blob_upkeep import (
     StoreUpkeep,
     check_blob,
     quota_problem,
-    sweep_and_measure,
     touch,
     upkeep,
+    weigh,
 )
 from ._hub import Hub
 from ._session import ServerSession, loggable
@@ -378,14 +378,12 @@ class BlobSession:
         async with care.begin_lock:
             # Abandoned partials go first (never one this node is receiving): they must
             # not count against the quota for ever.
-            expired, usage, reserved = await self._run(
-                sweep_and_measure, store, self._limits.partial_max_age, dict(care.sizes)
-            )
-            if expired:
+            weighed = await weigh(store, care, self._limits, self._run, list_blobs=False)
+            if weighed.expired:
                 logger.info(
                     "store %r: deleted %d abandoned upload partial(s), unwritten for %gs",
                     self.store_id,
-                    len(expired),
+                    len(weighed.expired),
                     self._limits.partial_max_age,
                 )
             receiving = care.sizes.get(begin.hash)
@@ -393,6 +391,7 @@ class BlobSession:
                 # A blob has one size: this session's, or the one being received, lies
                 # (discarding the partial under the other upload would wreck it).
                 raise _Refused(f"that blob is being uploaded with {receiving} bytes", fatal=True)
+            usage, reserved = weighed.usage, weighed.reserved
             offset = usage.partials.get(begin.hash, 0)
             if offset > begin.size:
                 await self._run(store.discard_partial, begin.hash)
@@ -400,6 +399,11 @@ class BlobSession:
                 usage, offset = attrs.evolve(usage, partials=partials), 0
             quota = self._limits.max_store_bytes
             problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
+            if problem is not None and weighed.trusted:
+                # Only a listing refuses: the trusted figure may count blobs deleted since.
+                weighed = await weigh(store, care, self._limits, self._run, list_blobs=True)
+                usage, reserved = weighed.usage, weighed.reserved
+                problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
             later = False
             if problem is not None and begin.size <= quota:  # else it can never fit
                 problem, later = await problem_after_collecting(
@@ -477,8 +481,10 @@ class BlobSession:
             return False
         # Its age starts now, not at the partial's last write (see _touch).
         _, fingerprint = await self._run(touch, store, content_hash)
+        care = upkeep(store)
         if fingerprint is not None:  # just hashed: no need to hash it again soon
-            upkeep(store).mark_verified(content_hash, fingerprint, trio.current_time())
+            care.mark_verified(content_hash, fingerprint, trio.current_time())
+            care.measure.published(fingerprint[0])
         return True
 
     async def _download(self, store: ServerBlobStore, begin: DownloadBegin) -> None:
