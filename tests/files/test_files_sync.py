@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 import trio_sync
+from trio_sync.files import TransferState
 from trio_sync.files._api import FileSync
 from trio_sync.files._state import TransferStateStore
 
@@ -162,20 +163,56 @@ async def test_a_file_updated_back_to_back_never_runs_one_transfer_twice(
                     assert state is None or state.status == "done", state
 
 
+async def test_a_queued_row_for_contents_the_file_no_longer_has_is_not_picked_for_ever(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried: B's download row says "queued" for contents its file no longer has, and the
+    # key is queued. A worker picked it, found nothing to move, saw the row still
+    # "queued" and queued it again: two workers spun on it at full speed and wait_idle()
+    # never returned (1 run in ~15 of the back-to-back test above, where a download
+    # stopped for newer contents put its "queued" back and so made the decision that
+    # stopped it skip its write: TransferStateStore.set_if_contents_unchanged).
+    picks = [0]
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            fid = await a.files.save(os.urandom(1000), path="x")
+            await a.files.wait_idle()
+            await a.wait_synced()
+            await b.wait_synced()
+            await b.files.wait_idle()
+            executor = b.files.executor
+            real_transfer = executor._transfer
+
+            async def counted(*args: object) -> None:
+                picks[0] += 1
+                await real_transfer(*args)  # type: ignore[arg-type]
+
+            executor._transfer = counted  # type: ignore[method-assign]
+            gone = TransferState("queued", "0" * 64)
+            b.files._states.set_many([((fid, "download"), gone)])
+            executor.enqueue("download", fid)
+            await b.files.wait_idle()
+            assert picks[0] == 1
+            assert b.files.has_contents(fid)
+
+
 async def test_a_page_of_new_files_queues_their_downloads_in_one_write(
     server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
 ) -> None:
     # A client that hears of many files at once (joining late here) writes their
     # download rows in one transaction, not one fsync per file.
     writes: list[list[object]] = []
-    real_set = TransferStateStore.set_if_unchanged
+    real_set = TransferStateStore.set_if_contents_unchanged
 
     def counting_set(self: TransferStateStore, changes: object) -> int:
         rows = list(changes)  # type: ignore[call-overload]
         writes.append(rows)
         return real_set(self, rows)
 
-    monkeypatch.setattr(TransferStateStore, "set_if_unchanged", counting_set)  # type: ignore[attr-defined]
+    monkeypatch.setattr(TransferStateStore, "set_if_contents_unchanged", counting_set)  # type: ignore[attr-defined]
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A") as a:
             ids = [await a.files.save(os.urandom(500 + n), path=f"f{n}") for n in range(12)]

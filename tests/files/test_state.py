@@ -106,26 +106,34 @@ def test_a_failed_write_changes_neither_the_file_nor_the_mirror(
     reopened.close()
 
 
-def test_set_if_unchanged_writes_only_rows_still_as_they_were_seen(tmp_path: Path) -> None:
+def test_set_if_contents_unchanged_writes_only_rows_still_for_the_contents_seen(
+    tmp_path: Path,
+) -> None:
     store = _store(tmp_path)
     try:
-        old = TransferState("queued", "a" * 64)
-        store.set_many([(("f1", "download"), old), (("f2", "download"), old)])
-        # Since read: f1 was written again (a save's row, say); f2 and f3 were not.
+        old = TransferState("in_progress", "a" * 64)
+        for key in ("f1", "f2", "f5"):
+            store.set_many([((key, "download"), old)])
+        # Since read: f1 was written for other contents (a save's row, say); f5's
+        # transfer was stopped and put its "queued" back (its status alone moved); f2
+        # and f3 were not touched.
         newer = TransferState("done", "b" * 64)
         store.set_many([(("f1", "download"), newer)])
+        store.set_many([(("f5", "download"), TransferState("queued", "a" * 64))])
         wanted = TransferState("queued", "c" * 64)
-        written = store.set_if_unchanged(
+        written = store.set_if_contents_unchanged(
             [
-                (("f1", "download"), wanted, old),  # changed since: left alone
+                (("f1", "download"), wanted, old),  # other contents since: left alone
                 (("f2", "download"), wanted, old),  # as seen: written
                 (("f3", "download"), wanted, None),  # still absent: written
                 (("f4", "download"), wanted, old),  # absent, but seen present: left alone
+                (("f5", "download"), wanted, old),  # same contents, status moved: written
             ]
         )
-        assert written == 2
+        assert written == 3
         assert store.get("f1", "download") == newer
         assert store.get("f2", "download") == wanted == store.get("f3", "download")
         assert store.get("f4", "download") is None
+        assert store.get("f5", "download") == wanted
     finally:
         store.close()

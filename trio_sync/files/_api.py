@@ -499,8 +499,8 @@ class FileSync:
         """Queues the download of each (file id, contents) of ``wanted`` that the file
         still has, its row written first (all in one transaction), unless it is queued
         already or failed for good (then only the application's ``read``, ``priority``,
-        tries again). A row written since it was read here (by a save, say) is left as
-        it is."""
+        tries again). A row naming other contents since it was read here (written by a
+        save, say) is left as it is."""
         rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
         enqueue: list[tuple[str, str]] = []
         for file_id, content_hash in wanted:
@@ -526,7 +526,7 @@ class FileSync:
             elif state.status != "error":
                 enqueue.append((file_id, content_hash))
         if rows:
-            await self._core.run_store(self._states.set_if_unchanged, rows)
+            await self._core.run_store(self._states.set_if_contents_unchanged, rows)
         for file_id, content_hash in enqueue:
             # As written now (a row changed since it was read was left alone).
             state = self._states.get(file_id, "download")

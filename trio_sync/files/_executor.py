@@ -320,9 +320,16 @@ class TransferExecutor:
                     await self._transfer(direction, key, connection)
                     # New contents queued while this transfer ran (it could not queue
                     # twice): queued before this one counts as ended, so nobody sees the
-                    # queue idle in between (wait_idle() returned early).
+                    # queue idle in between (wait_idle() returned early). Only when there
+                    # is something to move: a "queued" row for contents its file no
+                    # longer has would be picked, dropped and queued again, for ever.
                     row = self._states.get(key, direction)
-                    if row is not None and row.status == "queued" and key not in queue:
+                    if (
+                        row is not None
+                        and row.status == "queued"
+                        and key not in queue
+                        and self._target(direction, key) is not None
+                    ):
                         self.enqueue(direction, key)
                 finally:
                     queue.released(key)  # still in flight: this worker died or was stopped

@@ -113,33 +113,36 @@ class TransferStateStore:
         # with the save that records them.
         return self._write([(key, state)], only_for={key: state.content_hash}, durable=False) > 0
 
-    def set_if_unchanged(
+    def set_if_contents_unchanged(
         self, changes: Iterable[tuple[Key, TransferState | None, TransferState | None]]
     ) -> int:
-        """Writes each ``(key, new, seen)`` (None deletes) only where the row is still
-        ``seen`` (None: still absent), in one transaction: a decision taken on what the
-        caller read never overwrites what was written since (a save's rows, say).
-        Returns how many were written.
+        """Writes each ``(key, new, seen)`` (None deletes) only where the row still names
+        the contents ``seen`` named (None: still absent), in one transaction: a decision
+        taken on what the caller read never overwrites other contents written since (a
+        save's rows, say). A row whose status alone moved is written over: a transfer of
+        the contents seen, stopped by the caller, may have put its "queued" back
+        meanwhile, and the caller's decision replaces that transfer. Returns how many
+        were written.
 
         Raises:
             StoreError: The write failed; nothing changed.
             ClientClosed: The client closed.
         """
         listed = list(changes)
-        seen = {key: before for key, _, before in listed}
-        return self._write([(key, new) for key, new, _ in listed], unchanged_from=seen)
+        seen = {key: None if before is None else before.content_hash for key, _, before in listed}
+        return self._write([(key, new) for key, new, _ in listed], contents_from=seen)
 
     def _write(
         self,
         changes: list[tuple[Key, TransferState | None]],
         *,
         only_for: Mapping[Key, str] | None = None,
-        unchanged_from: Mapping[Key, TransferState | None] | None = None,
+        contents_from: Mapping[Key, str | None] | None = None,
         durable: bool = True,
     ) -> int:
         """Writes ``changes``; with ``only_for``, only those whose row still exists for
-        the contents it names; with ``unchanged_from``, only those whose row is still the
-        one named (None: absent). Returns how many were written. Not ``durable``:
+        the contents it names; with ``contents_from``, only those whose row still names
+        the contents named (None: absent). Returns how many were written. Not ``durable``:
         atomic, and durable with the next durable write."""
 
         if not changes:
@@ -155,11 +158,11 @@ class TransferStateStore:
                     if (current := self.rows.get(key)) is not None
                     and current.content_hash == only_for[key]
                 ]
-            if unchanged_from is not None:
+            if contents_from is not None:
                 chosen = [
                     (key, state)
                     for key, state in chosen
-                    if self.rows.get(key) == unchanged_from[key]
+                    if _contents(self.rows.get(key)) == contents_from[key]
                 ]
             if not chosen:
                 return 0
@@ -237,3 +240,7 @@ def _failed_uploads(rows: Mapping[Key, TransferState]) -> dict[str, TransferStat
         for (file_id, direction), state in rows.items()
         if direction == "upload" and state.status == "error"
     }
+
+
+def _contents(row: TransferState | None) -> str | None:
+    return None if row is None else row.content_hash
