@@ -388,8 +388,12 @@ class ServerProcess:
 def trio_sync_server_command(db_path: Path | str) -> list[str]:
     # A SQLite file or a postgresql:// URL (bench/scaleout.py).
     # WARNING: the server's per-connection INFO lines would interleave with the table.
+    # -P: the working directory is not put on sys.path, so that a server spawned from a
+    # checkout runs the trio_sync that this process imports (PYTHONPATH=<another
+    # version> compares versions), not the checkout's.
     return [
         sys.executable,
+        "-P",
         "-m",
         "trio_sync.cli",
         "serve",
