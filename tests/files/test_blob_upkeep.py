@@ -181,6 +181,11 @@ def test_serve_takes_a_store_quota_with_units() -> None:
     assert blob_limits(args).unreferenced_min_age == 60
     args = parser().parse_args(["serve", "--db", "x.sqlite3", "--measure-max-age", "0.5"])
     assert blob_limits(args).measure_max_age == 0.5
+    # Tried: 0 (list the store on every upload begin) used to mean the default, 5 s.
+    args = parser().parse_args(["serve", "--db", "x.sqlite3", "--measure-max-age", "0"])
+    assert blob_limits(args).measure_max_age == 0
+    with pytest.raises(ValueError, match="finite"):
+        BlobLimits(measure_max_age=float("inf"))
     args = parser().parse_args(["serve", "--db", "x.sqlite3"])
     assert blob_limits(args) == BlobLimits()
 

@@ -95,16 +95,17 @@ def add_parser(commands: Any) -> None:
             "seconds a stored file's contents no file refers to any more are kept before "
             "an upload that needs their room deletes them (3600 by default)",
         ),
-        (
-            "--measure-max-age",
-            seconds,
-            "seconds a store's measured size (its last listing plus what this node stored "
-            "since) lets uploads in before the store is listed again; nodes sharing a blob "
-            "folder see each other's files within it (5 by default; 0.001: list on every "
-            "upload)",
-        ),
     ):
         limits.add_argument(flag, type=kind, default=0, help=text)
+    limits.add_argument(
+        "--measure-max-age",
+        type=seconds,
+        default=None,
+        help="seconds a store's measured size (its last listing plus what this node "
+        "stored since) lets uploads in before the store is listed again; nodes sharing a "
+        "blob folder see each other's files within it (5 by default; 0 here lists the "
+        "store on every upload begin)",
+    )
     run.add_argument(
         "--shutdown-grace",
         type=seconds,
@@ -251,7 +252,9 @@ def blob_limits(args: argparse.Namespace) -> BlobLimits:
             max_store_bytes=args.max_store_bytes or defaults.max_store_bytes,
             partial_max_age=args.partial_max_age or defaults.partial_max_age,
             unreferenced_min_age=args.unreferenced_min_age or defaults.unreferenced_min_age,
-            measure_max_age=args.measure_max_age or defaults.measure_max_age,
+            measure_max_age=(
+                defaults.measure_max_age if args.measure_max_age is None else args.measure_max_age
+            ),
         )
     except ValueError as exc:
         raise CommandError(f"limits: {exc}") from None

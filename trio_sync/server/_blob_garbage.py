@@ -138,7 +138,7 @@ async def problem_after_collecting(
     """
     min_age = limits.unreferenced_min_age
     collected = await collect(hub, store_id, store, care, min_age=min_age, run=run)
-    weighed = await weigh(store, care, limits, run, list_blobs=True)
+    weighed = await weigh(store, care, limits, run, list_blobs=True, needed=begin.size)
     return quota_refusal(
         weighed.usage,
         weighed.reserved,

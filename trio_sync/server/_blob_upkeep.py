@@ -153,19 +153,24 @@ def sweep_and_measure(
 ) -> tuple[list[str], StoreUsage, dict[str, int]]:
     """Deletes the partials not written for ``max_age`` seconds (but those of the uploads
     in progress here, ``receiving``: their declared sizes), then measures the store: one
-    worker-thread hop. ``blob_bytes``: the published blobs' bytes, when known (see
-    ``_store_measure.py``): then only the partials are listed. Returns the partials
-    deleted, the usage, and what the uploads in progress still reserve: those already
-    published (a stored blob whose session has not yet said it ended) are in the usage,
-    and counting them again refused uploads that fit.
+    worker-thread hop. Returns the partials deleted, the usage, and what the uploads in
+    progress still reserve.
+
+    ``blob_bytes``: the published blobs' bytes when known (see ``_store_measure.py``):
+    then only the partials are listed, and every upload in progress reserves its size
+    (its blob may be published already and not yet in the figure). Else the store is
+    listed, and an upload whose blob is published already reserves nothing (it is in the
+    listing; counting it again refused uploads that fit). Which ones are published is
+    asked before the listing: one published in between is counted twice, never missed.
 
     Raises:
         StoreError: The store cannot be listed.
     """
     expired = store.expire_partials(max_age, frozenset(receiving))
-    usage = store.usage() if blob_bytes is None else StoreUsage(blob_bytes, store.partials())
+    if blob_bytes is not None:
+        return expired, StoreUsage(blob_bytes, store.partials()), dict(receiving)
     reserved = {blob: size for blob, size in receiving.items() if not store.has(blob)}
-    return expired, usage, reserved
+    return expired, store.usage(), reserved
 
 
 @attrs.frozen
@@ -193,22 +198,27 @@ async def weigh(
     run: StoreRunner,
     *,
     list_blobs: bool,
+    needed: int,
 ) -> Weighed:
-    """Expires the abandoned partials and measures the store (under ``care.begin_lock``):
-    its blobs from the trusted figure while there is one (``list_blobs=False``), else
-    from a listing, which becomes the new trusted figure.
+    """Expires the abandoned partials and measures the store (under ``care.begin_lock``),
+    to weigh an upload of ``needed`` bytes: its blobs from the trusted figure while there
+    is one (``list_blobs=False``), else from a listing, which becomes the new trusted
+    figure.
 
     Raises:
         StoreError: The store cannot be listed.
     """
-    began_at = trio.current_time()
-    known = None if list_blobs else care.measure.blob_bytes(began_at, limits.measure_max_age)
-    mark = care.measure.listing_begins()
+    measure = care.measure
+    known = None
+    if not list_blobs:
+        now = trio.current_time()
+        known = measure.blob_bytes(now, limits.measure_max_age, limits.max_store_bytes, needed)
+    mark = measure.listing_begins()
     expired, usage, reserved = await run(
         sweep_and_measure, store, limits.partial_max_age, dict(care.sizes), known
     )
     if known is None:
-        care.measure.listed(usage.blob_bytes, mark, began_at)
+        measure.listed(usage.blob_bytes, mark, trio.current_time())
     return Weighed(expired, usage, reserved, trusted=known is not None)
 
 

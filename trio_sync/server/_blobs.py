@@ -318,7 +318,7 @@ class BlobSession:
                 # Every byte came in an attempt whose connection dropped before its
                 # upload_end. "offset == size" tells the client the blob is stored: so it
                 # is published now (or, not matching, discarded and sent again).
-                if await self._publish(store, begin.hash):
+                if await self._publish(store, begin.hash, begin.size):
                     await self._conn.send(UploadOffset(hash=begin.hash, offset=offset))
                     care.end_upload(begin.hash)
                     return None
@@ -378,7 +378,9 @@ class BlobSession:
         async with care.begin_lock:
             # Abandoned partials go first (never one this node is receiving): they must
             # not count against the quota for ever.
-            weighed = await weigh(store, care, self._limits, self._run, list_blobs=False)
+            weighed = await weigh(
+                store, care, self._limits, self._run, list_blobs=False, needed=begin.size
+            )
             if weighed.expired:
                 logger.info(
                     "store %r: deleted %d abandoned upload partial(s), unwritten for %gs",
@@ -401,7 +403,9 @@ class BlobSession:
             problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
             if problem is not None and weighed.trusted:
                 # Only a listing refuses: the trusted figure may count blobs deleted since.
-                weighed = await weigh(store, care, self._limits, self._run, list_blobs=True)
+                weighed = await weigh(
+                    store, care, self._limits, self._run, list_blobs=True, needed=begin.size
+                )
                 usage, reserved = weighed.usage, weighed.reserved
                 problem = quota_problem(usage, reserved, begin.hash, begin.size, quota)
             later = False
@@ -445,7 +449,7 @@ class BlobSession:
             raise _Refused("the end of no upload in progress")
         if upload.offset != upload.size:
             raise _Refused(f"truncated upload: {upload.offset} of {upload.size} bytes")
-        if not await self._publish(store, end.hash):
+        if not await self._publish(store, end.hash, upload.size):
             raise _Refused("the uploaded bytes do not match the hash: discarded, upload again")
         await self._conn.send(UploadDone(hash=end.hash))
 
@@ -463,9 +467,9 @@ class BlobSession:
             care.mark_verified(content_hash, after, checked_at)
         return True
 
-    async def _publish(self, store: ServerBlobStore, content_hash: str) -> bool:
-        """Publishes the whole partial of ``content_hash`` if its bytes match (else it is
-        discarded); True when it was."""
+    async def _publish(self, store: ServerBlobStore, content_hash: str, size: int) -> bool:
+        """Publishes the whole partial of ``content_hash`` (``size`` bytes) if its bytes
+        match (else it is discarded); True when it was."""
         # Read back and hashed here, never trusted from a running hash: another session
         # (a hostile one included) may have discarded and rewritten this partial between
         # our last chunk and now; what is published is what was hashed.
@@ -479,12 +483,13 @@ class BlobSession:
                 content_hash,
             )
             return False
+        # Counted as soon as the hop that published it returns (a cancel waits for it).
+        care = upkeep(store)
+        care.measure.published(size)
         # Its age starts now, not at the partial's last write (see _touch).
         _, fingerprint = await self._run(touch, store, content_hash)
-        care = upkeep(store)
         if fingerprint is not None:  # just hashed: no need to hash it again soon
             care.mark_verified(content_hash, fingerprint, trio.current_time())
-            care.measure.published(fingerprint[0])
         return True
 
     async def _download(self, store: ServerBlobStore, begin: DownloadBegin) -> None:

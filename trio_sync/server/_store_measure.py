@@ -7,21 +7,26 @@ on every upload begin, under the store's begin lock, it made a burst of N upload
 O(N²), and a store that had been in use for a while took uploads at a few per second.
 
 A :class:`StoreMeasure` keeps the total of the last listing and adds what this process
-publishes after it. It is trusted for ``BlobLimits.measure_max_age`` seconds, then the
-store is listed again. Only a figure that lets an upload in is taken on trust: when the
-trusted figure says an upload does not fit, the store is listed again before the upload
-is refused (see ``server/_blobs.py``). So:
+publishes after it. It is trusted to let an upload in for ``BlobLimits.measure_max_age``
+seconds after the listing ended, and only while what this process published since (with
+the upload being weighed) stays within half the room the listing left free under the
+quota; then the store is listed again. When the trusted
+figure says an upload does not fit, the store is listed again before the upload is
+refused (see ``server/_blobs.py``). While it is trusted, every upload in progress on this
+node is counted at its declared size until its session ends (its blob may be published
+and not yet in the figure). So:
 
-- a node alone on its blob folder weighs every upload as exactly as a listing would,
-  or more (contents published twice, blobs deleted: counted until the next listing,
-  which never lets in an upload that does not fit);
-- nodes sharing a folder (or a bucket) see each other's blobs within ``measure_max_age``:
-  until then a node may let in up to what the others stored in that window beyond the
-  quota;
+- a node alone on its blob folder weighs every upload at least as high as a listing
+  would (contents published twice, blobs deleted: counted until the next listing, which
+  never lets in an upload that does not fit);
+- nodes sharing a folder (or a bucket) see each other's blobs within ``measure_max_age``
+  of a listing's end. Until then each node lets in on trust at most half the room its
+  listing left free: together they go over the quota by at most that much per node
+  (what each let in while the others filled the room by their own listings);
 - a store near its quota is listed on every upload begin, as before.
 
 The partials (unfinished uploads: few, and expired as an upload begins) are still listed
-every time. Pure: the caller passes the time in and runs the listing.
+every time. Pure: the caller passes the time and the quota in and runs the listing.
 """
 
 from __future__ import annotations
@@ -36,29 +41,36 @@ class StoreMeasure:
 
     #: Bytes this process published, in all (only differences of it are meaningful).
     _published: int = 0
-    #: The listing's total minus ``_published`` as it stood when the listing began.
-    _base: int | None = None
-    #: When the last listing began (the clock the caller passes in).
+    #: What the last listing found, and ``_published`` as it stood when it began.
+    _listed: int | None = None
+    _mark: int = 0
+    #: When the last listing ended (the clock the caller passes in).
     _listed_at: float = 0.0
 
-    def blob_bytes(self, now: float, max_age: float) -> int | None:
-        """The trusted figure at ``now``: None when there is none yet, or it is
-        ``max_age`` seconds old or older (list the store)."""
-        if self._base is None or now - self._listed_at >= max_age:
+    def blob_bytes(self, now: float, max_age: float, quota: int, needed: int) -> int | None:
+        """The trusted figure at ``now``, to weigh an upload of ``needed`` bytes: None
+        (list the store) when there is none yet, when the listing ended ``max_age``
+        seconds ago or more, or when what this process published since, with ``needed``,
+        would pass half the room the listing left free under ``quota``."""
+        if self._listed is None or now - self._listed_at >= max_age:
             return None
-        return self._base + self._published
+        since = self._published - self._mark
+        if 2 * (since + needed) > quota - self._listed:
+            return None
+        return self._listed + since
 
     def listing_begins(self) -> int:
         """A mark to hand back to :meth:`listed` with the listing's total."""
         return self._published
 
-    def listed(self, blob_bytes: int, mark: int, began_at: float) -> None:
-        """A listing that began at ``began_at`` (when :meth:`listing_begins` gave
-        ``mark``) found ``blob_bytes``. What this process published while it ran is added
-        on top: a blob the listing saw as well is then counted twice, which errs on the
-        side of listing again, never of letting an upload in."""
-        self._base = blob_bytes - mark
-        self._listed_at = began_at
+    def listed(self, blob_bytes: int, mark: int, ended_at: float) -> None:
+        """A listing (begun when :meth:`listing_begins` gave ``mark``) found
+        ``blob_bytes``, and ended at ``ended_at``. What this process published while it
+        ran is added on top: a blob the listing saw as well is then counted twice, which
+        errs on the side of listing again, never of letting an upload in."""
+        self._listed = blob_bytes
+        self._mark = mark
+        self._listed_at = ended_at
 
     def published(self, size: int) -> None:
         """This process published a blob of ``size`` bytes."""
