@@ -220,6 +220,19 @@ async def test_uploads_publishing_right_now_count_against_the_quota(tmp_path: Pa
             nursery.cancel_scope.cancel()
 
 
+async def _node_one_weighed_then_node_two_fills(
+    nursery: trio.Nursery, tmp_path: Path, limits: BlobLimits
+) -> Connection:
+    """Two nodes on one blob folder: node 1 stores 10 bytes (listing the store), then node
+    2 stores 9,000; a connection to node 1."""
+    folder = tmp_path / "blobs"
+    one = await _node(nursery, tmp_path / "one.sqlite3", FileBlobStore(folder), limits)
+    two = await _node(nursery, tmp_path / "two.sqlite3", FileBlobStore(folder), limits)
+    assert isinstance(await _upload(one, os.urandom(10)), UploadDone)
+    assert isinstance(await _upload(two, os.urandom(9000)), UploadDone)
+    return one
+
+
 async def test_nodes_sharing_a_folder_let_in_on_trust_half_the_free_room_at_most(
     tmp_path: Path,
 ) -> None:
@@ -229,13 +242,9 @@ async def test_nodes_sharing_a_folder_let_in_on_trust_half_the_free_room_at_most
     # left free. Quota 10,000: node 1 lists (9,990 free), node 2 stores 9,000; node 1
     # lets in 4,000 on trust (the documented bound), then lists before 1,000 more.
     limits = BlobLimits(max_store_bytes=10_000, measure_max_age=3600)
-    folder = tmp_path / "blobs"
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            one = await _node(nursery, tmp_path / "one.sqlite3", FileBlobStore(folder), limits)
-            two = await _node(nursery, tmp_path / "two.sqlite3", FileBlobStore(folder), limits)
-            assert isinstance(await _upload(one, os.urandom(10)), UploadDone)
-            assert isinstance(await _upload(two, os.urandom(9000)), UploadDone)
+            one = await _node_one_weighed_then_node_two_fills(nursery, tmp_path, limits)
             assert isinstance(await _upload(one, os.urandom(4000)), UploadDone)
             answer = await _upload(one, os.urandom(1000))
             assert isinstance(answer, BlobRefused) and "quota" in answer.reason
@@ -252,13 +261,9 @@ async def test_nodes_sharing_a_folder_see_each_others_blobs_within_measure_max_a
     # store and refuses.
     mock_clock.rate = 1.0  # real time passes (sockets, fail_after); jumps add to it
     limits = BlobLimits(max_store_bytes=10_000, measure_max_age=max_age)
-    folder = tmp_path / "blobs"
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            one = await _node(nursery, tmp_path / "one.sqlite3", FileBlobStore(folder), limits)
-            two = await _node(nursery, tmp_path / "two.sqlite3", FileBlobStore(folder), limits)
-            assert isinstance(await _upload(one, os.urandom(10)), UploadDone)
-            assert isinstance(await _upload(two, os.urandom(9000)), UploadDone)
+            one = await _node_one_weighed_then_node_two_fills(nursery, tmp_path, limits)
             mock_clock.jump(max_age)
             answer = await _upload(one, os.urandom(1000))
             assert isinstance(answer, BlobRefused) and "quota" in answer.reason
