@@ -34,6 +34,7 @@ aside at once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -47,6 +48,8 @@ from .._store_runner import StoreRunner
 from ..files._blobs import COPY_BLOCK, BlobStore, Fingerprint, ServerBlobStore, StoreUsage
 from ._blob_backends import BlobLimits
 from ._store_measure import StoreMeasure
+
+logger = logging.getLogger("trio_sync.server")
 
 #: How many "verified" facts a store keeps (the least recently used go first).
 VERIFIED_FACTS = 10_000
@@ -93,6 +96,10 @@ class StoreUpkeep:
         self.last_collection: tuple[float, int, Any] | None = None
         #: The bytes of the store's blobs, without listing them on every upload begin.
         self.measure = StoreMeasure()
+        #: True while a background listing runs (see :func:`weigh`); ``relisted`` is
+        #: notified when one ends.
+        self.relisting = False
+        self.relisted = Broadcast()
         #: Blob versions found sound, with when (``trio.current_time()``).
         self._verified: OrderedDict[tuple[str, Fingerprint], float] = OrderedDict()
 
@@ -213,13 +220,33 @@ async def weigh(
     if not list_blobs:
         now = trio.current_time()
         known = measure.blob_bytes(now, limits.measure_max_age, limits.max_store_bytes, needed)
-    mark = measure.listing_begins()
+        if known is not None and not care.relisting and measure.due(now, limits.measure_max_age):
+            care.relisting = True
+            trio.lowlevel.spawn_system_task(_relist, store, care, run, name="blob store listing")
+    listing = measure.listing_begins()
     expired, usage, reserved = await run(
         sweep_and_measure, store, limits.partial_max_age, dict(care.sizes), known
     )
     if known is None:
-        measure.listed(usage.blob_bytes, mark, trio.current_time())
+        measure.listed(usage.blob_bytes, listing, trio.current_time())
     return Weighed(expired, usage, reserved, trusted=known is not None)
+
+
+async def _relist(store: ServerBlobStore, care: StoreUpkeep, run: StoreRunner) -> None:
+    """Lists the store's blobs for a fresh trusted figure, in the background (outside
+    the begin lock: no upload waits for it). A failure leaves the figure to age: the
+    next upload begin after that lists in the foreground, and reports the error."""
+    measure = care.measure
+    listing = measure.listing_begins()
+    try:
+        usage = await run(store.usage)
+    except Exception as exc:  # a system task must not raise
+        logger.warning("listing a blob store in the background failed: %s", exc)
+    else:
+        measure.listed(usage.blob_bytes, listing, trio.current_time())
+    finally:
+        care.relisting = False
+        care.relisted.notify()
 
 
 def check_blob(store: ServerBlobStore, content_hash: str) -> tuple[Verdict, Fingerprint | None]:

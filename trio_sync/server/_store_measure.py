@@ -10,11 +10,12 @@ A :class:`StoreMeasure` keeps the total of the last listing and adds what this p
 publishes after it. It is trusted to let an upload in for ``BlobLimits.measure_max_age``
 seconds after the listing ended, and only while what this process published since (with
 the upload being weighed) stays within half the room the listing left free under the
-quota; then the store is listed again. When the trusted
-figure says an upload does not fit, the store is listed again before the upload is
-refused (see ``server/_blobs.py``). While it is trusted, every upload in progress on this
-node is counted at its declared size until its session ends (its blob may be published
-and not yet in the figure). So:
+quota; then the store is listed again. Halfway through that age an upload begin starts a
+listing in the background (:meth:`StoreMeasure.due`), so that a store listed in time never
+makes an upload wait for its listing. When the trusted figure says an upload does not
+fit, the store is listed again before the upload is refused (see ``server/_blobs.py``).
+While it is trusted, every upload in progress on this node is counted at its declared
+size until its session ends (its blob may be published and not yet in the figure). So:
 
 - a node alone on its blob folder weighs every upload at least as high as a listing
   would (contents published twice, blobs deleted: counted until the next listing, which
@@ -34,6 +35,16 @@ from __future__ import annotations
 import attrs
 
 
+@attrs.frozen
+class Listing:
+    """A listing under way: hand it back to :meth:`StoreMeasure.listed`."""
+
+    #: Listings are numbered as they begin: an older one never replaces a newer one.
+    number: int
+    #: ``StoreMeasure._published`` when it began.
+    mark: int
+
+
 @attrs.define
 class StoreMeasure:
     """The bytes of a store's published blobs: the last listing plus what this process
@@ -41,11 +52,13 @@ class StoreMeasure:
 
     #: Bytes this process published, in all (only differences of it are meaningful).
     _published: int = 0
-    #: What the last listing found, and ``_published`` as it stood when it began.
+    #: What the last listing found, and how it began.
     _listed: int | None = None
-    _mark: int = 0
+    _listing: Listing = Listing(0, 0)
     #: When the last listing ended (the clock the caller passes in).
     _listed_at: float = 0.0
+    #: Listings begun so far.
+    _begun: int = 0
 
     def blob_bytes(self, now: float, max_age: float, quota: int, needed: int) -> int | None:
         """The trusted figure at ``now``, to weigh an upload of ``needed`` bytes: None
@@ -54,22 +67,30 @@ class StoreMeasure:
         would pass half the room the listing left free under ``quota``."""
         if self._listed is None or now - self._listed_at >= max_age:
             return None
-        since = self._published - self._mark
+        since = self._published - self._listing.mark
         if 2 * (since + needed) > quota - self._listed:
             return None
         return self._listed + since
 
-    def listing_begins(self) -> int:
-        """A mark to hand back to :meth:`listed` with the listing's total."""
-        return self._published
+    def due(self, now: float, max_age: float) -> bool:
+        """The trusted figure is past half its age: time to list again in the background,
+        so that no upload waits for the listing."""
+        return self._listed is not None and now - self._listed_at >= max_age / 2
 
-    def listed(self, blob_bytes: int, mark: int, ended_at: float) -> None:
-        """A listing (begun when :meth:`listing_begins` gave ``mark``) found
-        ``blob_bytes``, and ended at ``ended_at``. What this process published while it
-        ran is added on top: a blob the listing saw as well is then counted twice, which
-        errs on the side of listing again, never of letting an upload in."""
+    def listing_begins(self) -> Listing:
+        """A listing begins: hand the result to :meth:`listed` with its total."""
+        self._begun += 1
+        return Listing(self._begun, self._published)
+
+    def listed(self, blob_bytes: int, listing: Listing, ended_at: float) -> None:
+        """``listing`` found ``blob_bytes`` and ended at ``ended_at``. What this process
+        published while it ran is added on top: a blob the listing saw as well is then
+        counted twice, which errs on the side of listing again, never of letting an
+        upload in. A listing that began before the one the figure has is dropped."""
+        if listing.number < self._listing.number:
+            return
         self._listed = blob_bytes
-        self._mark = mark
+        self._listing = listing
         self._listed_at = ended_at
 
     def published(self, size: int) -> None:
