@@ -201,6 +201,25 @@ async def test_a_refusal_is_decided_by_a_listing_never_by_the_trusted_figure(
             nursery.cancel_scope.cancel()
 
 
+async def test_a_refusal_lists_the_store_once_when_nothing_could_be_collected(
+    tmp_path: Path,
+) -> None:
+    # Tried (found by a hostile review): a client sending upload begins that cannot fit.
+    # Each was weighed by the trusted figure, by a listing, and by another listing after
+    # a collection that deleted nothing (every blob listed twice per refusal).
+    blobs = _CountedStore(tmp_path / "blobs")
+    limits = BlobLimits(max_store_bytes=10_000)
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            conn = await _node(nursery, tmp_path / "server.sqlite3", blobs, limits)
+            assert isinstance(await _upload(conn, os.urandom(6000)), UploadDone)
+            assert blobs.listings == 1
+            refused = await _upload(conn, os.urandom(6000))
+            assert isinstance(refused, BlobRefused) and "quota" in refused.reason
+            assert blobs.listings == 2
+            nursery.cancel_scope.cancel()
+
+
 async def test_uploads_publishing_right_now_count_against_the_quota(tmp_path: Path) -> None:
     # Tried (found by a hostile review): a 10,000-byte quota; an upload of 6,000 bytes is
     # renamed into the store, and before its worker-thread hop returns another

@@ -23,6 +23,7 @@ the server.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ import attrs
 import trio
 
 from .._store_runner import StoreRunner
-from ..files._blobs import ServerBlobStore
+from ..files._blobs import ServerBlobStore, StoreUsage
 from ..files._model import FileTable
 from ..protocol._blob_messages import UploadBegin
 from ._blob_backends import BlobLimits
@@ -128,20 +129,26 @@ async def problem_after_collecting(
     begin: UploadBegin,
     limits: BlobLimits,
     run: StoreRunner,
+    listed: tuple[StoreUsage, Mapping[str, int]],
 ) -> tuple[str | None, bool]:
-    """For an upload that does not fit: collects the garbage, and says again why it does
-    not fit (None: it fits now), and whether it will once the garbage kept for its age
-    goes (then the refusal says "try later", and the client retries without giving up).
+    """For an upload that does not fit by ``listed`` (the usage and reservations of a
+    listing just made, under the same begin lock): collects the garbage, and says again
+    why it does not fit (None: it fits now), and whether it will once the garbage kept
+    for its age goes (then the refusal says "try later", and the client retries without
+    giving up). The store is listed again only when the collection deleted something.
 
     Raises:
         StoreError: The log or the blob store cannot be read.
     """
     min_age = limits.unreferenced_min_age
     collected = await collect(hub, store_id, store, care, min_age=min_age, run=run)
-    weighed = await weigh(store, care, limits, run, list_blobs=True, needed=begin.size)
+    usage, reserved = listed
+    if collected.deleted:
+        weighed = await weigh(store, care, limits, run, list_blobs=True, needed=begin.size)
+        usage, reserved = weighed.usage, weighed.reserved
     return quota_refusal(
-        weighed.usage,
-        weighed.reserved,
+        usage,
+        reserved,
         begin.hash,
         begin.size,
         limits.max_store_bytes,

@@ -411,7 +411,14 @@ class BlobSession:
             later = False
             if problem is not None and begin.size <= quota:  # else it can never fit
                 problem, later = await problem_after_collecting(
-                    self._hub, self.store_id, store, care, begin, self._limits, self._run
+                    self._hub,
+                    self.store_id,
+                    store,
+                    care,
+                    begin,
+                    self._limits,
+                    self._run,
+                    (usage, reserved),
                 )
             if problem is not None:
                 logger.info(
