@@ -27,7 +27,7 @@ from trio_sync.protocol._blob_messages import (
     UploadOffset,
 )
 from trio_sync.server import BlobLimits, serve_store
-from trio_sync.server._blob_upkeep import upkeep
+from trio_sync.server._blob_upkeep import StoreUpkeep, upkeep
 from trio_sync.server._store_measure import StoreMeasure
 from trio_sync.store import ServerStore
 from trio_sync.transport import Connection, connect_websocket, serve_websocket
@@ -201,12 +201,13 @@ async def test_a_refusal_is_decided_by_a_listing_never_by_the_trusted_figure(
             nursery.cancel_scope.cancel()
 
 
-async def test_a_refusal_lists_the_store_once_when_nothing_could_be_collected(
-    tmp_path: Path,
-) -> None:
+async def test_refusals_in_a_row_list_the_store_once_each(tmp_path: Path) -> None:
     # Tried (found by a hostile review): a client sending upload begins that cannot fit.
     # Each was weighed by the trusted figure, by a listing, and by another listing after
-    # a collection that deleted nothing (every blob listed twice per refusal).
+    # a collection, even when that collection was the last one's result taken again
+    # (the same log, moments ago). The first refusal still lists after its collection
+    # (folding the log takes a while: room may come free meanwhile); the next ones
+    # reuse their own listing.
     blobs = _CountedStore(tmp_path / "blobs")
     limits = BlobLimits(max_store_bytes=10_000)
     with trio.fail_after(WAIT):
@@ -214,10 +215,60 @@ async def test_a_refusal_lists_the_store_once_when_nothing_could_be_collected(
             conn = await _node(nursery, tmp_path / "server.sqlite3", blobs, limits)
             assert isinstance(await _upload(conn, os.urandom(6000)), UploadDone)
             assert blobs.listings == 1
-            refused = await _upload(conn, os.urandom(6000))
-            assert isinstance(refused, BlobRefused) and "quota" in refused.reason
-            assert blobs.listings == 2
+            for listings in (3, 4, 5):
+                refused = await _upload(conn, os.urandom(6000))
+                assert isinstance(refused, BlobRefused) and "quota" in refused.reason
+                assert blobs.listings == listings
             nursery.cancel_scope.cancel()
+
+
+def test_a_store_object_used_in_another_trio_run_starts_afresh() -> None:
+    # Found by a hostile review: the shared state outlived its run (a backend reused by
+    # an embedding application or tests), with the old run's clock and lock: the figure
+    # was dated by another clock (trusted for hours, never renewed).
+    store = FileBlobStore.__new__(FileBlobStore)  # any object: upkeep keys on identity
+
+    async def state() -> StoreUpkeep:
+        return upkeep(store)
+
+    assert trio.run(state) is not trio.run(state)
+
+
+async def _figure_past_half_its_age(
+    nursery: trio.Nursery, tmp_path: Path, blobs: FileBlobStore, clock: trio.testing.MockClock
+) -> Connection:
+    """A node on ``blobs`` (default limits: trusted 5 s) that listed them for a first
+    upload 3 s ago; a connection to it."""
+    conn = await _node(nursery, tmp_path / "server.sqlite3", blobs, BlobLimits())
+    assert isinstance(await _upload(conn, os.urandom(1000)), UploadDone)
+    clock.jump(3.0)
+    return conn
+
+
+async def test_a_background_listing_that_fails_costs_nothing_but_a_log_line(
+    tmp_path: Path, mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Tried: a store whose listing returns nonsense in the background (a broken custom
+    # backend). An exception escaping the background task would end the whole server.
+    mock_clock.rate = 1.0
+
+    class Broken(_CountedStore):
+        def usage(self) -> StoreUsage:
+            if self.listings:
+                self.listings += 1
+                return None  # type: ignore[return-value]
+            return super().usage()
+
+    blobs = Broken(tmp_path / "blobs")
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            conn = await _figure_past_half_its_age(nursery, tmp_path, blobs, mock_clock)
+            relisted = upkeep(blobs).relisted.event
+            assert isinstance(await _upload(conn, os.urandom(1000)), UploadDone)
+            await relisted.wait()
+            assert isinstance(await _upload(conn, os.urandom(1000)), UploadDone)
+            nursery.cancel_scope.cancel()
+    assert "listing a blob store in the background failed" in caplog.text
 
 
 async def test_uploads_publishing_right_now_count_against_the_quota(tmp_path: Path) -> None:
@@ -327,9 +378,7 @@ async def test_a_figure_past_half_its_age_is_renewed_in_the_background(
     blobs = SlowListing(tmp_path / "blobs")
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            conn = await _node(nursery, tmp_path / "server.sqlite3", blobs, BlobLimits())
-            assert isinstance(await _upload(conn, os.urandom(1000)), UploadDone)
-            mock_clock.jump(3.0)  # past half of 5 s
+            conn = await _figure_past_half_its_age(nursery, tmp_path, blobs, mock_clock)
             assert isinstance(await _upload(conn, os.urandom(1000)), UploadDone)
             await trio.to_thread.run_sync(listing.wait, WAIT)
             # The listing is held, and uploads go on meanwhile.

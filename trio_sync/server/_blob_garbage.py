@@ -72,6 +72,9 @@ class Collected:
 
     deleted: list[tuple[str, int]]
     waiting: int
+    #: False when the last collection's result was taken again (it ran moments ago on
+    #: the same log): nothing was deleted now, and no time passed folding the log.
+    folded: bool = True
 
 
 async def collect(
@@ -97,7 +100,7 @@ async def collect(
         # Uploads that do not fit, one after another (or a client asking again and
         # again), fold the same log at most this often; a new event (a file deleted,
         # say) is looked at at once.
-        return Collected([], last[2].waiting)
+        return Collected([], last[2].waiting, folded=False)
     care.collecting = True
     try:
         live = await live_contents(hub, store_id)
@@ -135,7 +138,8 @@ async def problem_after_collecting(
     listing just made, under the same begin lock): collects the garbage, and says again
     why it does not fit (None: it fits now), and whether it will once the garbage kept
     for its age goes (then the refusal says "try later", and the client retries without
-    giving up). The store is listed again only when the collection deleted something.
+    giving up). The store is listed again unless the collection was the last one's result
+    taken again (the same log, moments ago): then ``listed`` is still what it was.
 
     Raises:
         StoreError: The log or the blob store cannot be read.
@@ -143,7 +147,9 @@ async def problem_after_collecting(
     min_age = limits.unreferenced_min_age
     collected = await collect(hub, store_id, store, care, min_age=min_age, run=run)
     usage, reserved = listed
-    if collected.deleted:
+    if collected.folded:
+        # Folding the log takes a while: room may have come free meanwhile (an upload
+        # given up, another node's collection), besides what this one deleted.
         weighed = await weigh(store, care, limits, run, list_blobs=True, needed=begin.size)
         usage, reserved = weighed.usage, weighed.reserved
     return quota_refusal(

@@ -79,6 +79,8 @@ class StoreUpkeep:
     """What the sessions of one node share about one blob store (see the module)."""
 
     def __init__(self) -> None:
+        #: The Trio run this state belongs to.
+        self.run = trio.lowlevel.current_trio_token()
         #: Sessions receiving each blob's upload right now.
         self.receiving: Counter[str] = Counter()
         #: The declared size of each blob being received.
@@ -145,9 +147,13 @@ _UPKEEP: weakref.WeakKeyDictionary[BlobStore, StoreUpkeep] = weakref.WeakKeyDict
 
 
 def upkeep(store: BlobStore) -> StoreUpkeep:
-    """The shared state of ``store`` in this process (created on first use)."""
+    """The shared state of ``store`` in this process and Trio run (created on first
+    use). A store object that outlives a run (a backend reused by tests or an embedding
+    application) starts afresh in the next: its lock, its times and its uploads belonged
+    to the old run's clock and tasks."""
+    run = trio.lowlevel.current_trio_token()
     found = _UPKEEP.get(store)
-    if found is None:
+    if found is None or found.run is not run:
         found = _UPKEEP[store] = StoreUpkeep()
     return found
 
@@ -206,11 +212,13 @@ async def weigh(
     *,
     list_blobs: bool,
     needed: int,
+    background: bool = True,
 ) -> Weighed:
     """Expires the abandoned partials and measures the store (under ``care.begin_lock``),
     to weigh an upload of ``needed`` bytes: its blobs from the trusted figure while there
     is one (``list_blobs=False``), else from a listing, which becomes the new trusted
-    figure.
+    figure. ``background``: a figure past half its age may be renewed by a listing in the
+    background (not while the server shuts down: a listing cannot be cancelled).
 
     Raises:
         StoreError: The store cannot be listed.
@@ -218,10 +226,26 @@ async def weigh(
     measure = care.measure
     known = None
     if not list_blobs:
+        if (
+            care.relisting
+            and measure.blob_bytes(
+                trio.current_time(), limits.measure_max_age, limits.max_store_bytes, needed
+            )
+            is None
+        ):
+            # The figure expired while a background listing runs: wait for it rather
+            # than list the store a second time beside it.
+            await care.relisted.event.wait()
         now = trio.current_time()
         known = measure.blob_bytes(now, limits.measure_max_age, limits.max_store_bytes, needed)
-        if known is not None and not care.relisting and measure.due(now, limits.measure_max_age):
+        if (
+            known is not None
+            and background
+            and not _BACKGROUND
+            and measure.due(now, limits.measure_max_age)
+        ):
             care.relisting = True
+            _BACKGROUND.add(care)
             trio.lowlevel.spawn_system_task(_relist, store, care, run, name="blob store listing")
     listing = measure.listing_begins()
     expired, usage, reserved = await run(
@@ -232,20 +256,25 @@ async def weigh(
     return Weighed(expired, usage, reserved, trusted=known is not None)
 
 
+#: The stores of this process whose background listing runs (one at a time: listings
+#: share the bulk threads with every transfer's chunks).
+_BACKGROUND: set[StoreUpkeep] = set()
+
+
 async def _relist(store: ServerBlobStore, care: StoreUpkeep, run: StoreRunner) -> None:
     """Lists the store's blobs for a fresh trusted figure, in the background (outside
     the begin lock: no upload waits for it). A failure leaves the figure to age: the
     next upload begin after that lists in the foreground, and reports the error."""
     measure = care.measure
-    listing = measure.listing_begins()
     try:
+        listing = measure.listing_begins()
         usage = await run(store.usage)
-    except Exception as exc:  # a system task must not raise
-        logger.warning("listing a blob store in the background failed: %s", exc)
-    else:
         measure.listed(usage.blob_bytes, listing, trio.current_time())
+    except Exception as exc:  # a system task must not raise: one store's listing failed
+        logger.warning("listing a blob store in the background failed: %r", exc)
     finally:
         care.relisting = False
+        _BACKGROUND.discard(care)
         care.relisted.notify()
 
 

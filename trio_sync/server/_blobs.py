@@ -379,7 +379,13 @@ class BlobSession:
             # Abandoned partials go first (never one this node is receiving): they must
             # not count against the quota for ever.
             weighed = await weigh(
-                store, care, self._limits, self._run, list_blobs=False, needed=begin.size
+                store,
+                care,
+                self._limits,
+                self._run,
+                list_blobs=False,
+                needed=begin.size,
+                background=not self._hub.draining,
             )
             if weighed.expired:
                 logger.info(
@@ -480,7 +486,12 @@ class BlobSession:
         # Read back and hashed here, never trusted from a running hash: another session
         # (a hostile one included) may have discarded and rewritten this partial between
         # our last chunk and now; what is published is what was hashed.
-        if not await self._run(store.finish_partial, content_hash):
+        try:
+            published = await self._run(store.finish_partial, content_hash)
+        except StoreError:
+            upkeep(store).measure.forget()  # the rename may have happened: not counted
+            raise
+        if not published:
             if await self._run(store.has, content_hash):
                 return True  # another session published the same bytes first (it hashed them)
             logger.info(

@@ -96,3 +96,8 @@ class StoreMeasure:
     def published(self, size: int) -> None:
         """This process published a blob of ``size`` bytes."""
         self._published += size
+
+    def forget(self) -> None:
+        """The store changed in a way not counted (a publish whose last step failed):
+        the next weighing lists it."""
+        self._listed = None
