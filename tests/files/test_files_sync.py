@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -197,6 +198,48 @@ async def test_a_queued_row_for_contents_the_file_no_longer_has_is_not_picked_fo
             await b.files.wait_idle()
             assert picks[0] == 1
             assert b.files.has_contents(fid)
+
+
+async def test_an_update_racing_another_clients_delete_uploads_nothing(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (found by a hostile review): A updates a file while C deletes it; the delete
+    # reaches A while A stores the new contents. A's update changes nothing (a deleted
+    # file stays deleted), yet A queued the upload and sent all of it (19 runs in 20
+    # with 20 MB), and wait_idle() waited for it.
+    storing, release = threading.Event(), threading.Event()
+    armed = [False]
+
+    def hold_the_copy(what: str) -> None:
+        if what == "put" and armed[0]:
+            storing.set()
+            release.wait(WAIT)
+
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "C") as c,
+        ):
+            fid = await a.files.save(b"first", path="x")
+            await a.files.wait_idle()
+            await a.wait_synced()
+            await c.wait_synced()
+            a.files.blobs.fault = hold_the_copy  # type: ignore[attr-defined]
+            armed[0] = True
+            newer = os.urandom(5000)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.files.update, fid, newer)
+                await trio.to_thread.run_sync(storing.wait, WAIT)
+                await c.files.delete(fid)
+                await a.files.wait_for(
+                    lambda files: (info := files.get(fid)) is None or info.deleted
+                )
+                release.set()
+            await a.files.wait_idle()
+            await a.wait_synced()
+            held = Path(server.db_path + ".blobs/default/blobs")
+            assert not (held / hashlib.sha256(newer).hexdigest()).exists()
+            assert a.files.state(fid).upload is None
 
 
 async def test_a_page_of_new_files_queues_their_downloads_in_one_write(

@@ -267,7 +267,14 @@ class FileSync:
             draft = core.state.draft(name, file_event_args(info))
             await self._recorder.record(file_id, content_hash, draft)
             self._fold.refresh_view()
-            self.executor.enqueue("upload", file_id)
+            current = self._fold.view.files.get(file_id)
+            deleted = current is None or current.deleted
+            if not deleted:
+                self.executor.enqueue("upload", file_id)
+        if deleted:
+            # Another client's delete came in while the contents were stored: a deleted
+            # file stays deleted, so these contents are never wanted. Drop their rows.
+            await self._reconcile({file_id})
 
     async def delete(self, file_id: str) -> None:
         """Deletes a file (on every client, once the event syncs); a transfer of it stops.
