@@ -124,6 +124,16 @@ async def test_files_with_the_same_contents_download_one_at_a_time(
                 assert await b.files.read(fid) == data
 
 
+async def _settled(uploader: trio_sync.Client, *others: trio_sync.Client) -> None:
+    """Until ``uploader`` has sent everything it saved, then each of ``others`` has
+    caught up with it (events and file contents)."""
+    await uploader.files.wait_idle()
+    await uploader.wait_synced()
+    for other in others:
+        await other.wait_synced()
+        await other.files.wait_idle()
+
+
 async def test_a_file_updated_back_to_back_never_runs_one_transfer_twice(
     server: trio_sync.Server, open_test_client: ClientFactory
 ) -> None:
@@ -152,10 +162,7 @@ async def test_a_file_updated_back_to_back_never_runs_one_transfer_twice(
             for _ in range(200):
                 last = os.urandom(64 * 1024)
                 await a.files.update(fid, last)
-            await a.files.wait_idle()
-            await a.wait_synced()
-            await b.wait_synced()
-            await b.files.wait_idle()
+            await _settled(a, b)
             assert troubles == []
             assert await b.files.read(fid) == last
             for client in (a, b):
@@ -180,10 +187,7 @@ async def test_a_queued_row_for_contents_the_file_no_longer_has_is_not_picked_fo
             open_test_client(server.url, "B") as b,
         ):
             fid = await a.files.save(os.urandom(1000), path="x")
-            await a.files.wait_idle()
-            await a.wait_synced()
-            await b.wait_synced()
-            await b.files.wait_idle()
+            await _settled(a, b)
             executor = b.files.executor
             real_transfer = executor._transfer
 
@@ -221,9 +225,7 @@ async def test_an_update_racing_another_clients_delete_uploads_nothing(
             open_test_client(server.url, "C") as c,
         ):
             fid = await a.files.save(b"first", path="x")
-            await a.files.wait_idle()
-            await a.wait_synced()
-            await c.wait_synced()
+            await _settled(a, c)
             a.files.blobs.fault = hold_the_copy  # type: ignore[attr-defined]
             armed[0] = True
             newer = os.urandom(5000)
