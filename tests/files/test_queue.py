@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from trio_sync.files import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
-from trio_sync.files._queue import keeps_connection, runs_again_on_new_connection, stale_on_open
+from trio_sync.files._queue import (
+    idle_connection_closes_at,
+    keeps_connection,
+    runs_again_on_new_connection,
+    stale_on_open,
+)
 
 
 def test_priority_first_then_fifo_and_bounded_concurrency() -> None:
@@ -147,3 +152,9 @@ def test_only_a_reused_connection_found_closed_runs_the_attempt_again() -> None:
     assert not runs_again_on_new_connection(reused=False, connection_lost=True)
     # A server's verdict on a kept connection is the transfer's own failure.
     assert not runs_again_on_new_connection(reused=True, connection_lost=False)
+
+
+def test_an_idle_connection_closes_keep_seconds_after_its_last_transfer_or_when_offline() -> None:
+    assert idle_connection_closes_at(10.0, 2.0, online=True) == 12.0
+    assert idle_connection_closes_at(10.0, 2.0, online=False) == 10.0  # at once
+    assert idle_connection_closes_at(10.0, 0.0, online=True) == 10.0  # keep=0: never kept

@@ -29,6 +29,7 @@ from ._queue import (
     RetryPolicy,
     StuckQueueWatch,
     TransferQueue,
+    idle_connection_closes_at,
     keeps_connection,
     runs_again_on_new_connection,
 )
@@ -306,8 +307,10 @@ class TransferExecutor:
                     wake_at = float("inf") if deadline is None else deadline
                     if connection.is_open:
                         idle_since = now if idle_since is None else idle_since
-                        close_at = idle_since + self._keep_connection
-                        if now >= close_at or not self.online:
+                        close_at = idle_connection_closes_at(
+                            idle_since, self._keep_connection, online=self.online
+                        )
+                        if now >= close_at:
                             await self._close(direction, connection, "idle")
                         else:
                             wake_at = min(wake_at, close_at)

@@ -248,6 +248,12 @@ def keeps_connection(*, cancelled: bool, failed: bool, refused_at_begin: bool) -
     return not cancelled and (not failed or refused_at_begin)
 
 
+def idle_connection_closes_at(idle_since: float, keep: float, *, online: bool) -> float:
+    """When a worker's kept blob connection, idle since ``idle_since``, closes: ``keep``
+    seconds later (the next save may come a moment after), at once when offline."""
+    return idle_since + keep if online else idle_since
+
+
 def runs_again_on_new_connection(*, reused: bool, connection_lost: bool) -> bool:
     """Whether a failed attempt runs again at once on a new connection, not counted: it
     failed because the kept connection it reused had closed meanwhile (the server's idle
