@@ -226,18 +226,14 @@ async def weigh(
     measure = care.measure
     known = None
     if not list_blobs:
-        if (
-            care.relisting
-            and measure.blob_bytes(
-                trio.current_time(), limits.measure_max_age, limits.max_store_bytes, needed
-            )
-            is None
-        ):
+        now = trio.current_time()
+        known = measure.blob_bytes(now, limits.measure_max_age, limits.max_store_bytes, needed)
+        if known is None and care.relisting:
             # The figure expired while a background listing runs: wait for it rather
             # than list the store a second time beside it.
             await care.relisted.event.wait()
-        now = trio.current_time()
-        known = measure.blob_bytes(now, limits.measure_max_age, limits.max_store_bytes, needed)
+            now = trio.current_time()
+            known = measure.blob_bytes(now, limits.measure_max_age, limits.max_store_bytes, needed)
         if (
             known is not None
             and background
