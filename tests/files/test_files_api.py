@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_sync import InvalidEvent
+from trio_sync import ClientClosed, InvalidEvent
 from trio_sync.server import MemoryBlobBackend
 
 from .._virtual import World
@@ -105,3 +105,30 @@ async def test_a_refused_save_leaves_no_blob_behind(
                 await a.files.save(data, path="p", metadata={"x": "y" * 2_000_000})
         assert a.files.list() == [] and a.files.blobs.hashes() == []
         assert a.pending_events() == []
+
+
+async def test_a_closed_clients_files_api_in_a_cancelled_scope_is_cancelled(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Tried: files.read() / wait_idle() / wait_for() on a closed client, inside a scope
+    # already cancelled (a task of the application's nursery, torn down with the
+    # client). read() raised ClientClosed before its first checkpoint; a Trio function
+    # raises Cancelled there, and the scope catches it.
+    await world.start_server(blobs=MemoryBlobBackend())
+    async with world.client("A") as a:
+        fid = await a.files.save(b"x", path="x")
+    calls = [
+        lambda: a.files.read(fid),
+        a.files.wait_idle,
+        lambda: a.files.wait_for(lambda files: False),
+        lambda: a.files.update(fid, b"y"),
+        lambda: a.files.delete(fid),
+        lambda: a.files.save(b"z", path="z"),
+    ]
+    for call in calls:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await call()
+        assert scope.cancelled_caught
+    with pytest.raises(ClientClosed):
+        await a.files.read(fid)  # not cancelled: the client is closed

@@ -8,12 +8,13 @@ import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
 import trio_sync
 from trio_sync.files import TransferState
-from trio_sync.files._api import FileSync
+from trio_sync.files._reconcile import Reconciler
 from trio_sync.files._state import TransferStateStore
 
 from ..conftest import WAIT, ClientFactory
@@ -284,17 +285,17 @@ async def test_a_local_update_during_a_reconcile_is_not_overwritten_by_it(
     # from before, wrote "download H1 queued" over them: a row for contents no version
     # of X has, queued again and dropped at every start.
     deciding, release = trio.Event(), trio.Event()
-    real_want = FileSync._want_downloads
+    real_want = Reconciler.want_downloads
     armed = [False]
 
-    async def held_want(self: FileSync, wanted: object, *, priority: bool) -> None:
+    async def held_want(self: Reconciler, wanted: object, *, priority: bool) -> None:
         if armed[0] and not priority and wanted:
             armed[0] = False
             deciding.set()
             await release.wait()
         await real_want(self, wanted, priority=priority)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(FileSync, "_want_downloads", held_want)  # type: ignore[attr-defined]
+    monkeypatch.setattr(Reconciler, "want_downloads", held_want)  # type: ignore[attr-defined]
     with trio.fail_after(WAIT):
         async with (
             open_test_client(server.url, "A") as a,
@@ -317,3 +318,72 @@ async def test_a_local_update_during_a_reconcile_is_not_overwritten_by_it(
             download = b.files.state(fid).download
             assert download is None or download.content_hash == info.content_hash
             assert await b.files.read(fid) == two
+
+
+async def test_new_contents_held_already_mark_the_download_done_for_them(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (found by a hostile review): A updates X to the contents of another file Y
+    # that B holds already. B had nothing to download, so it never looked at X's row:
+    # files.state(X) went on saying "download done" for X's old contents.
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            shared = os.urandom(3000)
+            x = await a.files.save(os.urandom(2000), path="x")
+            await a.files.save(shared, path="y")
+            await _settled(a, b)
+            await a.files.update(x, shared)
+            await _settled(a, b)
+            wanted = hashlib.sha256(shared).hexdigest()
+            assert b.files.get(x).content_hash == wanted  # type: ignore[union-attr]
+            assert b.files.state(x).download == TransferState("done", wanted)
+            assert await b.files.read(x) == shared
+
+
+async def test_a_download_decided_while_the_client_saves_the_same_file_is_undone(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (found by a hostile review): B updates X; after B's rows are written and
+    # before its event is committed, A's update of X reaches B, and B queues its
+    # download over the rows of B's own save. B's event, ordered after A's, wins: the
+    # row said "download queued" for contents X no longer has, and the download ran.
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            x = await a.files.save(b"zero", path="x")
+            await _settled(a, b)
+            writer = b.files._core.writer
+            real_commit = writer.commit
+            committing, release = trio.Event(), trio.Event()
+
+            async def held_commit(drafts: list[Any]) -> Any:
+                if any(d.name == "file.updated" for d in drafts) and not release.is_set():
+                    committing.set()
+                    await release.wait()
+                return await real_commit(drafts)
+
+            writer.commit = held_commit  # type: ignore[method-assign]
+            from_a = os.urandom(4000)
+            from_b = os.urandom(5000)
+            from_a_hash = hashlib.sha256(from_a).hexdigest()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.files.update, x, from_b)
+                await committing.wait()
+                await a.files.update(x, from_a)
+                await b.files.wait_for(
+                    lambda files: (
+                        (row := files.state(x).download) is not None
+                        and row.content_hash == from_a_hash
+                    )
+                )
+                release.set()
+            await _settled(b, a)
+            mine = hashlib.sha256(from_b).hexdigest()
+            assert b.files.get(x).content_hash == mine  # type: ignore[union-attr]
+            assert b.files.state(x).download == TransferState("done", mine)
+            assert await a.files.read(x) == from_b

@@ -9,7 +9,7 @@ doing is this client's own durable state (``files.state()``), never synced.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -19,7 +19,7 @@ from .._errors import ClientClosed, TrioSyncError
 from ..client._core import ClientCore
 from ._blobs import BlobStore
 from ._bulk import bulk_runner
-from ._executor import DIRECTIONS, EventSyncGate, FaultHook, TransferExecutor
+from ._executor import EventSyncGate, FaultHook, TransferExecutor
 from ._fold import FileFold
 from ._garbage import BlobCollector
 from ._model import (
@@ -33,10 +33,10 @@ from ._model import (
     check_metadata,
     file_event_args,
     new_file_id,
-    rows_for_own_contents,
 )
 from ._options import FileOptions, default_places
 from ._queue import stale_on_open
+from ._reconcile import Reconciler
 from ._record import ContentsRecorder
 from ._repair import repair_lost_uploads
 from ._state import TransferStateStore
@@ -81,6 +81,7 @@ class FileSync:
         self.executor: TransferExecutor
         self._garbage: BlobCollector
         self._recorder: ContentsRecorder
+        self._reconciler: Reconciler
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -124,6 +125,15 @@ class FileSync:
                 keep_connection=options.keep_connection,
             )
             self._recorder = ContentsRecorder(core, self._states, self.executor)
+            self._reconciler = Reconciler(
+                core,
+                self._fold,
+                self._states,
+                self.blobs,
+                self.executor,
+                self._garbage,
+                self._wake,
+            )
             await self._recover_stale()
             await self._fold.catch_up()
             async with trio.open_nursery() as nursery:
@@ -131,7 +141,7 @@ class FileSync:
                 # The files with rows too: a crash between a save's rows and its event
                 # leaves rows for a file no event names.
                 rows = {file_id for file_id, _ in self._states.rows}
-                await self._reconcile(set(self._fold.view.files) | rows)
+                await self._reconciler.reconcile(set(self._fold.view.files) | rows)
                 # Once per lifecycle too, beside the stale transfers: uploads the server
                 # lost since (a rotten copy it set aside, a backup restored).
                 nursery.start_soon(
@@ -265,16 +275,27 @@ class FileSync:
             info = FileInfo(file_id, path, content_hash, size, metadata)
             # Checked again: the file copied may have grown since.
             draft = core.state.draft(name, file_event_args(info))
-            await self._recorder.record(file_id, content_hash, draft)
-            self._fold.refresh_view()
-            current = self._fold.view.files.get(file_id)
-            deleted = current is None or current.deleted
-            if not deleted:
+            deleted = False
+
+            async def recorded() -> None:
+                nonlocal deleted
+                self._fold.refresh_view()
+                current = self._fold.view.files.get(file_id)
+                if current is None or current.deleted:
+                    deleted = True
+                    return
                 self.executor.enqueue("upload", file_id)
+                if current.content_hash == content_hash:
+                    # Another client's contents, folded between this save's rows and its
+                    # event, may have queued their download over the rows: this event,
+                    # ordered after theirs, makes that download pointless.
+                    await self._reconciler.downloads_done_for_held([(file_id, content_hash)])
+
+            await self._recorder.record(file_id, content_hash, draft, then=recorded)
         if deleted:
             # Another client's delete came in while the contents were stored: a deleted
             # file stays deleted, so these contents are never wanted. Drop their rows.
-            await self._reconcile({file_id})
+            await self._reconciler.reconcile({file_id})
 
     async def delete(self, file_id: str) -> None:
         """Deletes a file (on every client, once the event syncs); a transfer of it stops.
@@ -288,7 +309,7 @@ class FileSync:
         draft = core.state.draft(FILE_DELETED, {"id": file_id})
         await core.writer.commit([draft])
         self._fold.refresh_view()
-        await self._reconcile({file_id})
+        await self._reconciler.reconcile({file_id})
 
     async def read(self, file_id: str) -> bytes:
         """The file's contents, downloading them first if needed (ahead of other
@@ -331,7 +352,7 @@ class FileSync:
             if asked and state is not None and state.status == "error":
                 raise FileTransferError(f"file {file_id}: {state.last_error}")
             if not asked:
-                await self._want_downloads([(file_id, info.content_hash)], priority=True)
+                await self._reconciler.want_downloads([(file_id, info.content_hash)], priority=True)
                 asked = True
             await self._until(changed)
 
@@ -369,7 +390,7 @@ class FileSync:
         Raises:
             ClientClosed: The client closed (before, or while this waited).
         """
-        self._check_open()
+        await self._still_open()
         target = self._core.durable_head
         while self._fold.settled_cursor < target:
             await self._until(self._changed)
@@ -407,7 +428,7 @@ class FileSync:
     async def _view_caught_up(self) -> None:
         """Waits until the file view has folded every event confirmed when called: just
         after ``wait_synced()``, a file whose event is confirmed is then known."""
-        self._check_open()
+        await self._still_open()
         target = self._core.durable_head
         while self._fold.view_cursor < target:
             await self._until(self._changed)
@@ -415,8 +436,15 @@ class FileSync:
     async def _until(self, changed: trio.Event) -> None:
         """Waits for ``changed``; raises ClientClosed if the client closes meanwhile (its
         close sets every event waited on)."""
-        self._check_open()
+        await self._still_open()
         await changed.wait()
+        self._check_open()
+
+    async def _still_open(self) -> None:
+        """Raises ClientClosed if the client closed, after Cancelled if this is (called
+        in a scope torn down with the client, Cancelled is what a Trio function raises).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
 
     def _check_open(self) -> None:
@@ -437,108 +465,11 @@ class FileSync:
             changed = await self._fold.catch_up()
             folded = self._fold.view_cursor
             if changed:
-                await self._reconcile(changed)
+                await self._reconciler.reconcile(changed)
             if folded > self._fold.settled_cursor:
                 self._fold.settled_cursor = folded
                 self._wake()
             await event.wait()
-
-    async def _reconcile(self, file_ids: set[str]) -> None:
-        """Brings transfers in line with the facts: a deleted file's transfers stop; a
-        live file whose contents are not here is downloaded; unreferenced blobs go."""
-        core = self._core
-        #: Rows to delete, as they were when decided (one written again meanwhile stays).
-        forget: list[tuple[tuple[str, Direction], TransferState]] = []
-        #: Contents of downloads dropped here: their partials may be garbage now.
-        dropped: set[str] = set()
-        requeue: list[tuple[tuple[str, Direction], TransferState]] = []
-        #: Live files, with their contents: each one not held here is downloaded.
-        live: list[tuple[str, str]] = []
-        for file_id in sorted(file_ids):
-            info = self._fold.view.files.get(file_id)
-            if info is None and self._garbage.is_saving(file_id):
-                continue  # its rows are written before its event shows
-            if info is None or info.deleted:
-                # Deleted, or gone with the log it was in (after a reset).
-                for direction in DIRECTIONS:
-                    self.executor.cancel(direction, file_id)
-                    state = self._states.get(file_id, direction)
-                    if state is not None:
-                        forget.append(((file_id, direction), state))
-                        if direction == "download" and state.status != "done":
-                            dropped.add(state.content_hash)
-                continue
-            upload = self._states.get(file_id, "upload")
-            if (
-                upload is not None
-                and upload.content_hash != info.content_hash
-                # A save under way writes its upload row before its event shows in the
-                # view: those contents are the newest, not beaten.
-                and not self._garbage.is_saving(file_id)
-            ):
-                self.executor.cancel("upload", file_id)
-                download = self._states.get(file_id, "download")
-                own = rows_for_own_contents(info, download, core.state.client_id)
-                if own is None:
-                    forget.append(((file_id, "upload"), upload))
-                else:
-                    requeue += [((file_id, direction), state) for direction, state in own]
-            live.append((file_id, info.content_hash))
-        # One hop to ask the local store, one transaction for the rows: a page of new
-        # files (a few hundred facts) costs one fsync here, not one per file.
-        blobs = self.blobs
-        held = await core.run_store(lambda: {h for _, h in live if blobs.has(h)})
-        await self._want_downloads([(f, h) for f, h in live if h not in held], priority=False)
-        # Before the rows go: a crash in between leaves the rows, and the next start's
-        # reconcile comes here again (a partial has no other record).
-        for content_hash in sorted(dropped):
-            await self._drop_partial(content_hash)
-        await core.run_store(self._states.forget, forget)
-        if requeue:
-            await core.run_store(self._states.set_many, requeue)
-            for (file_id, direction), _state in requeue:
-                if direction == "upload":
-                    self.executor.enqueue("upload", file_id)
-        await self._garbage.collect()
-        self._wake()
-
-    async def _want_downloads(self, wanted: Sequence[tuple[str, str]], *, priority: bool) -> None:
-        """Queues the download of each (file id, contents) of ``wanted`` that the file
-        still has, its row written first (all in one transaction), unless it is queued
-        already or failed for good (then only the application's ``read``, ``priority``,
-        tries again). A row naming other contents since it was read here (written by a
-        save, say) is left as it is."""
-        rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
-        enqueue: list[tuple[str, str]] = []
-        for file_id, content_hash in wanted:
-            info = self._fold.view.files.get(file_id)
-            if info is None or info.deleted or info.content_hash != content_hash:
-                continue  # the file moved on since it was asked for: its own turn comes
-            state = self._states.get(file_id, "download")
-            if (
-                state is None
-                or state.content_hash != content_hash
-                or state.status == "done"
-                or (priority and state.status == "error")  # the application asks: try again
-            ):
-                self.executor.cancel("download", file_id)
-                if (
-                    state is not None
-                    and state.content_hash != content_hash
-                    and state.status != "done"
-                ):
-                    await self._drop_partial(state.content_hash)  # contents replaced
-                rows.append(((file_id, "download"), TransferState("queued", content_hash), state))
-                enqueue.append((file_id, content_hash))
-            elif state.status != "error":
-                enqueue.append((file_id, content_hash))
-        if rows:
-            await self._core.run_store(self._states.set_if_contents_unchanged, rows)
-        for file_id, content_hash in enqueue:
-            # As written now (a row changed since it was read was left alone).
-            state = self._states.get(file_id, "download")
-            if state is not None and state.content_hash == content_hash and state.status != "error":
-                self.executor.enqueue("download", file_id, priority=priority)
 
     def _needed_blobs(self) -> set[str]:
         """The contents of live files, and of uploads still to go (not garbage)."""
@@ -564,18 +495,8 @@ class FileSync:
         if direction == "download":
             # A download stopped because its file was deleted (or its contents replaced)
             # leaves a partial no file needs; now that its last write is done, it goes.
-            await self._drop_partial(content_hash)
+            await self._reconciler.drop_partial(content_hash)
         self._wake()
-
-    async def _drop_partial(self, content_hash: str) -> None:
-        """Deletes the partial download of ``content_hash`` unless a download is writing
-        it (whose end calls this again) or a live file still waits for those contents
-        (not when they are stored already, saved by this client meanwhile, say)."""
-        if self.executor.moving("download", content_hash):
-            return
-        if content_hash in self._fold.view.live_hashes() and not self.blobs.has(content_hash):
-            return
-        await self._core.run_store(self.blobs.discard_partial, content_hash)
 
     def _executor_changed(self) -> None:
         self._wake()

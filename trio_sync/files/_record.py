@@ -16,7 +16,7 @@ and the events telling the same story:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
@@ -40,10 +40,18 @@ class ContentsRecorder:
         #: One lock per file with a recording under way or waiting (dropped after).
         self._locks: dict[str, trio.Lock] = {}
 
-    async def record(self, file_id: str, content_hash: str, draft: Draft) -> None:
+    async def record(
+        self,
+        file_id: str,
+        content_hash: str,
+        draft: Draft,
+        *,
+        then: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """Writes the rows for ``content_hash`` (upload queued, download done), stops the
-        file's transfers, and commits ``draft``. Returns once the event is durable; the
-        caller enqueues the upload.
+        file's transfers, and commits ``draft``; then awaits ``then()`` (shielded, still
+        holding the file's lock: no other recording of the file writes its rows
+        meanwhile). Returns once the event is durable and ``then`` returned.
 
         Raises:
             StoreError: A write failed; nothing was recorded, the rows are as before.
@@ -69,6 +77,11 @@ class ContentsRecorder:
                 with trio.CancelScope(shield=True):
                     await self._undo(file_id, content_hash, before)
                 raise
+            if then is not None:
+                # The event is committed: whatever ``then`` does (queue the upload, say)
+                # must not be skipped by a cancellation of the caller.
+                with trio.CancelScope(shield=True):
+                    await then()
 
     async def _undo(
         self, file_id: str, content_hash: str, before: dict[Direction, TransferState | None]

@@ -1,0 +1,190 @@
+"""Bringing transfers in line with the facts: what each file's rows and queues must be.
+
+The fold says what the files are; this decides, from that and the rows, which transfers
+stop, which downloads are queued, which rows are stale, and which partials and blobs are
+garbage. Every decision is taken on rows read on the loop and written with a
+compare-and-set on their contents, so a decision never overwrites rows written since
+(a save's, say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .._errors import ClientClosed, StoreError
+from ..client._core import ClientCore
+from ._blobs import BlobStore
+from ._executor import DIRECTIONS, TransferExecutor
+from ._fold import FileFold
+from ._garbage import BlobCollector
+from ._model import Direction, TransferState, rows_for_own_contents
+from ._state import TransferStateStore
+
+
+class Reconciler:
+    """Decides the transfers of :class:`FileSync` (see the module's text).
+
+    Args:
+        wake: Called when rows or transfers changed (waiters look again).
+    """
+
+    def __init__(
+        self,
+        core: ClientCore,
+        fold: FileFold,
+        states: TransferStateStore,
+        blobs: BlobStore,
+        executor: TransferExecutor,
+        garbage: BlobCollector,
+        wake: Callable[[], None],
+    ) -> None:
+        self._core = core
+        self._fold = fold
+        self._states = states
+        self._blobs = blobs
+        self._executor = executor
+        self._garbage = garbage
+        self._wake = wake
+
+    async def reconcile(self, file_ids: set[str]) -> None:
+        """Brings transfers in line with the facts: a deleted file's transfers stop; a
+        live file whose contents are not here is downloaded; unreferenced blobs go."""
+        core = self._core
+        #: Rows to delete, as they were when decided (one written again meanwhile stays).
+        forget: list[tuple[tuple[str, Direction], TransferState]] = []
+        #: Contents of downloads dropped here: their partials may be garbage now.
+        dropped: set[str] = set()
+        requeue: list[tuple[tuple[str, Direction], TransferState]] = []
+        #: Live files, with their contents: each one not held here is downloaded.
+        live: list[tuple[str, str]] = []
+        for file_id in sorted(file_ids):
+            info = self._fold.view.files.get(file_id)
+            if info is None and self._garbage.is_saving(file_id):
+                continue  # its rows are written before its event shows
+            if info is None or info.deleted:
+                # Deleted, or gone with the log it was in (after a reset).
+                for direction in DIRECTIONS:
+                    self._executor.cancel(direction, file_id)
+                    state = self._states.get(file_id, direction)
+                    if state is not None:
+                        forget.append(((file_id, direction), state))
+                        if direction == "download" and state.status != "done":
+                            dropped.add(state.content_hash)
+                continue
+            upload = self._states.get(file_id, "upload")
+            if (
+                upload is not None
+                and upload.content_hash != info.content_hash
+                # A save under way writes its upload row before its event shows in the
+                # view: those contents are the newest, not beaten.
+                and not self._garbage.is_saving(file_id)
+            ):
+                self._executor.cancel("upload", file_id)
+                download = self._states.get(file_id, "download")
+                own = rows_for_own_contents(info, download, core.state.client_id)
+                if own is None:
+                    forget.append(((file_id, "upload"), upload))
+                else:
+                    requeue += [((file_id, direction), state) for direction, state in own]
+            live.append((file_id, info.content_hash))
+        # One hop to ask the local store, one transaction for the rows: a page of new
+        # files (a few hundred facts) costs one fsync here, not one per file.
+        blobs = self._blobs
+        held = await core.run_store(lambda: {h for _, h in live if blobs.has(h)})
+        await self.want_downloads([(f, h) for f, h in live if h not in held], priority=False)
+        requeued = {file_id for (file_id, _), _state in requeue}
+        await self.downloads_done_for_held(
+            [
+                (f, h)
+                for f, h in live
+                # A save under way wrote its rows for contents the view shows only soon.
+                if h in held and f not in requeued and not self._garbage.is_saving(f)
+            ]
+        )
+        # Before the rows go: a crash in between leaves the rows, and the next start's
+        # reconcile comes here again (a partial has no other record).
+        for content_hash in sorted(dropped):
+            await self.drop_partial(content_hash)
+        await core.run_store(self._states.forget, forget)
+        if requeue:
+            await core.run_store(self._states.set_many, requeue)
+            for (file_id, direction), _state in requeue:
+                if direction == "upload":
+                    self._executor.enqueue("upload", file_id)
+        await self._garbage.collect()
+        self._wake()
+
+    async def want_downloads(self, wanted: Sequence[tuple[str, str]], *, priority: bool) -> None:
+        """Queues the download of each (file id, contents) of ``wanted`` that the file
+        still has, its row written first (all in one transaction), unless it is queued
+        already or failed for good (then only the application's ``read``, ``priority``,
+        tries again). A row naming other contents since it was read here (written by a
+        save, say) is left as it is."""
+        rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
+        enqueue: list[tuple[str, str]] = []
+        for file_id, content_hash in wanted:
+            info = self._fold.view.files.get(file_id)
+            if info is None or info.deleted or info.content_hash != content_hash:
+                continue  # the file moved on since it was asked for: its own turn comes
+            state = self._states.get(file_id, "download")
+            if (
+                state is None
+                or state.content_hash != content_hash
+                or state.status == "done"
+                or (priority and state.status == "error")  # the application asks: try again
+            ):
+                self._executor.cancel("download", file_id)
+                if (
+                    state is not None
+                    and state.content_hash != content_hash
+                    and state.status != "done"
+                ):
+                    await self.drop_partial(state.content_hash)  # contents replaced
+                rows.append(((file_id, "download"), TransferState("queued", content_hash), state))
+                enqueue.append((file_id, content_hash))
+            elif state.status != "error":
+                enqueue.append((file_id, content_hash))
+        if rows:
+            await self._core.run_store(self._states.set_if_contents_unchanged, rows)
+        for file_id, content_hash in enqueue:
+            # As written now (a row changed since it was read was left alone).
+            state = self._states.get(file_id, "download")
+            if state is not None and state.content_hash == content_hash and state.status != "error":
+                self._executor.enqueue("download", file_id, priority=priority)
+
+    async def downloads_done_for_held(self, files: Sequence[tuple[str, str]]) -> None:
+        """For each (file id, its current contents, held here): a download row naming
+        other contents, or not done, is stale (the contents came with another file, or a
+        download was decided on a view the client's own save replaced). It becomes done
+        for the contents held (where it still names what it named), and its transfer
+        stops. A failed write is traced: the next reconcile (at the latest, the next
+        open's) looks again."""
+        rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
+        dropped: set[str] = set()
+        for file_id, content_hash in files:
+            state = self._states.get(file_id, "download")
+            if state is None or (state.content_hash, state.status) == (content_hash, "done"):
+                continue
+            self._executor.cancel("download", file_id)
+            if state.status != "done" and state.content_hash != content_hash:
+                dropped.add(state.content_hash)
+            rows.append(((file_id, "download"), TransferState("done", content_hash), state))
+        if not rows:
+            return
+        try:
+            await self._core.run_store(self._states.set_if_contents_unchanged, rows)
+        except (StoreError, ClientClosed) as exc:
+            self._core.trace("files.done_for_held_failed", error=str(exc))
+        for content_hash in sorted(dropped):
+            await self.drop_partial(content_hash)
+        self._wake()
+
+    async def drop_partial(self, content_hash: str) -> None:
+        """Deletes the partial download of ``content_hash`` unless a download is writing
+        it (whose end calls this again) or a live file still waits for those contents
+        (not when they are stored already, saved by this client meanwhile, say)."""
+        if self._executor.moving("download", content_hash):
+            return
+        if content_hash in self._fold.view.live_hashes() and not self._blobs.has(content_hash):
+            return
+        await self._core.run_store(self._blobs.discard_partial, content_hash)
