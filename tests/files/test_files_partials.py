@@ -8,6 +8,7 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -255,3 +256,15 @@ async def test_the_garbage_collector_never_deletes_contents_a_save_just_stored(
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def test_a_partial_that_cannot_be_deleted_is_a_store_error(tmp_path: Path) -> None:
+    # Tried: deleting a partial download whose path is a directory (any OSError but
+    # "not there"). It raised the raw OSError, past the callers that expect a
+    # StoreError (a save's last step among them, after its event was committed).
+    store = FileBlobStore(tmp_path / "blobs")
+    stuck = "ab" * 32
+    (tmp_path / "blobs" / "partial" / stuck).mkdir(parents=True)
+    with pytest.raises(trio_sync.StoreError, match="deleting a partial download"):
+        store.discard_partial(stuck)
+    store.discard_partial("cd" * 32)  # none there: nothing happens

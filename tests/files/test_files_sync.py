@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from trio_sync.files._reconcile import Reconciler
 from trio_sync.files._state import TransferStateStore
 
 from ..conftest import WAIT, ClientFactory
+from ._holds import CopyHold, hold_commits_of_updates
 
 
 async def test_two_clients_sync_twenty_files_of_mixed_sizes(
@@ -212,14 +212,7 @@ async def test_an_update_racing_another_clients_delete_uploads_nothing(
     # reaches A while A stores the new contents. A's update changes nothing (a deleted
     # file stays deleted), yet A queued the upload and sent all of it (19 runs in 20
     # with 20 MB), and wait_idle() waited for it.
-    storing, release = threading.Event(), threading.Event()
-    armed = [False]
-
-    def hold_the_copy(what: str) -> None:
-        if what == "put" and armed[0]:
-            storing.set()
-            release.wait(WAIT)
-
+    hold = CopyHold()
     with trio.fail_after(WAIT):
         async with (
             open_test_client(server.url, "A") as a,
@@ -227,17 +220,17 @@ async def test_an_update_racing_another_clients_delete_uploads_nothing(
         ):
             fid = await a.files.save(b"first", path="x")
             await _settled(a, c)
-            a.files.blobs.fault = hold_the_copy  # type: ignore[attr-defined]
-            armed[0] = True
+            a.files.blobs.fault = hold  # type: ignore[attr-defined]
+            hold.armed = True
             newer = os.urandom(5000)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(a.files.update, fid, newer)
-                await trio.to_thread.run_sync(storing.wait, WAIT)
+                await trio.to_thread.run_sync(hold.copying.wait, WAIT)
                 await c.files.delete(fid)
                 await a.files.wait_for(
                     lambda files: (info := files.get(fid)) is None or info.deleted
                 )
-                release.set()
+                hold.release.set()
             await a.files.wait_idle()
             await a.wait_synced()
             held = Path(server.db_path + ".blobs/default/blobs")
@@ -357,17 +350,8 @@ async def test_a_download_decided_while_the_client_saves_the_same_file_is_undone
         ):
             x = await a.files.save(b"zero", path="x")
             await _settled(a, b)
-            writer = b.files._core.writer
-            real_commit = writer.commit
-            committing, release = trio.Event(), trio.Event()
-
-            async def held_commit(drafts: list[Any]) -> Any:
-                if any(d.name == "file.updated" for d in drafts) and not release.is_set():
-                    committing.set()
-                    await release.wait()
-                return await real_commit(drafts)
-
-            writer.commit = held_commit  # type: ignore[method-assign]
+            release = trio.Event()
+            committing = hold_commits_of_updates(b, release)
             from_a = os.urandom(4000)
             from_b = os.urandom(5000)
             from_a_hash = hashlib.sha256(from_a).hexdigest()
@@ -387,3 +371,49 @@ async def test_a_download_decided_while_the_client_saves_the_same_file_is_undone
             assert b.files.get(x).content_hash == mine  # type: ignore[union-attr]
             assert b.files.state(x).download == TransferState("done", mine)
             assert await a.files.read(x) == from_b
+
+
+async def test_a_local_update_during_a_reconcile_of_held_contents_is_not_overwritten(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
+) -> None:
+    # Tried (found by a hostile review): as above, with B's contents held by A already
+    # (file Y has them). The reconcile listed (X, B's contents) before its store hops;
+    # A's own update of X ended meanwhile; the reconcile then set X's download "done"
+    # for B's contents over the rows of A's update, which the server orders last.
+    deciding, release, decided = trio.Event(), trio.Event(), trio.Event()
+    real_want = Reconciler.want_downloads
+    real_done = Reconciler.downloads_done_for_held
+    armed = [False]
+
+    async def held_want(self: Reconciler, wanted: Any, *, priority: bool) -> None:
+        if armed[0] and not priority:
+            armed[0] = False
+            deciding.set()
+            await release.wait()
+        await real_want(self, wanted, priority=priority)
+
+    async def noted_done(self: Reconciler, files: Any) -> None:
+        await real_done(self, files)
+        if release.is_set():
+            decided.set()
+
+    monkeypatch.setattr(Reconciler, "want_downloads", held_want)  # type: ignore[attr-defined]
+    monkeypatch.setattr(Reconciler, "downloads_done_for_held", noted_done)  # type: ignore[attr-defined]
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            shared = os.urandom(3000)
+            x = await a.files.save(b"old", path="x")
+            await a.files.save(shared, path="y")
+            await _settled(a, b)
+            armed[0] = True
+            await b.files.update(x, shared)
+            await deciding.wait()
+            mine = os.urandom(2000)
+            await a.files.update(x, mine)
+            release.set()
+            await decided.wait()
+            mine_hash = hashlib.sha256(mine).hexdigest()
+            assert a.files.state(x).download == TransferState("done", mine_hash)

@@ -15,8 +15,9 @@ from pathlib import Path
 import attrs
 import trio
 
-from .._errors import ClientClosed, TrioSyncError
+from .._errors import ClientClosed, StoreError, TrioSyncError
 from ..client._core import ClientCore
+from ..protocol import Draft
 from ._blobs import BlobStore
 from ._bulk import bulk_runner
 from ._executor import EventSyncGate, FaultHook, TransferExecutor
@@ -41,6 +42,9 @@ from ._record import ContentsRecorder
 from ._repair import repair_lost_uploads
 from ._state import TransferStateStore
 from ._wire import BlobClient, OpenConnection
+
+#: Seconds a failed save's reconcile of its file may take (it runs shielded).
+RECONCILE_AFTER_FAILURE = 10.0
 
 
 class FileSyncError(TrioSyncError):
@@ -269,33 +273,57 @@ class FileSync:
         core.state.draft(
             name, file_event_args(FileInfo(file_id, path, "0" * 64, expected_size, metadata))
         )
-        async with self._garbage.saving(file_id):
-            # Copying and hashing a large file is bulk work (see _bulk.py).
-            content_hash, size = await bulk_runner(core.run_store)(self.blobs.put, data)
-            info = FileInfo(file_id, path, content_hash, size, metadata)
-            # Checked again: the file copied may have grown since.
-            draft = core.state.draft(name, file_event_args(info))
-            deleted = False
-
-            async def recorded() -> None:
-                nonlocal deleted
-                self._fold.refresh_view()
-                current = self._fold.view.files.get(file_id)
-                if current is None or current.deleted:
-                    deleted = True
-                    return
-                self.executor.enqueue("upload", file_id)
-                if current.content_hash == content_hash:
-                    # Another client's contents, folded between this save's rows and its
-                    # event, may have queued their download over the rows: this event,
-                    # ordered after theirs, makes that download pointless.
-                    await self._reconciler.downloads_done_for_held([(file_id, content_hash)])
-
-            await self._recorder.record(file_id, content_hash, draft, then=recorded)
+        try:
+            async with self._garbage.saving(file_id):
+                # Copying and hashing a large file is bulk work (see _bulk.py).
+                content_hash, size = await bulk_runner(core.run_store)(self.blobs.put, data)
+                info = FileInfo(file_id, path, content_hash, size, metadata)
+                # Checked again: the file copied may have grown since.
+                draft = core.state.draft(name, file_event_args(info))
+                deleted = await self._record(file_id, content_hash, draft)
+        except BaseException:
+            await self._reconcile_after_failed_save(file_id)
+            raise
         if deleted:
             # Another client's delete came in while the contents were stored: a deleted
             # file stays deleted, so these contents are never wanted. Drop their rows.
             await self._reconciler.reconcile({file_id})
+
+    async def _record(self, file_id: str, content_hash: str, draft: Draft) -> bool:
+        """Records the new contents and, once the event is committed (under the file's
+        recording lock), queues their upload; returns True instead when the view says
+        the file was deleted meanwhile (nothing to upload then)."""
+        deleted = False
+
+        async def recorded() -> None:
+            nonlocal deleted
+            self._fold.refresh_view()
+            current = self._fold.view.files.get(file_id)
+            if current is None or current.deleted:
+                deleted = True
+                return
+            self.executor.enqueue("upload", file_id)
+            if current.content_hash == content_hash:
+                # Another client's contents, folded between this save's rows and its
+                # event, may have queued their download over the rows: this event,
+                # ordered after theirs, makes that download pointless.
+                await self._reconciler.downloads_done_for_held([(file_id, content_hash)])
+
+        await self._recorder.record(file_id, content_hash, draft, then=recorded)
+        return deleted
+
+    async def _reconcile_after_failed_save(self, file_id: str) -> None:
+        """A save or update that failed or was cancelled: the reconcile skipped its file
+        while it ran (its rows were ahead of the facts), and its undo may have put back
+        rows for contents replaced or deleted meanwhile. The file is looked at again now
+        (shielded, bounded; a failure is traced: the next open reconciles every file)."""
+        if self._closed:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(RECONCILE_AFTER_FAILURE):
+            try:
+                await self._reconciler.reconcile({file_id})
+            except (StoreError, ClientClosed) as exc:
+                self._core.trace("files.reconcile_failed", file_id=file_id, error=str(exc))
 
     async def delete(self, file_id: str) -> None:
         """Deletes a file (on every client, once the event syncs); a transfer of it stops.

@@ -142,7 +142,13 @@ class BlobStore(Protocol):
         """
         ...
 
-    def discard_partial(self, content_hash: str) -> None: ...
+    def discard_partial(self, content_hash: str) -> None:
+        """Deletes the partial transfer of ``content_hash`` (none: nothing happens).
+
+        Raises:
+            StoreError: The deletion failed.
+        """
+        ...
 
     def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes of a stored blob.
@@ -380,8 +386,12 @@ class FileBlobStore:
         return True
 
     def discard_partial(self, content_hash: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             (self._partial / content_hash).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _os_error("deleting a partial download", exc) from None
 
     def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
         try:

@@ -162,6 +162,9 @@ class Reconciler:
         rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
         dropped: set[str] = set()
         for file_id, content_hash in files:
+            info = self._fold.view.files.get(file_id)
+            if info is None or info.deleted or info.content_hash != content_hash:
+                continue  # the file moved on since it was listed: its own turn comes
             state = self._states.get(file_id, "download")
             if state is None or (state.content_hash, state.status) == (content_hash, "done"):
                 continue
@@ -173,10 +176,10 @@ class Reconciler:
             return
         try:
             await self._core.run_store(self._states.set_if_contents_unchanged, rows)
+            for content_hash in sorted(dropped):
+                await self.drop_partial(content_hash)
         except (StoreError, ClientClosed) as exc:
             self._core.trace("files.done_for_held_failed", error=str(exc))
-        for content_hash in sorted(dropped):
-            await self.drop_partial(content_hash)
         self._wake()
 
     async def drop_partial(self, content_hash: str) -> None:

@@ -1,0 +1,52 @@
+"""Holds on one step of a client's save, to place another client's change inside it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import trio
+
+import trio_sync
+
+from ..conftest import WAIT
+
+
+class CopyHold:
+    """A blob store fault hook (``client.files.blobs.fault = hold``) that, once
+    ``armed``, holds each copy of new contents (in its worker thread) until ``release``
+    is set; ``copying`` is set when one is held. Wait for it from Trio with
+    ``trio.to_thread.run_sync(hold.copying.wait, WAIT)``."""
+
+    def __init__(self) -> None:
+        self.copying = threading.Event()
+        self.release = threading.Event()
+        self.armed = False
+
+    def __call__(self, what: str) -> None:
+        if what == "put" and self.armed:
+            self.copying.set()
+            self.release.wait(WAIT)
+
+
+def hold_commits_of_updates(
+    client: trio_sync.Client, release: trio.Event | None = None
+) -> trio.Event:
+    """Holds the client's commits of file updates until ``release`` is set (None: for
+    ever); the event returned is set when one is held."""
+    writer = client.files._core.writer
+    real_commit = writer.commit
+    committing = trio.Event()
+
+    async def held_commit(drafts: list[Any]) -> Any:
+        if any(draft.name == "file.updated" for draft in drafts) and not (
+            release is not None and release.is_set()
+        ):
+            committing.set()
+            if release is None:
+                await trio.sleep_forever()
+            await release.wait()
+        return await real_commit(drafts)
+
+    writer.commit = held_commit  # type: ignore[method-assign]
+    return committing
