@@ -172,3 +172,44 @@ async def test_an_update_cancelled_after_the_file_was_deleted_leaves_no_rows(
             assert a.files.get(x).deleted  # type: ignore[union-attr]
             assert a.files.state(x).upload is None
             assert a.files.state(x).download is None
+
+
+async def test_an_update_of_a_file_deleted_meanwhile_drops_its_rows_even_if_cancelled(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried: A updates X while B deletes it; A's update commits (a deleted file stays
+    # deleted, the event changes nothing) and then drops its rows, but the caller is
+    # cancelled right then. The rows (upload queued, download done) stayed on a deleted
+    # file, and wait_idle() returned over them (seen in 1 of 50 stress runs).
+    hold = CopyHold()
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            x = await a.files.save(b"old", path="x")
+            await _settled(a, b)
+            reconciler = a.files._reconciler
+            real_reconcile = reconciler.reconcile
+            a.files.blobs.fault = hold  # type: ignore[attr-defined]
+            hold.armed = True
+            async with trio.open_nursery() as nursery:
+                cancel_at_the_next_reconcile = False
+
+                async def cancelled_reconcile(file_ids: set[str]) -> None:
+                    if cancel_at_the_next_reconcile and x in file_ids:
+                        nursery.cancel_scope.cancel()  # the caller gives up right here
+                    await real_reconcile(file_ids)
+
+                reconciler.reconcile = cancelled_reconcile  # type: ignore[method-assign]
+                nursery.start_soon(a.files.update, x, b"mine")
+                await trio.to_thread.run_sync(hold.copying.wait, WAIT)
+                await b.files.delete(x)
+                await a.files.wait_for(lambda files: files.get(x).deleted)  # type: ignore[union-attr]
+                cancel_at_the_next_reconcile = True  # the update's own, after its commit
+                hold.release.set()
+            hold.armed = False
+            assert a.files.get(x).deleted  # type: ignore[union-attr]
+            assert a.files.state(x).upload is None
+            assert a.files.state(x).download is None
+            await _settled(a, b)

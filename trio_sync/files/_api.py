@@ -43,8 +43,8 @@ from ._repair import repair_lost_uploads
 from ._state import TransferStateStore
 from ._wire import BlobClient, OpenConnection
 
-#: Seconds a failed save's reconcile of its file may take (it runs shielded).
-RECONCILE_AFTER_FAILURE = 10.0
+#: Seconds the reconcile after a save that queued no upload may take (it is shielded).
+LOOK_AGAIN_TIMEOUT = 10.0
 
 
 class FileSyncError(TrioSyncError):
@@ -282,12 +282,13 @@ class FileSync:
                 draft = core.state.draft(name, file_event_args(info))
                 deleted = await self._record(file_id, content_hash, draft)
         except BaseException:
-            await self._reconcile_after_failed_save(file_id)
+            await self._look_again(file_id)
             raise
         if deleted:
             # Another client's delete came in while the contents were stored: a deleted
-            # file stays deleted, so these contents are never wanted. Drop their rows.
-            await self._reconciler.reconcile({file_id})
+            # file stays deleted, so these contents are never wanted. Drop their rows
+            # (shielded too: the event is committed, the caller may be cancelled now).
+            await self._look_again(file_id)
 
     async def _record(self, file_id: str, content_hash: str, draft: Draft) -> bool:
         """Records the new contents and, once the event is committed (under the file's
@@ -312,14 +313,15 @@ class FileSync:
         await self._recorder.record(file_id, content_hash, draft, then=recorded)
         return deleted
 
-    async def _reconcile_after_failed_save(self, file_id: str) -> None:
-        """A save or update that failed or was cancelled: the reconcile skipped its file
-        while it ran (its rows were ahead of the facts), and its undo may have put back
-        rows for contents replaced or deleted meanwhile. The file is looked at again now
-        (shielded, bounded; a failure is traced: the next open reconciles every file)."""
+    async def _look_again(self, file_id: str) -> None:
+        """Reconciles the file of a save that ended without queueing an upload: it failed
+        or was cancelled (the reconcile skipped the file while the save ran, its rows
+        being ahead of the facts, and its undo may have put back rows for contents
+        replaced or deleted meanwhile), or the file was deleted meanwhile. Shielded and
+        bounded; a failure is traced (the next open reconciles every file)."""
         if self._closed:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(RECONCILE_AFTER_FAILURE):
+        with trio.CancelScope(shield=True), trio.move_on_after(LOOK_AGAIN_TIMEOUT):
             try:
                 await self._reconciler.reconcile({file_id})
             except (StoreError, ClientClosed) as exc:
