@@ -314,11 +314,12 @@ class FileSync:
         return deleted
 
     async def _look_again(self, file_id: str) -> None:
-        """Reconciles the file of a save that ended without queueing an upload: it failed
-        or was cancelled (the reconcile skipped the file while the save ran, its rows
-        being ahead of the facts, and its undo may have put back rows for contents
-        replaced or deleted meanwhile), or the file was deleted meanwhile. Shielded and
-        bounded; a failure is traced (the next open reconciles every file)."""
+        """Reconciles a file after a delete's commit, or after a save that ended without
+        queueing an upload: it failed or was cancelled (the reconcile skipped the file
+        while the save ran, its rows being ahead of the facts, and its undo may have put
+        back rows for contents replaced or deleted meanwhile), or the file was deleted
+        meanwhile. Shielded and bounded; a failure is traced (the next open reconciles
+        every file)."""
         if self._closed:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(LOOK_AGAIN_TIMEOUT):
@@ -339,7 +340,8 @@ class FileSync:
         draft = core.state.draft(FILE_DELETED, {"id": file_id})
         await core.writer.commit([draft])
         self._fold.refresh_view()
-        await self._reconciler.reconcile({file_id})
+        # Committed: the transfers stop and the rows go even if the caller is cancelled.
+        await self._look_again(file_id)
 
     async def read(self, file_id: str) -> bytes:
         """The file's contents, downloading them first if needed (ahead of other

@@ -1,9 +1,11 @@
-"""A save or update that fails or is cancelled while another client changes the file.
+"""A save, update or delete that fails, or whose caller is cancelled, while another
+client changes the file.
 
 While a save runs, the reconcile leaves its file's rows alone (they are ahead of the
-facts); when the save then records nothing, the file is looked at again. Each test holds
-one step of the save (its copy, its commit) to place another client's change inside it,
-then gives the save up, as an application's timeout would. Found by a hostile review.
+facts); when the save then records nothing, the file is looked at again, and a call whose
+event is committed finishes its bookkeeping even if its caller is cancelled. Each test
+holds one step (a copy, a commit, a reconcile) to place another client's change inside
+it, then gives the call up, as an application's timeout would. Found by hostile reviews.
 """
 
 from __future__ import annotations
@@ -213,3 +215,45 @@ async def test_an_update_of_a_file_deleted_meanwhile_drops_its_rows_even_if_canc
             assert a.files.state(x).upload is None
             assert a.files.state(x).download is None
             await _settled(a, b)
+
+
+async def test_a_delete_whose_caller_is_cancelled_after_its_commit_drops_the_rows(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried: A deletes a file whose upload is still owed, and the caller is cancelled
+    # as the delete's reconcile starts. The rows stayed (upload queued on a deleted
+    # file): A's status counted an upload pending, never green, until A opened again.
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            executor = a.files.executor
+            real_transfer = executor._transfer
+            uploads_may_go = trio.Event()
+
+            async def gated(direction: str, *args: Any) -> None:
+                if direction == "upload":
+                    await uploads_may_go.wait()
+                await real_transfer(direction, *args)  # type: ignore[arg-type]
+
+            executor._transfer = gated  # type: ignore[method-assign]
+            x = await a.files.save(os.urandom(5000), path="x")
+            assert a.status.uploads_pending == 1
+            reconciler = a.files._reconciler
+            real_reconcile = reconciler.reconcile
+            async with trio.open_nursery() as nursery:
+
+                async def cancelled_reconcile(file_ids: set[str]) -> None:
+                    if x in file_ids:
+                        nursery.cancel_scope.cancel()  # the caller gives up right here
+                    await real_reconcile(file_ids)
+
+                reconciler.reconcile = cancelled_reconcile  # type: ignore[method-assign]
+                nursery.start_soon(a.files.delete, x)
+            reconciler.reconcile = real_reconcile  # type: ignore[method-assign]
+            uploads_may_go.set()
+            assert a.files.get(x).deleted  # type: ignore[union-attr]
+            assert a.files.state(x).upload is None
+            await _settled(a, b)
+            assert a.status.state == "synced"
