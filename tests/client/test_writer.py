@@ -135,3 +135,35 @@ async def test_a_full_disk_while_pulling_ends_the_connection_not_the_client(
         await a.wait_synced()
         assert trio.current_time() >= full_until
         assert [e.args["i"] for e in a.confirmed_events()] == [0, 1, 2, 3, 4]
+
+
+async def test_commits_in_a_batch_cut_by_the_client_closing_end_with_client_closed(
+    tmp_path: Path,
+) -> None:
+    # Tried (found by a hostile review): tasks outside the open_client block commit
+    # while it exits. The writer task had taken their commits into a batch when it was
+    # cancelled; nothing ended them, and each caller waits for its commit inside a
+    # shield (a commit either returns or never happened): they hung for ever, deaf to
+    # their own deadlines (a save or update of a file waiting on its commit, likewise).
+    outcomes: list[str] = []
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as outside:
+            async with trio_sync.open_client(OFFLINE_URL, str(tmp_path / "a.sqlite3")) as client:
+                writer = client._core.writer
+                await writer.exclusive.acquire()  # as a reset does: the batch must wait
+
+                async def commit(i: int) -> None:
+                    try:
+                        await client.commit("note.added", {"i": i})
+                        outcomes.append("returned")
+                    except trio_sync.ClientClosed:
+                        outcomes.append("closed")
+
+                for i in range(3):
+                    outside.start_soon(commit, i)
+                await trio.testing.wait_all_tasks_blocked()
+                # The writer task has taken all three into its batch, and waits.
+                assert writer._jobs.statistics().current_buffer_used == 0
+                assert writer.exclusive.statistics().tasks_waiting == 1
+            writer.exclusive.release()
+    assert outcomes == ["closed"] * 3

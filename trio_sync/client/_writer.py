@@ -197,10 +197,7 @@ class ClientWriter:
             self._gathering = None
             await self._write(gathered)
         except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else ClientClosed("the client closed")
-            for waiting in gathered:
-                if not waiting.done.is_set():
-                    waiting.fail(error)
+            _fail_unfinished(gathered, exc)
             raise
         finally:
             self._gathering = None
@@ -225,12 +222,18 @@ class ClientWriter:
                         batch.append(self._jobs.receive_nowait())
                     except trio.WouldBlock:
                         break
-                if self.exclusive.locked():  # a reset is under way
-                    async with self.exclusive:
-                        await self._write(batch)
-                else:
-                    # Uncontended: no schedule point (a lock's acquire always yields).
-                    await self._write_here(batch)
+                try:
+                    if self.exclusive.locked():  # a reset is under way
+                        async with self.exclusive:
+                            await self._write(batch)
+                    else:
+                        # Uncontended: no schedule point (a lock's acquire always yields).
+                        await self._write_here(batch)
+                except BaseException as exc:
+                    # Cancelled mid-batch (the client closing): each commit's caller
+                    # waits for its job inside a shield, so every job is ended here.
+                    _fail_unfinished(batch, exc)
+                    raise
         finally:
             self._closed = True
             closed = ClientClosed("the client closed before this write")
@@ -346,3 +349,12 @@ class ClientWriter:
                 merge.done.set()
         for flush in flushes:
             flush.done.set()
+
+
+def _fail_unfinished(jobs: Sequence[_Job], exc: BaseException) -> None:
+    """Fails every job of ``jobs`` not done yet with ``exc`` (a cancellation: with
+    ClientClosed, the client is closing), so that no caller waits for it for ever."""
+    error = exc if isinstance(exc, Exception) else ClientClosed("the client closed")
+    for job in jobs:
+        if not job.done.is_set():
+            job.fail(error)
