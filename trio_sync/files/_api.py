@@ -104,6 +104,7 @@ class FileSync:
             core.run_store,
             needed=self._needed_blobs,
             version=lambda: (self._fold.view, self._states.version),
+            trace=core.trace,
         )
         try:
             wire = BlobClient(

@@ -161,10 +161,20 @@ class BlobStore(Protocol):
     def local_path(self, content_hash: str) -> Path | None:
         """Where the blob is on disk (None when not stored, or not on a disk)."""
 
-    def delete(self, content_hash: str) -> None: ...
+    def delete(self, content_hash: str) -> None:
+        """Deletes a stored blob (none: nothing happens).
+
+        Raises:
+            StoreError: The deletion failed.
+        """
+        ...
 
     def hashes(self) -> list[str]:
-        """Every stored blob's hash, sorted."""
+        """Every stored blob's hash, sorted.
+
+        Raises:
+            StoreError: The store cannot be listed.
+        """
         ...
 
 
@@ -408,11 +418,18 @@ class FileBlobStore:
         return path if path.exists() else None
 
     def delete(self, content_hash: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             (self._blobs / content_hash).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _os_error("deleting a blob", exc) from None
 
     def hashes(self) -> list[str]:
-        return sorted(path.name for path in self._blobs.iterdir())
+        try:
+            return sorted(path.name for path in self._blobs.iterdir())
+        except OSError as exc:
+            raise _os_error("listing the blobs", exc) from None
 
     def usage(self) -> StoreUsage:
         try:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from .._errors import StoreError
 from .._store_runner import StoreRunner
 from ._blobs import BlobStore
 
@@ -25,6 +26,7 @@ class BlobCollector:
         needed: The contents to keep (those of live files and of unfinished uploads).
         version: Changes whenever ``needed`` may have (compared with ``==``; never
             None), so that it is worked out again only then.
+        trace: Where a failed collection is told (``ClientCore.trace``).
     """
 
     def __init__(
@@ -33,11 +35,13 @@ class BlobCollector:
         run_store: StoreRunner,
         needed: Callable[[], set[str]],
         version: Callable[[], Hashable],
+        trace: Callable[..., None],
     ) -> None:
         self._blobs = blobs
         self._run = run_store
         self._needed = needed
         self._version = version
+        self._trace = trace
         #: The files saves under way write (an id once per save or update).
         self._saving: list[str] = []
         #: Held while a blob is deleted: a save waits for it before storing anything.
@@ -62,7 +66,14 @@ class BlobCollector:
 
     async def collect(self) -> None:
         """Deletes every stored blob not needed; stops (for the next call to finish) as
-        soon as a save begins."""
+        soon as a save begins, or at a blob that cannot be listed or deleted (traced:
+        garbage costs room, no more, and the next collection tries again)."""
+        try:
+            await self._collect()
+        except StoreError as exc:
+            self._trace("files.collect_failed", error=str(exc))
+
+    async def _collect(self) -> None:
         if self._saving:
             return
         keep: set[str] = set()

@@ -190,4 +190,9 @@ class Reconciler:
             return
         if content_hash in self._fold.view.live_hashes() and not self._blobs.has(content_hash):
             return
-        await self._core.run_store(self._blobs.discard_partial, content_hash)
+        try:
+            await self._core.run_store(self._blobs.discard_partial, content_hash)
+        except StoreError as exc:
+            # A leftover partial costs room, no more: the fold, a delete or a worker
+            # must not end for it (a later drop of the same contents tries again).
+            self._core.trace("files.partial_not_dropped", hash=content_hash, error=str(exc))
