@@ -80,6 +80,9 @@ class FileSync:
         self._fold = FileFold(core, self._wake)
         self._changed = trio.Event()
         self._closed = False
+        #: Files whose reconcile failed (a full disk, say): tried again at each heartbeat
+        #: tick, and until then the transfers are not called settled.
+        self._unsettled: set[str] = set()
         self.blobs: BlobStore
         self._states: TransferStateStore
         self.executor: TransferExecutor
@@ -158,13 +161,14 @@ class FileSync:
                     self.executor,
                     options.retry,
                 )
-                core.tick_checks.append(self.executor.heartbeat_check)
+                core.tick_checks += [self.executor.heartbeat_check, self._settle_again]
                 try:
                     nursery.start_soon(self._follow)
                     task_status.started()
                     await trio.sleep_forever()
                 finally:
                     core.tick_checks.remove(self.executor.heartbeat_check)
+                    core.tick_checks.remove(self._settle_again)
         finally:
             self._closed = True  # every waiter is woken to learn it
             self._wake()
@@ -319,15 +323,35 @@ class FileSync:
         queueing an upload: it failed or was cancelled (the reconcile skipped the file
         while the save ran, its rows being ahead of the facts, and its undo may have put
         back rows for contents replaced or deleted meanwhile), or the file was deleted
-        meanwhile. Shielded and bounded; a failure is traced (the next open reconciles
-        every file)."""
+        meanwhile. Shielded and bounded; a failure is traced, and the file is reconciled
+        again at each heartbeat tick until that works (``_settle_again``)."""
         if self._closed:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(LOOK_AGAIN_TIMEOUT):
+        with trio.CancelScope(shield=True), trio.move_on_after(LOOK_AGAIN_TIMEOUT) as scope:
             try:
                 await self._reconciler.reconcile({file_id})
             except (StoreError, ClientClosed) as exc:
                 self._core.trace("files.reconcile_failed", file_id=file_id, error=str(exc))
+                self._unsettled.add(file_id)
+        if scope.cancelled_caught:
+            self._core.trace("files.reconcile_failed", file_id=file_id, error="timed out")
+            self._unsettled.add(file_id)
+
+    async def _settle_again(self) -> None:
+        """A heartbeat tick check: reconciles the files whose reconcile failed (until it
+        works: the disk has room again, say), then calls the transfers settled."""
+        if not self._unsettled:
+            return
+        files, self._unsettled = self._unsettled, set()
+        try:
+            await self._reconciler.reconcile(files)
+        except StoreError as exc:
+            self._core.trace("files.reconcile_failed", files=len(files), error=str(exc))
+            self._unsettled |= files
+            return
+        if not self._unsettled and self._fold.view_cursor > self._fold.settled_cursor:
+            self._fold.settled_cursor = self._fold.view_cursor
+        self._wake()
 
     async def delete(self, file_id: str) -> None:
         """Deletes a file (on every client, once the event syncs); a transfer of it stops.
@@ -425,7 +449,8 @@ class FileSync:
         """
         await self._still_open()
         target = self._core.durable_head
-        while self._fold.settled_cursor < target:
+        # Files whose reconcile failed (a full disk) count as not settled.
+        while self._fold.settled_cursor < target or self._unsettled:
             await self._until(self._changed)
         while True:
             changed = self.executor.changed.event
@@ -498,8 +523,14 @@ class FileSync:
             changed = await self._fold.catch_up()
             folded = self._fold.view_cursor
             if changed:
-                await self._reconciler.reconcile(changed)
-            if folded > self._fold.settled_cursor:
+                try:
+                    await self._reconciler.reconcile(changed)
+                except StoreError as exc:
+                    # A full disk, say: the facts are folded, the transfers not in line
+                    # with them yet. Tried again at each heartbeat tick (_settle_again).
+                    self._core.trace("files.reconcile_failed", files=len(changed), error=str(exc))
+                    self._unsettled |= changed
+            if folded > self._fold.settled_cursor and not self._unsettled:
                 self._fold.settled_cursor = folded
                 self._wake()
             await event.wait()
