@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -132,3 +133,7 @@ async def test_a_closed_clients_files_api_in_a_cancelled_scope_is_cancelled(
         assert scope.cancelled_caught
     with pytest.raises(ClientClosed):
         await a.files.read(fid)  # not cancelled: the client is closed
+    with pytest.raises(ClientClosed):
+        await a.files.save(b"late" * 1000, path="late")
+    # Refused before its contents were copied (a review saw 150 MB copied for nothing).
+    assert not a.files.blobs.has(hashlib.sha256(b"late" * 1000).hexdigest())

@@ -258,6 +258,7 @@ class FileSync:
         self, name: str, file_id: str, data: bytes | Path, path: str, metadata: dict[str, object]
     ) -> None:
         core = self._core
+        await self._still_open()  # before copying megabytes for nothing
         if isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
         if not isinstance(data, (bytes, Path)):
