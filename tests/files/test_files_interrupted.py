@@ -318,3 +318,38 @@ async def test_rows_left_by_a_full_disk_are_put_right_at_a_heartbeat_once_it_has
         assert a.files.state(x).upload == TransferState("done", _hash(b"old"))
         assert a.files.state(x).download == TransferState("done", _hash(b"old"))
         assert not a.files.blobs.has(unrecorded)
+
+
+async def test_a_failed_write_of_held_contents_download_row_is_tried_again(
+    world: World, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried (found by a hostile review): B updates X to contents A holds already (file
+    # Y has them); A's write of X's download row ("done" for them) fails on a full disk.
+    # The failure was swallowed: the reconcile "succeeded", nothing tried again, and
+    # A's row named X's old contents, idle and synced, until A opened again.
+    full = [False]
+    refused = trio.Event()
+    real_set = TransferStateStore.set_if_contents_unchanged
+
+    def set_rows(self: TransferStateStore, changes: Any) -> int:
+        if full[0]:
+            refused.set()
+            raise StoreFull("injected: the disk is full")
+        return real_set(self, changes)
+
+    monkeypatch.setattr(TransferStateStore, "set_if_contents_unchanged", set_rows)
+    await world.start_server(blobs=MemoryBlobBackend())
+    async with world.client("A") as a, world.client("B") as b:
+        x = await a.files.save(b"old", path="x")
+        await a.files.save(b"shared", path="y")
+        for client in (a, b, a):
+            await client.wait_synced()
+            await client.files.wait_idle()
+        full[0] = True
+        await b.files.update(x, b"shared")
+        await refused.wait()  # A's write of X's row failed
+        assert x in a.files._unsettled
+        full[0] = False  # room again
+        with trio.fail_after(60):
+            await a.files.wait_idle()
+        assert a.files.state(x).download == TransferState("done", _hash(b"shared"))

@@ -41,6 +41,7 @@ from ._reconcile import Reconciler
 from ._record import ContentsRecorder
 from ._repair import repair_lost_uploads
 from ._state import TransferStateStore
+from ._unsettled import SETTLE_AGAIN_EVERY, UnsettledFiles
 from ._wire import BlobClient, OpenConnection
 
 #: Seconds the reconcile after a save that queued no upload may take (it is shielded).
@@ -80,9 +81,12 @@ class FileSync:
         self._fold = FileFold(core, self._wake)
         self._changed = trio.Event()
         self._closed = False
-        #: Files whose reconcile failed (a full disk, say): tried again at each heartbeat
-        #: tick, and until then the transfers are not called settled.
-        self._unsettled: set[str] = set()
+        #: Files whose reconcile failed (a full disk, say): reconciled again until it
+        #: works, and until then the transfers are not called settled.
+        self._unsettled = UnsettledFiles()
+        #: The log position up to which _follow has reconciled what it folded (settled
+        #: once no file is unsettled).
+        self._followed_cursor = 0
         self.blobs: BlobStore
         self._states: TransferStateStore
         self.executor: TransferExecutor
@@ -161,14 +165,14 @@ class FileSync:
                     self.executor,
                     options.retry,
                 )
-                core.tick_checks += [self.executor.heartbeat_check, self._settle_again]
+                core.tick_checks.append(self.executor.heartbeat_check)
                 try:
                     nursery.start_soon(self._follow)
+                    nursery.start_soon(self._settle_unsettled)
                     task_status.started()
                     await trio.sleep_forever()
                 finally:
                     core.tick_checks.remove(self.executor.heartbeat_check)
-                    core.tick_checks.remove(self._settle_again)
         finally:
             self._closed = True  # every waiter is woken to learn it
             self._wake()
@@ -314,7 +318,11 @@ class FileSync:
                 # Another client's contents, folded between this save's rows and its
                 # event, may have queued their download over the rows: this event,
                 # ordered after theirs, makes that download pointless.
-                await self._reconciler.downloads_done_for_held([(file_id, content_hash)])
+                try:
+                    await self._reconciler.downloads_done_for_held([(file_id, content_hash)])
+                except (StoreError, ClientClosed) as exc:
+                    self._core.trace("files.reconcile_failed", file_id=file_id, error=str(exc))
+                    self._unsettled.note([file_id])
 
         await self._recorder.record(file_id, content_hash, draft, then=recorded)
         return deleted
@@ -325,7 +333,7 @@ class FileSync:
         while the save ran, its rows being ahead of the facts, and its undo may have put
         back rows for contents replaced or deleted meanwhile), or the file was deleted
         meanwhile. Shielded and bounded; a failure is traced, and the file is reconciled
-        again at each heartbeat tick until that works (``_settle_again``)."""
+        again until that works (``_settle_unsettled``)."""
         if self._closed:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(LOOK_AGAIN_TIMEOUT) as scope:
@@ -333,26 +341,28 @@ class FileSync:
                 await self._reconciler.reconcile({file_id})
             except (StoreError, ClientClosed) as exc:
                 self._core.trace("files.reconcile_failed", file_id=file_id, error=str(exc))
-                self._unsettled.add(file_id)
+                self._unsettled.note([file_id])
         if scope.cancelled_caught:
             self._core.trace("files.reconcile_failed", file_id=file_id, error="timed out")
-            self._unsettled.add(file_id)
+            self._unsettled.note([file_id])
 
-    async def _settle_again(self) -> None:
-        """A heartbeat tick check: reconciles the files whose reconcile failed (until it
-        works: the disk has room again, say), then calls the transfers settled."""
-        if not self._unsettled:
-            return
-        files, self._unsettled = self._unsettled, set()
-        try:
-            await self._reconciler.reconcile(files)
-        except StoreError as exc:
-            self._core.trace("files.reconcile_failed", files=len(files), error=str(exc))
-            self._unsettled |= files
-            return
-        if not self._unsettled and self._fold.view_cursor > self._fold.settled_cursor:
-            self._fold.settled_cursor = self._fold.view_cursor
-        self._wake()
+    async def _settle_unsettled(self) -> None:
+        """Reconciles the files a failed reconcile left, every ``SETTLE_AGAIN_EVERY``
+        seconds until it works; then the transfers are settled up to where the fold
+        reconciled."""
+        while True:
+            await self._unsettled.noted.wait()
+            await trio.sleep(SETTLE_AGAIN_EVERY)
+            taken = self._unsettled.take()
+            try:
+                await self._reconciler.reconcile(set(taken))
+            except StoreError as exc:
+                self._core.trace("files.reconcile_failed", files=len(taken), error=str(exc))
+                continue
+            self._unsettled.settled(taken)
+            if not self._unsettled and self._followed_cursor > self._fold.settled_cursor:
+                self._fold.settled_cursor = self._followed_cursor
+            self._wake()
 
     async def delete(self, file_id: str) -> None:
         """Deletes a file (on every client, once the event syncs); a transfer of it stops.
@@ -528,9 +538,10 @@ class FileSync:
                     await self._reconciler.reconcile(changed)
                 except StoreError as exc:
                     # A full disk, say: the facts are folded, the transfers not in line
-                    # with them yet. Tried again at each heartbeat tick (_settle_again).
+                    # with them yet: reconciled again later (_settle_unsettled).
                     self._core.trace("files.reconcile_failed", files=len(changed), error=str(exc))
-                    self._unsettled |= changed
+                    self._unsettled.note(changed)
+            self._followed_cursor = max(self._followed_cursor, folded)
             if folded > self._fold.settled_cursor and not self._unsettled:
                 self._fold.settled_cursor = folded
                 self._wake()

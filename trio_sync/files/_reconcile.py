@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .._errors import ClientClosed, StoreError
+from .._errors import StoreError
 from ..client._core import ClientCore
 from ._blobs import BlobStore
 from ._executor import DIRECTIONS, TransferExecutor
@@ -157,8 +157,12 @@ class Reconciler:
         other contents, or not done, is stale (the contents came with another file, or a
         download was decided on a view the client's own save replaced). It becomes done
         for the contents held (where it still names what it named), and its transfer
-        stops. A failed write is traced: the next reconcile (at the latest, the next
-        open's) looks again."""
+        stops.
+
+        Raises:
+            StoreError: The rows could not be written (nothing changed).
+            ClientClosed: The client closed.
+        """
         rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
         dropped: set[str] = set()
         for file_id, content_hash in files:
@@ -174,12 +178,9 @@ class Reconciler:
             rows.append(((file_id, "download"), TransferState("done", content_hash), state))
         if not rows:
             return
-        try:
-            await self._core.run_store(self._states.set_if_contents_unchanged, rows)
-            for content_hash in sorted(dropped):
-                await self.drop_partial(content_hash)
-        except (StoreError, ClientClosed) as exc:
-            self._core.trace("files.done_for_held_failed", error=str(exc))
+        await self._core.run_store(self._states.set_if_contents_unchanged, rows)
+        for content_hash in sorted(dropped):
+            await self.drop_partial(content_hash)
         self._wake()
 
     async def drop_partial(self, content_hash: str) -> None:
