@@ -236,10 +236,11 @@ class ClientWriter:
                     raise
         finally:
             self._closed = True
-            closed = ClientClosed("the client closed before this write")
             while True:
                 try:
-                    self._jobs.receive_nowait().fail(closed)
+                    self._jobs.receive_nowait().fail(
+                        ClientClosed("the client closed before this write")
+                    )
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             with trio.CancelScope(shield=True):
@@ -354,7 +355,8 @@ class ClientWriter:
 def _fail_unfinished(jobs: Sequence[_Job], exc: BaseException) -> None:
     """Fails every job of ``jobs`` not done yet with ``exc`` (a cancellation: with
     ClientClosed, the client is closing), so that no caller waits for it for ever."""
-    error = exc if isinstance(exc, Exception) else ClientClosed("the client closed")
     for job in jobs:
         if not job.done.is_set():
-            job.fail(error)
+            # One exception object per caller: a shared one collects every caller's
+            # traceback as each raises it.
+            job.fail(exc if isinstance(exc, Exception) else ClientClosed("the client closed"))
