@@ -312,9 +312,11 @@ async def test_rows_left_by_a_full_disk_are_put_right_at_a_heartbeat_once_it_has
             await a.files.update(x, b"never recorded")
         unrecorded = _hash(b"never recorded")
         assert a.files.state(x).upload.content_hash == unrecorded  # type: ignore[union-attr]
+        assert a.status.state != "synced" and a.status.uploads_pending == 1  # not green
         full[0] = False  # room again
         with trio.fail_after(60):
             await a.files.wait_idle()
+            await a.wait_status(lambda status: status.state == "synced")
         assert a.files.state(x).upload == TransferState("done", _hash(b"old"))
         assert a.files.state(x).download == TransferState("done", _hash(b"old"))
         assert not a.files.blobs.has(unrecorded)

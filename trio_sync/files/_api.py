@@ -9,7 +9,7 @@ doing is this client's own durable state (``files.state()``), never synced.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -322,7 +322,7 @@ class FileSync:
                     await self._reconciler.downloads_done_for_held([(file_id, content_hash)])
                 except (StoreError, ClientClosed) as exc:
                     self._core.trace("files.reconcile_failed", file_id=file_id, error=str(exc))
-                    self._unsettled.note([file_id])
+                    self._note_unsettled([file_id])
 
         await self._recorder.record(file_id, content_hash, draft, then=recorded)
         return deleted
@@ -341,10 +341,19 @@ class FileSync:
                 await self._reconciler.reconcile({file_id})
             except (StoreError, ClientClosed) as exc:
                 self._core.trace("files.reconcile_failed", file_id=file_id, error=str(exc))
-                self._unsettled.note([file_id])
+                self._note_unsettled([file_id])
         if scope.cancelled_caught:
             self._core.trace("files.reconcile_failed", file_id=file_id, error="timed out")
-            self._unsettled.note([file_id])
+            self._note_unsettled([file_id])
+
+    def _note_unsettled(self, files: Iterable[str]) -> None:
+        self._unsettled.note(files)
+        self._count_unsettled()
+
+    def _count_unsettled(self) -> None:
+        # An unsettled file may owe an upload: the status is not green meanwhile.
+        self.executor.unsettled = len(self._unsettled)
+        self.executor.counts_changed()
 
     async def _settle_unsettled(self) -> None:
         """Reconciles the files a failed reconcile left, every ``SETTLE_AGAIN_EVERY``
@@ -360,6 +369,7 @@ class FileSync:
                 self._core.trace("files.reconcile_failed", files=len(taken), error=str(exc))
                 continue
             self._unsettled.settled(taken)
+            self._count_unsettled()
             if not self._unsettled and self._followed_cursor > self._fold.settled_cursor:
                 self._fold.settled_cursor = self._followed_cursor
             self._wake()
@@ -540,7 +550,7 @@ class FileSync:
                     # A full disk, say: the facts are folded, the transfers not in line
                     # with them yet: reconciled again later (_settle_unsettled).
                     self._core.trace("files.reconcile_failed", files=len(changed), error=str(exc))
-                    self._unsettled.note(changed)
+                    self._note_unsettled(changed)
             self._followed_cursor = max(self._followed_cursor, folded)
             if folded > self._fold.settled_cursor and not self._unsettled:
                 self._fold.settled_cursor = folded

@@ -125,6 +125,9 @@ class TransferExecutor:
         #: New contents being recorded (rows written, event not yet committed): they
         #: count as uploads pending, since the transfer of what they replace was stopped.
         self.recording = 0
+        #: Files whose reconcile failed (a full disk): each may owe an upload, so they
+        #: count as uploads pending until a reconcile of them works (set by FileSync).
+        self.unsettled = 0
         #: The contents each transfer in flight moves: (direction, file id) -> hash.
         self._moving: dict[tuple[Direction, str], str] = {}
         self._stuck = StuckQueueWatch()
@@ -238,7 +241,8 @@ class TransferExecutor:
             upload_error=next(iter(failed.values())).last_error if failed else None,
             uploads_pending=self.queues["upload"].queued
             + self.queues["upload"].in_flight
-            + self.recording,
+            + self.recording
+            + self.unsettled,
             downloads_pending=self.queues["download"].queued + self.queues["download"].in_flight,
             bytes_left=sum(self._left.values()),
         )

@@ -30,6 +30,9 @@ class UnsettledFiles:
     def __bool__(self) -> bool:
         return bool(self._files)
 
+    def __len__(self) -> int:
+        return len(self._files)
+
     def __contains__(self, file_id: object) -> bool:
         return file_id in self._files
 
