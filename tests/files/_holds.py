@@ -50,3 +50,18 @@ def hold_commits_of_updates(
 
     writer.commit = held_commit  # type: ignore[method-assign]
     return committing
+
+
+def hold_uploads(client: trio_sync.Client) -> trio.Event:
+    """Holds every upload of the client at its start until the event returned is set."""
+    executor = client.files.executor
+    real_transfer = executor._transfer
+    may_go = trio.Event()
+
+    async def gated(direction: str, *args: Any) -> None:
+        if direction == "upload":
+            await may_go.wait()
+        await real_transfer(direction, *args)  # type: ignore[arg-type]
+
+    executor._transfer = gated  # type: ignore[method-assign]
+    return may_go

@@ -29,7 +29,7 @@ from trio_sync.server import MemoryBlobBackend
 
 from .._virtual import World
 from ..conftest import WAIT, ClientFactory
-from ._holds import CopyHold, hold_commits_of_updates
+from ._holds import CopyHold, hold_commits_of_updates, hold_uploads
 
 
 def _hash(data: bytes) -> str:
@@ -94,16 +94,7 @@ async def test_an_update_cancelled_before_its_commit_uploads_no_replaced_content
             shared = os.urandom(3000)
             await a.files.save(shared, path="y")
             await _settled(a, b)
-            executor = a.files.executor
-            real_transfer = executor._transfer
-            uploads_may_go = trio.Event()
-
-            async def gated(direction: str, *args: Any) -> None:
-                if direction == "upload":
-                    await uploads_may_go.wait()
-                await real_transfer(direction, *args)  # type: ignore[arg-type]
-
-            executor._transfer = gated  # type: ignore[method-assign]
+            uploads_may_go = hold_uploads(a)
             old = os.urandom(200_000)
             x = await a.files.save(old, path="x")
             await b.files.wait_for(lambda files: files.get(x) is not None)
@@ -235,16 +226,7 @@ async def test_a_delete_whose_caller_is_cancelled_after_its_commit_drops_the_row
             open_test_client(server.url, "A") as a,
             open_test_client(server.url, "B") as b,
         ):
-            executor = a.files.executor
-            real_transfer = executor._transfer
-            uploads_may_go = trio.Event()
-
-            async def gated(direction: str, *args: Any) -> None:
-                if direction == "upload":
-                    await uploads_may_go.wait()
-                await real_transfer(direction, *args)  # type: ignore[arg-type]
-
-            executor._transfer = gated  # type: ignore[method-assign]
+            uploads_may_go = hold_uploads(a)
             x = await a.files.save(os.urandom(5000), path="x")
             assert a.status.uploads_pending == 1
             reconciler = a.files._reconciler
