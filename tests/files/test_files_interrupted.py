@@ -337,3 +337,47 @@ async def test_a_failed_write_of_held_contents_download_row_is_tried_again(
         with trio.fail_after(60):
             await a.files.wait_idle()
         assert a.files.state(x).download == TransferState("done", _hash(b"shared"))
+
+
+async def test_a_retry_after_a_reset_settles_no_further_than_the_new_log(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    open_test_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Tried (found by a hostile review): A followed a log to position 6; the server was
+    # rebuilt and A reset onto the new log; A's reconcile after the reset failed once
+    # (a full disk) and its retry then called the transfers settled up to 6, the old
+    # log's position: until the new log passed it, wait_idle() returned before the
+    # downloads of new files were queued.
+    full = [False]
+    real_reconcile = Reconciler.reconcile
+
+    async def reconcile(self: Reconciler, file_ids: set[str]) -> None:
+        if full[0]:
+            raise StoreFull("injected: the disk is full")
+        await real_reconcile(self, file_ids)
+
+    monkeypatch.setattr(Reconciler, "reconcile", reconcile)
+    one: trio_sync.Server = await nursery.start(trio_sync.serve, str(tmp_path / "one.sqlite3"))
+    with trio.fail_after(WAIT):
+        async with open_test_client(one.url, "A") as a, open_test_client(one.url, "B") as b:
+            x = await b.files.save(b"v0", path="x")
+            for i in range(5):
+                await b.files.update(x, b"v%d" % (i + 1))
+            await _settled(b, a)
+            assert a.files._fold.settled_cursor == 6
+        await one.shutdown()
+        two: trio_sync.Server = await nursery.start(trio_sync.serve, str(tmp_path / "two.sqlite3"))
+        async with open_test_client(two.url, "A") as a, open_test_client(two.url, "C") as c:
+            await c.files.save(b"first on the new server", path="n")
+            await a.wait_status(lambda status: status.state == "incompatible")
+            full[0] = True
+            await a.reset()
+            await a.files.wait_for(lambda files: bool(files._unsettled))
+            full[0] = False  # room again: the retry (5 s later) works
+            await _settled(c, a)
+            assert a.files._fold.settled_cursor <= a._core.durable_head == 1
+            z = await c.files.save(b"new", path="z")
+            await _settled(c, a)
+            assert a.files.has_contents(z)

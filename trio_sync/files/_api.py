@@ -84,9 +84,6 @@ class FileSync:
         #: Files whose reconcile failed (a full disk, say): reconciled again until it
         #: works, and until then the transfers are not called settled.
         self._unsettled = UnsettledFiles()
-        #: The log position up to which _follow has reconciled what it folded (settled
-        #: once no file is unsettled).
-        self._followed_cursor = 0
         self.blobs: BlobStore
         self._states: TransferStateStore
         self.executor: TransferExecutor
@@ -370,8 +367,8 @@ class FileSync:
                 continue
             self._unsettled.settled(taken)
             self._count_unsettled()
-            if not self._unsettled and self._followed_cursor > self._fold.settled_cursor:
-                self._fold.settled_cursor = self._followed_cursor
+            if not self._unsettled and self._fold.followed_cursor > self._fold.settled_cursor:
+                self._fold.settled_cursor = self._fold.followed_cursor
             self._wake()
 
     async def delete(self, file_id: str) -> None:
@@ -551,7 +548,7 @@ class FileSync:
                     # with them yet: reconciled again later (_settle_unsettled).
                     self._core.trace("files.reconcile_failed", files=len(changed), error=str(exc))
                     self._note_unsettled(changed)
-            self._followed_cursor = max(self._followed_cursor, folded)
+            self._fold.followed_cursor = max(self._fold.followed_cursor, folded)
             if folded > self._fold.settled_cursor and not self._unsettled:
                 self._fold.settled_cursor = folded
                 self._wake()

@@ -28,6 +28,8 @@ class FileFold:
         settled_cursor: The position up to which the transfers are in line with the facts
             (the downloads of the files learnt are queued): what ``wait_idle()`` waits for.
             Moved by the one who reconciles.
+        followed_cursor: Up to where the one who reconciles has tried to (all three
+            cursors go back to 0 when a reset starts another log).
         wanted: Notified when there is something to fold: file events merged, or merges
             that came before the fold caught up (merges of other events only move the
             cursor), or a reset.
@@ -46,6 +48,9 @@ class FileFold:
         self.view = FileTable()
         self.view_cursor = 0
         self.settled_cursor = 0
+        #: The position up to which the one who reconciles has reconciled what was
+        #: folded, whether or not that worked (settled once no file is unsettled).
+        self.followed_cursor = 0
         core.merge_listeners.append(self.on_merged)
 
     async def catch_up(self) -> set[str]:
@@ -62,7 +67,7 @@ class FileFold:
             changed = set(self._confirmed.files) | set(self.view.files)
             self._lineage = core.lineage
             self._confirmed, self._cursor = FileTable(), 0
-            self.view_cursor = self.settled_cursor = 0
+            self.view_cursor = self.settled_cursor = self.followed_cursor = 0
         while self._cursor < core.durable_head:
             events: list[Event] = await core.run_store(
                 core.store.confirmed_events, self._cursor, _PAGE
