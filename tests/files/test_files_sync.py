@@ -417,3 +417,45 @@ async def test_a_local_update_during_a_reconcile_of_held_contents_is_not_overwri
             await decided.wait()
             mine_hash = hashlib.sha256(mine).hexdigest()
             assert a.files.state(x).download == TransferState("done", mine_hash)
+
+
+async def test_a_requeue_of_own_contents_never_overwrites_a_save_made_meanwhile(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: object
+) -> None:
+    # Tried (left untried by a review, written here): A's upload row names contents no
+    # event has (a crash between a save's rows and its event), so a reconcile decides to
+    # queue A's current contents again. Before it writes that, A updates the file: the
+    # reconcile wrote its rows over the update's, the update's contents were never
+    # uploaded, and the others could not get them.
+    deciding, release = trio.Event(), trio.Event()
+    real_want = Reconciler.want_downloads
+    armed = [False]
+
+    async def held_want(self: Reconciler, wanted: Any, *, priority: bool) -> None:
+        if armed[0] and not priority:
+            armed[0] = False
+            deciding.set()
+            await release.wait()
+        await real_want(self, wanted, priority=priority)
+
+    monkeypatch.setattr(Reconciler, "want_downloads", held_want)  # type: ignore[attr-defined]
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B") as b,
+        ):
+            x = await a.files.save(b"current", path="x")
+            await _settled(a, b)
+            never_recorded = TransferState("queued", "0" * 64)
+            a.files._states.set_many([((x, "upload"), never_recorded)])
+            armed[0] = True
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.files._reconciler.reconcile, {x})
+                await deciding.wait()  # it decided to queue "current" again
+                newer = os.urandom(4000)
+                await a.files.update(x, newer)
+                release.set()
+            await _settled(a, b)
+            newer_hash = hashlib.sha256(newer).hexdigest()
+            assert a.files.state(x).upload == TransferState("done", newer_hash)
+            assert await b.files.read(x) == newer

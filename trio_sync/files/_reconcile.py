@@ -54,7 +54,9 @@ class Reconciler:
         forget: list[tuple[tuple[str, Direction], TransferState]] = []
         #: Contents of downloads dropped here: their partials may be garbage now.
         dropped: set[str] = set()
-        requeue: list[tuple[tuple[str, Direction], TransferState]] = []
+        #: Rows to write back for the client's own current contents, with the row read
+        #: (written only where it still names what it named: a save's rows stand).
+        requeue: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
         #: Live files, with their contents: each one not held here is downloaded.
         live: list[tuple[str, str]] = []
         for file_id in sorted(file_ids):
@@ -85,14 +87,17 @@ class Reconciler:
                 if own is None:
                     forget.append(((file_id, "upload"), upload))
                 else:
-                    requeue += [((file_id, direction), state) for direction, state in own]
+                    seen = {"upload": upload, "download": download}
+                    requeue += [
+                        ((file_id, direction), state, seen[direction]) for direction, state in own
+                    ]
             live.append((file_id, info.content_hash))
         # One hop to ask the local store, one transaction for the rows: a page of new
         # files (a few hundred facts) costs one fsync here, not one per file.
         blobs = self._blobs
         held = await core.run_store(lambda: {h for _, h in live if blobs.has(h)})
         await self.want_downloads([(f, h) for f, h in live if h not in held], priority=False)
-        requeued = {file_id for (file_id, _), _state in requeue}
+        requeued = {file_id for (file_id, _), _state, _seen in requeue}
         await self.downloads_done_for_held(
             [
                 (f, h)
@@ -107,9 +112,10 @@ class Reconciler:
             await self.drop_partial(content_hash)
         await core.run_store(self._states.forget, forget)
         if requeue:
-            await core.run_store(self._states.set_many, requeue)
-            for (file_id, direction), _state in requeue:
-                if direction == "upload":
+            await core.run_store(self._states.set_if_contents_unchanged, requeue)
+            for (file_id, direction), state, _seen in requeue:
+                # As written now (a row written since the decision was left alone).
+                if direction == "upload" and self._states.get(file_id, "upload") == state:
                     self._executor.enqueue("upload", file_id)
         await self._garbage.collect()
         self._wake()
