@@ -9,7 +9,7 @@ doing is this client's own durable state (``files.state()``), never synced.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -318,8 +318,7 @@ class FileSync:
                 try:
                     await self._reconciler.downloads_done_for_held([(file_id, content_hash)])
                 except (StoreError, ClientClosed) as exc:
-                    self._core.trace("files.reconcile_failed", file_id=file_id, error=str(exc))
-                    self._note_unsettled([file_id])
+                    self._reconcile_failed({file_id}, str(exc))
 
         await self._recorder.record(file_id, content_hash, draft, then=recorded)
         return deleted
@@ -337,13 +336,14 @@ class FileSync:
             try:
                 await self._reconciler.reconcile({file_id})
             except (StoreError, ClientClosed) as exc:
-                self._core.trace("files.reconcile_failed", file_id=file_id, error=str(exc))
-                self._note_unsettled([file_id])
+                self._reconcile_failed({file_id}, str(exc))
         if scope.cancelled_caught:
-            self._core.trace("files.reconcile_failed", file_id=file_id, error="timed out")
-            self._note_unsettled([file_id])
+            self._reconcile_failed({file_id}, "timed out")
 
-    def _note_unsettled(self, files: Iterable[str]) -> None:
+    def _reconcile_failed(self, files: set[str], error: str) -> None:
+        """A reconcile of ``files`` failed: traced, and they are reconciled again later
+        (``_settle_unsettled``)."""
+        self._core.trace("files.reconcile_failed", files=sorted(files), error=error)
         self._unsettled.note(files)
         self._count_unsettled()
 
@@ -367,8 +367,8 @@ class FileSync:
                 continue
             self._unsettled.settled(taken)
             self._count_unsettled()
-            if not self._unsettled and self._fold.followed_cursor > self._fold.settled_cursor:
-                self._fold.settled_cursor = self._fold.followed_cursor
+            if not self._unsettled:
+                self._fold.settle()
             self._wake()
 
     async def delete(self, file_id: str) -> None:
@@ -545,12 +545,10 @@ class FileSync:
                     await self._reconciler.reconcile(changed)
                 except StoreError as exc:
                     # A full disk, say: the facts are folded, the transfers not in line
-                    # with them yet: reconciled again later (_settle_unsettled).
-                    self._core.trace("files.reconcile_failed", files=len(changed), error=str(exc))
-                    self._note_unsettled(changed)
+                    # with them yet.
+                    self._reconcile_failed(changed, str(exc))
             self._fold.followed_cursor = max(self._fold.followed_cursor, folded)
-            if folded > self._fold.settled_cursor and not self._unsettled:
-                self._fold.settled_cursor = folded
+            if not self._unsettled and self._fold.settle():
                 self._wake()
             await event.wait()
 

@@ -261,6 +261,20 @@ def _os_error(what: str, exc: OSError) -> StoreError:
     return StoreError(f"blob store: {what} failed: {exc.strerror or exc}")
 
 
+def _unlink(path: Path, what: str) -> None:
+    """Deletes ``path``; one already gone is fine.
+
+    Raises:
+        StoreError: Any other failure (named by ``what``).
+    """
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise _os_error(what, exc) from None
+
+
 class FileBlobStore:
     """Blobs as files in a directory: ``blobs/<hash>``, ``partial/<hash>``, ``tmp/``, and
     ``corrupt/<hash>.<UTC time>`` for blobs moved aside (:meth:`quarantine`).
@@ -396,12 +410,7 @@ class FileBlobStore:
         return True
 
     def discard_partial(self, content_hash: str) -> None:
-        try:
-            (self._partial / content_hash).unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise _os_error("deleting a partial download", exc) from None
+        _unlink(self._partial / content_hash, "deleting a partial download")
 
     def read(self, content_hash: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
@@ -418,12 +427,7 @@ class FileBlobStore:
         return path if path.exists() else None
 
     def delete(self, content_hash: str) -> None:
-        try:
-            (self._blobs / content_hash).unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise _os_error("deleting a blob", exc) from None
+        _unlink(self._blobs / content_hash, "deleting a blob")
 
     def hashes(self) -> list[str]:
         try:

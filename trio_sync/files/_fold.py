@@ -81,6 +81,14 @@ class FileFold:
         changed |= self.refresh_view()
         return changed
 
+    def settle(self) -> bool:
+        """The transfers are in line with the facts as far as they were reconciled: the
+        settled cursor moves up to ``followed_cursor``. Returns whether it moved."""
+        if self.followed_cursor <= self.settled_cursor:
+            return False
+        self.settled_cursor = self.followed_cursor
+        return True
+
     def on_merged(self, applied: Sequence[Event]) -> None:
         """The client applied upstream events: fold the file events among them now, from
         memory, instead of reading every confirmed event back from the store."""

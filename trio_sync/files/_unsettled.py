@@ -27,9 +27,6 @@ class UnsettledFiles:
         #: Set when files are noted (the retry task waits for it).
         self.noted = trio.Event()
 
-    def __bool__(self) -> bool:
-        return bool(self._files)
-
     def __len__(self) -> int:
         return len(self._files)
 
