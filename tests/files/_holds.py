@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 import trio
 
 import trio_sync
+from trio_sync.files._reconcile import Reconciler
 
 from ..conftest import WAIT
 
@@ -65,3 +67,26 @@ def hold_uploads(client: trio_sync.Client) -> trio.Event:
 
     executor._transfer = gated  # type: ignore[method-assign]
     return may_go
+
+
+class DecisionHold:
+    """Once ``armed``, holds the next reconcile of the application's files right after
+    its decision, at its ``want_downloads`` (patched on :class:`Reconciler` through
+    ``monkeypatch``; a ``read()``'s own call is never held), until ``release`` is set;
+    ``deciding`` is set when one is held. ``skip_empty``: hold only a call that wants
+    some download."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, skip_empty: bool = False) -> None:
+        self.deciding = trio.Event()
+        self.release = trio.Event()
+        self.armed = False
+        real_want = Reconciler.want_downloads
+
+        async def held_want(reconciler: Reconciler, wanted: Any, *, priority: bool) -> None:
+            if self.armed and not priority and (wanted or not skip_empty):
+                self.armed = False
+                self.deciding.set()
+                await self.release.wait()
+            await real_want(reconciler, wanted, priority=priority)
+
+        monkeypatch.setattr(Reconciler, "want_downloads", held_want)

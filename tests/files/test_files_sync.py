@@ -17,7 +17,7 @@ from trio_sync.files._reconcile import Reconciler
 from trio_sync.files._state import TransferStateStore
 
 from ..conftest import WAIT, ClientFactory
-from ._holds import CopyHold, hold_commits_of_updates
+from ._holds import CopyHold, DecisionHold, hold_commits_of_updates
 
 
 async def test_two_clients_sync_twenty_files_of_mixed_sizes(
@@ -277,18 +277,7 @@ async def test_a_local_update_during_a_reconcile_is_not_overwritten_by_it(
     # row, B updates X itself (H2: its rows say so). The decision, taken on the view
     # from before, wrote "download H1 queued" over them: a row for contents no version
     # of X has, queued again and dropped at every start.
-    deciding, release = trio.Event(), trio.Event()
-    real_want = Reconciler.want_downloads
-    armed = [False]
-
-    async def held_want(self: Reconciler, wanted: object, *, priority: bool) -> None:
-        if armed[0] and not priority and wanted:
-            armed[0] = False
-            deciding.set()
-            await release.wait()
-        await real_want(self, wanted, priority=priority)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Reconciler, "want_downloads", held_want)  # type: ignore[attr-defined]
+    hold = DecisionHold(monkeypatch, skip_empty=True)  # type: ignore[arg-type]
     with trio.fail_after(WAIT):
         async with (
             open_test_client(server.url, "A") as a,
@@ -298,12 +287,12 @@ async def test_a_local_update_during_a_reconcile_is_not_overwritten_by_it(
             await a.files.wait_idle()
             assert await b.files.read(fid) == b"zero"
             await b.files.wait_idle()
-            armed[0] = True
+            hold.armed = True
             await a.files.update(fid, b"one" * 1000)
-            await deciding.wait()
+            await hold.deciding.wait()
             two = b"two" * 1000
             await b.files.update(fid, two)
-            release.set()
+            hold.release.set()
             await b.files.wait_idle()
             await b.wait_synced()
             info = b.files.get(fid)
@@ -380,24 +369,15 @@ async def test_a_local_update_during_a_reconcile_of_held_contents_is_not_overwri
     # (file Y has them). The reconcile listed (X, B's contents) before its store hops;
     # A's own update of X ended meanwhile; the reconcile then set X's download "done"
     # for B's contents over the rows of A's update, which the server orders last.
-    deciding, release, decided = trio.Event(), trio.Event(), trio.Event()
-    real_want = Reconciler.want_downloads
+    hold = DecisionHold(monkeypatch)  # type: ignore[arg-type]
+    decided = trio.Event()
     real_done = Reconciler.downloads_done_for_held
-    armed = [False]
-
-    async def held_want(self: Reconciler, wanted: Any, *, priority: bool) -> None:
-        if armed[0] and not priority:
-            armed[0] = False
-            deciding.set()
-            await release.wait()
-        await real_want(self, wanted, priority=priority)
 
     async def noted_done(self: Reconciler, files: Any) -> None:
         await real_done(self, files)
-        if release.is_set():
+        if hold.release.is_set():
             decided.set()
 
-    monkeypatch.setattr(Reconciler, "want_downloads", held_want)  # type: ignore[attr-defined]
     monkeypatch.setattr(Reconciler, "downloads_done_for_held", noted_done)  # type: ignore[attr-defined]
     with trio.fail_after(WAIT):
         async with (
@@ -408,12 +388,12 @@ async def test_a_local_update_during_a_reconcile_of_held_contents_is_not_overwri
             x = await a.files.save(b"old", path="x")
             await a.files.save(shared, path="y")
             await _settled(a, b)
-            armed[0] = True
+            hold.armed = True
             await b.files.update(x, shared)
-            await deciding.wait()
+            await hold.deciding.wait()
             mine = os.urandom(2000)
             await a.files.update(x, mine)
-            release.set()
+            hold.release.set()
             await decided.wait()
             mine_hash = hashlib.sha256(mine).hexdigest()
             assert a.files.state(x).download == TransferState("done", mine_hash)
@@ -427,18 +407,7 @@ async def test_a_requeue_of_own_contents_never_overwrites_a_save_made_meanwhile(
     # queue A's current contents again. Before it writes that, A updates the file: the
     # reconcile wrote its rows over the update's, the update's contents were never
     # uploaded, and the others could not get them.
-    deciding, release = trio.Event(), trio.Event()
-    real_want = Reconciler.want_downloads
-    armed = [False]
-
-    async def held_want(self: Reconciler, wanted: Any, *, priority: bool) -> None:
-        if armed[0] and not priority:
-            armed[0] = False
-            deciding.set()
-            await release.wait()
-        await real_want(self, wanted, priority=priority)
-
-    monkeypatch.setattr(Reconciler, "want_downloads", held_want)  # type: ignore[attr-defined]
+    hold = DecisionHold(monkeypatch)  # type: ignore[arg-type]
     with trio.fail_after(WAIT):
         async with (
             open_test_client(server.url, "A") as a,
@@ -448,13 +417,13 @@ async def test_a_requeue_of_own_contents_never_overwrites_a_save_made_meanwhile(
             await _settled(a, b)
             never_recorded = TransferState("queued", "0" * 64)
             a.files._states.set_many([((x, "upload"), never_recorded)])
-            armed[0] = True
+            hold.armed = True
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(a.files._reconciler.reconcile, {x})
-                await deciding.wait()  # it decided to queue "current" again
+                await hold.deciding.wait()  # it decided to queue "current" again
                 newer = os.urandom(4000)
                 await a.files.update(x, newer)
-                release.set()
+                hold.release.set()
             await _settled(a, b)
             newer_hash = hashlib.sha256(newer).hexdigest()
             assert a.files.state(x).upload == TransferState("done", newer_hash)
