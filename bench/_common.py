@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from trio_sync.cli._serve import tune_collector
+
 T = TypeVar("T")
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -413,7 +415,9 @@ async def serve_until_signalled(
 ) -> None:
     """Runs ``serve(host, port, task_status=...)`` (which reports its ws:// URL), prints
     ``<name> at <url>`` once it accepts connections (the contract :func:`spawn_server`
-    reads), and stops it on SIGINT or SIGTERM."""
+    reads), and stops it on SIGINT or SIGTERM. The cycle collector is tuned as
+    ``trio-sync serve`` tunes it, so that every contender's server pays the same for it."""
+    tune_collector()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(serve, host, port)

@@ -243,3 +243,27 @@ def test_status_of_a_missing_or_foreign_file_says_so(tmp_path: Path) -> None:
     )
     assert foreign.returncode == 1 and "not a trio_sync store" in foreign.stderr
     assert other.read_text() == "hello " * 1000
+
+
+def test_serve_tunes_the_cycle_collector_of_its_own_process_only() -> None:
+    # What `trio-sync serve` runs before serving, in a process of its own: the young
+    # threshold raised, start-up objects frozen out of every later scan. Importing the
+    # library changes nothing.
+    script = (
+        "import gc, json\n"
+        "before = gc.get_threshold()\n"
+        "import trio_sync, trio_sync.server\n"
+        "from trio_sync.cli._serve import YOUNG_COLLECTION_THRESHOLD, tune_collector\n"
+        "imported = gc.get_threshold()\n"
+        "tune_collector()\n"
+        "print(json.dumps([before, imported, gc.get_threshold(), gc.get_freeze_count(),\n"
+        "                  YOUNG_COLLECTION_THRESHOLD]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    before, imported, tuned, frozen, young = json.loads(result.stdout)
+    assert imported == before
+    assert tuned == [young, before[1], before[2]]
+    assert young > 10 * before[0]
+    assert frozen > 10_000

