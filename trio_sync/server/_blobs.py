@@ -81,6 +81,9 @@ class _Peeked:
     async def send(self, message: Message) -> None:
         await self._conn.send(message)
 
+    def queues_at_once(self, kind: type[Message]) -> bool:
+        return self._conn.queues_at_once(kind)
+
     async def wait_room_for_page(self) -> bool:
         return await self._conn.wait_room_for_page()
 

@@ -425,6 +425,8 @@ class ServerSession:
                 hub.metrics.pull_lag.observe(log.head - cursor)
 
     async def _wait_room_for_page(self) -> bool:
+        if self._conn.queues_at_once(PullPage):
+            return False  # no timer: the usual case, once per reader and event
         waited = False
         with trio.move_on_after(self._limits.send_timeout) as scope:
             waited = await self._conn.wait_room_for_page()
@@ -437,6 +439,9 @@ class ServerSession:
         return waited
 
     async def _send(self, message: ServerMessage) -> None:
+        if self._conn.queues_at_once(type(message)):
+            await self._conn.send(message)  # queued at once: no timer needed
+            return
         with trio.move_on_after(self._limits.send_timeout) as scope:
             await self._conn.send(message)
         if scope.cancelled_caught:

@@ -45,6 +45,13 @@ class Connection(Protocol):
             ConnectionClosed: The connection is closed or broken.
         """
 
+    def queues_at_once(self, kind: type[Message]) -> bool:
+        """True when a message of type ``kind`` sent now would be queued without waiting
+        (its queue has room), so the sender needs no timer around it: a server sends to
+        every reader per event, and a timer per send was a good part of that. False when
+        it might wait, or when the connection is closed (``send`` then says so)."""
+        ...
+
     async def wait_room_for_page(self) -> bool:
         """Returns once a pull page would be queued at once (a stream waits here before
         it reads its next page): True if it had to wait (the peer is slow to read).

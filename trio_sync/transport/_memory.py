@@ -59,6 +59,10 @@ class MemoryConnection:
     def admit(self) -> None:
         """Nothing to do: messages in memory are objects, not frames."""
 
+    def queues_at_once(self, kind: type[Message]) -> bool:
+        """A send in memory never waits (while the link is whole)."""
+        return not self._link.broken
+
     async def wait_room_for_page(self) -> bool:
         """Always room: a send in memory never waits."""
         if self._link.broken:

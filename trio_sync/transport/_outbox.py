@@ -55,6 +55,12 @@ class Outbox:
         queue.append(frame)
         self._changed.notify()
 
+    def has_room(self, *, bulk: bool) -> bool:
+        """True when a frame of that kind would be queued at once."""
+        if bulk:
+            return len(self._bulk) < self._bulk_capacity
+        return len(self._control) < self._control_capacity
+
     async def wait_room(self, *, bulk: bool) -> bool:
         """Returns once a frame of that kind would be queued at once: True if it had to
         wait for that.

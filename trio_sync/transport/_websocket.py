@@ -25,6 +25,10 @@ from ..protocol._blob_messages import BlobChunk, UploadEnd
 from ._base import CLOSE_NORMAL
 from ._outbox import Outbox
 
+# Chunks queue like pages: one at a time, so a file never piles up in memory (and the end
+# of an upload after its chunks, never before).
+_BULK = (PullPage, BlobChunk, UploadEnd)
+
 #: Seconds allowed for the TCP + WebSocket handshake, and for the closing handshake.
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
@@ -86,12 +90,13 @@ class WebSocketConnection:
         in an attribute of its connection, which a test watches.)"""
         self._ws._max_message_size = self._limits.max_frame_bytes
 
+    def queues_at_once(self, kind: type[Message]) -> bool:
+        outbox = self._outbox
+        return outbox.closed is None and outbox.has_room(bulk=issubclass(kind, _BULK))
+
     async def send(self, message: Message) -> None:
         frame = encode_frame(message)
-        # Chunks queue like pages: one at a time, so a file never piles up in memory (and
-        # the end of an upload after its chunks, never before).
-        bulk = isinstance(message, (PullPage, BlobChunk, UploadEnd))
-        await self._outbox.put(frame, bulk=bulk)
+        await self._outbox.put(frame, bulk=isinstance(message, _BULK))
 
     async def _write_frames(self) -> None:
         outbox = self._outbox
