@@ -1,9 +1,11 @@
-"""Unwrapping exception groups at the public boundary."""
+"""Exception groups and chains: unwrapped at the public boundary, and let go of once
+handled."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from types import FrameType
 
 import trio
 
@@ -38,3 +40,48 @@ def single_exception() -> Iterator[None]:
         if len(chosen) == 1 or all(isinstance(exc, TrioSyncError) for exc in chosen):
             raise chosen[0] from group.__cause__
         raise
+
+
+def release_frames(exc: BaseException) -> None:
+    """Lets go of the frames that a handled exception, its chain and its group's members
+    keep, by dropping their tracebacks (and the chains between them).
+
+    An exception caught in a frame that its traceback passes through makes a reference
+    cycle (the frame holds the exception, the exception holds the frame), and so does a
+    group whose members' context is the group. Everything those frames hold (a
+    connection, its pages, its cancel scopes) then waits for a full run of the cycle
+    collector instead of being freed at once. Call this when ``exc`` has been logged and
+    will not be raised again.
+
+    The frames themselves are not cleared: one of them may belong to a task that is
+    still alive (an error handed over from another task), and clearing a suspended
+    coroutine's frame would end that coroutine.
+    """
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            # A frame's locals may hold other exceptions, for instance the whole group a
+            # nursery raised, whose Cancelled members were split off as it was caught.
+            stack.extend(_exceptions_in(tb.tb_frame))
+            tb = tb.tb_next
+        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        current.__traceback__ = None
+        current.__cause__ = current.__context__ = None
+
+
+def _exceptions_in(frame: FrameType) -> list[BaseException]:
+    found: list[BaseException] = []
+    for value in frame.f_locals.values():
+        if isinstance(value, BaseException):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(item for item in value if isinstance(item, BaseException))
+    return found

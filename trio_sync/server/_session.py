@@ -17,7 +17,7 @@ import time
 import trio
 
 from .._errors import ConnectionClosed, ProtocolError, StoreError, StoreFull, TrioSyncError
-from .._groups import single_exception
+from .._groups import release_frames, single_exception
 from ..protocol import (
     PROTOCOL_VERSION,
     Accept,
@@ -132,45 +132,11 @@ class ServerSession:
         reason, code = "", CLOSE_NORMAL
         try:
             reason, code = await self._run()
-        except Refusal as refusal:
-            reason = refusal.reason
-            hub.metrics.refusals.labels(refusal.code).inc()
-            logger.info(
-                "refused %s (client %r, store %r): %s",
-                self.peer,
-                self.client_id,
-                self.store_id,
-                loggable(reason),
-            )
-            await self._try_send(
-                Error(reason, fatal=refusal.fatal, last_client_seq=refusal.last_client_seq)
-            )
-        except ConnectionClosed as exc:
-            reason = str(exc)
-        except ProtocolError as exc:
-            reason = str(exc)
-            hub.metrics.refusals.labels("invalid_message").inc()
-            logger.info(
-                "client %r of store %r (%s) sent an invalid message: %s",
-                self.client_id,
-                self.store_id,
-                self.peer,
-                loggable(reason),
-            )
-            await self._try_send(Error(reason))
-        except StoreError as exc:
-            reason = f"server storage failed: {exc}"
-            hub.metrics.refusals.labels("storage").inc()
-            logger.error("client %r of store %r: %s", self.client_id, self.store_id, reason)
-            await self._try_send(Error(reason))
-        except Exception:
-            # A bug here must cost one connection, never the whole server.
-            reason = "internal server error"
-            hub.metrics.refusals.labels("internal_error").inc()
-            logger.exception(
-                "client %r of store %r: unexpected error", self.client_id, self.store_id
-            )
-            await self._try_send(Error(reason))
+        except Exception as exc:
+            reason = await self._ended_by(exc)
+            # Logged and told: what the session's frames hold is freed now, not at the
+            # cycle collector's next full run (docs/deploy.md).
+            release_frames(exc)
         finally:
             if self.client_id != "?":
                 logger.info(
@@ -186,6 +152,52 @@ class ServerSession:
                 await self._conn.aclose(reason, code=code)
             finally:
                 hub.untrack(self)  # live until closed: a graceful shutdown waits for this
+
+    async def _ended_by(self, failure: Exception) -> str:
+        """Logs why the session ended, tells the client when it should know, and returns
+        the reason the connection is closed with."""
+        hub = self._hub
+        if isinstance(failure, Refusal):
+            hub.metrics.refusals.labels(failure.code).inc()
+            logger.info(
+                "refused %s (client %r, store %r): %s",
+                self.peer,
+                self.client_id,
+                self.store_id,
+                loggable(failure.reason),
+            )
+            await self._try_send(
+                Error(failure.reason, fatal=failure.fatal, last_client_seq=failure.last_client_seq)
+            )
+            return failure.reason
+        if isinstance(failure, ConnectionClosed):
+            return str(failure)
+        if isinstance(failure, ProtocolError):
+            reason = str(failure)
+            hub.metrics.refusals.labels("invalid_message").inc()
+            logger.info(
+                "client %r of store %r (%s) sent an invalid message: %s",
+                self.client_id,
+                self.store_id,
+                self.peer,
+                loggable(reason),
+            )
+        elif isinstance(failure, StoreError):
+            reason = f"server storage failed: {failure}"
+            hub.metrics.refusals.labels("storage").inc()
+            logger.error("client %r of store %r: %s", self.client_id, self.store_id, reason)
+        else:
+            # A bug here must cost one connection, never the whole server.
+            reason = "internal server error"
+            hub.metrics.refusals.labels("internal_error").inc()
+            logger.error(
+                "client %r of store %r: unexpected error",
+                self.client_id,
+                self.store_id,
+                exc_info=failure,
+            )
+        await self._try_send(Error(reason))
+        return reason
 
     async def _run(self) -> tuple[str, int]:
         hello, log = await self._handshake()
@@ -213,16 +225,28 @@ class ServerSession:
                 log.head,
             )
             expires_at, deadline = self._token_expires
+            ended: Exception | None = None
             with trio.move_on_at(deadline) as expiry, single_exception():
                 async with trio.open_nursery() as nursery:
                     self._send_push, pushes = trio.open_memory_channel[Push](PUSHES_QUEUED)
                     answered = trio.Event()
                     nursery.start_soon(self._answer_pushes, pushes, log, answered)
-                    await self._serve(log, nursery)
-                    # Stopping: the pushes already received are committed and answered.
-                    self._send_push.close()
-                    await answered.wait()
-                    nursery.cancel_scope.cancel()
+                    try:
+                        await self._serve(log, nursery)
+                    except Exception as exc:
+                        # Raised after the nursery, not through it: a nursery whose body
+                        # raises leaves each cancelled task's Cancelled in a reference
+                        # cycle with the group it makes, and all the session's objects
+                        # with them, until a full run of the cycle collector.
+                        ended = exc
+                        nursery.cancel_scope.cancel()
+                    else:
+                        # Stopping: the pushes already received are committed and answered.
+                        self._send_push.close()
+                        await answered.wait()
+                        nursery.cancel_scope.cancel()
+            if ended is not None:
+                raise ended
             if expiry.cancelled_caught:
                 raise Refusal(
                     f"not authorized: the token expired at {utc_time(expires_at)}: "

@@ -1,0 +1,91 @@
+"""Exception groups at the boundary: one failure raised as itself, and a handled one let go
+of without harming the tasks its traceback passed through."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from trio_sync import ConnectionClosed
+from trio_sync._groups import release_frames, single_exception
+
+
+class Payload:
+    """Stands for what a session's frames hold (a connection, its pages)."""
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def payloads_in_cyclic_garbage() -> int:
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return sum(isinstance(thing, Payload) for thing in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+async def fail_beside_two_waiters() -> None:
+    payload = Payload()  # noqa: F841  (held by this frame, as a session holds its state)
+    with single_exception():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            nursery.start_soon(trio.sleep_forever)
+            await trio.lowlevel.checkpoint()
+            raise ConnectionClosed("gone")
+
+
+async def test_single_exception_raises_the_one_real_failure() -> None:
+    with pytest.raises(ConnectionClosed, match="gone"):
+        await fail_beside_two_waiters()
+
+
+@pytest.mark.parametrize("release", [False, True])
+async def test_a_released_failure_leaves_no_cycle_holding_its_frames(
+    collector_off: None, release: bool
+) -> None:
+    try:
+        await fail_beside_two_waiters()
+    except ConnectionClosed as exc:
+        if release:
+            release_frames(exc)
+    # Without release_frames the frame (and its payload) is only freed by the collector:
+    # the exception that went through it is held by a frame of its own traceback.
+    assert payloads_in_cyclic_garbage() == (0 if release else 1)
+
+
+async def test_release_frames_leaves_a_live_task_that_raised_alone() -> None:
+    # An error handed over from a task that goes on (as the hub's writer hands a store
+    # error to the sessions waiting for it): its traceback holds that task's frame.
+    handed_over: list[BaseException] = []
+    resumed = trio.Event()
+    done = trio.Event()
+
+    async def worker() -> None:
+        try:
+            raise ConnectionClosed("a failure others are told about")
+        except ConnectionClosed as exc:
+            handed_over.append(exc)
+        await resumed.wait()
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker)
+        await trio.testing.wait_all_tasks_blocked()
+        release_frames(handed_over[0])
+        assert handed_over[0].__traceback__ is None
+        resumed.set()
+        with trio.fail_after(5):
+            await done.wait()
