@@ -4,6 +4,7 @@ what the disk can do to it (full, read-only, written by an older version)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -195,4 +196,36 @@ def test_a_database_deleted_while_open_refuses_to_acknowledge(tmp_path: Path) ->
         store.apply_pushes([push("A", 2, 1, 2)])
     with pytest.raises(StoreError, match="deleted or replaced"):
         store.check_writable()
+    store.close()
+
+
+def test_a_store_created_by_many_connections_at_once_gets_one_identity(tmp_path: Path) -> None:
+    # What was tried: several connections to a server with --create-stores asking for the
+    # same new store at the same moment, each from its own worker thread (a churn of
+    # clients found "UNIQUE constraint failed: stores.store_id" refused some of them).
+    store = ServerStore.open(str(tmp_path / "server.sqlite3"))
+    threads = 6
+    for attempt in range(30):
+        store_id = f"new-{attempt}"
+        barrier = threading.Barrier(threads)
+        results: list[object] = []
+
+        def create(
+            store_id: str = store_id,
+            barrier: threading.Barrier = barrier,
+            results: list[object] = results,
+        ) -> None:
+            barrier.wait()
+            try:
+                results.append(store.create_store(store_id))
+            except Exception as exc:  # the failure is what is checked
+                results.append(exc)
+
+        workers = [threading.Thread(target=create) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert len(set(map(repr, results))) == 1, results
+        assert results[0] == store.store(store_id)
     store.close()

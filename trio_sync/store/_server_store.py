@@ -13,6 +13,7 @@ of them before that commit returns.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -103,6 +104,9 @@ class ServerStore(SQLiteStore):
             ).fetchall()
         )
         self._stores = {row[0]: StoreInfo(*row) for row in rows}
+        #: Held from looking a new store up to caching it: two connections creating one
+        #: store at once (each from its worker thread) get one identity, not an error.
+        self._creating = threading.Lock()
         self._check_log(db)
         if DEFAULT_STORE not in self._stores:
             raise StoreCorrupt(f"store {db.path!r} has no {DEFAULT_STORE!r} store")
@@ -186,17 +190,18 @@ class ServerStore(SQLiteStore):
         """
         if not valid_store_id(store_id):
             raise ValueError(f"{store_id!r} is not a valid store id")
-        existing = self._stores.get(store_id)
-        if existing is not None:
-            return existing
-        info = StoreInfo(store_id=store_id, server_id=uuid.uuid4().hex, head=0)
-        self._db.write(
-            lambda conn: conn.execute(
-                "INSERT INTO stores VALUES (?, ?, ?)", (store_id, info.server_id, time.time())
+        with self._creating:
+            existing = self._stores.get(store_id)
+            if existing is not None:
+                return existing
+            info = StoreInfo(store_id=store_id, server_id=uuid.uuid4().hex, head=0)
+            self._db.write(
+                lambda conn: conn.execute(
+                    "INSERT INTO stores VALUES (?, ?, ?)", (store_id, info.server_id, time.time())
+                )
             )
-        )
-        self._stores[store_id] = info
-        return info
+            self._stores[store_id] = info
+            return info
 
     # --- the log ----------------------------------------------------------------------
 
