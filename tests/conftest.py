@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import gc
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
@@ -92,6 +93,29 @@ async def wait_converged(*clients: trio_sync.Client) -> None:
             statuses = [client.status for client in clients]
             if all(s.state == "synced" and s.upstream_head == target for s in statuses):
                 return
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """The cycle collector stopped for the test (and everything collected before it), so
+    that :func:`cyclic_garbage_of` sees what the test left in reference cycles."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def cyclic_garbage_of(kind: type) -> int:
+    """Runs a full collection and counts the objects of ``kind`` only it could free."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return sum(isinstance(thing, kind) for thing in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
 
 
 from .server._postgres import pg_cluster, pg_log, pg_url  # noqa: E402, F401 (fixtures)

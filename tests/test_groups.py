@@ -3,38 +3,17 @@ of without harming the tasks its traceback passed through."""
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-
 import pytest
 import trio
 
 from trio_sync import ConnectionClosed
 from trio_sync._groups import release_frames, single_exception
 
+from .conftest import cyclic_garbage_of
+
 
 class Payload:
     """Stands for what a session's frames hold (a connection, its pages)."""
-
-
-@pytest.fixture
-def collector_off() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def payloads_in_cyclic_garbage() -> int:
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        return sum(isinstance(thing, Payload) for thing in gc.garbage)
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
 
 
 async def fail_beside_two_waiters() -> None:
@@ -63,7 +42,7 @@ async def test_a_released_failure_leaves_no_cycle_holding_its_frames(
             release_frames(exc)
     # Without release_frames the frame (and its payload) is only freed by the collector:
     # the exception that went through it is held by a frame of its own traceback.
-    assert payloads_in_cyclic_garbage() == (0 if release else 1)
+    assert cyclic_garbage_of(Payload) == (0 if release else 1)
 
 
 async def test_release_frames_leaves_a_live_task_that_raised_alone() -> None:

@@ -4,9 +4,7 @@ full run (which ``trio-sync serve`` makes rare: ``tune_collector``)."""
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -16,29 +14,8 @@ import trio_sync
 from trio_sync.protocol import Event, Pull, PullPage, Push, PushAck, Welcome, encode
 from trio_sync.server import ServerSession
 
-from ..conftest import WAIT
+from ..conftest import WAIT, cyclic_garbage_of
 from ._raw import hello, raw_websocket, receive
-
-
-@pytest.fixture
-def collector_off() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def sessions_in_cyclic_garbage() -> int:
-    """Runs a full collection and counts the server sessions only it could free."""
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        return sum(isinstance(thing, ServerSession) for thing in gc.garbage)
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
 
 
 async def all_sessions_ended(server: trio_sync.Server) -> None:
@@ -81,4 +58,4 @@ async def test_sessions_ended_every_way_leave_no_cycles(
             while True:
                 await ws.get_message()
     await all_sessions_ended(server)
-    assert sessions_in_cyclic_garbage() == 0
+    assert cyclic_garbage_of(ServerSession) == 0
