@@ -10,7 +10,7 @@ import trio
 
 from trio_sync._store_runner import Placement, in_worker_thread
 from trio_sync.protocol import Accept, Event, Push
-from trio_sync.server._hub import Hub, HubConfig
+from trio_sync.server._hub import Hub, HubConfig, InternalError
 from trio_sync.store import PushRequest, ServerStore
 
 
@@ -70,5 +70,41 @@ async def test_a_session_appending_and_the_writer_task_never_overlap(tmp_path: P
         accepted = [d for d in decisions if isinstance(d, Accept)]
         seqs = sorted(event.seq for d in accepted for event in d.new)
         assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == log.head
+    finally:
+        store.close()
+
+
+async def test_pushes_failed_together_each_raise_an_error_of_their_own(tmp_path: Path) -> None:
+    # What was tried: 6 pushes share one failed append (an unexpected error in the store).
+    # Each session raises, logs and lets go of its error; one shared object carried every
+    # session's frames in its traceback, and the first to let go cut the others' logs.
+    store = ServerStore.open(str(tmp_path / "server.sqlite3"))
+
+    def broken_apply(requests: list[PushRequest]) -> object:
+        raise RuntimeError("injected bug")
+
+    store.apply_pushes = broken_apply  # type: ignore[method-assign]
+    hub = Hub(store, in_worker_thread, HubConfig())
+    try:
+        log = await hub.open_store("default")
+        assert log is not None
+        errors: list[BaseException] = []
+
+        async def push(client: int) -> None:
+            event = Event("x", {}, f"c{client}", 1)
+            try:
+                await hub.push(log, f"c{client}", Push(1, 0, (event,)))
+            except InternalError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run_writer)
+            async with trio.open_nursery() as clients:
+                for client in range(6):
+                    clients.start_soon(push, client)
+            nursery.cancel_scope.cancel()
+        assert len(errors) == 6
+        assert len({id(error) for error in errors}) == 6
+        assert {str(error) for error in errors} == {"internal server error while writing"}
     finally:
         store.close()

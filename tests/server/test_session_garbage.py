@@ -5,16 +5,36 @@ full run (which ``trio-sync serve`` makes rare: ``tune_collector``)."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 import trio_sync
-from trio_sync.protocol import Event, Pull, PullPage, Push, PushAck, Welcome, encode
+from trio_sync import StoreError
+from trio_sync.protocol import (
+    Error,
+    Event,
+    Pull,
+    PullPage,
+    Push,
+    PushAck,
+    PushRejected,
+    Welcome,
+    encode,
+)
 from trio_sync.server import ServerSession
 
-from ..conftest import WAIT, cyclic_garbage_of
+from ..conftest import (
+    WAIT,
+    ClientFactory,
+    ServerFactory,
+    cyclic_garbage_of,
+    wait_converged,
+)
 from ._raw import hello, raw_websocket, receive
 
 
@@ -59,3 +79,72 @@ async def test_sessions_ended_every_way_leave_no_cycles(
                 await ws.get_message()
     await all_sessions_ended(server)
     assert cyclic_garbage_of(ServerSession) == 0
+
+
+async def test_a_push_refused_for_a_storage_error_leaves_no_cycles(
+    server: trio_sync.Server, collector_off: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What was tried: the server's disk fails, so three clients' pushes are refused with a
+    # storage error (they will retry), and the clients leave. The writer's one error was
+    # raised in every session, and each push() frame held it through its job.
+    hub = server._control.hub
+
+    def failing_write(requests: object) -> object:
+        raise StoreError("injected: the disk failed")
+
+    monkeypatch.setattr(hub.db, "apply_pushes", failing_write)
+    for index in range(3):
+        async with raw_websocket(server.url) as ws:
+            await ws.send_message(encode(hello(f"refused-{index}")))
+            assert isinstance(await receive(ws), Welcome)
+            event = Event("note", {"i": index}, f"refused-{index}", 1)
+            await ws.send_message(encode(Push(1, 0, (event,))))
+            rejected = await receive(ws)
+            assert isinstance(rejected, PushRejected) and rejected.retryable
+            assert "the disk failed" in rejected.reason
+    await all_sessions_ended(server)
+    assert cyclic_garbage_of(ServerSession) == 0
+
+
+async def test_the_conversations_own_error_is_reported_when_a_task_fails_as_it_ends(
+    open_server: ServerFactory,
+    open_test_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What was tried: a client sends a malformed frame while its pull stream is reading
+    # history in a worker thread, and that read then fails. The client must hear about
+    # its malformed frame (as before the session's errors were raised after its nursery),
+    # not about the server's storage; the read's failure is still logged.
+    caplog.set_level(logging.INFO, logger="trio_sync.server")
+    first = await open_server()
+    async with open_test_client(first.url, "writer") as writer:
+        await writer.commit_many([("note", {"i": i}) for i in range(5)])
+        await wait_converged(writer)
+    await first.shutdown()
+    server = await open_server()  # its memory holds no history: a pull reads the file
+    hub = server._control.hub
+    reading = threading.Event()
+    release = threading.Event()
+
+    def failing_read(*args: object, **kwargs: object) -> object:
+        reading.set()
+        release.wait(WAIT)
+        raise StoreError("injected: the read failed")
+
+    monkeypatch.setattr(hub.db, "read", failing_read)
+    async with raw_websocket(server.url) as ws:
+        await ws.send_message(encode(hello("reader")))
+        assert isinstance(await receive(ws), Welcome)
+        await ws.send_message(encode(Pull(1, 0)))
+        with trio.fail_after(WAIT):
+            await trio.to_thread.run_sync(reading.wait)
+        await ws.send_message("{not json")
+        # The conversation has ended (it waits for the read's thread) once every task is
+        # blocked; then the read fails.
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        release.set()
+        reply = await receive(ws)
+        assert isinstance(reply, Error) and "not valid JSON" in reply.reason
+    await all_sessions_ended(server)
+    assert "also, as the session ended: injected: the read failed" in caplog.text

@@ -8,6 +8,7 @@ live view (:class:`StoreLog`) exists while a connection uses it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -326,8 +327,14 @@ class Hub:
         else:
             self._send_job.send_nowait(job)
             await job.done.wait()
-        if job.error is not None:
-            raise job.error
+        error, job.error = job.error, None
+        if error is not None:
+            try:
+                raise error
+            finally:
+                # This frame is in the error's traceback: holding the error (or the job
+                # that holds it) would keep the session's frames in a reference cycle.
+                del error, job
         assert job.decision is not None
         return job.decision
 
@@ -395,7 +402,9 @@ class Hub:
     @staticmethod
     def _fail(group: list[_PushJob], error: TrioSyncError) -> None:
         for job in group:
-            job.error = error
+            # One exception each: every waiting session raises it through its own frames
+            # (and lets go of them, release_frames), none through another's.
+            job.error = copy.copy(error)
             job.done.set()
 
     def _count(self, decision: PushDecision) -> None:

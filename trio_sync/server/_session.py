@@ -199,6 +199,59 @@ class ServerSession:
         await self._try_send(Error(reason))
         return reason
 
+    async def _converse(self, log: StoreLog) -> None:
+        """The conversation after the welcome, until it ends: messages read and answered
+        here, pushes committed and answered in order by their own task.
+
+        An error of the conversation is raised after the nursery, not through it: a
+        nursery whose body raises leaves each cancelled task's Cancelled in a reference
+        cycle with the group it makes, and all the session's objects with them, until a
+        full run of the cycle collector. A task failing meanwhile is logged; the
+        conversation's error is the one reported.
+        """
+        ended: Exception | None = None
+        try:
+            with single_exception():
+                async with trio.open_nursery() as nursery:
+                    self._send_push, pushes = trio.open_memory_channel[Push](PUSHES_QUEUED)
+                    answered = trio.Event()
+                    nursery.start_soon(self._answer_pushes, pushes, log, answered)
+                    try:
+                        await self._serve(log, nursery)
+                    except Exception as exc:
+                        ended = exc
+                        nursery.cancel_scope.cancel()
+                    else:
+                        # Stopping: the pushes already received are committed and answered.
+                        self._send_push.close()
+                        await answered.wait()
+                        nursery.cancel_scope.cancel()
+        except Exception as late:
+            if ended is None:
+                raise
+            self._note_late_failure(late)
+        if ended is not None:
+            raise ended
+
+    def _note_late_failure(self, failure: Exception) -> None:
+        """A task of the session failed while it was ending for another reason (which is
+        the one reported): say so in the log, then let go of it."""
+        if isinstance(failure, TrioSyncError):
+            logger.info(
+                "client %r of store %r: also, as the session ended: %s",
+                self.client_id,
+                self.store_id,
+                loggable(str(failure)),
+            )
+        else:
+            logger.error(
+                "client %r of store %r: unexpected error as the session ended",
+                self.client_id,
+                self.store_id,
+                exc_info=failure,
+            )
+        release_frames(failure)
+
     async def _run(self) -> tuple[str, int]:
         hello, log = await self._handshake()
         hub = self._hub
@@ -225,28 +278,8 @@ class ServerSession:
                 log.head,
             )
             expires_at, deadline = self._token_expires
-            ended: Exception | None = None
-            with trio.move_on_at(deadline) as expiry, single_exception():
-                async with trio.open_nursery() as nursery:
-                    self._send_push, pushes = trio.open_memory_channel[Push](PUSHES_QUEUED)
-                    answered = trio.Event()
-                    nursery.start_soon(self._answer_pushes, pushes, log, answered)
-                    try:
-                        await self._serve(log, nursery)
-                    except Exception as exc:
-                        # Raised after the nursery, not through it: a nursery whose body
-                        # raises leaves each cancelled task's Cancelled in a reference
-                        # cycle with the group it makes, and all the session's objects
-                        # with them, until a full run of the cycle collector.
-                        ended = exc
-                        nursery.cancel_scope.cancel()
-                    else:
-                        # Stopping: the pushes already received are committed and answered.
-                        self._send_push.close()
-                        await answered.wait()
-                        nursery.cancel_scope.cancel()
-            if ended is not None:
-                raise ended
+            with trio.move_on_at(deadline) as expiry:
+                await self._converse(log)
             if expiry.cancelled_caught:
                 raise Refusal(
                     f"not authorized: the token expired at {utc_time(expires_at)}: "
