@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -25,6 +26,16 @@ class _LeadsThenThreads:
 
     def ran(self, placement: Placement, seconds: float) -> None:
         pass
+
+
+async def push_at_once(hub: Hub, push: Callable[[int], Awaitable[None]], clients: int) -> None:
+    """Runs ``push(client)`` for each client at once, with the hub's writer task running."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run_writer)
+        async with trio.open_nursery() as pushers:
+            for client in range(clients):
+                pushers.start_soon(push, client)
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_session_appending_and_the_writer_task_never_overlap(tmp_path: Path) -> None:
@@ -60,12 +71,7 @@ async def test_a_session_appending_and_the_writer_task_never_overlap(tmp_path: P
             event = Event("x", {}, f"c{client}", 1)
             decisions.append(await hub.push(log, f"c{client}", Push(1, log.head, (event,))))
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(hub.run_writer)
-            async with trio.open_nursery() as clients:
-                for client in range(30):
-                    clients.start_soon(push, client)
-            nursery.cancel_scope.cancel()
+        await push_at_once(hub, push, 30)
         assert overlaps[0] == 0
         accepted = [d for d in decisions if isinstance(d, Accept)]
         seqs = sorted(event.seq for d in accepted for event in d.new)
@@ -97,12 +103,7 @@ async def test_pushes_failed_together_each_raise_an_error_of_their_own(tmp_path:
             except InternalError as exc:
                 errors.append(exc)
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(hub.run_writer)
-            async with trio.open_nursery() as clients:
-                for client in range(6):
-                    clients.start_soon(push, client)
-            nursery.cancel_scope.cancel()
+        await push_at_once(hub, push, 6)
         assert len(errors) == 6
         assert len({id(error) for error in errors}) == 6
         assert {str(error) for error in errors} == {"internal server error while writing"}
