@@ -15,7 +15,8 @@ import trio
 import trio.testing
 
 from trio_sync import InvalidURL
-from trio_sync.protocol import Error, Welcome, encode, issue_token
+from trio_sync.protocol import Error, Message, Welcome, encode, issue_token
+from trio_sync.server import ServerLimits
 
 from .._virtual import World
 from ..conftest import WAIT, ClientFactory, ServerFactory, wait_converged
@@ -227,3 +228,27 @@ async def test_without_a_token_not_even_the_schema_is_told(
         refusal = await conn.receive()
         assert isinstance(refusal, Error) and "requires a token" in refusal.reason
         assert "secret-app" not in refusal.reason
+
+
+async def test_connections_asking_for_new_stores_at_once_never_pass_max_stores(
+    open_server: ServerFactory,
+) -> None:
+    # What was tried: 8 connections at once, each to a store that does not exist yet, on
+    # a server that may hold 3 stores (the default one among them). Each counted the
+    # stores before any of them had created its own.
+    server = await open_server(create_stores=True, limits=ServerLimits(max_stores=3))
+    answers: dict[str, Message] = {}
+
+    async def connect(index: int) -> None:
+        async with raw_websocket(f"{server.url}/new{index}") as ws:
+            await ws.send_message(encode(raw_hello(f"c{index}")))
+            answers[f"new{index}"] = await receive(ws)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(8):
+            nursery.start_soon(connect, index)
+    welcomed = sorted(store for store, answer in answers.items() if isinstance(answer, Welcome))
+    refused = [answer for answer in answers.values() if isinstance(answer, Error)]
+    assert len(welcomed) == 2 and len(refused) == 6
+    assert all("(max_stores)" in answer.reason for answer in refused)
+    assert [info.store_id for info in server._control.hub.db.stores()] == ["default", *welcomed]

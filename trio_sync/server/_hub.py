@@ -22,7 +22,7 @@ from .._broadcast import Broadcast
 from .._errors import StoreError, TrioSyncError
 from .._store_runner import StoreRunner, WritePlacement, run_durable
 from ..protocol import Accept, Ahead, Event, Push, PushDecision, Reject, TokenClaims, check_token
-from ..store import PushRequest, ServerLog
+from ..store import PushRequest, ServerLog, StoreInfo
 from ._limits import ServerLimits
 from ._log import StoreLog
 from ._metrics import ServerMetrics
@@ -101,6 +101,8 @@ class Hub:
         self.metrics = metrics or ServerMetrics()
         self._max_group = max_group
         self._logs: dict[str, StoreLog] = {}
+        #: Held while a store is created (see open_store).
+        self._creating = trio.Lock()
         self._send_job, self._jobs = trio.open_memory_channel[_PushJob](math.inf)
         #: Every live session, and the one of each (store, client id).
         self.sessions: set[ServerSession] = set()
@@ -161,14 +163,13 @@ class Hub:
         if info is None:
             if not self.config.create_stores:
                 return None
-            # Counted in the database: with a shared log, other nodes create stores too.
-            if await self.run_store(self.db.store_count) >= self.config.limits.max_stores:
-                raise TooManyStores(
-                    f"store {store_id!r} cannot be created: the server holds "
-                    f"{self.config.limits.max_stores} stores (max_stores)"
-                )
-            info = await self.run_store(self.db.create_store, store_id)
-            logger.info("created store %r (identity %s)", store_id, info.server_id)
+            # One creation at a time on this node, so that connections asking for new
+            # stores at once cannot all pass the count below (nodes sharing a log may
+            # still pass it together, by one store each at most).
+            async with self._creating:
+                info = await self.run_store(self.db.store, store_id)
+                if info is None:
+                    info = await self._create_store(store_id)
         log = self._logs.get(store_id)  # another connection may have opened it meanwhile
         if log is None:
             log = StoreLog(
@@ -181,6 +182,17 @@ class Hub:
                 other.trim()
             self.metrics.stores_open.set(len(self._logs))
         return log
+
+    async def _create_store(self, store_id: str) -> StoreInfo:
+        # Counted in the database: with a shared log, other nodes create stores too.
+        if await self.run_store(self.db.store_count) >= self.config.limits.max_stores:
+            raise TooManyStores(
+                f"store {store_id!r} cannot be created: the server holds "
+                f"{self.config.limits.max_stores} stores (max_stores)"
+            )
+        info = await self.run_store(self.db.create_store, store_id)
+        logger.info("created store %r (identity %s)", store_id, info.server_id)
+        return info
 
     def _tail_share(self) -> int:
         return self.config.limits.max_tail_bytes // max(1, len(self._logs))
