@@ -4,6 +4,7 @@ full run (which ``trio-sync serve`` makes rare: ``tune_collector``)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -16,6 +17,7 @@ import trio_websocket
 import trio_sync
 from trio_sync import StoreError
 from trio_sync.protocol import (
+    PROTOCOL_VERSION,
     Error,
     Event,
     Pull,
@@ -26,7 +28,9 @@ from trio_sync.protocol import (
     Welcome,
     encode,
 )
+from trio_sync.protocol._blob_messages import BlobHello, BlobWelcome
 from trio_sync.server import ServerSession
+from trio_sync.server._blobs import BlobSession
 
 from ..conftest import (
     WAIT,
@@ -148,3 +152,24 @@ async def test_the_conversations_own_error_is_reported_when_a_task_fails_as_it_e
         assert isinstance(reply, Error) and "not valid JSON" in reply.reason
     await all_sessions_ended(server)
     assert "also, as the session ended: injected: the read failed" in caplog.text
+
+
+async def test_blob_connections_cut_by_their_client_leave_no_cycles(
+    server: trio_sync.Server, collector_off: None
+) -> None:
+    # What was tried: three blob connections, welcomed, whose clients vanish without a
+    # closing handshake (the TCP connection closed under the WebSocket).
+    for index in range(3):
+        async with raw_websocket(server.url) as ws:
+            await ws.send_message(encode(BlobHello(PROTOCOL_VERSION, f"cut-{index}", None)))
+            assert isinstance(await receive(ws), BlobWelcome)
+            await ws._stream.aclose()
+    # Blob sessions are not tracked by the hub: look until none is left, alive or not.
+    with trio.fail_after(WAIT):
+        while True:
+            in_cycles = cyclic_garbage_of(BlobSession)
+            alive = sum(isinstance(thing, BlobSession) for thing in gc.get_objects())
+            if in_cycles or not alive:
+                break
+            await trio.sleep(0.01)
+    assert in_cycles == 0
