@@ -77,11 +77,16 @@ def release_frames(exc: BaseException) -> None:
         current.__cause__ = current.__context__ = None
 
 
+#: Lists and tuples in a frame's locals longer than this are not searched for exceptions
+#: (those that matter hold a group's members; a frame may hold a page of events).
+_SEARCHED_SEQUENCE = 100
+
+
 def _exceptions_in(frame: FrameType) -> list[BaseException]:
     found: list[BaseException] = []
     for value in frame.f_locals.values():
         if isinstance(value, BaseException):
             found.append(value)
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, (list, tuple)) and len(value) <= _SEARCHED_SEQUENCE:
             found.extend(item for item in value if isinstance(item, BaseException))
     return found
