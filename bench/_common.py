@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from trio_sync.cli._serve import tune_collector
+from trio_sync.server._process import tune_collector
 
 T = TypeVar("T")
 

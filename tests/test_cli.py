@@ -253,9 +253,9 @@ def test_serve_tunes_the_cycle_collector_of_its_own_process_only() -> None:
         "import gc, json\n"
         "before = gc.get_threshold()\n"
         "import trio_sync, trio_sync.server\n"
-        "from trio_sync.cli._serve import YOUNG_COLLECTION_THRESHOLD, tune_collector\n"
+        "from trio_sync.server._process import YOUNG_COLLECTION_THRESHOLD\n"
         "imported = gc.get_threshold()\n"
-        "tune_collector()\n"
+        "trio_sync.server.tune_process()\n"
         "print(json.dumps([before, imported, gc.get_threshold(), gc.get_freeze_count(),\n"
         "                  YOUNG_COLLECTION_THRESHOLD]))\n"
     )
@@ -267,3 +267,16 @@ def test_serve_tunes_the_cycle_collector_of_its_own_process_only() -> None:
     assert tuned == [young, before[1], before[2]]
     assert young > 10 * before[0]
     assert frozen > 10_000
+
+
+def test_the_serve_command_tunes_its_process_before_serving(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from trio_sync.cli import _serve, parser
+
+    steps: list[str] = []
+    monkeypatch.setattr(_serve, "tune_process", lambda: steps.append("tuned"))
+    monkeypatch.setattr(_serve.trio, "run", lambda *args, **kwargs: steps.append("served"))
+    args = parser().parse_args(["serve", "--db", str(tmp_path / "server.sqlite3")])
+    assert _serve.run_serve(args) == 0
+    assert steps == ["tuned", "served"]

@@ -1,6 +1,6 @@
 """A session that ends leaves no reference cycles behind: its connection, pages and
 cancel scopes are freed at once by reference counting, not at the cycle collector's next
-full run (which ``trio-sync serve`` makes rare: ``tune_collector``)."""
+full run (which ``trio-sync serve`` makes rare: ``tune_process``)."""
 
 from __future__ import annotations
 

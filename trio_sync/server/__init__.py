@@ -5,6 +5,7 @@ from ._hub import Hub, HubConfig
 from ._limits import ServerLimits
 from ._log import StoreLog
 from ._metrics import ServerMetrics
+from ._process import tune_process
 from ._serve import Listen, Server, serve, serve_hub, serve_store
 from ._session import ServerSession
 
@@ -24,4 +25,5 @@ __all__ = [
     "serve",
     "serve_hub",
     "serve_store",
+    "tune_process",
 ]
