@@ -339,14 +339,14 @@ class Hub:
         else:
             self._send_job.send_nowait(job)
             await job.done.wait()
-        error, job.error = job.error, None
-        if error is not None:
+        if job.error is not None:
+            error, job.error = job.error, None
             try:
                 raise error
             finally:
-                # This frame is in the error's traceback: holding the error (or the job
-                # that holds it) would keep the session's frames in a reference cycle.
-                del error, job
+                # This frame is in the error's traceback: holding the error here (or in
+                # the job) would keep the session's frames in a reference cycle.
+                del error
         assert job.decision is not None
         return job.decision
 

@@ -42,17 +42,9 @@ class Outbox:
         Raises:
             ConnectionClosed: The connection closed (before or while waiting).
         """
-        queue, capacity = (
-            (self._bulk, self._bulk_capacity) if bulk else (self._control, self._control_capacity)
-        )
-        while True:
-            changed = self._changed.event
-            if self._closed is not None:
-                raise ConnectionClosed(self._closed)
-            if len(queue) < capacity:
-                break
-            await changed.wait()
-        queue.append(frame)
+        await self.wait_room(bulk=bulk)
+        # No checkpoint since the room was found: the frame takes it.
+        (self._bulk if bulk else self._control).append(frame)
         self._changed.notify()
 
     def has_room(self, *, bulk: bool) -> bool:
@@ -68,15 +60,12 @@ class Outbox:
         Raises:
             ConnectionClosed: The connection closed.
         """
-        queue, capacity = (
-            (self._bulk, self._bulk_capacity) if bulk else (self._control, self._control_capacity)
-        )
         waited = False
         while True:
             changed = self._changed.event
             if self._closed is not None:
                 raise ConnectionClosed(self._closed)
-            if len(queue) < capacity:
+            if self.has_room(bulk=bulk):
                 return waited
             waited = True
             await changed.wait()
