@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import trio
 
@@ -322,6 +324,41 @@ def test_a_step_invariant_stops_the_run_at_the_first_step_that_breaks_it() -> No
         "--param ack_delay=0.0 --param ack_loss=0.0 --param client_crashes=0 "
         "--param disconnects=0 --param page_loss=0.0 --param server_restarts=0"
     )
+
+
+async def async_invariant(world: World) -> None:
+    raise AssertionError("this check never runs unless awaited")
+
+
+class ReturnsACoroutine:
+    """An invariant object whose call returns a coroutine: nothing marks it async."""
+
+    def __call__(self, world: World) -> object:
+        return async_invariant(world)
+
+
+def test_an_async_invariant_is_refused_before_the_run() -> None:
+    # What was tried: an ``async def`` invariant, and the same as a step invariant. Called
+    # without await, its check never ran and every run passed.
+    with pytest.raises(TypeError, match="async function: an invariant is a plain function"):
+        run_simulation(1, two_devices_share_a_log, invariant=async_invariant, **CLEAN)
+    with pytest.raises(TypeError, match="step_invariant 'async_invariant' is an async"):
+        run_simulation(1, two_devices_share_a_log, step_invariant=async_invariant, **CLEAN)
+
+
+def test_an_invariant_that_returns_a_coroutine_fails_the_run() -> None:
+    # What was tried: a callable object (not a coroutine function) whose call returns a
+    # coroutine: the run fails, says why, and leaves no "never awaited" warning behind.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = run_simulation(1, two_devices_share_a_log, invariant=ReturnsACoroutine(), **CLEAN)
+        step = run_simulation(
+            1, two_devices_share_a_log, step_invariant=ReturnsACoroutine(), **CLEAN
+        )
+    assert result.failure is not None and result.failure.kind == "invariant"
+    assert "returned an awaitable instead of checking" in result.failure.message
+    assert step.failure is not None and step.failure.kind == "step_invariant"
+    assert "returned an awaitable instead of checking" in step.failure.message
 
 
 async def raises(world: World) -> None:

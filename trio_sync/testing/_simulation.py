@@ -22,7 +22,15 @@ import trio
 import trio.testing
 
 from ..protocol import Event
-from ._engine import ClientStall, Engine, Failure, Invariant, Workload
+from ._engine import (
+    ClientStall,
+    Engine,
+    Failure,
+    Invariant,
+    Workload,
+    call_invariant,
+    refuse_async_invariant,
+)
 from ._params import SimParams
 from ._sandbox import simulation_sandbox
 from ._trace import Trace, explain_stall, from_first_fault
@@ -213,7 +221,7 @@ def run_simulation(
 
     Raises:
         TypeError: A pinned name is neither a simulation parameter nor read by the
-            workload.
+            workload, or an invariant is an ``async def``.
         SimulationError: The workload broke the simulator's rules (a worker thread, a
             device opened twice...).
     """
@@ -241,7 +249,13 @@ def simulate(
     step_invariant: Invariant | None = None,
 ) -> SimulationResult:
     """:func:`run_simulation` with the world's parameters already made (run_scenario's
-    way in)."""
+    way in).
+
+    Raises:
+        TypeError: An invariant is an ``async def``.
+    """
+    refuse_async_invariant("invariant", invariant)
+    refuse_async_invariant("step_invariant", step_invariant)
     engine = Engine(seed, params)
     outcome: dict[str, Any] = {}
 
@@ -249,7 +263,7 @@ def simulate(
         world = World(engine, workload_pins)
         outcome["world"] = world
         if step_invariant is not None:
-            engine.step_check = lambda: step_invariant(world)
+            engine.step_check = lambda: call_invariant(step_invariant, world)
         outcome["value"] = await engine.run(workload, world, invariant)
 
     started = time.perf_counter()
