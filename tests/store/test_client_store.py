@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,7 @@ from trio_sync import (
     StoreVersionError,
 )
 from trio_sync.protocol import Event, SyncState
-from trio_sync.store import ClientStore, ServerStore
+from trio_sync.store import ClientStore, ServerStore, inspect_store
 from trio_sync.store._client_store import MIGRATIONS
 
 
@@ -179,3 +183,73 @@ def test_every_commit_that_returned_survives_sigkill(tmp_path: Path) -> None:
     assert state.next_client_seq - 1 >= acknowledged
     assert [e.args["i"] for e in state.pending] == list(range(state.next_client_seq - 1))
     store.close()
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """No file can be created in ``folder`` meanwhile, as on read-only media: the
+    immutable attribute as root (which permissions do not stop), else permissions."""
+    if os.geteuid() == 0:
+        made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(0o555)
+        made, undo = True, []
+    try:
+        probe = folder / "probe"
+        try:
+            probe.touch()
+        except OSError:
+            pass
+        else:
+            probe.unlink()
+            made = False
+        if not made:
+            pytest.skip(f"cannot make {folder} unwritable here")
+        yield
+    finally:
+        if undo:
+            subprocess.run(undo, check=False)
+        else:
+            folder.chmod(0o755)
+
+
+def store_with_one_pending(path: Path) -> ClientStore:
+    store = ClientStore.open(str(path), "A")
+    store.append_pending(SyncState("A").commit("x", {"i": 1}))
+    return store
+
+
+def test_inspect_reads_a_cleanly_closed_store_in_a_folder_it_cannot_write(
+    tmp_path: Path,
+) -> None:
+    # What was tried: a store closed cleanly (no -wal, no -shm) in a folder where nothing
+    # can be created, as on read-only media. SQLite's read-only mode wants to create the
+    # -shm file: it used to fail, and the status command called it "not a client store".
+    folder = tmp_path / "read-only?#1"  # and a name a URI would misread
+    folder.mkdir()
+    store_with_one_pending(folder / "c.sqlite3").close()
+    with unwritable(folder):
+        summary = inspect_store(str(folder / "c.sqlite3"))
+    assert (summary.client_id, summary.pending, summary.next_client_seq) == ("A", 1, 2)
+    assert sorted(p.name for p in folder.iterdir()) == ["c.sqlite3", "c.sqlite3.lock"]
+
+
+def test_inspect_explains_a_write_ahead_log_it_cannot_read(tmp_path: Path) -> None:
+    # What was tried: a copy of a store taken while it was open (its -wal holds the
+    # commit, no -shm came along) in a folder where nothing can be created. Reading the
+    # database file alone would show stale facts: it says why it cannot read instead.
+    live = tmp_path / "live"
+    live.mkdir()
+    store = store_with_one_pending(live / "c.sqlite3")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    try:
+        for name in ("c.sqlite3", "c.sqlite3-wal"):
+            shutil.copyfile(live / name, copy / name)
+    finally:
+        store.close()
+    with unwritable(copy), pytest.raises(StoreError, match="has a write-ahead log") as caught:
+        inspect_store(str(copy / "c.sqlite3"))
+    assert not isinstance(caught.value, StoreCorrupt)
+    assert "copy the store's files to a writable folder" in str(caught.value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -317,6 +318,43 @@ class StoreSummary:
     size_bytes: int
 
 
+def _open_read_only(path: str) -> tuple[sqlite3.Connection, tuple[object, ...] | None]:
+    """Opens ``path`` read-only and reads its kind (the first read is where SQLite
+    finds out whether it can read the file at all).
+
+    Reading a database in write-ahead-log mode takes a ``-shm`` file beside it, which
+    SQLite creates if it is missing: on read-only media (a mounted backup, an immutable
+    folder) it cannot. Without a ``-wal`` file (the store was closed cleanly) there is
+    nothing the database file does not hold, so it is then read as immutable.
+
+    Raises:
+        StoreError: It cannot be opened (with why).
+        StoreCorrupt: It is not a trio_sync client store.
+    """
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    try:
+        return conn, conn.execute("SELECT kind FROM store_kind").fetchone()
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "unable to open" not in str(exc):
+            raise StoreCorrupt(f"{path!r} is not a trio_sync client store ({exc})") from None
+        if os.path.exists(f"{path}-wal"):
+            raise StoreError(
+                f"cannot read {path!r}: it has a write-ahead log ({path}-wal) and SQLite "
+                f"cannot create {path}-shm beside it to read that log (read-only media or "
+                "folder?); copy the store's files to a writable folder and read the copy"
+            ) from None
+    conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+    try:
+        return conn, conn.execute("SELECT kind FROM store_kind").fetchone()
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "unable to open" in str(exc):
+            raise StoreError(f"cannot read {path!r}: {exc}") from None
+        raise StoreCorrupt(f"{path!r} is not a trio_sync client store ({exc})") from None
+
+
 def inspect_store(path: str) -> StoreSummary:
     """Reads a client store's facts read-only, without its lock: it works while the
     application has the store open, and changes nothing.
@@ -328,9 +366,8 @@ def inspect_store(path: str) -> StoreSummary:
     if not os.path.isfile(path):
         raise StoreError(f"no client store at {path!r}")
     with translate_errors(path):
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn, kind = _open_read_only(path)
         try:
-            kind = conn.execute("SELECT kind FROM store_kind").fetchone()
             if kind is None or kind[0] != "client":
                 raise StoreCorrupt(f"{path!r} is not a trio_sync client store")
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
