@@ -134,6 +134,24 @@ async def test_logs_say_what_happened_and_never_show_a_token(
     assert "v1.not.valid" not in logged
 
 
+async def test_a_client_that_leaves_is_logged_as_leaving_not_as_lost(
+    server: trio_sync.Server, open_test_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What was tried: a client whose open_client block ends normally. It used to drop its
+    # TCP connection without the closing handshake, and every orderly exit read in the
+    # server's log as a lost connection (1006 ABNORMAL_CLOSURE).
+    caplog.set_level(logging.INFO, logger="trio_sync")
+    async with open_test_client(server.url, "leaver") as client:
+        await client.commit("note", {})
+        with trio.fail_after(WAIT):
+            await client.wait_synced()
+    with trio.fail_after(WAIT):
+        while "'leaver' of store" not in caplog.text:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    ended = [r.getMessage() for r in caplog.records if "'leaver' of store" in r.getMessage()]
+    assert len(ended) == 1 and "(1000 NORMAL_CLOSURE): client closed" in ended[0], ended
+
+
 # --- TLS --------------------------------------------------------------------------------
 
 

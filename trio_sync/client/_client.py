@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -26,7 +27,7 @@ from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
 from ..protocol import Event, PushMachine, SyncStatus, backoff_delay, make_push_machine
 from ..store import open_client_store, store_for_target
-from ..transport import Connector, connect_websocket, parse_ws_url
+from ..transport import Connection, Connector, connect_websocket, parse_ws_url
 from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
 from ._config import ClientTimings
 from ._core import ClientCore, TraceHook
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 _StatusPredicate = Callable[[SyncStatus], bool]
 #: A token, or a function that returns the current one (sync or async).
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
+#: Seconds the closing handshake may take when an open_client block exits.
+LEAVE_TIMEOUT = 1.0
 
 
 @attrs.frozen
@@ -86,6 +89,10 @@ class Client:
         self._schema = schema
         self._token = token
         self._closed = False
+        #: The sync connection while one is open (for the closing handshake on leaving).
+        self._live_conn: Connection | None = None
+        #: Set when the open_client block exits: no reconnecting, no failure reported.
+        self._leaving = False
         #: Files that sync (see docs/files.md); set by open_client.
         self.files: FileSync
 
@@ -316,6 +323,8 @@ class Client:
         timings = self._timings
         failures = 0
         while True:
+            if self._leaving:
+                await trio.sleep_forever()  # until the block's cancellation, a moment away
             url = self.current_url
             core.set_phase("connecting")
             core.connect_attempts += 1
@@ -328,7 +337,11 @@ class Client:
                 async with self._connector(url) as conn:
                     opened_at = trio.current_time()
                     session = ClientSession(core, conn, timings, self._schema, token)
-                    await session.run()
+                    self._live_conn = conn
+                    try:
+                        await session.run()
+                    finally:
+                        self._live_conn = None
             except IncompatibleServer as exc:
                 core.fast_failures.on_stable()
                 core.incompatible = str(exc)
@@ -383,6 +396,8 @@ class Client:
             )
 
     def _note_failure(self, url: str, exc: Exception) -> None:
+        if self._leaving:
+            return  # the connection we closed on leaving: no failure to report
         core = self._core
         core.set_phase("disconnected", str(exc))
         core.notify("connection.error", url=url, attempt=core.connect_attempts, error=str(exc))
@@ -406,6 +421,14 @@ class Client:
             core.push.on_kick()
         self._retry_now.set()
         core.changed.notify()
+
+    async def _leave(self) -> None:
+        """Closes the sync connection with the closing handshake (the server then logs a
+        client that left, not a connection lost), and reconnects no more."""
+        self._leaving = True
+        conn = self._live_conn
+        if conn is not None:
+            await conn.aclose("client closed")
 
     async def _current_token(self) -> str | None:
         token = self._token
@@ -528,6 +551,13 @@ async def open_client(
                 try:
                     yield client
                 finally:
+                    # Leaving in an orderly way, say goodbye; when cancelled, the
+                    # connection's own tasks are cancelled too and could not answer.
+                    if trio.current_effective_deadline() != -math.inf:
+                        with trio.CancelScope(
+                            deadline=trio.current_time() + LEAVE_TIMEOUT, shield=True
+                        ):
+                            await client._leave()
                     nursery.cancel_scope.cancel()
     finally:
         if client is not None:
