@@ -27,6 +27,7 @@ from ._errors import (
     StoreMismatch,
     StoreReadOnly,
     StoreVersionError,
+    TokenUnavailable,
     TransportError,
     TrioSyncError,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "StoreVersionError",
     "SyncState",
     "SyncStatus",
+    "TokenUnavailable",
     "TransportError",
     "TrioSyncError",
     "open_client",

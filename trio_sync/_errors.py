@@ -91,6 +91,11 @@ class ConnectError(TransportError):
     """Could not open a connection to the server."""
 
 
+class TokenUnavailable(ConnectError):
+    """The token function failed, took too long, or returned something that is not a
+    token: no connection was tried (the client tries again later, like any failure)."""
+
+
 class HandshakeRefused(ConnectError):
     """Something answered at the server's address but refused the WebSocket handshake (an
     HTTP reply such as a proxy's 404, or a closed handshake)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -21,11 +23,13 @@ from .._errors import (
     ProtocolError,
     ResetRefused,
     StoreError,
+    TokenUnavailable,
     TransportError,
 )
 from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
 from ..protocol import Event, PushMachine, SyncStatus, backoff_delay, make_push_machine
+from ..protocol._limits import MAX_TOKEN_LENGTH
 from ..store import open_client_store, store_for_target
 from ..transport import Connection, Connector, connect_websocket, parse_ws_url
 from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
@@ -431,15 +435,72 @@ class Client:
             await conn.aclose("client closed")
 
     async def _current_token(self) -> str | None:
+        """The token for the next connection: the one given, or the token function's.
+
+        Raises:
+            TokenUnavailable: The function raised, did not answer within the connect
+                timeout, or returned something that is not a token.
+        """
         token = self._token
         if token is None or isinstance(token, str):
             return token
-        value = token()
-        return value if isinstance(value, str) else await value
+        seconds = self._timings.connect_timeout
+        try:
+            with trio.fail_after(seconds):
+                value = token()
+                if inspect.isawaitable(value):
+                    value = await value
+        except trio.TooSlowError:
+            raise TokenUnavailable(
+                f"the token function did not return within {seconds:g}s (connect_timeout)"
+            ) from None
+        except Exception as exc:
+            raise TokenUnavailable(f"the token function raised {exc!r}") from exc
+        if value is None:
+            return None  # none to give: the server says whether it needs one
+        return _checked_token(value, "what the token function returned")
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this client's open_client() block has exited")
+
+
+def _checked_token(value: object, source: str) -> str:
+    """``value`` if it is a token a hello can carry; ``source`` names where it came from.
+
+    Raises:
+        TokenUnavailable: It is not a non-empty string of at most MAX_TOKEN_LENGTH.
+    """
+    if not isinstance(value, str):
+        raise TokenUnavailable(
+            f"{source} is {type(value).__name__} {value!r:.40}, not a token string"
+        )
+    if not value:
+        raise TokenUnavailable(f"{source} is an empty string, not a token")
+    if len(value) > MAX_TOKEN_LENGTH:
+        raise TokenUnavailable(
+            f"{source} is {len(value)} characters long; a token has at most {MAX_TOKEN_LENGTH}"
+        )
+    return value
+
+
+def _checked_token_source(token: object) -> TokenSource | None:
+    """Refuses, at ``open_client``, a token that could never be sent.
+
+    Raises:
+        TypeError: Neither None, a string, nor a function.
+        ValueError: An empty string or one longer than MAX_TOKEN_LENGTH.
+    """
+    if token is None or callable(token):
+        return token
+    if not isinstance(token, str):
+        raise TypeError(
+            f"token must be a string or a function returning one, not {type(token).__name__}"
+        )
+    try:
+        return _checked_token(token, "the token given")
+    except TokenUnavailable as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _server_urls(url: str | Sequence[str], *, check: bool) -> tuple[str, ...]:
@@ -460,7 +521,7 @@ def _server_urls(url: str | Sequence[str], *, check: bool) -> tuple[str, ...]:
 @asynccontextmanager
 async def open_client(
     url: str | Sequence[str],
-    store_path: str,
+    store_path: str | os.PathLike[str],
     *,
     client_id: str | None = None,
     token: TokenSource | None = None,
@@ -510,12 +571,16 @@ async def open_client(
     Raises:
         InvalidURL: A URL that can never work (a ``ValueError`` too); checked before
             anything is opened.
-        ValueError: Unknown push_policy or a bad push_batch_size.
+        ValueError: Unknown push_policy, a bad push_batch_size, or an empty or too long
+            token.
+        TypeError: A token that is neither a string nor a function.
         StoreError: The store cannot be opened (in use, corrupt, another client's).
     """
     # Only the WebSocket connector understands URLs; a custom one (the simulator's) may
     # name its peers as it likes.
     urls = _server_urls(url, check=connector is None)
+    token = _checked_token_source(token)
+    store_path = os.fspath(store_path)
     timings = timings or ClientTimings()
     new_push = partial(make_push_machine, push_policy, push_batch_size, timings.push)
     push = new_push()

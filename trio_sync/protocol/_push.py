@@ -92,8 +92,8 @@ class PushMachine:
     window: int = 4
 
     def __init__(self, batch_size: int, timings: PushTimings | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError("push batch_size must be at least 1")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"push batch_size must be an int of at least 1, not {batch_size!r}")
         self.batch_size = batch_size
         self.timings = timings or PushTimings()
         self.phase: Phase = "ready"
