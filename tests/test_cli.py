@@ -280,3 +280,97 @@ def test_the_serve_command_tunes_its_process_before_serving(
     args = parser().parse_args(["serve", "--db", str(tmp_path / "server.sqlite3")])
     assert _serve.run_serve(args) == 0
     assert steps == ["tuned", "served"]
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("--bogus", "trio-sync: error: unrecognized arguments: --bogus"),
+        ("--bogus serve --db x", "trio-sync: error: unrecognized arguments: --bogus"),
+        ("bench --bogus", "trio-sync bench: error: unrecognized arguments: --bogus"),
+        ("", "the following arguments are required: command"),
+    ],
+)
+def test_an_unknown_flag_is_named_before_a_missing_command(command: str, says: str) -> None:
+    # Tried: trio-sync --bogus. argparse checked the required command first and said only
+    # "the following arguments are required: command", never naming the flag.
+    result = subprocess.run([*CLI, *command.split()], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert says in result.stderr
+    if command:
+        assert "are required" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_hints_at_port_fallback_only_for_a_taken_port(tmp_path: Path) -> None:
+    # Tried: trio-sync serve --host 999.1.1.1. It said "Name or service not known
+    # (port_fallback=N tries the next N ports)": a hint about ports for a bad host, and in
+    # the words of the Python argument rather than the flag.
+    db = str(tmp_path / "s.sqlite3")
+    bad_host = subprocess.run(
+        [*CLI, "serve", "--db", db, "--host", "999.1.1.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad_host.returncode == 1
+    assert "cannot listen on 999.1.1.1:0: " in bad_host.stderr
+    assert "port_fallback" not in bad_host.stderr and "--port-fallback" not in bad_host.stderr
+    assert "Traceback" not in bad_host.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        in_use = subprocess.run(
+            [*CLI, "serve", "--db", db, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert in_use.returncode == 1
+    assert in_use.stderr.rstrip().endswith("(--port-fallback N tries the next N ports)")
+    assert "port_fallback=" not in in_use.stderr
+
+
+def test_serve_says_which_tls_file_is_wrong(tmp_path: Path) -> None:
+    # Tried: trio-sync serve --certfile server.pem, the file holding the certificate but
+    # not its key. It said "cannot load the certificate or key: [SSL] PEM lib (_ssl.c:3926)".
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost")
+    cert, key, both = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "both.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    issued.private_key_and_cert_chain_pem.write_to_path(str(both))
+    other = tmp_path / "other.pem"
+    ca.issue_cert("elsewhere").private_key_pem.write_to_path(str(other))
+
+    result = subprocess.run(
+        [*CLI, "serve", "--db", str(tmp_path / "s.sqlite3"), "--certfile", str(cert)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"trio-sync serve: cannot load the private key: --certfile {str(cert)!r} holds "
+        "none; name the key's file with --keyfile\n"
+    )
+    # What loads, loads; every other mistake names its file.
+    from trio_sync.cli._args import CommandError
+    from trio_sync.cli._serve import tls_context
+
+    assert tls_context(str(cert), str(key)) is not None
+    assert tls_context(str(both), None) is not None
+    assert tls_context(None, None) is None
+    for certfile, keyfile, says in [
+        (key, key, f"--certfile {str(key)!r} holds no PEM certificate"),
+        (cert, cert, f"--keyfile {str(cert)!r} holds no PEM private key"),
+        (cert, other, f"the private key in {str(other)!r} is not the certificate's"),
+        (tmp_path / "none.pem", None, "--certfile: cannot read"),
+        (cert, tmp_path / "none.pem", "--keyfile: cannot read"),
+        (None, key, "--keyfile needs --certfile"),
+    ]:
+        with pytest.raises(CommandError, match=re.escape(says)):
+            tls_context(certfile and str(certfile), keyfile and str(keyfile))

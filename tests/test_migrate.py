@@ -208,3 +208,28 @@ def test_migrate_from_a_bad_source_changes_nothing_on_the_target(
     assert result.stdout == ""  # not "is up to date", nor a new schema version
     with psycopg.connect(pg_url) as pg:
         assert pg.execute("SELECT to_regclass('trio_sync.meta')").fetchone() == (None,)
+
+
+def test_migrate_of_a_sqlite_log_that_does_not_exist_is_refused_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    # Tried: trio-sync migrate --db nosuch/dir/x.sqlite3. It made the folders and a new
+    # empty log, and said the log "is up to date".
+    result = subprocess.run(
+        [*CLI, "migrate", "--db", "nosuch/dir/x.sqlite3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stdout
+    assert result.stderr == (
+        "trio-sync migrate: no server log at 'nosuch/dir/x.sqlite3': nothing to migrate "
+        "(trio-sync serve --db creates one)\n"
+    )
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+    # A log that is there is still migrated (opened, and found up to date).
+    ServerStore.open(str(tmp_path / "server.sqlite3")).close()
+    there = cli("migrate", "--db", str(tmp_path / "server.sqlite3"))
+    assert there.returncode == 0 and "is up to date (1 store(s))" in there.stdout

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from trio_sync.cli._bench import DEADLINE
 from trio_sync.cli._bench import run as run_bench
+from trio_sync.testing import run_scenario
 
 CLI = [sys.executable, "-m", "trio_sync.cli"]
 
@@ -115,3 +118,36 @@ def test_bench_command_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "policy" in result.stdout and "supervised" in result.stdout
+
+
+def test_bench_writes_no_plot_unless_asked(tmp_path: Path) -> None:
+    # Tried: trio-sync bench stall in a folder with a stall.png of one's own. The --plot
+    # default was stall.png: it was overwritten. Seed 1 stalls under park, so a plot
+    # would be drawn if one were the default.
+    result = subprocess.run(
+        [*CLI, "bench", "stall", "--scenarios", "1", "--seed", "1", "--jobs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "park stalled in 1 of 1 scenarios" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+    assert "plot:" not in result.stdout
+
+
+def test_bench_replay_line_replays_the_bench_run_exactly() -> None:
+    # Tried: the replay command the bench printed for its first stalled seed. It left out
+    # the bench's deadline (120 virtual s; replay's default is 300), so the replayed run
+    # stalled for longer and had another trace.
+    out = io.StringIO()
+    run_bench(scenarios=1, seed=1, jobs=1, plot_path=None, out=out)
+    lines = [line for line in out.getvalue().splitlines() if "replay: " in line]
+    assert len(lines) == 1 and lines[0].startswith("first seed stalled under park: 1;")
+    command = shlex.split(lines[0].split("replay: ", 1)[1])
+    assert command[:2] == ["trio-sync", "replay"]
+    replayed = replay(*command[2:])
+    assert replayed.returncode == 1 and "STALLED at t=120.0000" in replayed.stdout
+    bench_run = run_scenario(1, policy="park", deadline=DEADLINE)
+    assert f"trace digest {bench_run.trace_digest[:16]}" in replayed.stdout

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from trio_sync.testing import ScenarioParams, run_scenario
+from trio_sync.testing import ScenarioParams, canonical_params, run_scenario
+from trio_sync.testing._canonical import CANONICAL
+
+CLI = [sys.executable, "-m", "trio_sync.cli"]
 
 DIGEST = "from trio_sync.testing import run_scenario; print(run_scenario({}).trace_digest)"
 
@@ -90,3 +94,39 @@ def test_replay_command_carries_the_pins() -> None:
     assert result.replay_command == (
         "trio-sync replay --seed 3 --policy supervised --param clients=2 --param 'events=(3, 4)'"
     )
+
+
+def test_events_of_another_length_than_clients_are_refused() -> None:
+    # Tried: trio-sync replay --param 'events=(1,2)' --param clients=1. It ran events=(1,)
+    # without a word: the second count was cut off (and a shorter list was repeated).
+    with pytest.raises(ValueError, match=re.escape("events=(1, 2) has 2 count(s), one per")):
+        ScenarioParams.draw(0, clients=1, events=(1, 2))
+    drawn = ScenarioParams.draw(0).clients
+    with pytest.raises(ValueError, match=rf"but clients={drawn} \(drawn from the seed\)"):
+        ScenarioParams.draw(0, events=(1,) * (drawn + 1))
+    with pytest.raises(ValueError, match=r"events=\(\) has 0 count"):
+        ScenarioParams.draw(0, clients=1, events=())
+    # One count per client, or one count for all, as before.
+    assert ScenarioParams.draw(0, clients=2, events=(1, 2)).events == (1, 2)
+    assert ScenarioParams.draw(0, clients=3, events=4).events == (4, 4, 4)
+    result = subprocess.run(
+        [*CLI, "replay", "--seed", "0", "--param", "events=(1,2)", "--param", "clients=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "trio-sync replay: events=(1, 2) has 2 count(s), one per client, but clients=1: "
+        "give 1 count(s), or pin clients=2\n"
+    )
+
+
+def test_replay_command_names_the_canonical_scenario_that_was_run() -> None:
+    # Tried: trio-sync replay --scenario lost-ack-and-echo --policy park. Its replay line
+    # said --scenario lost-ack --param 'lose_pages=(1,)': the same run, not what was typed.
+    for name in CANONICAL:
+        result = run_scenario(0, policy="park", **canonical_params(name))
+        assert result.replay_command == f"trio-sync replay --seed 0 --policy park --scenario {name}"
+    extra = run_scenario(0, policy="park", **canonical_params("lost-ack"), lose_pages=(2,))
+    assert extra.replay_command.endswith("--scenario lost-ack --param 'lose_pages=(2,)'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shlex
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from examples.todo.simulation import arrival_order_workload, same_list_everywhere, workload
+from trio_sync.cli._replay import replay
 from trio_sync.testing import NO_FAULTS, run_scenario, run_simulation, shrink, shrink_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,3 +84,19 @@ def test_replay_shrink_on_the_command_line() -> None:
         [*CLI, *shlex.split(smallest)[1:]], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert replayed.returncode == 1 and "FAILED (invariant)" in replayed.stdout
+
+
+def test_replay_shrink_prints_each_reduction_once_after_the_header() -> None:
+    # Tried: trio-sync replay --seed 299 --policy park --shrink. Every "still fails with"
+    # line came twice: as it was found (before any header), then again in the report.
+    out = io.StringIO()
+    code = replay(299, "park", params=["deadline=60"], shrinking=True, max_runs=6, out=out)
+    assert code == 1
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "shrinking seed 299 (fails: stalled), up to 6 runs:"
+    steps = [line for line in lines if "still fails with" in line]
+    assert steps and len(steps) == len(set(steps))
+    assert lines[1 : 1 + len(steps)] == steps  # straight after the header
+    assert sum("shrinking seed" in line for line in lines) == 1
+    assert lines[-2].startswith("smallest failing parameters: clients=1")
+    assert lines[-1].startswith("replay: trio-sync replay --seed 299 --policy park")

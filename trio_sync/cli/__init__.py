@@ -14,11 +14,39 @@ from .._errors import TrioSyncError
 from . import _bench, _demo, _migrate, _replay, _serve, _status, _token
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser that says a flag is unknown before it says a command is missing.
+
+    argparse checks a required command (a subparser) before it looks at unknown flags:
+    ``trio-sync --bogus`` said only "the following arguments are required: command". Here
+    the command is checked after them. The commands' parsers are of this class too (``bench``
+    has commands of its own).
+    """
+
+    _command: str | None = None
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        if kwargs.pop("required", False):
+            self._command = kwargs["dest"]  # checked in parse_known_args, after the flags
+        return super().add_subparsers(**kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            # All that follows a command is its parser's: what it does not know, nobody does.
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if self._command is not None and getattr(parsed, self._command, None) is None:
+            self.error(f"the following arguments are required: {self._command}")
+        return parsed, unknown
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line."""
     from .. import __version__
 
-    main_parser = argparse.ArgumentParser(
+    main_parser = _Parser(
         prog="trio-sync", description="A local-first event-log sync engine for Trio."
     )
     main_parser.add_argument("--version", action="version", version=f"trio-sync {__version__}")

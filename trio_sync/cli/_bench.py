@@ -3,8 +3,9 @@
 For every seed, the same scenario runs under ``park`` (LiveStore's legacy leader, the
 peer) and ``supervised`` (trio_sync). The table counts stalls and measures virtual time to
 converge against the limit: the time of the last commit plus one round trip, before which
-no run can have converged. The plot shows pending events over virtual time for a seed
-that stalls under ``park``, beside the ``supervised`` run of the same seed.
+no run can have converged. It names the first seed that stalls under ``park`` with the
+command that replays that very run; with ``--plot FILE`` it also draws pending events over
+virtual time for that seed, beside the ``supervised`` run of the same seed.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def run_one(task: tuple[int, str]) -> dict[str, Any]:
         "limit": _limit(result),
         "wall": result.wall_seconds,
         "events": result.events_committed,
+        # The command that replays this very run: the bench's deadline pinned, since
+        # replay's default (300 s) would give a stalled run a longer trace.
+        "replay": result.replay_command,
     }
 
 
@@ -117,16 +121,13 @@ def plot(seed: int, path: str, out: TextIO) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
-    print(
-        f"plot: {path} (seed {seed}, replay: trio-sync replay --seed {seed} --policy park)",
-        file=out,
-    )
+    print(f"plot: {path} (seed {seed}, park beside supervised)", file=out)
 
 
 def run(
     scenarios: int, seed: int, jobs: int, plot_path: str | None, out: TextIO = sys.stdout
 ) -> list[dict[str, Any]]:
-    """Runs the benchmark and prints its table (and writes the plot)."""
+    """Runs the benchmark and prints its table (and writes the plot, given a path)."""
     jobs = jobs or os.cpu_count() or 1
     tasks = [(s, policy) for s in range(seed, seed + scenarios) for policy in POLICIES]
     print(
@@ -157,8 +158,16 @@ def run(
         f"{len(tasks)} runs in {elapsed:.1f}s wall.",
         file=out,
     )
+    if stalled_park:
+        first = stalled_park[0]
+        print(
+            f"first seed stalled under park: {first}; replay: {by_seed[first, 'park']['replay']}",
+            file=out,
+        )
     if plot_path and stalled_park:
         plot(stalled_park[0], plot_path, out)
+    elif plot_path:
+        print("(no plot: park stalled in none of these scenarios)", file=out)
     return rows
 
 
@@ -178,6 +187,10 @@ def add_parser(commands: Any) -> None:
     stall.add_argument("--seed", type=_args.seed, default=0, help="first seed")
     stall.add_argument("--jobs", type=_args.count, default=0, help="processes (0: one per core)")
     stall.add_argument(
-        "--plot", type=_args.new_file, default="stall.png", help="PNG of pending events over time"
+        "--plot",
+        type=_args.new_file,
+        default=None,
+        metavar="FILE",
+        help="write a PNG of pending events over time to FILE (default: no plot)",
     )
     stall.set_defaults(run=lambda args: main(args.scenarios, args.seed, args.jobs, args.plot))

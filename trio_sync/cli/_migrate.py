@@ -8,6 +8,7 @@ older node must not touch what newer ones use): this command is the only thing t
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from ..store import ServerStore
@@ -19,11 +20,11 @@ def add_parser(commands: Any) -> None:
     migrate = commands.add_parser(
         "migrate",
         help="create or upgrade a server log's schema; copy a SQLite log into PostgreSQL",
-        description="With --db: creates or upgrades the schema of the server log DB (a "
-        "postgresql:// URL, or a SQLite file); safe to run again. With --from FILE: also "
-        "copies the SQLite log FILE (every store, its events at their positions and its "
-        "identity, so clients stay compatible) into the PostgreSQL log, which must hold no "
-        "event yet. Stop the server on FILE first.",
+        description="With --db: creates or upgrades the schema of the PostgreSQL log DB "
+        "(a postgresql:// URL), or upgrades the existing SQLite log DB; safe to run again. "
+        "With --from FILE: also copies the SQLite log FILE (every store, its events at their "
+        "positions and its identity, so clients stay compatible) into the PostgreSQL log, "
+        "which must hold no event yet. Stop the server on FILE first.",
     )
     migrate.add_argument(
         "--db",
@@ -31,7 +32,8 @@ def add_parser(commands: Any) -> None:
         dest="db",
         required=True,
         type=db_path,
-        help="the server log to migrate: postgresql://user@host:port/dbname or a SQLite file",
+        help="the server log to migrate: postgresql://user@host:port/dbname or an existing "
+        "SQLite file",
     )
     migrate.add_argument(
         "--from",
@@ -47,6 +49,13 @@ def run_migrate(args: argparse.Namespace) -> int:
     if not is_postgres_url(args.db):
         if args.source:
             raise CommandError("--from copies into PostgreSQL: --db must be a postgresql:// URL")
+        if not os.path.isfile(args.db):
+            # Opening would create an empty log (and its folders) for a mistyped path, and
+            # call it up to date. Like `status` on a missing store: a clear error instead.
+            raise CommandError(
+                f"no server log at {args.db!r}: nothing to migrate "
+                "(trio-sync serve --db creates one)"
+            )
         store = ServerStore.open(args.db)  # opening a SQLite log migrates it
         print(f"trio-sync migrate: {args.db} is up to date ({store.store_count()} store(s))")
         store.close()

@@ -83,7 +83,8 @@ def replay(
         found = shrink_scenario(
             seed, policy=policy, max_runs=max_runs, progress=_printer(out), **pinned
         )
-        print(found.report(), file=out)
+        # The header and each reduction were printed as they came: not again.
+        print(found.report(steps=False), file=out)
         return 1
     result = run_scenario(seed, policy=policy, **pinned)
     if full_trace or scenario:
@@ -119,7 +120,6 @@ def _replay_workload(
     invariant = load_callable(invariant_name) if invariant_name else None
     step_invariant = load_callable(step_invariant_name) if step_invariant_name else None
     if shrinking:
-        print(f"replaying seed {seed}, then shrinking (up to {max_runs} runs)...", file=out)
         found = shrink(
             seed,
             workload,
@@ -131,7 +131,7 @@ def _replay_workload(
         )
         print(found.smallest.report(), file=out)
         print("", file=out)
-        print(found.report(), file=out)
+        print(found.report(steps=False), file=out)  # the steps were printed as they came
         return 1
     result = run_simulation(
         seed, workload, invariant=invariant, step_invariant=step_invariant, **pinned

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from .._errors import TrioSyncError
+from .._errors import TransportError, TrioSyncError
 from .._groups import single_exception
 from ..protocol import EVENT_ENVELOPE_BYTES, MESSAGE_ENVELOPE_BYTES, WireLimits
 from ..server import BlobLimits, Server, ServerLimits, serve, tune_process
@@ -122,6 +122,65 @@ def add_parser(commands: Any) -> None:
     run.set_defaults(run=run_serve)
 
 
+def tls_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    """The server's TLS context (None without ``--certfile``), or a one-line error that
+    names the file at fault.
+
+    Raises:
+        CommandError: A file cannot be read, holds no certificate or no private key, or
+            the key is not the certificate's.
+    """
+    if keyfile and not certfile:
+        raise CommandError("--keyfile needs --certfile")
+    if not certfile:
+        return None
+    texts: dict[str, str] = {}
+    for flag, path in (("--certfile", certfile), ("--keyfile", keyfile)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as file:
+                texts[flag] = file.read().decode("ascii", "replace")
+        except OSError as exc:
+            raise CommandError(f"{flag}: cannot read {path!r}: {exc.strerror}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as exc:
+        # OpenSSL says only "PEM lib" for a file without what it looked for: say which.
+        if "-----BEGIN CERTIFICATE-----" not in texts["--certfile"]:
+            raise CommandError(f"--certfile {certfile!r} holds no PEM certificate") from None
+        if keyfile is None and "PRIVATE KEY-----" not in texts["--certfile"]:
+            raise CommandError(
+                f"cannot load the private key: --certfile {certfile!r} holds none; name the "
+                "key's file with --keyfile"
+            ) from None
+        if keyfile is not None and "PRIVATE KEY-----" not in texts["--keyfile"]:
+            raise CommandError(f"--keyfile {keyfile!r} holds no PEM private key") from None
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise CommandError(
+                f"the private key in {keyfile or certfile!r} is not the certificate's"
+            ) from None
+        raise CommandError(f"cannot load the certificate or its key: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"cannot load the certificate or its key: {exc}") from None
+    return context
+
+
+def _listen_error(exc: TransportError) -> TrioSyncError:
+    """The server's "cannot listen" error in the command line's words: its hint for a
+    taken port names the Python argument (``port_fallback=N``); here it names the flag."""
+    message = str(exc)
+    if not message.endswith(_PYTHON_PORT_HINT):
+        return exc
+    return CommandError(message.removesuffix(_PYTHON_PORT_HINT) + _FLAG_PORT_HINT)
+
+
+#: What the server appends to the error for a taken port, and what the CLI says instead.
+_PYTHON_PORT_HINT = " (port_fallback=N tries the next N ports)"
+_FLAG_PORT_HINT = " (--port-fallback N tries the next N ports)"
+
+
 def run_serve(args: argparse.Namespace) -> int:
     tune_process()
     raise_file_limit((args.max_connections or ServerLimits().max_connections) + 64)
@@ -132,20 +191,15 @@ def run_serve(args: argparse.Namespace) -> int:
         # While the database is down, the pool warns of every reconnection attempt (one
         # every second or two, for as long as it lasts); the server says it once.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-    trio.run(_serve_until_signalled, args)
+    try:
+        trio.run(_serve_until_signalled, args)
+    except TransportError as exc:
+        raise _listen_error(exc) from None
     return 0
 
 
 async def _serve_until_signalled(args: argparse.Namespace) -> None:
-    ssl_context = None
-    if args.certfile:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ssl_context.load_cert_chain(args.certfile, args.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            raise CommandError(f"cannot load the certificate or key: {exc}") from None
-    if args.keyfile and not args.certfile:
-        raise CommandError("--keyfile needs --certfile")
+    ssl_context = tls_context(args.certfile, args.keyfile)
     secrets = read_secrets(args.auth_secret_file) if args.auth_secret_file else ()
     with (
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,

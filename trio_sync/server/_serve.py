@@ -302,7 +302,9 @@ async def _listen_with_fallback(
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or attempt >= min(port_fallback, 65535 - port):
                 tried = f" or the {attempt} next port(s)" if attempt else ""
-                hint = " (port_fallback=N tries the next N ports)" if not port_fallback else ""
+                # Other ports help with a taken port only (not a bad host, not a refusal).
+                taken = exc.errno == errno.EADDRINUSE and not port_fallback
+                hint = " (port_fallback=N tries the next N ports)" if taken else ""
                 raise TransportError(
                     f"cannot listen on {host}:{port}{tried}: {exc.strerror or exc}{hint}"
                 ) from None

@@ -248,9 +248,12 @@ class ScenarioParams:
         """Draws every parameter from ``seed``; keyword arguments pin any of them.
 
         Each parameter has its own draw, so pinning one never changes the others.
+        ``events`` is one count per client, or one count for every client.
 
         Raises:
             TypeError: An unknown parameter name.
+            ValueError: A value of the wrong kind or out of its range, or ``events`` with
+                another number of counts than ``clients``.
         """
         _check_names(cls, pinned, "scenario")
         _check_types(pinned)
@@ -269,8 +272,14 @@ class ScenarioParams:
             drawn["events"] = (pinned["events"],) * drawn["clients"]
         drawn["events"] = tuple(drawn["events"])
         if len(drawn["events"]) != drawn["clients"]:
-            drawn["events"] = tuple(
-                drawn["events"][i % len(drawn["events"])] for i in range(drawn["clients"])
+            # One count per client: a list of another length is a mistake in the pins
+            # (cutting or repeating it would run something the caller did not ask for).
+            counts, clients = len(drawn["events"]), drawn["clients"]
+            how = "" if "clients" in pinned else " (drawn from the seed)"
+            fix = f", or pin clients={counts}" if 1 <= counts <= 26 else ""
+            raise ValueError(
+                f"events={drawn['events']!r} has {counts} count(s), one per client, but "
+                f"clients={clients}{how}: give {clients} count(s){fix}"
             )
         drawn["lose_acks"] = tuple(drawn.get("lose_acks", ()))
         drawn["lose_pages"] = tuple(drawn.get("lose_pages", ()))

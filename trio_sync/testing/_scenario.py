@@ -71,11 +71,17 @@ class ScenarioResult:
         """The command that replays this run (pins included) and prints its trace."""
         words = ["trio-sync", "replay", "--seed", str(self.seed), "--policy", self.policy]
         pinned = dict(self.pinned)
-        for name, preset in CANONICAL.items():
-            if all(pinned.get(key) == value for key, value in preset.items()):
-                words += ["--scenario", name]
-                pinned = {k: v for k, v in pinned.items() if k not in preset}
-                break
+        matching = [
+            (name, preset)
+            for name, preset in CANONICAL.items()
+            if all(pinned.get(key) == value for key, value in preset.items())
+        ]
+        if matching:
+            # The scenario that covers the most pins: lost-ack-and-echo's pins include all
+            # of lost-ack's, and naming lost-ack plus a --param is not what the user typed.
+            name, preset = max(matching, key=lambda found: len(found[1]))
+            words += ["--scenario", name]
+            pinned = {k: v for k, v in pinned.items() if k not in preset}
         for name, value in sorted(pinned.items()):
             words += ["--param", f"{name}={value!r}"]
         return shlex.join(words)
@@ -129,7 +135,8 @@ def run_scenario(seed: int, *, policy: str = "supervised", **params: Any) -> Sce
         policy: The clients' push policy, "supervised" or "park".
 
     Raises:
-        ValueError: Unknown policy.
+        ValueError: Unknown policy, or a parameter out of its range (``events`` with
+            another number of counts than ``clients`` included).
         TypeError: Unknown parameter.
         RuntimeError: The simulated code raised (a bug: the report says where).
     """

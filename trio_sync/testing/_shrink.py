@@ -66,13 +66,24 @@ class ShrinkResult(Generic[R]):
     def replay_command(self) -> str:
         return self.smallest.replay_command
 
-    def report(self) -> str:
-        lines = [f"shrinking seed {self.seed} (fails: {self.kind}): {self.runs} runs"]
+    def report(self, *, steps: bool = True) -> str:
+        """What the search found, and the command that replays it.
+
+        Args:
+            steps: List the header and every reduction. False when a ``progress``
+                callback has already printed them as they happened: the report then
+                carries on from there, so that no line is printed twice.
+        """
+        lines = []
+        if steps:
+            lines.append(f"shrinking seed {self.seed} (fails: {self.kind}): {self.runs} runs")
+            lines += [f"  still fails with {step}" for step in self.steps]
         if not self.steps:
             lines.append("  nothing smaller fails the same way")
-        lines += [f"  still fails with {step}" for step in self.steps]
         if self.exhausted:
             lines.append("  (stopped at the run budget: raise --max-runs to look further)")
+        if not steps:
+            lines.append(f"{self.runs} runs tried")
         pins = ", ".join(f"{name}={value!r}" for name, value in sorted(self.pins.items()))
         lines.append(f"smallest failing parameters: {pins or '(as drawn from the seed)'}")
         lines.append(f"replay: {self.replay_command}")
@@ -123,6 +134,9 @@ def _search(
     kind = failure_kind(original)
     if kind is None:
         raise ValueError(f"seed {seed} does not fail with these parameters: nothing to shrink")
+    if progress is not None:
+        # The header first: the reductions follow it as they are found.
+        progress(f"shrinking seed {seed} (fails: {kind}), up to {max_runs} runs:")
     best, best_pins, steps, runs = original, dict(pins), [], 1
     exhausted = False
     improved = True
