@@ -253,3 +253,19 @@ def test_inspect_explains_a_write_ahead_log_it_cannot_read(tmp_path: Path) -> No
         inspect_store(str(copy / "c.sqlite3"))
     assert not isinstance(caught.value, StoreCorrupt)
     assert "copy the store's files to a writable folder" in str(caught.value)
+
+
+def test_a_symbolic_link_to_a_store_in_use_finds_it_in_use(tmp_path: Path) -> None:
+    # What was tried: a second open through a symbolic link while the store is open. The
+    # lock was taken beside the name given, so both opened, shared one client id, and the
+    # second commit failed on a UNIQUE constraint.
+    store = store_with_one_pending(tmp_path / "c.sqlite3")
+    (tmp_path / "link.sqlite3").symlink_to(tmp_path / "c.sqlite3")
+    try:
+        with pytest.raises(StoreInUse):
+            ClientStore.open(str(tmp_path / "link.sqlite3"))
+    finally:
+        store.close()
+    again = ClientStore.open(str(tmp_path / "link.sqlite3"))  # free once closed
+    assert again.load_state().client_id == "A"
+    again.close()

@@ -19,7 +19,7 @@ import orjson
 from .._errors import StoreCorrupt, StoreDamaged
 from . import _lineage
 from ._client_store import ClientStore, commit_time_column
-from ._sqlite import is_memory, set_meta
+from ._sqlite import is_memory, lock_path, set_meta
 
 
 @attrs.frozen
@@ -106,7 +106,7 @@ def _was_a_store(path: str) -> bool:
         return False
     if header == b"SQLite format 3\x00":
         return False  # SQLite reads it: another program's database, not a damaged store
-    return os.path.exists(f"{path}.lock") and size > 0 and size % 512 == 0
+    return os.path.exists(lock_path(path)) and size > 0 and size % 512 == 0
 
 
 def _salvage(path: str) -> _Salvage:

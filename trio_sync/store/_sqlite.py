@@ -51,13 +51,16 @@ def is_memory(path: str) -> bool:
 Migration = Callable[[sqlite3.Connection], None]
 
 
-def _lock_path(path: str) -> str:
-    return path + ".lock"
+def lock_path(path: str) -> str:
+    """The store's lock file: beside the file the path resolves to, so that a symbolic
+    link to a store in use finds the same lock. (A hard link is another name the store
+    cannot see: do not make one to a store.)"""
+    return os.path.realpath(path) + ".lock"
 
 
 def _acquire_lock(path: str) -> IO[bytes]:
     try:
-        lock_file = open(_lock_path(path), "ab")  # noqa: SIM115 (held for the store's lifetime)
+        lock_file = open(lock_path(path), "ab")  # noqa: SIM115 (held for the store's lifetime)
     except OSError as exc:
         raise _os_error(path, exc) from None
     try:
