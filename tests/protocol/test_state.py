@@ -72,6 +72,10 @@ def _nested(depth: int) -> list[object]:
         ("x", {"deep": _nested(5000)}, "nested too deeply"),
         ("x", {"pad": "p" * (1024 * 1024)}, "exceeds the limit of 1048576 bytes"),
         ("x\n", {}, "control character"),
+        # Keys JSON writes alike: one value would be dropped without a word.
+        ("x", {1: "a", "1": "b"}, "keys 1 and '1' are both '1' in JSON"),
+        ("x", {"in": [{True: 1, "true": 2}]}, "keys True and 'true' are both 'true'"),
+        ("x", {None: 1, "null": 2}, "keys None and 'null' are both 'null'"),
     ],
 )
 def test_commit_refuses_bad_input_and_records_nothing(name: str, args: object, words: str) -> None:
@@ -79,6 +83,12 @@ def test_commit_refuses_bad_input_and_records_nothing(name: str, args: object, w
     with pytest.raises(InvalidEvent, match=words):
         state.commit(name, args)
     assert state.pending == () and state.next_client_seq == 1
+
+
+def test_a_bad_name_is_blamed_on_the_name_not_the_args() -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        SyncState("A").commit("", {"fine": 1})
+    assert str(caught.value) == "event name must be a non-empty string, got ''"
 
 
 def test_commit_normalises_what_json_writes_as_a_plain_value() -> None:

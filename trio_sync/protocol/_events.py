@@ -195,6 +195,32 @@ def check_event_content(
 _ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
+def _refuse_colliding_keys(value: Any) -> None:
+    """Refuses an object whose keys become the same string in JSON (``1`` and ``"1"``,
+    ``True`` and ``"true"``): writing it would keep one value and silently drop the other.
+
+    Raises:
+        ValueError: Two keys of one object are written alike.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                written: dict[str, object] = {}
+                for key in item:
+                    as_text = key if isinstance(key, str) else json.dumps(key)
+                    if as_text in written:
+                        raise ValueError(
+                            f"keys {written[as_text]!r} and {key!r} are both {as_text!r} in "
+                            "JSON: one of their values would be lost"
+                        )
+                    written[as_text] = key
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
 def json_dumps_compact(value: Any) -> bytes | str:
     """Compact JSON (UTF-8 bytes, or text), accepting only what JSON can hold (NaN and
     friends refused).
@@ -213,10 +239,12 @@ def json_dumps_compact(value: Any) -> bytes | str:
         data = orjson.dumps(value, option=_ORJSON_STRICT)
     except TypeError:
         try:
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except RecursionError:
             # orjson stops at 255 levels; the standard library at the stack's end.
             raise ValueError("nested too deeply to be written as JSON") from None
+        _refuse_colliding_keys(value)
+        return text
     if b"null" in data and _holds_non_finite(value):
         raise ValueError("Out of range float values are not JSON compliant")
     return data
@@ -262,6 +290,9 @@ def new_draft(name: str, args: object, *, limits: WireLimits = DEFAULT_LIMITS) -
         raise InvalidEvent(f"args must be a dict, got {type(args).__name__}")
     try:
         check_identifier(name, "event name", MAX_NAME_LENGTH)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(str(exc)) from None
+    try:
         text = json_dumps_compact(args)
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"args of {name!r} are not JSON: {exc}") from None
