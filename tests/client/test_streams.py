@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.lowlevel
@@ -107,3 +108,54 @@ async def test_a_stream_starts_over_on_the_new_log_after_a_reset(
         with trio.fail_after(WAIT):
             new = [await stream.__anext__() for _ in range(2)]
         assert [(e.name, e.seq) for e in new] == [("new", 1), ("new", 2)]
+
+
+async def test_everything_waiting_on_a_client_ends_when_its_block_exits(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # What was tried: a confirmed_stream(), a status_changes(), a wait_status() and a
+    # subscription, each in a task of the application's own nursery, started inside the
+    # block and still waiting when it exits. They used to wait for ever, and the status
+    # still said "synced", connected.
+    await world.start_server()
+    ended: dict[str, str] = {}
+
+    async def follow(name: str, iterator: Any) -> None:
+        try:
+            async for _ in iterator:
+                pass
+        except trio_sync.ClientClosed:
+            ended[name] = "ClientClosed"
+        else:
+            ended[name] = "ended"
+
+    async def wait(client: trio_sync.Client) -> None:
+        try:
+            await client.wait_status(lambda s: False)
+        except trio_sync.ClientClosed:
+            ended["wait_status"] = "ClientClosed"
+
+    async with trio.open_nursery() as nursery:
+        async with world.client("A") as client:
+            await client.commit("x", {})
+            await client.wait_synced()
+            nursery.start_soon(follow, "confirmed_stream", client.confirmed_stream())
+            nursery.start_soon(follow, "status_changes", client.status_changes())
+            nursery.start_soon(follow, "subscription", client.subscribe())
+            nursery.start_soon(wait, client)
+            await trio.testing.wait_all_tasks_blocked()
+            started = trio.current_time()
+        with trio.fail_after(WAIT):
+            while len(ended) < 4:  # noqa: ASYNC110 (the tasks report as they end)
+                await trio.sleep(0.001)
+        assert trio.current_time() - started < 0.01  # at once, not at some timeout
+    assert ended == {
+        "confirmed_stream": "ClientClosed",
+        "status_changes": "ClientClosed",
+        "subscription": "ended",
+        "wait_status": "ClientClosed",
+    }
+    status = client.status
+    assert (status.state, status.connected) == ("disconnected", False)
+    late = client._core.bus.subscribe()  # (subscribe() itself refuses: ClientClosed)
+    assert [n async for n in late] == []

@@ -112,3 +112,18 @@ async def test_a_store_path_may_be_a_path_object(server: trio_sync.Server, tmp_p
         with trio.fail_after(WAIT):
             await client.wait_synced()
     assert (tmp_path / "a.sqlite3").is_file()
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [(None, "not NoneType"), (b"ws://127.0.0.1:1", "not bytes"), (5, "not int")],
+    ids=["None", "bytes", "int"],
+)
+async def test_a_url_of_the_wrong_type_is_an_invalid_url(
+    tmp_path: Path, url: object, words: str
+) -> None:
+    # What was tried: None (a bare "'NoneType' object is not iterable"), bytes (each byte
+    # taken as a URL: "not 119"), an int.
+    with pytest.raises(trio_sync.InvalidURL, match=f"a server URL is a string.*{words}"):
+        async with trio_sync.open_client(url, tmp_path / "a.sqlite3"):  # type: ignore[arg-type]
+            raise AssertionError("opened")  # pragma: no cover

@@ -59,6 +59,7 @@ class EventBus:
         # Weak: a subscriber that stops iterating and is dropped unsubscribes itself.
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self.published = 0
+        self._ended = False
 
     def publish(self, kind: str, **fields: object) -> Notification:
         """Records a notification and hands it to every subscriber, never waiting."""
@@ -78,8 +79,18 @@ class EventBus:
         if buffer < 1:
             raise ValueError(f"buffer must be at least 1, got {buffer}")
         subscription = Subscription(buffer)
-        self._subscribers.add(subscription)
+        if self._ended:
+            subscription._end()
+        else:
+            self._subscribers.add(subscription)
         return subscription
+
+    def end(self) -> None:
+        """No more notifications (the client closed): every subscription ends once what
+        it holds is read, and later ones are empty."""
+        self._ended = True
+        for subscription in list(self._subscribers):
+            subscription._end()
 
     def recent(self, n: int | None = None) -> list[Notification]:
         """The last ``n`` notifications (all kept ones if None), oldest first."""
@@ -96,6 +107,8 @@ class Subscription:
         self._limit = buffer
         self._arrived = trio.Event()
         self._closed = False
+        #: The client closed: nothing more will arrive.
+        self._ended = False
         #: Notifications this subscriber missed because it fell behind.
         self.dropped = 0
 
@@ -121,6 +134,11 @@ class Subscription:
         self._buffer.clear()
         self._arrived.set()
 
+    def _end(self) -> None:
+        # Unlike close(): what arrived before the end is still read.
+        self._ended = True
+        self._arrived.set()
+
     def __enter__(self) -> Subscription:
         return self
 
@@ -132,7 +150,7 @@ class Subscription:
 
     async def __anext__(self) -> Notification:
         while not self._buffer:
-            if self._closed:
+            if self._closed or self._ended:
                 raise StopAsyncIteration
             self._arrived = trio.Event()
             await self._arrived.wait()

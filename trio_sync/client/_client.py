@@ -144,9 +144,12 @@ class Client:
         [event] = await self._core.writer.commit([draft])
         return event
 
-    async def commit_many(self, items: Iterable[tuple[str, dict[str, object]]]) -> list[Event]:
+    async def commit_many(
+        self, items: Iterable[tuple[str, dict[str, object] | None]]
+    ) -> list[Event]:
         """Commits several events atomically, in one transaction: all of them, in order,
-        or (on any error) none. Durable when this returns.
+        or (on any error) none. Durable when this returns. Args of None are ``{}``, as in
+        :meth:`commit`.
 
         Raises:
             InvalidEvent: One of them cannot be stored (checked before anything is
@@ -155,7 +158,9 @@ class Client:
             ClientClosed: The client's ``open_client`` block has exited.
         """
         self._check_open()
-        drafts = [self._core.state.draft(name, args) for name, args in items]
+        drafts = [
+            self._core.state.draft(name, {} if args is None else args) for name, args in items
+        ]
         if not drafts:
             return []
         return await self._core.writer.commit(drafts)
@@ -460,6 +465,17 @@ class Client:
             return None  # none to give: the server says whether it needs one
         return _checked_token(value, "what the token function returned")
 
+    def _close(self) -> None:
+        """Marks the client closed once its tasks have ended: the status says
+        disconnected, waiters and iterators raise ClientClosed, subscriptions end."""
+        self._closed = True
+        core = self._core
+        if core.phase != "disconnected":
+            core.set_phase("disconnected")  # wakes every waiter (changed is notified)
+        else:
+            core.changed.notify()
+        core.bus.end()
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this client's open_client() block has exited")
@@ -504,7 +520,15 @@ def _checked_token_source(token: object) -> TokenSource | None:
 
 
 def _server_urls(url: str | Sequence[str], *, check: bool) -> tuple[str, ...]:
-    urls = (url,) if isinstance(url, str) else tuple(url)
+    if isinstance(url, str):
+        urls: tuple[str, ...] = (url,)
+    elif isinstance(url, bytes | bytearray) or not isinstance(url, Iterable):
+        raise InvalidURL(
+            f"a server URL is a string like 'ws://host:port' (or a list of them), not "
+            f"{type(url).__name__}"
+        )
+    else:
+        urls = tuple(url)
     if not urls:
         raise InvalidURL("open_client needs at least one server URL")
     if check:
@@ -626,7 +650,7 @@ async def open_client(
                     nursery.cancel_scope.cancel()
     finally:
         if client is not None:
-            client._closed = True
+            client._close()
         with trio.CancelScope(shield=True):
             await run_store(store.close)
 
