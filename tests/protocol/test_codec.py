@@ -194,14 +194,24 @@ BAD_FRAMES = [
         InvalidMessage,
         "(key): string holds a lone UTF-16 surrogate",
     ),
-    ("client_seq of 2**63", push_with_seq(2**63), InvalidMessage, "does not fit in 64 bits"),
-    ("client_seq of 2**64", push_with_seq(2**64), InvalidMessage, "does not fit in 64 bits"),
-    ("client_seq of 2**64 + 1", push_with_seq(2**64 + 1), InvalidMessage, "64 bits"),
+    (
+        "client_seq of 2**63",
+        push_with_seq(2**63),
+        InvalidMessage,
+        "is outside the signed 64-bit range",
+    ),
+    (
+        "client_seq of 2**64",
+        push_with_seq(2**64),
+        InvalidMessage,
+        "is outside the signed 64-bit range",
+    ),
+    ("client_seq of 2**64 + 1", push_with_seq(2**64 + 1), InvalidMessage, "signed 64-bit range"),
     (
         "parent of 2**63",
         frame(type="push", push_id=1, parent=2**63, events=[EVENT]),
         InvalidMessage,
-        "push.parent: integer 9223372036854775808 does not fit in 64 bits",
+        "push.parent: integer 9223372036854775808 is outside the signed 64-bit range",
     ),
     (
         "integer of 5000 digits",
@@ -213,7 +223,7 @@ BAD_FRAMES = [
         "negative 2**63 + 1 in args",
         push_with_args({"n": -(2**63) - 1}),
         InvalidMessage,
-        "push.events[0].args.n: integer -9223372036854775809 does not fit in 64 bits",
+        "push.events[0].args.n: integer -9223372036854775809 is outside the signed 64-bit range",
     ),
     ("NaN in args", push_with_args({"x": math.nan}), InvalidMessage, "args.x: float nan"),
     ("Infinity in args", push_with_args({"x": math.inf}), InvalidMessage, "float inf"),
@@ -367,7 +377,7 @@ def test_long_digit_runs_outside_integers_are_no_integers(as_bytes: bool) -> Non
     fine = '{"a": "12345678901234567890123", "b": 0.12345678901234567890, "c": 1e1234567}'
     assert loads(text(fine.replace("1e1234567", "1.5e-3")))["a"] == "12345678901234567890123"
     assert loads(text('{"n": 9223372036854775807}'))["n"] == 2**63 - 1
-    with pytest.raises(InvalidMessage, match="does not fit in 64 bits"):
+    with pytest.raises(InvalidMessage, match="is outside the signed 64-bit range"):
         loads(text('{"a": "1234567890123456789012", "n": 18446744073709551617}'))
 
 

@@ -92,10 +92,18 @@ ROWS = [
     Row(
         "a parent of 2**63",
         push(EVENT, parent=2**63),
-        "push.parent: integer 9223372036854775808 does not fit in 64 bits",
+        "push.parent: integer 9223372036854775808 is outside the signed 64-bit range",
     ),
-    Row("a client_seq of 2**63", push({**EVENT, "client_seq": 2**63}), "does not fit in 64 bits"),
-    Row("a client_seq of 2**64", push({**EVENT, "client_seq": 2**64}), "does not fit in 64 bits"),
+    Row(
+        "a client_seq of 2**63",
+        push({**EVENT, "client_seq": 2**63}),
+        "is outside the signed 64-bit range",
+    ),
+    Row(
+        "a client_seq of 2**64",
+        push({**EVENT, "client_seq": 2**64}),
+        "is outside the signed 64-bit range",
+    ),
     Row(
         "an integer of 5000 digits",
         frame(type="ping", nonce=0).replace("0", "9" * 5000),
@@ -121,7 +129,7 @@ ROWS = [
     Row(
         "a pull cursor of 10**30",
         frame(type="pull", pull_id=1, cursor=10**30),
-        "pull.cursor: integer 1000000000000000000000000000000 does not fit in 64 bits",
+        "pull.cursor: integer 1000000000000000000000000000000 is outside the signed 64-bit range",
     ),
     Row(
         "a pull cursor beyond the head",

@@ -136,7 +136,9 @@ def _check(value: Any, path: str, max_depth: int, depth: int) -> None:
         _check_string(value, path)
     elif kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
-            raise InvalidMessage(f"{path}: integer {_describe_int(value)} does not fit in 64 bits")
+            raise InvalidMessage(
+                f"{path}: integer {_describe_int(value)} is outside the signed 64-bit range"
+            )
     elif kind is dict:
         if depth >= max_depth:
             raise InvalidMessage(f"{path}: nested deeper than {max_depth} levels")
