@@ -11,6 +11,9 @@ import trio
 
 import trio_sync
 from trio_sync import IncompatibleServer, InvalidURL
+from trio_sync.protocol import SyncState, WireLimits
+from trio_sync.server import ServerLimits
+from trio_sync.store import ClientStore
 
 from ..conftest import FAST, WAIT, ClientFactory, ServerFactory
 
@@ -249,3 +252,48 @@ async def test_subscribe_on_a_closed_client_says_so(
         pass
     with pytest.raises(trio_sync.ClientClosed):
         a.subscribe()
+
+
+async def test_an_event_the_servers_limits_refuse_leaves_the_client_stuck_until_reset(
+    open_server: ServerFactory, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Tried: events committed before the client ever heard the server's limits (offline,
+    # first run: commit() follows the default 1 MiB), one of them over the server's 1,000
+    # bytes. Every push carried it, the server closed the connection each time, and the
+    # client was stuck for good: reset() refused, and retry() tried the same push again.
+    limits = ServerLimits(wire=WireLimits(max_event_bytes=1000), max_page_bytes=4096)
+    server = await open_server(limits=limits)
+    store = ClientStore.open(str(tmp_path / "A.sqlite3"), "A")
+    state = SyncState("A")
+    for name, size in (("small", 1), ("big", 5000), ("after", 1)):
+        store.append_pending(state.commit(name, {"s": "x" * size}))
+    store.close()
+
+    async with open_test_client(server.url, "A") as a, open_test_client(server.url, "B") as b:
+        with trio.fail_after(WAIT):
+            status = await a.wait_status(lambda s: s.state == "stuck")
+        assert status.connected and status.pending == 2  # the small one went first
+        assert status.last_error is not None
+        assert "pending event 2 ('big'): event of 5011 bytes exceeds the limit " in (
+            status.last_error
+        )
+        assert "max_event_bytes=1000" in status.last_error and "reset()" in status.last_error
+        await b.commit("from.b", {})  # a stuck push does not stop the pull
+        with trio.fail_after(WAIT):
+            await b.wait_synced()
+            while len(a.confirmed_events()) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        assert [e.name for e in a.confirmed_events()] == ["small", "from.b"]
+
+        report = await a.reset()
+        assert (report.kept, report.dropped) == (1, 1)
+        assert report.saved_to is not None
+        text = await trio.Path(report.saved_to).read_text()
+        assert [json.loads(line)["name"] for line in text.splitlines()] == ["big", "after"]
+        with trio.fail_after(WAIT):
+            await a.wait_synced()
+            await b.wait_synced()
+        expected = [("A", "small"), ("B", "from.b"), ("A", "after")]
+        assert [(e.client_id, e.name) for e in a.confirmed_events()] == expected
+        assert [(e.client_id, e.name) for e in b.confirmed_events()] == expected
+        assert a.status.state == "synced" and a.pending_events() == []

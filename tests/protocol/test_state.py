@@ -263,3 +263,22 @@ def test_an_identifier_cannot_hide_formatting_characters(name: str) -> None:
     # event names and client ids (they disguise text in logs and terminals).
     with pytest.raises(InvalidEvent, match="control character"):
         SyncState("A").commit(name, {})
+
+
+def test_plan_push_stops_before_an_event_the_servers_limits_refuse() -> None:
+    # Committed under the default limits (offline, before the server's were known), then
+    # the server announced smaller ones: the push carries what comes before, never it.
+    state = SyncState("A")
+    for name, args in (("small", {}), ("big", {"s": "x" * 5000}), ("deep", {"d": [[[[[1]]]]]})):
+        state.commit(name, args)
+    state.limits = WireLimits(max_event_bytes=1000, max_depth=3)
+    plan = state.plan_push(100)
+    assert plan is not None and [e.name for e in plan.events] == ["small"]
+    assert state.refused_head() is None  # "small" is not acknowledged yet: it goes first
+    state.acknowledge(1, 1)
+    assert state.plan_push(100) is None
+    refused = state.refused_head()
+    assert refused is not None and refused[0].name == "big"
+    assert "pending event 2 ('big'): event of 5011 bytes exceeds the limit" in refused[1]
+    assert "deeper than 3" in (state.refusal(state.pending[-1]) or "")
+    assert state.refusal(state.pending[0]) is None  # "small" breaks no limit

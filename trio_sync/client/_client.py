@@ -260,19 +260,24 @@ class Client:
 
         For a client the server cannot sync with any more ("incompatible"): the server's
         database was rebuilt (a new server id), or this client id was used by another store
-        (a store lost and recreated). The pending events are first saved to a JSON-lines
-        file beside the store; then, in one transaction, the confirmed log, the server
-        identity and the cursors are dropped and (with ``keep_pending``) the pending events
-        are recorded again, numbered after the last client_seq the server holds for this
-        id. The client then reconnects and pulls the log again. A crash at any moment
-        loses no pending event: before the transaction the old store is intact, after it
-        the new one holds them (and the file is a spare copy either way).
+        (a store lost and recreated). And for one "stuck" on a pending event the server's
+        limits refuse (committed offline before they were known, or before the server
+        lowered them), once every event before it is confirmed. The pending events are
+        first saved to a JSON-lines file beside the store; then, in one transaction, the
+        confirmed log, the server identity and the cursors are dropped and (with
+        ``keep_pending``) the pending events the server's limits take are recorded again,
+        numbered after the last client_seq the server holds for this id (the others are
+        only in the file, counted in ``dropped``). The client then reconnects and pulls
+        the log again. A crash at any moment loses no pending event: before the
+        transaction the old store is intact, after it the new one holds them (and the file
+        is a spare copy either way).
 
         Returns:
             What was done: where the pending events were saved, how many were kept.
 
         Raises:
-            ResetRefused: The client is not "incompatible": the server syncs with it, so
+            ResetRefused: The client is neither "incompatible" nor stuck on a refused
+                event with every event before it confirmed: the server syncs with it, so
                 there is nothing to reset (and renumbering events it may already hold
                 would duplicate them).
             StoreError: The file or the store could not be written; nothing changed.
@@ -280,13 +285,16 @@ class Client:
         """
         self._check_open()
         core = self._core
-        if core.incompatible is None:
+        first_refused = self._first_refused_alone()
+        if core.incompatible is None and first_refused is None:
             # On a server that syncs with this client, a push may be on its way or its
             # ack lost: its events are on the server but still pending here, and kept
             # events renumbered would be appended a second time.
             raise ResetRefused(
                 f"reset() is for a client the server cannot sync with (state "
-                f"'incompatible'); this one is {core.status().state!r}: nothing to reset"
+                f"'incompatible'), or one stuck on an event the server's limits refuse once "
+                f"every event before it is confirmed; this one is {core.status().state!r} "
+                "with nothing of the kind: nothing to reset"
             )
         async with self._reset_lock:
             resume = self._resume = trio.Event()
@@ -294,7 +302,9 @@ class Client:
                 self._connection_scope.cancel()
                 await self._connection_stopped.wait()
                 async with core.writer.exclusive:
-                    first = (core.server_held_client_seq or 0) + 1
+                    # Stuck on a refused event: the server holds every event before it
+                    # (they are confirmed here), and none from it on.
+                    first = first_refused or (core.server_held_client_seq or 0) + 1
                     pending = core.state.unacknowledged_count
                     saved_to, kept = await core.run_store(
                         partial(
@@ -302,6 +312,7 @@ class Client:
                             keep_pending=keep_pending,
                             first_client_seq=first,
                             now=core.wall_clock(),
+                            keep_if=lambda event: core.state.refusal(event) is None,
                         )
                     )
                     state = await core.run_store(core.store.load_state)
@@ -403,6 +414,17 @@ class Client:
                     jitter=core.rng.random(),
                 )
             )
+
+    def _first_refused_alone(self) -> int | None:
+        """The client_seq of the event the server's limits refuse that this client is stuck
+        on, when every event before it is confirmed here and no push is in flight (so none
+        from it on can be on the server); else None."""
+        state = self._core.state
+        refused = state.refused_head()
+        if refused is None or self._core.push.in_flight:
+            return None
+        client_seq = refused[0].client_seq
+        return client_seq if state.pending_first_client_seq == client_seq else None
 
     def _note_failure(self, url: str, exc: Exception) -> None:
         if self._leaving:

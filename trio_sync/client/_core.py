@@ -158,6 +158,22 @@ class ClientCore:
         """Publishes a notification on the bus (never waits)."""
         self.bus.publish(kind, **fields)
 
+    def note_refused_head(self) -> None:
+        """With no push in flight, and the next event one the server's limits refuse, the
+        client is stuck until the application sets it aside (``reset()``): says so."""
+        refused = self.state.refused_head()
+        if refused is None or self.push.in_flight:
+            return
+        event, why = refused
+        message = (
+            f"push refused by the server's limits: {why}; no push can carry it (nor, keeping "
+            "the order, any event after it): reset() sets it aside in a file and keeps the rest"
+        )
+        if self.refused_push != message:
+            self.refused_push = message
+            self.trace("push.refused_by_limits", client_seq=event.client_seq)
+            self.changed.notify()
+
     @property
     def failing_fast(self) -> bool:
         return self.fast_failures.stuck or self.refused_push is not None

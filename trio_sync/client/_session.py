@@ -310,6 +310,7 @@ class ClientSession:
                     self._silence_armed.set()
                 continue
             if action.deadline is None:
+                core.note_refused_head()  # nothing to push: maybe the next one never goes
                 await changed.wait()
             else:
                 with trio.move_on_at(action.deadline):

@@ -15,9 +15,9 @@ from typing import ClassVar
 
 import attrs
 
-from .._errors import ProtocolError
+from .._errors import InvalidMessage, ProtocolError
 from ._codec import event_json
-from ._events import Draft, Event, new_draft, new_event
+from ._events import Draft, Event, check_event_content, new_draft, new_event
 from ._limits import DEFAULT_LIMITS, WireLimits
 
 
@@ -143,10 +143,38 @@ class SyncState:
         """How many own events the server has not acknowledged (what status shows)."""
         return len(self._pending) - self._first_unacknowledged_index()
 
+    def refusal(self, event: Event) -> str | None:
+        """Why the server's limits refuse ``event`` (None: they take it). A commit follows
+        the limits the client knew; an event committed before the server's were known
+        (offline, first run), or before it lowered them, may break them.
+        """
+        size_may_exceed = len(event_json(event)) > self.limits.max_event_bytes
+        depth_may_exceed = self.limits.max_depth < DEFAULT_LIMITS.max_depth
+        if not (size_may_exceed or depth_may_exceed):
+            return None  # the usual case, without measuring again
+        try:
+            check_event_content(
+                event, path=f"pending event {event.client_seq} ({event.name!r})", limits=self.limits
+            )
+        except InvalidMessage as exc:
+            return str(exc)
+        return None
+
+    def refused_head(self) -> tuple[Event, str] | None:
+        """The first unacknowledged event and why, when the server's limits refuse it: no
+        push can carry it (or, keeping order, any event after it)."""
+        index = self._first_unacknowledged_index()
+        if index >= len(self._pending):
+            return None
+        event = self._pending[index]
+        why = self.refusal(event)
+        return None if why is None else (event, why)
+
     def plan_push(self, batch_size: int, *, after_client_seq: int = 0) -> PushPlan | None:
         """The next push: up to ``batch_size`` unacknowledged events after our head, within
         the server's limits on events per push and bytes per frame; only events after
-        ``after_client_seq`` (those of pushes still in flight come before).
+        ``after_client_seq`` (those of pushes still in flight come before). It stops before
+        an event the server's limits refuse (see :meth:`refused_head`).
 
         Returns None when there is nothing to push.
         """
@@ -162,6 +190,8 @@ class SyncState:
             size = len(event_json(event)) + 1
             if events and size > budget:
                 break
+            if self.refusal(event) is not None:
+                break  # the server would refuse the push: what comes before it goes
             budget -= size
             events.append(event)
         if not events:

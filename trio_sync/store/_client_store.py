@@ -162,10 +162,16 @@ class ClientStore(SQLiteStore):
     # --- a new lineage -------------------------------------------------------------------
 
     def reset_lineage(
-        self, *, keep_pending: bool, first_client_seq: int, now: float
+        self,
+        *,
+        keep_pending: bool,
+        first_client_seq: int,
+        now: float,
+        keep_if: Callable[[Event], bool] = lambda event: True,
     ) -> tuple[str | None, int]:
         """Starts this store afresh: no confirmed log, no server identity, head 0; with
-        ``keep_pending``, the pending events again, numbered from ``first_client_seq``.
+        ``keep_pending``, the pending events for which ``keep_if`` holds again, numbered
+        from ``first_client_seq``.
 
         The pending events are saved to a JSON-lines file beside the store first (a file
         store with pending events only), then the store changes in one transaction: a crash
@@ -188,6 +194,7 @@ class ClientStore(SQLiteStore):
         keep = [
             _lineage.SavedEvent(event.name, dict(event.args), committed_at.get(event.client_seq))
             for event in (pending if keep_pending else ())
+            if keep_if(event)
         ]
         self._db.write(
             lambda conn: _lineage.replace_lineage(
