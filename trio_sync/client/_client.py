@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING
@@ -19,19 +18,17 @@ from .._errors import (
     ClientClosed,
     HandshakeRefused,
     IncompatibleServer,
-    InvalidURL,
     ProtocolError,
     ResetRefused,
     StoreError,
-    TokenUnavailable,
     TransportError,
 )
 from .._groups import single_exception
 from .._store_runner import StoreRunner, in_worker_thread
 from ..protocol import Event, PushMachine, SyncStatus, backoff_delay, make_push_machine
-from ..protocol._limits import MAX_TOKEN_LENGTH
-from ..store import open_client_store, store_for_target
-from ..transport import Connection, Connector, connect_websocket, parse_ws_url
+from ..store import open_client_store
+from ..transport import Connection, Connector, connect_websocket
+from ._arguments import TokenSource, checked_token_source, fetch_token, server_urls
 from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
 from ._config import ClientTimings
 from ._core import ClientCore, TraceHook
@@ -43,8 +40,6 @@ if TYPE_CHECKING:
     from ..files import FileOptions, FileSync
 
 _StatusPredicate = Callable[[SyncStatus], bool]
-#: A token, or a function that returns the current one (sync or async).
-TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 #: Seconds the closing handshake may take when an open_client block exits.
 LEAVE_TIMEOUT = 1.0
 
@@ -462,30 +457,12 @@ class Client:
             await conn.aclose("client closed")
 
     async def _current_token(self) -> str | None:
-        """The token for the next connection: the one given, or the token function's.
+        """The token for the next connection (see :func:`fetch_token`).
 
         Raises:
-            TokenUnavailable: The function raised, did not answer within the connect
-                timeout, or returned something that is not a token.
+            TokenUnavailable: The token function failed to give one.
         """
-        token = self._token
-        if token is None or isinstance(token, str):
-            return token
-        seconds = self._timings.connect_timeout
-        try:
-            with trio.fail_after(seconds):
-                value = token()
-                if inspect.isawaitable(value):
-                    value = await value
-        except trio.TooSlowError:
-            raise TokenUnavailable(
-                f"the token function did not return within {seconds:g}s (connect_timeout)"
-            ) from None
-        except Exception as exc:
-            raise TokenUnavailable(f"the token function raised {exc!r}") from exc
-        if value is None:
-            return None  # none to give: the server says whether it needs one
-        return _checked_token(value, "what the token function returned")
+        return await fetch_token(self._token, self._timings.connect_timeout)
 
     def _close(self) -> None:
         """Marks the client closed once its tasks have ended: the status says
@@ -501,67 +478,6 @@ class Client:
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this client's open_client() block has exited")
-
-
-def _checked_token(value: object, source: str) -> str:
-    """``value`` if it is a token a hello can carry; ``source`` names where it came from.
-
-    Raises:
-        TokenUnavailable: It is not a non-empty string of at most MAX_TOKEN_LENGTH.
-    """
-    if not isinstance(value, str):
-        raise TokenUnavailable(
-            f"{source} is {type(value).__name__} {value!r:.40}, not a token string"
-        )
-    if not value:
-        raise TokenUnavailable(f"{source} is an empty string, not a token")
-    if len(value) > MAX_TOKEN_LENGTH:
-        raise TokenUnavailable(
-            f"{source} is {len(value)} characters long; a token has at most {MAX_TOKEN_LENGTH}"
-        )
-    return value
-
-
-def _checked_token_source(token: object) -> TokenSource | None:
-    """Refuses, at ``open_client``, a token that could never be sent.
-
-    Raises:
-        TypeError: Neither None, a string, nor a function.
-        ValueError: An empty string or one longer than MAX_TOKEN_LENGTH.
-    """
-    if token is None or callable(token):
-        return token
-    if not isinstance(token, str):
-        raise TypeError(
-            f"token must be a string or a function returning one, not {type(token).__name__}"
-        )
-    try:
-        return _checked_token(token, "the token given")
-    except TokenUnavailable as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _server_urls(url: str | Sequence[str], *, check: bool) -> tuple[str, ...]:
-    if isinstance(url, str):
-        urls: tuple[str, ...] = (url,)
-    elif isinstance(url, bytes | bytearray) or not isinstance(url, Iterable):
-        raise InvalidURL(
-            f"a server URL is a string like 'ws://host:port' (or a list of them), not "
-            f"{type(url).__name__}"
-        )
-    else:
-        urls = tuple(url)
-    if not urls:
-        raise InvalidURL("open_client needs at least one server URL")
-    if check:
-        for each in urls:
-            _host, _port, resource, _tls = parse_ws_url(each)
-            if store_for_target(resource) is None:
-                raise InvalidURL(
-                    f"{each!r} names no store: use ws://host:port for the default store or "
-                    "ws://host:port/<store id> (letters, digits, _ . -; at most 64)"
-                )
-    return urls
 
 
 @asynccontextmanager
@@ -624,8 +540,8 @@ async def open_client(
     """
     # Only the WebSocket connector understands URLs; a custom one (the simulator's) may
     # name its peers as it likes.
-    urls = _server_urls(url, check=connector is None)
-    token = _checked_token_source(token)
+    urls = server_urls(url, check=connector is None)
+    token = checked_token_source(token)
     store_path = os.fspath(store_path)
     timings = timings or ClientTimings()
     new_push = partial(make_push_machine, push_policy, push_batch_size, timings.push)
