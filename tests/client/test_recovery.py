@@ -273,6 +273,8 @@ async def test_an_event_the_servers_limits_refuse_leaves_the_client_stuck_until_
         with trio.fail_after(WAIT):
             status = await a.wait_status(lambda s: s.state == "stuck")
         assert status.connected and status.pending == 2  # the small one went first
+        # Stuck is said once reset() may run: "small" is confirmed here, not only acked.
+        assert [e.name for e in a.confirmed_events()][:1] == ["small"]
         assert status.last_error is not None
         assert "pending event 2 ('big'): event of 5011 bytes exceeds the limit " in (
             status.last_error
@@ -285,7 +287,22 @@ async def test_an_event_the_servers_limits_refuse_leaves_the_client_stuck_until_
                 await trio.sleep(0.01)
         assert [e.name for e in a.confirmed_events()] == ["small", "from.b"]
 
-        report = await a.reset()
+        # Two resets at once (a review found the second one reset a client no longer
+        # stuck, on a server that synced with it, and the block died): one resets.
+        outcomes: list[object] = []
+
+        async def reset() -> None:
+            try:
+                outcomes.append(await a.reset())
+            except trio_sync.ResetRefused as exc:
+                outcomes.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reset)
+            nursery.start_soon(reset)
+        [report] = [o for o in outcomes if isinstance(o, trio_sync.client.ResetReport)]
+        [refused] = [o for o in outcomes if isinstance(o, trio_sync.ResetRefused)]
+        assert "nothing to reset" in str(refused)
         assert (report.kept, report.dropped) == (1, 1)
         assert report.saved_to is not None
         text = await trio.Path(report.saved_to).read_text()
@@ -297,3 +314,23 @@ async def test_an_event_the_servers_limits_refuse_leaves_the_client_stuck_until_
         assert [(e.client_id, e.name) for e in a.confirmed_events()] == expected
         assert [(e.client_id, e.name) for e in b.confirmed_events()] == expected
         assert a.status.state == "synced" and a.pending_events() == []
+
+
+async def test_a_client_stuck_when_its_block_exits_says_disconnected(
+    open_server: ServerFactory, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Tried: a client stuck on an event the server's limits refuse, then its block exits:
+    # the status kept saying "stuck" (a reason from a connection that no longer exists).
+    limits = ServerLimits(wire=WireLimits(max_event_bytes=1000), max_page_bytes=4096)
+    server = await open_server(limits=limits)
+    store = ClientStore.open(str(tmp_path / "A.sqlite3"), "A")
+    store.append_pending(SyncState("A").commit("big", {"s": "x" * 5000}))
+    store.close()
+    async with open_test_client(server.url, "A") as a:
+        with trio.fail_after(WAIT):
+            await a.wait_status(lambda s: s.state == "stuck")
+    assert (a.status.state, a.status.connected, a.status.last_error) == (
+        "disconnected",
+        False,
+        None,
+    )

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.lowlevel
 import trio.testing
@@ -116,14 +117,18 @@ async def test_everything_waiting_on_a_client_ends_when_its_block_exits(
     # What was tried: a confirmed_stream(), a status_changes(), a wait_status() and a
     # subscription, each in a task of the application's own nursery, started inside the
     # block and still waiting when it exits. They used to wait for ever, and the status
-    # still said "synced", connected.
+    # still said "synced", connected. Iterators end (a task iterating beside the block
+    # ends with it); a wait that can never be met raises ClientClosed.
     await world.start_server()
     ended: dict[str, str] = {}
 
+    last_status: list[trio_sync.SyncStatus] = []
+
     async def follow(name: str, iterator: Any) -> None:
         try:
-            async for _ in iterator:
-                pass
+            async for item in iterator:
+                if isinstance(item, trio_sync.SyncStatus):
+                    last_status.append(item)
         except trio_sync.ClientClosed:
             ended[name] = "ClientClosed"
         else:
@@ -150,12 +155,16 @@ async def test_everything_waiting_on_a_client_ends_when_its_block_exits(
                 await trio.sleep(0.001)
         assert trio.current_time() - started < 0.01  # at once, not at some timeout
     assert ended == {
-        "confirmed_stream": "ClientClosed",
-        "status_changes": "ClientClosed",
+        "confirmed_stream": "ended",
+        "status_changes": "ended",
         "subscription": "ended",
         "wait_status": "ClientClosed",
     }
+    assert last_status and last_status[-1].state == "disconnected"  # told, then ended
     status = client.status
     assert (status.state, status.connected) == ("disconnected", False)
     late = client._core.bus.subscribe()  # (subscribe() itself refuses: ClientClosed)
     assert [n async for n in late] == []
+    for make in (client.confirmed_stream, client.status_changes, client.subscribe):
+        with pytest.raises(trio_sync.ClientClosed):
+            make()  # made after the block exited: a mistake, said at once

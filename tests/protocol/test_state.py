@@ -282,3 +282,17 @@ def test_plan_push_stops_before_an_event_the_servers_limits_refuse() -> None:
     assert "pending event 2 ('big'): event of 5011 bytes exceeds the limit" in refused[1]
     assert "deeper than 3" in (state.refusal(state.pending[-1]) or "")
     assert state.refusal(state.pending[0]) is None  # "small" breaks no limit
+
+
+def test_an_event_committed_under_a_deeper_limit_is_refused_when_it_is_lowered() -> None:
+    # A server that allowed 40 levels, then 34: an event of 36 levels is refused, though
+    # 34 is above the default limit (the first version only looked below the default).
+    state = SyncState("A", limits=WireLimits(max_depth=40))
+    nested: object = 1
+    for _ in range(35):
+        nested = [nested]
+    state.commit("deep", {"d": nested})
+    state.limits = WireLimits(max_depth=34)
+    assert state.plan_push(100) is None
+    refused = state.refused_head()
+    assert refused is not None and "nested deeper than 34 levels" in refused[1]

@@ -135,15 +135,22 @@ async def test_logs_say_what_happened_and_never_show_a_token(
 
 
 async def test_a_client_that_leaves_is_logged_as_leaving_not_as_lost(
-    server: trio_sync.Server, open_test_client: ClientFactory, caplog: pytest.LogCaptureFixture
+    server: trio_sync.Server,
+    open_test_client: ClientFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # What was tried: a client whose open_client block ends normally. It used to drop its
     # TCP connection without the closing handshake, and every orderly exit read in the
-    # server's log as a lost connection (1006 ABNORMAL_CLOSURE).
+    # server's log as a lost connection (1006 ABNORMAL_CLOSURE). Then the handshake's
+    # reply went unread (the connection's reader was cancelled as the session ended), and
+    # every exit waited out the closing time: made longer than WAIT here, it must not.
+    monkeypatch.setattr(trio_sync.client._client, "LEAVE_TIMEOUT", 10 * WAIT)
+    monkeypatch.setattr(trio_sync.transport._websocket, "CLOSE_TIMEOUT", 10 * WAIT)
     caplog.set_level(logging.INFO, logger="trio_sync")
-    async with open_test_client(server.url, "leaver") as client:
-        await client.commit("note", {})
-        with trio.fail_after(WAIT):
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "leaver") as client:
+            await client.commit("note", {})
             await client.wait_synced()
     with trio.fail_after(WAIT):
         while "'leaver' of store" not in caplog.text:  # noqa: ASYNC110

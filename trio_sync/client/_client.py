@@ -220,9 +220,11 @@ class Client:
     def status_changes(self) -> AsyncIterator[SyncStatus]:
         """Iterates over the status: the current one, then each time it changes.
 
-        A plain async iterator: breaking out of ``async for`` needs no clean-up.
+        A plain async iterator: breaking out of ``async for`` needs no clean-up. It ends
+        when the client closes.
         """
-        return StatusChanges(self._core, self._check_open)
+        self._check_open()
+        return StatusChanges(self._core, self._is_closed)
 
     def confirmed_events(self) -> list[Event]:
         """The confirmed log held locally, in server order."""
@@ -237,7 +239,8 @@ class Client:
     def confirmed_stream(self, after: int | None = None) -> AsyncIterator[Event]:
         """Iterates over confirmed events as they arrive, for applications that react.
 
-        A plain async iterator: breaking out of ``async for`` needs no clean-up.
+        A plain async iterator: breaking out of ``async for`` needs no clean-up. It ends
+        when the client closes.
 
         After :meth:`reset` the log is a new one: the stream starts over from its first
         event (the reset's ``recovery`` notification says when).
@@ -246,8 +249,9 @@ class Client:
             after: Start after this global seq (default: the current head, so only new
                 events; 0 replays the whole log first).
         """
+        self._check_open()
         return ConfirmedStream(
-            self._core, self._check_open, self._core.durable_head if after is None else after
+            self._core, self._is_closed, self._core.durable_head if after is None else after
         )
 
     async def reset(self, *, keep_pending: bool = True) -> ResetReport:
@@ -280,18 +284,18 @@ class Client:
         """
         self._check_open()
         core = self._core
-        first_refused = self._first_refused_alone()
-        if core.incompatible is None and first_refused is None:
-            # On a server that syncs with this client, a push may be on its way or its
-            # ack lost: its events are on the server but still pending here, and kept
-            # events renumbered would be appended a second time.
-            raise ResetRefused(
-                f"reset() is for a client the server cannot sync with (state "
-                f"'incompatible'), or one stuck on an event the server's limits refuse once "
-                f"every event before it is confirmed; this one is {core.status().state!r} "
-                "with nothing of the kind: nothing to reset"
-            )
         async with self._reset_lock:
+            # Decided under the lock: a reset that ran meanwhile changed the answer.
+            first_refused = self._first_refused_alone()
+            if core.incompatible is None and first_refused is None:
+                # On a server that syncs with this client, a push may be on its way or its
+                # ack lost: its events are on the server but still pending here, and kept
+                # events renumbered would be appended a second time.
+                raise ResetRefused(
+                    f"reset() is for a client the server cannot sync with (state "
+                    f"'incompatible'), or one stuck on an event the server's limits refuse; "
+                    f"this one is {core.status().state!r}: nothing to reset"
+                )
             resume = self._resume = trio.Event()
             try:
                 self._connection_scope.cancel()
@@ -466,14 +470,19 @@ class Client:
 
     def _close(self) -> None:
         """Marks the client closed once its tasks have ended: the status says
-        disconnected, waiters and iterators raise ClientClosed, subscriptions end."""
+        disconnected, waits raise ClientClosed, iterators and subscriptions end."""
         self._closed = True
         core = self._core
+        core.refused_push = None  # nothing is refused any more: nothing is tried
+        core.fast_failures.on_stable()
         if core.phase != "disconnected":
             core.set_phase("disconnected")  # wakes every waiter (changed is notified)
         else:
             core.changed.notify()
         core.bus.end()
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     def _check_open(self) -> None:
         if self._closed:
@@ -513,7 +522,10 @@ async def open_client(
         store_path: The client's SQLite file (created if missing).
         client_id: This client's id; None uses the one in the store, or a new one.
         token: The token the server requires (``trio-sync token``), or a function
-            returning the current one (called at each connection, so it may renew it).
+            returning the current one (called at each connection, so it may renew it; a
+            failure, or no answer within ``timings.connect_timeout``, is a failed
+            connection). A plain function runs on the event loop and must not block: one
+            that fetches over the network should be ``async``.
         ssl_context: For ``wss://`` URLs: how to check the server's certificate.
         push_batch_size: The most events in one push.
         push_policy: "supervised" (the default, never parks) or "park" (LiveStore's

@@ -159,12 +159,15 @@ class ClientCore:
         self.bus.publish(kind, **fields)
 
     def note_refused_head(self) -> None:
-        """With no push in flight, and the next event one the server's limits refuse, the
-        client is stuck until the application sets it aside (``reset()``): says so."""
+        """With no push in flight, every event before it confirmed, and the next event one
+        the server's limits refuse, the client is stuck until the application sets it
+        aside (``reset()``, allowed from then on): says so."""
         refused = self.state.refused_head()
         if refused is None or self.push.in_flight:
             return
         event, why = refused
+        if self.state.pending_first_client_seq != event.client_seq:
+            return  # events before it are acknowledged, their echo on its way: syncing
         message = (
             f"push refused by the server's limits: {why}; no push can carry it (nor, keeping "
             "the order, any event after it): reset() sets it aside in a file and keeps the rest"

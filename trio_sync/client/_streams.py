@@ -1,5 +1,7 @@
 """The client's async iterators: the confirmed events as they are stored, and the sync
-status as its facts change. Both raise ClientClosed once the client has closed."""
+status as its facts change. Both end once the client has closed (after what they hold:
+the events read, the final status), so a task iterating beside the client's block ends
+with it."""
 
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ class ConfirmedStream:
     is applied (no read back, no decoding again), until more than a page of them waits
     unread: then it reads from the store again, so a slow reader holds a page at most."""
 
-    def __init__(self, core: ClientCore, check_open: Callable[[], None], after: int) -> None:
+    def __init__(self, core: ClientCore, is_closed: Callable[[], bool], after: int) -> None:
         self._core = core
-        self._check_open = check_open
+        self._is_closed = is_closed
         self._cursor = after
         self._buffer: deque[Event] = deque()
         self._listening = False
@@ -45,7 +47,8 @@ class ConfirmedStream:
                 self._buffer.clear()
             if self._buffer:
                 return self._buffer.popleft()
-            self._check_open()
+            if self._is_closed():
+                raise StopAsyncIteration
             changed = core.changed.event
             if self._cursor < core.durable_head:
                 if core.durable_head - self._cursor <= _INLINE_READ:
@@ -94,9 +97,9 @@ class ConfirmedStream:
 
 
 class StatusChanges:
-    def __init__(self, core: ClientCore, check_open: Callable[[], None]) -> None:
+    def __init__(self, core: ClientCore, is_closed: Callable[[], bool]) -> None:
         self._core = core
-        self._check_open = check_open
+        self._is_closed = is_closed
         self._last: SyncStatus | None = None
 
     def __aiter__(self) -> StatusChanges:
@@ -105,12 +108,13 @@ class StatusChanges:
     async def __anext__(self) -> SyncStatus:
         core = self._core
         while True:
-            self._check_open()
             changed = core.changed.event
             status = core.status()
             if self._last is None or _what_changed(status) != _what_changed(self._last):
                 self._last = status
                 return status
+            if self._is_closed():
+                raise StopAsyncIteration  # after the final status ("disconnected")
             await changed.wait()
 
 

@@ -148,13 +148,14 @@ class SyncState:
         the limits the client knew; an event committed before the server's were known
         (offline, first run), or before it lowered them, may break them.
         """
-        size_may_exceed = len(event_json(event)) > self.limits.max_event_bytes
-        depth_may_exceed = self.limits.max_depth < DEFAULT_LIMITS.max_depth
-        if not (size_may_exceed or depth_may_exceed):
-            return None  # the usual case, without measuring again
+        # Its size is measured again only when its JSON (envelope included) is over the
+        # limit; its depth is walked each time (a few containers, once per push planned).
         try:
             check_event_content(
-                event, path=f"pending event {event.client_seq} ({event.name!r})", limits=self.limits
+                event,
+                path=f"pending event {event.client_seq} ({event.name!r})",
+                limits=self.limits,
+                measure=len(event_json(event)) > self.limits.max_event_bytes,
             )
         except InvalidMessage as exc:
             return str(exc)

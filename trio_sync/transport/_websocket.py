@@ -72,6 +72,8 @@ class WebSocketConnection:
         self._ws = ws
         self._limits = limits
         self._outbox = Outbox()
+        #: Set once a close is under way; set again (``is_set``) when it has ended.
+        self._closing: trio.Event | None = None
         self.target = target
         self.peer = peer
         self.opened_at = trio.current_time() if opened_at is None else opened_at
@@ -132,13 +134,23 @@ class WebSocketConnection:
         return await self._outbox.wait_room(bulk=True)
 
     async def aclose(self, reason: str = "", *, code: int = CLOSE_NORMAL) -> None:
-        with trio.move_on_after(CLOSE_TIMEOUT):
-            await self._outbox.wait_empty()
+        if self._closing is not None:
+            # Another task is closing: wait until its handshake ends (it is bounded). The
+            # library returns at once: whoever owns the connection would then cancel its
+            # reader task, and the first closer would wait for a reply nobody reads.
+            await self._closing.wait()
+            return
+        self._closing = trio.Event()
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await self._outbox.wait_empty()
+                self._outbox.close(reason or "connection closed")
+                # A close reason must fit a control frame (125 bytes with the code).
+                short = reason.encode()[:120].decode(errors="ignore") or None
+                await self._ws.aclose(code=code, reason=short)
+        finally:
             self._outbox.close(reason or "connection closed")
-            # A close reason must fit a control frame (125 bytes with the code).
-            short = reason.encode()[:120].decode(errors="ignore") or None
-            await self._ws.aclose(code=code, reason=short)
-        self._outbox.close(reason or "connection closed")
+            self._closing.set()
 
 
 def parse_ws_url(url: str) -> tuple[str, int, str, bool]:
