@@ -4,6 +4,8 @@ answers HTTP, bad URLs, retry(), and the notifications each one brings."""
 from __future__ import annotations
 
 import json
+import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -334,3 +336,53 @@ async def test_a_client_stuck_when_its_block_exits_says_disconnected(
         False,
         None,
     )
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        here, there = Path(f"{source}{suffix}"), Path(f"{target}{suffix}")
+        there.unlink(missing_ok=True)
+        if here.exists():
+            shutil.copyfile(here, there)
+
+
+async def test_after_a_restore_from_an_older_backup_reset_pushes_our_lost_events_again(
+    nursery: trio.Nursery, tmp_path: Path, open_test_client: ClientFactory
+) -> None:
+    # Tried: the server's database restored from a backup taken before this client's last
+    # ten events (the same log, shorter). The client is "incompatible" ("the server lost
+    # events") and reset() used to keep only its pending event: the ten events the server
+    # had acknowledged were gone from everywhere but this store, and reset dropped them.
+    db, backup = tmp_path / "server.sqlite3", tmp_path / "backup.sqlite3"
+    server: trio_sync.Server = await nursery.start(trio_sync.serve, str(db))
+    async with open_test_client(server.url, "A") as a:
+        for i in range(3):
+            await a.commit("x", {"i": i})
+        with trio.fail_after(WAIT):
+            await a.wait_synced()
+        await server.shutdown()
+        _copy_database(db, backup)
+        server = await nursery.start(partial(trio_sync.serve, str(db), port=server.port))
+        a.retry()
+        for i in range(3, 13):
+            await a.commit("x", {"i": i})
+        with trio.fail_after(WAIT):
+            await a.wait_synced()
+        await server.shutdown()
+        _copy_database(backup, db)  # the restore
+        server = await nursery.start(partial(trio_sync.serve, str(db), port=server.port))
+        a.retry()
+        await a.commit("x", {"i": 13})
+        with trio.fail_after(WAIT), pytest.raises(IncompatibleServer, match="lost events"):
+            await a.wait_synced()
+        report = await a.reset()
+        assert (report.kept, report.dropped) == (11, 0)
+        assert report.saved_to is not None
+        text = await trio.Path(report.saved_to).read_text()
+        assert [json.loads(line)["args"]["i"] for line in text.splitlines()] == list(range(3, 14))
+        with trio.fail_after(WAIT):
+            await a.wait_synced()
+    async with open_test_client(server.url, "B") as b:
+        with trio.fail_after(WAIT):
+            await b.wait_synced()
+        assert [e.args["i"] for e in b.confirmed_events()] == list(range(14))

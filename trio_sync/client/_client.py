@@ -266,7 +266,9 @@ class Client:
         confirmed log, the server identity and the cursors are dropped and (with
         ``keep_pending``) the pending events the server's limits take are recorded again,
         numbered after the last client_seq the server holds for this id (the others are
-        only in the file, counted in ``dropped``). The client then reconnects and pulls
+        only in the file, counted in ``dropped``). A server restored from an older backup
+        ("the server lost events") gets this client's events it had confirmed and lost
+        again too, before the pending ones. The client then reconnects and pulls
         the log again. A crash at any moment loses no pending event: before the
         transaction the old store is intact, after it the new one holds them (and the file
         is a spare copy either way).
@@ -303,15 +305,28 @@ class Client:
                 async with core.writer.exclusive:
                     # Stuck on a refused event: the server holds every event before it
                     # (they are confirmed here), and none from it on.
-                    first = first_refused or (core.server_held_client_seq or 0) + 1
-                    pending = core.state.unacknowledged_count
+                    held = core.server_held_client_seq or 0
+                    first = first_refused or held + 1
+                    lost: list[Event] = []
+                    restored = first_refused is None and core.server_lost_events
+                    if restored:
+                        # Restored from an older backup: the events of ours it confirmed
+                        # since are gone from it, and only this store still holds them
+                        # (pending ones it holds, acknowledged before the backup, are not
+                        # recorded again).
+                        lost = await core.run_store(core.store.own_confirmed_after, held)
+                    pending = core.state.unacknowledged_count + len(lost)
                     saved_to, kept = await core.run_store(
                         partial(
                             core.store.reset_lineage,
                             keep_pending=keep_pending,
                             first_client_seq=first,
                             now=core.wall_clock(),
-                            keep_if=lambda event: core.state.refusal(event) is None,
+                            keep_if=lambda event: (
+                                core.state.refusal(event) is None
+                                and (not restored or event.client_seq > held)
+                            ),
+                            lost=lost,
                         )
                     )
                     state = await core.run_store(core.store.load_state)

@@ -89,6 +89,9 @@ class ClientCore:
         #: Why the last handshake found the server incompatible (None: the last one that
         #: finished succeeded, or none did yet); ``Client.reset()`` needs it set.
         self.incompatible: str | None = None
+        #: The last handshake found this client's own server with a shorter log (restored
+        #: from an older backup): a reset pushes again this client's events it lost.
+        self.server_lost_events = False
         #: Counts resets: writes queued for an older lineage are dropped.
         self.lineage = 0
         self._since: float | None = None

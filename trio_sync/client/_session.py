@@ -158,6 +158,11 @@ class ClientSession:
             upstream_head=self._core.state.upstream_head,
         )
         if problem is not None:
+            core = self._core
+            core.server_lost_events = (
+                welcome.server_id == core.known_server_id
+                and welcome.head < core.state.upstream_head
+            )
             raise IncompatibleServer(problem)
 
     # --- tasks ------------------------------------------------------------------------

@@ -149,6 +149,20 @@ class ClientStore(SQLiteStore):
         """Own events not yet confirmed, in commit order."""
         return list(self.load_state().pending)
 
+    def own_confirmed_after(self, client_seq: int) -> list[Event]:
+        """This client's confirmed events after ``client_seq``, in commit order: after a
+        server lost events (restored from an older backup), the ones it no longer holds."""
+        return self._db.read(
+            lambda conn: [
+                self.row_to_event(row)
+                for row in conn.execute(
+                    f"SELECT {self.EVENT_COLUMNS} FROM confirmed "
+                    "WHERE client_id = ? AND client_seq > ? ORDER BY client_seq",
+                    (self.client_id, client_seq),
+                )
+            ]
+        )
+
     def pending_committed_at(self) -> dict[int, float]:
         """When each pending event was committed (wall clock), by client_seq; events
         committed before trio_sync kept the time have none."""
@@ -168,14 +182,17 @@ class ClientStore(SQLiteStore):
         first_client_seq: int,
         now: float,
         keep_if: Callable[[Event], bool] = lambda event: True,
+        lost: Sequence[Event] = (),
     ) -> tuple[str | None, int]:
         """Starts this store afresh: no confirmed log, no server identity, head 0; with
         ``keep_pending``, the pending events for which ``keep_if`` holds again, numbered
-        from ``first_client_seq``.
+        from ``first_client_seq``, after ``lost``: this client's confirmed events the
+        server no longer holds (see :meth:`own_confirmed_after`), which become pending
+        again.
 
-        The pending events are saved to a JSON-lines file beside the store first (a file
-        store with pending events only), then the store changes in one transaction: a crash
-        at any moment loses nothing.
+        Those events are saved to a JSON-lines file beside the store first (a file store
+        with such events only), then the store changes in one transaction: a crash at any
+        moment loses nothing.
 
         Returns:
             The file the pending events were saved to (None: nothing to save, or an
@@ -184,16 +201,20 @@ class ClientStore(SQLiteStore):
         Raises:
             StoreError: The file or the store could not be written; the store is as it was.
         """
-        pending = self.load_state().pending
+        events = [*lost, *self.load_state().pending]
         committed_at = self.pending_committed_at()
         saved_to = None
-        if pending and not is_memory(self.path):
+        if events and not is_memory(self.path):
             saved_to = _lineage.write_jsonl(
-                _lineage.backup_path(self.path, now), pending, committed_at
+                _lineage.backup_path(self.path, now), events, committed_at
             )
         keep = [
-            _lineage.SavedEvent(event.name, dict(event.args), committed_at.get(event.client_seq))
-            for event in (pending if keep_pending else ())
+            _lineage.SavedEvent(
+                event.name,
+                dict(event.args),
+                None if event.seq is not None else committed_at.get(event.client_seq),
+            )
+            for event in (events if keep_pending else ())
             if keep_if(event)
         ]
         self._db.write(
