@@ -267,6 +267,7 @@ class ClientCore:
             self.state.limits = welcome.limits
         self.connect_attempts = 0
         self.incompatible = None
+        self.server_lost_events = False
         self.set_phase("connected")
         self.note_fresh_server_head(welcome.head)
 
@@ -274,6 +275,7 @@ class ClientCore:
         """The store was reset (``Client.reset()``): forget the server and the log."""
         self.lineage += 1
         self.incompatible = None
+        self.server_lost_events = False
         self.state = state
         self.push = push
         self.durable_head = state.upstream_head

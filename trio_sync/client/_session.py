@@ -143,6 +143,7 @@ class ClientSession:
                 if reply.last_client_seq is not None:
                     core.server_held_client_seq = reply.last_client_seq
                 if reply.fatal:
+                    core.server_lost_events = False  # refused: not a shorter log of ours
                     raise IncompatibleServer(reply.reason)
                 raise ConnectionClosed(f"server refused: {reply.reason}")
             raise ProtocolError(f"expected 'welcome', got {reply.TYPE!r}")
