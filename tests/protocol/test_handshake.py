@@ -8,6 +8,7 @@ from trio_sync.protocol import (
     Welcome,
     WireLimits,
     hello_problem,
+    server_lost_events,
     welcome_problem,
 )
 
@@ -56,6 +57,14 @@ def test_replaced_server_database_is_named() -> None:
 def test_server_behind_the_client_lost_events() -> None:
     problem = welcome_problem(welcome(head=2), schema=SCHEMA, known_server_id="s1", upstream_head=5)
     assert problem == "the server's head 2 is behind this client's 5: the server lost events"
+
+
+def test_only_our_own_server_with_a_shorter_log_lost_events() -> None:
+    # What a reset records again after: the same log (server id), shorter than ours.
+    assert server_lost_events(welcome(head=2), known_server_id="s1", upstream_head=5)
+    assert not server_lost_events(welcome(head=5), known_server_id="s1", upstream_head=5)
+    assert not server_lost_events(welcome("s2", head=2), known_server_id="s1", upstream_head=5)
+    assert not server_lost_events(welcome(head=2), known_server_id=None, upstream_head=5)
 
 
 def test_schema_and_protocol_mismatches_are_named() -> None:

@@ -282,6 +282,9 @@ def test_plan_push_stops_before_an_event_the_servers_limits_refuse() -> None:
     assert "pending event 2 ('big'): event of 5011 bytes exceeds the limit" in refused[1]
     assert "deeper than 3" in (state.refusal(state.pending[-1]) or "")
     assert state.refusal(state.pending[0]) is None  # "small" breaks no limit
+    assert state.refused_first_pending() is None  # "small" is acknowledged, not confirmed
+    state.merge([state.pending[0].at(1)])  # its echo arrives
+    assert state.refused_first_pending() == refused  # now only a reset moves on
 
 
 def test_an_event_committed_under_a_deeper_limit_is_refused_when_it_is_lowered() -> None:

@@ -288,7 +288,8 @@ class Client:
         core = self._core
         async with self._reset_lock:
             # Decided under the lock: a reset that ran meanwhile changed the answer.
-            first_refused = self._first_refused_alone()
+            refused = core.stuck_on_refused()
+            first_refused = None if refused is None else refused[0].client_seq
             if core.incompatible is None and first_refused is None:
                 # On a server that syncs with this client, a push may be on its way or its
                 # ack lost: its events are on the server but still pending here, and kept
@@ -428,17 +429,6 @@ class Client:
                     jitter=core.rng.random(),
                 )
             )
-
-    def _first_refused_alone(self) -> int | None:
-        """The client_seq of the event the server's limits refuse that this client is stuck
-        on, when every event before it is confirmed here and no push is in flight (so none
-        from it on can be on the server); else None."""
-        state = self._core.state
-        refused = state.refused_head()
-        if refused is None or self._core.push.in_flight:
-            return None
-        client_seq = refused[0].client_seq
-        return client_seq if state.pending_first_client_seq == client_seq else None
 
     def _note_failure(self, url: str, exc: Exception) -> None:
         if self._leaving:

@@ -161,16 +161,19 @@ class ClientCore:
         """Publishes a notification on the bus (never waits)."""
         self.bus.publish(kind, **fields)
 
+    def stuck_on_refused(self) -> tuple[Event, str] | None:
+        """The event the server's limits refuse that this client is stuck on, and why:
+        :meth:`SyncState.refused_first_pending`, with no push in flight. ``reset()`` may
+        then set it aside."""
+        return None if self.push.in_flight else self.state.refused_first_pending()
+
     def note_refused_head(self) -> None:
-        """With no push in flight, every event before it confirmed, and the next event one
-        the server's limits refuse, the client is stuck until the application sets it
-        aside (``reset()``, allowed from then on): says so."""
-        refused = self.state.refused_head()
-        if refused is None or self.push.in_flight:
+        """Says when the client is stuck on an event the server's limits refuse (see
+        :meth:`stuck_on_refused`), until the application sets it aside."""
+        refused = self.stuck_on_refused()
+        if refused is None:
             return
         event, why = refused
-        if self.state.pending_first_client_seq != event.client_seq:
-            return  # events before it are acknowledged, their echo on its way: syncing
         message = (
             f"push refused by the server's limits: {why}; no push can carry it (nor, keeping "
             "the order, any event after it): reset() sets it aside in a file and keeps the rest"

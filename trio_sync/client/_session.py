@@ -35,6 +35,7 @@ from ..protocol import (
     Silent,
     StreamWatch,
     Welcome,
+    server_lost_events,
     welcome_problem,
 )
 from ..transport import Connection
@@ -160,9 +161,10 @@ class ClientSession:
         )
         if problem is not None:
             core = self._core
-            core.server_lost_events = (
-                welcome.server_id == core.known_server_id
-                and welcome.head < core.state.upstream_head
+            core.server_lost_events = server_lost_events(
+                welcome,
+                known_server_id=core.known_server_id,
+                upstream_head=core.state.upstream_head,
             )
             raise IncompatibleServer(problem)
 

@@ -8,7 +8,13 @@ from ._backoff import backoff_delay
 from ._codec import MAX_FRAME_BYTES, decode, encode, encode_frame, event_json
 from ._events import Draft, Event, check_identifier, event_size, new_draft, new_event
 from ._fast_failures import FAST_FAILURE_SECONDS, FastFailures
-from ._handshake import hello_problem, protocol_problem, reused_id_problem, welcome_problem
+from ._handshake import (
+    hello_problem,
+    protocol_problem,
+    reused_id_problem,
+    server_lost_events,
+    welcome_problem,
+)
 from ._heartbeat import (
     ConnectionDead,
     Heartbeat,
@@ -176,6 +182,7 @@ __all__ = [
     "protocol_problem",
     "read_token",
     "reused_id_problem",
+    "server_lost_events",
     "token_problem",
     "welcome_problem",
 ]

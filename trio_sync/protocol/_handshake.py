@@ -31,6 +31,17 @@ def hello_problem(hello: Hello, schema: tuple[str, int]) -> str | None:
     return None
 
 
+def server_lost_events(
+    welcome: Welcome, *, known_server_id: str | None, upstream_head: int
+) -> bool:
+    """Whether ``welcome`` comes from this client's own log, shorter than what the client
+    holds: the server lost events (restored from an older backup). A reset then records
+    again this client's events it had confirmed and lost. (Stricter than the head check
+    of :func:`welcome_problem`: a client that never knew the server's id has no log of
+    that server's to compare.)"""
+    return welcome.server_id == known_server_id and welcome.head < upstream_head
+
+
 def welcome_problem(
     welcome: Welcome,
     *,

@@ -171,6 +171,15 @@ class SyncState:
         why = self.refusal(event)
         return None if why is None else (event, why)
 
+    def refused_first_pending(self) -> tuple[Event, str] | None:
+        """:meth:`refused_head`, once it is also the first pending event: every event
+        before it is confirmed, so none from it on can be on the server, and it can only
+        be set aside (the client is stuck on it)."""
+        refused = self.refused_head()
+        if refused is None or refused[0].client_seq != self.pending_first_client_seq:
+            return None
+        return refused
+
     def plan_push(self, batch_size: int, *, after_client_seq: int = 0) -> PushPlan | None:
         """The next push: up to ``batch_size`` unacknowledged events after our head, within
         the server's limits on events per push and bytes per frame; only events after
