@@ -134,15 +134,8 @@ class ClientStore(SQLiteStore):
 
     def confirmed_events(self, after: int = 0, limit: int | None = None) -> list[Event]:
         """Confirmed events with seq > ``after``, in server order."""
-        return self._db.read(
-            lambda conn: [
-                self.row_to_event(row)
-                for row in conn.execute(
-                    f"SELECT {self.EVENT_COLUMNS} FROM confirmed "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, -1 if limit is None else limit),
-                )
-            ]
+        return self._confirmed_where(
+            "seq > ? ORDER BY seq LIMIT ?", (after, -1 if limit is None else limit)
         )
 
     def pending_events(self) -> list[Event]:
@@ -152,15 +145,15 @@ class ClientStore(SQLiteStore):
     def own_confirmed_after(self, client_seq: int) -> list[Event]:
         """This client's confirmed events after ``client_seq``, in commit order: after a
         server lost events (restored from an older backup), the ones it no longer holds."""
+        return self._confirmed_where(
+            "client_id = ? AND client_seq > ? ORDER BY client_seq", (self.client_id, client_seq)
+        )
+
+    def _confirmed_where(self, condition: str, params: tuple[object, ...]) -> list[Event]:
+        """Confirmed events matching ``condition`` (SQL after WHERE), in its order."""
+        query = f"SELECT {self.EVENT_COLUMNS} FROM confirmed WHERE {condition}"
         return self._db.read(
-            lambda conn: [
-                self.row_to_event(row)
-                for row in conn.execute(
-                    f"SELECT {self.EVENT_COLUMNS} FROM confirmed "
-                    "WHERE client_id = ? AND client_seq > ? ORDER BY client_seq",
-                    (self.client_id, client_seq),
-                )
-            ]
+            lambda conn: [self.row_to_event(row) for row in conn.execute(query, params)]
         )
 
     def pending_committed_at(self) -> dict[int, float]:
