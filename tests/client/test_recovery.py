@@ -256,6 +256,22 @@ async def test_subscribe_on_a_closed_client_says_so(
         a.subscribe()
 
 
+async def small_limits_and_offline_commits(
+    open_server: ServerFactory, tmp_path: Path, commits: list[tuple[str, int]]
+) -> trio_sync.Server:
+    """A server taking events of 1,000 bytes at most, and client A's store holding
+    ``commits`` (name, bytes of padding) made offline under the default limits, before A
+    ever heard the server's."""
+    limits = ServerLimits(wire=WireLimits(max_event_bytes=1000), max_page_bytes=4096)
+    server: trio_sync.Server = await open_server(limits=limits)
+    store = ClientStore.open(str(tmp_path / "A.sqlite3"), "A")
+    state = SyncState("A")
+    for name, size in commits:
+        store.append_pending(state.commit(name, {"s": "x" * size}))
+    store.close()
+    return server
+
+
 async def test_an_event_the_servers_limits_refuse_leaves_the_client_stuck_until_reset(
     open_server: ServerFactory, open_test_client: ClientFactory, tmp_path: Path
 ) -> None:
@@ -263,13 +279,9 @@ async def test_an_event_the_servers_limits_refuse_leaves_the_client_stuck_until_
     # first run: commit() follows the default 1 MiB), one of them over the server's 1,000
     # bytes. Every push carried it, the server closed the connection each time, and the
     # client was stuck for good: reset() refused, and retry() tried the same push again.
-    limits = ServerLimits(wire=WireLimits(max_event_bytes=1000), max_page_bytes=4096)
-    server = await open_server(limits=limits)
-    store = ClientStore.open(str(tmp_path / "A.sqlite3"), "A")
-    state = SyncState("A")
-    for name, size in (("small", 1), ("big", 5000), ("after", 1)):
-        store.append_pending(state.commit(name, {"s": "x" * size}))
-    store.close()
+    server = await small_limits_and_offline_commits(
+        open_server, tmp_path, [("small", 1), ("big", 5000), ("after", 1)]
+    )
 
     async with open_test_client(server.url, "A") as a, open_test_client(server.url, "B") as b:
         with trio.fail_after(WAIT):
@@ -323,11 +335,7 @@ async def test_a_client_stuck_when_its_block_exits_says_disconnected(
 ) -> None:
     # Tried: a client stuck on an event the server's limits refuse, then its block exits:
     # the status kept saying "stuck" (a reason from a connection that no longer exists).
-    limits = ServerLimits(wire=WireLimits(max_event_bytes=1000), max_page_bytes=4096)
-    server = await open_server(limits=limits)
-    store = ClientStore.open(str(tmp_path / "A.sqlite3"), "A")
-    store.append_pending(SyncState("A").commit("big", {"s": "x" * 5000}))
-    store.close()
+    server = await small_limits_and_offline_commits(open_server, tmp_path, [("big", 5000)])
     async with open_test_client(server.url, "A") as a:
         with trio.fail_after(WAIT):
             await a.wait_status(lambda s: s.state == "stuck")
