@@ -9,7 +9,6 @@ invariant, a stall's diagnosis). It runs inside ``trio.run`` under MockClock; se
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import random
 import sqlite3
@@ -30,6 +29,7 @@ from ..protocol import Event, HeartbeatTimings, PushTimings
 from ..server import MemoryBlobBackend, serve_store
 from ..store import ClientStore, ServerStore, memory_path
 from ._files_check import check_files, files_settled
+from ._invariant import Invariant, call_invariant
 from ._network import SimNetwork
 from ._params import SimParams
 from ._sandbox import SimulationError
@@ -62,39 +62,6 @@ _QUIET = 1e-6
 _runs = itertools.count()
 
 Workload = Callable[["World"], Awaitable[Any]]
-Invariant = Callable[["World"], object]
-
-
-def call_invariant(invariant: Invariant, world: World) -> None:
-    """Calls an invariant, which must check synchronously.
-
-    Raises:
-        TypeError: It returned an awaitable (an ``async def``, say): its checks never ran,
-            and a run must not pass on checks that never ran.
-        Exception: Whatever the invariant raises.
-    """
-    result = invariant(world)
-    if inspect.isawaitable(result):
-        if inspect.iscoroutine(result):
-            result.close()  # never awaited, on purpose: no "never awaited" warning
-        raise TypeError(
-            f"the invariant {invariant!r} returned an awaitable instead of checking: an "
-            "invariant is a plain function (def, not async def)"
-        )
-
-
-def refuse_async_invariant(name: str, invariant: Invariant | None) -> None:
-    """Refuses an ``async def`` invariant before the run (it could never be awaited).
-
-    Raises:
-        TypeError: ``invariant`` is a coroutine function.
-    """
-    if invariant is not None and inspect.iscoroutinefunction(invariant):
-        raise TypeError(
-            f"{name} {getattr(invariant, '__qualname__', invariant)!r} is an async "
-            "function: an invariant is a plain function (def, not async def) that raises "
-            "when the state is wrong; it runs between steps, where nothing can be awaited"
-        )
 
 
 #: The wall-clock time a simulation starts at (2026-01-01T00:00:00Z), so that status

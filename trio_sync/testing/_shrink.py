@@ -17,7 +17,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ._checker import check_run
-from ._engine import Invariant, Workload
+from ._engine import Workload
+from ._invariant import Invariant
 from ._params import NO_FAULTS, ScenarioParams, SimParams
 from ._scenario import ScenarioResult, run_scenario
 from ._simulation import SimulationResult, run_simulation

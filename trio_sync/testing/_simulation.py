@@ -22,15 +22,8 @@ import trio
 import trio.testing
 
 from ..protocol import Event
-from ._engine import (
-    ClientStall,
-    Engine,
-    Failure,
-    Invariant,
-    Workload,
-    call_invariant,
-    refuse_async_invariant,
-)
+from ._engine import ClientStall, Engine, Failure, Workload
+from ._invariant import Invariant, call_invariant, refuse_async_invariant
 from ._params import SimParams
 from ._sandbox import simulation_sandbox
 from ._trace import Trace, explain_stall, from_first_fault

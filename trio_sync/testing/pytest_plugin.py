@@ -35,7 +35,8 @@ from typing import Any
 import pytest
 
 from ._checker import check_run
-from ._engine import Invariant, Workload
+from ._engine import Workload
+from ._invariant import Invariant
 from ._scenario import ScenarioResult, run_scenario
 from ._shrink import shrink
 from ._simulation import SimulationResult, run_simulation
