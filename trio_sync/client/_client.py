@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
 from .._errors import (
@@ -32,6 +31,7 @@ from ._arguments import TokenSource, checked_token_source, fetch_token, server_u
 from ._bus import DEFAULT_SUBSCRIBER_BUFFER, Notification, Subscription
 from ._config import ClientTimings
 from ._core import ClientCore, TraceHook
+from ._reset import ResetReport, reset_store
 from ._session import ClientSession
 from ._streams import ConfirmedStream, StatusChanges
 from ._writer import ClientWriter
@@ -42,22 +42,6 @@ if TYPE_CHECKING:
 _StatusPredicate = Callable[[SyncStatus], bool]
 #: Seconds the closing handshake may take when an open_client block exits.
 LEAVE_TIMEOUT = 1.0
-
-
-@attrs.frozen
-class ResetReport:
-    """What ``Client.reset()`` did.
-
-    Attributes:
-        saved_to: The JSON-lines file the pending events were saved to (None: there were
-            none, or the store is in memory).
-        kept: Pending events recorded again in the new lineage.
-        dropped: Pending events not kept (``keep_pending=False``); they are in the file.
-    """
-
-    saved_to: str | None
-    kept: int
-    dropped: int
 
 
 class Client:
@@ -304,39 +288,21 @@ class Client:
                 self._connection_scope.cancel()
                 await self._connection_stopped.wait()
                 async with core.writer.exclusive:
-                    # Stuck on a refused event: the server holds every event before it
-                    # (they are confirmed here), and none from it on.
-                    held = core.server_held_client_seq or 0
-                    first = first_refused or held + 1
-                    lost: list[Event] = []
-                    restored = first_refused is None and core.server_lost_events
-                    if restored:
-                        # Restored from an older backup: the events of ours it confirmed
-                        # since are gone from it, and only this store still holds them
-                        # (pending ones it holds, acknowledged before the backup, are not
-                        # recorded again).
-                        lost = await core.run_store(core.store.own_confirmed_after, held)
-                    pending = core.state.unacknowledged_count + len(lost)
-                    saved_to, kept = await core.run_store(
-                        partial(
-                            core.store.reset_lineage,
-                            keep_pending=keep_pending,
-                            first_client_seq=first,
-                            now=core.wall_clock(),
-                            keep_if=lambda event: (
-                                core.state.refusal(event) is None
-                                and (not restored or event.client_seq > held)
-                            ),
-                            lost=lost,
-                        )
+                    report = await reset_store(
+                        core,
+                        self._new_push(),
+                        keep_pending=keep_pending,
+                        first_refused=first_refused,
                     )
-                    state = await core.run_store(core.store.load_state)
-                    core.start_lineage(state, self._new_push())
             finally:
                 resume.set()
-        report = ResetReport(saved_to=saved_to, kept=kept, dropped=pending - kept)
-        core.trace("reset", kept=kept, first_client_seq=first)
-        core.notify("recovery", what="reset", saved_to=saved_to, kept=kept, dropped=report.dropped)
+        core.notify(
+            "recovery",
+            what="reset",
+            saved_to=report.saved_to,
+            kept=report.kept,
+            dropped=report.dropped,
+        )
         return report
 
     # --- the connection supervisor ----------------------------------------------------
