@@ -296,13 +296,6 @@ class Client:
                     )
             finally:
                 resume.set()
-        core.notify(
-            "recovery",
-            what="reset",
-            saved_to=report.saved_to,
-            kept=report.kept,
-            dropped=report.dropped,
-        )
         return report
 
     # --- the connection supervisor ----------------------------------------------------

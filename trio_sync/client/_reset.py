@@ -32,7 +32,7 @@ async def reset_store(
 ) -> ResetReport:
     """Saves the events the server does not hold to a file, starts the store afresh with
     those it can take, and the core on the new lineage (under the writer's exclusive
-    hold, with the connection stopped).
+    hold, with the connection stopped); says so in a ``recovery`` notification.
 
     ``first_refused``: the client is stuck on that event, which the server's limits refuse
     (None: the server is incompatible).
@@ -66,5 +66,7 @@ async def reset_store(
     )
     state = await core.run_store(core.store.load_state)
     core.start_lineage(state, push)
+    report = ResetReport(saved_to=saved_to, kept=kept, dropped=considered - kept)
     core.trace("reset", kept=kept, first_client_seq=first)
-    return ResetReport(saved_to=saved_to, kept=kept, dropped=considered - kept)
+    core.notify("recovery", what="reset", saved_to=saved_to, kept=kept, dropped=report.dropped)
+    return report
