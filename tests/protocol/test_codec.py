@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_sync import InvalidMessage, MalformedFrame, ProtocolError
@@ -407,3 +407,66 @@ def test_events_from_the_wire_are_checked_as_the_constructor_checks(
         Event(*fields)
     with pytest.raises(ValueError, match=refusal):
         Event.from_json(*fields)
+
+
+_GOOD_EVENT = {"name": "todo.created", "args": {"a": 1}, "client_id": "A", "client_seq": 1}
+_BAD_FIELDS: dict[str, tuple[object, ...]] = {
+    "name": ("", "n\x00", "x" * 257, 7, None),
+    "args": ({"d": [[[[1]]]]}, {"d": {"e": [1, {"f": 2}]}}, [], "a", None),
+    "client_id": ("B\u2028", "", "c" * 129, 3),
+    "client_seq": (2**63 - 1, 0, -1, 2**63, True, 1.0, "1", None),
+    "seq": (1, 2**63 - 1, 0, 2**63, False, 2.0, "2"),
+}
+
+
+@st.composite
+def _event_fields(draw: st.DrawFn) -> dict[str, object]:
+    """A good event with one field (or none) made bad, or an extra or missing field."""
+    event: dict[str, object] = {**_GOOD_EVENT, "seq": draw(st.sampled_from([None, 5]))}
+    field = draw(st.sampled_from([None, "extra", "missing", *_BAD_FIELDS]))
+    if field == "extra":
+        event["extra"] = 1
+    elif field == "missing":
+        del event[draw(st.sampled_from(sorted(event)))]
+    elif field is not None:
+        event[field] = draw(st.sampled_from(_BAD_FIELDS[field]) | json_values)
+    return event
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(_event_fields() | json_values, max_size=4),
+    st.sampled_from(["push", "pull_page"]),
+    st.integers(min_value=1, max_value=4),
+)
+def test_events_structured_in_one_pass_are_checked_as_one_by_one(
+    raw: list[Any], kind: str, max_depth: int
+) -> None:
+    # What was tried: the inlined checks a frame's events go through, against the checks
+    # one by one (which name what is wrong), on events good and bad in every field, with
+    # depth limits the args reach and do not: the same events, or the same error.
+    from trio_sync.protocol._codec import _structure_event, _structure_events
+    from trio_sync.protocol._events import check_event_content
+
+    limits = WireLimits(max_depth=max_depth)
+
+    def one_by_one() -> tuple[Event, ...]:
+        events = []
+        for index, item in enumerate(raw):
+            path = f"{kind}.events[{index}]"
+            event = _structure_event(item, kind, path)
+            check_event_content(event, path=path, limits=limits, measure=False)
+            events.append(event)
+        return tuple(events)
+
+    try:
+        expected: tuple[Event, ...] | str = one_by_one()
+    except InvalidMessage as exc:
+        expected = str(exc)
+    try:
+        got: tuple[Event, ...] | str = _structure_events(raw, kind, limits)
+    except InvalidMessage as exc:
+        got = str(exc)
+    assert got == expected
+    if isinstance(got, tuple):  # and twice: the identifiers are known good by now
+        assert _structure_events(raw, kind, limits) == got

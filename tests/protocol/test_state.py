@@ -295,7 +295,9 @@ def test_an_event_committed_under_a_deeper_limit_is_refused_when_it_is_lowered()
     for _ in range(35):
         nested = [nested]
     state.commit("deep", {"d": nested})
+    plan = state.plan_push(100)  # within 40 levels: planned (and remembered as such)
+    assert plan is not None and len(plan.events) == 1
     state.limits = WireLimits(max_depth=34)
-    assert state.plan_push(100) is None
+    assert state.plan_push(100) is None  # what was remembered held for the old limits only
     refused = state.refused_head()
     assert refused is not None and "nested deeper than 34 levels" in refused[1]

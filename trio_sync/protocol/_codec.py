@@ -22,9 +22,15 @@ from cattrs.v import format_exception
 
 from .._errors import InvalidMessage, MalformedFrame
 from ._blob_messages import BlobChunk, decode_chunk_frame, encode_chunk_frame
-from ._events import Event, JsonObject, check_event_content
-from ._json import dumps, loads
-from ._limits import DEFAULT_LIMITS, WireLimits
+from ._events import (
+    _KNOWN_GOOD,
+    Event,
+    JsonObject,
+    _unchecked_event,
+    check_event_content,
+)
+from ._json import INT64_MAX, dumps, loads, nested_too_deep
+from ._limits import DEFAULT_LIMITS, MAX_CLIENT_ID_LENGTH, MAX_NAME_LENGTH, WireLimits
 from ._messages import MESSAGE_TYPES, Message, PullPage, Push
 
 T = TypeVar("T")
@@ -145,8 +151,9 @@ def decode(frame: str | bytes | bytearray, limits: WireLimits = DEFAULT_LIMITS) 
     if cls is Push or cls is PullPage:
         # The messages that carry events, and so most of the traffic: structured by hand
         # (as strictly as cattrs does the rest, and several times faster).
-        batch = _structure_batch(body, cls, kind)
-        _check_events(batch, limits, measure=len(frame) > limits.max_event_bytes)
+        measure = len(frame) > limits.max_event_bytes
+        batch = _structure_batch(body, cls, kind, None if measure else limits)
+        _check_events(batch, limits, measure=measure, depth_checked=not measure)
         return batch
     try:
         return converter.structure(body, cls)
@@ -178,7 +185,10 @@ def _check_fields(body: dict[str, Any], fields: tuple[str, ...], kind: str, path
 
 
 def _structure_batch(
-    body: dict[str, Any], cls: type[Push] | type[PullPage], kind: str
+    body: dict[str, Any],
+    cls: type[Push] | type[PullPage],
+    kind: str,
+    depth_limits: WireLimits | None = None,
 ) -> Push | PullPage:
     fields = _BATCH_FIELDS[cls]
     _check_fields(body, fields, kind, kind)
@@ -189,13 +199,50 @@ def _structure_batch(
     raw = body["events"]
     if type(raw) is not list:
         raise _invalid(kind, f"expected a list, got {type(raw).__name__}", f"{kind}.events")
-    events = tuple(
-        _structure_event(item, kind, f"{kind}.events[{i}]") for i, item in enumerate(raw)
-    )
+    events = _structure_events(raw, kind, depth_limits)
     try:
         return cls(**{**body, "events": events})
     except (TypeError, ValueError) as exc:
         raise _invalid(kind, str(exc), kind) from None
+
+
+_EVENT_KEYS = _KEY_SETS[_EVENT_FIELDS]
+
+
+def _structure_events(
+    raw: list[Any], kind: str, depth_limits: WireLimits | None
+) -> tuple[Event, ...]:
+    """The events of a batch: :func:`_structure_event` for each, and (with
+    ``depth_limits``) the depth of its args checked too, in one pass. The checks are the
+    same, inlined for the events that pass them (every event of a frame is checked,
+    and most frames are all events); an event that fails one goes through the checks
+    one by one, which name what is wrong and where.
+    """
+    events = []
+    max_depth = depth_limits.max_depth if depth_limits is not None else 0
+    known_good = _KNOWN_GOOD
+    for index, item in enumerate(raw):
+        if (
+            type(item) is dict
+            and item.keys() == _EVENT_KEYS
+            and type(name := item["name"]) is str
+            and type(args := item["args"]) is dict
+            and type(client_id := item["client_id"]) is str
+            and type(client_seq := item["client_seq"]) is int
+            and 1 <= client_seq <= INT64_MAX
+            and ((seq := item["seq"]) is None or (type(seq) is int and 1 <= seq <= INT64_MAX))
+            and (name, MAX_NAME_LENGTH) in known_good
+            and (client_id, MAX_CLIENT_ID_LENGTH) in known_good
+            and (depth_limits is None or not nested_too_deep(args, max_depth))
+        ):
+            events.append(_unchecked_event(name, args, client_id, client_seq, seq))
+            continue
+        path = f"{kind}.events[{index}]"
+        event = _structure_event(item, kind, path)
+        if depth_limits is not None:
+            check_event_content(event, path=path, limits=depth_limits, measure=False)
+        events.append(event)
+    return tuple(events)
 
 
 def _structure_event(raw: object, kind: str, path: str) -> Event:
@@ -216,12 +263,16 @@ def _structure_event(raw: object, kind: str, path: str) -> Event:
         raise _invalid(kind, str(exc), path) from None
 
 
-def _check_events(message: Push | PullPage, limits: WireLimits, *, measure: bool) -> None:
+def _check_events(
+    message: Push | PullPage, limits: WireLimits, *, measure: bool, depth_checked: bool = False
+) -> None:
     if isinstance(message, Push) and len(message.events) > limits.max_push_events:
         raise InvalidMessage(
             f"push of {len(message.events)} events exceeds the limit max_push_events="
             f"{limits.max_push_events}"
         )
+    if depth_checked and not measure:
+        return  # all that is left to check, done while structuring
     for index, event in enumerate(message.events):
         check_event_content(
             event, path=f"{message.TYPE}.events[{index}]", limits=limits, measure=measure

@@ -107,6 +107,19 @@ def check_depth(value: Any, *, path: str, max_depth: int) -> None:
     Raises:
         InvalidMessage: ``value`` nests deeper than ``max_depth`` levels.
     """
+    if nested_too_deep(value, max_depth):
+        raise InvalidMessage(f"{path}: nested deeper than {max_depth} levels")
+
+
+def nested_too_deep(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` nests deeper than ``max_depth`` levels (:func:`check_depth`
+    without the message, for callers that build it only when needed)."""
+    if type(value) is dict:
+        for item in value.values():
+            if type(item) in _CONTAINERS:
+                break
+        else:
+            return False  # flat, as most args are: one level
     level = [value] if type(value) in _CONTAINERS else []
     depth = 0
     while level:
@@ -115,9 +128,10 @@ def check_depth(value: Any, *, path: str, max_depth: int) -> None:
             items = container.values() if type(container) is dict else container
             inner.extend([item for item in items if type(item) in _CONTAINERS])
         if inner and depth + 1 >= max_depth + 1:
-            raise InvalidMessage(f"{path}: nested deeper than {max_depth} levels")
+            return True
         depth += 1
         level = inner
+    return False
 
 
 def check_value(value: Any, *, path: str, max_depth: int) -> None:

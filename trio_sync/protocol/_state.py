@@ -107,6 +107,11 @@ class SyncState:
         self._pending: deque[Event] = deque(pending)
         self.acked_through = acked_through
         self.next_client_seq = next_client_seq
+        #: Every pending event up to this client_seq was found within ``_checked_limits``
+        #: (pending events never change): a push planned walks each event's depth once,
+        #: not once per push planned.
+        self._checked_through = 0
+        self._checked_limits = limits
         self.check_invariants()
 
     def __repr__(self) -> str:
@@ -161,6 +166,26 @@ class SyncState:
             return str(exc)
         return None
 
+    def _within_limits(self, event: Event) -> bool:
+        """``refusal(event) is None``, remembered for the events checked in a row from the
+        first unacknowledged one (until the limits change)."""
+        if self._checked_limits is not self.limits:
+            self._checked_limits = self.limits
+            self._checked_through = 0
+        index = self._first_unacknowledged_index()
+        if index < len(self._pending):
+            # Events before the first unacknowledged one are never pushed again.
+            through = max(self._checked_through, self._pending[index].client_seq - 1)
+        else:
+            through = self._checked_through
+        if event.client_seq <= through:
+            return True
+        if self.refusal(event) is not None:
+            return False
+        if event.client_seq == through + 1:
+            self._checked_through = event.client_seq
+        return True
+
     def refused_head(self) -> tuple[Event, str] | None:
         """The first unacknowledged event and why, when the server's limits refuse it: no
         push can carry it (or, keeping order, any event after it)."""
@@ -200,7 +225,7 @@ class SyncState:
             size = len(event_json(event)) + 1
             if events and size > budget:
                 break
-            if self.refusal(event) is not None:
+            if not self._within_limits(event):
                 break  # the server would refuse the push: what comes before it goes
             budget -= size
             events.append(event)
