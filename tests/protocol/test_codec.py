@@ -433,40 +433,122 @@ def _event_fields(draw: st.DrawFn) -> dict[str, object]:
     return event
 
 
-@settings(max_examples=300)
-@given(
-    st.lists(_event_fields() | json_values, max_size=4),
-    st.sampled_from(["push", "pull_page"]),
-    st.integers(min_value=1, max_value=4),
-)
-def test_events_structured_in_one_pass_are_checked_as_one_by_one(
-    raw: list[Any], kind: str, max_depth: int
-) -> None:
-    # What was tried: the inlined checks a frame's events go through, against the checks
-    # one by one (which name what is wrong), on events good and bad in every field, with
-    # depth limits the args reach and do not: the same events, or the same error.
-    from trio_sync.protocol._codec import _structure_event, _structure_events
+def _decode_one_check_at_a_time(frame: str, limits: WireLimits) -> object:
+    """What decode did before its checks of a batch's events were inlined: each event
+    structured on its own, then the batch built, then the count, then each event's
+    content (depth, and size when the frame is larger than one event may be)."""
+    from trio_sync.protocol._codec import _structure_event
     from trio_sync.protocol._events import check_event_content
+    from trio_sync.protocol._json import loads
 
-    limits = WireLimits(max_depth=max_depth)
-
-    def one_by_one() -> tuple[Event, ...]:
-        events = []
-        for index, item in enumerate(raw):
-            path = f"{kind}.events[{index}]"
-            event = _structure_event(item, kind, path)
-            check_event_content(event, path=path, limits=limits, measure=False)
-            events.append(event)
-        return tuple(events)
-
+    body = loads(frame)
+    kind = body.pop("type")
+    cls = Push if kind == "push" else PullPage
+    events = tuple(
+        _structure_event(item, kind, f"{kind}.events[{index}]")
+        for index, item in enumerate(body["events"])
+    )
     try:
-        expected: tuple[Event, ...] | str = one_by_one()
-    except InvalidMessage as exc:
-        expected = str(exc)
-    try:
-        got: tuple[Event, ...] | str = _structure_events(raw, kind, limits)
-    except InvalidMessage as exc:
-        got = str(exc)
-    assert got == expected
-    if isinstance(got, tuple):  # and twice: the identifiers are known good by now
-        assert _structure_events(raw, kind, limits) == got
+        batch = cls(**{**body, "events": events})
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessage(f"invalid {kind!r} message: {exc} @ {kind}") from None
+    if cls is Push and len(events) > limits.max_push_events:
+        raise InvalidMessage(
+            f"push of {len(events)} events exceeds the limit max_push_events="
+            f"{limits.max_push_events}"
+        )
+    for index, event in enumerate(events):
+        check_event_content(
+            event,
+            path=f"{kind}.events[{index}]",
+            limits=limits,
+            measure=len(frame) > limits.max_event_bytes,
+        )
+    return batch
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(st.one_of(_event_fields(), _event_fields(), _event_fields(), json_values), max_size=4),
+    st.sampled_from(["push", "pull_page"]),
+    st.sampled_from([1, 5, -1]),
+    st.sampled_from([0, 3, -2]),
+    st.integers(min_value=1, max_value=4),
+    st.sampled_from([1, 2, 100]),
+    st.sampled_from([40, 1000, 1_048_576]),
+)
+def test_a_batch_is_checked_as_one_check_at_a_time(
+    raw: list[Any],
+    kind: str,
+    first_field: int,
+    second_field: int,
+    max_depth: int,
+    max_push_events: int,
+    max_event_bytes: int,
+) -> None:
+    # What was tried: frames whose events are good or bad in every field (often twice
+    # over, with args too deep beside another fault), whose batch fields are bad too
+    # (negative ids, seqs where none belong, gaps), over and under the count and size
+    # limits, against the checks decode made one at a time before they were inlined: the
+    # same message, or the same error, the first one in the same order. (A review found
+    # the first inlined version said "too deep" before a later event's, the batch's or
+    # the count's error.)
+    fields = ("push_id", "parent") if kind == "push" else ("pull_id", "head")
+    body = {"type": kind, fields[0]: first_field, fields[1]: second_field, "events": raw}
+    frame = json.dumps(body)
+    limits = WireLimits(
+        max_depth=max_depth, max_push_events=max_push_events, max_event_bytes=max_event_bytes
+    )
+    for _ in range(2):  # and again, the identifiers known good by now
+        try:
+            expected: object = _decode_one_check_at_a_time(frame, limits)
+        except InvalidMessage as exc:
+            expected = str(exc)
+        try:
+            got: object = decode(frame, limits)
+        except InvalidMessage as exc:
+            got = str(exc)
+        assert got == expected
+        assert repr(got) == repr(expected)  # 1 and True are equal, and print apart
+
+
+_DEEP = {"name": "a", "args": {"d": [[1]]}, "client_id": "A", "client_seq": 1, "seq": None}
+
+
+@pytest.mark.parametrize(
+    ("frame", "limits", "message"),
+    [
+        (
+            {"type": "push", "push_id": 1, "parent": 0, "events": [_DEEP, 1]},
+            WireLimits(max_depth=1),
+            r"expected a JSON object, got int @ push.events\[1\]",
+        ),
+        (
+            {"type": "push", "push_id": 1, "parent": 0, "events": [{**_DEEP, "seq": 1}]},
+            WireLimits(max_depth=1),
+            "pushed events must not carry a seq",
+        ),
+        (
+            {
+                "type": "push",
+                "push_id": 1,
+                "parent": 0,
+                "events": [_DEEP, {**_DEEP, "client_seq": 2}],
+            },
+            WireLimits(max_depth=1, max_push_events=1),
+            "push of 2 events exceeds the limit max_push_events=1",
+        ),
+        (
+            {"type": "push", "push_id": 1, "parent": 0, "events": [_DEEP]},
+            WireLimits(max_depth=1),
+            r"push.events\[0\].args: nested deeper than 1 levels",
+        ),
+    ],
+)
+def test_args_too_deep_are_reported_after_the_errors_found_before_them(
+    frame: dict[str, Any], limits: WireLimits, message: str
+) -> None:
+    # Found by a review of the inlined checks: they said "too deep" before a later
+    # event's error, the batch's, or the count's, which decode reported first before.
+    with pytest.raises(InvalidMessage, match=message):
+        decode(json.dumps(frame), limits)

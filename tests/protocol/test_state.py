@@ -301,3 +301,19 @@ def test_an_event_committed_under_a_deeper_limit_is_refused_when_it_is_lowered()
     assert state.plan_push(100) is None  # what was remembered held for the old limits only
     refused = state.refused_head()
     assert refused is not None and "nested deeper than 34 levels" in refused[1]
+
+
+def test_what_plan_push_remembers_never_skips_an_event_it_did_not_check() -> None:
+    # Found by a review: the memo of events found within the limits took every event
+    # before the first unacknowledged one as checked; lowering acked_through (a public
+    # attribute) then planned an event the limits refuse.
+    state = SyncState("A", limits=WireLimits(max_depth=10))
+    for args in ({}, {"d": [[[1]]]}, {}, {}):
+        state.commit("e", args)
+    state.limits = WireLimits(max_depth=2)
+    state.acknowledge(1, 3)
+    plan = state.plan_push(10)
+    assert plan is not None and [e.client_seq for e in plan.events] == [4]
+    state.acked_through = 0
+    plan = state.plan_push(10)
+    assert plan is not None and [e.client_seq for e in plan.events] == [1]

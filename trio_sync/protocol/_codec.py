@@ -15,6 +15,7 @@ to every live puller, and encodes it once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import cattrs
@@ -152,8 +153,8 @@ def decode(frame: str | bytes | bytearray, limits: WireLimits = DEFAULT_LIMITS) 
         # The messages that carry events, and so most of the traffic: structured by hand
         # (as strictly as cattrs does the rest, and several times faster).
         measure = len(frame) > limits.max_event_bytes
-        batch = _structure_batch(body, cls, kind, None if measure else limits)
-        _check_events(batch, limits, measure=measure, depth_checked=not measure)
+        batch, too_deep_at = _structure_batch(body, cls, kind, None if measure else limits)
+        _check_events(batch, limits, measure=measure, too_deep_at=too_deep_at)
         return batch
     try:
         return converter.structure(body, cls)
@@ -189,7 +190,9 @@ def _structure_batch(
     cls: type[Push] | type[PullPage],
     kind: str,
     depth_limits: WireLimits | None = None,
-) -> Push | PullPage:
+) -> tuple[Push | PullPage, int | None]:
+    """The batch, and (with ``depth_limits``) the index of its first event whose args nest
+    deeper than they allow (None: none does)."""
     fields = _BATCH_FIELDS[cls]
     _check_fields(body, fields, kind, kind)
     for field in fields:
@@ -199,9 +202,9 @@ def _structure_batch(
     raw = body["events"]
     if type(raw) is not list:
         raise _invalid(kind, f"expected a list, got {type(raw).__name__}", f"{kind}.events")
-    events = _structure_events(raw, kind, depth_limits)
+    events, too_deep_at = _structure_events(raw, kind, depth_limits)
     try:
-        return cls(**{**body, "events": events})
+        return cls(**{**body, "events": events}), too_deep_at
     except (TypeError, ValueError) as exc:
         raise _invalid(kind, str(exc), kind) from None
 
@@ -211,14 +214,18 @@ _EVENT_KEYS = _KEY_SETS[_EVENT_FIELDS]
 
 def _structure_events(
     raw: list[Any], kind: str, depth_limits: WireLimits | None
-) -> tuple[Event, ...]:
-    """The events of a batch: :func:`_structure_event` for each, and (with
-    ``depth_limits``) the depth of its args checked too, in one pass. The checks are the
-    same, inlined for the events that pass them (every event of a frame is checked,
-    and most frames are all events); an event that fails one goes through the checks
-    one by one, which name what is wrong and where.
+) -> tuple[tuple[Event, ...], int | None]:
+    """The events of a batch (:func:`_structure_event` for each) and, with
+    ``depth_limits``, the index of the first whose args nest deeper than they allow (its
+    error is raised by :func:`_check_events`, after every error found before it in the
+    order the checks have always run: the events', the batch's, the count's).
+
+    The checks are the same, inlined for the events that pass them (every event of a
+    frame is checked, and most frames are all events); an event that fails one goes
+    through the checks one by one, which name what is wrong and where.
     """
     events = []
+    too_deep_at: int | None = None
     max_depth = depth_limits.max_depth if depth_limits is not None else 0
     known_good = _KNOWN_GOOD
     for index, item in enumerate(raw):
@@ -233,16 +240,18 @@ def _structure_events(
             and ((seq := item["seq"]) is None or (type(seq) is int and 1 <= seq <= INT64_MAX))
             and (name, MAX_NAME_LENGTH) in known_good
             and (client_id, MAX_CLIENT_ID_LENGTH) in known_good
-            and (depth_limits is None or not nested_too_deep(args, max_depth))
         ):
-            events.append(_unchecked_event(name, args, client_id, client_seq, seq))
-            continue
-        path = f"{kind}.events[{index}]"
-        event = _structure_event(item, kind, path)
-        if depth_limits is not None:
-            check_event_content(event, path=path, limits=depth_limits, measure=False)
+            event = _unchecked_event(name, args, client_id, client_seq, seq)
+        else:
+            event = _structure_event(item, kind, f"{kind}.events[{index}]")
+        if (
+            depth_limits is not None
+            and too_deep_at is None
+            and nested_too_deep(event.args, max_depth)
+        ):
+            too_deep_at = index
         events.append(event)
-    return tuple(events)
+    return tuple(events), too_deep_at
 
 
 def _structure_event(raw: object, kind: str, path: str) -> Event:
@@ -264,16 +273,24 @@ def _structure_event(raw: object, kind: str, path: str) -> Event:
 
 
 def _check_events(
-    message: Push | PullPage, limits: WireLimits, *, measure: bool, depth_checked: bool = False
+    message: Push | PullPage, limits: WireLimits, *, measure: bool, too_deep_at: int | None
 ) -> None:
+    """What is left to check of a batch's events: their count; with ``measure``, the
+    size and depth of each (every event's depth is checked here then); otherwise only
+    the depth of the event at ``too_deep_at``, the first found too deep while
+    structuring (None: none was)."""
     if isinstance(message, Push) and len(message.events) > limits.max_push_events:
         raise InvalidMessage(
             f"push of {len(message.events)} events exceeds the limit max_push_events="
             f"{limits.max_push_events}"
         )
-    if depth_checked and not measure:
-        return  # all that is left to check, done while structuring
-    for index, event in enumerate(message.events):
+    if measure:
+        checked: Iterable[tuple[int, Event]] = enumerate(message.events)
+    elif too_deep_at is not None:
+        checked = [(too_deep_at, message.events[too_deep_at])]
+    else:
+        return
+    for index, event in checked:
         check_event_content(
             event, path=f"{message.TYPE}.events[{index}]", limits=limits, measure=measure
         )

@@ -167,17 +167,15 @@ class SyncState:
         return None
 
     def _within_limits(self, event: Event) -> bool:
-        """``refusal(event) is None``, remembered for the events checked in a row from the
-        first unacknowledged one (until the limits change)."""
+        """``refusal(event) is None``, remembered for the pending events checked in a row
+        (until the limits change)."""
         if self._checked_limits is not self.limits:
             self._checked_limits = self.limits
             self._checked_through = 0
-        index = self._first_unacknowledged_index()
-        if index < len(self._pending):
-            # Events before the first unacknowledged one are never pushed again.
-            through = max(self._checked_through, self._pending[index].client_seq - 1)
-        else:
-            through = self._checked_through
+        # Only pending events can be planned: the run starts at the first of them. (Not
+        # at the first unacknowledged one: whoever lowers acked_through would then plan
+        # events never checked.)
+        through = max(self._checked_through, self._pending[0].client_seq - 1)
         if event.client_seq <= through:
             return True
         if self.refusal(event) is not None:
