@@ -269,36 +269,3 @@ def test_a_symbolic_link_to_a_store_in_use_finds_it_in_use(tmp_path: Path) -> No
     again = ClientStore.open(str(tmp_path / "link.sqlite3"))  # free once closed
     assert again.load_state().client_id == "A"
     again.close()
-
-
-def test_a_hard_link_to_a_store_in_use_finds_it_in_use(tmp_path: Path) -> None:
-    # What was tried: a second open through a hard link (another name for the same file,
-    # which the lock file beside the name cannot see), in this process and in another,
-    # while the store is open and once it is closed. Both opened before: two writers on
-    # one client id, each with its own write-ahead log, the second's commits lost.
-    store = store_with_one_pending(tmp_path / "c.sqlite3")
-    os.link(tmp_path / "c.sqlite3", tmp_path / "hard.sqlite3")
-    code = textwrap.dedent(f"""
-        from trio_sync import StoreInUse
-        from trio_sync.store import ClientStore
-        try:
-            ClientStore.open({str(tmp_path / "hard.sqlite3")!r})
-        except StoreInUse as exc:
-            print("refused:", exc)
-        else:
-            print("opened")
-    """)
-    try:
-        with pytest.raises(StoreInUse, match=r"in use in this process as .*c\.sqlite3"):
-            ClientStore.open(str(tmp_path / "hard.sqlite3"))
-        result = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-        )
-        assert "refused: store" in result.stdout and "another process" in result.stdout
-        # The refusals took none of the first store's locks away: it still writes.
-        store.append_pending(SyncState("A", next_client_seq=2).commit("y", {}))
-    finally:
-        store.close()
-    again = ClientStore.open(str(tmp_path / "hard.sqlite3"))  # free once closed
-    assert [e.client_seq for e in again.load_state().pending] == [1, 2]
-    again.close()

@@ -53,70 +53,9 @@ Migration = Callable[[sqlite3.Connection], None]
 
 def lock_path(path: str) -> str:
     """The store's lock file: beside the file the path resolves to, so that a symbolic
-    link to a store in use finds the same lock. (A hard link is another name: the lock
-    on the database file itself, :class:`_FileLock`, finds it.)"""
+    link to a store in use finds the same lock. (A hard link is another name the store
+    cannot see: do not make one to a store.)"""
     return os.path.realpath(path) + ".lock"
-
-
-#: Database files this process holds open as stores, by (device, inode), with the path
-#: they were opened by: another name for one of them (a hard link) is refused here, before
-#: it opens anything; in another process, by the lock on the file itself.
-_HELD: dict[tuple[int, int], str] = {}
-_HELD_GUARD = threading.Lock()
-#: The byte of the database file locked for the store, far past every byte SQLite locks
-#: (its locks sit at 1 GiB): a POSIX lock, in SQLite's own family, so that it works
-#: wherever SQLite's locks do (flock is emulated over them on some network filesystems).
-_FILE_LOCK_BYTE = 1 << 62
-
-
-class _FileLock:
-    """A lock on the database file itself, held while the store is open: every name of
-    the file (a symbolic or a hard link) finds it.
-
-    A POSIX lock has one trap: closing any descriptor of the file drops every lock this
-    process holds on it, SQLite's included. So the descriptor is closed only after the
-    store's connections are, and a second name for a store this process holds is refused
-    by :data:`_HELD` before any descriptor is opened.
-    """
-
-    def __init__(self, path: str) -> None:
-        try:
-            info = os.stat(path)
-        except OSError as exc:
-            raise _os_error(path, exc) from None
-        self.identity = (info.st_dev, info.st_ino)
-        with _HELD_GUARD:
-            held_as = _HELD.get(self.identity)
-            if held_as is not None:
-                raise StoreInUse(
-                    f"store {path!r} is in use in this process as {held_as!r} (the same "
-                    "file under another name); close it there first"
-                )
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            except OSError as exc:
-                raise _os_error(path, exc) from None
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _FILE_LOCK_BYTE)
-            except OSError as exc:
-                os.close(fd)  # no connection of this process has the file open
-                if exc.errno in (errno.EACCES, errno.EAGAIN):
-                    raise StoreInUse(
-                        f"store {path!r} is in use by another process (under this name "
-                        "or another); close it there first"
-                    ) from None
-                raise _os_error(path, exc) from None
-            _HELD[self.identity] = path
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        """Releases the lock (after the store's connections are closed). Safe twice."""
-        with _HELD_GUARD:
-            if self._fd is None:
-                return
-            os.close(self._fd)
-            self._fd = None
-            _HELD.pop(self.identity, None)
 
 
 def _acquire_lock(path: str) -> IO[bytes]:
@@ -206,26 +145,19 @@ class Database:
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._lock_file: IO[bytes] | None = None
-        self._file_lock: _FileLock | None = None
         self._reader: sqlite3.Connection | None = None
         self._synchronous = "FULL"
-        on_disk = not is_memory(self.path)
-        if on_disk:
+        if not is_memory(self.path):
             self._lock_file = _acquire_lock(self.path)
         try:
-            if on_disk and os.path.exists(self.path):
-                self._file_lock = _FileLock(self.path)  # before any connection opens it
             with translate_errors(self.path):
                 self._conn = self._connect()
                 self._identity = self._file_identity()
                 self._check_integrity()
                 self._configure()
                 self._migrate(kind, migrations)
-                if on_disk:
+                if not is_memory(self.path):
                     self._reader = self._connect()
-            if on_disk and self._file_lock is None:
-                # Created just now, under the name's lock: no other name can hold it yet.
-                self._file_lock = _FileLock(self.path)
         except BaseException:
             self.close()
             raise
@@ -441,9 +373,6 @@ class Database:
         self._release_lock()
 
     def _release_lock(self) -> None:
-        if self._file_lock is not None:
-            self._file_lock.release()  # after the connections: see _FileLock
-            self._file_lock = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
