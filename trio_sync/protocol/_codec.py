@@ -285,12 +285,13 @@ def _check_events(
             f"{limits.max_push_events}"
         )
     if measure:
-        checked: Iterable[tuple[int, Event]] = enumerate(message.events)
-    elif too_deep_at is not None:
-        checked = [(too_deep_at, message.events[too_deep_at])]
+        indexes: Iterable[int] = range(len(message.events))
     else:
-        return
-    for index, event in checked:
+        indexes = () if too_deep_at is None else (too_deep_at,)
+    for index in indexes:
         check_event_content(
-            event, path=f"{message.TYPE}.events[{index}]", limits=limits, measure=measure
+            message.events[index],
+            path=f"{message.TYPE}.events[{index}]",
+            limits=limits,
+            measure=measure,
         )
