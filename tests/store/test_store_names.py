@@ -50,7 +50,8 @@ def test_a_hard_link_to_a_store_in_use_is_refused_in_another_process(tmp_path: P
     os.link(tmp_path / "c.sqlite3", tmp_path / "link.sqlite3")
     code = textwrap.dedent(f"""
         from trio_sync import StoreError
-                from trio_sync.store import ClientStore
+        from trio_sync.protocol import SyncState
+        from trio_sync.store import ClientStore
         try:
             other = ClientStore.open({str(tmp_path / "link.sqlite3")!r}, "A")
         except StoreError as exc:
