@@ -58,6 +58,21 @@ class StoreFull(StoreError):
     """The disk (or the database's size limit) is full: nothing was written. Retry later."""
 
 
+class StoreHasOtherNames(StoreError):
+    """The store's file has more than one name (a hard link): refused, because SQLite
+    keeps the write-ahead log, and trio_sync its lock, beside the name a store is opened
+    by. The message says which name to keep.
+
+    Attributes:
+        others: The other names found in the file's folder (names in other folders
+            cannot be found cheaply; the message says how many there are).
+    """
+
+    def __init__(self, message: str, *, others: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.others = others
+
+
 class StoreReadOnly(StoreError):
     """The store's file or folder cannot be written."""
 

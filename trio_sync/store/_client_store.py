@@ -19,6 +19,7 @@ import orjson
 from .._errors import StoreCorrupt, StoreError, StoreMismatch
 from ..protocol import DEFAULT_LIMITS, Event, SyncState, WireLimits
 from . import _lineage
+from ._names import refuse_other_names
 from ._sqlite import (
     Database,
     SQLiteStore,
@@ -387,6 +388,9 @@ def inspect_store(path: str) -> StoreSummary:
     if not os.path.isfile(path):
         raise StoreError(f"no client store at {path!r}")
     with translate_errors(path):
+        # Read under another name than the writer's, the state may miss what is in its
+        # write-ahead log (and SQLite would make a -wal and -shm beside this one).
+        refuse_other_names(path)
         conn, kind = _open_read_only(path)
         try:
             if kind is None or kind[0] != "client":

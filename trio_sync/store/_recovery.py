@@ -19,6 +19,7 @@ import orjson
 from .._errors import StoreCorrupt, StoreDamaged
 from . import _lineage
 from ._client_store import ClientStore, commit_time_column
+from ._names import interrupted_move
 from ._sqlite import is_memory, lock_path, set_meta
 
 
@@ -54,22 +55,29 @@ def open_client_store(
         StoreError: As :meth:`ClientStore.open` for anything recovery cannot fix (in use,
             another client's, a newer schema, not a trio_sync store at all).
     """
-    try:
-        return ClientStore.open(path, client_id), None
-    except StoreDamaged as exc:
-        if is_memory(str(path)):
-            raise
-        reason = str(exc)
-    except StoreCorrupt as exc:
-        if not _was_a_store(str(path)):
-            raise  # some other file: never moved
-        reason = str(exc)
     path = str(path)
+    moved_to = interrupted_move(path)
+    if moved_to is not None:
+        # A recovery killed between giving the damaged file its second name and removing
+        # the first: finished now (the file is still the damaged one).
+        reason = f"a recovery of this damaged store was interrupted; finished now ({moved_to})"
+    else:
+        try:
+            return ClientStore.open(path, client_id), None
+        except StoreDamaged as exc:
+            if is_memory(path):
+                raise
+            reason = str(exc)
+        except StoreCorrupt as exc:
+            if not _was_a_store(path):
+                raise  # some other file: never moved
+            reason = str(exc)
     salvage = _salvage(path)
-    stamp = _lineage.utc_stamp(time.time() if now is None else now)
-    # A second name first, then the old one dropped: a damaged file of the same second
-    # already moved aside is never replaced.
-    moved_to = _lineage.link_to_free_name(path, f"{path}.corrupt.{stamp}")
+    if moved_to is None:
+        stamp = _lineage.utc_stamp(time.time() if now is None else now)
+        # A second name first, then the old one dropped: a damaged file of the same
+        # second already moved aside is never replaced.
+        moved_to = _lineage.link_to_free_name(path, f"{path}.corrupt.{stamp}")
     os.unlink(path)
     for suffix in ("-wal", "-shm"):
         if os.path.exists(path + suffix):

@@ -30,6 +30,7 @@ from .._errors import (
     StoreReadOnly,
     StoreVersionError,
 )
+from ._names import refuse_other_names
 from ._server_log import EVENT_COLUMNS, event_to_row, row_to_event
 
 T = TypeVar("T")
@@ -54,51 +55,8 @@ Migration = Callable[[sqlite3.Connection], None]
 def lock_path(path: str) -> str:
     """The store's lock file: beside the file the path resolves to, so that a symbolic
     link to a store in use finds the same lock. (A hard link is another name the lock
-    cannot see: :func:`refuse_other_names` refuses a file that has one.)"""
+    cannot see: ``_names.refuse_other_names`` refuses a file that has one.)"""
     return os.path.realpath(path) + ".lock"
-
-
-def refuse_other_names(path: str, info: os.stat_result) -> None:
-    """Refuses a store file that has more than one name (a hard link).
-
-    SQLite keeps the write-ahead log beside the name a file was opened by, and the lock
-    file is beside it too: under a second name the store takes no lock against the first
-    and does not see the commits still in the first name's log. A second writer would
-    lose its commits, and a reopen by the other name after a crash would miss events.
-
-    Raises:
-        StoreError: The file has another name; the message names the others found in
-            the same folder and says which one holds a write-ahead log.
-    """
-    if info.st_nlink <= 1:
-        return
-    real = os.path.realpath(path)
-    others = []
-    with contextlib.suppress(OSError), os.scandir(os.path.dirname(real)) as entries:
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                found = entry.stat(follow_symlinks=False)  # a symbolic link is no name
-                same_file = (found.st_dev, found.st_ino) == (info.st_dev, info.st_ino)
-                if same_file and entry.path != real:
-                    others.append(entry.path)
-    logged = [name for name in others if os.path.exists(name + "-wal")]
-    where = (
-        f"its other names here: {', '.join(sorted(others))}"
-        if others
-        else "its other name is in another folder"
-    )
-    hint = (
-        f"; {logged[0]!r} has a write-ahead log: the store is in use by that "
-        "name or was last used by it, so open it by that name"
-        if logged
-        else ""
-    )
-    raise StoreError(
-        f"store {path!r} has {info.st_nlink} names (hard links; {where}){hint}. SQLite "
-        "keeps a store's write-ahead log and trio_sync its lock beside the name it is "
-        "opened by, so under two names commits can be lost. Remove the other names; to "
-        "back a store up, copy it (when it is closed), do not link it"
-    )
 
 
 def _acquire_lock(path: str) -> IO[bytes]:
@@ -191,6 +149,10 @@ class Database:
         self._reader: sqlite3.Connection | None = None
         self._synchronous = "FULL"
         if not is_memory(self.path):
+            with translate_errors(self.path):
+                if os.path.exists(self.path):
+                    # Before the lock: a refused name is left without a lock file.
+                    refuse_other_names(self.path)
             self._lock_file = _acquire_lock(self.path)
         try:
             with translate_errors(self.path):
