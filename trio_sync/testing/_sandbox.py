@@ -64,7 +64,9 @@ class _PerThreadScheduler:
 
     # The two calls Trio's scheduler makes on every batch, spelled out (they are hot).
     def shuffle(self, batch: list[Any]) -> None:
-        self._source().shuffle(batch)
+        # A batch of one task (most of them) or none: random.shuffle would draw nothing.
+        if len(batch) > 1:
+            self._source().shuffle(batch)
 
     def random(self) -> float:
         return self._source().random()

@@ -19,11 +19,12 @@ from typing import Any
 
 import attrs
 import trio
-import trio.testing
 
 from ..protocol import Event
+from ._clock import SimClock
 from ._engine import ClientStall, Engine, Failure, Workload
 from ._invariant import Invariant, call_invariant, refuse_async_invariant
+from ._loop import skip_idle_polls
 from ._params import SimParams
 from ._sandbox import simulation_sandbox
 from ._trace import Trace, explain_stall, from_first_fault
@@ -253,6 +254,7 @@ def simulate(
     outcome: dict[str, Any] = {}
 
     async def main() -> None:
+        skip_idle_polls()
         world = World(engine, workload_pins)
         outcome["world"] = world
         if step_invariant is not None:
@@ -262,7 +264,7 @@ def simulate(
     started = time.perf_counter()
     try:
         with simulation_sandbox(seed):
-            trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+            trio.run(main, clock=SimClock())
         wall = time.perf_counter() - started
         logs, pending = {}, {}
         for name, device in engine.devices.items():
