@@ -2,7 +2,8 @@
 
 ``run_simulation(seed, workload)`` runs your own workload (``async def workload(world)``)
 against the real server and client code over an in-memory network with seeded latency
-and faults, under a virtual clock (MockClock's autojump, cheaper: `_clock.py`), and checks your invariant at the end.
+and faults, under a virtual clock (MockClock's autojump, cheaper: ``_clock.py``), and
+checks your invariant at the end.
 ``run_scenario(seed)`` is the simulator's own generated workload; ``check_run(result)``
 checks what a finished scenario must satisfy and explains a stall. Hypothesis strategies
 live in ``trio_sync.testing.strategies``, pytest fixtures in
