@@ -22,10 +22,6 @@ import os
 from .._errors import StoreHasOtherNames
 
 
-def _same_file(info: os.stat_result, other: os.stat_result) -> bool:
-    return (info.st_dev, info.st_ino) == (other.st_dev, other.st_ino)
-
-
 def _names_beside(real: str, info: os.stat_result) -> tuple[list[str], str | None]:
     """The other names of the file in its own folder, and why the folder could not be
     listed (None: it was)."""
@@ -35,7 +31,8 @@ def _names_beside(real: str, info: os.stat_result) -> tuple[list[str], str | Non
             for entry in entries:
                 with contextlib.suppress(OSError):  # gone meanwhile
                     found = entry.stat(follow_symlinks=False)  # a symbolic link is no name
-                    if _same_file(info, found) and entry.path != real:
+                    same_file = (found.st_dev, found.st_ino) == (info.st_dev, info.st_ino)
+                    if same_file and entry.path != real:
                         others.append(entry.path)
     except OSError as exc:
         return others, exc.strerror or str(exc)
@@ -65,12 +62,9 @@ def _in_use(name: str) -> bool:
     return False
 
 
-def refuse_other_names(path: str, info: os.stat_result | None = None) -> None:
-    """Refuses a store file that has more than one name (a hard link).
-
-    Args:
-        path: The name the store is being opened by.
-        info: ``os.stat(path)`` if already made.
+def refuse_other_names(path: str) -> None:
+    """Refuses a store file that has more than one name (a hard link): ``path``, the
+    name the store is being opened by.
 
     Raises:
         StoreHasOtherNames: The file has other names; the message lists those found in
@@ -78,7 +72,7 @@ def refuse_other_names(path: str, info: os.stat_result | None = None) -> None:
             name to keep.
         OSError: ``path`` cannot be examined.
     """
-    info = os.stat(path) if info is None else info
+    info = os.stat(path)
     if info.st_nlink <= 1:
         return
     real = os.path.realpath(path)

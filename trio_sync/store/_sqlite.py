@@ -148,7 +148,8 @@ class Database:
         self._lock_file: IO[bytes] | None = None
         self._reader: sqlite3.Connection | None = None
         self._synchronous = "FULL"
-        if not is_memory(self.path):
+        on_disk = not is_memory(self.path)
+        if on_disk:
             with translate_errors(self.path):
                 if os.path.exists(self.path):
                     # Before the lock: a refused name is left without a lock file.
@@ -157,12 +158,15 @@ class Database:
         try:
             with translate_errors(self.path):
                 self._conn = self._connect()
-                # Before anything is read or written: not even the WAL mode is set.
-                self._identity = self._open_identity()
+                self._identity = self._file_identity()
+                if on_disk:
+                    # Again, before anything is read or written: a name given to the file
+                    # while it was being created, before this name's lock, counts too.
+                    refuse_other_names(self.path)
                 self._check_integrity()
                 self._configure()
                 self._migrate(kind, migrations)
-                if not is_memory(self.path):
+                if on_disk:
                     self._reader = self._connect()
         except BaseException:
             self.close()
@@ -172,14 +176,6 @@ class Database:
         if is_memory(self.path):
             return None
         info = os.stat(self.path)
-        return (info.st_dev, info.st_ino)
-
-    def _open_identity(self) -> tuple[int, int] | None:
-        """The file's identity, once it is known to have this one name only."""
-        if is_memory(self.path):
-            return None
-        info = os.stat(self.path)
-        refuse_other_names(self.path, info)
         return (info.st_dev, info.st_ino)
 
     def check_file(self) -> None:
