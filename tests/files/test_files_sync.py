@@ -127,12 +127,28 @@ async def test_files_with_the_same_contents_download_one_at_a_time(
 
 async def _settled(uploader: trio_sync.Client, *others: trio_sync.Client) -> None:
     """Until ``uploader`` has sent everything it saved, then each of ``others`` has
-    caught up with it (events and file contents)."""
-    await uploader.files.wait_idle()
-    await uploader.wait_synced()
-    for other in others:
-        await other.wait_synced()
-        await other.files.wait_idle()
+    caught up with it (events and file contents). Stopped before (the test's deadline),
+    it prints what each client's files and transfers were then: pytest shows it with the
+    failure, so a rare hang can be told from one CI log."""
+    try:
+        await uploader.files.wait_idle()
+        await uploader.wait_synced()
+        for other in others:
+            await other.wait_synced()
+            await other.files.wait_idle()
+    except BaseException:
+        print("not settled:\n" + "\n".join(_describe(c) for c in (uploader, *others)))
+        raise
+
+
+def _describe(client: trio_sync.Client) -> str:
+    files = client.files
+    lines = [f"{client.client_id}: {client.status.state}, transfers {files.executor.describe()}"]
+    for info in files.list():
+        lines.append(
+            f"  {info.id} {info.content_hash[:12]} deleted={info.deleted}: {files.state(info.id)}"
+        )
+    return "\n".join(lines)
 
 
 async def test_a_file_updated_back_to_back_never_runs_one_transfer_twice(

@@ -158,3 +158,23 @@ def test_an_idle_connection_closes_keep_seconds_after_its_last_transfer_or_when_
     assert idle_connection_closes_at(10.0, 2.0, online=True) == 12.0
     assert idle_connection_closes_at(10.0, 2.0, online=False) == 10.0  # at once
     assert idle_connection_closes_at(10.0, 0.0, online=True) == 10.0  # keep=0: never kept
+
+
+def test_describe_tells_what_each_key_waits_for() -> None:
+    queue = TransferQueue(1, RetryPolicy(base=1.0, cap=60.0))
+    queue.add("a")
+    queue.add("b", priority=True)
+    queue.start("b")
+    queue.failed("b", now=10.0, jitter=0.5)  # backs off 0.75 s; waiting again, still busy
+    assert queue.describe(now=10.0) == {
+        "waiting": [
+            {"key": "a", "priority": False, "failures": 0, "ready_in": 0.0},
+            {"key": "b", "priority": True, "failures": 1, "ready_in": 0.75},
+        ],
+        "in_flight": [],
+        "busy": ["b"],
+    }
+    queue.released("b")
+    queue.start("a")
+    assert queue.describe(now=12.5)["in_flight"] == ["a"]
+    assert queue.describe(now=12.5)["busy"] == ["a"]

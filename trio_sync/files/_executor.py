@@ -234,6 +234,27 @@ class TransferExecutor:
         its outcome, dropping a partial)."""
         return all(not q.queued and not q.busy for q in self.queues.values())
 
+    def describe(self) -> dict[str, object]:
+        """Everything that decides whether a transfer starts now, as plain data (for a
+        person or a test report finding out why transfers do not move): online, paused,
+        each direction's queue (:meth:`TransferQueue.describe`), workers alive, and the
+        contents each transfer in flight moves."""
+        now = trio.current_time()
+        return {
+            "online": self.online,
+            "paused": self.paused,
+            "recording": self.recording,
+            "unsettled": self.unsettled,
+            **{
+                direction: {
+                    **self.queues[direction].describe(now),
+                    "workers_alive": self.workers_alive(direction),
+                    "moving": {f: h for (d, f), h in self._moving.items() if d == direction},
+                }
+                for direction in DIRECTIONS
+            },
+        }
+
     def counts(self) -> FileTransfers:
         failed = self._states.failed_uploads
         return FileTransfers(

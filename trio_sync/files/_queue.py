@@ -187,6 +187,24 @@ class TransferQueue:
     def keys(self) -> list[str]:
         return [*self._in_flight, *self._waiting]
 
+    def describe(self, now: float) -> dict[str, object]:
+        """What the queue holds, for a person finding out why transfers do not move: each
+        waiting key with its priority, failures so far and seconds until it may start (0:
+        ready), the keys in flight, and those still held by their worker."""
+        return {
+            "waiting": [
+                {
+                    "key": item.key,
+                    "priority": item.priority,
+                    "failures": item.failures,
+                    "ready_in": round(max(0.0, item.ready_at - now), 3),
+                }
+                for item in self._waiting.values()
+            ],
+            "in_flight": list(self._in_flight),
+            "busy": sorted(self._busy),
+        }
+
     def __contains__(self, key: str) -> bool:
         return key in self._waiting or key in self._in_flight
 
