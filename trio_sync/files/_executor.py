@@ -177,13 +177,13 @@ class TransferExecutor:
 
     async def _watch_connection(self) -> None:
         # Workers wait on the executor's own changes; connectivity is the client's (woken
-        # by phase changes only, not by every commit and ack).
-        core, online = self._core, self.online
+        # by phase changes only, not by every commit and ack). Every change is passed on:
+        # a worker may have seen the client offline between two changes this task did
+        # not run between (offline, then online again), and it waits with no deadline.
+        core = self._core
         while True:
             await core.phase_changed.event.wait()
-            if self.online != online:
-                online = self.online
-                self.changed.notify()
+            self.changed.notify()
 
     # --- the queues -----------------------------------------------------------------------
 
