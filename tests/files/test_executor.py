@@ -4,6 +4,9 @@ over a real server in the ``test_files_*`` modules."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import attrs
@@ -12,9 +15,9 @@ import trio.testing
 
 from trio_sync._broadcast import Broadcast
 from trio_sync.files._executor import TransferExecutor
-from trio_sync.files._model import Direction
+from trio_sync.files._model import Direction, TransferState
 from trio_sync.files._state import TransferStateStore
-from trio_sync.files._wire import BlobClient
+from trio_sync.files._wire import BlobClient, TransferFailed
 
 
 @attrs.define
@@ -25,6 +28,10 @@ class _StandInCore:
     phase_changed: Broadcast = attrs.field(factory=Broadcast)
     changed: Broadcast = attrs.field(factory=Broadcast)
     file_transfers: object = None
+    rng: random.Random = attrs.field(factory=lambda: random.Random(0))
+
+    async def run_store(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
 
     def trace(self, what: str, **details: object) -> None:
         pass
@@ -80,4 +87,100 @@ async def test_workers_that_saw_the_client_offline_wake_when_it_is_back(
             while executor.queues["upload"].queued or not executor.is_idle():
                 await executor.changed.event.wait()
         assert trio.current_time() == 0.0  # at once, not at a heartbeat
+        nursery.cancel_scope.cancel()
+
+
+class _Rows:
+    """A transfer-state store in memory."""
+
+    failed_uploads: dict[str, object] = {}
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, Direction], TransferState] = {}
+
+    def get(self, file_id: str, direction: Direction) -> TransferState | None:
+        return self.rows.get((file_id, direction))
+
+    def update(self, key: tuple[str, Direction], state: TransferState) -> bool:
+        current = self.rows.get(key)
+        if current is None or current.content_hash != state.content_hash:
+            return False  # as TransferStateStore.update: only for the same contents
+        self.rows[key] = state
+        return True
+
+
+class _DropsFirstDownload:
+    """A blob client whose first download drops mid-stream and whose connections take
+    ``close_takes`` seconds to close (a slow close on a real network)."""
+
+    def __init__(self, close_takes: float) -> None:
+        self.close_takes = close_takes
+        self.closing = trio.Event()
+        self.downloads: list[tuple[str, float]] = []
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[object]:
+        yield object()
+        self.closing.set()
+        with trio.CancelScope(shield=True):
+            await trio.sleep(self.close_takes)
+
+    async def holds(self, content_hash: str) -> bool:
+        return False
+
+    async def download(self, content_hash: str, size: int, *args: object) -> int:
+        self.downloads.append((content_hash, trio.current_time()))
+        if len(self.downloads) == 1:
+            raise TransferFailed("the connection dropped mid-stream", connection_lost=True)
+        return size
+
+
+async def test_new_contents_queued_while_a_failed_transfer_closes_start_afresh(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Tried: a download fails in a way that closes its connection (a drop mid-stream),
+    # and while the connection closes (slowly) the file gets new contents: the fold
+    # cancels the transfer, writes the new row and queues it. Before, the cancel that
+    # came during the close went unseen: the worker counted the failure against the key
+    # and put it back to wait out a backoff, and the new contents, queued over it, waited
+    # that backoff with the old failures (a helper session's run saw 30 s with every
+    # worker idle after 7 such updates; 60 s, the cap, after 9).
+    core = _StandInCore()
+    rows = _Rows()
+    wire = _DropsFirstDownload(close_takes=1.0)
+    key = ("f1", "download")
+    #: The fold's row write, still on its way to the store when the worker ends.
+    landing: list[TransferState] = []
+
+    def target(direction: Direction, file_id: str) -> tuple[str, int] | None:
+        row = rows.get(file_id, direction)
+        return None if row is None or row.status == "done" else (row.content_hash, 10)
+
+    async def finished(direction: Direction, file_id: str, content_hash: str) -> None:
+        # Lands right after the worker wrote its outcome; then the fold queues it.
+        while landing:
+            rows.rows[key] = landing.pop()
+            executor.enqueue("download", "f1")
+
+    executor = TransferExecutor(
+        cast(Any, core),
+        cast(TransferStateStore, rows),
+        cast(BlobClient, wire),
+        target=target,
+        finished=finished,
+    )
+    rows.rows[key] = TransferState("queued", "old")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        executor.enqueue("download", "f1")
+        await wire.closing.wait()  # the first attempt failed; its connection closes
+        # What the fold does for new contents (Reconciler.want_downloads): stop the
+        # transfer, write the new row (it lands later), queue the download.
+        executor.cancel("download", "f1")
+        landing.append(TransferState("queued", "new"))
+        with trio.fail_after(30):
+            while rows.rows[key] != TransferState("done", "new"):
+                await executor.changed.event.wait()
+        # Started as soon as the worker was free (the close ended), with no backoff.
+        assert wire.downloads == [("old", 0.0), ("new", 1.0)]
         nursery.cancel_scope.cancel()

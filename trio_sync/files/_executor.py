@@ -411,13 +411,18 @@ class TransferExecutor:
             error, yielded = await self._move(
                 direction, file_id, row, content_hash, size, connection, cancel
             )
-            cancelled = cancel.requested
             refused_at_begin = isinstance(error, TransferFailed) and error.connection_usable
             if not keeps_connection(
-                cancelled=cancelled, failed=error is not None, refused_at_begin=refused_at_begin
+                cancelled=cancel.requested,
+                failed=error is not None,
+                refused_at_begin=refused_at_begin,
             ):
                 # Here, outside the transfer's cancel scope (the connection owns a nursery).
                 await self._close(direction, connection, "transfer failed")
+            # Read only now: a cancel() while the connection closed (new contents, say)
+            # must be seen, or the failure would be counted against the key and the new
+            # contents, queued over it, would wait out its backoff with its failures.
+            cancelled = cancel.requested
         finally:
             del self._moving[(direction, file_id)]
             del self._cancels[(direction, file_id)]
