@@ -184,3 +184,110 @@ async def test_new_contents_queued_while_a_failed_transfer_closes_start_afresh(
         # Started as soon as the worker was free (the close ended), with no backoff.
         assert wire.downloads == [("old", 0.0), ("new", 1.0)]
         nursery.cancel_scope.cancel()
+
+
+class _Wire:
+    """A blob client whose transfers take ``takes[hash]`` seconds (5 by default) and
+    whose connections take ``close_takes`` seconds to close."""
+
+    def __init__(self, close_takes: float = 0.0, takes: dict[str, float] | None = None) -> None:
+        self.close_takes = close_takes
+        self.takes = takes or {}
+        self.started: list[tuple[str, float]] = []
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[object]:
+        yield object()
+        with trio.CancelScope(shield=True):
+            await trio.sleep(self.close_takes)
+
+    async def holds(self, content_hash: str) -> bool:
+        return False
+
+    async def _move(self, content_hash: str, size: int) -> int:
+        self.started.append((content_hash, trio.current_time()))
+        await trio.sleep(self.takes.get(content_hash, 5.0))
+        return size
+
+    async def download(self, content_hash: str, size: int, *args: object) -> int:
+        return await self._move(content_hash, size)
+
+    async def upload(self, content_hash: str, size: int, *args: object) -> None:
+        await self._move(content_hash, size)
+
+
+def _on(rows: _Rows, wire: _Wire, **options: Any) -> TransferExecutor:
+    def target(direction: Direction, file_id: str) -> tuple[str, int] | None:
+        row = rows.get(file_id, direction)
+        return None if row is None or row.status == "done" else (row.content_hash, 10)
+
+    return TransferExecutor(
+        cast(Any, _StandInCore()),
+        cast(TransferStateStore, rows),
+        cast(BlobClient, wire),
+        target=target,
+        finished=_nothing_left,
+        **options,
+    )
+
+
+async def _until_idle(executor: TransferExecutor) -> None:
+    with trio.fail_after(300):
+        while not executor.is_idle():
+            await executor.changed.event.wait()
+
+
+async def test_a_read_asked_while_the_old_download_stops_keeps_its_priority(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Tried: one download worker, four files queued; f1 has new contents while its old
+    # ones download (closing that connection takes 1 s), and the application reads f1 at
+    # once (a priority request). Before, the request reached the old transfer still in
+    # flight, which took the priority with it when it ended: f1's new contents were
+    # queued again without it, behind every other download (started at 16.5 s).
+    rows = _Rows()
+    wire = _Wire(close_takes=1.0, takes={"f1-old": 100.0})
+    executor = _on(rows, wire, downloads=1)
+    for name in ("f1", "f2", "f3", "f4"):
+        rows.rows[(name, "download")] = TransferState("queued", f"{name}-old")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        for name in ("f1", "f2", "f3", "f4"):
+            executor.enqueue("download", name)
+        await trio.sleep(0.5)  # f1's old contents are moving
+        # The fold (Reconciler.want_downloads): stop, write the new row, queue; then the
+        # application's read() asks for the same with priority.
+        executor.cancel("download", "f1")
+        rows.rows[("f1", "download")] = TransferState("queued", "f1-new")
+        executor.enqueue("download", "f1")
+        executor.enqueue("download", "f1", priority=True)
+        await _until_idle(executor)
+        nursery.cancel_scope.cancel()
+    # Next as soon as the stopped transfer's connection closed, ahead of f2, f3, f4.
+    assert wire.started[:2] == [("f1-old", 0.0), ("f1-new", 1.5)]
+
+
+async def test_an_upload_stopped_for_a_deleted_file_is_not_started_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Tried: a file is deleted while its upload runs; the reconcile stops the upload and
+    # only later (after another store call) deletes its rows. Before, the stopped
+    # worker, finding its own "in_progress" row, put it back to "queued" (as if whoever
+    # stopped it wanted those contents again) and queued it: the deleted file's contents
+    # were uploaded again from the start, and wait_idle() waited for that.
+    rows = _Rows()
+    wire = _Wire()
+    executor = _on(rows, wire)
+    key = ("f1", "upload")
+    rows.rows[key] = TransferState("queued", "h")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        executor.enqueue("upload", "f1")
+        await trio.sleep(1)  # uploading
+        executor.cancel("upload", "f1")  # Reconciler.reconcile, for a deleted file
+        await trio.sleep(0.05)  # its next store call, then the rows go
+        del rows.rows[key]
+        await _until_idle(executor)
+        nursery.cancel_scope.cancel()
+    assert wire.started == [("h", 0.0)]
+    assert trio.current_time() < 2

@@ -332,10 +332,11 @@ async def test_a_cancel_that_queues_the_same_contents_again_is_not_undone_by_in_
     server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # What was tried: whoever cancels a transfer decides what happens next; here it
-    # cancels the upload as it starts and queues the same contents again (as the fold
-    # does when it re-points an upload). The transfer's own "in_progress" report, on its
-    # way meanwhile, landed over that "queued": the upload stayed "in_progress" with no
-    # transfer left to finish it, and wait_idle() returned with the file never uploaded.
+    # cancels the upload as it starts and queues the same contents again (rows, then
+    # enqueue, as the fold does when it re-points an upload). The transfer's own
+    # "in_progress" report, on its way meanwhile, landed over that "queued": the upload
+    # stayed "in_progress" with no transfer left to finish it, and wait_idle() returned
+    # with the file never uploaded.
     from trio_sync.files._executor import TransferExecutor
 
     real_set_state = TransferExecutor._set_state
@@ -349,6 +350,7 @@ async def test_a_cancel_that_queues_the_same_contents_again_is_not_undone_by_in_
             self.cancel(direction, file_id)  # type: ignore[arg-type]
             queued = TransferState("queued", state.content_hash)
             self._states.set_many([((file_id, direction), queued)])
+            self.enqueue(direction, file_id)  # type: ignore[arg-type]
         await real_set_state(self, direction, file_id, state)  # type: ignore[arg-type]
 
     monkeypatch.setattr(TransferExecutor, "_set_state", set_state)

@@ -178,3 +178,34 @@ def test_describe_tells_what_each_key_waits_for() -> None:
     queue.start("a")
     assert queue.describe(now=12.5)["in_flight"] == ["a"]
     assert queue.describe(now=12.5)["busy"] == ["a"]
+
+
+def test_a_key_asked_for_while_in_flight_is_queued_afresh_unless_discarded_since() -> None:
+    queue = TransferQueue(1, RetryPolicy())
+    queue.add("a")
+    queue.start("a")
+    assert not queue.add("a", priority=True)  # in flight: noted, not queued
+    assert queue.queued == 0
+    queue.succeeded("a")
+    assert queue.asked_again("a") is True  # with the priority asked
+    assert queue.asked_again("a") is None  # taken
+    # Stopped with nobody asking since (a delete): not asked again.
+    queue.released("a")
+    queue.add("a")
+    queue.start("a")
+    queue.add("a")
+    queue.discard("a")  # cancel(): what was asked before it is for the old contents
+    queue.succeeded("a")
+    assert queue.asked_again("a") is None
+
+
+def test_a_request_made_during_an_attempt_outlives_its_refusal() -> None:
+    queue = TransferQueue(1, RetryPolicy())
+    queue.add("a")
+    queue.start("a")
+    queue.add("a", priority=True)
+    assert queue.failed("a", now=0.0, jitter=0.5, retryable=False) is None
+    queue.released("a")
+    assert queue.describe(now=0.0)["waiting"] == [
+        {"key": "a", "priority": True, "failures": 0, "ready_in": 0.0}
+    ]

@@ -346,19 +346,14 @@ class TransferExecutor:
                 queue.start(key)
                 try:
                     await self._transfer(direction, key, connection)
-                    # New contents queued while this transfer ran (it could not queue
-                    # twice): queued before this one counts as ended, so nobody sees the
-                    # queue idle in between (wait_idle() returned early). Only when there
-                    # is something to move: a "queued" row for contents its file no
-                    # longer has would be picked, dropped and queued again, for ever.
-                    row = self._states.get(key, direction)
-                    if (
-                        row is not None
-                        and row.status == "queued"
-                        and key not in queue
-                        and self._target(direction, key) is not None
-                    ):
-                        self.enqueue(direction, key)
+                    # Asked for while this transfer ran (new contents, a read): queued
+                    # now, before this one counts as ended, so nobody sees the queue idle
+                    # in between (wait_idle() returned early). Only on a request, never
+                    # from the rows: a transfer stopped because its file was deleted has
+                    # an "in_progress" row put back to "queued" for a moment.
+                    priority = queue.asked_again(key)
+                    if priority is not None:
+                        self.enqueue(direction, key, priority=priority)
                 finally:
                     queue.released(key)  # still in flight: this worker died or was stopped
                     self.counts_changed()

@@ -74,26 +74,37 @@ class TransferQueue:
         #: more (its outcome decided) while the worker still writes it down. Such a key,
         #: queued again meanwhile, waits: one transfer never runs twice at once.
         self._busy: set[str] = set()
+        #: Keys asked for again while in flight (since their last discard), with the
+        #: priority asked: queued afresh once their transfer ends (:meth:`asked_again`).
+        self._again: dict[str, bool] = {}
         self._counter = 0
 
     def add(self, key: str, *, priority: bool = False, ready_at: float = 0.0) -> bool:
         """Queues ``key`` (True) unless it is already queued or in flight (False: a
-        priority request still raises the queued one's priority)."""
-        item = self._waiting.get(key) or self._in_flight.get(key)
+        priority request still raises the queued one's priority; one in flight is noted,
+        to be queued afresh when it ends: see :meth:`asked_again`)."""
+        if key in self._in_flight:
+            # The transfer in flight may be for what was wanted before (its file has new
+            # contents, say): this request gets a transfer of its own, with no failures
+            # or backoff of that one, and its own priority.
+            self._again[key] = self._again.get(key, False) or priority
+            return False
+        item = self._waiting.get(key)
         if item is not None:
             if priority and not item.priority:
                 item.priority = True
-                if key in self._waiting:
-                    item.ready_at = 0.0  # the application waits: no backoff left
+                item.ready_at = 0.0  # the application waits: no backoff left
             return False
         self._counter += 1
         self._waiting[key] = _Item(key, priority, ready_at=ready_at, order=self._counter)
         return True
 
     def discard(self, key: str) -> None:
-        """Forgets a queued ``key`` (its file was deleted); one in flight is left to its
-        worker, which is told separately."""
+        """Forgets a queued ``key`` (its file was deleted, or its transfer is stopped for
+        other contents), and any request for it made while it was in flight; one in
+        flight is left to its worker, which is told separately."""
         self._waiting.pop(key, None)
+        self._again.pop(key, None)
 
     def next_ready(self, now: float, *, held: Callable[[str], bool] | None = None) -> str | None:
         """The key to start now, or None (nothing ready, or concurrency reached).
@@ -134,8 +145,15 @@ class TransferQueue:
         (the key is then dropped). A failure that does not ``count`` (the blob is not on
         the server yet) backs off but never exhausts the attempts."""
         item = self._in_flight.pop(key, None)
+        asked = self._again.pop(key, None)
         if item is None or not retryable:
+            if asked is not None:
+                # Asked for again while this attempt ran (with no discard): a new request
+                # is not bound by this attempt's verdict.
+                self.add(key, priority=asked)
             return None
+        if asked:
+            item.priority = True
         item.failures += 1
         limit = self.retry.max_attempts
         if counts and limit is not None and item.failures >= limit:
@@ -152,7 +170,16 @@ class TransferQueue:
         item = self._in_flight.pop(key, None)
         if item is not None:
             item.ready_at = 0.0
+            item.priority = item.priority or bool(self._again.pop(key, False))
             self._waiting[key] = item
+
+    def asked_again(self, key: str) -> bool | None:
+        """Whether ``key`` was asked for while in flight, since it was last discarded:
+        None if not, else the priority asked (the record is taken). Its worker, done with
+        it, queues it again then, with that priority: the request made meanwhile gets a
+        transfer of its own. A transfer stopped with nobody asking again (its file was
+        deleted) is not queued again, whatever its rows say."""
+        return self._again.pop(key, None)
 
     def next_deadline(self, *, held: Callable[[str], bool] | None = None) -> float | None:
         """When the earliest waiting retry becomes ready (None if none waits); keys
