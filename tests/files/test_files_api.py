@@ -137,3 +137,35 @@ async def test_a_closed_clients_files_api_in_a_cancelled_scope_is_cancelled(
         await a.files.save(b"late" * 1000, path="late")
     # Refused before its contents were copied (a review saw 150 MB copied for nothing).
     assert not a.files.blobs.has(hashlib.sha256(b"late" * 1000).hexdigest())
+
+
+async def test_a_read_waiting_for_contents_asks_again_with_priority_when_they_change(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Tried: B reads a file whose contents are not on the server yet (A's uploads are
+    # paused); meanwhile A updates it. Before, the read asked once, for the first
+    # contents: the download of the new ones was queued by the fold without the read's
+    # priority (behind every other download), and their failure for good was raised
+    # without the one retry a read asks for.
+    await world.start_server(blobs=MemoryBlobBackend())
+    async with world.client("A") as a, world.client("B") as b, trio.open_nursery() as nursery:
+        a.files.executor.pause()
+
+        def download_asked_with_priority(contents: bytes) -> bool:
+            row = b.files.state(fid).download
+            waiting = b.files.executor.describe()["download"]["waiting"]  # type: ignore[index]
+            return (
+                row is not None
+                and row.content_hash == hashlib.sha256(contents).hexdigest()
+                and any(item["key"] == fid and item["priority"] for item in waiting)
+            )
+
+        with trio.fail_after(30):
+            # (Not wait_synced(): A is not synced while its uploads wait.)
+            fid = await a.files.save(b"first", path="f")
+            await b.files.wait_for(lambda files: bool(files.list()))
+            nursery.start_soon(b.files.read, fid)
+            await b.files.wait_for(lambda _: download_asked_with_priority(b"first"))
+            await a.files.update(fid, b"second")
+            await b.files.wait_for(lambda _: download_asked_with_priority(b"second"))
+        nursery.cancel_scope.cancel()

@@ -199,13 +199,19 @@ def test_a_key_asked_for_while_in_flight_is_queued_afresh_unless_discarded_since
     assert queue.asked_again("a") is None
 
 
-def test_a_request_made_during_an_attempt_outlives_its_refusal() -> None:
+def test_a_request_made_during_an_attempt_is_answered_by_its_verdict() -> None:
     queue = TransferQueue(1, RetryPolicy())
     queue.add("a")
     queue.start("a")
     queue.add("a", priority=True)
-    assert queue.failed("a", now=0.0, jitter=0.5, retryable=False) is None
-    queue.released("a")
+    retry_at = queue.failed("a", now=0.0, jitter=0.5)
+    assert retry_at is not None  # waits out the backoff, with the priority asked
     assert queue.describe(now=0.0)["waiting"] == [
-        {"key": "a", "priority": True, "failures": 0, "ready_in": 0.0}
+        {"key": "a", "priority": True, "failures": 1, "ready_in": retry_at}
     ]
+    assert queue.asked_again("a") is None
+    queue.released("a")
+    queue.start("a")
+    queue.add("a")
+    assert queue.failed("a", now=0.0, jitter=0.5, retryable=False) is None  # given up
+    assert queue.asked_again("a") is None and queue.queued == 0

@@ -399,7 +399,9 @@ class FileSync:
             ClientClosed: The client closed (before, or while this waited).
         """
         await self._view_caught_up()
-        asked = False
+        #: The contents this read asked to download (the file's may change meanwhile:
+        #: new ones are asked for again, with priority; an error counts only for them).
+        asked: str | None = None
         while True:
             changed = self._changed
             info = self._live(file_id)
@@ -421,14 +423,19 @@ class FileSync:
                 self._core.notify(
                     "recovery", what="corrupt-local-copy", file_id=file_id, hash=info.content_hash
                 )
-                asked = False
+                asked = None
                 continue
             state = self._states.get(file_id, "download")
-            if asked and state is not None and state.status == "error":
+            if (
+                asked == info.content_hash
+                and state is not None
+                and state.content_hash == asked
+                and state.status == "error"
+            ):
                 raise FileTransferError(f"file {file_id}: {state.last_error}")
-            if not asked:
+            if asked != info.content_hash:
                 await self._reconciler.want_downloads([(file_id, info.content_hash)], priority=True)
-                asked = True
+                asked = info.content_hash
             await self._until(changed)
 
     def _read_and_hash(self, content_hash: str) -> tuple[bytes, str]:

@@ -145,12 +145,10 @@ class TransferQueue:
         (the key is then dropped). A failure that does not ``count`` (the blob is not on
         the server yet) backs off but never exhausts the attempts."""
         item = self._in_flight.pop(key, None)
+        # Asked for while this attempt ran, with no discard since (the same contents):
+        # answered by this attempt's verdict, as a request made a moment later would be.
         asked = self._again.pop(key, None)
         if item is None or not retryable:
-            if asked is not None:
-                # Asked for again while this attempt ran (with no discard): a new request
-                # is not bound by this attempt's verdict.
-                self.add(key, priority=asked)
             return None
         if asked:
             item.priority = True
