@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import trio
 
 import trio_sync
+from trio_sync._broadcast import Broadcast
 from trio_sync.files import FileOptions, RetryPolicy, TransferState
-from trio_sync.files._repair import uploads_to_check, uploads_to_repeat
+from trio_sync.files._repair import _repair, uploads_to_check, uploads_to_repeat
+from trio_sync.files._state import TransferStateStore
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
 
@@ -285,6 +289,65 @@ def test_which_uploads_are_asked_about_and_queued_again() -> None:
     assert changes == [
         (("f1", "upload"), TransferState("queued", h1, 0, "the server lost its copy"))
     ]
+
+
+async def test_a_repair_never_writes_over_contents_saved_while_it_waited(
+    tmp_path: Path,
+) -> None:
+    # Tried: the repair decided, from the rows it read, to upload f1's old contents again
+    # (the server lost them); before its write ran, a save of f1 wrote its own rows (new
+    # contents to upload). Before, the repair wrote over them: the old contents were
+    # uploaded for nothing and the new ones' row was gone until their event came back.
+    old, new = (hashlib.sha256(bytes([i])).hexdigest() for i in range(2))
+    states = TransferStateStore(str(tmp_path / "transfers.sqlite3"))
+    key = ("f1", "upload")
+    states.set_many([(key, TransferState("done", old))])
+    saved = TransferState("queued", new)
+    notes: list[str] = []
+    queued: list[str] = []
+
+    class Core:
+        rng = random.Random(0)
+
+        async def run_store(self, fn: Any, *args: Any) -> Any:
+            if getattr(fn, "__name__", "") in ("set_many", "set_if_contents_unchanged"):
+                states.set_many([(key, saved)])  # the save's rows land first
+            return fn(*args)
+
+        def trace(self, what: str, **details: object) -> None:
+            pass
+
+        def notify(self, kind: str, **fields: object) -> None:
+            notes.append(kind)
+
+    class Blobs:
+        def hashes(self) -> list[str]:
+            return [old, new]
+
+    class Wire:
+        async def missing(self, hashes: list[str]) -> list[str]:
+            return [old]
+
+    class Executor:
+        online = True
+        changed = Broadcast()
+
+        def enqueue(self, direction: str, file_id: str) -> None:
+            queued.append(file_id)
+
+    try:
+        await _repair(
+            cast(Any, Core()),
+            states,
+            cast(Any, Blobs()),
+            cast(Any, Wire()),
+            cast(Any, Executor()),
+            RetryPolicy(),
+        )
+        assert states.get("f1", "upload") == saved
+        assert "recovery" not in notes and queued == []
+    finally:
+        states.close()
 
 
 @pytest.mark.parametrize("keep_pending", [True, False])

@@ -111,9 +111,15 @@ async def _repair(
             failures += 1
             await trio.sleep(retry.delay(failures, core.rng.random()))
     changes = uploads_to_repeat(states.rows, asked, missing)
-    await core.run_store(states.set_many, changes)
+    # Only where the row still names the contents decided on: a save's new contents, or
+    # a delete's forget, written meanwhile, stand.
+    await core.run_store(
+        states.set_if_contents_unchanged, [(key, state, state) for key, state in changes]
+    )
     core.trace("files.lost_uploads_checked", asked=len(asked), missing=len(missing))
     core.notify("files.checked", blobs=len(asked), missing=len(missing))
-    for (file_id, _), state in changes:
+    for (file_id, direction), state in changes:
+        if states.get(file_id, direction) != state:
+            continue  # not written (see above)
         core.notify("recovery", what="lost-on-server", file_id=file_id, hash=state.content_hash)
         executor.enqueue("upload", file_id)
