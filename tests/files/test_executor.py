@@ -101,6 +101,11 @@ class _Rows:
     def get(self, file_id: str, direction: Direction) -> TransferState | None:
         return self.rows.get((file_id, direction))
 
+    def update_from(
+        self, key: tuple[str, Direction], seen: TransferState, state: TransferState
+    ) -> bool:
+        return self.rows.get(key) == seen and self.update(key, state)
+
     def update(self, key: tuple[str, Direction], state: TransferState) -> bool:
         current = self.rows.get(key)
         if current is None or current.content_hash != state.content_hash:
@@ -216,6 +221,16 @@ class _Wire:
         await self._move(content_hash, size)
 
 
+@attrs.define
+class _SlowReports(_StandInCore):
+    """A stand-in client whose store calls go through ``runner``."""
+
+    runner: Any = None
+
+    async def run_store(self, fn: Any, *args: Any) -> Any:
+        return await self.runner(fn, *args)
+
+
 def _on(rows: _Rows, wire: _Wire, **options: Any) -> TransferExecutor:
     def target(direction: Direction, file_id: str) -> tuple[str, int] | None:
         row = rows.get(file_id, direction)
@@ -291,3 +306,37 @@ async def test_an_upload_stopped_for_a_deleted_file_is_not_started_again(
         nursery.cancel_scope.cancel()
     assert wire.started == [("h", 0.0)]
     assert trio.current_time() < 2
+
+
+async def test_a_stop_that_decided_done_is_not_undone_by_the_stopped_transfers_report(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Tried (found by a helper's review): a download starts, and its "in_progress"
+    # report is on its way to the store (its thread loses the race for the write lock)
+    # when the reconcile, finding the contents held here already, stops it and writes
+    # "done". The report landed over "done"; the stopped transfer then put its
+    # "in_progress" back to "queued", with nothing queued: the row said "queued" for
+    # ever, for contents held here.
+    rows = _Rows()
+    wire = _Wire()
+    executor = _on(rows, wire)
+    key = ("f1", "download")
+    rows.rows[key] = TransferState("queued", "h")
+
+    async def slow_report(fn: Any, *args: Any) -> Any:
+        if args and getattr(args[-1], "status", None) == "in_progress":
+            await trio.sleep(0.1)  # the report's thread waits for the write lock
+        return fn(*args)
+
+    executor._core = cast(Any, _SlowReports(runner=slow_report))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        executor.enqueue("download", "f1")
+        await trio.sleep(0.05)  # started; its report is on its way
+        # Reconciler.downloads_done_for_held: stop the transfer, write "done".
+        executor.cancel("download", "f1")
+        rows.rows[key] = TransferState("done", "h")
+        await _until_idle(executor)
+        nursery.cancel_scope.cancel()
+    assert rows.rows[key] == TransferState("done", "h")
+    assert wire.started == []

@@ -406,7 +406,11 @@ async def test_a_cancel_that_queues_the_same_contents_again_is_not_undone_by_in_
     armed = [True]
 
     async def set_state(
-        self: TransferExecutor, direction: str, file_id: str, state: TransferState
+        self: TransferExecutor,
+        direction: str,
+        file_id: str,
+        state: TransferState,
+        seen: TransferState | None = None,
     ) -> None:
         if armed[0] and state.status == "in_progress":
             armed[0] = False
@@ -414,7 +418,7 @@ async def test_a_cancel_that_queues_the_same_contents_again_is_not_undone_by_in_
             queued = TransferState("queued", state.content_hash)
             self._states.set_many([((file_id, direction), queued)])
             self.enqueue(direction, file_id)  # type: ignore[arg-type]
-        await real_set_state(self, direction, file_id, state)  # type: ignore[arg-type]
+        await real_set_state(self, direction, file_id, state, seen)  # type: ignore[arg-type]
 
     monkeypatch.setattr(TransferExecutor, "_set_state", set_state)
     with trio.fail_after(WAIT):

@@ -367,8 +367,20 @@ class TransferExecutor:
             await connection.close()
             self._core.trace(f"{direction}.connection_closed", why=why)
 
-    async def _set_state(self, direction: Direction, file_id: str, state: TransferState) -> None:
-        await self._core.run_store(self._states.update, (file_id, direction), state)
+    async def _set_state(
+        self,
+        direction: Direction,
+        file_id: str,
+        state: TransferState,
+        seen: TransferState | None = None,
+    ) -> None:
+        """Writes ``state`` if the row is still for the same contents; given ``seen``,
+        only if the row is still exactly that."""
+        key = (file_id, direction)
+        if seen is None:
+            await self._core.run_store(self._states.update, key, state)
+        else:
+            await self._core.run_store(self._states.update_from, key, seen, state)
 
     async def _transfer(
         self, direction: Direction, file_id: str, connection: WorkerConnection
@@ -479,7 +491,10 @@ class TransferExecutor:
         core = self._core
         if self.fault is not None:
             self.fault(direction, file_id)
-        await self._set_state(direction, file_id, attrs.evolve(row, status="in_progress"))
+        # Only over the row this transfer read: a stop decided meanwhile ("done" for these
+        # contents, held here already) stands, or the row would say "queued" once this
+        # stopped transfer put its "in_progress" back, with nothing queued.
+        await self._set_state(direction, file_id, attrs.evolve(row, status="in_progress"), row)
         core.notify(f"{direction}.start", file_id=file_id, hash=content_hash, size=size)
         throttle = ProgressThrottle(self._progress_interval)
 

@@ -113,6 +113,18 @@ class TransferStateStore:
         # with the save that records them.
         return self._write([(key, state)], only_for={key: state.content_hash}, durable=False) > 0
 
+    def update_from(self, key: Key, seen: TransferState, state: TransferState) -> bool:
+        """As :meth:`update`, only where the row is still exactly ``seen``: a worker's
+        "in_progress", on its way while its transfer was stopped, never lands over the
+        decision of whoever stopped it ("done" for these contents, say). Returns whether
+        it wrote.
+
+        Raises:
+            StoreError: The write failed; nothing changed.
+            ClientClosed: The client closed.
+        """
+        return self._write([(key, state)], exactly={key: seen}, durable=False) > 0
+
     def set_if_contents_unchanged(
         self, changes: Iterable[tuple[Key, TransferState | None, TransferState | None]]
     ) -> int:
@@ -138,11 +150,13 @@ class TransferStateStore:
         *,
         only_for: Mapping[Key, str] | None = None,
         contents_from: Mapping[Key, str | None] | None = None,
+        exactly: Mapping[Key, TransferState] | None = None,
         durable: bool = True,
     ) -> int:
         """Writes ``changes``; with ``only_for``, only those whose row still exists for
         the contents it names; with ``contents_from``, only those whose row still names
-        the contents named (None: absent). Returns how many were written. Not ``durable``:
+        the contents named (None: absent); with ``exactly``, only those whose row is still
+        the one given. Returns how many were written. Not ``durable``:
         atomic, and durable with the next durable write."""
 
         if not changes:
@@ -163,6 +177,10 @@ class TransferStateStore:
                     (key, state)
                     for key, state in chosen
                     if _contents(self.rows.get(key)) == contents_from[key]
+                ]
+            if exactly is not None:
+                chosen = [
+                    (key, state) for key, state in chosen if self.rows.get(key) == exactly[key]
                 ]
             if not chosen:
                 return 0
