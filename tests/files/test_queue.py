@@ -215,3 +215,28 @@ def test_a_request_made_during_an_attempt_is_answered_by_its_verdict() -> None:
     queue.add("a")
     assert queue.failed("a", now=0.0, jitter=0.5, retryable=False) is None  # given up
     assert queue.asked_again("a") is None and queue.queued == 0
+
+
+def test_a_key_stopped_while_in_flight_whose_worker_died_is_queued_only_on_request() -> None:
+    # Tried (a helper's review): a worker died (a full disk) after its transfer had been
+    # stopped for a deleted file: released() queued the stopped transfer again, and
+    # another worker uploaded the deleted file's contents.
+    queue = TransferQueue(2, RetryPolicy())
+    queue.add("a")
+    queue.start("a")
+    queue.discard("a")  # cancel(): the file was deleted
+    queue.released("a")  # the worker died before its outcome
+    assert queue.queued == 0
+    # Stopped for new contents, asked for again: a new transfer, no old failures.
+    queue.add("b")
+    queue.start("b")
+    assert queue.failed("b", now=0.0, jitter=0.5) is not None  # one failure so far
+    queue.released("b")
+    assert queue.next_ready(10.0) == "b"
+    queue.start("b")
+    queue.discard("b")  # cancel(): new contents
+    queue.add("b", priority=True)  # asked for them (a read)
+    queue.released("b")  # the worker died before its outcome
+    assert queue.describe(now=10.0)["waiting"] == [
+        {"key": "b", "priority": True, "failures": 0, "ready_in": 0.0}
+    ]

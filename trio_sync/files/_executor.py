@@ -197,9 +197,9 @@ class TransferExecutor:
     def cancel(self, direction: Direction, file_id: str) -> None:
         """Drops the transfer: unqueued, and stopped if in flight, wherever it is (its
         file was deleted, or its contents changed: enqueue it again for the new
-        contents). The caller decides what comes next by the rows it writes; a stopped
-        transfer whose row still names the same contents, in progress, is queued again
-        (a stop is never a silent end)."""
+        contents). The caller decides what comes next: the rows it writes, and an
+        :meth:`enqueue` after this call if the file is to move again (a stopped transfer
+        is queued again only on such a request: see ``TransferQueue.asked_again``)."""
         self.queues[direction].discard(file_id)
         in_flight = self._cancels.get((direction, file_id))
         if in_flight is not None:
@@ -445,9 +445,10 @@ class TransferExecutor:
                 and current.content_hash == content_hash
                 and current.status == "in_progress"
             ):
-                # This transfer's own "in_progress" landed over the decision of whoever
-                # cancelled it, which was to move these same contents again ("queued"):
-                # put that back, and the worker queues it (below, in _work).
+                # This transfer's own "in_progress" (written only over the row it read)
+                # landed over the decision of whoever cancelled it, which was to move
+                # these same contents again ("queued", the row it read): put that back;
+                # that caller's enqueue() has the worker queue it (below, in _work).
                 await self._set_state(direction, file_id, attrs.evolve(current, status="queued"))
             await self._finished(direction, file_id, content_hash)
             return

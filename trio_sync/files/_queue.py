@@ -77,6 +77,8 @@ class TransferQueue:
         #: Keys asked for again while in flight (since their last discard), with the
         #: priority asked: queued afresh once their transfer ends (:meth:`asked_again`).
         self._again: dict[str, bool] = {}
+        #: Keys in flight discarded since they started (their transfer is being stopped).
+        self._dropped: set[str] = set()
         self._counter = 0
 
     def add(self, key: str, *, priority: bool = False, ready_at: float = 0.0) -> bool:
@@ -105,6 +107,8 @@ class TransferQueue:
         flight is left to its worker, which is told separately."""
         self._waiting.pop(key, None)
         self._again.pop(key, None)
+        if key in self._in_flight:
+            self._dropped.add(key)
 
     def next_ready(self, now: float, *, held: Callable[[str], bool] | None = None) -> str | None:
         """The key to start now, or None (nothing ready, or concurrency reached).
@@ -133,6 +137,7 @@ class TransferQueue:
         :meth:`released`."""
         self._in_flight[key] = self._waiting.pop(key)
         self._busy.add(key)
+        self._dropped.discard(key)
 
     def succeeded(self, key: str) -> None:
         self._in_flight.pop(key, None)
@@ -166,10 +171,22 @@ class TransferQueue:
         interrupted (the worker died or was stopped mid-transfer): queued again at once."""
         self._busy.discard(key)
         item = self._in_flight.pop(key, None)
-        if item is not None:
-            item.ready_at = 0.0
-            item.priority = item.priority or bool(self._again.pop(key, False))
-            self._waiting[key] = item
+        asked = self._again.pop(key, None)
+        dropped = key in self._dropped
+        self._dropped.discard(key)
+        if item is None:
+            if asked is not None:  # its worker ended before taking the request
+                self.add(key, priority=asked)
+            return
+        if dropped:
+            # Stopped (discarded) while in flight: queued again only on a request made
+            # since, as a new transfer.
+            if asked is not None:
+                self.add(key, priority=asked)
+            return
+        item.ready_at = 0.0
+        item.priority = item.priority or bool(asked)
+        self._waiting[key] = item
 
     def asked_again(self, key: str) -> bool | None:
         """Whether ``key`` was asked for while in flight, since it was last discarded:
