@@ -29,8 +29,13 @@ class _StandInCore:
     changed: Broadcast = attrs.field(factory=Broadcast)
     file_transfers: object = None
     rng: random.Random = attrs.field(factory=lambda: random.Random(0))
+    #: Seconds a transfer's "in_progress" report waits (its thread losing the race for
+    #: the store's write lock).
+    report_delay: float = 0.0
 
     async def run_store(self, fn: Any, *args: Any) -> Any:
+        if self.report_delay and args and getattr(args[-1], "status", None) == "in_progress":
+            await trio.sleep(self.report_delay)
         return fn(*args)
 
     def trace(self, what: str, **details: object) -> None:
@@ -40,54 +45,8 @@ class _StandInCore:
         pass
 
 
-class _NoRows:
-    """A transfer-state store with no rows: every transfer picked has nothing to move."""
-
-    failed_uploads: dict[str, object] = {}
-
-    def get(self, file_id: str, direction: Direction) -> None:
-        return None
-
-
 async def _nothing_left(*args: object) -> None:
     pass
-
-
-def _executor(core: _StandInCore) -> TransferExecutor:
-    return TransferExecutor(
-        cast(Any, core),
-        cast(TransferStateStore, _NoRows()),
-        cast(BlobClient, None),
-        target=lambda direction, file_id: None,
-        finished=_nothing_left,
-    )
-
-
-async def test_workers_that_saw_the_client_offline_wake_when_it_is_back(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    # Tried: the workers look for work while the client is offline (they wait, with no
-    # deadline), and it is online again before the executor's watch of the connection
-    # ran in between (it had never seen the client offline). Before, that watch passed on
-    # a change only when it differed from the last one it saw: nothing woke the workers,
-    # and the transfer waited until the heartbeat found the queue stuck.
-    core = _StandInCore()
-    executor = _executor(core)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(executor.run)
-        await trio.testing.wait_all_tasks_blocked()  # every task waits, online
-        core.phase = "reconnecting"  # as the workers see it; the watch does not run
-        executor.enqueue("upload", "f1")
-        await trio.testing.wait_all_tasks_blocked()
-        assert executor.queues["upload"].queued == 1  # seen offline: not started
-
-        core.phase = "connected"
-        core.phase_changed.notify()
-        with trio.fail_after(5):
-            while executor.queues["upload"].queued or not executor.is_idle():
-                await executor.changed.event.wait()
-        assert trio.current_time() == 0.0  # at once, not at a heartbeat
-        nursery.cancel_scope.cancel()
 
 
 class _Rows:
@@ -114,14 +73,23 @@ class _Rows:
         return True
 
 
-class _DropsFirstDownload:
-    """A blob client whose first download drops mid-stream and whose connections take
-    ``close_takes`` seconds to close (a slow close on a real network)."""
+class _Wire:
+    """A blob client whose transfers take ``takes[hash]`` seconds (5 by default), whose
+    connections take ``close_takes`` seconds to close (``closing`` is set as one
+    starts to), and whose first transfer drops mid-stream if ``drops_first``."""
 
-    def __init__(self, close_takes: float) -> None:
+    def __init__(
+        self,
+        close_takes: float = 0.0,
+        takes: dict[str, float] | None = None,
+        *,
+        drops_first: bool = False,
+    ) -> None:
         self.close_takes = close_takes
+        self.takes = takes or {}
+        self.drops_first = drops_first
         self.closing = trio.Event()
-        self.downloads: list[tuple[str, float]] = []
+        self.started: list[tuple[str, float]] = []
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[object]:
@@ -133,11 +101,75 @@ class _DropsFirstDownload:
     async def holds(self, content_hash: str) -> bool:
         return False
 
-    async def download(self, content_hash: str, size: int, *args: object) -> int:
-        self.downloads.append((content_hash, trio.current_time()))
-        if len(self.downloads) == 1:
+    async def _move(self, content_hash: str, size: int) -> int:
+        self.started.append((content_hash, trio.current_time()))
+        if self.drops_first and len(self.started) == 1:
             raise TransferFailed("the connection dropped mid-stream", connection_lost=True)
+        await trio.sleep(self.takes.get(content_hash, 5.0))
         return size
+
+    async def download(self, content_hash: str, size: int, *args: object) -> int:
+        return await self._move(content_hash, size)
+
+    async def upload(self, content_hash: str, size: int, *args: object) -> None:
+        await self._move(content_hash, size)
+
+
+def _on(
+    rows: _Rows,
+    wire: _Wire,
+    core: _StandInCore | None = None,
+    finished: Any = _nothing_left,
+    **options: Any,
+) -> TransferExecutor:
+    """An executor over ``rows`` and ``wire``: a transfer moves its row's contents until
+    the row says "done"."""
+
+    def target(direction: Direction, file_id: str) -> tuple[str, int] | None:
+        row = rows.get(file_id, direction)
+        return None if row is None or row.status == "done" else (row.content_hash, 10)
+
+    return TransferExecutor(
+        cast(Any, core or _StandInCore()),
+        cast(TransferStateStore, rows),
+        cast(BlobClient, wire),
+        target=target,
+        finished=finished,
+        **options,
+    )
+
+
+async def _until_idle(executor: TransferExecutor) -> None:
+    with trio.fail_after(300):
+        while not executor.is_idle():
+            await executor.changed.event.wait()
+
+
+async def test_workers_that_saw_the_client_offline_wake_when_it_is_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Tried: the workers look for work while the client is offline (they wait, with no
+    # deadline), and it is online again before the executor's watch of the connection
+    # ran in between (it had never seen the client offline). Before, that watch passed on
+    # a change only when it differed from the last one it saw: nothing woke the workers,
+    # and the transfer waited until the heartbeat found the queue stuck.
+    core = _StandInCore()
+    executor = _on(_Rows(), _Wire(), core)  # no rows: a transfer picked has nothing to move
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        await trio.testing.wait_all_tasks_blocked()  # every task waits, online
+        core.phase = "reconnecting"  # as the workers see it; the watch does not run
+        executor.enqueue("upload", "f1")
+        await trio.testing.wait_all_tasks_blocked()
+        assert executor.queues["upload"].queued == 1  # seen offline: not started
+
+        core.phase = "connected"
+        core.phase_changed.notify()
+        with trio.fail_after(5):
+            while executor.queues["upload"].queued or not executor.is_idle():
+                await executor.changed.event.wait()
+        assert trio.current_time() == 0.0  # at once, not at a heartbeat
+        nursery.cancel_scope.cancel()
 
 
 async def test_new_contents_queued_while_a_failed_transfer_closes_start_afresh(
@@ -150,16 +182,11 @@ async def test_new_contents_queued_while_a_failed_transfer_closes_start_afresh(
     # and put it back to wait out a backoff, and the new contents, queued over it, waited
     # that backoff with the old failures (a helper session's run saw 30 s with every
     # worker idle after 7 such updates; 60 s, the cap, after 9).
-    core = _StandInCore()
     rows = _Rows()
-    wire = _DropsFirstDownload(close_takes=1.0)
+    wire = _Wire(close_takes=1.0, takes={"new": 0.0}, drops_first=True)
     key = ("f1", "download")
     #: The fold's row write, still on its way to the store when the worker ends.
     landing: list[TransferState] = []
-
-    def target(direction: Direction, file_id: str) -> tuple[str, int] | None:
-        row = rows.get(file_id, direction)
-        return None if row is None or row.status == "done" else (row.content_hash, 10)
 
     async def finished(direction: Direction, file_id: str, content_hash: str) -> None:
         # Lands right after the worker wrote its outcome; then the fold queues it.
@@ -167,13 +194,7 @@ async def test_new_contents_queued_while_a_failed_transfer_closes_start_afresh(
             rows.rows[key] = landing.pop()
             executor.enqueue("download", "f1")
 
-    executor = TransferExecutor(
-        cast(Any, core),
-        cast(TransferStateStore, rows),
-        cast(BlobClient, wire),
-        target=target,
-        finished=finished,
-    )
+    executor = _on(rows, wire, finished=finished)
     rows.rows[key] = TransferState("queued", "old")
     async with trio.open_nursery() as nursery:
         await nursery.start(executor.run)
@@ -187,69 +208,8 @@ async def test_new_contents_queued_while_a_failed_transfer_closes_start_afresh(
             while rows.rows[key] != TransferState("done", "new"):
                 await executor.changed.event.wait()
         # Started as soon as the worker was free (the close ended), with no backoff.
-        assert wire.downloads == [("old", 0.0), ("new", 1.0)]
+        assert wire.started == [("old", 0.0), ("new", 1.0)]
         nursery.cancel_scope.cancel()
-
-
-class _Wire:
-    """A blob client whose transfers take ``takes[hash]`` seconds (5 by default) and
-    whose connections take ``close_takes`` seconds to close."""
-
-    def __init__(self, close_takes: float = 0.0, takes: dict[str, float] | None = None) -> None:
-        self.close_takes = close_takes
-        self.takes = takes or {}
-        self.started: list[tuple[str, float]] = []
-
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[object]:
-        yield object()
-        with trio.CancelScope(shield=True):
-            await trio.sleep(self.close_takes)
-
-    async def holds(self, content_hash: str) -> bool:
-        return False
-
-    async def _move(self, content_hash: str, size: int) -> int:
-        self.started.append((content_hash, trio.current_time()))
-        await trio.sleep(self.takes.get(content_hash, 5.0))
-        return size
-
-    async def download(self, content_hash: str, size: int, *args: object) -> int:
-        return await self._move(content_hash, size)
-
-    async def upload(self, content_hash: str, size: int, *args: object) -> None:
-        await self._move(content_hash, size)
-
-
-@attrs.define
-class _SlowReports(_StandInCore):
-    """A stand-in client whose store calls go through ``runner``."""
-
-    runner: Any = None
-
-    async def run_store(self, fn: Any, *args: Any) -> Any:
-        return await self.runner(fn, *args)
-
-
-def _on(rows: _Rows, wire: _Wire, **options: Any) -> TransferExecutor:
-    def target(direction: Direction, file_id: str) -> tuple[str, int] | None:
-        row = rows.get(file_id, direction)
-        return None if row is None or row.status == "done" else (row.content_hash, 10)
-
-    return TransferExecutor(
-        cast(Any, _StandInCore()),
-        cast(TransferStateStore, rows),
-        cast(BlobClient, wire),
-        target=target,
-        finished=_nothing_left,
-        **options,
-    )
-
-
-async def _until_idle(executor: TransferExecutor) -> None:
-    with trio.fail_after(300):
-        while not executor.is_idle():
-            await executor.changed.event.wait()
 
 
 async def test_a_read_asked_while_the_old_download_stops_keeps_its_priority(
@@ -319,16 +279,9 @@ async def test_a_stop_that_decided_done_is_not_undone_by_the_stopped_transfers_r
     # ever, for contents held here.
     rows = _Rows()
     wire = _Wire()
-    executor = _on(rows, wire)
+    executor = _on(rows, wire, _StandInCore(report_delay=0.1))
     key = ("f1", "download")
     rows.rows[key] = TransferState("queued", "h")
-
-    async def slow_report(fn: Any, *args: Any) -> Any:
-        if args and getattr(args[-1], "status", None) == "in_progress":
-            await trio.sleep(0.1)  # the report's thread waits for the write lock
-        return fn(*args)
-
-    executor._core = cast(Any, _SlowReports(runner=slow_report))
     async with trio.open_nursery() as nursery:
         await nursery.start(executor.run)
         executor.enqueue("download", "f1")

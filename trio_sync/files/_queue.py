@@ -174,13 +174,10 @@ class TransferQueue:
         asked = self._again.pop(key, None)
         dropped = key in self._dropped
         self._dropped.discard(key)
-        if item is None:
-            if asked is not None:  # its worker ended before taking the request
-                self.add(key, priority=asked)
-            return
-        if dropped:
-            # Stopped (discarded) while in flight: queued again only on a request made
-            # since, as a new transfer.
+        if item is None or dropped:
+            # Ended (its worker died before taking a request made meanwhile), or stopped
+            # (discarded) while in flight: queued again only on a request made since, as
+            # a new transfer.
             if asked is not None:
                 self.add(key, priority=asked)
             return
