@@ -90,3 +90,40 @@ class DecisionHold:
             await real_want(reconciler, wanted, priority=priority)
 
         monkeypatch.setattr(Reconciler, "want_downloads", held_want)
+
+
+class LateQueuedWrite:
+    """Holds the client's first write of a download row "queued" made while ``watching``
+    (as a worker thread that runs it late would) until ``until`` is set. ``decided`` is
+    set when one is held, or when a reconcile of ``file_id`` returned without one;
+    ``reconciled`` when a reconcile of ``file_id`` returned since."""
+
+    def __init__(self, client: trio_sync.Client, file_id: str, until: trio.Event) -> None:
+        self.decided = trio.Event()
+        self.reconciled = trio.Event()
+        self.watching = True
+        self.held = False
+        files = client.files
+        states, reconciler, core = files._states, files._reconciler, files._core
+        real_run, real_reconcile = core.run_store, reconciler.reconcile
+
+        async def run_store(fn: Any, *args: Any) -> Any:
+            if (
+                self.watching
+                and not self.held
+                and fn == states.set_if_contents_unchanged
+                and any(new is not None and new.status == "queued" for _, new, _ in args[0])
+            ):
+                self.held = True
+                self.decided.set()
+                await until.wait()
+            return await real_run(fn, *args)
+
+        async def reconcile(file_ids: set[str]) -> None:
+            await real_reconcile(file_ids)
+            if self.watching and file_id in file_ids:
+                self.decided.set()
+                self.reconciled.set()
+
+        core.run_store = run_store
+        reconciler.reconcile = reconcile  # type: ignore[method-assign]

@@ -1,23 +1,28 @@
-"""File sync between real clients over real WebSockets on loopback."""
+"""File sync between real clients: over real WebSockets on loopback, or in the virtual
+world (tests/_virtual.py) where a race has to be placed exactly."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 
 import trio_sync
 from trio_sync.files import TransferState
 from trio_sync.files._reconcile import Reconciler
 from trio_sync.files._state import TransferStateStore
+from trio_sync.server import MemoryBlobBackend
 
+from .._virtual import World
 from ..conftest import WAIT, ClientFactory
-from ._holds import CopyHold, DecisionHold, hold_commits_of_updates
+from ._holds import CopyHold, DecisionHold, LateQueuedWrite, hold_commits_of_updates
 
 
 async def test_two_clients_sync_twenty_files_of_mixed_sizes(
@@ -341,13 +346,14 @@ async def test_new_contents_held_already_mark_the_download_done_for_them(
             assert await b.files.read(x) == shared
 
 
-async def test_a_download_decided_while_the_client_saves_the_same_file_is_undone(
+async def test_no_download_is_decided_while_the_client_saves_the_same_file(
     server: trio_sync.Server, open_test_client: ClientFactory
 ) -> None:
     # Tried (found by a hostile review): B updates X; after B's rows are written and
     # before its event is committed, A's update of X reaches B, and B queues its
     # download over the rows of B's own save. B's event, ordered after A's, wins: the
     # row said "download queued" for contents X no longer has, and the download ran.
+    # Now the fold leaves the rows of a file being saved alone (B's save settles them).
     with trio.fail_after(WAIT):
         async with (
             open_test_client(server.url, "A") as a,
@@ -365,17 +371,127 @@ async def test_a_download_decided_while_the_client_saves_the_same_file_is_undone
                 await committing.wait()
                 await a.files.update(x, from_a)
                 await b.files.wait_for(
-                    lambda files: (
-                        (row := files.state(x).download) is not None
-                        and row.content_hash == from_a_hash
-                    )
+                    lambda files: files.get(x).content_hash == from_a_hash  # type: ignore[union-attr]
                 )
+                await b.files.wait_idle()  # B's fold of A's update is reconciled
+                mine = hashlib.sha256(from_b).hexdigest()
+                assert b.files.state(x).download == TransferState("done", mine)
                 release.set()
             await _settled(b, a)
-            mine = hashlib.sha256(from_b).hexdigest()
             assert b.files.get(x).content_hash == mine  # type: ignore[union-attr]
             assert b.files.state(x).download == TransferState("done", mine)
             assert await a.files.read(x) == from_b
+
+
+@asynccontextmanager
+async def _two_clients_holding_x(
+    world: World, contents: bytes
+) -> AsyncIterator[tuple[trio_sync.Client, trio_sync.Client, str]]:
+    """A server and clients A and B of the virtual world; A saved file X (``contents``),
+    and both are synced and idle."""
+    await world.start_server(blobs=MemoryBlobBackend())
+    async with world.client("A") as a, world.client("B") as b:
+        x = await a.files.save(contents, path="x")
+        for client in (a, b):
+            await client.wait_synced()
+            await client.files.wait_idle()
+        yield a, b, x
+
+
+async def test_a_download_decided_during_the_clients_save_never_lands_after_it(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Tried (an audit's item): B updates X; A's update of X reaches B before B's event
+    # is committed, and B's fold decides to download A's contents, on the rows of B's
+    # save ("download done" for B's contents: the contents it checks). Its write was
+    # still on its way (a worker thread, held here) when B's commit returned: the save
+    # read its own "done" row and had nothing to put right; then the write landed.
+    # files.state(X).download said "queued" for contents X no longer has (no transfer
+    # ran: its target was gone) until B's event came back from the server: never,
+    # while B hears nothing from it.
+    async with _two_clients_holding_x(world, b"zero") as (a, b, x):
+        updated = trio.Event()  # B's update returned
+        late = LateQueuedWrite(b, x, until=updated)
+        late.watching = False
+        release = trio.Event()
+        committing = hold_commits_of_updates(b, release)
+        from_b = os.urandom(5000)
+
+        async def update_b() -> None:
+            await b.files.update(x, from_b)
+            updated.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(update_b)
+            await committing.wait()  # B's rows are written, its commit held
+            late.watching = True
+            await a.files.update(x, os.urandom(4000))
+            await late.decided.wait()
+            world.drops["B"] = lambda message: True  # B's event never comes back
+            release.set()
+        await late.reconciled.wait()
+        mine = hashlib.sha256(from_b).hexdigest()
+        assert b.files.get(x).content_hash == mine
+        row = b.files.state(x).download
+        assert row == TransferState("done", mine), f"{row} while X has {mine[:12]}"
+
+
+async def test_a_download_decided_before_the_clients_save_never_lands_after_it(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Tried: A updates X and B's fold decides to download A's contents, on B's row
+    # "download done" for the contents B holds; its write is late (a worker thread,
+    # held here). Meanwhile B saves X back to those very contents: the save's rows are
+    # what the fold read, so its compare-and-set passes when it lands, after the save
+    # looked at its rows. B's event wins (ordered after A's), yet the row said "queued"
+    # for A's contents until that event came back: never, while B hears nothing.
+    zero = b"zero"
+    async with _two_clients_holding_x(world, zero) as (a, b, x):
+        saved = trio.Event()  # B's save of X returned
+        late = LateQueuedWrite(b, x, until=saved)
+        await a.files.update(x, os.urandom(4000))
+        await late.decided.wait()
+        world.drops["B"] = lambda message: True  # B's event never comes back
+        await b.files.update(x, zero)
+        saved.set()
+        await late.reconciled.wait()
+        mine = hashlib.sha256(zero).hexdigest()
+        assert b.files.get(x).content_hash == mine  # type: ignore[union-attr]
+        row = b.files.state(x).download
+        assert row == TransferState("done", mine), f"{row} while X has {mine[:12]}"
+        assert x not in b.files.executor.queues["download"]  # and no download of A's runs
+
+
+async def test_a_read_during_the_clients_own_save_returns_what_it_saved(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Tried: B updates X and, while its commit is held, A's update of X reaches B and B
+    # reads X. B's own contents win (its event is ordered after A's): the read waits for
+    # B's save and returns B's bytes. Before, it downloaded A's contents with priority
+    # and returned them, contents X was never going to have.
+    async with _two_clients_holding_x(world, b"zero") as (a, b, x):
+        release = trio.Event()
+        committing = hold_commits_of_updates(b, release)
+        from_a, from_b = os.urandom(4000), os.urandom(5000)
+        read: list[bytes] = []
+
+        async def read_x() -> None:
+            read.append(await b.files.read(x))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.files.update, x, from_b)
+            await committing.wait()
+            await a.files.update(x, from_a)
+            from_a_hash = hashlib.sha256(from_a).hexdigest()
+            await b.files.wait_for(lambda files: files.get(x).content_hash == from_a_hash)  # type: ignore[union-attr]
+            nursery.start_soon(read_x)
+            await trio.testing.wait_all_tasks_blocked()
+            await b.files.wait_idle()  # (a download the read asked for would run here)
+            assert read == []
+            release.set()
+        assert read == [from_b]
+        await b.wait_synced()
+        assert b.files.get(x).content_hash == hashlib.sha256(from_b).hexdigest()  # type: ignore[union-attr]
 
 
 async def test_a_local_update_during_a_reconcile_of_held_contents_is_not_overwritten(

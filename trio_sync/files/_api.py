@@ -289,12 +289,14 @@ class FileSync:
                 draft = core.state.draft(name, file_event_args(info))
                 deleted = await self._record(file_id, content_hash, draft)
         except BaseException:
+            self._reconciler.take_after_save(file_id)  # looked at again right here
             await self._look_again(file_id)
             raise
-        if deleted:
-            # Another client's delete came in while the contents were stored: a deleted
-            # file stays deleted, so these contents are never wanted. Drop their rows
-            # (shielded too: the event is committed, the caller may be cancelled now).
+        if self._reconciler.take_after_save(file_id) or deleted:
+            # Facts folded during the save were left to it; or another client's delete
+            # came in while the contents were stored: a deleted file stays deleted, so
+            # these contents are never wanted. Drop their rows (shielded too: the event
+            # is committed, the caller may be cancelled now).
             await self._look_again(file_id)
 
     async def _record(self, file_id: str, content_hash: str, draft: Draft) -> bool:
@@ -312,9 +314,9 @@ class FileSync:
                 return
             self.executor.enqueue("upload", file_id)
             if current.content_hash == content_hash:
-                # Another client's contents, folded between this save's rows and its
-                # event, may have queued their download over the rows: this event,
-                # ordered after theirs, makes that download pointless.
+                # A download decided before this save began (on a view without it) may
+                # have landed over its rows since: this event, ordered after every fact
+                # folded so far, makes that download pointless.
                 try:
                     await self._reconciler.downloads_done_for_held([(file_id, content_hash)])
                 except (StoreError, ClientClosed) as exc:
@@ -328,8 +330,9 @@ class FileSync:
         queueing an upload: it failed or was cancelled (the reconcile skipped the file
         while the save ran, its rows being ahead of the facts, and its undo may have put
         back rows for contents replaced or deleted meanwhile), or the file was deleted
-        meanwhile. Shielded and bounded; a failure is traced, and the file is reconciled
-        again until that works (``_settle_unsettled``)."""
+        meanwhile, or a reconcile left it to the save. Shielded and bounded; a failure is
+        traced, and the file is reconciled again until that works
+        (``_settle_unsettled``)."""
         if self._closed:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(LOOK_AGAIN_TIMEOUT) as scope:
@@ -424,6 +427,11 @@ class FileSync:
                     "recovery", what="corrupt-local-copy", file_id=file_id, hash=info.content_hash
                 )
                 asked = None
+                continue
+            if self._garbage.is_saving(file_id):
+                # No download is decided meanwhile (Reconciler.want_downloads): ask
+                # once the save has ended, if it recorded nothing.
+                await self._until(changed)
                 continue
             state = self._states.get(file_id, "download")
             if (
@@ -584,9 +592,6 @@ class FileSync:
             # A download stopped because its file was deleted (or its contents replaced)
             # leaves a partial no file needs; now that its last write is done, it goes.
             await self._reconciler.drop_partial(content_hash)
-        self._wake()
-
-    def _executor_changed(self) -> None:
         self._wake()
 
     def _wake(self) -> None:

@@ -44,6 +44,8 @@ class BlobCollector:
         self._trace = trace
         #: The files saves under way write (an id once per save or update).
         self._saving: list[str] = []
+        #: Saves begun so far (a decision taken meanwhile may have raced one).
+        self.saves_begun = 0
         #: Held while a blob is deleted: a save waits for it before storing anything.
         self._deleting = trio.Lock()
 
@@ -52,6 +54,7 @@ class BlobCollector:
         """Around a save of ``file_id``: no collection runs while it does (a deletion
         under way ends first)."""
         self._saving.append(file_id)
+        self.saves_begun += 1
         try:
             async with self._deleting:
                 pass

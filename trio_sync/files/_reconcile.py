@@ -45,6 +45,25 @@ class Reconciler:
         self._executor = executor
         self._garbage = garbage
         self._wake = wake
+        #: Files to reconcile again once their save ends (see :meth:`_saving`).
+        self._after_save: set[str] = set()
+
+    def _saving(self, file_id: str) -> bool:
+        """Whether a save of ``file_id`` is under way: then its rows are the save's and
+        are left alone here, and the file is reconciled again once the save ends (a fact
+        folded meanwhile may be newer than the save's event)."""
+        if self._garbage.is_saving(file_id):
+            self._after_save.add(file_id)
+            return True
+        return False
+
+    def take_after_save(self, file_id: str) -> bool:
+        """Whether ``file_id`` was left to its save, or raced it (taken: the caller, at
+        the save's end, reconciles it again)."""
+        if file_id in self._after_save:
+            self._after_save.discard(file_id)
+            return True
+        return False
 
     async def reconcile(self, file_ids: set[str]) -> None:
         """Brings transfers in line with the facts: a deleted file's transfers stop; a
@@ -61,7 +80,7 @@ class Reconciler:
         live: list[tuple[str, str]] = []
         for file_id in sorted(file_ids):
             info = self._fold.view.files.get(file_id)
-            if info is None and self._garbage.is_saving(file_id):
+            if info is None and self._saving(file_id):
                 continue  # its rows are written before its event shows
             if info is None or info.deleted:
                 # Deleted, or gone with the log it was in (after a reset).
@@ -79,7 +98,7 @@ class Reconciler:
                 and upload.content_hash != info.content_hash
                 # A save under way writes its upload row before its event shows in the
                 # view: those contents are the newest, not beaten.
-                and not self._garbage.is_saving(file_id)
+                and not self._saving(file_id)
             ):
                 self._executor.cancel("upload", file_id)
                 download = self._states.get(file_id, "download")
@@ -103,7 +122,7 @@ class Reconciler:
                 (f, h)
                 for f, h in live
                 # A save under way wrote its rows for contents the view shows only soon.
-                if h in held and f not in requeued and not self._garbage.is_saving(f)
+                if h in held and f not in requeued and not self._saving(f)
             ]
         )
         # Before the rows go: a crash in between leaves the rows, and the next start's
@@ -125,13 +144,19 @@ class Reconciler:
         still has, its row written first (all in one transaction), unless it is queued
         already or failed for good (then only the application's ``read``, ``priority``,
         tries again). A row naming other contents since it was read here (written by a
-        save, say) is left as it is."""
+        save, say) is left as it is, and so is a file this client is saving."""
         rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
         enqueue: list[tuple[str, str]] = []
+        saves_begun = self._garbage.saves_begun
         for file_id, content_hash in wanted:
             info = self._fold.view.files.get(file_id)
             if info is None or info.deleted or info.content_hash != content_hash:
                 continue  # the file moved on since it was asked for: its own turn comes
+            if self._saving(file_id):
+                # Its rows may be the save's already ("done" for contents the view shows
+                # only once its event is committed), and this write could land after the
+                # save looked at them last.
+                continue
             state = self._states.get(file_id, "download")
             if (
                 state is None
@@ -152,6 +177,15 @@ class Reconciler:
                 enqueue.append((file_id, content_hash))
         if rows:
             await self._core.run_store(self._states.set_if_contents_unchanged, rows)
+        if rows and self._garbage.saves_begun != saves_begun:
+            # A save began since the rows were read: one of the contents a row named
+            # passes the compare-and-set, and the write may have landed after the save
+            # looked at its rows. Reconciled again once saved (or now, if it ended).
+            raced = {file_id for (file_id, _), _, _ in rows}
+            saving = {file_id for file_id in raced if self._saving(file_id)}
+            enqueue = [(f, h) for f, h in enqueue if f not in saving]
+            if raced - saving:
+                await self.reconcile(raced - saving)
         for file_id, content_hash in enqueue:
             # As written now (a row changed since it was read was left alone).
             state = self._states.get(file_id, "download")
