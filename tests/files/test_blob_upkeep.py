@@ -184,6 +184,10 @@ def test_serve_takes_a_store_quota_with_units() -> None:
     # Tried: 0 (list the store on every upload begin) used to mean the default, 5 s.
     args = parser().parse_args(["serve", "--db", "x.sqlite3", "--measure-max-age", "0"])
     assert blob_limits(args).measure_max_age == 0
+    # Tried (a hostile review): 0 meant the default, 3600 s, where docs/files.md says an
+    # age of 0 turns the protection off.
+    args = parser().parse_args(["serve", "--db", "x.sqlite3", "--unreferenced-min-age", "0"])
+    assert blob_limits(args).unreferenced_min_age == 0
     with pytest.raises(ValueError, match="finite"):
         BlobLimits(measure_max_age=float("inf"))
     args = parser().parse_args(["serve", "--db", "x.sqlite3"])

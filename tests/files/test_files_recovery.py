@@ -187,10 +187,17 @@ async def test_an_upload_refused_for_good_keeps_the_client_out_of_synced(
     server = await open_server(blob_limits=BlobLimits(max_blob_bytes=1000))
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A") as a:
-            await a.files.save(b"x" * 5000, path="big")
+            big = await a.files.save(b"x" * 5000, path="big")
             stuck = await a.wait_status(lambda s: s.state == "stuck")
             assert "over the server's limit of 1000" in (stuck.last_error or "")
             assert stuck.uploads_pending == 0
+            # Deleting the file ends it (found by a hostile review: the status stayed
+            # "stuck" with that error, and wait_synced() never returned, because nothing
+            # counted the uploads again once the delete had dropped the file's rows).
+            await a.files.delete(big)
+            assert a.files.state(big).upload is None
+            synced = await a.wait_synced()
+            assert synced.state == "synced" and synced.last_error is None
 
 
 async def test_contents_must_be_bytes_or_a_path(

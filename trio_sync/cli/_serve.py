@@ -88,14 +88,16 @@ def add_parser(commands: Any) -> None:
             "seconds after which an upload nothing wrote to is abandoned and its bytes "
             "deleted (86400 by default)",
         ),
-        (
-            "--unreferenced-min-age",
-            seconds,
-            "seconds a stored file's contents no file refers to any more are kept before "
-            "an upload that needs their room deletes them (3600 by default)",
-        ),
     ):
         limits.add_argument(flag, type=kind, default=0, help=text)
+    limits.add_argument(
+        "--unreferenced-min-age",
+        type=seconds,
+        default=None,
+        help="seconds a stored file's contents no file refers to any more are kept before "
+        "an upload that needs their room deletes them (3600 by default; 0 here keeps them "
+        "for no time: see docs/files.md before you do)",
+    )
     limits.add_argument(
         "--measure-max-age",
         type=seconds,
@@ -292,7 +294,11 @@ def blob_limits(args: argparse.Namespace) -> BlobLimits:
         return BlobLimits(
             max_store_bytes=args.max_store_bytes or defaults.max_store_bytes,
             partial_max_age=args.partial_max_age or defaults.partial_max_age,
-            unreferenced_min_age=args.unreferenced_min_age or defaults.unreferenced_min_age,
+            unreferenced_min_age=(
+                defaults.unreferenced_min_age
+                if args.unreferenced_min_age is None
+                else args.unreferenced_min_age
+            ),
             measure_max_age=(
                 defaults.measure_max_age if args.measure_max_age is None else args.measure_max_age
             ),

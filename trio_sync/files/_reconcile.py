@@ -136,6 +136,9 @@ class Reconciler:
                 # As written now (a row written since the decision was left alone).
                 if direction == "upload" and self._states.get(file_id, "upload") == state:
                     self._executor.enqueue("upload", file_id)
+        # The status counts uploads failed for good from the rows: one forgotten (its
+        # file deleted) or queued again must not keep the client "stuck".
+        self._executor.counts_changed()
         await self._garbage.collect()
         self._wake()
 
