@@ -18,6 +18,7 @@ from trio_sync.files._repair import _repair, uploads_to_check, uploads_to_repeat
 from trio_sync.files._state import TransferStateStore
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
+from ._holds import hold_uploads
 
 BIG = 8 * 1024 * 1024
 
@@ -198,6 +199,28 @@ async def test_an_upload_refused_for_good_keeps_the_client_out_of_synced(
             assert a.files.state(big).upload is None
             synced = await a.wait_synced()
             assert synced.state == "synced" and synced.last_error is None
+
+
+async def test_a_local_copy_that_rots_before_its_upload_is_said_corrupt_at_once(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (a hostile review): the local blob's bytes changed on disk before its upload
+    # ran. The server refused it ("do not match the hash: upload again") and the client
+    # uploaded the same rotten bytes again, up to max_attempts, with that reason.
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            go = hold_uploads(a)
+            data = os.urandom(300_000)
+            fid = await a.files.save(data, path="doomed")
+            where = a.files.local_path(fid)
+            assert where is not None
+            where.chmod(0o644)
+            where.write_bytes(bytes(len(data)))  # the same size, other bytes
+            go.set()
+            stuck = await a.wait_status(lambda s: s.state == "stuck")
+            assert "local copy of these contents is corrupt" in (stuck.last_error or "")
+            state = a.files.state(fid).upload
+            assert state is not None and state.status == "error" and state.attempts == 1
 
 
 async def test_contents_must_be_bytes_or_a_path(

@@ -13,6 +13,7 @@ client's event sync while it has work in flight (``_pacing.py``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from typing import Protocol
@@ -245,7 +246,19 @@ class BlobClient:
                 offset += len(chunk.data)
                 progress(offset, size)
             await conn.send(UploadEnd(hash=content_hash))
-            done = await self._receive(conn)
+            try:
+                done = await self._receive(conn)
+            except TransferFailed:
+                # Refused at the end (the bytes did not match, say): if the local copy
+                # rotted, no attempt can ever succeed. Say so, once, instead of retrying.
+                if not await self._run(_local_copy_matches, self._blobs, content_hash, size):
+                    raise TransferFailed(
+                        "the local copy of these contents is corrupt (its bytes no longer "
+                        "match their hash): they cannot be uploaded from here; save the "
+                        "file again",
+                        retryable=False,
+                    ) from None
+                raise
             if not isinstance(done, UploadDone) or done.hash != content_hash:
                 raise ProtocolError("expected 'upload_done' for this blob")
 
@@ -391,3 +404,27 @@ class WorkerConnection:
         if stack is not None:
             with suppress(TransferFailed):
                 await stack.aclose()
+
+
+def _local_copy_matches(blobs: BlobStore, content_hash: str, size: int) -> bool:
+    """Whether the stored blob still hashes to its name (read in chunks, in a thread).
+
+    Raises:
+        StoreError: It cannot be read.
+    """
+    hasher = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        try:
+            data = blobs.read(content_hash, offset, min(COPY_CHECK_BLOCK, size - offset))
+        except KeyError:
+            return True  # gone, not corrupt: the next attempt says so
+        if not data:
+            return False
+        hasher.update(data)
+        offset += len(data)
+    return hasher.hexdigest() == content_hash
+
+
+#: Bytes read at a time when a local copy is checked against its hash.
+COPY_CHECK_BLOCK = 1024 * 1024
