@@ -537,6 +537,9 @@ async def test_a_server_offering_more_bytes_than_the_file_has_is_refused_before_
             assert not (tmp_path / "B.sqlite3.blobs" / "partial").exists() or not list(
                 (tmp_path / "B.sqlite3.blobs" / "partial").iterdir()
             )
+            # The status says so (a hostile review found nothing there: a download given
+            # up for a full disk left B "synced", with no hint that a file is missing).
+            assert b.status.downloads_failed == 1 and b.status.downloads_pending == 0
             with pytest.raises(FileTransferError):
                 await b.files.read(fid)
 

@@ -266,6 +266,7 @@ class TransferExecutor:
             + self.unsettled,
             downloads_pending=self.queues["download"].queued + self.queues["download"].in_flight,
             bytes_left=sum(self._left.values()),
+            downloads_failed=len(self._states.failed_downloads),
         )
 
     def counts_changed(self) -> None:

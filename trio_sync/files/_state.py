@@ -53,7 +53,9 @@ class TransferStateStore:
         }
         #: The uploads in error, by file id (kept beside ``rows`` so status counts stay
         #: cheap with thousands of files).
-        self.failed_uploads = _failed_uploads(self.rows)
+        self.failed_uploads = _failed(self.rows, "upload")
+        #: The downloads in error, by file id (the same).
+        self.failed_downloads = _failed(self.rows, "download")
 
         self._writing = threading.Lock()
         #: Counts the writes that changed rows (to tell whether anything did since).
@@ -228,7 +230,8 @@ class TransferStateStore:
                 rows[key] = state
         # Swapped in whole, each by one assignment (see the class docstring).
         self.rows = rows
-        self.failed_uploads = _failed_uploads(rows)
+        self.failed_uploads = _failed(rows, "upload")
+        self.failed_downloads = _failed(rows, "download")
         self.version += 1
 
     def uploads_to_go(self) -> set[str]:
@@ -251,12 +254,13 @@ class TransferStateStore:
         self._db.close()
 
 
-def _failed_uploads(rows: Mapping[Key, TransferState]) -> dict[str, TransferState]:
-    """The uploads in error, by file id (one pass, as copying the rows for a write is)."""
+def _failed(rows: Mapping[Key, TransferState], wanted: Direction) -> dict[str, TransferState]:
+    """The transfers in error in one direction, by file id (one pass, as copying the rows
+    for a write is)."""
     return {
         file_id: state
         for (file_id, direction), state in rows.items()
-        if direction == "upload" and state.status == "error"
+        if direction == wanted and state.status == "error"
     }
 
 

@@ -40,6 +40,10 @@ class SyncStatus:
             moving); "synced" needs none, so that every other client can get every file.
         downloads_pending: Files whose contents this client still has to fetch.
         file_bytes_left: Bytes of those transfers not moved yet.
+        downloads_failed: Files whose download gave up here (out of retries: a full
+            disk, say): their contents are not here until ``files.read()`` asks again or
+            the client opens again. The other clients are not affected: no effect on
+            ``state``.
     """
 
     state: StatusState
@@ -55,6 +59,7 @@ class SyncStatus:
     uploads_pending: int = 0
     downloads_pending: int = 0
     file_bytes_left: int = 0
+    downloads_failed: int = 0
 
 
 @attrs.frozen
@@ -68,6 +73,7 @@ class FileTransfers:
     #: other clients can never get those files, so the client is "stuck", not green.
     uploads_failed: int = 0
     upload_error: str | None = None
+    downloads_failed: int = 0
 
 
 NO_FILE_TRANSFERS = FileTransfers()
@@ -166,4 +172,5 @@ def derive_status(
         uploads_pending=files.uploads_pending,
         downloads_pending=files.downloads_pending,
         file_bytes_left=files.bytes_left,
+        downloads_failed=files.downloads_failed,
     )
