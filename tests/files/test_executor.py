@@ -53,6 +53,7 @@ class _Rows:
     """A transfer-state store in memory."""
 
     failed_uploads: dict[str, object] = {}
+    failed_downloads: dict[str, object] = {}
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, Direction], TransferState] = {}
