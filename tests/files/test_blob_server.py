@@ -25,8 +25,6 @@ from trio_sync.files import (
     MemoryBlobStore,
     RetryPolicy,
 )
-from trio_sync.files import _blobs as blobs_module
-from trio_sync.files._blobs import COPY_BLOCK
 from trio_sync.files._chunks import make_chunk as encode_chunk
 from trio_sync.protocol import PROTOCOL_VERSION, Error, encode, encode_frame
 from trio_sync.protocol._blob_messages import (
@@ -356,31 +354,6 @@ async def test_a_source_that_is_not_a_regular_file_is_refused_not_waited_on(
         with pytest.raises(trio_sync.StoreError, match="not a regular file"):
             await trio.to_thread.run_sync(store.put, fifo, abandon_on_cancel=True)
     assert store.hashes() == []
-
-
-def test_a_source_is_copied_as_long_as_it_was_when_opened(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Tried: a file still growing (a log written to faster than it is copied). The copy
-    # chased its end, unbounded, and could not be cancelled (a thread's work is never
-    # abandoned). Now it is copied as it was when opened. Here the writer appends a block
-    # after each of the first three blocks copied.
-    source = tmp_path / "log"
-    first = os.urandom(3 * COPY_BLOCK)
-    source.write_bytes(first)
-    write_back = blobs_module._write_back
-
-    def grow(fd: int, offset: int, length: int) -> None:
-        write_back(fd, offset, length)
-        if offset < 3 * COPY_BLOCK:  # three blocks more, then the writer stops
-            with open(source, "ab") as log:
-                log.write(os.urandom(COPY_BLOCK))
-
-    monkeypatch.setattr(blobs_module, "_write_back", grow)
-    store = FileBlobStore(tmp_path / "blobs")
-    content_hash, size = store.put(source)
-    assert (content_hash, size) == (hashlib.sha256(first).hexdigest(), len(first))
-    assert source.stat().st_size == 6 * COPY_BLOCK  # it did grow meanwhile
 
 
 async def test_a_blob_that_rotted_on_the_server_is_moved_aside_when_served_whole(

@@ -19,7 +19,7 @@ from .._errors import ClientClosed, StoreError, TrioSyncError
 from ..client._core import ClientCore
 from ..protocol import Draft
 from ._blobs import BlobStore
-from ._bulk import bulk_runner
+from ._bulk import bulk_runner, stoppable_bulk
 from ._executor import EventSyncGate, FaultHook, TransferExecutor
 from ._fold import FileFold
 from ._garbage import BlobCollector
@@ -206,7 +206,7 @@ class FileSync:
         """Stores a new file and returns its id; its contents upload in the background.
 
         Args:
-            data: The contents, or a file to copy them from (read in blocks, never whole).
+            data: The contents, or a file to copy them from (in blocks; it must not change).
             path: The application's name for the file.
             metadata: JSON values under ``str`` keys to keep with it.
 
@@ -215,7 +215,7 @@ class FileSync:
                 would be ambiguous); ``path`` is not a ``str``; ``metadata`` is not a
                 mapping, or has a key that is not a ``str`` (JSON would turn it into one).
             FileNotFoundError: ``data`` is a ``Path`` to no regular file.
-            StoreError: The contents could not be stored (``StoreFull``: the disk is full).
+            StoreError: Not stored (``StoreFull``: the disk is full; or the file changed meanwhile).
             InvalidEvent: The metadata cannot travel in an event (not JSON, too large).
 
         Whatever is refused, nothing is stored: the metadata and the event are checked
@@ -282,10 +282,10 @@ class FileSync:
         )
         try:
             async with self._garbage.saving(file_id):
-                # Copying and hashing a large file is bulk work (see _bulk.py).
-                content_hash, size = await bulk_runner(core.run_store)(self.blobs.put, data)
+                # Bulk work, which a cancellation stops between blocks (see _bulk.py).
+                content_hash, size = await stoppable_bulk(core.run_store)(self.blobs.put, data)
                 info = FileInfo(file_id, path, content_hash, size, metadata)
-                # Checked again: the file copied may have grown since.
+                # Checked again: the file may have been rewritten before it was opened.
                 draft = core.state.draft(name, file_event_args(info))
                 deleted = await self._record(file_id, content_hash, draft)
         except BaseException:

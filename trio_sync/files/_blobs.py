@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import os
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -27,6 +28,7 @@ from typing import BinaryIO, Protocol
 import attrs
 
 from .._errors import StoreError, StoreFull
+from ._bulk import check_stop
 
 #: Bytes read from a source or a blob at a time when copying or hashing.
 COPY_BLOCK = 1024 * 1024
@@ -74,9 +76,9 @@ _FADVISE = getattr(os, "posix_fadvise", None)
 _DATASYNC = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
-def _open_source(path: Path) -> tuple[BinaryIO, int]:
-    """Opens a file to copy contents from, and says how many bytes to copy: its size
-    when opened (a file still growing, a log say, is copied as it was then, not chased).
+def _open_source(path: Path) -> tuple[BinaryIO, os.stat_result]:
+    """Opens a file to copy contents from, and returns it with its ``fstat`` when opened
+    (how many bytes to copy, and what :func:`copy_source` compares with once it is copied).
     Opened without blocking, so that something else swapped in for it since it was
     checked (a FIFO with no writer) is refused instead of waited on for ever.
 
@@ -88,10 +90,63 @@ def _open_source(path: Path) -> tuple[BinaryIO, int]:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, f"not a regular file: {str(path)!r}")
-        return os.fdopen(fd, "rb"), info.st_size
+        return os.fdopen(fd, "rb"), info
     except BaseException:
         os.close(fd)
         raise
+
+
+def _version(info: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is written, truncated, or replaced by another one."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def copy_source(
+    path: Path, write: Callable[[bytes, int], None], stop: threading.Event | None = None
+) -> tuple[str, int]:
+    """Copies the regular file at ``path`` in blocks of :data:`COPY_BLOCK`, handing each
+    to ``write(block, offset)``, and returns its SHA-256 and size.
+
+    The file must not change while it is copied: a copy of a file rewritten meanwhile
+    mixes old and new bytes, of one truncated stops short, and either would be stored as
+    contents the file never had. So its ``fstat`` once copied (and the ``stat`` of
+    ``path``, in case another file was renamed over it) must match the one taken when it
+    was opened, and every byte it had then must have been read. A file that grows while
+    it is copied (a log) is refused too: an append cannot be told from a rewrite.
+
+    Raises:
+        OSError: It cannot be opened or read, or is not a regular file.
+        StoreError: It changed while it was copied (nothing ``write`` was given counts).
+        Stopped: ``stop`` was set (checked between blocks).
+    """
+    src, opened = _open_source(path)
+    digest = hashlib.sha256()
+    size = 0
+    with src:
+        while size < opened.st_size:
+            check_stop(stop)
+            block = src.read(min(COPY_BLOCK, opened.st_size - size))
+            if not block:
+                break  # truncated meanwhile: refused below
+            digest.update(block)
+            write(block, size)
+            size += len(block)
+        copied = os.fstat(src.fileno())
+    try:
+        now: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        now = None  # deleted or renamed away meanwhile
+    if (
+        size != opened.st_size
+        or _version(copied) != _version(opened)
+        or now is None
+        or _version(now) != _version(opened)
+    ):
+        raise StoreError(
+            f"blob store: {str(path)!r} changed while it was copied (nothing was stored): "
+            "save it again once nothing writes to it"
+        )
+    return digest.hexdigest(), size
 
 
 def sha256_hex(data: bytes) -> str:
@@ -107,14 +162,18 @@ class BlobStore(Protocol):
     def size(self, content_hash: str) -> int | None:
         """The stored blob's size (None when it is not stored whole)."""
 
-    def put(self, source: bytes | Path) -> tuple[str, int]:
-        """Stores ``source`` (bytes, or a file copied in blocks: as long as it was when
-        opened) and returns its hash and size.
+    def put(self, source: bytes | Path, *, stop: threading.Event | None = None) -> tuple[str, int]:
+        """Stores ``source`` (bytes, or a file copied in blocks, which must not change
+        meanwhile: see :func:`copy_source`) and returns its hash and size.
+
+        ``stop``: set by another thread to give the copy up (see ``_bulk.py``); it is
+        checked between blocks.
 
         Raises:
             StoreFull: No room left; nothing was stored.
             StoreError: Another I/O error (the source cannot be read, or is not a regular
-                file).
+                file), or the source changed while it was copied; nothing was stored.
+            Stopped: ``stop`` was set; nothing was stored.
         """
         ...
 
@@ -316,35 +375,35 @@ class FileBlobStore:
         except FileNotFoundError:
             return None
 
-    def put(self, source: bytes | Path) -> tuple[str, int]:
+    def put(self, source: bytes | Path, *, stop: threading.Event | None = None) -> tuple[str, int]:
         tmp = self._tmp / uuid.uuid4().hex
-        digest = hashlib.sha256()
-        size = 0
         try:
             self._fault("put")
+            check_stop(stop)
             with open(tmp, "wb") as out:
                 if isinstance(source, bytes):
-                    digest.update(source)
                     out.write(source)
-                    size = len(source)
+                    content_hash, size = sha256_hex(source), len(source)
                 else:
-                    src, left = _open_source(source)
-                    with src:
-                        while left > 0 and (block := src.read(min(COPY_BLOCK, left))):
-                            digest.update(block)
-                            out.write(block)
-                            out.flush()
-                            _write_back(out.fileno(), size, len(block))
-                            size += len(block)
-                            left -= len(block)
+
+                    def write(block: bytes, offset: int) -> None:
+                        out.write(block)
+                        out.flush()
+                        _write_back(out.fileno(), offset, len(block))
+
+                    content_hash, size = copy_source(source, write, stop)
+                check_stop(stop)  # before the fsync, which can take a while
                 out.flush()
                 os.fsync(out.fileno())
-            content_hash = digest.hexdigest()
             self._publish(tmp, content_hash)
-        except OSError as exc:
+        except BaseException as exc:
+            # Whatever ended it (a full disk, a changed source, a stop), the bytes
+            # written so far are no blob.
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise _os_error("storing a blob", exc) from None
+            if isinstance(exc, OSError):
+                raise _os_error("storing a blob", exc) from None
+            raise
         return content_hash, size
 
     def _publish(self, source: Path, content_hash: str) -> None:

@@ -10,6 +10,10 @@ transfers have them all.
 
 Only production uses these threads: a store runner that is not the default worker thread
 (the simulator's ``inline``, a test's own) is used as it is.
+
+A thread's work is never abandoned, but a long copy can be asked to stop: run through
+:meth:`BulkRunner.stoppable`, it is handed a ``stop`` event that is set when its caller is
+cancelled, checks it between blocks, and raises :class:`Stopped`.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import outcome
 import trio
 
+from .._errors import StoreError
 from .._store_runner import StoreRunner, in_worker_thread
 
 T = TypeVar("T")
@@ -37,6 +43,21 @@ BULK_NICE = 10
 BULK_THREADS = 4
 
 _Job = Callable[[], None]
+
+
+class Stopped(Exception):
+    """Raised in a bulk thread by work that saw its ``stop`` event set (its caller was
+    cancelled): it gave up part way and left nothing behind."""
+
+
+def check_stop(stop: threading.Event | None) -> None:
+    """Raises :class:`Stopped` if ``stop`` is set (call it between blocks of work).
+
+    Raises:
+        Stopped: ``stop`` is set.
+    """
+    if stop is not None and stop.is_set():
+        raise Stopped
 
 
 def _lower_priority(nice: int) -> None:
@@ -74,6 +95,29 @@ class BulkRunner:
     async def __call__(self, fn: Callable[..., T], /, *args: Any) -> T:
         """Runs ``fn(*args)`` in a bulk thread. Like a store call, it is not abandoned on
         cancellation (a write finishes; the cancellation lands right after)."""
+        return await self._run(fn, args, None)
+
+    async def stoppable(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """Runs ``fn(*args, stop=event)`` in a bulk thread, and sets ``event`` as soon as
+        the caller is cancelled; ``fn`` checks it between blocks (:func:`check_stop`) and
+        raises :class:`Stopped`. The thread is still waited for, never abandoned, but a
+        cancellation takes effect within a block instead of at the end of the work.
+
+        Raises:
+            trio.Cancelled: The caller was cancelled (``fn`` stopped, or had finished).
+            StoreError: ``fn`` stopped, yet the cancellation that asked it to is gone (its
+                deadline moved back meanwhile): the work was not done.
+        """
+        stop = threading.Event()
+        try:
+            return await self._run(partial(fn, stop=stop), args, stop)
+        except Stopped:
+            await trio.lowlevel.checkpoint()  # the cancellation that set ``stop`` lands here
+            raise StoreError("the copy stopped: its caller was cancelled") from None
+
+    async def _run(
+        self, fn: Callable[..., T], args: tuple[Any, ...], stop: threading.Event | None
+    ) -> T:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._ensure_threads()
         token = trio.lowlevel.current_trio_token()
@@ -87,6 +131,9 @@ class BulkRunner:
         self._jobs.put(job)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
+            # Never abandoned (the thread may be writing); asked to stop early instead.
+            if stop is not None:
+                stop.set()
             return trio.lowlevel.Abort.FAILED
 
         value: T = await trio.lowlevel.wait_task_rescheduled(abort)
@@ -102,3 +149,11 @@ def bulk_runner(run_store: StoreRunner) -> StoreRunner:
     go to the default worker thread, ``run_store`` itself otherwise (the simulator's
     inline runner keeps runs deterministic)."""
     return BULK if run_store is in_worker_thread else run_store
+
+
+def stoppable_bulk(run_store: StoreRunner) -> StoreRunner:
+    """Like :func:`bulk_runner`, for work that takes a ``stop`` keyword (a blob store's
+    ``put``): in the bulk threads, ``stop`` is set when the caller is cancelled (see
+    :meth:`BulkRunner.stoppable`); any other runner calls ``fn`` without it (inline, the
+    work cannot be interrupted anyway)."""
+    return BULK.stoppable if run_store is in_worker_thread else run_store

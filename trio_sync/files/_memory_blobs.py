@@ -4,6 +4,7 @@ disk does (temporary names aside), with the same faults injectable."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -13,11 +14,12 @@ from ._blobs import (
     Fingerprint,
     StoreUsage,
     WallClock,
-    _open_source,
     _os_error,
+    copy_source,
     sha256_hex,
     utc_stamp,
 )
+from ._bulk import check_stop
 
 
 class MemoryBlobStore:
@@ -52,16 +54,19 @@ class MemoryBlobStore:
         blob = self._blobs.get(content_hash)
         return None if blob is None else len(blob)
 
-    def put(self, source: bytes | Path) -> tuple[str, int]:
+    def put(self, source: bytes | Path, *, stop: threading.Event | None = None) -> tuple[str, int]:
         self._fault("put")
-        if not isinstance(source, bytes):
+        check_stop(stop)
+        if isinstance(source, bytes):
+            content_hash = sha256_hex(source)
+        else:
+            # In blocks, as on disk: a source that changes meanwhile is refused the same way.
+            copied = bytearray()
             try:
-                src, size = _open_source(source)
-                with src:
-                    source = src.read(size)
+                content_hash, _ = copy_source(source, lambda block, _: copied.extend(block), stop)
             except OSError as exc:
                 raise _os_error("reading the source", exc) from None
-        content_hash = sha256_hex(source)
+            source = bytes(copied)
         self._store(content_hash, source)
         return content_hash, len(source)
 
