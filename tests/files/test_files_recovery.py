@@ -303,6 +303,32 @@ async def test_an_upload_the_server_lost_is_repaired_by_its_uploader_when_it_ope
     assert on_disk.read_bytes() == data
 
 
+async def test_an_upload_the_server_lost_is_repaired_while_its_uploader_stays_open(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (a hostile review): the server's copy rotted while A, its uploader, stayed
+    # open. B's download had it set aside and B waited for as long as A ran: A asked
+    # the server about its uploads only when it opened.
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
+    checking = FileOptions(check_lost_every=0.2)
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A", files=checking) as a:
+            fid = await a.files.save(data, path="f")
+            await a.files.wait_idle()
+            await a.wait_synced()
+            on_disk = Path(server.db_path + ".blobs/default/blobs") / digest
+            on_disk.chmod(0o644)
+            on_disk.write_bytes(os.urandom(len(data)))
+            async with open_test_client(server.url, "B", files=quick) as b:
+                await b.wait_synced()
+                assert await b.files.read(fid) == data
+            repaired = [n for n in a.recent_events() if n.kind == "recovery"]
+            assert [(n["what"], n["file_id"]) for n in repaired] == [("lost-on-server", fid)]
+    assert on_disk.read_bytes() == data
+
+
 def test_which_uploads_are_asked_about_and_queued_again() -> None:
     h1, h2, h3 = (hashlib.sha256(bytes([i])).hexdigest() for i in range(3))
     rows = {

@@ -151,8 +151,8 @@ class FileSync:
                 # leaves rows for a file no event names.
                 rows = {file_id for file_id, _ in self._states.rows}
                 await self._reconciler.reconcile(set(self._fold.view.files) | rows)
-                # Once per lifecycle too, beside the stale transfers: uploads the server
-                # lost since (a rotten copy it set aside, a backup restored).
+                # When the files open, beside the stale transfers, and every few minutes:
+                # uploads the server lost since (a rotten copy it set aside, a backup).
                 nursery.start_soon(
                     repair_lost_uploads,
                     core,
@@ -160,7 +160,7 @@ class FileSync:
                     self.blobs,
                     wire,
                     self.executor,
-                    options.retry,
+                    options,
                 )
                 core.tick_checks.append(self.executor.heartbeat_check)
                 try:

@@ -30,6 +30,9 @@ class FileOptions:
             or memory for an in-memory store).
         state_path: The SQLite file of the local transfer state (default
             ``<store>.files``).
+        check_lost_every: Seconds between two questions to the server about the
+            uploads it may have lost since (a rotten copy it set aside: see
+            ``_repair.py``); the first when the files open. 0: that first one only.
     """
 
     uploads: int = 2
@@ -41,6 +44,7 @@ class FileOptions:
     pacing: PacingPolicy | None = attrs.field(factory=PacingPolicy)
     blob_store: BlobStore | None = None
     state_path: str | None = None
+    check_lost_every: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
 
 
 def default_places(store_path: str, options: FileOptions) -> tuple[BlobStore, str]:

@@ -1,12 +1,14 @@
-"""Uploads the server lost: once per client lifecycle, ask which ones, and upload them again.
+"""Uploads the server lost: ask which ones, and upload them again.
 
 A blob this client uploaded can vanish from the server afterwards: its disk rotted it and
 the server set it aside (``server/_blob_upkeep.py``), or its operator restored an older
-backup. Every other client then waits for contents only this one may still hold. So, once
-per lifecycle (when the files open, beside the recovery of stale transfers; never on a
-reconnect), the client asks the server, on one blob connection and in ``blob_check``
-messages of up to 1,000 hashes, which of the blobs it uploaded (upload ``done``, contents
-still held here) it lacks, and queues those uploads again.
+backup. Every other client then waits for contents only this one may still hold. So when
+the files open (beside the recovery of stale transfers), and again every
+``FileOptions.check_lost_every`` seconds (5 minutes; not on a reconnect), the client asks
+the server, on one blob connection and in ``blob_check`` messages of up to 1,000 hashes,
+which of the blobs it uploaded (upload ``done``, contents still held here) it lacks, and
+queues those uploads again. A client that stays open for days thus heals a rotten copy
+within minutes, not at its next start.
 
 What to ask and what to queue again are pure (:func:`uploads_to_check`,
 :func:`uploads_to_repeat`); :func:`repair_lost_uploads` waits for the connection, asks
@@ -24,6 +26,7 @@ from ..client._core import ClientCore
 from ._blobs import BlobStore
 from ._executor import TransferExecutor
 from ._model import Direction, TransferState
+from ._options import FileOptions
 from ._queue import RetryPolicy
 from ._state import TransferStateStore
 from ._wire import BlobClient, TransferFailed
@@ -74,17 +77,22 @@ async def repair_lost_uploads(
     blobs: BlobStore,
     wire: BlobClient,
     executor: TransferExecutor,
-    retry: RetryPolicy,
+    options: FileOptions,
 ) -> None:
-    """Asks the server once which uploaded blobs it lacks, and queues them again (see the
-    module). Runs until the question is answered, or refused for good; a failed attempt
-    is asked again after ``retry``'s backoff, once the client is connected. Never raises:
+    """Asks the server which uploaded blobs it lacks, and queues them again (see the
+    module): now, then every ``options.check_lost_every`` seconds (0: now only). Each
+    question is asked until answered, or refused for good; a failed attempt is asked
+    again after the retry policy's backoff, once the client is connected. Never raises:
     a failure here costs the repair, never the client."""
-    try:
-        await _repair(core, states, blobs, wire, executor, retry)
-    except Exception as exc:
-        logger.exception("checking the uploads the server may have lost failed")
-        core.trace("files.lost_uploads_unchecked", error=repr(exc))
+    while True:
+        try:
+            await _repair(core, states, blobs, wire, executor, options.retry)
+        except Exception as exc:
+            logger.exception("checking the uploads the server may have lost failed")
+            core.trace("files.lost_uploads_unchecked", error=repr(exc))
+        if not options.check_lost_every:
+            return
+        await trio.sleep(options.check_lost_every)
 
 
 async def _repair(
