@@ -271,9 +271,7 @@ async def test_an_upload_the_server_lost_is_repaired_by_its_uploader_when_it_ope
             fid = await a.files.save(data, path="f")
             await a.files.wait_idle()
             await a.wait_synced()
-        on_disk = Path(server.db_path + ".blobs/default/blobs") / digest
-        on_disk.chmod(0o644)
-        on_disk.write_bytes(os.urandom(len(data)))
+        on_disk = _rot_the_servers_copy(server, digest)
         async with open_test_client(server.url, "B", files=quick) as b:
             await b.files.wait_for(
                 lambda files: (
@@ -318,15 +316,22 @@ async def test_an_upload_the_server_lost_is_repaired_while_its_uploader_stays_op
             fid = await a.files.save(data, path="f")
             await a.files.wait_idle()
             await a.wait_synced()
-            on_disk = Path(server.db_path + ".blobs/default/blobs") / digest
-            on_disk.chmod(0o644)
-            on_disk.write_bytes(os.urandom(len(data)))
+            on_disk = _rot_the_servers_copy(server, digest)
             async with open_test_client(server.url, "B", files=quick) as b:
                 await b.wait_synced()
                 assert await b.files.read(fid) == data
             repaired = [n for n in a.recent_events() if n.kind == "recovery"]
             assert [(n["what"], n["file_id"]) for n in repaired] == [("lost-on-server", fid)]
     assert on_disk.read_bytes() == data
+
+
+def _rot_the_servers_copy(server: trio_sync.Server, digest: str) -> Path:
+    """Overwrites the server's stored copy of ``digest`` with other bytes of its size (a
+    disk that rotted it); returns where it is."""
+    on_disk = Path(server.db_path + ".blobs/default/blobs") / digest
+    on_disk.chmod(0o644)
+    on_disk.write_bytes(os.urandom(on_disk.stat().st_size))
+    return on_disk
 
 
 def test_which_uploads_are_asked_about_and_queued_again() -> None:
