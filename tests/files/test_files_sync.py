@@ -15,14 +15,20 @@ import trio
 import trio.testing
 
 import trio_sync
-from trio_sync.files import TransferState
+from trio_sync.files import FileOptions, RetryPolicy, TransferState
 from trio_sync.files._reconcile import Reconciler
 from trio_sync.files._state import TransferStateStore
 from trio_sync.server import MemoryBlobBackend
 
 from .._virtual import World
 from ..conftest import WAIT, ClientFactory
-from ._holds import CopyHold, DecisionHold, LateQueuedWrite, hold_commits_of_updates
+from ._holds import (
+    CopyHold,
+    DecisionHold,
+    LateQueuedWrite,
+    hold_commits_of_updates,
+    hold_uploads,
+)
 
 
 async def test_two_clients_sync_twenty_files_of_mixed_sizes(
@@ -381,6 +387,35 @@ async def test_no_download_is_decided_while_the_client_saves_the_same_file(
             assert b.files.get(x).content_hash == mine  # type: ignore[union-attr]
             assert b.files.state(x).download == TransferState("done", mine)
             assert await a.files.read(x) == from_b
+
+
+async def test_a_download_waiting_for_an_upload_to_come_is_not_failing(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (a hostile review): B's download of contents A had not uploaded yet was
+    # announced as download.error, and its row's attempts went past max_attempts (31
+    # against 4), as if it failed. It waits: missing=True, no attempt counted.
+    quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=2))
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B", files=quick) as b,
+        ):
+            notes = b.subscribe(buffer=10_000)
+            uploads_may_go = hold_uploads(a)
+            data = os.urandom(50_000)
+            x = await a.files.save(data, path="x")
+            waited = 0
+            async for note in notes:
+                if note.kind == "download.error" and note.fields["file_id"] == x:
+                    assert note.fields["missing"] is True and note.fields["attempts"] == 0
+                    waited += 1
+                    if waited == 4:  # twice max_attempts
+                        break
+            state = b.files.state(x).download
+            assert state is not None and (state.status, state.attempts) == ("queued", 0)
+            uploads_may_go.set()
+            assert await b.files.read(x) == data
 
 
 @asynccontextmanager

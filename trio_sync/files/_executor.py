@@ -559,7 +559,9 @@ class TransferExecutor:
         retry_at = self.queues[direction].failed(
             file_id, trio.current_time(), core.rng.random(), retryable=retryable, counts=not missing
         )
-        attempts = current.attempts + 1
+        # Contents not on the server yet (their upload is still to come) are waited for,
+        # not failed: neither the queue nor the row counts that as an attempt.
+        attempts = current.attempts + (0 if missing else 1)
         status: TransferStatus = "queued" if retry_at is not None else "error"
         if retry_at is None:
             self._left.pop((direction, file_id), None)
@@ -572,5 +574,6 @@ class TransferExecutor:
             error=str(error),
             attempts=attempts,
             retry_in=None if retry_at is None else retry_at - trio.current_time(),
+            missing=missing,
         )
         core.trace(f"{direction}.error", file_id=file_id, error=str(error), attempts=attempts)
