@@ -231,8 +231,16 @@ async def test_contents_must_be_bytes_or_a_path(
             await a.files.save("/etc/passwd", path="p")  # type: ignore[arg-type]
         with pytest.raises(FileNotFoundError, match="no file to copy"):
             await a.files.save(tmp_path / "missing.bin", path="p")
-        with pytest.raises(FileNotFoundError):
+        # Tried (a hostile review): a folder was "no file to copy", as if nothing were there.
+        with pytest.raises(FileNotFoundError, match="is a directory, not a file to copy"):
             await a.files.save(tmp_path, path="a folder")
+        with pytest.raises(ValueError, match="path is not empty"):
+            await a.files.save(b"x", path="")
+        # A file id that is no str was "no file 5", as if merely unknown.
+        with pytest.raises(TypeError, match="a file id is a str, not int"):
+            await a.files.update(5, b"x")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="a file id is a str, not NoneType"):
+            await a.files.read(None)  # type: ignore[arg-type]
         assert a.files.list() == []
 
 

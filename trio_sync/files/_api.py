@@ -18,7 +18,7 @@ import trio
 from .._errors import ClientClosed, StoreError, TrioSyncError
 from ..client._core import ClientCore
 from ..protocol import Draft
-from ._blobs import BlobStore
+from ._blobs import BlobStore, source_size
 from ._bulk import bulk_runner, stoppable_bulk
 from ._executor import EventSyncGate, FaultHook, TransferExecutor
 from ._fold import FileFold
@@ -214,6 +214,7 @@ class FileSync:
             TypeError: ``data`` is neither bytes nor a ``Path`` (a ``str`` is refused: it
                 would be ambiguous); ``path`` is not a ``str``; ``metadata`` is not a
                 mapping, or has a key that is not a ``str`` (JSON would turn it into one).
+            ValueError: ``path`` is empty.
             FileNotFoundError: ``data`` is a ``Path`` to no regular file.
             StoreError: Not stored (``StoreFull``: the disk is full; or the file changed meanwhile).
             InvalidEvent: The metadata cannot travel in an event (not JSON, too large).
@@ -225,6 +226,8 @@ class FileSync:
             # Every client's fold skips a fact whose path is not a string: the file
             # would be saved, uploaded, and then known nowhere.
             raise TypeError(f"a file's path is a str, not {type(path).__name__}")
+        if not path:
+            raise ValueError("a file's path is not empty: it is the application's name for it")
         metadata = check_metadata({} if metadata is None else metadata)
         file_id = new_file_id(self._core.rng)
         await self._write(FILE_CREATED, file_id, data, path, metadata)
@@ -268,15 +271,11 @@ class FileSync:
                 f"file contents are bytes or a pathlib.Path to copy from, not {type(data).__name__}"
             )
         if isinstance(data, Path):
-            source = trio.Path(data)
-            if not await source.is_file():
-                raise FileNotFoundError(f"no file to copy at {str(data)!r}")
-            expected_size = (await source.stat()).st_size
+            expected_size = await trio.to_thread.run_sync(source_size, data)
         else:
             expected_size = len(data)
-        # The event is checked before the contents are stored, so that a refused one
-        # leaves no blob behind: with the contents' size (checked again once stored, in
-        # case the file changed meanwhile) and a hash of the same length.
+        # The event is checked before the contents are stored (a refused one leaves no
+        # blob behind), with their size and a hash of the same length.
         core.state.draft(
             name, file_event_args(FileInfo(file_id, path, "0" * 64, expected_size, metadata))
         )
@@ -543,6 +542,8 @@ class FileSync:
             raise ClientClosed("this client's open_client() block has exited")
 
     def _live(self, file_id: str) -> FileInfo:
+        if not isinstance(file_id, str):
+            raise TypeError(f"a file id is a str, not {type(file_id).__name__}")
         info = self._fold.view.files.get(file_id)
         if info is None or info.deleted:
             raise FileNotFound(f"no file {file_id!r}")

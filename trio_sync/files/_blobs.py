@@ -149,6 +149,24 @@ def copy_source(
     return digest.hexdigest(), size
 
 
+def source_size(path: Path) -> int:
+    """The size of the regular file ``path`` names (``save()`` checks it first).
+
+    Raises:
+        FileNotFoundError: There is none: nothing there, or a directory, a FIFO, a device
+            (the message says which).
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no file to copy at {str(path)!r}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FileNotFoundError(f"{str(path)!r} is a directory, not a file to copy")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileNotFoundError(f"{str(path)!r} is not a regular file: nothing to copy")
+    return info.st_size
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
