@@ -24,6 +24,7 @@ from trio_sync.files import (
     FileTransferError,
     MemoryBlobStore,
     RetryPolicy,
+    TransferState,
 )
 from trio_sync.files._chunks import make_chunk as encode_chunk
 from trio_sync.protocol import PROTOCOL_VERSION, Error, encode, encode_frame
@@ -161,7 +162,10 @@ async def test_a_full_disk_on_the_server_is_retried_by_the_client(tmp_path: Path
                     fid = await a.files.save(b"some bytes", path="x")
                     await a.files.wait_idle()
                     state = a.files.state(fid).upload
-                    assert state is not None and state.status == "done" and state.attempts == 2
+                    assert state is not None and state.status == "done"
+                    # The server's disk, not this upload's bytes: no attempt counted.
+                    errors = [n for n in a.recent_events() if n.kind == "upload.error"]
+                    assert [n["attempts"] for n in errors] == [0, 0]
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
@@ -569,6 +573,35 @@ async def _c1_uploading(
         while not partial.exists() or partial.stat().st_size < sent:  # noqa: ASYNC110
             await trio.sleep(0.01)  # the server wrote every chunk (a condition)
         yield c1, c2  # type: ignore[misc]
+
+
+async def test_bytes_another_client_left_for_a_hash_cost_an_honest_upload_no_attempt(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (a hostile review): a client that knows a hash leaves a partial upload of
+    # other bytes under it. The honest uploader resumed onto it, was refused at the end
+    # ("do not match the hash"), and that counted against its max_attempts: done again
+    # and again, it made the upload give up.
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    partial = Path(server.db_path + ".blobs/default/partial") / digest
+    once = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=1))
+    with trio.fail_after(WAIT):
+        async with connect_websocket(server.url) as hostile:
+            assert isinstance(await _hello(hostile), BlobWelcome)
+            await hostile.send(UploadBegin(hash=digest, size=len(data)))
+            assert await hostile.receive() == UploadOffset(hash=digest, offset=0)
+            await hostile.send(encode_chunk(digest, 0, os.urandom(100_000)))
+            while not partial.exists() or partial.stat().st_size < 100_000:  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the server wrote the bytes (a condition)
+        async with open_test_client(server.url, "A", files=once) as a:
+            fid = await a.files.save(data, path="f")
+            await a.files.wait_idle()
+            assert a.files.state(fid).upload == TransferState("done", digest)
+            errors = [n for n in a.recent_events() if n.kind == "upload.error"]
+            assert [n["attempts"] for n in errors] == [0]
+            assert "not counted" in str(errors[0]["error"])
+    assert (_blobs(server) / digest).read_bytes() == data
 
 
 async def test_an_end_after_another_session_published_the_same_bytes_is_done(

@@ -60,6 +60,24 @@ def test_missing_blob_backs_off_without_exhausting_and_refusal_gives_up() -> Non
     assert queue.failed("a", 0.0, 0.5, retryable=False) is None
 
 
+def test_failures_that_do_not_count_never_hasten_giving_up() -> None:
+    # Tried: a download that waited for its upload 20 times ("missing", not counted)
+    # then failed once for real was given up at once with max_attempts=3: the limit was
+    # checked against every failure.
+    queue = TransferQueue(1, RetryPolicy(max_attempts=3))
+    queue.add("a")
+    for _ in range(20):
+        queue.start("a")
+        assert queue.failed("a", 0.0, 0.5, counts=False) is not None
+        queue.released("a")
+    for counted in (1, 2):
+        queue.start("a")
+        assert queue.failed("a", 0.0, 0.5) is not None, counted
+        queue.released("a")
+    queue.start("a")
+    assert queue.failed("a", 0.0, 0.5) is None  # the third that counts
+
+
 def test_interrupted_transfer_is_queued_again_at_once() -> None:
     queue = TransferQueue(1, RetryPolicy())
     queue.add("a")

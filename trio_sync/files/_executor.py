@@ -556,12 +556,14 @@ class TransferExecutor:
         core = self._core
         retryable = not isinstance(error, TransferFailed) or error.retryable
         missing = isinstance(error, TransferFailed) and error.missing
-        retry_at = self.queues[direction].failed(
-            file_id, trio.current_time(), core.rng.random(), retryable=retryable, counts=not missing
-        )
         # Contents not on the server yet (their upload is still to come) are waited for,
-        # not failed: neither the queue nor the row counts that as an attempt.
-        attempts = current.attempts + (0 if missing else 1)
+        # not failed, and a failure that was not this transfer's fault is no attempt of
+        # its own: neither the queue nor the row counts them.
+        counts = not missing and (not isinstance(error, TransferFailed) or error.counted)
+        retry_at = self.queues[direction].failed(
+            file_id, trio.current_time(), core.rng.random(), retryable=retryable, counts=counts
+        )
+        attempts = current.attempts + (1 if counts else 0)
         status: TransferStatus = "queued" if retry_at is not None else "error"
         if retry_at is None:
             self._left.pop((direction, file_id), None)

@@ -52,6 +52,8 @@ class _Item:
     key: str
     priority: bool
     failures: int = 0
+    #: Failures that count against ``max_attempts`` (``failures`` sets the backoff).
+    counted: int = 0
     ready_at: float = 0.0
     order: int = 0
 
@@ -158,8 +160,9 @@ class TransferQueue:
         if asked:
             item.priority = True
         item.failures += 1
+        item.counted += counts
         limit = self.retry.max_attempts
-        if counts and limit is not None and item.failures >= limit:
+        if counts and limit is not None and item.counted >= limit:
             return None
         # A priority item keeps its place but still backs off: the server said no.
         item.ready_at = now + self.retry.delay(item.failures, jitter, missing=not counts)

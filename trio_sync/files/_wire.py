@@ -70,7 +70,10 @@ class TransferFailed(TrioSyncError):
     (yet); ``retryable``: another attempt may succeed; ``connection_lost``: the connection
     closed or broke (no verdict of the server's); ``connection_usable``: the server refused
     the transfer in answer to its first message, so the conversation ended cleanly and
-    the connection can carry the next transfer."""
+    the connection can carry the next transfer; ``counted``: False when the attempt
+    failed for no fault of this transfer (an upload's bytes refused while the local copy
+    is sound: it resumed onto bytes another client left, or raced an upload of the same
+    contents), so it does not count against ``max_attempts``."""
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class TransferFailed(TrioSyncError):
         missing: bool = False,
         connection_lost: bool = False,
         connection_usable: bool = False,
+        counted: bool = True,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -87,6 +91,7 @@ class TransferFailed(TrioSyncError):
         self.missing = missing
         self.connection_lost = connection_lost
         self.connection_usable = connection_usable
+        self.counted = counted
 
 
 class BlobClient:
@@ -248,7 +253,7 @@ class BlobClient:
             await conn.send(UploadEnd(hash=content_hash))
             try:
                 done = await self._receive(conn)
-            except TransferFailed:
+            except TransferFailed as refused:
                 # Refused at the end (the bytes did not match, say): if the local copy
                 # rotted, no attempt can ever succeed. Say so, once, instead of retrying.
                 if not await self._run(_local_copy_matches, self._blobs, content_hash, size):
@@ -258,7 +263,15 @@ class BlobClient:
                         "file again",
                         retryable=False,
                     ) from None
-                raise
+                if not refused.retryable:
+                    raise
+                # The bytes sent were sound: what failed was the server's partial (bytes
+                # another client left, an upload of the same contents racing this one).
+                # Nobody may spend this upload's attempts that way.
+                raise TransferFailed(
+                    f"{refused.reason} (the local copy is sound: sent again, not counted)",
+                    counted=False,
+                ) from None
             if not isinstance(done, UploadDone) or done.hash != content_hash:
                 raise ProtocolError("expected 'upload_done' for this blob")
 
