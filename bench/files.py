@@ -474,6 +474,11 @@ def main() -> None:
         "from then until B holds it; upload ceiling: the same local save timed alone on the "
         f"same disk ({mb / save_alone:.0f} MB/s), then the plain copy, back to back."
     )
+    if args.quick:
+        table.notes.append(
+            "--quick: a smoke run of a few MB; the ratios are no measurement (fixed costs "
+            "dominate): run without --quick to compare against the goals."
+        )
     table.print()
     memory = Table("files memory: peak RSS (MB)", ["process", "peak RSS", "file size"])
     a_label = "client A (+ B)" if args.placement == "one-process" else "client A"
