@@ -210,7 +210,9 @@ async def test_status_reads_a_store_in_use_without_connecting(
     store = tmp_path / "c.sqlite3"
     async with trio_sync.open_client(server.url, str(store), client_id="A") as client:
         await client.commit("one", {})
+        await client.files.save(b"contents", path="f")
         with trio.fail_after(WAIT):
+            await client.files.wait_idle()
             await client.wait_synced()
         server_id = client._core.known_server_id
         # The application still has the store open: status reads it anyway.
@@ -219,13 +221,15 @@ async def test_status_reads_a_store_in_use_without_connecting(
         )
     facts = json.loads(result.stdout)
     assert facts["client_id"] == "A" and facts["server_id"] == server_id
-    assert facts["upstream_head"] == 1 and facts["pending"] == 0
+    assert facts["upstream_head"] == 2 and facts["pending"] == 0
     assert facts["last_synced_at"] is not None
+    assert facts["files"]["uploads"] == {"done": 1} and facts["files"]["upload_error"] is None
     table = await trio.run_process(
         [*CLI, "status", "--store", str(store)], capture_stdout=True, env={"COLUMNS": "100"}
     )
     text = table.stdout.decode()
     assert "client id" in text and "last synced" in text and " ago (" in text
+    assert "file uploads" in text and "all 1 done" in text
 
 
 def test_status_of_a_missing_or_foreign_file_says_so(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from trio_sync import StoreFull
+from trio_sync._errors import StoreError
 from trio_sync.files import TransferState
-from trio_sync.files._state import TransferStateStore
+from trio_sync.files._state import TransferStateStore, inspect_transfers
 
 
 def _store(tmp_path: Path) -> TransferStateStore:
@@ -137,3 +138,28 @@ def test_set_if_contents_unchanged_writes_only_rows_still_for_the_contents_seen(
         assert store.get("f5", "download") == wanted
     finally:
         store.close()
+
+
+def test_inspect_counts_each_direction_by_status_while_the_client_has_it_open(
+    tmp_path: Path,
+) -> None:
+    # For `trio-sync status --store`, which said nothing about files (a hostile review).
+    assert inspect_transfers(str(tmp_path / "c.sqlite3.files")) is None  # none yet
+    store = _store(tmp_path)
+    store.set_many(
+        [
+            (("f1", "upload"), TransferState("done", "h1")),
+            (("f2", "upload"), TransferState("queued", "h2")),
+            (("f3", "upload"), TransferState("error", "h3", 10, "over the server's limit")),
+            (("f4", "download"), TransferState("in_progress", "h4")),
+        ]
+    )
+    summary = inspect_transfers(str(tmp_path / "c.sqlite3.files"))  # still open here
+    assert summary is not None
+    assert summary.uploads == {"done": 1, "queued": 1, "error": 1}
+    assert summary.downloads == {"in_progress": 1}
+    assert summary.upload_error == "over the server's limit"
+    store.close()
+    (tmp_path / "other.files").write_bytes(b"not a database at all, " * 100)
+    with pytest.raises(StoreError, match="cannot read the transfer state"):
+        inspect_transfers(str(tmp_path / "other.files"))

@@ -12,6 +12,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
+from ..files._state import TransferSummary, inspect_transfers
 from ..store import StoreSummary, inspect_store
 
 
@@ -27,16 +28,28 @@ def add_parser(commands: Any) -> None:
 
 def run_status(args: argparse.Namespace) -> int:
     summary = inspect_store(args.store)
+    # Where the client keeps it unless FileOptions.state_path says otherwise.
+    files = inspect_transfers(f"{args.store}.files")
     if args.json:
-        print_json(summary, sys.stdout)
+        print_json(summary, files, sys.stdout)
     else:
-        print_table(summary, Console(), now=time.time())
+        print_table(summary, Console(), now=time.time(), files=files)
     return 0
 
 
-def print_json(summary: StoreSummary, out: TextIO) -> None:
-    json.dump(attrs.asdict(summary), out, indent=2, sort_keys=True)
+def print_json(summary: StoreSummary, files: TransferSummary | None, out: TextIO) -> None:
+    facts = attrs.asdict(summary)
+    facts["files"] = None if files is None else attrs.asdict(files)
+    json.dump(facts, out, indent=2, sort_keys=True)
     out.write("\n")
+
+
+def _transfers(counts: dict[str, int]) -> str:
+    """``"2 queued, 1 error (of 40)"``: the files not done, by status."""
+    not_done = ("pending", "queued", "in_progress", "error")
+    left = [f"{counts[status]} {status}" for status in not_done if status in counts]
+    total = sum(counts.values())
+    return f"{', '.join(left)} (of {total})" if left else f"all {total} done"
 
 
 def ago(stamp: float | None, now: float) -> str:
@@ -63,7 +76,9 @@ def _oldest(summary: StoreSummary, now: float) -> str:
     return ago(summary.oldest_pending_at, now)
 
 
-def print_table(summary: StoreSummary, console: Console, *, now: float) -> None:
+def print_table(
+    summary: StoreSummary, console: Console, *, now: float, files: TransferSummary | None = None
+) -> None:
     table = Table(title=f"trio_sync client store {summary.path}", show_header=False)
     table.add_column("fact", style="bold")
     table.add_column("value")
@@ -77,6 +92,13 @@ def print_table(summary: StoreSummary, console: Console, *, now: float) -> None:
         ("last synced", ago(summary.last_synced_at, now)),
         ("schema", f"v{summary.schema_version}, {summary.size_bytes:,} bytes"),
     ]
+    if files is None:
+        rows.append(("files", "no transfer state (no file saved or fetched here)"))
+    else:
+        rows.append(("file uploads", _transfers(files.uploads)))
+        rows.append(("file downloads", _transfers(files.downloads)))
+        if files.upload_error is not None:
+            rows.append(("upload given up", files.upload_error))
     for fact, value in rows:
         table.add_row(fact, value)
     console.print(table)

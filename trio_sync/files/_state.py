@@ -7,11 +7,15 @@ can evolve its schema on its own.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterable, Mapping
 
-from .._errors import ClientClosed, StoreClosed
+import attrs
+
+from .._errors import ClientClosed, StoreClosed, StoreError
 from ..store._sqlite import Database
 from ._model import Direction, TransferState, TransferStatus
 
@@ -266,3 +270,53 @@ def _failed(rows: Mapping[Key, TransferState], wanted: Direction) -> dict[str, T
 
 def _contents(row: TransferState | None) -> str | None:
     return None if row is None else row.content_hash
+
+
+@attrs.frozen
+class TransferSummary:
+    """What a client's transfer state holds (``trio-sync status``): per direction, how
+    many files are in each status, and the reason of one upload that gave up."""
+
+    path: str
+    uploads: dict[str, int]
+    downloads: dict[str, int]
+    upload_error: str | None
+
+
+def inspect_transfers(path: str) -> TransferSummary | None:
+    """Reads a transfer state file read-only, while its client may have it open (None:
+    there is no file, the client never synced files).
+
+    Raises:
+        StoreError: It cannot be read (with why).
+    """
+    if not os.path.isfile(path):
+        return None
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    # Without a write-ahead log beside it, everything is in the file: read it as
+    # immutable, which needs no -shm (read-only media).
+    if not os.path.exists(f"{path}-wal"):
+        uri += "&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            counted = conn.execute(
+                "SELECT direction, status, count(*) FROM transfers GROUP BY direction, status"
+            ).fetchall()
+            error = conn.execute(
+                "SELECT last_error FROM transfers WHERE direction = 'upload' "
+                "AND status = 'error' ORDER BY file_id LIMIT 1"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the transfer state {path!r}: {exc}") from None
+    by_direction: dict[str, dict[str, int]] = {"upload": {}, "download": {}}
+    for direction, status, count in counted:
+        by_direction.setdefault(direction, {})[status] = count
+    return TransferSummary(
+        path,
+        by_direction["upload"],
+        by_direction["download"],
+        None if error is None else error[0],
+    )
