@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -13,7 +14,7 @@ import trio
 
 import trio_sync
 from trio_sync._broadcast import Broadcast
-from trio_sync.files import FileOptions, RetryPolicy, TransferState
+from trio_sync.files import FileBlobStore, FileOptions, RetryPolicy, TransferState
 from trio_sync.files._repair import _repair, uploads_to_check, uploads_to_repeat
 from trio_sync.files._state import TransferStateStore
 
@@ -331,6 +332,40 @@ async def test_an_upload_the_server_lost_is_repaired_while_its_uploader_stays_op
             repaired = [n for n in a.recent_events() if n.kind == "recovery"]
             assert [(n["what"], n["file_id"]) for n in repaired] == [("lost-on-server", fid)]
     assert on_disk.read_bytes() == data
+
+
+async def test_a_download_given_up_for_a_full_disk_is_tried_again_later(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Tried (a hostile review): B's disk was full while it downloaded; the download gave
+    # up, and once there was room again B still lacked the file until an application
+    # read() asked for it, or B opened again.
+    full = [True]
+
+    def fault(what: str) -> None:
+        if full[0] and what == "append":
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    data = os.urandom(50_000)
+    options = FileOptions(
+        retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=1),
+        blob_store=FileBlobStore(tmp_path / "b-blobs", fault=fault),
+        retry_given_up_every=0.2,
+    )
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B", files=options) as b,
+        ):
+            fid = await a.files.save(data, path="f")
+            await a.files.wait_idle()
+            given_up = await b.wait_status(lambda s: s.downloads_failed == 1)
+            assert given_up.state == "synced"  # the other clients can still get it
+            assert not b.files.has_contents(fid)
+            full[0] = False  # room again
+            await b.files.wait_for(lambda files: files.has_contents(fid))
+            assert (await b.wait_status(lambda s: s.downloads_failed == 0)).downloads_failed == 0
+            assert await b.files.read(fid) == data
 
 
 def _rot_the_servers_copy(server: trio_sync.Server, digest: str) -> Path:

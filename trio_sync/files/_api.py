@@ -152,16 +152,11 @@ class FileSync:
                 rows = {file_id for file_id, _ in self._states.rows}
                 await self._reconciler.reconcile(set(self._fold.view.files) | rows)
                 # When the files open, beside the stale transfers, and every few minutes:
-                # uploads the server lost since (a rotten copy it set aside, a backup).
-                nursery.start_soon(
-                    repair_lost_uploads,
-                    core,
-                    self._states,
-                    self.blobs,
-                    wire,
-                    self.executor,
-                    options,
-                )
+                # uploads the server lost since (a rotten copy it set aside, a backup);
+                # every few minutes, the downloads that gave up (a disk full then).
+                repair = (core, self._states, self.blobs, wire, self.executor, options)
+                nursery.start_soon(repair_lost_uploads, *repair)
+                nursery.start_soon(self._reconciler.retry_given_up, options.retry_given_up_every)
                 core.tick_checks.append(self.executor.heartbeat_check)
                 try:
                     nursery.start_soon(self._follow)

@@ -33,6 +33,9 @@ class FileOptions:
         check_lost_every: Seconds between two questions to the server about the
             uploads it may have lost since (a rotten copy it set aside: see
             ``_repair.py``); the first when the files open. 0: that first one only.
+        retry_given_up_every: Seconds between two new tries of the downloads that gave
+            up here (out of retries: a disk that was full may have room again); 0: only
+            when the application reads the file, or the client opens again.
     """
 
     uploads: int = 2
@@ -45,6 +48,7 @@ class FileOptions:
     blob_store: BlobStore | None = None
     state_path: str | None = None
     check_lost_every: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
+    retry_given_up_every: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
 
 
 def default_places(store_path: str, options: FileOptions) -> tuple[BlobStore, str]:

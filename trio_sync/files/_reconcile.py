@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import trio
+
 from .._errors import StoreError
 from ..client._core import ClientCore
 from ._blobs import BlobStore
@@ -142,12 +144,37 @@ class Reconciler:
         await self._garbage.collect()
         self._wake()
 
-    async def want_downloads(self, wanted: Sequence[tuple[str, str]], *, priority: bool) -> None:
+    async def retry_given_up(self, every: float) -> None:
+        """Every ``every`` seconds (0: never), tries again the downloads that gave up here,
+        for the contents their files still have (a full disk may have room again; the
+        status counts them as ``downloads_failed`` meanwhile). Runs until cancelled; a
+        failure to write their rows is traced and tried again next time."""
+        if not every:
+            return
+        while True:
+            await trio.sleep(every)
+            view = self._fold.view.files
+            again = [
+                (file_id, state.content_hash)
+                for file_id, state in self._states.failed_downloads.items()
+                if (info := view.get(file_id)) is not None
+                and not info.deleted
+                and info.content_hash == state.content_hash
+            ]
+            try:
+                await self.want_downloads(again, priority=False, retry_failed=True)
+            except StoreError as exc:
+                self._core.trace("files.retry_given_up_failed", error=str(exc))
+
+    async def want_downloads(
+        self, wanted: Sequence[tuple[str, str]], *, priority: bool, retry_failed: bool = False
+    ) -> None:
         """Queues the download of each (file id, contents) of ``wanted`` that the file
         still has, its row written first (all in one transaction), unless it is queued
         already or failed for good (then only the application's ``read``, ``priority``,
-        tries again). A row naming other contents since it was read here (written by a
-        save, say) is left as it is, and so is a file this client is saving."""
+        or the periodic ``retry_failed``, tries again). A row naming other contents since
+        it was read here (written by a save, say) is left as it is, and so is a file this
+        client is saving."""
         rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
         enqueue: list[tuple[str, str]] = []
         saves_begun = self._garbage.saves_begun
@@ -165,7 +192,8 @@ class Reconciler:
                 state is None
                 or state.content_hash != content_hash
                 or state.status == "done"
-                or (priority and state.status == "error")  # the application asks: try again
+                # The application asks, or the periodic retry: try again.
+                or ((priority or retry_failed) and state.status == "error")
             ):
                 self._executor.cancel("download", file_id)
                 if (

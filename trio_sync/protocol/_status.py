@@ -41,9 +41,9 @@ class SyncStatus:
         downloads_pending: Files whose contents this client still has to fetch.
         file_bytes_left: Bytes of those transfers not moved yet.
         downloads_failed: Files whose download gave up here (out of retries: a full
-            disk, say): their contents are not here until ``files.read()`` asks again or
-            the client opens again. The other clients are not affected: no effect on
-            ``state``.
+            disk, say): their contents are not here until they are tried again
+            (``FileOptions.retry_given_up_every``) or ``files.read()`` asks. The other
+            clients are not affected: no effect on ``state``.
     """
 
     state: StatusState
