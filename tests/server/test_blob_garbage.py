@@ -88,8 +88,13 @@ async def test_garbage_younger_than_the_minimum_age_is_kept_and_the_upload_waits
             await a.files.delete(gone)
             await a.wait_synced()
             new = await a.files.save(os.urandom(6000), path="new")
-            await a.files.wait_for(lambda files: files.state(new).upload.attempts > 0)  # type: ignore[union-attr]
-            error = a.files.state(new).upload.last_error or ""  # type: ignore[union-attr]
+            # Refused for room to come: the reason is noted, no attempt counted.
+            await a.files.wait_for(
+                lambda files: files.state(new).upload.last_error is not None  # type: ignore[union-attr]
+            )
+            state = a.files.state(new).upload
+            assert state is not None and state.attempts == 0
+            error = state.last_error or ""
             assert "quota" in error and "trying again" in error
             assert kept in _stored(server)
             await a.files.wait_idle()
