@@ -26,6 +26,7 @@ from ..protocol import PROTOCOL_VERSION, Error, Message
 from ..protocol._blob_messages import (
     MAX_CHECK_HASHES,
     MAX_DOWNLOAD_WAIT,
+    NOT_THE_UPLOADERS_BYTES,
     BlobCheck,
     BlobCheckResult,
     BlobChunk,
@@ -263,8 +264,10 @@ class BlobClient:
                         "file again",
                         retryable=False,
                     ) from None
-                if not refused.retryable:
-                    raise
+                if not refused.retryable or not any(
+                    what in refused.reason for what in NOT_THE_UPLOADERS_BYTES
+                ):
+                    raise  # the server's storage, say: counted, so that it gives up
                 # The bytes sent were sound: what failed was the server's partial (bytes
                 # another client left, an upload of the same contents racing this one).
                 # Nobody may spend this upload's attempts that way.

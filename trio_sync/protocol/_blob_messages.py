@@ -194,6 +194,16 @@ class BlobRefused:
     missing: bool = False
 
 
+#: How a server's refusal begins when an upload's partial held bytes that were not the
+#: uploader's (another client's, or an upload of the same contents racing it): a client
+#: whose own copy is sound sends it again without counting an attempt (only these: a
+#: refusal for the server's storage counts, so that the client gives up and says why).
+NOT_THE_UPLOADERS_BYTES = (
+    "the uploaded bytes do not match the hash",
+    "the upload moved on meanwhile",
+)
+
+
 #: The most hashes one ``blob_check`` (or its result) may hold: 1,000 take 67 KB of JSON.
 MAX_CHECK_HASHES = 1000
 

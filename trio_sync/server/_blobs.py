@@ -32,6 +32,7 @@ from ..files._bulk import bulk_runner
 from ..files._chunks import CorruptChunk, append_chunk, read_chunk
 from ..protocol import Error, Message, TokenError, protocol_problem
 from ..protocol._blob_messages import (
+    NOT_THE_UPLOADERS_BYTES,
     BlobCheck,
     BlobCheckResult,
     BlobChunk,
@@ -455,7 +456,7 @@ class BlobSession:
         except CorruptChunk as exc:
             raise _Refused(f"corrupt chunk refused: {exc}") from None
         except ValueError as exc:
-            raise _Refused(f"the upload moved on meanwhile: {exc}") from None
+            raise _Refused(f"{NOT_THE_UPLOADERS_BYTES[1]}: {exc}") from None
         upload.offset += size
 
     async def _end_upload(
@@ -466,7 +467,7 @@ class BlobSession:
         if upload.offset != upload.size:
             raise _Refused(f"truncated upload: {upload.offset} of {upload.size} bytes")
         if not await self._publish(store, end.hash, upload.size):
-            raise _Refused("the uploaded bytes do not match the hash: discarded, upload again")
+            raise _Refused(f"{NOT_THE_UPLOADERS_BYTES[0]}: discarded, upload again")
         await self._conn.send(UploadDone(hash=end.hash))
 
     async def _touch(self, store: ServerBlobStore, care: StoreUpkeep, content_hash: str) -> bool:
