@@ -414,8 +414,13 @@ async def test_a_download_waiting_for_an_upload_to_come_is_not_failing(
                         break
             state = b.files.state(x).download
             assert state is not None and (state.status, state.attempts) == ("queued", 0)
+            # B's status says what it waits for (it said "synced", one download pending).
+            waiting = await b.wait_status(lambda s: s.downloads_waiting_for_upload == 1)
+            assert waiting.downloads_pending == 1 and waiting.downloads_failed == 0
             uploads_may_go.set()
             assert await b.files.read(x) == data
+            await b.files.wait_idle()
+            assert b.status.downloads_waiting_for_upload == 0
 
 
 @asynccontextmanager

@@ -267,6 +267,7 @@ class TransferExecutor:
             downloads_pending=self.queues["download"].queued + self.queues["download"].in_flight,
             bytes_left=sum(self._left.values()),
             downloads_failed=len(self._states.failed_downloads),
+            downloads_waiting_for_upload=self.queues["download"].waiting_uncounted,
         )
 
     def counts_changed(self) -> None:

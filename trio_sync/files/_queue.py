@@ -54,6 +54,9 @@ class _Item:
     failures: int = 0
     #: Failures that count against ``max_attempts`` (``failures`` sets the backoff).
     counted: int = 0
+    #: The last attempt failed in a way that does not count (a download: the server does
+    #: not hold the contents yet).
+    uncounted_last: bool = False
     ready_at: float = 0.0
     order: int = 0
 
@@ -161,6 +164,7 @@ class TransferQueue:
             item.priority = True
         item.failures += 1
         item.counted += counts
+        item.uncounted_last = not counts
         limit = self.retry.max_attempts
         if counts and limit is not None and item.counted >= limit:
             return None
@@ -216,6 +220,12 @@ class TransferQueue:
     @property
     def queued(self) -> int:
         return len(self._waiting)
+
+    @property
+    def waiting_uncounted(self) -> int:
+        """Keys waiting after an attempt that failed without counting (downloads: for
+        contents the server does not hold yet)."""
+        return sum(1 for item in self._waiting.values() if item.uncounted_last)
 
     @property
     def in_flight(self) -> int:

@@ -44,6 +44,10 @@ class SyncStatus:
             disk, say): their contents are not here until they are tried again
             (``FileOptions.retry_given_up_every``) or ``files.read()`` asks. The other
             clients are not affected: no effect on ``state``.
+        downloads_waiting_for_upload: Of ``downloads_pending``, those the server cannot
+            serve yet: their contents are still to be uploaded by the client that saved
+            them (which may be offline, or may have given up: then its status is
+            "stuck" and says why). Retried without counting attempts.
     """
 
     state: StatusState
@@ -60,6 +64,7 @@ class SyncStatus:
     downloads_pending: int = 0
     file_bytes_left: int = 0
     downloads_failed: int = 0
+    downloads_waiting_for_upload: int = 0
 
 
 @attrs.frozen
@@ -74,6 +79,7 @@ class FileTransfers:
     uploads_failed: int = 0
     upload_error: str | None = None
     downloads_failed: int = 0
+    downloads_waiting_for_upload: int = 0
 
 
 NO_FILE_TRANSFERS = FileTransfers()
@@ -173,4 +179,5 @@ def derive_status(
         downloads_pending=files.downloads_pending,
         file_bytes_left=files.bytes_left,
         downloads_failed=files.downloads_failed,
+        downloads_waiting_for_upload=files.downloads_waiting_for_upload,
     )
