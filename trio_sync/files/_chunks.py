@@ -14,7 +14,7 @@ from typing import Protocol
 
 from .._errors import ProtocolError, StoreError
 from ..protocol._blob_messages import BlobChunk
-from ._blobs import BlobStore
+from ._blobs import COPY_BLOCK, BlobStore
 
 
 class CorruptChunk(ProtocolError):
@@ -89,3 +89,25 @@ def finish(store: BlobStore, content_hash: str, hasher: Hasher | None) -> bool:
     """
     digest = None if hasher is None else hasher.hexdigest()
     return store.finish_partial(content_hash, digest=digest)
+
+
+def hash_stored(store: BlobStore, content_hash: str, size: int) -> tuple[str, int] | None:
+    """The SHA-256 of the first ``size`` bytes of a stored blob, read in blocks, and how
+    many bytes there were (fewer when it is shorter than ``size``); None when it is not
+    stored (or went meanwhile).
+
+    Raises:
+        StoreError: It cannot be read.
+    """
+    hasher = hashlib.sha256()
+    offset = 0
+    try:
+        while offset < size:
+            block = store.read(content_hash, offset, min(COPY_BLOCK, size - offset))
+            if not block:
+                break  # shorter than ``size``
+            hasher.update(block)
+            offset += len(block)
+    except KeyError:
+        return None
+    return hasher.hexdigest(), offset

@@ -13,7 +13,6 @@ client's event sync while it has work in flight (``_pacing.py``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from typing import Protocol
@@ -43,7 +42,7 @@ from ..protocol._blob_messages import (
 )
 from ..transport import Connection
 from ._blobs import BlobStore
-from ._chunks import append_chunk, finish, new_hasher, read_chunk
+from ._chunks import append_chunk, finish, hash_stored, new_hasher, read_chunk
 from ._pacing import TransferPacer
 
 #: Opens a new connection to the server (the client's connector, bound to its URL).
@@ -423,24 +422,11 @@ class WorkerConnection:
 
 
 def _local_copy_matches(blobs: BlobStore, content_hash: str, size: int) -> bool:
-    """Whether the stored blob still hashes to its name (read in chunks, in a thread).
+    """Whether the stored blob still hashes to its name (run in a thread); a blob gone
+    meanwhile is no corrupt one (the next attempt says it is gone).
 
     Raises:
         StoreError: It cannot be read.
     """
-    hasher = hashlib.sha256()
-    offset = 0
-    while offset < size:
-        try:
-            data = blobs.read(content_hash, offset, min(COPY_CHECK_BLOCK, size - offset))
-        except KeyError:
-            return True  # gone, not corrupt: the next attempt says so
-        if not data:
-            return False
-        hasher.update(data)
-        offset += len(data)
-    return hasher.hexdigest() == content_hash
-
-
-#: Bytes read at a time when a local copy is checked against its hash.
-COPY_CHECK_BLOCK = 1024 * 1024
+    hashed = hash_stored(blobs, content_hash, size)
+    return hashed is None or hashed == (content_hash, size)

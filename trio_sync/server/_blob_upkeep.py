@@ -33,7 +33,6 @@ aside at once.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import weakref
 from collections import Counter, OrderedDict
@@ -45,7 +44,8 @@ import trio
 
 from .._broadcast import Broadcast
 from .._store_runner import StoreRunner
-from ..files._blobs import COPY_BLOCK, BlobStore, Fingerprint, ServerBlobStore, StoreUsage
+from ..files._blobs import BlobStore, Fingerprint, ServerBlobStore, StoreUsage
+from ..files._chunks import hash_stored
 from ._blob_backends import BlobLimits
 from ._store_measure import StoreMeasure
 
@@ -290,18 +290,11 @@ def check_blob(store: ServerBlobStore, content_hash: str) -> tuple[Verdict, Fing
     if fingerprint is None:
         return "missing", None
     size = fingerprint[0]
-    hasher = hashlib.sha256()
-    offset = 0
-    try:
-        while offset < size:
-            block = store.read(content_hash, offset, min(COPY_BLOCK, size - offset))
-            if not block:
-                break  # shorter than it was: it does not match what was stat'ed
-            hasher.update(block)
-            offset += len(block)
-    except KeyError:
+    hashed = hash_stored(store, content_hash, size)
+    if hashed is None:
         return "missing", None
-    if offset == size and hasher.hexdigest() == content_hash:
+    # Shorter than it was stat'ed: it does not match, whatever its hash.
+    if hashed == (content_hash, size):
         return "sound", fingerprint
     if store.quarantine(content_hash, expect=fingerprint) is not None:
         return "quarantined", fingerprint
