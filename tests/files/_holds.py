@@ -82,12 +82,14 @@ class DecisionHold:
         self.armed = False
         real_want = Reconciler.want_downloads
 
-        async def held_want(reconciler: Reconciler, wanted: Any, *, priority: bool) -> None:
+        async def held_want(
+            reconciler: Reconciler, wanted: Any, *, priority: bool = False, **more: Any
+        ) -> None:
             if self.armed and not priority and (wanted or not skip_empty):
                 self.armed = False
                 self.deciding.set()
                 await self.release.wait()
-            await real_want(reconciler, wanted, priority=priority)
+            await real_want(reconciler, wanted, priority=priority, **more)
 
         monkeypatch.setattr(Reconciler, "want_downloads", held_want)
 

@@ -138,11 +138,11 @@ async def test_an_update_cancelled_after_the_file_was_deleted_leaves_no_rows(
             real_want = reconciler.want_downloads
             deciding, decide = trio.Event(), trio.Event()
 
-            async def held_want(wanted: Any, *, priority: bool) -> None:
+            async def held_want(wanted: Any, *, priority: bool = False, **more: Any) -> None:
                 if hold.armed and not priority and not deciding.is_set():
                     deciding.set()
                     await decide.wait()
-                await real_want(wanted, priority=priority)
+                await real_want(wanted, priority=priority, **more)
 
             reconciler.want_downloads = held_want  # type: ignore[method-assign]
             states = a.files._states

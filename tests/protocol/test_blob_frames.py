@@ -22,6 +22,7 @@ from trio_sync.protocol._blob_messages import (
     BlobChunk,
     BlobCorrupt,
     UploadBegin,
+    refused_for_others_bytes,
 )
 
 DATA = bytes(range(256)) * 40
@@ -137,3 +138,13 @@ def test_bad_check_messages_raise_a_clear_protocol_error(body: object, words: st
     with pytest.raises(InvalidMessage) as caught:
         decode(json.dumps(body))
     assert words in str(caught.value)
+
+
+def test_which_upload_refusals_blame_bytes_that_were_not_the_uploaders() -> None:
+    # Retried without counting an attempt: only these (the server's storage counts).
+    assert refused_for_others_bytes(
+        "the server refused: the uploaded bytes do not match the hash: discarded, upload again"
+    )
+    assert refused_for_others_bytes("the upload moved on meanwhile: partial holds 5 bytes")
+    assert not refused_for_others_bytes("the server refused: the server's storage is full")
+    assert not refused_for_others_bytes("corrupt chunk refused: digest mismatch")

@@ -436,7 +436,8 @@ class FileSync:
             ):
                 raise FileTransferError(f"file {file_id}: {state.last_error}")
             if asked != info.content_hash:
-                await self._reconciler.want_downloads([(file_id, info.content_hash)], priority=True)
+                wanted = [(file_id, info.content_hash)]
+                await self._reconciler.want_downloads(wanted, priority=True, retry_failed=True)
                 asked = info.content_hash
             await self._until(changed)
 

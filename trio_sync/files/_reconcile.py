@@ -62,10 +62,9 @@ class Reconciler:
     def take_after_save(self, file_id: str) -> bool:
         """Whether ``file_id`` was left to its save, or raced it (taken: the caller, at
         the save's end, reconciles it again)."""
-        if file_id in self._after_save:
-            self._after_save.discard(file_id)
-            return True
-        return False
+        noted = file_id in self._after_save
+        self._after_save.discard(file_id)
+        return noted
 
     async def reconcile(self, file_ids: set[str]) -> None:
         """Brings transfers in line with the facts: a deleted file's transfers stop; a
@@ -117,7 +116,7 @@ class Reconciler:
         # files (a few hundred facts) costs one fsync here, not one per file.
         blobs = self._blobs
         held = await core.run_store(lambda: {h for _, h in live if blobs.has(h)})
-        await self.want_downloads([(f, h) for f, h in live if h not in held], priority=False)
+        await self.want_downloads([(f, h) for f, h in live if h not in held])
         requeued = {file_id for (file_id, _), _state, _seen in requeue}
         await self.downloads_done_for_held(
             [
@@ -162,19 +161,23 @@ class Reconciler:
                 and info.content_hash == state.content_hash
             ]
             try:
-                await self.want_downloads(again, priority=False, retry_failed=True)
+                await self.want_downloads(again, retry_failed=True)
             except StoreError as exc:
                 self._core.trace("files.retry_given_up_failed", error=str(exc))
 
     async def want_downloads(
-        self, wanted: Sequence[tuple[str, str]], *, priority: bool, retry_failed: bool = False
+        self,
+        wanted: Sequence[tuple[str, str]],
+        *,
+        priority: bool = False,
+        retry_failed: bool = False,
     ) -> None:
         """Queues the download of each (file id, contents) of ``wanted`` that the file
         still has, its row written first (all in one transaction), unless it is queued
-        already or failed for good (then only the application's ``read``, ``priority``,
-        or the periodic ``retry_failed``, tries again). A row naming other contents since
-        it was read here (written by a save, say) is left as it is, and so is a file this
-        client is saving."""
+        already or failed for good (then only ``retry_failed`` tries again: an
+        application's ``read``, which also asks for ``priority``, or the periodic retry).
+        A row naming other contents since it was read here (written by a save, say) is
+        left as it is, and so is a file this client is saving."""
         rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
         enqueue: list[tuple[str, str]] = []
         saves_begun = self._garbage.saves_begun
@@ -192,8 +195,7 @@ class Reconciler:
                 state is None
                 or state.content_hash != content_hash
                 or state.status == "done"
-                # The application asks, or the periodic retry: try again.
-                or ((priority or retry_failed) and state.status == "error")
+                or (retry_failed and state.status == "error")
             ):
                 self._executor.cancel("download", file_id)
                 if (

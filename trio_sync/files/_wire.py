@@ -25,7 +25,6 @@ from ..protocol import PROTOCOL_VERSION, Error, Message
 from ..protocol._blob_messages import (
     MAX_CHECK_HASHES,
     MAX_DOWNLOAD_WAIT,
-    NOT_THE_UPLOADERS_BYTES,
     BlobCheck,
     BlobCheckResult,
     BlobChunk,
@@ -39,6 +38,7 @@ from ..protocol._blob_messages import (
     UploadDone,
     UploadEnd,
     UploadOffset,
+    refused_for_others_bytes,
 )
 from ..transport import Connection
 from ._blobs import BlobStore
@@ -263,9 +263,7 @@ class BlobClient:
                         "file again",
                         retryable=False,
                     ) from None
-                if not refused.retryable or not any(
-                    what in refused.reason for what in NOT_THE_UPLOADERS_BYTES
-                ):
+                if not refused.retryable or not refused_for_others_bytes(refused.reason):
                     raise  # the server's storage, say: counted, so that it gives up
                 # The bytes sent were sound: what failed was the server's partial (bytes
                 # another client left, an upload of the same contents racing this one).

@@ -195,13 +195,19 @@ class BlobRefused:
 
 
 #: How a server's refusal begins when an upload's partial held bytes that were not the
-#: uploader's (another client's, or an upload of the same contents racing it): a client
-#: whose own copy is sound sends it again without counting an attempt (only these: a
-#: refusal for the server's storage counts, so that the client gives up and says why).
+#: uploader's (another client's, or an upload of the same contents racing it).
 NOT_THE_UPLOADERS_BYTES = (
     "the uploaded bytes do not match the hash",
     "the upload moved on meanwhile",
 )
+
+
+def refused_for_others_bytes(reason: str) -> bool:
+    """Whether a refusal of an upload says its partial held bytes that were not the
+    uploader's: a client whose own copy is sound then sends it again without counting an
+    attempt (only then: a refusal for the server's storage counts, so that the client
+    gives up and says why)."""
+    return any(what in reason for what in NOT_THE_UPLOADERS_BYTES)
 
 
 #: The most hashes one ``blob_check`` (or its result) may hold: 1,000 take 67 KB of JSON.
