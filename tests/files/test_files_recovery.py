@@ -14,7 +14,13 @@ import trio
 
 import trio_sync
 from trio_sync._broadcast import Broadcast
-from trio_sync.files import FileBlobStore, FileOptions, RetryPolicy, TransferState
+from trio_sync.files import (
+    FileBlobStore,
+    FileOptions,
+    FileTransferError,
+    RetryPolicy,
+    TransferState,
+)
 from trio_sync.files._repair import _repair, uploads_to_check, uploads_to_repeat
 from trio_sync.files._state import TransferStateStore
 
@@ -217,11 +223,17 @@ async def test_a_local_copy_that_rots_before_its_upload_is_said_corrupt_at_once(
             assert where is not None
             where.chmod(0o644)
             where.write_bytes(bytes(len(data)))  # the same size, other bytes
+            # Its own read() found the copy rotten, dropped it and waited for ever for a
+            # download of contents that exist nowhere else (a second hostile review).
+            with pytest.raises(FileTransferError, match="corrupt and they were never uploaded"):
+                await a.files.read(fid)
             go.set()
             stuck = await a.wait_status(lambda s: s.state == "stuck")
             assert "local copy of these contents is corrupt" in (stuck.last_error or "")
             state = a.files.state(fid).upload
             assert state is not None and state.status == "error" and state.attempts == 1
+            with pytest.raises(FileTransferError, match="corrupt and they were never uploaded"):
+                await a.files.read(fid)
 
 
 async def test_contents_must_be_bytes_or_a_path(

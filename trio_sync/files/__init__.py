@@ -3,8 +3,9 @@
 See docs/files.md. ``client.files`` is a :class:`FileSync`.
 """
 
-from ._api import FileNotFound, FileSync, FileSyncError, FileTransferError
+from ._api import FileSync
 from ._blobs import BlobStore, FileBlobStore
+from ._errors import FileNotFound, FileSyncError, FileTransferError
 from ._executor import TransferExecutor
 from ._memory_blobs import MemoryBlobStore
 from ._model import FileInfo, FileState, TransferState

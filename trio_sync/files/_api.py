@@ -15,11 +15,12 @@ from pathlib import Path
 import attrs
 import trio
 
-from .._errors import ClientClosed, StoreError, TrioSyncError
+from .._errors import ClientClosed, StoreError
 from ..client._core import ClientCore
 from ..protocol import Draft
 from ._blobs import BlobStore, source_size
 from ._bulk import bulk_runner, stoppable_bulk
+from ._errors import FileNotFound, FileTransferError
 from ._executor import EventSyncGate, FaultHook, TransferExecutor
 from ._fold import FileFold
 from ._garbage import BlobCollector
@@ -46,18 +47,6 @@ from ._wire import BlobClient, OpenConnection
 
 #: Seconds the reconcile after a save that queued no upload may take (it is shielded).
 LOOK_AGAIN_TIMEOUT = 10.0
-
-
-class FileSyncError(TrioSyncError):
-    """A file operation failed."""
-
-
-class FileNotFound(FileSyncError, KeyError):
-    """No such file (or it was deleted)."""
-
-
-class FileTransferError(FileSyncError):
-    """A file's contents could not be fetched (the retries are exhausted)."""
 
 
 class FileSync:
@@ -392,7 +381,8 @@ class FileSync:
 
         Raises:
             FileNotFound: No such live file.
-            FileTransferError: The download failed for good (retries exhausted).
+            FileTransferError: The download failed for good (retries exhausted), or the
+                local copy rotted before its contents were uploaded.
             ClientClosed: The client closed (before, or while this waited).
         """
         await self._view_caught_up()
@@ -415,6 +405,19 @@ class FileSync:
                 if digest == info.content_hash:
                     return data
                 # The local copy rotted (a bad disk, a stray write): never hand it out.
+                upload = self._states.get(file_id, "upload")
+                never_uploaded = (
+                    upload is not None
+                    and upload.content_hash == info.content_hash
+                    and upload.status != "done"
+                )
+                if never_uploaded:
+                    # No copy exists anywhere else to fetch. Kept for the upload to find
+                    # corrupt and say so (its row, the status).
+                    raise FileTransferError(
+                        f"file {file_id}: the local copy of its contents is corrupt "
+                        "and they were never uploaded: save the file again"
+                    )
                 # Dropped, then fetched again from the server like any missing copy.
                 await self._core.run_store(self.blobs.delete, info.content_hash)
                 self._core.notify(
