@@ -601,6 +601,29 @@ async def test_bytes_another_client_left_for_a_hash_cost_an_honest_upload_no_att
     assert (_blobs(server) / digest).read_bytes() == data
 
 
+async def test_a_server_that_refuses_every_upload_as_not_matching_is_given_up_on(
+    server: trio_sync.Server, open_test_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried (a hostile review): a server whose storage mangles every upload says "the
+    # uploaded bytes do not match the hash" each time. The client's copy is sound, so no
+    # refusal counted: it uploaded for ever, "syncing". Twice in a row, one counts.
+    def mangles(store: FileBlobStore, content_hash: str, *, digest: str | None = None) -> bool:
+        store.discard_partial(content_hash)
+        return False
+
+    monkeypatch.setattr(FileBlobStore, "finish_partial", mangles)
+    twice = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=2))
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A", files=twice) as a:
+            fid = await a.files.save(os.urandom(50_000), path="f")
+            stuck = await a.wait_status(lambda s: s.state == "stuck")
+            assert "do not match the hash" in (stuck.last_error or "")
+            state = a.files.state(fid).upload
+            assert state is not None and (state.status, state.attempts) == ("error", 2)
+            errors = [n for n in a.recent_events() if n.kind == "upload.error"]
+            assert [n["attempts"] for n in errors] == [0, 1, 1, 2]
+
+
 async def test_an_end_after_another_session_published_the_same_bytes_is_done(
     server: trio_sync.Server,
 ) -> None:

@@ -78,6 +78,22 @@ def test_failures_that_do_not_count_never_hasten_giving_up() -> None:
     assert queue.failed("a", 0.0, 0.5) is None  # the third that counts
 
 
+def test_a_failure_that_does_not_count_counts_when_the_one_before_did_not_either() -> None:
+    # The executor's rule for an upload refused for bytes that were not its own: free
+    # once, counted when it repeats in a row (a server that refuses every upload).
+    queue = TransferQueue(1, RetryPolicy(max_attempts=3))
+    queue.add("a")
+    queue.start("a")
+    assert not queue.last_failure_uncounted("a")
+    assert queue.failed("a", 0.0, 0.5, counts=False) is not None
+    assert queue.last_failure_uncounted("a")
+    queue.released("a")
+    queue.start("a")
+    assert queue.last_failure_uncounted("a")
+    assert queue.failed("a", 0.0, 0.5) is not None
+    assert not queue.last_failure_uncounted("a")
+
+
 def test_interrupted_transfer_is_queued_again_at_once() -> None:
     queue = TransferQueue(1, RetryPolicy())
     queue.add("a")

@@ -559,9 +559,11 @@ class TransferExecutor:
         missing = isinstance(error, TransferFailed) and error.missing
         # Contents not on the server yet (their upload is still to come) are waited for,
         # not failed, and a failure that was not this transfer's fault is no attempt of
-        # its own: neither the queue nor the row counts them.
-        counts = not missing and (not isinstance(error, TransferFailed) or error.counted)
-        retry_at = self.queues[direction].failed(
+        # its own: neither the queue nor the row counts them (unless it repeats).
+        queue = self.queues[direction]
+        blameless = isinstance(error, TransferFailed) and not error.counted
+        counts = not missing and (not blameless or queue.last_failure_uncounted(file_id))
+        retry_at = queue.failed(
             file_id, trio.current_time(), core.rng.random(), retryable=retryable, counts=counts
         )
         attempts = current.attempts + (1 if counts else 0)

@@ -55,7 +55,8 @@ class _Item:
     #: Failures that count against ``max_attempts`` (``failures`` sets the backoff).
     counted: int = 0
     #: The last attempt failed in a way that does not count (a download: the server does
-    #: not hold the contents yet).
+    #: not hold the contents yet; an upload: its sound bytes refused, see
+    #: ``last_failure_uncounted``).
     uncounted_last: bool = False
     ready_at: float = 0.0
     order: int = 0
@@ -172,6 +173,14 @@ class TransferQueue:
         item.ready_at = now + self.retry.delay(item.failures, jitter, missing=not counts)
         self._waiting[key] = item
         return item.ready_at
+
+    def last_failure_uncounted(self, key: str) -> bool:
+        """Whether ``key``'s previous attempt failed without counting. An upload refused
+        for bytes that were not its own counts when its previous attempt was refused
+        that way too: a race or a stray partial does not repeat in a row, a server that
+        refuses every upload does, and is given up on like any other failure."""
+        item = self._in_flight.get(key) or self._waiting.get(key)
+        return item is not None and item.uncounted_last
 
     def released(self, key: str) -> None:
         """The worker is done with ``key``: it may start again. Still in flight, it was

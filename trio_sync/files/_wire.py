@@ -73,7 +73,8 @@ class TransferFailed(TrioSyncError):
     the connection can carry the next transfer; ``counted``: False when the attempt
     failed for no fault of this transfer (an upload's bytes refused while the local copy
     is sound: it resumed onto bytes another client left, or raced an upload of the same
-    contents), so it does not count against ``max_attempts``."""
+    contents), so it does not count against ``max_attempts`` (unless the attempt before
+    failed that way too)."""
 
     def __init__(
         self,
@@ -267,9 +268,11 @@ class BlobClient:
                     raise  # the server's storage, say: counted, so that it gives up
                 # The bytes sent were sound: what failed was the server's partial (bytes
                 # another client left, an upload of the same contents racing this one).
-                # Nobody may spend this upload's attempts that way.
+                # Nobody may spend this upload's attempts that way (twice in a row they
+                # count: TransferQueue.last_failure_uncounted).
                 raise TransferFailed(
-                    f"{refused.reason} (the local copy is sound: sent again, not counted)",
+                    f"{refused.reason} (the local copy is sound: sent again, not counted "
+                    "unless refused so twice in a row)",
                     counted=False,
                 ) from None
             if not isinstance(done, UploadDone) or done.hash != content_hash:
