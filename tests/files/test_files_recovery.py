@@ -21,13 +21,15 @@ from trio_sync.files import (
     RetryPolicy,
     TransferState,
 )
-from trio_sync.files._repair import _repair, uploads_to_check, uploads_to_repeat
+from trio_sync.files._repair import Repair, _repair, uploads_to_check, uploads_to_repeat
 from trio_sync.files._state import TransferStateStore
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
 from ._holds import hold_uploads
 
 BIG = 8 * 1024 * 1024
+#: Asks the server about the contents held here every 0.2 s.
+CHECKING = FileOptions(check_lost_every=0.2)
 
 
 async def _next(subscription: trio_sync.Subscription, kind: str, **fields: object) -> None:
@@ -264,9 +266,7 @@ async def test_a_rotten_local_copy_is_never_returned_and_is_fetched_again(
     contents = os.urandom(100_000)
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A") as a:
-            fid = await a.files.save(contents, path="f")
-            await a.files.wait_idle()
-            await a.wait_synced()
+            fid = await _saved(a, contents)
             local = a.files.local_path(fid)
             assert local is not None
             rotten = bytearray(await trio.Path(local).read_bytes())
@@ -289,9 +289,7 @@ async def test_an_upload_the_server_lost_is_repaired_by_its_uploader_when_it_ope
     quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A") as a:
-            fid = await a.files.save(data, path="f")
-            await a.files.wait_idle()
-            await a.wait_synced()
+            fid = await _saved(a, data)
         on_disk = _rot_the_servers_copy(server, digest)
         async with open_test_client(server.url, "B", files=quick) as b:
             await b.files.wait_for(
@@ -322,6 +320,33 @@ async def test_an_upload_the_server_lost_is_repaired_by_its_uploader_when_it_ope
     assert on_disk.read_bytes() == data
 
 
+async def _saved(client: trio_sync.Client, data: bytes) -> str:
+    """Saves ``data`` on ``client`` and waits until the server holds it; its file id."""
+    fid = await client.files.save(data, path="f")
+    await client.files.wait_idle()
+    await client.wait_synced()
+    return fid
+
+
+async def _rot_and_read_elsewhere(
+    server: trio_sync.Server,
+    open_test_client: ClientFactory,
+    holder: trio_sync.Client,
+    fid: str,
+    data: bytes,
+) -> Path:
+    """Rots the server's copy of ``data``; a new client reads ``fid`` all the same, since
+    ``holder`` gave the contents back (checked). Returns where the server keeps them."""
+    on_disk = _rot_the_servers_copy(server, hashlib.sha256(data).hexdigest())
+    quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
+    async with open_test_client(server.url, "reader", files=quick) as reader:
+        await reader.wait_synced()
+        assert await reader.files.read(fid) == data
+    repaired = [n for n in holder.recent_events() if n.kind == "recovery"]
+    assert [(n["what"], n["file_id"]) for n in repaired] == [("lost-on-server", fid)]
+    return on_disk
+
+
 async def test_an_upload_the_server_lost_is_repaired_while_its_uploader_stays_open(
     server: trio_sync.Server, open_test_client: ClientFactory
 ) -> None:
@@ -329,20 +354,32 @@ async def test_an_upload_the_server_lost_is_repaired_while_its_uploader_stays_op
     # open. B's download had it set aside and B waited for as long as A ran: A asked
     # the server about its uploads only when it opened.
     data = os.urandom(300_000)
-    digest = hashlib.sha256(data).hexdigest()
-    quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
-    checking = FileOptions(check_lost_every=0.2)
     with trio.fail_after(WAIT):
-        async with open_test_client(server.url, "A", files=checking) as a:
-            fid = await a.files.save(data, path="f")
-            await a.files.wait_idle()
-            await a.wait_synced()
-            on_disk = _rot_the_servers_copy(server, digest)
-            async with open_test_client(server.url, "B", files=quick) as b:
-                await b.wait_synced()
-                assert await b.files.read(fid) == data
-            repaired = [n for n in a.recent_events() if n.kind == "recovery"]
-            assert [(n["what"], n["file_id"]) for n in repaired] == [("lost-on-server", fid)]
+        async with open_test_client(server.url, "A", files=CHECKING) as a:
+            fid = await _saved(a, data)
+            on_disk = await _rot_and_read_elsewhere(server, open_test_client, a, fid, data)
+    assert on_disk.read_bytes() == data
+
+
+async def test_contents_only_downloaded_are_given_back_when_the_server_lost_them(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (a hostile review): A uploaded a file and went away; B downloaded it; then
+    # the server's copy rotted. Other clients waited for ever ("missing"): only an
+    # uploader ever gave lost contents back, and B, which held them, was never asked.
+    data = os.urandom(300_000)
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            fid = await _saved(a, data)
+        async with open_test_client(server.url, "B", files=CHECKING) as b:
+            await b.wait_synced()
+            assert await b.files.read(fid) == data
+            on_disk = await _rot_and_read_elsewhere(server, open_test_client, b, fid, data)
+            await b.files.wait_idle()
+            state = b.files.state(fid).upload
+            assert state is not None and state.status == "done"
+            assert state.content_hash == hashlib.sha256(data).hexdigest()
+            await b.wait_synced()
     assert on_disk.read_bytes() == data
 
 
@@ -389,7 +426,7 @@ def _rot_the_servers_copy(server: trio_sync.Server, digest: str) -> Path:
     return on_disk
 
 
-def test_which_uploads_are_asked_about_and_queued_again() -> None:
+def test_which_contents_are_asked_about_and_uploaded_again() -> None:
     h1, h2, h3 = (hashlib.sha256(bytes([i])).hexdigest() for i in range(3))
     rows = {
         ("f1", "upload"): TransferState("done", h1),
@@ -397,14 +434,48 @@ def test_which_uploads_are_asked_about_and_queued_again() -> None:
         ("f3", "upload"): TransferState("done", h2),  # not held here any more
         ("f4", "upload"): TransferState("queued", h3),  # not uploaded yet
         ("f5", "download"): TransferState("done", h3),  # downloaded, not ours
+        ("f6", "download"): TransferState("done", h3),
+        ("f6", "upload"): TransferState("queued", h1),  # a save of other contents to go
+        ("f7", "download"): TransferState("done", h1),  # ours, downloaded too
+        ("f7", "upload"): TransferState("done", h1),
     }
     asked = uploads_to_check(rows, held={h1, h3})
-    assert asked == {h1: ["f1", "f2"]}
+    assert asked == {
+        h1: [("f1", "upload"), ("f2", "upload"), ("f7", "download"), ("f7", "upload")],
+        h3: [("f5", "download"), ("f6", "download")],
+    }
     rows[("f2", "upload")] = TransferState("queued", h3)  # new contents meanwhile
-    changes = uploads_to_repeat(rows, asked, missing={h1})
-    assert changes == [
-        (("f1", "upload"), TransferState("queued", h1, 0, "the server lost its copy"))
+    lost = "the server lost its copy"
+    assert uploads_to_repeat(rows, asked, missing={h1, h3}) == [
+        Repair(("f1", "upload"), TransferState("queued", h1, 0, lost), rows[("f1", "upload")]),
+        Repair(("f7", "upload"), TransferState("queued", h1, 0, lost), rows[("f7", "upload")]),
+        # Only downloaded: uploaded from here, provided the download row still names h3.
+        Repair(
+            ("f5", "upload"), TransferState("queued", h3, 0, lost), None, (("f5", "download"), h3)
+        ),
     ]
+
+
+def test_a_row_written_only_provided_another_still_names_the_contents(tmp_path: Path) -> None:
+    old, new = (hashlib.sha256(bytes([i])).hexdigest() for i in range(2))
+    states = TransferStateStore(str(tmp_path / "transfers.sqlite3"))
+    try:
+        states.set_many([(("f", "download"), TransferState("done", old))])
+        upload = TransferState("queued", old)
+        proviso = {("f", "upload"): (("f", "download"), new)}
+        assert (
+            states.set_if_contents_unchanged([(("f", "upload"), upload, None)], provided=proviso)
+            == 0
+        )
+        assert states.get("f", "upload") is None
+        proviso = {("f", "upload"): (("f", "download"), old)}
+        assert (
+            states.set_if_contents_unchanged([(("f", "upload"), upload, None)], provided=proviso)
+            == 1
+        )
+        assert states.get("f", "upload") == upload
+    finally:
+        states.close()
 
 
 async def test_a_repair_never_writes_over_contents_saved_while_it_waited(

@@ -31,8 +31,9 @@ class FileOptions:
         state_path: The SQLite file of the local transfer state (default
             ``<store>.files``).
         check_lost_every: Seconds between two questions to the server about the
-            uploads it may have lost since (a rotten copy it set aside: see
-            ``_repair.py``); the first when the files open. 0: that first one only.
+            contents held here (uploaded or downloaded) it may have lost since (a rotten
+            copy it set aside: see ``_repair.py``); the first when the files open. 0:
+            that first one only.
         retry_given_up_every: Seconds between two new tries of the downloads that gave
             up here (out of retries: a disk that was full may have room again); 0: only
             when the application reads the file, or the client opens again.

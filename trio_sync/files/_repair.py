@@ -1,14 +1,15 @@
 """Uploads the server lost: ask which ones, and upload them again.
 
-A blob this client uploaded can vanish from the server afterwards: its disk rotted it and
-the server set it aside (``server/_blob_upkeep.py``), or its operator restored an older
-backup. Every other client then waits for contents only this one may still hold. So when
-the files open (beside the recovery of stale transfers), and again every
+A blob can vanish from the server after it was uploaded: its disk rotted it and the
+server set it aside (``server/_blob_upkeep.py``), or its operator restored an older
+backup. Every other client then waits for contents only those that hold them can give
+back. So when the files open (beside the recovery of stale transfers), and again every
 ``FileOptions.check_lost_every`` seconds (5 minutes; not on a reconnect), the client asks
 the server, on one blob connection and in ``blob_check`` messages of up to 1,000 hashes,
-which of the blobs it uploaded (upload ``done``, contents still held here) it lacks, and
-queues those uploads again. A client that stays open for days thus heals a rotten copy
-within minutes, not at its next start.
+which of the blobs it holds for its files (uploaded or downloaded: transfer ``done``,
+contents still held here) it lacks, and uploads those (again). A client that stays open
+for days thus heals a rotten copy within minutes, not at its next start, and so does any
+client that downloaded the contents while their uploader is gone.
 
 What to ask and what to queue again are pure (:func:`uploads_to_check`,
 :func:`uploads_to_repeat`); :func:`repair_lost_uploads` waits for the connection, asks
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 
+import attrs
 import trio
 
 from ..client._core import ClientCore
@@ -38,29 +40,56 @@ Key = tuple[str, Direction]
 
 def uploads_to_check(
     rows: Mapping[Key, TransferState], held: Collection[str]
-) -> dict[str, list[str]]:
-    """The uploads worth asking the server about: done, their contents still held here
-    (``held``: the local blob store's hashes). Returns the file ids by content hash."""
-    found: dict[str, list[str]] = {}
-    for (file_id, direction), state in sorted(rows.items()):
-        if direction == "upload" and state.status == "done" and state.content_hash in held:
-            found.setdefault(state.content_hash, []).append(file_id)
+) -> dict[str, list[Key]]:
+    """The contents worth asking the server about: held here, and uploaded by this client
+    (upload done) or downloaded by it (download done): if the server lost them, this
+    client can give them back. Returns the rows that name them, by content hash."""
+    found: dict[str, list[Key]] = {}
+    for key, state in sorted(rows.items()):
+        if state.status == "done" and state.content_hash in held:
+            found.setdefault(state.content_hash, []).append(key)
     return found
 
 
+@attrs.frozen
+class Repair:
+    """An upload to queue again: ``state`` written at ``key`` where the row still names
+    what ``seen`` named, and, for contents this client only downloaded, where the
+    download row (``provided``) still names them."""
+
+    key: Key
+    state: TransferState
+    seen: TransferState | None
+    provided: tuple[Key, str] | None = None
+
+
+def _done_for(state: TransferState | None, content_hash: str) -> bool:
+    return state is not None and state.status == "done" and state.content_hash == content_hash
+
+
 def uploads_to_repeat(
-    rows: Mapping[Key, TransferState], asked: Mapping[str, list[str]], missing: Collection[str]
-) -> list[tuple[Key, TransferState]]:
-    """The uploads to queue again: those asked about whose contents the server lacks, if
-    they are still done for those contents (a file deleted or changed meanwhile is not)."""
-    changes: list[tuple[Key, TransferState]] = []
+    rows: Mapping[Key, TransferState], asked: Mapping[str, list[Key]], missing: Collection[str]
+) -> list[Repair]:
+    """The uploads to queue, one per file, for the contents asked about that the server
+    lacks, if the row asked about still names them (a file deleted or changed meanwhile
+    is not). Contents this client only downloaded are uploaded from here too, unless an
+    upload of other contents of that file is still to go here (a save's)."""
+    repairs: dict[str, Repair] = {}
     for content_hash in sorted(missing):
-        for file_id in asked.get(content_hash, []):
-            state = rows.get((file_id, "upload"))
-            if state is not None and state.status == "done" and state.content_hash == content_hash:
-                queued = TransferState("queued", content_hash, 0, "the server lost its copy")
-                changes.append(((file_id, "upload"), queued))
-    return changes
+        for file_id, direction in asked.get(content_hash, []):
+            state = rows.get((file_id, direction))
+            if file_id in repairs or not _done_for(state, content_hash):
+                continue
+            upload = rows.get((file_id, "upload"))
+            queued = TransferState("queued", content_hash, 0, "the server lost its copy")
+            if direction == "upload":
+                repairs[file_id] = Repair((file_id, "upload"), queued, upload)
+            elif upload is None or (
+                upload.status == "done" and upload.content_hash != content_hash
+            ):
+                provided: tuple[Key, str] = ((file_id, "download"), content_hash)
+                repairs[file_id] = Repair((file_id, "upload"), queued, upload, provided)
+    return list(repairs.values())
 
 
 async def _online(executor: TransferExecutor) -> None:
@@ -118,16 +147,18 @@ async def _repair(
                 return
             failures += 1
             await trio.sleep(retry.delay(failures, core.rng.random()))
-    changes = uploads_to_repeat(states.rows, asked, missing)
-    # Only where the row still names the contents decided on: a save's new contents, or
-    # a delete's forget, written meanwhile, stand.
-    await core.run_store(
-        states.set_if_contents_unchanged, [(key, state, state) for key, state in changes]
-    )
+    repairs = uploads_to_repeat(states.rows, asked, missing)
+    # Only where the rows still name the contents decided on: a save's new contents, a
+    # delete's forget, or a download of new contents, written meanwhile, stand.
+    provided = {r.key: r.provided for r in repairs if r.provided is not None}
+    changes = [(r.key, r.state, r.seen) for r in repairs]
+    await core.run_store(states.set_if_contents_unchanged, changes, provided)
     core.trace("files.lost_uploads_checked", asked=len(asked), missing=len(missing))
     core.notify("files.checked", blobs=len(asked), missing=len(missing))
-    for (file_id, direction), state in changes:
-        if states.get(file_id, direction) != state:
+    for repair in repairs:
+        file_id, _ = repair.key
+        if states.get(file_id, "upload") != repair.state:
             continue  # not written (see above)
-        core.notify("recovery", what="lost-on-server", file_id=file_id, hash=state.content_hash)
+        what = repair.state.content_hash
+        core.notify("recovery", what="lost-on-server", file_id=file_id, hash=what)
         executor.enqueue("upload", file_id)

@@ -132,15 +132,19 @@ class TransferStateStore:
         return self._write([(key, state)], exactly={key: seen}, durable=False) > 0
 
     def set_if_contents_unchanged(
-        self, changes: Iterable[tuple[Key, TransferState | None, TransferState | None]]
+        self,
+        changes: Iterable[tuple[Key, TransferState | None, TransferState | None]],
+        provided: Mapping[Key, tuple[Key, str]] | None = None,
     ) -> int:
         """Writes each ``(key, new, seen)`` (None deletes) only where the row still names
         the contents ``seen`` named (None: still absent), in one transaction: a decision
         taken on what the caller read never overwrites other contents written since (a
         save's rows, say). A row whose status alone moved is written over: a transfer of
         the contents seen, stopped by the caller, may have put its "queued" back
-        meanwhile, and the caller's decision replaces that transfer. Returns how many
-        were written.
+        meanwhile, and the caller's decision replaces that transfer. A key in
+        ``provided`` is written only if the row it names there (another key) still names
+        the contents given: a decision taken on another row. Returns how many were
+        written.
 
         Raises:
             StoreError: The write failed; nothing changed.
@@ -148,7 +152,9 @@ class TransferStateStore:
         """
         listed = list(changes)
         seen = {key: None if before is None else before.content_hash for key, _, before in listed}
-        return self._write([(key, new) for key, new, _ in listed], contents_from=seen)
+        return self._write(
+            [(key, new) for key, new, _ in listed], contents_from=seen, provided=provided
+        )
 
     def _write(
         self,
@@ -157,12 +163,14 @@ class TransferStateStore:
         only_for: Mapping[Key, str] | None = None,
         contents_from: Mapping[Key, str | None] | None = None,
         exactly: Mapping[Key, TransferState] | None = None,
+        provided: Mapping[Key, tuple[Key, str]] | None = None,
         durable: bool = True,
     ) -> int:
         """Writes ``changes``; with ``only_for``, only those whose row still exists for
         the contents it names; with ``contents_from``, only those whose row still names
         the contents named (None: absent); with ``exactly``, only those whose row is still
-        the one given. Returns how many were written. Not ``durable``:
+        the one given; with ``provided``, only those whose other row named there still
+        names the contents given. Returns how many were written. Not ``durable``:
         atomic, and durable with the next durable write."""
 
         if not changes:
@@ -187,6 +195,13 @@ class TransferStateStore:
             if exactly is not None:
                 chosen = [
                     (key, state) for key, state in chosen if self.rows.get(key) == exactly[key]
+                ]
+            if provided is not None:
+                chosen = [
+                    (key, state)
+                    for key, state in chosen
+                    if key not in provided
+                    or _contents(self.rows.get(provided[key][0])) == provided[key][1]
                 ]
             if not chosen:
                 return 0
