@@ -16,6 +16,7 @@ import trio
 import trio_sync
 from trio_sync.files import FileBlobStore, FileOptions, MemoryBlobStore
 from trio_sync.files import _blobs as blobs_module
+from trio_sync.files import _source as source_module
 
 from ..conftest import WAIT, ClientFactory
 
@@ -26,7 +27,7 @@ BLOCKS = 8
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(blobs_module, "COPY_BLOCK", BLOCK)
+    monkeypatch.setattr(source_module, "COPY_BLOCK", BLOCK)
 
 
 def _source(tmp_path: Path, fill: bytes = b"A") -> Path:
@@ -80,13 +81,13 @@ class _ChangedAfterFirstBlock:
 def _change_after_first_block(
     monkeypatch: pytest.MonkeyPatch, change: Callable[[Path], None]
 ) -> None:
-    real_open = blobs_module._open_source
+    real_open = source_module._open_source
 
     def open_source(path: Path) -> tuple[Any, Any]:
         src, info = real_open(path)
         return _ChangedAfterFirstBlock(src, lambda: change(path)), info
 
-    monkeypatch.setattr(blobs_module, "_open_source", open_source)
+    monkeypatch.setattr(source_module, "_open_source", open_source)
 
 
 def _store(kind: str, tmp_path: Path) -> FileBlobStore | MemoryBlobStore:

@@ -417,10 +417,13 @@ async def test_a_download_waiting_for_an_upload_to_come_is_not_failing(
             # B's status says what it waits for (it said "synced", one download pending).
             waiting = await b.wait_status(lambda s: s.downloads_waiting_for_upload == 1)
             assert waiting.downloads_pending == 1 and waiting.downloads_failed == 0
+            # And whom (a second review: it did not say which client owed the upload).
+            assert waiting.waiting_for_uploads_from == ("A",)
             uploads_may_go.set()
             assert await b.files.read(x) == data
             await b.files.wait_idle()
             assert b.status.downloads_waiting_for_upload == 0
+            assert b.status.waiting_for_uploads_from == ()
 
 
 @asynccontextmanager

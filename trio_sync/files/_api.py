@@ -2,9 +2,8 @@
 
 Facts are events (``file.created``/``updated``/``deleted``) committed like any other, so
 they sync, order and survive exactly as events do. Contents are blobs: stored locally by
-hash, uploaded and downloaded by the :class:`TransferExecutor`. What each transfer is
-doing is this client's own durable state (``files.state()``), never synced.
-"""
+hash, moved by the :class:`TransferExecutor`. What each transfer is doing is this
+client's own durable state (``files.state()``), never synced."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ import trio
 from .._errors import ClientClosed, StoreError
 from ..client._core import ClientCore
 from ..protocol import Draft
-from ._blobs import BlobStore, source_size
+from ._blobs import BlobStore
 from ._bulk import bulk_runner, stoppable_bulk
 from ._errors import FileNotFound, FileTransferError
 from ._executor import EventSyncGate, FaultHook, TransferExecutor
@@ -41,6 +40,7 @@ from ._queue import stale_on_open
 from ._reconcile import Reconciler
 from ._record import ContentsRecorder
 from ._repair import repair_lost_uploads
+from ._source import source_size
 from ._state import TransferStateStore
 from ._unsettled import SETTLE_AGAIN_EVERY, UnsettledFiles
 from ._wire import BlobClient, OpenConnection
@@ -115,6 +115,7 @@ class FileSync:
                 wire,
                 target=self._target,
                 finished=self._transfer_finished,
+                owed_by=self._fold.author_of,
                 uploads=options.uploads,
                 downloads=options.downloads,
                 retry=options.retry,

@@ -14,7 +14,8 @@ from typing import Protocol
 
 from .._errors import ProtocolError, StoreError
 from ..protocol._blob_messages import BlobChunk
-from ._blobs import COPY_BLOCK, BlobStore
+from ._blobs import BlobStore
+from ._source import COPY_BLOCK
 
 
 class CorruptChunk(ProtocolError):

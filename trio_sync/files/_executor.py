@@ -44,6 +44,8 @@ Target = Callable[[Direction, str], "tuple[str, int] | None"]
 #: Called with (direction, file id, content hash) after a transfer attempt ended,
 #: whatever the outcome (its connection closed, its last write done).
 Finished = Callable[[Direction, str, str], Awaitable[None]]
+#: The client that owes the upload of a file's current contents (their author), if known.
+OwedBy = Callable[[str], "str | None"]
 #: Called with (direction, file id) as a transfer starts: tests raise here to kill a worker.
 FaultHook = Callable[[Direction, str], None]
 
@@ -95,6 +97,7 @@ class TransferExecutor:
         *,
         target: Target,
         finished: Finished,
+        owed_by: OwedBy = lambda file_id: None,
         uploads: int = 2,
         downloads: int = 2,
         retry: RetryPolicy | None = None,
@@ -108,6 +111,7 @@ class TransferExecutor:
         self._wire = wire
         self._target = target
         self._finished = finished
+        self._owed_by = owed_by
         self._progress_interval = progress_interval
         self._pacing = pacing
         self._keep_connection = keep_connection
@@ -257,6 +261,8 @@ class TransferExecutor:
 
     def counts(self) -> FileTransfers:
         failed = self._states.failed_uploads
+        waiting = self.queues["download"].waiting_uncounted
+        owing = {self._owed_by(file_id) for file_id in waiting}
         return FileTransfers(
             uploads_failed=len(failed),
             upload_error=next(iter(failed.values())).last_error if failed else None,
@@ -267,7 +273,8 @@ class TransferExecutor:
             downloads_pending=self.queues["download"].queued + self.queues["download"].in_flight,
             bytes_left=sum(self._left.values()),
             downloads_failed=len(self._states.failed_downloads),
-            downloads_waiting_for_upload=self.queues["download"].waiting_uncounted,
+            downloads_waiting_for_upload=len(waiting),
+            waiting_for_uploads_from=tuple(sorted(who for who in owing if who is not None)),
         )
 
     def counts_changed(self) -> None:

@@ -81,6 +81,12 @@ class FileFold:
         changed |= self.refresh_view()
         return changed
 
+    def author_of(self, file_id: str) -> str | None:
+        """The client whose event set the file's current contents (as this client's view
+        shows them), or None for a file not known or deleted."""
+        info = self.view.files.get(file_id)
+        return None if info is None or info.deleted else info.author
+
     def settle(self) -> bool:
         """The transfers are in line with the facts as far as they were reconciled: the
         settled cursor moves up to ``followed_cursor``. Returns whether it moved."""

@@ -15,11 +15,11 @@ from ._blobs import (
     StoreUsage,
     WallClock,
     _os_error,
-    copy_source,
     sha256_hex,
     utc_stamp,
 )
 from ._bulk import check_stop
+from ._source import copy_source
 
 
 class MemoryBlobStore:

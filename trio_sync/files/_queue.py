@@ -231,10 +231,10 @@ class TransferQueue:
         return len(self._waiting)
 
     @property
-    def waiting_uncounted(self) -> int:
+    def waiting_uncounted(self) -> list[str]:
         """Keys waiting after an attempt that failed without counting (downloads: for
         contents the server does not hold yet)."""
-        return sum(1 for item in self._waiting.values() if item.uncounted_last)
+        return [key for key, item in self._waiting.items() if item.uncounted_last]
 
     @property
     def in_flight(self) -> int:

@@ -48,6 +48,8 @@ class SyncStatus:
             serve yet: their contents are still to be uploaded by the client that saved
             them (which may be offline, or may have given up: then its status is
             "stuck" and says why). Retried without counting attempts.
+        waiting_for_uploads_from: The clients that saved the contents those downloads
+            wait for (sorted client ids): the ones to bring online, or to look at.
     """
 
     state: StatusState
@@ -65,6 +67,7 @@ class SyncStatus:
     file_bytes_left: int = 0
     downloads_failed: int = 0
     downloads_waiting_for_upload: int = 0
+    waiting_for_uploads_from: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -80,6 +83,7 @@ class FileTransfers:
     upload_error: str | None = None
     downloads_failed: int = 0
     downloads_waiting_for_upload: int = 0
+    waiting_for_uploads_from: tuple[str, ...] = ()
 
 
 NO_FILE_TRANSFERS = FileTransfers()
@@ -180,4 +184,5 @@ def derive_status(
         file_bytes_left=files.bytes_left,
         downloads_failed=files.downloads_failed,
         downloads_waiting_for_upload=files.downloads_waiting_for_upload,
+        waiting_for_uploads_from=files.waiting_for_uploads_from,
     )
