@@ -53,6 +53,20 @@ def _append(source: Path) -> None:
         log.write(b"A" * BLOCK)
 
 
+def _rewrite_setting_mtime_back(source: Path) -> None:
+    before = source.stat()
+    _rewrite(source)
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))  # only ctime tells
+
+
+def _chmod(source: Path) -> None:
+    source.chmod(0o600)
+
+
+def _hard_link(source: Path) -> None:
+    os.link(source, source.with_name("another name"))
+
+
 class _ChangedAfterFirstBlock:
     """The source as opened, whose file ``change`` alters once its first block is read
     (a writer racing the copy)."""
@@ -70,6 +84,9 @@ class _ChangedAfterFirstBlock:
 
     def fileno(self) -> int:
         return self.real.fileno()
+
+    def seek(self, offset: int) -> int:
+        return self.real.seek(offset)
 
     def __enter__(self) -> _ChangedAfterFirstBlock:
         return self
@@ -101,8 +118,13 @@ def _temporary_files(store: FileBlobStore | MemoryBlobStore) -> list[str]:
 @pytest.mark.parametrize("kind", ["file", "memory"])
 @pytest.mark.parametrize(
     ("change", "what"),
-    [(_rewrite, "rewritten"), (_truncate, "truncated"), (_append, "grown")],
-    ids=["rewritten", "truncated", "grown"],
+    [
+        (_rewrite, "rewritten"),
+        (_truncate, "truncated"),
+        (_append, "grown"),
+        (_rewrite_setting_mtime_back, "rewritten, its mtime set back"),
+    ],
+    ids=["rewritten", "truncated", "grown", "rewritten-mtime-kept"],
 )
 def test_a_source_that_changes_while_it_is_copied_is_refused(
     kind: str,
@@ -146,6 +168,23 @@ def test_a_source_replaced_while_it_is_copied_is_refused(
     with pytest.raises(trio_sync.StoreError, match="changed while it was copied"):
         store.put(source)
     assert store.hashes() == []
+    assert _temporary_files(store) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+@pytest.mark.parametrize("change", [_chmod, _hard_link], ids=["chmod", "hard-link"])
+def test_a_source_whose_metadata_alone_changes_while_it_is_copied_is_stored_whole(
+    kind: str, change: Callable[[Path], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried (a second hostile review): a chmod or a new hard link during the copy moves
+    # only the file's ctime, and the save was refused as "changed while it was copied".
+    # The file is read again instead: the same bytes, so the copy stands.
+    source = _source(tmp_path)
+    store = _store(kind, tmp_path)
+    _change_after_first_block(monkeypatch, change)
+    content_hash, size = store.put(source)
+    assert size == BLOCKS * BLOCK
+    assert store.read(content_hash) == source.read_bytes()
     assert _temporary_files(store) == []
 
 

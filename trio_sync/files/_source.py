@@ -42,7 +42,39 @@ def _open_source(path: Path) -> tuple[BinaryIO, os.stat_result]:
 
 def _version(info: os.stat_result) -> tuple[int, ...]:
     """What changes when a file is written, truncated, or replaced by another one."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _read_and_hash(
+    src: BinaryIO,
+    size: int,
+    stop: threading.Event | None,
+    write: Callable[[bytes, int], None] | None = None,
+) -> tuple[str, int]:
+    """Reads up to ``size`` bytes of ``src`` in blocks (each handed to ``write``);
+    returns their SHA-256 and how many were read (fewer: the file was truncated)."""
+    digest = hashlib.sha256()
+    done = 0
+    while done < size:
+        check_stop(stop)
+        block = src.read(min(COPY_BLOCK, size - done))
+        if not block:
+            break
+        digest.update(block)
+        if write is not None:
+            write(block, done)
+        done += len(block)
+    return digest.hexdigest(), done
+
+
+def _unchanged(path: Path, src: BinaryIO, opened: os.stat_result) -> bool:
+    """Whether the file ``src`` (opened as ``opened``) is still the one at ``path``, of
+    the same size and last written at the same time."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False  # deleted or renamed away meanwhile
+    return _version(os.fstat(src.fileno())) == _version(now) == _version(opened)
 
 
 def copy_source(
@@ -55,8 +87,11 @@ def copy_source(
     mixes old and new bytes, of one truncated stops short, and either would be stored as
     contents the file never had. So its ``fstat`` once copied (and the ``stat`` of
     ``path``, in case another file was renamed over it) must match the one taken when it
-    was opened, and every byte it had then must have been read. A file that grows while
-    it is copied (a log) is refused too: an append cannot be told from a rewrite.
+    was opened (device, inode, size, mtime), and every byte it had then must have been
+    read. When only its ctime moved (a chmod, a new hard link, an extended attribute, or
+    a write whose mtime was set back), the file is read again: the copy stands if the
+    file holds the same bytes now. A file that grows while it is copied (a log) is
+    refused: an append cannot be told from a rewrite.
 
     Raises:
         OSError: It cannot be opened or read, or is not a regular file.
@@ -64,33 +99,19 @@ def copy_source(
         Stopped: ``stop`` was set (checked between blocks).
     """
     src, opened = _open_source(path)
-    digest = hashlib.sha256()
-    size = 0
     with src:
-        while size < opened.st_size:
-            check_stop(stop)
-            block = src.read(min(COPY_BLOCK, opened.st_size - size))
-            if not block:
-                break  # truncated meanwhile: refused below
-            digest.update(block)
-            write(block, size)
-            size += len(block)
-        copied = os.fstat(src.fileno())
-    try:
-        now: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        now = None  # deleted or renamed away meanwhile
-    if (
-        size != opened.st_size
-        or _version(copied) != _version(opened)
-        or now is None
-        or _version(now) != _version(opened)
-    ):
+        digest, size = _read_and_hash(src, opened.st_size, stop, write)
+        same = size == opened.st_size and _unchanged(path, src, opened)
+        if same and os.fstat(src.fileno()).st_ctime_ns != opened.st_ctime_ns:
+            src.seek(0)
+            again = _read_and_hash(src, size + 1, stop)  # one byte more: grown?
+            same = again == (digest, size) and _unchanged(path, src, opened)
+    if not same:
         raise StoreError(
             f"blob store: {str(path)!r} changed while it was copied (nothing was stored): "
             "save it again once nothing writes to it"
         )
-    return digest.hexdigest(), size
+    return digest, size
 
 
 def source_size(path: Path) -> int:
