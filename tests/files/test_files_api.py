@@ -104,8 +104,19 @@ async def test_a_refused_save_leaves_no_blob_behind(
                 await a.files.save(data, path="p", metadata={"x": math.nan})
             with pytest.raises(InvalidEvent, match="exceeds the limit"):
                 await a.files.save(data, path="p", metadata={"x": "y" * 2_000_000})
+            # Tried (a hostile review): metadata that holds itself hung the whole process
+            # in the check of its keys (the event loop blocked, no timeout could fire).
+            itself: dict[str, object] = {}
+            itself["a"] = itself
+            for cyclic in (itself, {"x": [itself]}):
+                with pytest.raises(InvalidEvent, match="are not JSON"):
+                    await a.files.save(data, path="p", metadata=cyclic)
         assert a.files.list() == [] and a.files.blobs.hashes() == []
         assert a.pending_events() == []
+        # A value held twice (no cycle) is fine: it is checked once, sent twice.
+        shared = {"k": [1, 2]}
+        fid = await a.files.save(b"x", path="p", metadata={"one": shared, "two": shared})
+        assert a.files.get(fid).metadata == {"one": shared, "two": shared}  # type: ignore[union-attr]
 
 
 async def test_a_closed_clients_files_api_in_a_cancelled_scope_is_cancelled(

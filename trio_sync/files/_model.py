@@ -116,10 +116,16 @@ def check_metadata(metadata: object) -> dict[str, object]:
             f"metadata is a mapping with str keys (a dict), not {type(metadata).__name__}"
         )
     # Iterative: a deeply nested value is refused by the event's depth check, not here by
-    # a RecursionError.
+    # a RecursionError. Each container once: one that holds itself is refused by the
+    # event's JSON encoding, not walked here for ever.
     stack: list[tuple[object, str]] = [(metadata, "metadata")]
+    seen: set[int] = set()
     while stack:
         value, where = stack.pop()
+        if isinstance(value, (Mapping, list, tuple)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
         if isinstance(value, Mapping):
             for key, item in value.items():
                 if not isinstance(key, str):
