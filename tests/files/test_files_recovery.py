@@ -334,10 +334,12 @@ async def _rot_and_read_elsewhere(
     holder: trio_sync.Client,
     fid: str,
     data: bytes,
+    how: str = "rewrite",
 ) -> Path:
-    """Rots the server's copy of ``data``; a new client reads ``fid`` all the same, since
-    ``holder`` gave the contents back (checked). Returns where the server keeps them."""
-    on_disk = _rot_the_servers_copy(server, hashlib.sha256(data).hexdigest())
+    """Rots the server's copy of ``data`` (``how``: see :func:`_rot_the_servers_copy`); a
+    new client reads ``fid`` all the same, since ``holder`` gave the contents back
+    (checked). Returns where the server keeps them."""
+    on_disk = _rot_the_servers_copy(server, hashlib.sha256(data).hexdigest(), how)
     quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
     async with open_test_client(server.url, "reader", files=quick) as reader:
         await reader.wait_synced()
@@ -347,17 +349,21 @@ async def _rot_and_read_elsewhere(
     return on_disk
 
 
+@pytest.mark.parametrize("how", ["rewrite", "truncate", "extend"])
 async def test_an_upload_the_server_lost_is_repaired_while_its_uploader_stays_open(
-    server: trio_sync.Server, open_test_client: ClientFactory
+    server: trio_sync.Server, open_test_client: ClientFactory, how: str
 ) -> None:
     # Tried (a hostile review): the server's copy rotted while A, its uploader, stayed
     # open. B's download had it set aside and B waited for as long as A ran: A asked
-    # the server about its uploads only when it opened.
-    data = os.urandom(300_000)
+    # the server about its uploads only when it opened. (A second review: a copy cut
+    # short or grown on the server's disk was never set aside, since the client refused
+    # the size offered before a byte was read; B gave up, "synced", A never knew. Big
+    # enough that the server cannot have streamed it whole, hashing it, before B left.)
+    data = os.urandom(4_000_000)
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A", files=CHECKING) as a:
             fid = await _saved(a, data)
-            on_disk = await _rot_and_read_elsewhere(server, open_test_client, a, fid, data)
+            on_disk = await _rot_and_read_elsewhere(server, open_test_client, a, fid, data, how)
     assert on_disk.read_bytes() == data
 
 
@@ -381,6 +387,40 @@ async def test_contents_only_downloaded_are_given_back_when_the_server_lost_them
             assert state.content_hash == hashlib.sha256(data).hexdigest()
             await b.wait_synced()
     assert on_disk.read_bytes() == data
+
+
+async def test_a_file_event_naming_a_wrong_size_is_said_unobtainable_on_every_client(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (a hostile review): an event committed by hand named real contents with a
+    # wrong size. A client holding those contents marked the file's download done, its
+    # size a lie; one without them gave up on the server's size. Now every client says
+    # the same: the file cannot be had, and why.
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
+    lie = {"id": "lie", "path": "p", "hash": digest, "size": 10}
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            honest = await _saved(a, data)
+            await a.commit("file.created", lie)
+            await a.files.delete(honest)  # B never downloads these contents for it
+            await a.wait_synced()
+            await a.files.wait_for(lambda files: files.state("lie").download is not None)
+            held_here = a.files.state("lie").download
+            assert held_here is not None and held_here.status == "error"
+            assert "contents are 300000 bytes but its event says 10" in str(held_here.last_error)
+            with pytest.raises(FileTransferError, match="event names a wrong size"):
+                await a.files.read("lie")
+        async with open_test_client(server.url, "B", files=quick) as b:
+            await b.wait_synced()
+            failed = await b.wait_status(lambda s: s.downloads_failed == 1)
+            assert failed.downloads_pending == 0
+            from_server = b.files.state("lie").download
+            assert from_server is not None and from_server.attempts == 1
+            assert "says its copy is sound" in str(from_server.last_error)
+            with pytest.raises(FileTransferError, match="event names a wrong size"):
+                await b.files.read("lie")
 
 
 async def test_a_download_given_up_for_a_full_disk_is_tried_again_later(
@@ -417,12 +457,20 @@ async def test_a_download_given_up_for_a_full_disk_is_tried_again_later(
             assert await b.files.read(fid) == data
 
 
-def _rot_the_servers_copy(server: trio_sync.Server, digest: str) -> Path:
-    """Overwrites the server's stored copy of ``digest`` with other bytes of its size (a
-    disk that rotted it); returns where it is."""
+def _rot_the_servers_copy(server: trio_sync.Server, digest: str, how: str = "rewrite") -> Path:
+    """Rots the server's stored copy of ``digest`` (a bad disk, a stray write): other
+    bytes of its size ("rewrite"), cut to half ("truncate") or with bytes added
+    ("extend"); returns where it is."""
     on_disk = Path(server.db_path + ".blobs/default/blobs") / digest
     on_disk.chmod(0o644)
-    on_disk.write_bytes(os.urandom(on_disk.stat().st_size))
+    size = on_disk.stat().st_size
+    if how == "rewrite":
+        on_disk.write_bytes(os.urandom(size))
+    elif how == "truncate":
+        os.truncate(on_disk, size // 2)
+    else:
+        with open(on_disk, "ab") as grown:
+            grown.write(b"more")
     return on_disk
 
 

@@ -33,6 +33,7 @@ from ._model import (
     TransferState,
     check_metadata,
     file_event_args,
+    local_copy_problem,
     new_file_id,
 )
 from ._options import FileOptions, default_places
@@ -403,23 +404,14 @@ class FileSync:
                     # Gone meanwhile (the file deleted or updated, its blob collected):
                     # look again at what the file is now.
                     continue
-                if digest == info.content_hash:
-                    return data
-                # The local copy rotted (a bad disk, a stray write): never hand it out.
                 upload = self._states.get(file_id, "upload")
-                never_uploaded = (
-                    upload is not None
-                    and upload.content_hash == info.content_hash
-                    and upload.status != "done"
-                )
-                if never_uploaded:
-                    # No copy exists anywhere else to fetch. Kept for the upload to find
-                    # corrupt and say so (its row, the status).
-                    raise FileTransferError(
-                        f"file {file_id}: the local copy of its contents is corrupt "
-                        "and they were never uploaded: save the file again"
-                    )
-                # Dropped, then fetched again from the server like any missing copy.
+                problem = local_copy_problem(info, len(data), digest, upload)
+                if problem is None:
+                    return data
+                if problem.final:
+                    raise FileTransferError(f"file {file_id}: {problem.reason}")
+                # Rotten (a bad disk, a stray write): never handed out; dropped, then
+                # fetched again from the server like any missing copy.
                 await self._core.run_store(self.blobs.delete, info.content_hash)
                 self._core.notify(
                     "recovery", what="corrupt-local-copy", file_id=file_id, hash=info.content_hash

@@ -10,6 +10,7 @@ Local state (durable, never synced): per file and direction, a :class:`TransferS
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import Iterable, Mapping
@@ -139,6 +140,48 @@ def check_metadata(metadata: object) -> dict[str, object]:
     return dict(metadata)
 
 
+def wrong_size(held: int, said: int) -> str:
+    """Why a file whose contents are ``held`` bytes, and whose facts say ``said``, cannot
+    be had (its event was committed by hand, or by a buggy peer)."""
+    return (
+        f"its contents are {held} bytes but its event says {said}: the event names a wrong "
+        "size for them, so they cannot be had"
+    )
+
+
+@attrs.frozen
+class LocalCopyProblem:
+    """What is wrong with a local copy read for ``read()``: ``final`` when no other copy
+    can do better (raised), else the copy rotted and is fetched again."""
+
+    reason: str
+    final: bool
+
+
+def local_copy_problem(
+    info: FileInfo, size: int, digest: str, upload: TransferState | None
+) -> LocalCopyProblem | None:
+    """What is wrong with the local copy of ``info``'s contents read as ``size`` bytes
+    hashing to ``digest`` (None: nothing), given this client's ``upload`` row."""
+    if digest == info.content_hash:
+        # Sound, but not the size its fact says: that fact lies, and every client's
+        # download (or read) of it says so.
+        return None if size == info.size else LocalCopyProblem(wrong_size(size, info.size), True)
+    if upload is not None and upload.content_hash == info.content_hash and upload.status != "done":
+        # Rotten, and never uploaded: no copy exists anywhere else to fetch. Kept for the
+        # upload to find corrupt and say so (its row, the status).
+        return LocalCopyProblem(
+            "the local copy of its contents is corrupt and they were never uploaded: save "
+            "the file again",
+            True,
+        )
+    return LocalCopyProblem("the local copy of its contents is corrupt", False)
+
+
+#: The SHA-256 of empty contents.
+EMPTY_HASH = hashlib.sha256(b"").hexdigest()
+
+
 def _parse(event: Event) -> FileInfo | str | None:
     """A created/updated event's FileInfo, a deleted event's id, or None when the event
     is not a well-formed file fact (another application's event, or a buggy peer's: it
@@ -157,6 +200,9 @@ def _parse(event: Event) -> FileInfo | str | None:
         or type(size) is not int
         or size < 0
         or type(metadata) is not dict
+        # Empty contents have one hash, and it names nothing else: a fact that says
+        # otherwise (a buggy peer's) names contents nobody can ever upload.
+        or (size == 0) != (content_hash == EMPTY_HASH)
     ):
         return None
     assert isinstance(content_hash, str)

@@ -19,7 +19,7 @@ from ._blobs import BlobStore
 from ._executor import DIRECTIONS, TransferExecutor
 from ._fold import FileFold
 from ._garbage import BlobCollector
-from ._model import Direction, TransferState, rows_for_own_contents
+from ._model import Direction, TransferState, rows_for_own_contents, wrong_size
 from ._state import TransferStateStore
 
 
@@ -238,17 +238,35 @@ class Reconciler:
         """
         rows: list[tuple[tuple[str, Direction], TransferState, TransferState | None]] = []
         dropped: set[str] = set()
+        blobs = self._blobs
+        sizes = await self._core.run_store(lambda: {h: blobs.size(h) for _, h in files})
         for file_id, content_hash in files:
             info = self._fold.view.files.get(file_id)
             if info is None or info.deleted or info.content_hash != content_hash:
                 continue  # the file moved on since it was listed: its own turn comes
+            held = sizes.get(content_hash)
+            # A fact whose size is not its contents' (committed by hand, by a buggy peer)
+            # is no file anyone can have: said, as every client that lacks them says it.
+            done = (
+                TransferState("done", content_hash)
+                if held is None or held == info.size
+                else TransferState("error", content_hash, 0, wrong_size(held, info.size))
+            )
             state = self._states.get(file_id, "download")
-            if state is None or (state.content_hash, state.status) == (content_hash, "done"):
+            if state is None:
+                unchanged = done.status == "done"
+            else:
+                unchanged = (state.content_hash, state.status, state.last_error) == (
+                    content_hash,
+                    done.status,
+                    state.last_error if done.status == "done" else done.last_error,
+                )
+            if unchanged:
                 continue
             self._executor.cancel("download", file_id)
-            if state.status != "done" and state.content_hash != content_hash:
+            if state is not None and state.status != "done" and state.content_hash != content_hash:
                 dropped.add(state.content_hash)
-            rows.append(((file_id, "download"), TransferState("done", content_hash), state))
+            rows.append(((file_id, "download"), done, state))
         if not rows:
             return
         await self._core.run_store(self._states.set_if_contents_unchanged, rows)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import trio
 
@@ -43,6 +43,7 @@ from ..protocol._blob_messages import (
 from ..transport import Connection
 from ._blobs import BlobStore
 from ._chunks import append_chunk, finish, hash_stored, new_hasher, read_chunk
+from ._model import wrong_size
 from ._pacing import TransferPacer
 
 #: Opens a new connection to the server (the client's connector, bound to its URL).
@@ -299,6 +300,8 @@ class BlobClient:
         """
         blobs, run = self._blobs, self._run
         held = await run(blobs.size, content_hash)
+        if held is not None and held != size:
+            raise TransferFailed(wrong_size(held, size), retryable=False)
         if held is not None:
             # Another file with the same contents brought it meanwhile.
             progress(held, held)
@@ -314,9 +317,7 @@ class BlobClient:
             if not isinstance(info, DownloadInfo) or info.hash != content_hash:
                 raise ProtocolError("expected 'download_info' for this blob")
             if info.size != size:
-                raise TransferFailed(
-                    f"the server offers {info.size} bytes for a blob of {size}: refused"
-                )
+                await self._wrong_size(content_hash, info.size, size)
             if offset > size:
                 await run(blobs.discard_partial, content_hash)
                 raise TransferFailed("the partial download is longer than the blob")
@@ -348,16 +349,49 @@ class BlobClient:
                 raise TransferFailed("the downloaded bytes do not match the hash; discarded")
             return size
 
-    async def _report_corrupt(self, conn: Connection, content_hash: str) -> bool:
+    async def _report_corrupt(self, conn: Connection, content_hash: str) -> bool | None:
         """Tells the server the bytes it sent of ``content_hash`` do not match (it checks
-        its copy); True when it no longer holds the blob. A report that fails is only
-        lost: the next attempt reports again."""
+        its copy); True when it no longer holds the blob, False when its copy is sound,
+        None when the report failed (only lost: the next attempt reports again)."""
         try:
             await conn.send(BlobCorrupt(hash=content_hash))
             answer = await self._receive(conn)
         except (TransportError, ProtocolError, TransferFailed):
-            return False
-        return isinstance(answer, BlobCheckResult) and content_hash in answer.missing
+            return None
+        if not isinstance(answer, BlobCheckResult):
+            return None
+        return content_hash in answer.missing
+
+    async def _wrong_size(self, content_hash: str, offered: int, size: int) -> NoReturn:
+        """The server offers ``offered`` bytes of a blob the file's facts say is ``size``:
+        its copy rotted (truncated, extended), or the facts lie (an event committed with
+        a wrong size), or the server does. The server checks its copy, asked on a
+        connection of its own (this one is streaming the blob): rotten, it is set aside
+        and uploaded again by a client that holds it (waited for, like any missing blob);
+        sound, no attempt can succeed.
+
+        Raises:
+            TransferFailed: Always (which of the three, the reason says).
+        """
+        refused = f"the server offers {offered} bytes for a blob of {size}"
+        try:
+            async with self._use(None) as (conn, _):
+                set_aside = await self._report_corrupt(conn, content_hash)
+        except (TransportError, ProtocolError, TransferFailed):
+            set_aside = None
+        if set_aside:
+            raise TransferFailed(
+                f"{refused}; the server found its copy corrupt and set it aside: waiting "
+                "for the file to be uploaded again",
+                missing=True,
+            )
+        if set_aside is None:
+            raise TransferFailed(f"{refused}: refused (its copy could not be checked)")
+        raise TransferFailed(
+            f"{refused}, and says its copy is sound: the file's event names a wrong size "
+            "for these contents (or the server is faulty); not tried again",
+            retryable=False,
+        )
 
     async def missing(self, hashes: Sequence[str]) -> set[str]:
         """Those of ``hashes`` the server does not hold, asked on one connection, in
