@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import pytest
 
-from trio_sync.files import ProgressThrottle, RetryPolicy, StuckQueueWatch, TransferQueue
+from trio_sync.files import (
+    FileOptions,
+    ProgressThrottle,
+    RetryPolicy,
+    StuckQueueWatch,
+    TransferQueue,
+)
 from trio_sync.files._queue import (
     idle_connection_closes_at,
     keeps_connection,
@@ -274,3 +283,29 @@ def test_a_key_stopped_while_in_flight_whose_worker_died_is_queued_only_on_reque
     assert queue.describe(now=10.0)["waiting"] == [
         {"key": "b", "priority": True, "failures": 0, "ready_in": 0.0}
     ]
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda: FileOptions(uploads=0), "uploads must be a positive integer, got 0"),
+        (lambda: FileOptions(downloads=-1), "downloads must be a positive integer"),
+        (lambda: FileOptions(uploads="2"), "uploads must be a positive integer, got '2'"),
+        (lambda: FileOptions(transfer_timeout=0), "transfer_timeout must be a finite number > 0"),
+        (lambda: FileOptions(transfer_timeout=math.nan), "transfer_timeout must be a finite"),
+        (
+            lambda: FileOptions(progress_interval=-1),
+            "progress_interval must be a finite number >= 0",
+        ),
+        (lambda: RetryPolicy(base=-1), "base must be a finite number > 0, got -1"),
+        (lambda: RetryPolicy(base=0), "base must be a finite number > 0, got 0"),
+        (lambda: RetryPolicy(max_attempts=0), "max_attempts must be a positive integer, got 0"),
+        (lambda: RetryPolicy(cap=0.001, base=10), r"cap \(0.001\) must be at least base \(10\)"),
+    ],
+)
+def test_nonsense_settings_are_refused_when_made(make: Callable[[], object], what: str) -> None:
+    # Tried (a hostile review): FileOptions(transfer_timeout=0) was taken, and every
+    # transfer then failed "no answer within 0s", for ever; uploads=0 failed only at
+    # open_client, with a message that did not name the setting.
+    with pytest.raises(ValueError, match=what):
+        make()

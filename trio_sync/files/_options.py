@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from .._checks import finite_non_negative, finite_positive, positive_int
 from ..store._sqlite import is_memory
 from ._blobs import BlobStore, FileBlobStore
 from ._memory_blobs import MemoryBlobStore
@@ -39,11 +40,11 @@ class FileOptions:
             when the application reads the file, or the client opens again.
     """
 
-    uploads: int = 2
-    downloads: int = 2
+    uploads: int = attrs.field(default=2, validator=positive_int)
+    downloads: int = attrs.field(default=2, validator=positive_int)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
-    transfer_timeout: float = 30.0
-    progress_interval: float = 0.25
+    transfer_timeout: float = attrs.field(default=30.0, validator=finite_positive)
+    progress_interval: float = attrs.field(default=0.25, validator=finite_non_negative)
     keep_connection: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     pacing: PacingPolicy | None = attrs.field(factory=PacingPolicy)
     blob_store: BlobStore | None = None

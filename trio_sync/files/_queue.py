@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from .._checks import finite_positive, none_or_positive_int
 from ..protocol import backoff_delay
 
 #: What a transfer can be, locally (never synced).
@@ -37,10 +38,14 @@ class RetryPolicy:
             file shows up a moment after its upload ends, not a second later.
     """
 
-    base: float = 1.0
-    cap: float = 60.0
-    max_attempts: int | None = 10
-    missing_base: float = 0.1
+    base: float = attrs.field(default=1.0, validator=finite_positive)
+    cap: float = attrs.field(default=60.0, validator=finite_positive)
+    max_attempts: int | None = attrs.field(default=10, validator=none_or_positive_int)
+    missing_base: float = attrs.field(default=0.1, validator=finite_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.cap < self.base:
+            raise ValueError(f"cap ({self.cap!r}) must be at least base ({self.base!r})")
 
     def delay(self, failures: int, jitter: float, *, missing: bool = False) -> float:
         base = self.missing_base if missing else self.base

@@ -7,9 +7,9 @@ larger than the server allows. A limit a peer breaks is refused with an error na
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
+
+from .._checks import positive_int
 
 #: No frame is ever larger than this, whatever a server announces (a client's own bound).
 HARD_MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -28,11 +28,6 @@ MAX_STORE_ID_LENGTH = 64
 MAX_TOKEN_LENGTH = 4096
 MAX_LABEL_LENGTH = 128
 MAX_REASON_LENGTH = 2000
-
-
-def positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
 @attrs.frozen

@@ -3,20 +3,14 @@ of a blob connection."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 
+from .._checks import finite_non_negative, positive_int
 from ..files._blobs import FileBlobStore, ServerBlobStore
 from ..files._memory_blobs import MemoryBlobStore
-from ..protocol._limits import positive_int
-
-
-def _finite_non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be a finite number >= 0, not {value!r}")
 
 
 @attrs.frozen
@@ -51,7 +45,7 @@ class BlobLimits:
     max_store_bytes: int = attrs.field(default=10 * 2**30, validator=positive_int)
     partial_max_age: float = attrs.field(default=24 * 3600.0, validator=attrs.validators.gt(0))
     unreferenced_min_age: float = attrs.field(default=3600.0, validator=attrs.validators.ge(0))
-    measure_max_age: float = attrs.field(default=5.0, validator=_finite_non_negative)
+    measure_max_age: float = attrs.field(default=5.0, validator=finite_non_negative)
 
     def __attrs_post_init__(self) -> None:
         # A chunk's frame (its bytes and a 73-byte header) must fit the default frame limit.
