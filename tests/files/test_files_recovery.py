@@ -428,14 +428,18 @@ async def test_a_download_given_up_for_a_full_disk_is_tried_again_later(
 ) -> None:
     # Tried (a hostile review): B's disk was full while it downloaded; the download gave
     # up, and once there was room again B still lacked the file until an application
-    # read() asked for it, or B opened again.
+    # read() asked for it, or B opened again. (A second review: the partial that filled
+    # the disk was kept while the download had given up, the disk left full.)
     full = [True]
+    appended = [0]
 
     def fault(what: str) -> None:
         if full[0] and what == "append":
-            raise OSError(errno.ENOSPC, "No space left on device")
+            appended[0] += 1
+            if appended[0] > 1:  # a chunk written, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
 
-    data = os.urandom(50_000)
+    data = os.urandom(600_000)  # three chunks
     options = FileOptions(
         retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=1),
         blob_store=FileBlobStore(tmp_path / "b-blobs", fault=fault),
@@ -451,6 +455,8 @@ async def test_a_download_given_up_for_a_full_disk_is_tried_again_later(
             given_up = await b.wait_status(lambda s: s.downloads_failed == 1)
             assert given_up.state == "synced"  # the other clients can still get it
             assert not b.files.has_contents(fid)
+            await b.files.wait_idle()  # its worker has dropped what it wrote
+            assert appended[0] == 2 and os.listdir(tmp_path / "b-blobs" / "partial") == []
             full[0] = False  # room again
             await b.files.wait_for(lambda files: files.has_contents(fid))
             assert (await b.wait_status(lambda s: s.downloads_failed == 0)).downloads_failed == 0

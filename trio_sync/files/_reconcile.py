@@ -143,6 +143,16 @@ class Reconciler:
         await self._garbage.collect()
         self._wake()
 
+    def _download_wants(self, content_hash: str) -> bool:
+        """Whether a download of ``content_hash`` has not given up (or was never asked)."""
+        rows = self._states.rows  # one snapshot (see TransferStateStore)
+        downloads = [
+            state
+            for (_, direction), state in rows.items()
+            if direction == "download" and state.content_hash == content_hash
+        ]
+        return not downloads or any(state.status != "error" for state in downloads)
+
     async def retry_given_up(self, every: float) -> None:
         """Every ``every`` seconds (0: never), tries again the downloads that gave up here,
         for the contents their files still have (a full disk may have room again; the
@@ -277,10 +287,16 @@ class Reconciler:
     async def drop_partial(self, content_hash: str) -> None:
         """Deletes the partial download of ``content_hash`` unless a download is writing
         it (whose end calls this again) or a live file still waits for those contents
-        (not when they are stored already, saved by this client meanwhile, say)."""
+        (not when they are stored already, saved by this client meanwhile, say, nor when
+        every download of them gave up: a partial that filled the disk is not kept on a
+        full disk; a download tried again starts afresh)."""
         if self._executor.moving("download", content_hash):
             return
-        if content_hash in self._fold.view.live_hashes() and not self._blobs.has(content_hash):
+        if (
+            content_hash in self._fold.view.live_hashes()
+            and not self._blobs.has(content_hash)
+            and self._download_wants(content_hash)
+        ):
             return
         try:
             await self._core.run_store(self._blobs.discard_partial, content_hash)
