@@ -204,6 +204,33 @@ def test_ctrl_c_in_the_demo_exits_quietly_with_130() -> None:
     assert stderr == ""
 
 
+def test_ctrl_c_in_the_demo_interrupts_no_task_in_the_middle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C cancels the demo: it lands in no task's code. Trio raises KeyboardInterrupt
+    wherever the signal finds unprotected code, Trio's own bookkeeping included: inside a
+    nursery's start_soon it left a task registered but never scheduled, whose nursery then
+    waited for ever, holding the interrupt (the demo went on syncing after Ctrl-C); between
+    a durable write run on the event loop and what it updates in memory, it left the two
+    apart. Here the signal arrives in the server's bookkeeping of a push just written (on
+    the event loop: the first durable write runs there); that code must run to its end."""
+    from trio_sync.cli import main
+    from trio_sync.server._hub import Hub
+
+    count = Hub._count
+    finished: list[bool] = []
+
+    def interrupted(hub: Hub, decision: object) -> None:
+        if not finished:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C would, right here
+            finished.append(True)  # not reached if KeyboardInterrupt was raised here
+        count(hub, decision)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Hub, "_count", interrupted)
+    assert main(["demo", "--events", "1000000"]) == 130
+    assert finished == [True]
+
+
 async def test_status_reads_a_store_in_use_without_connecting(
     server: trio_sync.Server, tmp_path: Path
 ) -> None:
