@@ -389,6 +389,36 @@ async def test_contents_only_downloaded_are_given_back_when_the_server_lost_them
     assert on_disk.read_bytes() == data
 
 
+async def test_a_rotten_copy_only_downloaded_is_not_given_back(
+    server: trio_sync.Server, open_test_client: ClientFactory
+) -> None:
+    # Tried (a second hostile review): B downloaded A's file, then B's copy rotted and
+    # the server lost its own. B's check uploaded its rotten copy, which failed for good:
+    # B "stuck" ("save the file again", a file B never saved), and B's read() said the
+    # contents were never uploaded, even once A had given them back.
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with trio.fail_after(WAIT):
+        async with open_test_client(server.url, "A") as a:
+            fid = await _saved(a, data)
+        async with open_test_client(server.url, "B", files=CHECKING) as b:
+            await b.wait_synced()
+            assert await b.files.read(fid) == data
+            checks = b.subscribe(buffer=100)
+            local = b.files.local_path(fid)
+            assert local is not None
+            local.chmod(0o644)
+            local.write_bytes(bytes(len(data)))  # B's copy rots...
+            (Path(server.db_path + ".blobs/default/blobs") / digest).unlink()  # ...and the server's
+            await _next(checks, "files.checked", missing=1)
+            assert b.files.state(fid).upload is None  # nothing given back from a rotten copy
+            assert b.status.state == "synced"
+            async with open_test_client(server.url, "A") as a:
+                await a.files.wait_idle()  # A gave them back when it opened
+                assert await b.files.read(fid) == data  # B fetches them again
+            assert b.status.state == "synced"
+
+
 async def test_a_file_event_naming_a_wrong_size_is_said_unobtainable_on_every_client(
     server: trio_sync.Server, open_test_client: ClientFactory
 ) -> None:

@@ -405,7 +405,8 @@ class FileSync:
                     # look again at what the file is now.
                     continue
                 upload = self._states.get(file_id, "upload")
-                problem = local_copy_problem(info, len(data), digest, upload)
+                me = self._core.state.client_id
+                problem = local_copy_problem(info, len(data), digest, upload, me)
                 if problem is None:
                     return data
                 if problem.final:

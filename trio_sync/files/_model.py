@@ -159,17 +159,24 @@ class LocalCopyProblem:
 
 
 def local_copy_problem(
-    info: FileInfo, size: int, digest: str, upload: TransferState | None
+    info: FileInfo, size: int, digest: str, upload: TransferState | None, client_id: str
 ) -> LocalCopyProblem | None:
     """What is wrong with the local copy of ``info``'s contents read as ``size`` bytes
-    hashing to ``digest`` (None: nothing), given this client's ``upload`` row."""
+    hashing to ``digest`` (None: nothing), given the ``upload`` row of this client
+    (``client_id``)."""
     if digest == info.content_hash:
         # Sound, but not the size its fact says: that fact lies, and every client's
         # download (or read) of it says so.
         return None if size == info.size else LocalCopyProblem(wrong_size(size, info.size), True)
-    if upload is not None and upload.content_hash == info.content_hash and upload.status != "done":
-        # Rotten, and never uploaded: no copy exists anywhere else to fetch. Kept for the
-        # upload to find corrupt and say so (its row, the status).
+    if (
+        info.author == client_id
+        and upload is not None
+        and upload.content_hash == info.content_hash
+        and upload.status != "done"
+    ):
+        # Rotten, saved here and never uploaded: no copy exists anywhere else to fetch.
+        # Kept for the upload to find corrupt and say so (its row, the status). (Contents
+        # another client saved came from the server: fetched again.)
         return LocalCopyProblem(
             "the local copy of its contents is corrupt and they were never uploaded: save "
             "the file again",

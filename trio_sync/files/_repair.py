@@ -26,6 +26,8 @@ import trio
 
 from ..client._core import ClientCore
 from ._blobs import BlobStore
+from ._bulk import bulk_runner
+from ._chunks import hash_stored
 from ._executor import TransferExecutor
 from ._model import Direction, TransferState
 from ._options import FileOptions
@@ -92,6 +94,21 @@ def uploads_to_repeat(
     return list(repairs.values())
 
 
+def sound_copies(blobs: BlobStore, hashes: Collection[str]) -> set[str]:
+    """Of ``hashes``, those whose local copy is held and still hashes to its name (run
+    in a worker thread: each is read whole).
+
+    Raises:
+        StoreError: A copy cannot be read.
+    """
+    sound = set()
+    for content_hash in hashes:
+        size = blobs.size(content_hash)
+        if size is not None and hash_stored(blobs, content_hash, size) == (content_hash, size):
+            sound.add(content_hash)
+    return sound
+
+
 async def _online(executor: TransferExecutor) -> None:
     while True:
         changed = executor.changed.event
@@ -148,6 +165,12 @@ async def _repair(
             failures += 1
             await trio.sleep(retry.delay(failures, core.rng.random()))
     repairs = uploads_to_repeat(states.rows, asked, missing)
+    # Contents only downloaded are given back only from a sound copy: a rotten one
+    # would fail its upload for good, and leave this client "stuck" for a file it never
+    # saved (its own read() fetches it again once a sound copy is back on the server).
+    given_back = {r.state.content_hash for r in repairs if r.provided is not None}
+    sound = await bulk_runner(core.run_store)(sound_copies, blobs, sorted(given_back))
+    repairs = [r for r in repairs if r.provided is None or r.state.content_hash in sound]
     # Only where the rows still name the contents decided on: a save's new contents, a
     # delete's forget, or a download of new contents, written meanwhile, stand.
     provided = {r.key: r.provided for r in repairs if r.provided is not None}
