@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 import trio.testing
@@ -57,6 +59,13 @@ def test_share_one_never_holds_and_bad_policies_are_refused() -> None:
         PacingPolicy(share=0)
     with pytest.raises(ValueError, match="max_hold"):
         PacingPolicy(max_hold=-1)
+    # Tried (a second hostile review): max_hold=nan was taken, and each upload worker
+    # then died ("deadline must not be NaN") with the status saying nothing.
+    for hold in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="max_hold must be a finite number >= 0"):
+            PacingPolicy(max_hold=hold)
+    with pytest.raises(ValueError, match="share must be above 0 and at most 1, got 2"):
+        PacingPolicy(share=2)
 
 
 LATENCY = 0.01  # one way, every message

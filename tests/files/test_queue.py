@@ -301,6 +301,7 @@ def test_a_key_stopped_while_in_flight_whose_worker_died_is_queued_only_on_reque
         (lambda: RetryPolicy(base=0), "base must be a finite number > 0, got 0"),
         (lambda: RetryPolicy(max_attempts=0), "max_attempts must be a positive integer, got 0"),
         (lambda: RetryPolicy(cap=0.001, base=10), r"cap \(0.001\) must be at least base \(10\)"),
+        (lambda: FileOptions(keep_connection="1"), "keep_connection must be a finite number"),
     ],
 )
 def test_nonsense_settings_are_refused_when_made(make: Callable[[], object], what: str) -> None:
@@ -309,3 +310,11 @@ def test_nonsense_settings_are_refused_when_made(make: Callable[[], object], wha
     # open_client, with a message that did not name the setting.
     with pytest.raises(ValueError, match=what):
         make()
+
+
+def test_settings_of_the_wrong_kind_are_refused_when_made() -> None:
+    with pytest.raises(TypeError, match="'retry' must be <class"):
+        FileOptions(retry="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'pacing' must be <class"):
+        FileOptions(pacing="x")  # type: ignore[arg-type]
+    assert FileOptions(pacing=None).pacing is None  # no pacing: allowed

@@ -42,11 +42,16 @@ class FileOptions:
 
     uploads: int = attrs.field(default=2, validator=positive_int)
     downloads: int = attrs.field(default=2, validator=positive_int)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    retry: RetryPolicy = attrs.field(
+        factory=RetryPolicy, validator=attrs.validators.instance_of(RetryPolicy)
+    )
     transfer_timeout: float = attrs.field(default=30.0, validator=finite_positive)
     progress_interval: float = attrs.field(default=0.25, validator=finite_non_negative)
-    keep_connection: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
-    pacing: PacingPolicy | None = attrs.field(factory=PacingPolicy)
+    keep_connection: float = attrs.field(default=2.0, validator=finite_non_negative)
+    pacing: PacingPolicy | None = attrs.field(
+        factory=PacingPolicy,
+        validator=attrs.validators.optional(attrs.validators.instance_of(PacingPolicy)),
+    )
     blob_store: BlobStore | None = None
     state_path: str | None = None
     check_lost_every: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import attrs
 
+from .._checks import finite_non_negative, finite_positive
+
 
 @attrs.frozen
 class PacingPolicy:
@@ -35,14 +37,12 @@ class PacingPolicy:
             flow without pause; 1 never holds.
     """
 
-    max_hold: float = 0.05
-    share: float = 0.5
+    max_hold: float = attrs.field(default=0.05, validator=finite_non_negative)
+    share: float = attrs.field(default=0.5, validator=finite_positive)
 
     def __attrs_post_init__(self) -> None:
-        if self.max_hold < 0:
-            raise ValueError("max_hold must be at least 0")
-        if not 0 < self.share <= 1:
-            raise ValueError("share must be above 0 and at most 1")
+        if not self.share <= 1:
+            raise ValueError(f"share must be above 0 and at most 1, got {self.share!r}")
 
     @property
     def earn_rate(self) -> float:
