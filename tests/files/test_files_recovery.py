@@ -493,6 +493,41 @@ async def test_a_download_given_up_for_a_full_disk_is_tried_again_later(
             assert await b.files.read(fid) == data
 
 
+async def test_a_file_updated_while_its_download_waits_to_retry_leaves_no_partial(
+    server: trio_sync.Server, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Tried (a second hostile review): B's download of A's file failed mid-way and waited
+    # out its backoff with a partial on disk; B then updated the file itself. The
+    # download was stopped, but its partial stayed for good (nothing referred to it).
+    appended = [0]
+
+    def fault(what: str) -> None:
+        if what == "append":
+            appended[0] += 1
+            if appended[0] == 2:  # a chunk written, then an I/O error
+                raise OSError(errno.EIO, "Input/output error")
+
+    options = FileOptions(
+        retry=RetryPolicy(base=60, cap=60),
+        blob_store=FileBlobStore(tmp_path / "b-blobs", fault=fault),
+    )
+    partials = tmp_path / "b-blobs" / "partial"
+    with trio.fail_after(WAIT):
+        async with (
+            open_test_client(server.url, "A") as a,
+            open_test_client(server.url, "B", files=options) as b,
+        ):
+            fid = await _saved(a, os.urandom(600_000))  # three chunks
+            await b.files.wait_for(
+                lambda files: (
+                    (state := files.state(fid).download) is not None and state.attempts == 1
+                )
+            )
+            assert len(os.listdir(partials)) == 1  # waiting 60 s to resume it
+            await b.files.update(fid, b"B's own contents")
+            assert os.listdir(partials) == []
+
+
 def _rot_the_servers_copy(server: trio_sync.Server, digest: str, how: str = "rewrite") -> Path:
     """Rots the server's stored copy of ``digest`` (a bad disk, a stray write): other
     bytes of its size ("rewrite"), cut to half ("truncate") or with bytes added

@@ -7,6 +7,7 @@ client's own durable state (``files.state()``), never synced."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -307,7 +308,12 @@ class FileSync:
                 except (StoreError, ClientClosed) as exc:
                     self._reconcile_failed({file_id}, str(exc))
 
-        await self._recorder.record(file_id, content_hash, draft, then=recorded)
+        replaced = await self._recorder.record(file_id, content_hash, draft, then=recorded)
+        if replaced is not None:
+            # A download waiting out a backoff was stopped with no end of its own to drop
+            # its partial (one in flight drops it as it ends).
+            with trio.CancelScope(shield=True), contextlib.suppress(ClientClosed):
+                await self._reconciler.drop_partial(replaced)
         return deleted
 
     async def _look_again(self, file_id: str) -> None:

@@ -47,11 +47,13 @@ class ContentsRecorder:
         draft: Draft,
         *,
         then: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
+    ) -> str | None:
         """Writes the rows for ``content_hash`` (upload queued, download done), stops the
         file's transfers, and commits ``draft``; then awaits ``then()`` (shielded, still
         holding the file's lock: no other recording of the file writes its rows
-        meanwhile). Returns once the event is durable and ``then`` returned.
+        meanwhile). Returns once the event is durable and ``then`` returned: the contents
+        of a download of the file these replaced unfinished (its partial may be garbage
+        now), if any.
 
         Raises:
             StoreError: A write failed; nothing was recorded, the rows are as before.
@@ -82,6 +84,10 @@ class ContentsRecorder:
                 # must not be skipped by a cancellation of the caller.
                 with trio.CancelScope(shield=True):
                     await then()
+            download = before["download"]
+            if download is None or download.status == "done":
+                return None
+            return None if download.content_hash == content_hash else download.content_hash
 
     async def _undo(
         self, file_id: str, content_hash: str, before: dict[Direction, TransferState | None]
