@@ -109,8 +109,15 @@ async def test_a_refused_save_leaves_no_blob_behind(
             itself: dict[str, object] = {}
             itself["a"] = itself
             for cyclic in (itself, {"x": [itself]}):
-                with pytest.raises(InvalidEvent, match="are not JSON"):
+                with pytest.raises(InvalidEvent, match="metadata holds itself at metadata"):
                     await a.files.save(data, path="p", metadata=cyclic)
+            # And (a second review) lists each holding the last one twice: a few objects,
+            # gigabytes of JSON, built by the encoding before the size check saw them.
+            doubled: list[object] = ["x"]
+            for _ in range(40):
+                doubled = [doubled, doubled]
+            with pytest.raises(InvalidEvent, match="more than 1,000,000 values once written"):
+                await a.files.save(data, path="p", metadata={"dag": doubled})
         assert a.files.list() == [] and a.files.blobs.hashes() == []
         assert a.pending_events() == []
         # A value held twice (no cycle) is fine: it is checked once, sent twice.

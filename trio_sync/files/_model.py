@@ -19,6 +19,7 @@ from typing import Literal
 
 import attrs
 
+from .._errors import InvalidEvent
 from ..protocol import Event
 from ..protocol._blob_messages import is_content_hash
 
@@ -102,6 +103,11 @@ def file_event_args(info: FileInfo) -> dict[str, object]:
     }
 
 
+#: More values than this, counted as JSON would write them out (a value held twice counts
+#: twice), are over any event's size limit: refused before the encoding builds them.
+MAX_METADATA_VALUES = 1_000_000
+
+
 def check_metadata(metadata: object) -> dict[str, object]:
     """The metadata of a save or update, as a new dict, if every key in it (nested ones
     included) is a ``str``: metadata travels as JSON, where an object's keys are strings,
@@ -111,33 +117,63 @@ def check_metadata(metadata: object) -> dict[str, object]:
     Raises:
         TypeError: ``metadata`` is not a mapping, or a key is not a ``str`` (the message
             says where).
+        InvalidEvent: It holds itself, or more than :data:`MAX_METADATA_VALUES` values
+            once written out (a few lists, each holding the last one twice, make
+            gigabytes of JSON).
     """
     if not isinstance(metadata, Mapping):
         raise TypeError(
             f"metadata is a mapping with str keys (a dict), not {type(metadata).__name__}"
         )
-    # Iterative: a deeply nested value is refused by the event's depth check, not here by
-    # a RecursionError. Each container once: one that holds itself is refused by the
-    # event's JSON encoding, not walked here for ever.
-    stack: list[tuple[object, str]] = [(metadata, "metadata")]
-    seen: set[int] = set()
+    # Iterative (a deeply nested value is refused by the event's depth check, not here by
+    # a RecursionError), each container walked once (its count kept for the next time
+    # it is met), the containers being walked kept apart to find one inside itself.
+    counted: dict[int, int] = {}
+    inside: set[int] = set()
+    totals = [0]  # the values counted so far in each container being walked
+    stack: list[tuple[object, str, bool]] = [(metadata, "metadata", False)]
     while stack:
-        value, where = stack.pop()
-        if isinstance(value, (Mapping, list, tuple)):
-            if id(value) in seen:
-                continue
-            seen.add(id(value))
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise TypeError(
-                        f"metadata keys must be str, not {type(key).__name__}: {key!r} at "
-                        f"{where} (it would arrive as the string {str(key)!r})"
-                    )
-                stack.append((item, f"{where}[{key!r}]"))
-        elif isinstance(value, (list, tuple)):
-            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
+        value, where, leaving = stack.pop()
+        if leaving:
+            inside.discard(id(value))
+            counted[id(value)] = total = totals.pop()
+            totals[-1] += total
+        elif not isinstance(value, (Mapping, list, tuple)):
+            totals[-1] += 1
+        elif id(value) in inside:
+            raise InvalidEvent(f"metadata holds itself at {where}: it cannot be written out")
+        elif id(value) in counted:
+            totals[-1] += counted[id(value)]
+        else:
+            inside.add(id(value))
+            totals.append(1)
+            stack.append((value, where, True))
+            stack.extend(_items(value, where))
+        if totals[-1] > MAX_METADATA_VALUES:
+            raise InvalidEvent(
+                f"metadata holds more than {MAX_METADATA_VALUES:,} values once written out "
+                f"(at {where}): over any event's size limit"
+            )
     return dict(metadata)
+
+
+def _items(
+    container: Mapping[object, object] | list[object] | tuple[object, ...], where: str
+) -> list[tuple[object, str, bool]]:
+    """The values in ``container``, each with where it is.
+
+    Raises:
+        TypeError: A key is not a ``str``.
+    """
+    if not isinstance(container, Mapping):
+        return [(item, f"{where}[{index}]", False) for index, item in enumerate(container)]
+    for key in container:
+        if not isinstance(key, str):
+            raise TypeError(
+                f"metadata keys must be str, not {type(key).__name__}: {key!r} at "
+                f"{where} (it would arrive as the string {str(key)!r})"
+            )
+    return [(item, f"{where}[{key!r}]", False) for key, item in container.items()]
 
 
 def wrong_size(held: int, said: int) -> str:
