@@ -442,6 +442,8 @@ async def test_a_file_event_naming_a_wrong_size_is_said_unobtainable_on_every_cl
             assert "contents are 300000 bytes but its event says 10" in str(held_here.last_error)
             with pytest.raises(FileTransferError, match="event names a wrong size"):
                 await a.files.read("lie")
+            assert a.files.has_contents(honest) is False  # deleted
+            assert not a.files.has_contents("lie")  # what it names cannot be had
         async with open_test_client(server.url, "B", files=quick) as b:
             await b.wait_synced()
             failed = await b.wait_status(lambda s: s.downloads_failed == 1)

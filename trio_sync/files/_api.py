@@ -309,9 +309,7 @@ class FileSync:
                     self._reconcile_failed({file_id}, str(exc))
 
         replaced = await self._recorder.record(file_id, content_hash, draft, then=recorded)
-        if replaced is not None:
-            # A download waiting out a backoff was stopped with no end of its own to drop
-            # its partial (one in flight drops it as it ends).
+        if replaced is not None:  # a download stopped while it waited: no end drops it
             with trio.CancelScope(shield=True), contextlib.suppress(ClientClosed):
                 await self._reconciler.drop_partial(replaced)
         return deleted
@@ -503,9 +501,12 @@ class FileSync:
             await self._until(changed)
 
     def has_contents(self, file_id: str) -> bool:
-        """True when the file's current contents are stored here."""
+        """True when the file's current contents are stored here, of the size its facts
+        say (contents of another size cannot be its: ``read()`` raises)."""
         info = self._fold.view.files.get(file_id)
-        return info is not None and not info.deleted and self.blobs.has(info.content_hash)
+        if info is None or info.deleted:
+            return False
+        return self.blobs.size(info.content_hash) == info.size
 
     def inject_fault(self, hook: FaultHook | None) -> None:
         """Calls ``hook(direction, file_id)`` as each transfer starts (tests raise there to

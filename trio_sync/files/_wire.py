@@ -272,8 +272,8 @@ class BlobClient:
                 # Nobody may spend this upload's attempts that way (twice in a row they
                 # count: TransferQueue.last_failure_uncounted).
                 raise TransferFailed(
-                    f"{refused.reason} (the local copy is sound: sent again, not counted "
-                    "unless refused so twice in a row)",
+                    f"{refused.reason} (the local copy is sound: not counted, unless the "
+                    "attempt before was refused so too)",
                     counted=False,
                 ) from None
             if not isinstance(done, UploadDone) or done.hash != content_hash:
