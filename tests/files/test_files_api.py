@@ -116,7 +116,7 @@ async def test_a_refused_save_leaves_no_blob_behind(
             doubled: list[object] = ["x"]
             for _ in range(40):
                 doubled = [doubled, doubled]
-            with pytest.raises(InvalidEvent, match="more than 1,000,000 values once written"):
+            with pytest.raises(InvalidEvent, match="more than 1,048,576 values once written"):
                 await a.files.save(data, path="p", metadata={"dag": doubled})
         assert a.files.list() == [] and a.files.blobs.hashes() == []
         assert a.pending_events() == []

@@ -21,7 +21,13 @@ from trio_sync.files import (
     RetryPolicy,
     TransferState,
 )
-from trio_sync.files._repair import Repair, _repair, uploads_to_check, uploads_to_repeat
+from trio_sync.files._repair import (
+    Repair,
+    _repair,
+    sound_copies,
+    uploads_to_check,
+    uploads_to_repeat,
+)
 from trio_sync.files._state import TransferStateStore
 
 from ..conftest import WAIT, ClientFactory, ServerFactory
@@ -545,6 +551,20 @@ def _rot_the_servers_copy(server: trio_sync.Server, digest: str, how: str = "rew
         with open(on_disk, "ab") as grown:
             grown.write(b"more")
     return on_disk
+
+
+def test_a_copy_that_cannot_be_read_is_left_out_of_those_given_back(tmp_path: Path) -> None:
+    # Tried (a third review): one unreadable downloaded copy made the whole check fail,
+    # every time, so this client's own lost uploads were never given back either.
+    store = FileBlobStore(tmp_path / "blobs")
+    good, _ = store.put(b"good")
+    unreadable, _ = store.put(b"unreadable")
+    path = store.local_path(unreadable)
+    assert path is not None
+    path.chmod(0o644)
+    path.unlink()
+    path.mkdir()  # reading it fails: "Is a directory"
+    assert sound_copies(store, [good, unreadable, "0" * 64]) == {good}
 
 
 def test_which_contents_are_asked_about_and_uploaded_again() -> None:

@@ -42,3 +42,29 @@ def test_a_file_fact_whose_size_cannot_be_its_hashs_is_skipped() -> None:
     assert table.apply(created("empty", EMPTY_HASH, 0)) == "empty"
     assert table.apply(created("ten", CURRENT, 10)) == "ten"
     assert sorted(table.files) == ["empty", "ten"]
+
+
+def test_metadata_is_counted_and_nested_as_it_would_be_written_out() -> None:
+    # Tried (a third review): 100,000 levels of nesting took 17.5 s and ran out of memory
+    # (each level's path held at once) before the event's depth check could refuse them;
+    # and a fixed cap of 1,000,000 values refused metadata a server allowing 32 MiB
+    # events takes.
+    import pytest
+
+    from trio_sync import InvalidEvent
+    from trio_sync.files._model import check_metadata
+
+    deep: dict[str, object] = {}
+    for _ in range(100_000):
+        deep = {"d": deep}
+    with pytest.raises(InvalidEvent, match="nests deeper than 64 levels"):
+        check_metadata(deep, 1 << 20)
+    wide = {"a": [0] * 1_100_000}
+    assert check_metadata(wide, 32 << 20) == wide
+    with pytest.raises(InvalidEvent, match="more than 1,048,576 values"):
+        check_metadata(wide, 1 << 20)
+    shared = [1, 2]
+    assert check_metadata({"x": shared, "y": (shared, shared)}, 100) == {
+        "x": shared,
+        "y": (shared, shared),
+    }

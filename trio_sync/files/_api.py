@@ -8,7 +8,6 @@ client's own durable state (``files.state()``), never synced."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import trio
 from .._errors import ClientClosed, StoreError
 from ..client._core import ClientCore
 from ..protocol import Draft
-from ._blobs import BlobStore
+from ._blobs import BlobStore, read_and_hash
 from ._bulk import bulk_runner, stoppable_bulk
 from ._errors import FileNotFound, FileTransferError
 from ._executor import EventSyncGate, FaultHook, TransferExecutor
@@ -215,7 +214,7 @@ class FileSync:
             raise TypeError(f"a file's path is a str, not {type(path).__name__}")
         if not path:
             raise ValueError("a file's path is not empty: it is the application's name for it")
-        metadata = check_metadata({} if metadata is None else metadata)
+        metadata = check_metadata({} if metadata is None else metadata, self._max_values())
         file_id = new_file_id(self._core.rng)
         await self._write(FILE_CREATED, file_id, data, path, metadata)
         return file_id
@@ -234,7 +233,7 @@ class FileSync:
             TypeError, InvalidEvent: As for :meth:`save` (nothing is stored then).
             StoreError: The contents could not be stored.
         """
-        checked = None if metadata is None else check_metadata(metadata)
+        checked = None if metadata is None else check_metadata(metadata, self._max_values())
         await self._view_caught_up()
         info = self._live(file_id)
         await self._write(
@@ -402,7 +401,7 @@ class FileSync:
                 # Read and hashed in a worker thread: 50 MB takes the loop's time otherwise.
                 try:
                     data, digest = await bulk_runner(self._core.run_store)(
-                        self._read_and_hash, info.content_hash
+                        read_and_hash, self.blobs, info.content_hash
                     )
                 except KeyError:
                     # Gone meanwhile (the file deleted or updated, its blob collected):
@@ -441,10 +440,6 @@ class FileSync:
                 await self._reconciler.want_downloads(wanted, priority=True, retry_failed=True)
                 asked = info.content_hash
             await self._until(changed)
-
-    def _read_and_hash(self, content_hash: str) -> tuple[bytes, str]:
-        data = self.blobs.read(content_hash)
-        return data, hashlib.sha256(data).hexdigest()
 
     def local_path(self, file_id: str) -> Path | None:
         """Where the file's current contents are on disk (None if not here yet, or the
@@ -536,6 +531,9 @@ class FileSync:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
+
+    def _max_values(self) -> int:
+        return self._core.state.limits.max_event_bytes  # each value takes a byte at least
 
     def _check_open(self) -> None:
         if self._closed:

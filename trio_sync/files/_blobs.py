@@ -78,6 +78,18 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_and_hash(blobs: BlobStore, content_hash: str) -> tuple[bytes, str]:
+    """The blob ``content_hash`` and the SHA-256 of what was read (run in a thread: 50 MB
+    would take the event loop's time).
+
+    Raises:
+        KeyError: No such blob.
+        StoreError: It cannot be read.
+    """
+    data = blobs.read(content_hash)
+    return data, sha256_hex(data)
+
+
 class BlobStore(Protocol):
     """Where blobs live (a directory, memory, or an object store)."""
 

@@ -22,6 +22,7 @@ import attrs
 from .._errors import InvalidEvent
 from ..protocol import Event
 from ..protocol._blob_messages import is_content_hash
+from ..protocol._limits import HARD_MAX_DEPTH
 
 FILE_CREATED = "file.created"
 FILE_UPDATED = "file.updated"
@@ -103,12 +104,7 @@ def file_event_args(info: FileInfo) -> dict[str, object]:
     }
 
 
-#: More values than this, counted as JSON would write them out (a value held twice counts
-#: twice), are over any event's size limit: refused before the encoding builds them.
-MAX_METADATA_VALUES = 1_000_000
-
-
-def check_metadata(metadata: object) -> dict[str, object]:
+def check_metadata(metadata: object, max_values: int) -> dict[str, object]:
     """The metadata of a save or update, as a new dict, if every key in it (nested ones
     included) is a ``str``: metadata travels as JSON, where an object's keys are strings,
     so ``{1: "a"}`` would silently come back as ``{"1": "a"}`` (and ``{1: .., "1": ..}``
@@ -117,17 +113,19 @@ def check_metadata(metadata: object) -> dict[str, object]:
     Raises:
         TypeError: ``metadata`` is not a mapping, or a key is not a ``str`` (the message
             says where).
-        InvalidEvent: It holds itself, or more than :data:`MAX_METADATA_VALUES` values
-            once written out (a few lists, each holding the last one twice, make
-            gigabytes of JSON).
+        InvalidEvent: It holds itself, nests deeper than any event may, or holds more
+            than ``max_values`` values once written out (a value held twice counts twice:
+            a few lists, each holding the last one twice, make gigabytes of JSON). Each
+            value takes a byte at least: more values than an event's byte limit are over
+            it, refused here before the encoding builds them.
     """
     if not isinstance(metadata, Mapping):
         raise TypeError(
             f"metadata is a mapping with str keys (a dict), not {type(metadata).__name__}"
         )
-    # Iterative (a deeply nested value is refused by the event's depth check, not here by
-    # a RecursionError), each container walked once (its count kept for the next time
-    # it is met), the containers being walked kept apart to find one inside itself.
+    # Iterative (a deeply nested value is refused here, not by a RecursionError), each
+    # container walked once (its count kept for the next time it is met), the containers
+    # being walked kept apart to find one inside itself.
     counted: dict[int, int] = {}
     inside: set[int] = set()
     totals = [0]  # the values counted so far in each container being walked
@@ -144,15 +142,17 @@ def check_metadata(metadata: object) -> dict[str, object]:
             raise InvalidEvent(f"metadata holds itself at {where}: it cannot be written out")
         elif id(value) in counted:
             totals[-1] += counted[id(value)]
+        elif len(inside) >= HARD_MAX_DEPTH:
+            raise InvalidEvent(f"metadata nests deeper than {HARD_MAX_DEPTH} levels at {where}")
         else:
             inside.add(id(value))
             totals.append(1)
             stack.append((value, where, True))
             stack.extend(_items(value, where))
-        if totals[-1] > MAX_METADATA_VALUES:
+        if totals[-1] > max_values:
             raise InvalidEvent(
-                f"metadata holds more than {MAX_METADATA_VALUES:,} values once written out "
-                f"(at {where}): over any event's size limit"
+                f"metadata holds more than {max_values:,} values once written out: over "
+                "the event size limit"
             )
     return dict(metadata)
 

@@ -24,6 +24,7 @@ from collections.abc import Collection, Mapping
 import attrs
 import trio
 
+from .._errors import StoreError
 from ..client._core import ClientCore
 from ._blobs import BlobStore
 from ._bulk import bulk_runner
@@ -95,16 +96,17 @@ def uploads_to_repeat(
 
 
 def sound_copies(blobs: BlobStore, hashes: Collection[str]) -> set[str]:
-    """Of ``hashes``, those whose local copy is held and still hashes to its name (run
-    in a worker thread: each is read whole).
-
-    Raises:
-        StoreError: A copy cannot be read.
-    """
+    """Of ``hashes``, those whose local copy is held, can be read, and still hashes to
+    its name (run in a worker thread: each is read whole). A copy that cannot be read is
+    left out, not raised: the others, and this client's own lost uploads, still go."""
     sound = set()
     for content_hash in hashes:
-        size = blobs.size(content_hash)
-        if size is not None and hash_stored(blobs, content_hash, size) == (content_hash, size):
+        try:
+            size = blobs.size(content_hash)
+            hashed = None if size is None else hash_stored(blobs, content_hash, size)
+        except (StoreError, OSError):
+            continue
+        if size is not None and hashed == (content_hash, size):
             sound.add(content_hash)
     return sound
 
