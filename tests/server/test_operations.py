@@ -11,7 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -256,8 +256,13 @@ async def test_shutdown_commits_and_answers_the_push_in_flight_then_says_going_a
         release.wait(WAIT)
         return apply(self, requests)
 
+    async def in_a_thread(fn: Callable[..., object], *args: object) -> object:
+        # Every write in a worker thread (the default runs fast ones on the event loop,
+        # where slow_apply blocked the whole server until release.wait timed out).
+        return await trio.to_thread.run_sync(fn, *args)
+
     monkeypatch.setattr(ServerStore, "apply_pushes", slow_apply)
-    server = await open_server()
+    server = await open_server(run_store=in_a_thread)
     async with open_test_client(server.url, "A") as client:
         await client.commit("in flight", {})
         await trio.to_thread.run_sync(writing.wait, WAIT)  # the push is being committed
