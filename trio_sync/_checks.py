@@ -14,17 +14,22 @@ def positive_int(instance: object, attribute: attrs.Attribute[Any], value: objec
         raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _finite(value: object) -> float | None:
+    """``value`` if it is a finite int or float (a bool is no number here), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
 
 
 def finite_positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not (_number(value) and math.isfinite(value) and value > 0):  # type: ignore[arg-type,operator]
+    number = _finite(value)
+    if number is None or number <= 0:
         raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
 
 
 def finite_non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not (_number(value) and math.isfinite(value) and value >= 0):  # type: ignore[arg-type,operator]
+    number = _finite(value)
+    if number is None or number < 0:
         raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
 
 

@@ -227,10 +227,7 @@ async def test_a_local_copy_that_rots_before_its_upload_is_said_corrupt_at_once(
             go = hold_uploads(a)
             data = os.urandom(300_000)
             fid = await a.files.save(data, path="doomed")
-            where = a.files.local_path(fid)
-            assert where is not None
-            where.chmod(0o644)
-            where.write_bytes(bytes(len(data)))  # the same size, other bytes
+            _rot_the_local_copy(a, fid)
             # Its own read() found the copy rotten, dropped it and waited for ever for a
             # download of contents that exist nowhere else (a second hostile review).
             with pytest.raises(FileTransferError, match="corrupt and they were never uploaded"):
@@ -411,10 +408,7 @@ async def test_a_rotten_copy_only_downloaded_is_not_given_back(
             await b.wait_synced()
             assert await b.files.read(fid) == data
             checks = b.subscribe(buffer=100)
-            local = b.files.local_path(fid)
-            assert local is not None
-            local.chmod(0o644)
-            local.write_bytes(bytes(len(data)))  # B's copy rots...
+            _rot_the_local_copy(b, fid)  # B's copy rots...
             (Path(server.db_path + ".blobs/default/blobs") / digest).unlink()  # ...and the server's
             await _next(checks, "files.checked", missing=1)
             assert b.files.state(fid).upload is None  # nothing given back from a rotten copy
@@ -534,6 +528,15 @@ async def test_a_file_updated_while_its_download_waits_to_retry_leaves_no_partia
             assert len(os.listdir(partials)) == 1  # waiting 60 s to resume it
             await b.files.update(fid, b"B's own contents")
             assert os.listdir(partials) == []
+
+
+def _rot_the_local_copy(client: trio_sync.Client, file_id: str) -> None:
+    """Overwrites ``client``'s local copy of the file's contents with other bytes of the
+    same size (a bad disk, a stray write)."""
+    local = client.files.local_path(file_id)
+    assert local is not None
+    local.chmod(0o644)
+    local.write_bytes(bytes(local.stat().st_size))
 
 
 def _rot_the_servers_copy(server: trio_sync.Server, digest: str, how: str = "rewrite") -> Path:

@@ -263,15 +263,7 @@ class Reconciler:
                 else TransferState("error", content_hash, 0, wrong_size(held, info.size))
             )
             state = self._states.get(file_id, "download")
-            if state is None:
-                unchanged = done.status == "done"
-            else:
-                unchanged = (state.content_hash, state.status, state.last_error) == (
-                    content_hash,
-                    done.status,
-                    state.last_error if done.status == "done" else done.last_error,
-                )
-            if unchanged:
+            if _already(state, done):
                 continue
             self._executor.cancel("download", file_id)
             if state is not None and state.status != "done" and state.content_hash != content_hash:
@@ -304,3 +296,11 @@ class Reconciler:
             # A leftover partial costs room, no more: the fold, a delete or a worker
             # must not end for it (a later drop of the same contents tries again).
             self._core.trace("files.partial_not_dropped", hash=content_hash, error=str(exc))
+
+
+def _already(state: TransferState | None, verdict: TransferState) -> bool:
+    """Whether a download row already says ``verdict`` for its contents: "done" whatever
+    its attempts (no row at all counts as done), an error with the same reason."""
+    if verdict.status == "done":
+        return state is None or (state.content_hash, state.status) == (verdict.content_hash, "done")
+    return state == verdict
