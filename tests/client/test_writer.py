@@ -167,3 +167,38 @@ async def test_commits_in_a_batch_cut_by_the_client_closing_end_with_client_clos
                 assert writer.exclusive.statistics().tasks_waiting == 1
             writer.exclusive.release()
     assert outcomes == ["closed"] * 3
+
+
+async def test_a_commit_whose_caller_is_cancelled_while_it_waits_returns_its_event(
+    tmp_path: Path,
+) -> None:
+    # Tried: a commit waits for the writer (held up, as by a reset) and its caller's
+    # scope is cancelled meanwhile. A commit either returned or never happened: once
+    # queued, the call waits for its write, returns the event, and the cancellation lands
+    # at the caller's next checkpoint.
+    outcomes: list[object] = []
+    scopes: list[trio.CancelScope] = []
+    with trio.fail_after(WAIT):
+        async with trio_sync.open_client(OFFLINE_URL, str(tmp_path / "a.sqlite3")) as client:
+            writer = client._core.writer
+            await writer.exclusive.acquire()
+
+            async def commit() -> None:
+                with trio.CancelScope() as scope:
+                    scopes.append(scope)
+                    outcomes.append(await client.commit("note.added", {"i": 1}))
+                    await trio.lowlevel.checkpoint()
+                    outcomes.append("not cancelled")
+                outcomes.append(("cancelled", scope.cancelled_caught))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(commit)
+                await trio.testing.wait_all_tasks_blocked()
+                scopes[0].cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                assert outcomes == []  # still waiting for its write
+                writer.exclusive.release()
+            event, cancelled = outcomes
+            assert isinstance(event, trio_sync.Event) and event.client_seq == 1
+            assert cancelled == ("cancelled", True)
+            assert client.status.pending == 1

@@ -43,9 +43,55 @@ from ..store._client_store import Write
 from ._core import ClientCore
 
 
+class _Done:
+    """The end of a job, waited for by the one task that submitted it.
+
+    Cheaper than a ``trio.Event`` and, for a commit, than the shielding cancel scope
+    around its wait: a task gathering another's commit waits on this alone.
+    """
+
+    __slots__ = ("_ended", "_waiter")
+
+    def __init__(self) -> None:
+        self._ended = False
+        self._waiter: trio.lowlevel.Task | None = None
+
+    def set(self) -> None:
+        self._ended = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
+
+    def is_set(self) -> bool:
+        return self._ended
+
+    async def wait(self) -> None:
+        """Waits for the end; a cancellation ends the wait (not the job)."""
+        if self._ended:
+            await trio.lowlevel.checkpoint()
+            return
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def wait_through_cancellation(self) -> None:
+        """Waits for the end whatever happens meanwhile: a cancellation (or a Ctrl-C
+        in the main task) is delivered at the caller's next checkpoint, once the job
+        ended."""
+        if self._ended:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        self._waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+
 @attrs.define(eq=False)
 class _Job:
-    done: trio.Event = attrs.field(factory=trio.Event, init=False)
+    done: _Done = attrs.field(factory=_Done, init=False)
     error: BaseException | None = attrs.field(default=None, init=False)
 
     def fail(self, error: BaseException) -> None:
@@ -154,15 +200,15 @@ class ClientWriter:
             if isinstance(job, _Commit):
                 # A commit either returned or never happened: once written or queued, it
                 # is waited for.
-                with trio.CancelScope(shield=True):
-                    if self._gathering is not None:
-                        self._gathering.append(job)  # a commit being led: share its write
-                        await job.done.wait()
-                    elif self._idle() and self._durable_inline():
+                if self._gathering is not None:
+                    self._gathering.append(job)  # a commit being led: share its write
+                    await job.done.wait_through_cancellation()
+                elif self._idle() and self._durable_inline():
+                    with trio.CancelScope(shield=True):
                         await self._lead(job)
-                    else:
-                        self._send.send_nowait(job)
-                        await job.done.wait()
+                else:
+                    self._send.send_nowait(job)
+                    await job.done.wait_through_cancellation()
             elif (
                 isinstance(job, _Merge) and len(job.result.applied) <= INLINE_ROWS and self._idle()
             ):
@@ -336,12 +382,14 @@ class ClientWriter:
             return
         if commits:
             error = results.pop(0)
-            for commit in commits:
-                if isinstance(error, BaseException):
+            if isinstance(error, BaseException):
+                for commit in commits:
                     commit.fail(error)
-                    continue
-                core.note_commits(commit.events)
-                commit.done.set()
+            else:
+                # One note for the batch: one wake-up of whatever waits for changes.
+                core.note_commits([event for commit in commits for event in commit.events])
+                for commit in commits:
+                    commit.done.set()
         for merge, outcome in zip(merges, results, strict=False):
             if isinstance(outcome, BaseException):
                 merge.fail(outcome)
