@@ -9,13 +9,15 @@ durable commit from a Trio program: the same rows inserted by raw SQLite in one 
 transaction per call (WAL, synchronous=FULL), run through ``trio.to_thread.run_sync`` as
 an event loop must (an fsync never blocks it). Latency per call: p50 and p99 (median over
 rounds of each round's own), and the ratio trio_sync / raw (the goal for batches of 100:
-within 2x).
+within 2x). Then (c): 16 tasks call ``commit()`` at once (a group commit), events/s and
+the process's CPU an event, against raw transactions of 16 rows each, one after another.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,8 @@ EVENT_NAME = "bench.event"
 #: Nothing listens here: the client stays offline, every commit is local.
 OFFLINE_URL = "ws://127.0.0.1:1"
 BATCH = 100
+#: Tasks committing at once in (c).
+TASKS = 16
 #: Goal for a batch of 100: trio_sync within this factor of raw SQLite.
 BATCH_GOAL = 2.0
 
@@ -64,6 +68,23 @@ async def trio_sync_latencies(folder: Path, calls: int, batch: int) -> list[floa
                 )
             seconds.append(time.perf_counter() - started)
     return seconds
+
+
+async def trio_sync_concurrent(folder: Path, calls: int) -> tuple[float, float]:
+    """``TASKS`` tasks make ``calls`` commits each at once: (events/s, CPU seconds an
+    event of this process, the kernel's time for the fsyncs included)."""
+    async with trio_sync.open_client(OFFLINE_URL, str(folder / "offline.sqlite3")) as client:
+
+        async def commit_each(task: int) -> None:
+            for call in range(calls):
+                await client.commit(EVENT_NAME, event_args(call * TASKS + task))
+
+        started, cpu = time.perf_counter(), time.process_time()
+        async with trio.open_nursery() as nursery:
+            for task in range(TASKS):
+                nursery.start_soon(commit_each, task)
+        events = calls * TASKS
+        return events / (time.perf_counter() - started), (time.process_time() - cpu) / events
 
 
 async def raw_latencies(folder: Path, calls: int, batch: int) -> list[float]:
@@ -162,6 +183,46 @@ async def main() -> None:
         "is unreachable."
     )
     table.print()
+
+    concurrent: dict[str, list[tuple[float, float]]] = {}
+
+    async def measure_concurrent(name: str, round_index: int) -> float:
+        with temp_dir("offline") as folder:
+            if name == RAW:
+                started, cpu = time.perf_counter(), time.process_time()
+                await raw_latencies(folder, calls, TASKS)
+                events = calls * TASKS
+                result = (
+                    events / (time.perf_counter() - started),
+                    (time.process_time() - cpu) / events,
+                )
+            else:
+                result = await trio_sync_concurrent(folder, calls)
+        progress(f"{name}, {TASKS} tasks, round {round_index + 1}: {result[0]:,.0f} events/s")
+        concurrent.setdefault(name, []).append(result)
+        return result[0]
+
+    await interleave(rounds, ["trio_sync", RAW], measure_concurrent)
+    rates = {name: statistics.median(r for r, _ in runs) for name, runs in concurrent.items()}
+    cpus = {name: statistics.median(c for _, c in runs) for name, runs in concurrent.items()}
+    group = Table(
+        f"(c) {TASKS} tasks commit() at once, {calls} each (median of {rounds} interleaved "
+        "round(s); raw: one durable transaction of {TASKS} rows per call, as a group commit "
+        "of all of them at best)".replace("{TASKS}", str(TASKS)),
+        ["contender", "events/s", "CPU us/event", "events/s ratio"],
+    )
+    for name in ("trio_sync", RAW):
+        group.add(
+            name,
+            f"{rates[name]:,.0f}",
+            f"{cpus[name] * 1e6:.1f}",
+            f"{rates['trio_sync'] / rates[name]:.2f}x",
+        )
+    group.notes.append("CPU: this process's, the kernel's time for the fsyncs included.")
+    group.print()
+    summary[f"(c) {TASKS} tasks"] = {
+        name: {"events_per_s": rates[name], "cpu_s_per_event": cpus[name]} for name in rates
+    }
     write_json(
         args.out_dir,
         "offline",
@@ -170,6 +231,7 @@ async def main() -> None:
             "rounds": rounds,
             "versions": versions(),
             "seconds_per_call": per_round,
+            "concurrent": concurrent,
             "summary": summary,
         },
     )

@@ -24,7 +24,7 @@ SCRIPTS = {
     "scaleout": ["scale-out:"],
     "files": ["files:"],
     "small_files": ["small files:"],
-    "offline": ["offline commit:"],
+    "offline": ["offline commit:", "(c) 16 tasks commit() at once"],
 }
 
 
