@@ -3,10 +3,13 @@ kept bounded."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -15,6 +18,7 @@ from trio_sync import StoreFull
 from trio_sync._store_runner import inline
 from trio_sync.client._writer import CHECKPOINT_EVERY
 from trio_sync.protocol import PullPage
+from trio_sync.store import ClientStore
 from trio_sync.store._recovery import open_client_store
 
 from .._virtual import TIMINGS, World
@@ -202,3 +206,82 @@ async def test_a_commit_whose_caller_is_cancelled_while_it_waits_returns_its_eve
             assert isinstance(event, trio_sync.Event) and event.client_seq == 1
             assert cancelled == ("cancelled", True)
             assert client.status.pending == 1
+
+
+def test_ctrl_c_right_after_a_commits_write_lets_its_bookkeeping_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried: an application under a plain trio.run (no signal receiver of its own) gets
+    # Ctrl-C while 8 tasks commit, right after a durable write on the event loop. Trio
+    # raises KeyboardInterrupt wherever the signal finds unprotected code: there, the
+    # commits just written were failed ("the client closed") although they were durable,
+    # and the memory never learned of them. Now the write's bookkeeping runs to its end,
+    # the interrupt reaches the main task, and every event stored was returned.
+    path = str(tmp_path / "a.sqlite3")
+    write_batch = ClientStore.write_batch
+    finished: list[bool] = []
+
+    def interrupted(store: ClientStore, writes: Any, *, durable: bool) -> list[object]:
+        results = write_batch(store, writes, durable=durable)
+        if durable and not finished and threading.current_thread() is threading.main_thread():
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C would, right here
+            finished.append(True)  # not reached if KeyboardInterrupt was raised here
+        return results
+
+    monkeypatch.setattr(ClientStore, "write_batch", interrupted)
+    returned: list[int] = []
+    failed: list[BaseException] = []
+
+    async def main() -> None:
+        with trio.fail_after(WAIT):
+            await commit_from_8_tasks()
+
+    async def commit_from_8_tasks() -> None:
+        async with trio_sync.open_client(OFFLINE_URL, path) as client, trio.open_nursery() as n:
+
+            async def commit_for_ever(task: int) -> None:
+                while True:
+                    try:
+                        event = await client.commit("note.added", {"task": task})
+                    except trio_sync.TrioSyncError as exc:
+                        failed.append(exc)
+                        return
+                    returned.append(event.client_seq)
+
+            for task in range(8):
+                n.start_soon(commit_for_ever, task)
+
+    with pytest.raises(BaseException) as raised:  # KeyboardInterrupt, grouped or not
+        trio.run(main)
+    interrupt = raised.value
+    if isinstance(interrupt, BaseExceptionGroup):
+        interrupt = interrupt.subgroup(KeyboardInterrupt)
+    assert interrupt is not None, raised.value
+    assert finished == [True]
+    assert failed == []
+    monkeypatch.undo()
+
+    async def stored() -> list[int]:
+        async with trio_sync.open_client(OFFLINE_URL, path) as client:
+            return [event.client_seq for event in client.pending_events()]
+
+    assert sorted(returned) == trio.run(stored) == list(range(1, len(returned) + 1))
+
+
+async def test_a_commit_in_a_cancelled_scope_raises_cancelled_and_records_nothing(
+    tmp_path: Path,
+) -> None:
+    # Tried: commit() inside a scope already cancelled. Every Trio call is a cancellation
+    # point; commit() was none (its wait is shielded once queued, and it queued at once),
+    # so a loop of commits in a cancelled scope ran for ever, recording events.
+    async with trio_sync.open_client(OFFLINE_URL, str(tmp_path / "a.sqlite3")) as client:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await client.commit("note.added", {})
+        assert scope.cancelled_caught
+        assert client.pending_events() == []
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await client.commit_many([("note.added", {}), ("note.added", {})])
+        assert scope.cancelled_caught
+        assert client.pending_events() == []

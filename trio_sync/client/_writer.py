@@ -187,12 +187,20 @@ class ClientWriter:
         """Nothing is queued for the writer or being written."""
         return not self.exclusive.locked() and not self._jobs.statistics().current_buffer_used
 
+    # Ctrl-C is held back in here and in _write (Trio delivers it to the main task at
+    # its next checkpoint instead): raised between the count of writes in flight and its
+    # try, between opening a gathering and its try, or between a durable write and the
+    # memory it updates, it would leave the status busy, every later commit waiting on a
+    # gathering nobody writes, or the store and memory apart.
+    @trio.lowlevel.enable_ki_protection
     async def _submit(self, job: _Job) -> None:
+        # A cancellation point, as every Trio call is: a commit cancelled before it is
+        # queued never happened (once queued it is waited for, so without this a loop of
+        # commits in a cancelled scope would never end). While the client closes, its own
+        # tasks (a page being applied) end with their cancellation here too, not with an
+        # error that would escape open_client; anyone else is told.
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
-            # While the client closes, its own tasks (a page being applied) are being
-            # cancelled: they end with that, not with an error that would escape
-            # open_client; anyone else is told.
-            await trio.lowlevel.checkpoint_if_cancelled()
             raise ClientClosed("this client is closing")
         core = self._core
         core.writes_in_flight += 1
@@ -346,6 +354,7 @@ class ClientWriter:
             disk_busy=self._core.file_transfers.bytes_left > 0,
         )
 
+    @trio.lowlevel.enable_ki_protection  # see _submit
     async def _write(self, batch: list[_Job]) -> None:
         core = self._core
         store: ClientStore = core.store

@@ -316,6 +316,11 @@ class Hub:
 
     # --- pushes -----------------------------------------------------------------------
 
+    # Ctrl-C is held back in here and in _apply (Trio delivers it to the main task at
+    # its next checkpoint instead): raised between opening a gathering and its try, or
+    # between a durable append and the decisions it hands out, it would leave every later
+    # push waiting on a gathering nobody appends, or sessions waiting for ever.
+    @trio.lowlevel.enable_ki_protection
     async def push(self, log: StoreLog, client_id: str, push: Push) -> PushDecision:
         """Queues a push for the writer and returns its decision once it is durable.
 
@@ -381,6 +386,7 @@ class Hub:
             self._gathering = None
             self._appending.release()
 
+    @trio.lowlevel.enable_ki_protection  # see push
     async def _apply(self, group: list[_PushJob]) -> None:
         started = time.perf_counter()
         try:
