@@ -394,3 +394,23 @@ async def test_after_a_restore_from_an_older_backup_reset_pushes_our_lost_events
         with trio.fail_after(WAIT):
             await b.wait_synced()
         assert [e.args["i"] for e in b.confirmed_events()] == list(range(14))
+
+
+async def test_a_reset_right_after_open_client_does_not_wait_for_a_connection(
+    open_server: ServerFactory, open_test_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Tried: a client left stuck on an event the server's limits refuse (its store knows
+    # them) is opened again and reset() at once, before its connection supervisor ever
+    # ran. The reset waited for the end of a connection that had never started: for ever.
+    server = await small_limits_and_offline_commits(
+        open_server, tmp_path, [("small", 1), ("big", 5000)]
+    )
+    async with open_test_client(server.url, "A") as a:
+        with trio.fail_after(WAIT):
+            await a.wait_status(lambda s: s.state == "stuck")
+    async with open_test_client(server.url, "A") as a:
+        with trio.fail_after(WAIT):
+            report = await a.reset()
+            assert (report.kept, report.dropped) == (0, 1)
+            await a.wait_synced()
+        assert [e.name for e in a.confirmed_events()] == ["small"]

@@ -64,7 +64,10 @@ class Client:
         #: Makes a new push machine (a reset starts a fresh one).
         self._new_push: Callable[[], PushMachine] = lambda: core.push
         self._connection_scope = trio.CancelScope()
+        #: Set while no connection runs: none yet (a reset right after open_client waits
+        #: for nothing), or one stopped for a reset or by the block's exit.
         self._connection_stopped = trio.Event()
+        self._connection_stopped.set()
         self._resume = trio.Event()
         self._resume.set()
         self._reset_lock = trio.Lock()
@@ -288,6 +291,9 @@ class Client:
                 self._connection_scope.cancel()
                 await self._connection_stopped.wait()
                 async with core.writer.exclusive:
+                    # The block may have exited meanwhile: its store is closed, or about to
+                    # be (it waits for this hold to end first).
+                    self._check_open()
                     report = await reset_store(
                         core,
                         self._new_push(),
@@ -304,11 +310,13 @@ class Client:
         """Runs the connection supervisor, stopping it while a reset changes the store."""
         while True:
             await self._resume.wait()
-            self._connection_stopped = trio.Event()
-            with trio.CancelScope() as self._connection_scope:
-                await self._maintain_connection()
-            self._core.set_phase("disconnected", "stopped for a reset")
-            self._connection_stopped.set()
+            stopped = self._connection_stopped = trio.Event()
+            try:
+                with trio.CancelScope() as self._connection_scope:
+                    await self._maintain_connection()
+                self._core.set_phase("disconnected", "stopped for a reset")
+            finally:
+                stopped.set()  # for a reset, or the block's exit: a reset waits on it
 
     async def _maintain_connection(self) -> None:
         """Connects, syncs, and reconnects with jittered capped backoff, for ever, moving
@@ -501,7 +509,8 @@ async def open_client(
             ``timings.connect_timeout``).
         run_store: Where store calls run (a worker thread by default).
         rng: Source of jitter (seed it for reproducible runs).
-        trace: Called with every notable step (what, details).
+        trace: Called with every notable step (what, details); an exception it raises is
+            logged and ignored.
         wall_clock: Wall-clock time for the status (``time.time`` by default; the
             simulator passes a virtual one).
         files: How ``client.files`` syncs files (see :class:`~trio_sync.files.FileOptions`).
@@ -563,10 +572,13 @@ async def open_client(
                             await client._leave()
                     nursery.cancel_scope.cancel()
     finally:
-        if client is not None:
-            client._close()
         with trio.CancelScope(shield=True):
-            await run_store(store.close)
+            if client is None:
+                await run_store(store.close)
+            else:
+                client._close()
+                async with client._core.writer.no_write_under_way():
+                    await run_store(store.close)
 
 
 def _file_sync(client: Client, store_path: str, options: FileOptions | None) -> FileSync:

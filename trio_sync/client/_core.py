@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -35,6 +36,8 @@ from ._bus import EventBus
 
 if TYPE_CHECKING:
     from ._writer import ClientWriter
+
+logger = logging.getLogger("trio_sync.client")
 
 #: Receives ``(what, details)`` for every notable step (the simulator records a trace).
 TraceHook = Callable[[str, Mapping[str, object]], None]
@@ -73,6 +76,7 @@ class ClientCore:
         self.run_store = run_store
         self.rng = rng
         self._trace = trace
+        self._trace_failures = 0
         #: Wall-clock time for the status (``since``, ``last_synced_at``); the simulator
         #: passes a virtual one.
         self.wall_clock: Callable[[], float] = time.time
@@ -155,7 +159,14 @@ class ClientCore:
 
     def trace(self, what: str, **details: object) -> None:
         if self._trace is not None:
-            self._trace(what, details)
+            try:
+                self._trace(what, details)
+            except Exception:
+                # The application's hook: its bug must not stop the engine half-way
+                # through a step (commits written to the store and not noted in memory).
+                self._trace_failures += 1
+                log = logger.exception if self._trace_failures == 1 else logger.debug
+                log("the trace hook raised at %r (ignored; later failures at DEBUG)", what)
 
     def notify(self, kind: str, **fields: object) -> None:
         """Publishes a notification on the bus (never waits)."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
 import attrs
@@ -182,6 +182,25 @@ class ClientWriter:
         if at - self._synced_written_at >= SYNCED_WRITE_INTERVAL and not self._closed:
             self._synced_written_at = at
             self._send.send_nowait(_Flush())
+
+    @contextlib.asynccontextmanager
+    async def no_write_under_way(self) -> AsyncIterator[None]:
+        """Holds the writer once no write is under way, for closing the store: a commit
+        from a task outside the open_client block, or a reset, may still be writing in a
+        worker thread. A hold of this very task (a test's, say) is one already."""
+        if self.exclusive.statistics().owner is trio.lowlevel.current_task():
+            yield
+            return
+        if self.exclusive.locked():
+            await self.exclusive.acquire()
+        else:
+            # No schedule point when nothing writes: a close is then what it was (and a
+            # simulated run's trace with it).
+            self.exclusive.acquire_nowait()
+        try:
+            yield
+        finally:
+            self.exclusive.release()
 
     def _idle(self) -> bool:
         """Nothing is queued for the writer or being written."""
