@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 import trio_sync
 from trio_sync import IncompatibleServer, InvalidURL
+from trio_sync._errors import TransportError
 from trio_sync.protocol import SyncState, WireLimits
 from trio_sync.server import ServerLimits
 from trio_sync.store import ClientStore
@@ -414,3 +418,39 @@ async def test_a_reset_right_after_open_client_does_not_wait_for_a_connection(
             assert (report.kept, report.dropped) == (0, 1)
             await a.wait_synced()
         assert [e.name for e in a.confirmed_events()] == ["small"]
+
+
+async def test_no_connection_starts_while_a_reset_right_after_open_client_runs(
+    tmp_path: Path,
+) -> None:
+    # Tried (a review of the fix above): reset() at once after open_client, 20 times, with
+    # a connector that notes whether the reset holds the store when a connection starts.
+    # The supervisor's first wait for "resume" yields even though it is set; a reset that
+    # began meanwhile found no connection running, and the supervisor then started one
+    # while the reset changed the store (its pages were dropped as from before the
+    # reset, and the ClientClosed that said so ended the client). 6 runs of 20 before.
+    attempts: list[str] = []
+    clients: list[trio_sync.Client] = []
+
+    @asynccontextmanager
+    async def connector(url: str) -> AsyncIterator[Any]:
+        client = clients[-1]
+        during = client._reset_lock.locked() and client._core.writer.exclusive.locked()
+        attempts.append("during a reset" if during else "outside")
+        await trio.lowlevel.checkpoint()
+        raise TransportError("nothing listens here")
+        yield  # an async generator, as a connector is
+
+    async def every_call_in_a_thread(fn: Any, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args)
+
+    for run in range(20):
+        path = str(tmp_path / f"a{run}.sqlite3")
+        with trio.fail_after(WAIT):
+            async with trio_sync.open_client(
+                "ws://127.0.0.1:1", path, connector=connector, run_store=every_call_in_a_thread
+            ) as client:
+                clients.append(client)
+                client._core.incompatible = "as a rebuilt server makes it"  # reset() may run
+                await client.reset()
+    assert "during a reset" not in attempts

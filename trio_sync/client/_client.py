@@ -310,6 +310,11 @@ class Client:
         """Runs the connection supervisor, stopping it while a reset changes the store."""
         while True:
             await self._resume.wait()
+            # Looked at again once awake: waiting yields even for an event already set,
+            # and a reset may have begun meanwhile (it then finds no connection running,
+            # and none may start until it is done).
+            while not self._resume.is_set():
+                await self._resume.wait()
             stopped = self._connection_stopped = trio.Event()
             try:
                 with trio.CancelScope() as self._connection_scope:
