@@ -269,3 +269,28 @@ def test_a_symbolic_link_to_a_store_in_use_finds_it_in_use(tmp_path: Path) -> No
     again = ClientStore.open(str(tmp_path / "link.sqlite3"))  # free once closed
     assert again.load_state().client_id == "A"
     again.close()
+
+
+def test_a_read_racing_the_close_says_the_store_is_closed(tmp_path: Path) -> None:
+    # Tried (a review saw "AttributeError: 'NoneType' object has no attribute 'execute'"
+    # once): a read looks at the reader connection, then the store closes before the read
+    # takes its lock. It read from the connection the close had just dropped.
+    store = ClientStore.open(str(tmp_path / "c.sqlite3"), "A")
+    db = store._db
+    assert db._reader is not None  # a file store reads on a connection of its own
+    read_lock = db._read_lock
+
+    class ClosesFirst:
+        """The read lock, taken by a read only after the close ran."""
+
+        def __enter__(self) -> None:
+            db._read_lock = read_lock
+            store.close()
+            read_lock.acquire()
+
+        def __exit__(self, *exc_info: object) -> None:
+            read_lock.release()
+
+    db._read_lock = ClosesFirst()  # type: ignore[assignment]
+    with pytest.raises(StoreError, match="is closed"):
+        store.load_state()

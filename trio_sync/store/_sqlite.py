@@ -367,6 +367,8 @@ class Database:
                 self._require_open()
                 return work(self._conn)
         with self._read_lock, translate_errors(self.path):
+            if self._reader is None:  # closed since it was looked at, above
+                raise StoreClosed(f"store {self.path!r} is closed")
             return work(self._reader)
 
     def close(self) -> None:
