@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -361,3 +362,65 @@ async def test_commits_from_outside_the_block_written_in_a_thread_end_before_the
     assert sorted(returned) == [1, 2, 3, 4]
     async with trio_sync.open_client(OFFLINE_URL, path) as client:
         assert [e.client_seq for e in client.pending_events()] == [1, 2, 3, 4]
+
+
+def test_ctrl_c_while_the_exit_waits_for_a_write_still_closes_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried (a review): Ctrl-C while the open_client block's exit waits for the write of
+    # commits from tasks outside the block, running in a worker thread. The exit gave up
+    # waiting and left the store open: trio.run ended with KeyboardInterrupt, but the
+    # store, reopened in the same process, said StoreInUse until the garbage collector
+    # closed it. Now the store closes once the write is done, then the interrupt is
+    # raised.
+    path = str(tmp_path / "a.sqlite3")
+    release = threading.Event()
+    clients: list[trio_sync.Client] = []
+    close = trio_sync.Client._close
+
+    def closing(client: trio_sync.Client) -> None:
+        close(client)
+        release.set()  # the block is exiting: the write may go on now
+
+    monkeypatch.setattr(trio_sync.Client, "_close", closing)
+
+    async def interrupting_writes(fn: Any, *args: Any) -> Any:
+        def run() -> Any:
+            if getattr(fn, "keywords", {}).get("durable"):
+                release.wait(WAIT)
+                exclusive = clients[0]._core.writer.exclusive
+                deadline = time.monotonic() + WAIT
+                while not exclusive.statistics().tasks_waiting and time.monotonic() < deadline:
+                    time.sleep(0.001)  # until the exit waits for this write
+                signal.raise_signal(signal.SIGINT)  # as Ctrl-C would, right then
+            return fn(*args)
+
+        return await trio.to_thread.run_sync(run)
+
+    returned: list[int] = []
+
+    async def main() -> None:
+        with trio.fail_after(WAIT):
+            async with (
+                trio.open_nursery() as outside,
+                trio_sync.open_client(OFFLINE_URL, path, run_store=interrupting_writes) as client,
+            ):
+                clients.append(client)
+                for i in range(4):
+                    outside.start_soon(_commit_and_record, client, i, returned)
+                await trio.testing.wait_all_tasks_blocked()
+
+    with pytest.raises(BaseException) as raised:  # KeyboardInterrupt, grouped or not
+        trio.run(main)
+    interrupt = raised.value
+    if isinstance(interrupt, BaseExceptionGroup):
+        interrupt = interrupt.subgroup(KeyboardInterrupt)
+    assert interrupt is not None, raised.value
+    monkeypatch.undo()
+
+    async def stored() -> list[int]:
+        async with trio_sync.open_client(OFFLINE_URL, path) as client:  # not StoreInUse
+            return [event.client_seq for event in client.pending_events()]
+
+    assert trio.run(stored) == [1, 2, 3, 4]
+    assert sorted(returned) == [1, 2, 3, 4]  # each caller waited for its write

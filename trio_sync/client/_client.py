@@ -582,8 +582,7 @@ async def open_client(
                 await run_store(store.close)
             else:
                 client._close()
-                async with client._core.writer.no_write_under_way():
-                    await run_store(store.close)
+                await client._core.writer.close_store()
 
 
 def _file_sync(client: Client, store_path: str, options: FileOptions | None) -> FileSync:

@@ -183,11 +183,27 @@ class ClientWriter:
             self._synced_written_at = at
             self._send.send_nowait(_Flush())
 
+    @trio.lowlevel.enable_ki_protection
+    async def close_store(self) -> None:
+        """Closes the store once no write is under way (a commit from a task outside the
+        open_client block, or a reset, may still be writing in a worker thread), even if
+        Ctrl-C comes meanwhile: it is raised once the store is closed (a store left open
+        would refuse this process until the garbage collector closed it)."""
+        interrupted: KeyboardInterrupt | None = None
+        while True:
+            try:
+                async with self._no_write_under_way():
+                    await self._core.run_store(self._core.store.close)
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
     @contextlib.asynccontextmanager
-    async def no_write_under_way(self) -> AsyncIterator[None]:
-        """Holds the writer once no write is under way, for closing the store: a commit
-        from a task outside the open_client block, or a reset, may still be writing in a
-        worker thread. A hold of this very task (a test's, say) is one already."""
+    async def _no_write_under_way(self) -> AsyncIterator[None]:
+        """Holds the writer once no write is under way. A hold of this very task (a
+        test's, say) is one already."""
         if self.exclusive.statistics().owner is trio.lowlevel.current_task():
             yield
             return
