@@ -34,6 +34,25 @@ async def in_worker_thread(fn: Callable[..., T], /, *args: Any) -> T:
     return await trio.to_thread.run_sync(fn, *args)
 
 
+@trio.lowlevel.enable_ki_protection
+async def despite_interrupts(step: Callable[[], Awaitable[object]]) -> None:
+    """Runs ``step`` to its end even if Ctrl-C comes meanwhile: each KeyboardInterrupt
+    runs it again (it must bear that: closing a store, say), and the first is raised once
+    it ended, whatever else it raised (a store left open would refuse this process until
+    the garbage collector closed it)."""
+    interrupted: KeyboardInterrupt | None = None
+    try:
+        while True:
+            try:
+                await step()
+                return
+            except KeyboardInterrupt as exc:
+                interrupted = interrupted or exc
+    finally:
+        if interrupted is not None:
+            raise interrupted
+
+
 async def inline(fn: Callable[..., T], /, *args: Any) -> T:
     """Runs a store call right here (deterministic; used by the simulator).
 

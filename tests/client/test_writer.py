@@ -252,12 +252,7 @@ def test_ctrl_c_right_after_a_commits_write_lets_its_bookkeeping_finish(
             for task in range(8):
                 n.start_soon(commit_for_ever, task)
 
-    with pytest.raises(BaseException) as raised:  # KeyboardInterrupt, grouped or not
-        trio.run(main)
-    interrupt = raised.value
-    if isinstance(interrupt, BaseExceptionGroup):
-        interrupt = interrupt.subgroup(KeyboardInterrupt)
-    assert interrupt is not None, raised.value
+    _raises_keyboard_interrupt(main)
     assert finished == [True]
     assert failed == []
     monkeypatch.undo()
@@ -364,15 +359,16 @@ async def test_commits_from_outside_the_block_written_in_a_thread_end_before_the
         assert [e.client_seq for e in client.pending_events()] == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("close_fails", [False, True])
 def test_ctrl_c_while_the_exit_waits_for_a_write_still_closes_the_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, close_fails: bool
 ) -> None:
     # Tried (a review): Ctrl-C while the open_client block's exit waits for the write of
     # commits from tasks outside the block, running in a worker thread. The exit gave up
     # waiting and left the store open: trio.run ended with KeyboardInterrupt, but the
     # store, reopened in the same process, said StoreInUse until the garbage collector
     # closed it. Now the store closes once the write is done, then the interrupt is
-    # raised.
+    # raised (also when the close itself fails: the interrupt is not lost).
     path = str(tmp_path / "a.sqlite3")
     release = threading.Event()
     clients: list[trio_sync.Client] = []
@@ -383,6 +379,14 @@ def test_ctrl_c_while_the_exit_waits_for_a_write_still_closes_the_store(
         release.set()  # the block is exiting: the write may go on now
 
     monkeypatch.setattr(trio_sync.Client, "_close", closing)
+    if close_fails:
+        really_close = ClientStore.close
+
+        def failing_close(store: ClientStore) -> None:
+            really_close(store)  # (nothing left open behind the test)
+            raise trio_sync.StoreError("the close failed")
+
+        monkeypatch.setattr(ClientStore, "close", failing_close)
 
     async def interrupting_writes(fn: Any, *args: Any) -> Any:
         def run() -> Any:
@@ -403,24 +407,84 @@ def test_ctrl_c_while_the_exit_waits_for_a_write_still_closes_the_store(
         with trio.fail_after(WAIT):
             async with (
                 trio.open_nursery() as outside,
-                trio_sync.open_client(OFFLINE_URL, path, run_store=interrupting_writes) as client,
+                trio_sync.open_client(
+                    OFFLINE_URL, path, client_id="A", run_store=interrupting_writes
+                ) as client,
             ):
                 clients.append(client)
                 for i in range(4):
                     outside.start_soon(_commit_and_record, client, i, returned)
                 await trio.testing.wait_all_tasks_blocked()
 
+    _raises_keyboard_interrupt(main)
+    assert sorted(returned) == [1, 2, 3, 4]  # each caller waited for its write
+    monkeypatch.undo()
+    assert _reopened_pending(path) == [1, 2, 3, 4]  # not StoreInUse
+
+
+def _reopened_pending(path: str) -> list[int]:
+    store = ClientStore.open(path, "A")
+    try:
+        return [event.client_seq for event in store.load_state().pending]
+    finally:
+        store.close()
+
+
+def _raises_keyboard_interrupt(main: Any) -> None:
     with pytest.raises(BaseException) as raised:  # KeyboardInterrupt, grouped or not
         trio.run(main)
     interrupt = raised.value
     if isinstance(interrupt, BaseExceptionGroup):
         interrupt = interrupt.subgroup(KeyboardInterrupt)
     assert interrupt is not None, raised.value
+
+
+def test_ctrl_c_in_a_hook_called_as_the_client_closes_still_closes_the_store(
+    tmp_path: Path,
+) -> None:
+    # Tried (a review): Ctrl-C lands in the application's trace hook as the client says
+    # "disconnected" on its way out. The KeyboardInterrupt came out of the exit before the
+    # store's close: the process could not reopen it (StoreInUse).
+    path = str(tmp_path / "a.sqlite3")
+    leaving: list[bool] = []
+
+    def hook(what: str, details: Any) -> None:
+        if leaving and what == "phase" and details["phase"] == "disconnected":
+            leaving.clear()
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C would, right here
+
+    async def main() -> None:
+        async with trio_sync.open_client(OFFLINE_URL, path, client_id="A", trace=hook) as client:
+            await client.commit("note.added", {})
+            with trio.fail_after(WAIT):
+                await client.wait_status(lambda status: status.state == "disconnected")
+            leaving.append(True)
+            client._core.set_phase("connecting")  # as a new attempt would: the exit says
+            # "disconnected" again
+
+    _raises_keyboard_interrupt(main)
+    assert _reopened_pending(path) == [1]  # not StoreInUse
+
+
+def test_ctrl_c_while_open_client_fails_still_closes_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried (a review): the store fails to load its state (here, an injected StoreCorrupt)
+    # while Ctrl-C comes. The interrupt was raised at the first checkpoint of the store's
+    # close, which then never ran: the process could not reopen it (StoreInUse).
+    path = str(tmp_path / "a.sqlite3")
+    ClientStore.open(path, "A").close()
+
+    def failing_load(store: ClientStore) -> None:
+        signal.raise_signal(signal.SIGINT)  # as Ctrl-C would, meanwhile
+        raise trio_sync.StoreCorrupt("injected")
+
+    monkeypatch.setattr(ClientStore, "load_state", failing_load)
+
+    async def main() -> None:
+        async with trio_sync.open_client(OFFLINE_URL, path, client_id="A"):
+            pass  # pragma: no cover (the open fails)
+
+    _raises_keyboard_interrupt(main)
     monkeypatch.undo()
-
-    async def stored() -> list[int]:
-        async with trio_sync.open_client(OFFLINE_URL, path) as client:  # not StoreInUse
-            return [event.client_seq for event in client.pending_events()]
-
-    assert trio.run(stored) == [1, 2, 3, 4]
-    assert sorted(returned) == [1, 2, 3, 4]  # each caller waited for its write
+    assert _reopened_pending(path) == []  # not StoreInUse

@@ -23,7 +23,7 @@ from .._errors import (
     TransportError,
 )
 from .._groups import single_exception
-from .._store_runner import StoreRunner, in_worker_thread
+from .._store_runner import StoreRunner, despite_interrupts, in_worker_thread
 from ..protocol import Event, PushMachine, SyncStatus, backoff_delay, make_push_machine
 from ..store import open_client_store
 from ..transport import Connection, Connector, connect_websocket
@@ -310,9 +310,8 @@ class Client:
         """Runs the connection supervisor, stopping it while a reset changes the store."""
         while True:
             await self._resume.wait()
-            # Looked at again once awake: waiting yields even for an event already set,
-            # and a reset may have begun meanwhile (it then finds no connection running,
-            # and none may start until it is done).
+            # Looked at again once awake (the wait yields even when set): a reset may have
+            # begun meanwhile, found no connection running, and none may start until done.
             while not self._resume.is_set():
                 await self._resume.wait()
             stopped = self._connection_stopped = trio.Event()
@@ -445,6 +444,7 @@ class Client:
         """
         return await fetch_token(self._token, self._timings.connect_timeout)
 
+    @trio.lowlevel.enable_ki_protection  # its notifications call the application's hooks
     def _close(self) -> None:
         """Marks the client closed once its tasks have ended: the status says
         disconnected, waits raise ClientClosed, iterators and subscriptions end."""
@@ -579,7 +579,7 @@ async def open_client(
     finally:
         with trio.CancelScope(shield=True):
             if client is None:
-                await run_store(store.close)
+                await despite_interrupts(partial(run_store, store.close))
             else:
                 client._close()
                 await client._core.writer.close_store()

@@ -36,7 +36,7 @@ import attrs
 import trio
 
 from .._errors import ClientClosed, StoreError
-from .._store_runner import placement_for, run_durable
+from .._store_runner import despite_interrupts, placement_for, run_durable
 from ..protocol import Advance, Draft, Event, Rebase
 from ..store import ClientStore
 from ..store._client_store import Write
@@ -183,22 +183,16 @@ class ClientWriter:
             self._synced_written_at = at
             self._send.send_nowait(_Flush())
 
-    @trio.lowlevel.enable_ki_protection
     async def close_store(self) -> None:
         """Closes the store once no write is under way (a commit from a task outside the
         open_client block, or a reset, may still be writing in a worker thread), even if
-        Ctrl-C comes meanwhile: it is raised once the store is closed (a store left open
-        would refuse this process until the garbage collector closed it)."""
-        interrupted: KeyboardInterrupt | None = None
-        while True:
-            try:
-                async with self._no_write_under_way():
-                    await self._core.run_store(self._core.store.close)
-                break
-            except KeyboardInterrupt as exc:
-                interrupted = exc
-        if interrupted is not None:
-            raise interrupted
+        Ctrl-C comes meanwhile (then raised once it is closed)."""
+
+        async def close_when_no_write() -> None:
+            async with self._no_write_under_way():
+                await self._core.run_store(self._core.store.close)
+
+        await despite_interrupts(close_when_no_write)
 
     @contextlib.asynccontextmanager
     async def _no_write_under_way(self) -> AsyncIterator[None]:
