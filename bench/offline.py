@@ -83,8 +83,13 @@ async def trio_sync_concurrent(folder: Path, calls: int) -> tuple[float, float]:
         async with trio.open_nursery() as nursery:
             for task in range(TASKS):
                 nursery.start_soon(commit_each, task)
-        events = calls * TASKS
-        return events / (time.perf_counter() - started), (time.process_time() - cpu) / events
+        return _rate_and_cpu(calls * TASKS, started, cpu)
+
+
+def _rate_and_cpu(events: int, started: float, cpu: float) -> tuple[float, float]:
+    """(events/s, CPU seconds an event) since ``time.perf_counter()`` was ``started`` and
+    ``time.process_time()`` was ``cpu``."""
+    return events / (time.perf_counter() - started), (time.process_time() - cpu) / events
 
 
 async def raw_latencies(folder: Path, calls: int, batch: int) -> list[float]:
@@ -184,31 +189,24 @@ async def main() -> None:
     )
     table.print()
 
-    concurrent: dict[str, list[tuple[float, float]]] = {}
-
-    async def measure_concurrent(name: str, round_index: int) -> float:
+    async def measure_concurrent(name: str, round_index: int) -> tuple[float, float]:
         with temp_dir("offline") as folder:
             if name == RAW:
                 started, cpu = time.perf_counter(), time.process_time()
                 await raw_latencies(folder, calls, TASKS)
-                events = calls * TASKS
-                result = (
-                    events / (time.perf_counter() - started),
-                    (time.process_time() - cpu) / events,
-                )
+                result = _rate_and_cpu(calls * TASKS, started, cpu)
             else:
                 result = await trio_sync_concurrent(folder, calls)
         progress(f"{name}, {TASKS} tasks, round {round_index + 1}: {result[0]:,.0f} events/s")
-        concurrent.setdefault(name, []).append(result)
-        return result[0]
+        return result
 
-    await interleave(rounds, ["trio_sync", RAW], measure_concurrent)
+    concurrent = await interleave(rounds, ["trio_sync", RAW], measure_concurrent)
     rates = {name: statistics.median(r for r, _ in runs) for name, runs in concurrent.items()}
     cpus = {name: statistics.median(c for _, c in runs) for name, runs in concurrent.items()}
     group = Table(
         f"(c) {TASKS} tasks commit() at once, {calls} each (median of {rounds} interleaved "
-        "round(s); raw: one durable transaction of {TASKS} rows per call, as a group commit "
-        "of all of them at best)".replace("{TASKS}", str(TASKS)),
+        f"round(s); raw: one durable transaction of {TASKS} rows per call, as a group commit "
+        "of all of them at best)",
         ["contender", "events/s", "CPU us/event", "events/s ratio"],
     )
     for name in ("trio_sync", RAW):

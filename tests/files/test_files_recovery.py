@@ -36,6 +36,8 @@ from ._holds import hold_uploads
 BIG = 8 * 1024 * 1024
 #: Asks the server about the contents held here every 0.2 s.
 CHECKING = FileOptions(check_lost_every=0.2)
+#: Retries a download that failed within a few hundredths of a second.
+QUICK_RETRY = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
 
 
 async def _next(subscription: trio_sync.Subscription, kind: str, **fields: object) -> None:
@@ -289,12 +291,11 @@ async def test_an_upload_the_server_lost_is_repaired_by_its_uploader_when_it_ope
     # the contents, never uploaded them again, since its upload was done.
     data = os.urandom(300_000)
     digest = hashlib.sha256(data).hexdigest()
-    quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A") as a:
             fid = await _saved(a, data)
         on_disk = _rot_the_servers_copy(server, digest)
-        async with open_test_client(server.url, "B", files=quick) as b:
+        async with open_test_client(server.url, "B", files=QUICK_RETRY) as b:
             await b.files.wait_for(
                 lambda files: (
                     (state := files.state(fid).download) is not None
@@ -343,8 +344,7 @@ async def _rot_and_read_elsewhere(
     new client reads ``fid`` all the same, since ``holder`` gave the contents back
     (checked). Returns where the server keeps them."""
     on_disk = _rot_the_servers_copy(server, hashlib.sha256(data).hexdigest(), how)
-    quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
-    async with open_test_client(server.url, "reader", files=quick) as reader:
+    async with open_test_client(server.url, "reader", files=QUICK_RETRY) as reader:
         await reader.wait_synced()
         assert await reader.files.read(fid) == data
     repaired = [n for n in holder.recent_events() if n.kind == "recovery"]
@@ -428,7 +428,6 @@ async def test_a_file_event_naming_a_wrong_size_is_said_unobtainable_on_every_cl
     # the same: the file cannot be had, and why.
     data = os.urandom(300_000)
     digest = hashlib.sha256(data).hexdigest()
-    quick = FileOptions(retry=RetryPolicy(base=0.01, cap=0.05))
     lie = {"id": "lie", "path": "p", "hash": digest, "size": 10}
     with trio.fail_after(WAIT):
         async with open_test_client(server.url, "A") as a:
@@ -444,7 +443,7 @@ async def test_a_file_event_naming_a_wrong_size_is_said_unobtainable_on_every_cl
                 await a.files.read("lie")
             assert a.files.has_contents(honest) is False  # deleted
             assert not a.files.has_contents("lie")  # what it names cannot be had
-        async with open_test_client(server.url, "B", files=quick) as b:
+        async with open_test_client(server.url, "B", files=QUICK_RETRY) as b:
             await b.wait_synced()
             failed = await b.wait_status(lambda s: s.downloads_failed == 1)
             assert failed.downloads_pending == 0

@@ -176,9 +176,11 @@ def _items(
     return [(item, f"{where}[{key!r}]", False) for key, item in container.items()]
 
 
-def wrong_size(held: int, said: int) -> str:
+def size_problem(held: int, said: int) -> str | None:
     """Why a file whose contents are ``held`` bytes, and whose facts say ``said``, cannot
-    be had (its event was committed by hand, or by a buggy peer)."""
+    be had (its event was committed by hand, or by a buggy peer); None when they agree."""
+    if held == said:
+        return None
     return (
         f"its contents are {held} bytes but its event says {said}: the event names a wrong "
         "size for them, so they cannot be had"
@@ -203,7 +205,8 @@ def local_copy_problem(
     if digest == info.content_hash:
         # Sound, but not the size its fact says: that fact lies, and every client's
         # download (or read) of it says so.
-        return None if size == info.size else LocalCopyProblem(wrong_size(size, info.size), True)
+        problem = size_problem(size, info.size)
+        return None if problem is None else LocalCopyProblem(problem, True)
     if (
         info.author == client_id
         and upload is not None

@@ -19,7 +19,7 @@ from ._blobs import BlobStore
 from ._executor import DIRECTIONS, TransferExecutor
 from ._fold import FileFold
 from ._garbage import BlobCollector
-from ._model import Direction, TransferState, rows_for_own_contents, wrong_size
+from ._model import Direction, TransferState, rows_for_own_contents, size_problem
 from ._state import TransferStateStore
 
 
@@ -257,10 +257,11 @@ class Reconciler:
             held = sizes.get(content_hash)
             # A fact whose size is not its contents' (committed by hand, by a buggy peer)
             # is no file anyone can have: said, as every client that lacks them says it.
+            problem = None if held is None else size_problem(held, info.size)
             done = (
                 TransferState("done", content_hash)
-                if held is None or held == info.size
-                else TransferState("error", content_hash, 0, wrong_size(held, info.size))
+                if problem is None
+                else TransferState("error", content_hash, 0, problem)
             )
             state = self._states.get(file_id, "download")
             if _already(state, done):

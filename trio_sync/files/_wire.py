@@ -43,7 +43,7 @@ from ..protocol._blob_messages import (
 from ..transport import Connection
 from ._blobs import BlobStore
 from ._chunks import append_chunk, finish, hash_stored, new_hasher, read_chunk
-from ._model import wrong_size
+from ._model import size_problem
 from ._pacing import TransferPacer
 
 #: Opens a new connection to the server (the client's connector, bound to its URL).
@@ -300,8 +300,9 @@ class BlobClient:
         """
         blobs, run = self._blobs, self._run
         held = await run(blobs.size, content_hash)
-        if held is not None and held != size:
-            raise TransferFailed(wrong_size(held, size), retryable=False)
+        problem = None if held is None else size_problem(held, size)
+        if problem is not None:
+            raise TransferFailed(problem, retryable=False)
         if held is not None:
             # Another file with the same contents brought it meanwhile.
             progress(held, held)
