@@ -8,6 +8,7 @@ import math
 import sys
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,6 +32,7 @@ from trio_sync.protocol import (
     decode,
     encode,
 )
+from trio_sync.protocol._codec import converter, event_json
 
 A1 = Event("todo.created", {"id": 1, "text": "milk", "tags": ["x"]}, "A", 1)
 A2 = Event("todo.done", {"id": 1}, "A", 2)
@@ -552,3 +554,65 @@ def test_args_too_deep_are_reported_after_the_errors_found_before_them(
     # event's error, the batch's, or the count's, which decode reported first before.
     with pytest.raises(InvalidMessage, match=message):
         decode(json.dumps(frame), limits)
+
+
+def _page_of(args_list: list[dict[str, Any]]) -> str:
+    events = [
+        {"name": "a", "args": args, "client_id": "A", "client_seq": n, "seq": n}
+        for n, args in enumerate(args_list, start=1)
+    ]
+    return json.dumps({"type": "pull_page", "pull_id": 1, "events": events, "head": 9})
+
+
+@pytest.mark.parametrize(
+    ("args_list", "too_deep"),
+    [
+        ([{"i": 1}, {}, {"s": "x"}], None),
+        # Brackets inside strings only add to the frame's counts: the args are walked.
+        ([{"s": "[{"}, {"t": "}]"}], None),
+        ([{"i": 1}, {"d": [1]}], None),  # one level below the args: within max_depth=1
+        ([{"i": 1}, {"d": [[1]]}], 1),
+        ([{"d": {"e": {}}}, {"i": 1}], 0),
+        # A string's brackets beside a nested value: still found.
+        ([{"s": "{{"}, {"d": [[]]}], 1),
+    ],
+)
+def test_args_nesting_is_found_whatever_brackets_the_frame_holds(
+    args_list: list[dict[str, Any]], too_deep: int | None
+) -> None:
+    # What was tried: pull pages whose events' args are flat or nest one or two levels,
+    # some with brackets inside strings, under max_depth=1. decode skips walking the
+    # args when the frame's bracket counts prove every event flat; one nested value must
+    # still be refused, naming its event.
+    frame = _page_of(args_list)
+    limits = WireLimits(max_depth=1)
+    if too_deep is None:
+        page = decode(frame, limits)
+        assert isinstance(page, PullPage)
+        assert [event.args for event in page.events] == args_list
+    else:
+        with pytest.raises(
+            InvalidMessage, match=rf"pull_page.events\[{too_deep}\].args: nested deeper than 1"
+        ):
+            decode(frame, limits)
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(st.text(), json_values, max_size=4),
+    st.text(min_size=1, max_size=20).filter(str.isprintable),
+    st.integers(min_value=1, max_value=2**63 - 1),
+    st.none() | st.integers(min_value=1, max_value=2**63 - 1),
+)
+def test_an_events_json_is_the_converters_form_written_out(
+    args: dict[str, Any], name: str, client_seq: int, seq: int | None
+) -> None:
+    # What was tried: events of any storable args, names with quotes and backslashes,
+    # positions up to 2**63-1, with and without a seq: event_json writes the object the
+    # converter's unstructure gives, byte for byte (it no longer calls the converter).
+    try:
+        event = Event(name=name, args=args, client_id='c\\"1', client_seq=client_seq, seq=seq)
+        expected = orjson.dumps(converter.unstructure(event)).decode()
+    except (TypeError, ValueError):
+        return  # not an event (a name or value the rules refuse, or orjson cannot write)
+    assert event_json(event) == expected
