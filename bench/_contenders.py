@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import math
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,13 +55,16 @@ LATE_AFTER = 30.0
 class Pair:
     """A writer A and a reader B connected through one contender's server.
 
-    ``visible`` yields the args of A's events as B sees them, in order (warm-up events
-    left out). Made by a contender's ``open_pair``, warmed up: both ends are connected
-    and one event has gone through.
+    The contender's reader calls :meth:`saw` with the args of each of A's events as B
+    sees them, in order; a measurement takes them with :meth:`watching` (warm-up events
+    left out), in the reader's own call: no hop to another task per event, whose cost
+    every contender would pay alike and which would narrow every ratio. Made by a
+    contender's ``open_pair``, warmed up: both ends are connected and one event has gone
+    through.
     """
 
     def __init__(self) -> None:
-        self._send_visible, self.visible = trio.open_memory_channel[Args](math.inf)
+        self._watcher: Callable[[Args], None] | None = None
         self._warm = trio.Event()
 
     async def commit(self, args: Args) -> None:
@@ -77,8 +79,17 @@ class Pair:
         """B saw an event of A's (called by the contender's reader)."""
         if WARMUP in args:
             self._warm.set()
-        else:
-            self._send_visible.send_nowait(args)
+        elif self._watcher is not None:
+            self._watcher(args)
+
+    @contextmanager
+    def watching(self, watcher: Callable[[Args], None]) -> Iterator[None]:
+        """Calls ``watcher`` with each event B sees meanwhile (it must not block)."""
+        self._watcher = watcher
+        try:
+            yield
+        finally:
+            self._watcher = None
 
     async def warm_up(self) -> None:
         # Repeated: a peer may drop what is sent before it has fully registered B.
@@ -372,23 +383,20 @@ async def burst(pair: Pair, count: int, tasks: int = 1, batch: int = 0) -> float
     batches of that size instead (None if the contender has no batch call).
     """
     payload = [{"i": i} for i in range(count)]
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        done = trio.Event()
+    seen = 0
+    done = trio.Event()
 
-        async def count_visible() -> None:
-            seen = 0
-            async for _ in pair.visible:
-                seen += 1
-                if seen == count:
-                    done.set()
-                    return
+    def count_visible(args: Args) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == count:
+            done.set()
 
-        nursery.start_soon(count_visible)
+    with pair.watching(count_visible):
+        started = time.perf_counter()
         if batch:
             for first in range(0, count, batch):
                 if not await pair.commit_batch(payload[first : first + batch]):
-                    nursery.cancel_scope.cancel()
                     return None
         else:
             async with trio.open_nursery() as committers:
@@ -408,24 +416,20 @@ async def paced_latencies(pair: Pair, rate: float, count: int) -> tuple[float, l
     per event B saw, the seconds from the commit call until B saw it (fewer than
     ``count`` if some never arrived within ``LATE_AFTER`` seconds of the last commit)."""
     latencies: list[float] = []
-    async with trio.open_nursery() as nursery:
-        done = trio.Event()
+    done = trio.Event()
 
-        async def record() -> None:
-            async for args in pair.visible:
-                latencies.append(time.perf_counter() - args["t"])
-                if len(latencies) == count:
-                    done.set()
-                    return
+    def record(args: Args) -> None:
+        latencies.append(time.perf_counter() - args["t"])
+        if len(latencies) == count:
+            done.set()
 
-        async def commit(i: int) -> None:
-            await pair.commit({"i": i, "t": time.perf_counter()})
+    async def commit(i: int) -> None:
+        await pair.commit({"i": i, "t": time.perf_counter()})
 
-        nursery.start_soon(record)
+    with pair.watching(record):
         reached = await pace(rate, count, commit)
         with trio.move_on_after(LATE_AFTER):
             await done.wait()
-        nursery.cancel_scope.cancel()
     return reached, latencies
 
 
