@@ -315,7 +315,13 @@ def new_draft(name: str, args: object, *, limits: WireLimits = DEFAULT_LIMITS) -
             f"event {name!r} of {size} bytes exceeds the limit of {limits.max_event_bytes} "
             "bytes (max_event_bytes)"
         )
-    return Draft(name=name, args=normalised)
+    draft = _new_object(Draft)  # checked above: without the frozen class's __setattr__
+    _set_draft_name(draft, name)
+    _set_draft_args(draft, normalised)
+    return draft
+
+
+_set_draft_name, _set_draft_args = (Draft.__dict__[field].__set__ for field in ("name", "args"))
 
 
 def new_event(
