@@ -616,3 +616,16 @@ def test_an_events_json_is_the_converters_form_written_out(
     except (TypeError, ValueError):
         return  # not an event (a name or value the rules refuse, or orjson cannot write)
     assert event_json(event) == expected
+
+
+def test_a_pushed_event_over_the_byte_limit_in_fewer_characters_is_refused() -> None:
+    # What was tried (a review's finding): a push whose event is 909 bytes of UTF-8 (300
+    # "€") in a frame of fewer characters than max_event_bytes=500: the server measured
+    # events only when the frame's *characters* were over the limit, and took it.
+    event = {"name": "n", "args": {"a": "€" * 300}, "client_id": "c", "client_seq": 1, "seq": None}
+    frame = json.dumps(
+        {"type": "push", "push_id": 1, "parent": 0, "events": [event]}, ensure_ascii=False
+    )
+    assert len(frame) < 500 < len(frame.encode())
+    with pytest.raises(InvalidMessage, match="event of 909 bytes exceeds the limit"):
+        decode(frame, WireLimits(max_event_bytes=500))

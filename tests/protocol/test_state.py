@@ -287,6 +287,19 @@ def test_plan_push_stops_before_an_event_the_servers_limits_refuse() -> None:
     assert state.refused_first_pending() == refused  # now only a reset moves on
 
 
+def test_an_event_over_the_byte_limit_in_fewer_characters_is_refused() -> None:
+    # What was tried (a review's finding): args of 300 "€", 908 bytes of UTF-8 but fewer
+    # characters than the lowered limit of 500 bytes: the size was decided on characters,
+    # so the push planned it and the server (counting the same way) took it.
+    state = SyncState("A")
+    state.commit("euros", {"a": "€" * 300})
+    state.limits = WireLimits(max_event_bytes=500)
+    assert state.plan_push(100) is None
+    refused = state.refused_head()
+    assert refused is not None and refused[0].name == "euros"
+    assert "event of 913 bytes exceeds the limit" in refused[1]
+
+
 def test_an_event_committed_under_a_deeper_limit_is_refused_when_it_is_lowered() -> None:
     # A server that allowed 40 levels, then 34: an event of 36 levels is refused, though
     # 34 is above the default limit (the first version only looked below the default).

@@ -30,7 +30,7 @@ from ._events import (
     _unchecked_event,
     check_event_content,
 )
-from ._json import INT64_MAX, dumps, loads, nested_too_deep
+from ._json import INT64_MAX, dumps, loads, nested_too_deep, utf8_length
 from ._limits import DEFAULT_LIMITS, MAX_CLIENT_ID_LENGTH, MAX_NAME_LENGTH, WireLimits
 from ._messages import MESSAGE_TYPES, Message, PullPage, Push
 
@@ -162,7 +162,9 @@ def decode(frame: str | bytes | bytearray, limits: WireLimits = DEFAULT_LIMITS) 
     if cls is Push or cls is PullPage:
         # The messages that carry events, and so most of the traffic: structured by hand
         # (as strictly as cattrs does the rest, and several times faster).
-        measure = len(frame) > limits.max_event_bytes
+        # In bytes, as the limit counts them: a frame of fewer characters than the limit
+        # may still hold an event over it (three bytes a character for "€").
+        measure = utf8_length(frame) > limits.max_event_bytes
         depth_limits = None if measure or _only_flat_args(frame, body) else limits
         batch, too_deep_at = _structure_batch(body, cls, kind, depth_limits)
         _check_events(batch, limits, measure=measure, too_deep_at=too_deep_at)

@@ -43,6 +43,13 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def utf8_length(text: str) -> int:
+    """How many bytes ``text`` takes in UTF-8 (what size limits count), without encoding
+    it when it is ASCII (one byte a character); a lone surrogate counts as its three
+    bytes, as the parsers refuse it elsewhere."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def loads(text: str | bytes, *, what: str = "frame") -> Any:
     """Parses untrusted JSON text.
 

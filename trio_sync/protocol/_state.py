@@ -18,7 +18,7 @@ import attrs
 from .._errors import InvalidMessage, ProtocolError
 from ._codec import event_json
 from ._events import Draft, Event, check_event_content, new_draft, new_event
-from ._json import nested_too_deep
+from ._json import nested_too_deep, utf8_length
 from ._limits import DEFAULT_LIMITS, WireLimits
 
 
@@ -157,16 +157,15 @@ class SyncState:
         # Its size is measured again only when its JSON (envelope included) is over the
         # limit; its depth is walked each time (a few containers, once per push planned).
         limits = self.limits
-        if len(event_json(event)) <= limits.max_event_bytes and not nested_too_deep(
-            event.args, limits.max_depth
-        ):
+        measure = utf8_length(event_json(event)) > limits.max_event_bytes
+        if not measure and not nested_too_deep(event.args, limits.max_depth):
             return None  # as most are: no message to build
         try:
             check_event_content(
                 event,
                 path=f"pending event {event.client_seq} ({event.name!r})",
-                limits=self.limits,
-                measure=len(event_json(event)) > self.limits.max_event_bytes,
+                limits=limits,
+                measure=measure,
             )
         except InvalidMessage as exc:
             return str(exc)
