@@ -375,11 +375,12 @@ class ClientCore:
 
     # --- what the connection brings -------------------------------------------------
 
-    async def merge(self, events: Sequence[Event]) -> MergeResult:
+    async def merge(self, events: Sequence[Event], *, size: int = 0) -> MergeResult:
         """Merges upstream events: evaluated now, written by the writer, then applied.
 
         Durable first, then in memory: nothing moves unless the write succeeds, and the
-        next pull asks again from the same head.
+        next pull asks again from the same head. ``size``: the bytes that brought them
+        (0: unknown), which decide with their count where they are written.
 
         Raises:
             StoreError: The local store could not be written.
@@ -388,7 +389,7 @@ class ClientCore:
         if isinstance(result, Refused):
             self.trace("pull.refused", reason=result.reason)
         elif result.applied:
-            await self.writer.merge(result)
+            await self.writer.merge(result, size=size)
         return result
 
     def acknowledge(self, ack: PushAck) -> None:

@@ -62,7 +62,8 @@ class ClientSession:
         self._heartbeat = Heartbeat(timings.heartbeat)
         self._pull_id = 0
         # Pages wait here for the applier; a few at most, then the reader waits too.
-        self._send_page, self._pages = trio.open_memory_channel[PullPage](16)
+        #: Pages with the bytes that brought them (what decides where they are written).
+        self._send_page, self._pages = trio.open_memory_channel[tuple[PullPage, int]](16)
         #: Whether the handshake succeeded, and when.
         self.connected = False
         self._connected_at = 0.0
@@ -179,10 +180,11 @@ class ClientSession:
                 self.made_progress = True
                 core.note_server_head(message.head)
                 received = getattr(self._conn, "bytes_received", 0)
-                core.note_history_received(received - self._bytes_seen)
+                size = received - self._bytes_seen
+                core.note_history_received(size)
                 self._bytes_seen = received
                 self._heartbeat.note_server_head(message.head)
-                await self._send_page.send(message)
+                await self._send_page.send((message, size))
             elif isinstance(message, PushAck):
                 self.made_progress = True
                 self._silence.on_push_answered()
@@ -232,10 +234,11 @@ class ClientSession:
                 except trio.WouldBlock:
                     break
             # Pages of a pull already replaced are dropped: the new one resends them.
-            events = [e for page in pages if page.pull_id == self._pull_id for e in page.events]
+            current = [(page, size) for page, size in pages if page.pull_id == self._pull_id]
+            events = [e for page, _ in current for e in page.events]
             if not events:
                 continue
-            result = await core.merge(events)
+            result = await core.merge(events, size=sum(size for _, size in current))
             if isinstance(result, Refused):
                 await self._restart_pull(result.reason)
 

@@ -110,6 +110,8 @@ class _Merge(_Job):
     result: Advance | Rebase
     #: The store lineage it belongs to: one queued before a reset is dropped.
     lineage: int = 0
+    #: The bytes of the pages that brought it (0: unknown).
+    size: int = 0
 
 
 @attrs.define(eq=False)
@@ -125,6 +127,8 @@ CHECKPOINT_EVERY = 256
 #: runs in the thread, so that the loop decodes the next pages meanwhile. (At 64, every
 #: page of a stream of 100-event batches went to the thread: 13% more CPU an event.)
 INLINE_ROWS = 500
+#: And up to this many bytes of pages: 500 large events take tens of milliseconds.
+INLINE_BYTES = 256 * 1024
 #: The time the client was last synced is written on its own at most this often (wall
 #: seconds); otherwise with the next batch.
 SYNCED_WRITE_INTERVAL = 1.0
@@ -165,14 +169,15 @@ class ClientWriter:
         await self._submit(job)
         return job.events
 
-    async def merge(self, result: Advance | Rebase) -> None:
-        """Writes a merged upstream batch, then applies it in memory.
+    async def merge(self, result: Advance | Rebase, *, size: int = 0) -> None:
+        """Writes a merged upstream batch (``size``: the bytes of the pages that brought
+        it, 0 if unknown), then applies it in memory.
 
         Raises:
             StoreError: The write failed; nothing changed.
             ClientClosed: The client is closing.
         """
-        await self._submit(_Merge(result, lineage=self._core.lineage))
+        await self._submit(_Merge(result, lineage=self._core.lineage, size=size))
 
     def note_ack(self, acked_through: int) -> None:
         """Records an acknowledgement with the next batch (nobody waits for it)."""
@@ -250,7 +255,9 @@ class ClientWriter:
                     self._send.send_nowait(job)
                     await job.done.wait_through_cancellation()
             elif (
-                isinstance(job, _Merge) and len(job.result.applied) <= INLINE_ROWS and self._idle()
+                isinstance(job, _Merge)
+                and _small(len(job.result.applied), job.size)
+                and self._idle()
             ):
                 # A small page, written on the loop right here: nothing else starts
                 # meanwhile, so order is kept, and the switch to the writer task and back
@@ -359,7 +366,7 @@ class ClientWriter:
                 )
 
     async def _run_batch(
-        self, store: ClientStore, writes: list[Write], *, durable: bool, rows: int
+        self, store: ClientStore, writes: list[Write], *, durable: bool, rows: int, size: int
     ) -> list[object]:
         self._batches_since_checkpoint += 1
         if self._batches_since_checkpoint >= CHECKPOINT_EVERY:
@@ -367,7 +374,7 @@ class ClientWriter:
             await self._core.run_store(store.checkpoint)
         if durable:
             return await self._run_durable(store, writes)
-        if rows > INLINE_ROWS:
+        if not _small(rows, size):
             # A large catch-up batch: in the thread, so the event loop goes on receiving
             # and decoding the next pages meanwhile.
             return await self._core.run_store(partial(store.write_batch, durable=False), writes)
@@ -416,7 +423,10 @@ class ClientWriter:
         writes += self._notes()
         try:
             rows = sum(len(m.result.applied) for m in merges)
-            results = await self._run_batch(store, writes, durable=bool(commits), rows=rows)
+            size = sum(m.size for m in merges)
+            results = await self._run_batch(
+                store, writes, durable=bool(commits), rows=rows, size=size
+            )
         except StoreError as exc:
             for failed in batch:
                 failed.fail(exc)
@@ -439,6 +449,11 @@ class ClientWriter:
                 merge.done.set()
         for flush in flushes:
             flush.done.set()
+
+
+def _small(rows: int, size: int) -> bool:
+    """Whether a write of pulled events without an fsync runs on the event loop."""
+    return rows <= INLINE_ROWS and size <= INLINE_BYTES
 
 
 def _fail_unfinished(jobs: Sequence[_Job], exc: BaseException) -> None:
