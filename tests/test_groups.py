@@ -31,6 +31,25 @@ async def test_single_exception_raises_the_one_real_failure() -> None:
         await fail_beside_two_waiters()
 
 
+async def test_a_ctrl_c_beside_a_failure_is_raised_as_itself() -> None:
+    # What was tried (a review's finding): Ctrl-C landing in a WebSocket's reader task
+    # while the read loop beside it fails with ConnectionClosed. open_client raised a
+    # group of both (the process died with a traceback, not as interrupted); the
+    # interrupt is what the user asked for.
+    async def interrupted() -> None:
+        await trio.lowlevel.checkpoint()
+        raise KeyboardInterrupt
+
+    async def closed() -> None:
+        await trio.lowlevel.checkpoint()
+        raise ConnectionClosed("connection closed")
+
+    with pytest.raises(KeyboardInterrupt), single_exception():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(closed)
+            nursery.start_soon(interrupted)
+
+
 @pytest.mark.parametrize("release", [False, True])
 async def test_a_released_failure_leaves_no_cycle_holding_its_frames(
     collector_off: None, release: bool

@@ -24,7 +24,8 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 @contextlib.contextmanager
 def single_exception() -> Iterator[None]:
-    """Re-raises a group holding one real exception (Cancelled aside) as that exception.
+    """Re-raises a group holding one real exception (Cancelled aside) as that exception,
+    and a group holding a KeyboardInterrupt as the interrupt.
 
     A context manager that owns a nursery would otherwise hand its users an
     ExceptionGroup for an ordinary error raised in their own ``async with`` body. When
@@ -35,6 +36,12 @@ def single_exception() -> Iterator[None]:
         yield
     except BaseExceptionGroup as group:
         leaves = _leaves(group)
+        for exc in leaves:
+            # Ctrl-C lands in whichever task runs when the signal comes (a WebSocket's
+            # reader, say), and the connection then fails beside it: what the user asked
+            # for is the interrupt, the rest is its consequence.
+            if isinstance(exc, KeyboardInterrupt):
+                raise exc from group.__cause__
         real = [exc for exc in leaves if not isinstance(exc, trio.Cancelled)]
         chosen = real if real else leaves
         if len(chosen) == 1 or all(isinstance(exc, TrioSyncError) for exc in chosen):
