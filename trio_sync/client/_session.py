@@ -61,8 +61,8 @@ class ClientSession:
         self._schema = schema
         self._heartbeat = Heartbeat(timings.heartbeat)
         self._pull_id = 0
-        # Pages wait here for the applier; a few at most, then the reader waits too.
-        #: Pages with the bytes that brought them (what decides where they are written).
+        # Pages wait here for the applier, each with the bytes that brought it (they decide,
+        # with its rows, where it is written); a few at most, then the reader waits too.
         self._send_page, self._pages = trio.open_memory_channel[tuple[PullPage, int]](16)
         #: Whether the handshake succeeded, and when.
         self.connected = False
