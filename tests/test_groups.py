@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from trio_sync import ConnectionClosed
 from trio_sync._groups import release_frames, single_exception
@@ -26,6 +27,22 @@ async def fail_beside_two_waiters() -> None:
             raise ConnectionClosed("gone")
 
 
+async def fail_together(*errors: BaseException) -> None:
+    """Each error raised by a task of one nursery, all woken at once (so that none is
+    cancelled by the first one's failure before it raises)."""
+    go = trio.Event()
+
+    async def fail(error: BaseException) -> None:
+        await go.wait()
+        raise error
+
+    async with trio.open_nursery() as nursery:
+        for error in errors:
+            nursery.start_soon(fail, error)
+        await trio.testing.wait_all_tasks_blocked()
+        go.set()
+
+
 async def test_single_exception_raises_the_one_real_failure() -> None:
     with pytest.raises(ConnectionClosed, match="gone"):
         await fail_beside_two_waiters()
@@ -36,18 +53,19 @@ async def test_a_ctrl_c_beside_a_failure_is_raised_as_itself() -> None:
     # while the read loop beside it fails with ConnectionClosed. open_client raised a
     # group of both (the process died with a traceback, not as interrupted); the
     # interrupt is what the user asked for.
-    async def interrupted() -> None:
-        await trio.lowlevel.checkpoint()
-        raise KeyboardInterrupt
-
-    async def closed() -> None:
-        await trio.lowlevel.checkpoint()
-        raise ConnectionClosed("connection closed")
-
     with pytest.raises(KeyboardInterrupt), single_exception():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(closed)
-            nursery.start_soon(interrupted)
+        await fail_together(KeyboardInterrupt(), ConnectionClosed("connection closed"))
+
+
+async def test_a_failure_beside_a_ctrl_c_stays_in_its_traceback() -> None:
+    # What was tried (a review's finding): a RuntimeError in one task as Ctrl-C lands in
+    # another: the interrupt is raised, caused by the group that holds the error (it was
+    # hidden).
+    with pytest.raises(KeyboardInterrupt) as caught, single_exception():
+        await fail_together(KeyboardInterrupt(), RuntimeError("a bug beside it"))
+    cause = caught.value.__cause__
+    assert isinstance(cause, BaseExceptionGroup)
+    assert any(isinstance(exc, RuntimeError) for exc in cause.exceptions)
 
 
 @pytest.mark.parametrize("release", [False, True])

@@ -36,13 +36,13 @@ def single_exception() -> Iterator[None]:
         yield
     except BaseExceptionGroup as group:
         leaves = _leaves(group)
-        for exc in leaves:
+        real = [exc for exc in leaves if not isinstance(exc, trio.Cancelled)]
+        for exc in real:
             # Ctrl-C lands in whichever task runs when the signal comes (a WebSocket's
             # reader, say), and the connection then fails beside it: what the user asked
-            # for is the interrupt, the rest is its consequence.
+            # for is the interrupt. Whatever else failed stays in its traceback.
             if isinstance(exc, KeyboardInterrupt):
-                raise exc from group.__cause__
-        real = [exc for exc in leaves if not isinstance(exc, trio.Cancelled)]
+                raise exc from (group if len(real) > 1 else group.__cause__)
         chosen = real if real else leaves
         if len(chosen) == 1 or all(isinstance(exc, TrioSyncError) for exc in chosen):
             raise chosen[0] from group.__cause__

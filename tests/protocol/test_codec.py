@@ -629,3 +629,19 @@ def test_a_pushed_event_over_the_byte_limit_in_fewer_characters_is_refused() -> 
     assert len(frame) < 500 < len(frame.encode())
     with pytest.raises(InvalidMessage, match="event of 909 bytes exceeds the limit"):
         decode(frame, WireLimits(max_event_bytes=500))
+
+
+def test_a_pushed_event_that_grows_when_written_again_is_measured() -> None:
+    # What was tried (a review's finding): a push of one event whose args hold 1e15
+    # written 30 times, a frame of 269 bytes, under max_event_bytes=300: stored (orjson's
+    # form) each 1e15 is 1000000000000000.0 and the event 578 bytes. The server measured
+    # events only when the frame was over the limit, and took it.
+    args = "[" + ",".join(["1e15"] * 30) + "]"
+    frame = (
+        '{"type":"push","push_id":1,"parent":0,"events":[{"name":"n","args":{"a":'
+        + args
+        + '},"client_id":"c","client_seq":1,"seq":null}]}'
+    )
+    assert len(frame) < 300
+    with pytest.raises(InvalidMessage, match="event of 578 bytes exceeds the limit"):
+        decode(frame, WireLimits(max_event_bytes=300))

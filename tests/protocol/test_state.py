@@ -300,6 +300,18 @@ def test_an_event_over_the_byte_limit_in_fewer_characters_is_refused() -> None:
     assert "event of 913 bytes exceeds the limit" in refused[1]
 
 
+def test_a_draft_is_measured_as_it_is_stored() -> None:
+    # What was tried (a review's finding): args with a key that is not a string (written
+    # by the standard library, which puts 1e-05 where orjson puts 0.00001) and 80 such
+    # floats, under max_event_bytes=500: the draft was measured in the standard library's
+    # form (within the limit) and stored in orjson's (over it), so the client committed
+    # an event that it could then never push (stuck until a reset).
+    state = SyncState("A", limits=WireLimits(max_event_bytes=500))
+    with pytest.raises(InvalidEvent, match="exceeds the limit of 500 bytes"):
+        state.draft("floats", {1: [1e-05] * 80})
+    state.draft("floats", {1: [1e-05] * 40})  # within it either way: taken
+
+
 def test_an_event_committed_under_a_deeper_limit_is_refused_when_it_is_lowered() -> None:
     # A server that allowed 40 levels, then 34: an event of 36 levels is refused, though
     # 34 is above the default limit (the first version only looked below the default).

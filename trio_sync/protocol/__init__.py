@@ -24,7 +24,7 @@ from ._heartbeat import (
     RestartPull,
     SendPing,
 )
-from ._json import INT64_MAX, check_value
+from ._json import INT64_MAX, check_value, utf8_length
 from ._limits import (
     CLIENT_RECEIVE_LIMITS,
     DEFAULT_LIMITS,
@@ -184,5 +184,6 @@ __all__ = [
     "reused_id_problem",
     "server_lost_events",
     "token_problem",
+    "utf8_length",
     "welcome_problem",
 ]

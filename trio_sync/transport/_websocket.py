@@ -20,6 +20,7 @@ from ..protocol import (
     WireLimits,
     decode,
     encode_frame,
+    utf8_length,
 )
 from ..protocol._blob_messages import BlobChunk, UploadEnd
 from ._base import CLOSE_NORMAL
@@ -120,7 +121,7 @@ class WebSocketConnection:
             reason = describe_close(exc.reason)
             self._outbox.close(reason)
             raise ConnectionClosed(reason) from None
-        self.bytes_received += len(frame)
+        self.bytes_received += utf8_length(frame) if isinstance(frame, str) else len(frame)
         if isinstance(frame, str) and len(frame) > DECODE_IN_THREAD_ABOVE:
             # A frame this large takes milliseconds to parse and check: in a worker
             # thread, the event loop keeps serving everyone else meanwhile.
