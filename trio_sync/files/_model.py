@@ -176,10 +176,11 @@ def _items(
     return [(item, f"{where}[{key!r}]", False) for key, item in container.items()]
 
 
-def size_problem(held: int, said: int) -> str | None:
+def size_problem(held: int | None, said: int) -> str | None:
     """Why a file whose contents are ``held`` bytes, and whose facts say ``said``, cannot
-    be had (its event was committed by hand, or by a buggy peer); None when they agree."""
-    if held == said:
+    be had (its event was committed by hand, or by a buggy peer); None when they agree,
+    or when its contents are not held (None)."""
+    if held is None or held == said:
         return None
     return (
         f"its contents are {held} bytes but its event says {said}: the event names a wrong "

@@ -257,7 +257,7 @@ class Reconciler:
             held = sizes.get(content_hash)
             # A fact whose size is not its contents' (committed by hand, by a buggy peer)
             # is no file anyone can have: said, as every client that lacks them says it.
-            problem = None if held is None else size_problem(held, info.size)
+            problem = size_problem(held, info.size)
             done = (
                 TransferState("done", content_hash)
                 if problem is None

@@ -300,7 +300,7 @@ class BlobClient:
         """
         blobs, run = self._blobs, self._run
         held = await run(blobs.size, content_hash)
-        problem = None if held is None else size_problem(held, size)
+        problem = size_problem(held, size)
         if problem is not None:
             raise TransferFailed(problem, retryable=False)
         if held is not None:

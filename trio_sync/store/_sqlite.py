@@ -352,7 +352,10 @@ class Database:
         """Raises StoreClosed once :meth:`close` ran (called under the lock, so a write
         racing the close either runs first or is refused)."""
         if getattr(self, "_conn", None) is None:
-            raise StoreClosed(f"store {self.path!r} is closed")
+            raise self._closed_error()
+
+    def _closed_error(self) -> StoreClosed:
+        return StoreClosed(f"store {self.path!r} is closed")
 
     def _set_synchronous(self, level: str) -> None:
         if level != self._synchronous:
@@ -368,7 +371,7 @@ class Database:
                 return work(self._conn)
         with self._read_lock, translate_errors(self.path):
             if self._reader is None:  # closed since it was looked at, above
-                raise StoreClosed(f"store {self.path!r} is closed")
+                raise self._closed_error()
             return work(self._reader)
 
     def close(self) -> None:
