@@ -17,6 +17,7 @@ import trio.testing
 import trio_sync
 from trio_sync import StoreFull
 from trio_sync._store_runner import inline
+from trio_sync.client import _writer
 from trio_sync.client._writer import CHECKPOINT_EVERY
 from trio_sync.protocol import PullPage
 from trio_sync.store import ClientStore
@@ -491,14 +492,10 @@ def test_ctrl_c_while_open_client_fails_still_closes_the_store(
     assert _reopened_pending(path) == []  # not StoreInUse
 
 
-async def test_a_page_of_many_bytes_is_written_in_the_thread_a_small_one_on_the_loop(
-    world: World, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # What was tried (a review's finding): pages of 10 events that came in 300 KiB on the
-    # wire (large events), then pages of 10 that came in 1 KiB. A batch of pulled events
-    # is written on the event loop only when it is small in rows *and* in bytes (500
-    # events of 20 KiB took 34 ms to write there): the first goes through the store
-    # runner (a worker thread in production), the second is written right here.
+@pytest.fixture
+def page_bytes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Makes the memory transport count ``page_bytes["size"]`` bytes received (300 KiB
+    unless changed) for each page with events, as a WebSocket counts its frames'."""
     declared = {"size": 300 * 1024}
     receive = MemoryConnection.receive
 
@@ -510,13 +507,47 @@ async def test_a_page_of_many_bytes_is_written_in_the_thread_a_small_one_on_the_
         return message
 
     monkeypatch.setattr(MemoryConnection, "receive", receive_counting_bytes)
+    return declared
+
+
+def _store_call_name(fn: Any) -> str:
+    """The name of a store call given to the store runner (plain or a ``partial``)."""
+    return str(getattr(getattr(fn, "func", fn), "__name__", ""))
+
+
+class _HeldStoreCall:
+    """Holds the first call of the store's ``name`` that ``client`` makes through its
+    store runner (a worker thread in production) until ``release`` is set."""
+
+    def __init__(self, client: trio_sync.Client, name: str) -> None:
+        self.held = trio.Event()
+        self.release = trio.Event()
+        run_store = client._core.run_store
+
+        async def hold_the_first(fn: Any, /, *args: Any) -> Any:
+            if _store_call_name(fn) == name and not self.held.is_set():
+                self.held.set()
+                await self.release.wait()
+            return await run_store(fn, *args)
+
+        client._core.run_store = hold_the_first
+
+
+async def test_a_page_of_many_bytes_is_written_in_the_thread_a_small_one_on_the_loop(
+    world: World, autojump_clock: trio.testing.MockClock, page_bytes: dict[str, int]
+) -> None:
+    # What was tried (a review's finding): pages of 10 events that came in 300 KiB on the
+    # wire (large events), then pages of 10 that came in 1 KiB. A batch of pulled events
+    # is written on the event loop only when it is small in rows *and* in bytes (500
+    # events of 20 KiB took 34 ms to write there): the first goes through the store
+    # runner (a worker thread in production), the second is written right here.
     await world.start_server()
     async with world.client("A") as a, world.client("B") as b:
         through_runner: list[int] = []
         run_store = b._core.run_store
 
         async def spy(fn: Any, /, *args: Any) -> Any:
-            if getattr(getattr(fn, "func", None), "__name__", "") == "write_batch":
+            if _store_call_name(fn) == "write_batch":
                 through_runner.append(len(args[0]))
             return await run_store(fn, *args)
 
@@ -525,8 +556,63 @@ async def test_a_page_of_many_bytes_is_written_in_the_thread_a_small_one_on_the_
         await b.wait_status(lambda status: status.upstream_head == 10)
         assert through_runner  # written through the runner
         through_runner.clear()
-        declared["size"] = 1024
+        page_bytes["size"] = 1024
         await a.commit_many([("note.added", {"i": i}) for i in range(10, 20)])
         await b.wait_status(lambda status: status.upstream_head == 20)
         assert through_runner == []  # written on the loop
         assert [e.args["i"] for e in b.confirmed_events()] == list(range(20))
+
+
+async def test_small_pages_wait_behind_a_page_written_in_the_thread_and_reading_goes_on(
+    world: World, autojump_clock: trio.testing.MockClock, page_bytes: dict[str, int]
+) -> None:
+    # What was tried: a page of 300 KiB whose write (through the store runner, a thread
+    # in production) is held, then two small pages. The read loop merges a small page
+    # itself when nothing else is being applied; here something is: the small pages
+    # wait their turn (nothing is applied out of order), and the read loop goes on
+    # reading meanwhile (it heard of the server's head 30) instead of waiting for the
+    # write. Once the write ends, all 30 are applied, in order.
+    await world.start_server()
+    async with world.client("A") as a, world.client("B") as b:
+        write = _HeldStoreCall(b, "write_batch")
+        await a.commit_many([("note.added", {"i": i}) for i in range(10)])
+        with trio.fail_after(1):
+            await write.held.wait()
+        page_bytes["size"] = 1024
+        await a.commit_many([("note.added", {"i": i}) for i in range(10, 20)])
+        await a.commit_many([("note.added", {"i": i}) for i in range(20, 30)])
+        with trio.fail_after(1):
+            while b._core.server_head != 30:  # heard of, as the read loop reads
+                await b._core.heads_changed.event.wait()
+        assert b.status.upstream_head == 0
+        assert b.confirmed_events() == []
+        write.release.set()
+        with trio.fail_after(1):
+            await b.wait_status(lambda status: status.upstream_head == 30)
+        assert [e.args["i"] for e in b.confirmed_events()] == list(range(30))
+
+
+async def test_reading_goes_on_while_a_checkpoint_runs_in_the_thread(
+    world: World, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What was tried: small pages only, a checkpoint of the write-ahead log due every 3
+    # batches and the first one held. The batch that checkpoints goes through the store
+    # runner (a thread in production), so the read loop does not write that page itself:
+    # it goes on reading (it hears of the server's head 40) while the checkpoint runs,
+    # and the pages after it wait their turn.
+    monkeypatch.setattr(_writer, "CHECKPOINT_EVERY", 3)
+    await world.start_server()
+    async with world.client("A") as a, world.client("B") as b:
+        checkpoint = _HeldStoreCall(b, "checkpoint")
+        for first in range(0, 40, 10):
+            await a.commit_many([("note.added", {"i": i}) for i in range(first, first + 10)])
+            await a.wait_status(lambda status, head=first + 10: status.upstream_head == head)
+        with trio.fail_after(1):
+            await checkpoint.held.wait()
+            while b._core.server_head != 40:
+                await b._core.heads_changed.event.wait()
+        assert b.status.upstream_head < 40
+        checkpoint.release.set()
+        with trio.fail_after(1):
+            await b.wait_status(lambda status: status.upstream_head == 40)
+        assert [e.args["i"] for e in b.confirmed_events()] == list(range(40))

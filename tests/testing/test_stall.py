@@ -48,11 +48,15 @@ def test_lost_ack_is_harmless_under_supervision() -> None:
     assert check_run(result).ok and result.virtual_seconds < 0.01
     story = [(r.what, r.details) for r in steps(result)]
     # Full pushes are pipelined: push 2 is on its way before push 1's ack is lost, and its
-    # ack answers for push 1 too (the server took them in order); the rest follows at once.
+    # ack answers for push 1 too (the server took them in order); the rest follows at once
+    # (after push 2's echo, which came with its ack: on the new head).
     first = story.index(("push.send", {"push_id": 1, "parent": 0, "first": 1, "count": 2}))
     assert story[first + 1] == ("push.send", {"push_id": 2, "parent": 0, "first": 3, "count": 2})
     ack = story.index(("push.ack", {"push_id": 2, "count": 2}))
-    assert story[ack + 1] == ("push.send", {"push_id": 3, "parent": 2, "first": 5, "count": 1})
+    assert story[ack + 1 : ack + 3] == [
+        ("pull.advance", {"applied": 2, "own": 2, "head": 4}),
+        ("push.send", {"push_id": 3, "parent": 4, "first": 5, "count": 1}),
+    ]
     assert [e.client_seq for e in result.server_log] == [1, 2, 3, 4, 5]
 
 

@@ -64,6 +64,8 @@ class ClientSession:
         # Pages wait here for the applier, each with the bytes that brought it (they decide,
         # with its rows, where it is written); a few at most, then the reader waits too.
         self._send_page, self._pages = trio.open_memory_channel[tuple[PullPage, int]](16)
+        #: Whether the applier is merging pages (the read loop then queues the next).
+        self._applying = False
         #: Whether the handshake succeeded, and when.
         self.connected = False
         self._connected_at = 0.0
@@ -184,7 +186,10 @@ class ClientSession:
                 core.note_history_received(size)
                 self._bytes_seen = received
                 self._heartbeat.note_server_head(message.head)
-                await self._send_page.send((message, size))
+                if self._applies_here(message, size):
+                    await self._apply([(message, size)])
+                else:
+                    await self._send_page.send((message, size))
             elif isinstance(message, PushAck):
                 self.made_progress = True
                 self._silence.on_push_answered()
@@ -222,10 +227,19 @@ class ClientSession:
             else:
                 raise ProtocolError(f"a server does not send {message.TYPE!r}")
 
+    def _applies_here(self, page: PullPage, size: int) -> bool:
+        """Whether the read loop merges ``page`` itself: nothing else is being applied or
+        waits to be, and its write would run on the loop at once (no wait, so reading
+        goes on as soon as it is written). Saves the switch to the applier and back."""
+        return (
+            not self._applying
+            and not self._pages.statistics().current_buffer_used
+            and self._core.writer.writes_here(len(page.events), size)
+        )
+
     async def _apply_pages(self) -> None:
         """Merges pulled pages: whatever has queued up while the last write ran is merged
         and written at once (a catch-up costs one transaction per batch, not per page)."""
-        core = self._core
         async for first in self._pages:
             pages = [first]
             while True:
@@ -233,14 +247,21 @@ class ClientSession:
                     pages.append(self._pages.receive_nowait())
                 except trio.WouldBlock:
                     break
-            # Pages of a pull already replaced are dropped: the new one resends them.
-            current = [(page, size) for page, size in pages if page.pull_id == self._pull_id]
-            events = [e for page, _ in current for e in page.events]
-            if not events:
-                continue
-            result = await core.merge(events, size=sum(size for _, size in current))
-            if isinstance(result, Refused):
-                await self._restart_pull(result.reason)
+            self._applying = True
+            try:
+                await self._apply(pages)
+            finally:
+                self._applying = False
+
+    async def _apply(self, pages: list[tuple[PullPage, int]]) -> None:
+        # Pages of a pull already replaced are dropped: the new one resends them.
+        current = [(page, size) for page, size in pages if page.pull_id == self._pull_id]
+        events = [e for page, _ in current for e in page.events]
+        if not events:
+            return
+        result = await self._core.merge(events, size=sum(size for _, size in current))
+        if isinstance(result, Refused):
+            await self._restart_pull(result.reason)
 
     async def _watch_stream(self) -> None:
         """Restarts the pull when it stopped delivering what the server is known to hold,

@@ -254,11 +254,7 @@ class ClientWriter:
                 else:
                     self._send.send_nowait(job)
                     await job.done.wait_through_cancellation()
-            elif (
-                isinstance(job, _Merge)
-                and _small(len(job.result.applied), job.size)
-                and self._idle()
-            ):
+            elif isinstance(job, _Merge) and self.writes_here(len(job.result.applied), job.size):
                 # A small page, written on the loop right here: nothing else starts
                 # meanwhile, so order is kept, and the switch to the writer task and back
                 # is saved.
@@ -274,6 +270,15 @@ class ClientWriter:
             if isinstance(job.error, ClientClosed):
                 await trio.lowlevel.checkpoint_if_cancelled()  # as above
             raise job.error
+
+    def writes_here(self, rows: int, size: int) -> bool:
+        """Whether a merge of ``rows`` events that came in ``size`` bytes would be written
+        on the loop at once (no wait for another write, a checkpoint or the thread)."""
+        return (
+            _small(rows, size)
+            and self._idle()
+            and self._batches_since_checkpoint + 1 < CHECKPOINT_EVERY
+        )
 
     def _durable_inline(self) -> bool:
         return self.placement is None or self.placement.inline
