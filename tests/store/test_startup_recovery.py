@@ -4,6 +4,7 @@ events salvaged; a server log that cannot be trusted is refused, unchanged."""
 from __future__ import annotations
 
 import hashlib
+import random
 import sqlite3
 from pathlib import Path
 
@@ -70,14 +71,24 @@ def test_a_healthy_store_is_not_touched(tmp_path: Path) -> None:
     assert not any(".corrupt." in p.name for p in tmp_path.iterdir())
 
 
-def test_a_file_that_is_not_a_store_is_refused_not_moved(tmp_path: Path) -> None:
-    # Tried: the path points at someone's text file. It must not be renamed.
+@pytest.mark.parametrize(
+    "contents",
+    [b"my notes " * 1000, b"my notes" * 512, random.Random(7).randbytes(16384)],
+    ids=["9000-byte-text", "4096-byte-text", "16384-random-bytes"],
+)
+def test_a_file_that_is_not_a_store_is_refused_not_moved(tmp_path: Path, contents: bytes) -> None:
+    # Tried: the path points at someone's file, opened twice. It must not be renamed,
+    # even when its size is whole database pages, as a damaged store's is: the lock file
+    # the first attempt leaves beside it does not make it a store (a review found the
+    # second and third moved aside and replaced on the first attempt).
     path = tmp_path / "notes.txt"
-    path.write_bytes(b"my notes " * 1000)
-    with pytest.raises(StoreCorrupt) as refused:
-        open_client_store(str(path))
-    assert not isinstance(refused.value, StoreDamaged)
-    assert path.read_bytes() == b"my notes " * 1000
+    path.write_bytes(contents)
+    for _attempt in range(2):
+        with pytest.raises(StoreCorrupt) as refused:
+            open_client_store(str(path))
+        assert not isinstance(refused.value, StoreDamaged)
+    assert path.read_bytes() == contents
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "notes.txt.lock"]
 
 
 async def test_client_recovers_a_damaged_store_and_resyncs(

@@ -20,7 +20,7 @@ from .._errors import StoreCorrupt, StoreDamaged
 from . import _lineage
 from ._client_store import ClientStore, commit_time_column
 from ._names import interrupted_move
-from ._sqlite import is_memory, lock_path, set_meta
+from ._sqlite import is_memory, set_meta, was_opened_as_store
 
 
 @attrs.frozen
@@ -103,9 +103,9 @@ def open_client_store(
 
 
 def _was_a_store(path: str) -> bool:
-    """A file SQLite cannot read at all, which trio_sync opened before (its lock file is
-    beside it) and whose size is whole database pages: a store whose header was damaged,
-    not someone's notes."""
+    """A file SQLite cannot read at all, which trio_sync opened as a store before (its
+    lock file says so) and whose size is whole database pages: a store whose header was
+    damaged, not someone's notes."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as file:
@@ -114,7 +114,7 @@ def _was_a_store(path: str) -> bool:
         return False
     if header == b"SQLite format 3\x00":
         return False  # SQLite reads it: another program's database, not a damaged store
-    return os.path.exists(lock_path(path)) and size > 0 and size % 512 == 0
+    return was_opened_as_store(path) and size > 0 and size % 512 == 0
 
 
 def _salvage(path: str) -> _Salvage:

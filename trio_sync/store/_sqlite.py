@@ -59,6 +59,22 @@ def lock_path(path: str) -> str:
     return os.path.realpath(path) + ".lock"
 
 
+#: What the lock file holds once trio_sync has opened the store beside it: a file SQLite
+#: cannot read is a damaged store only if it was one (a lock file alone proves nothing:
+#: any attempt to open a path makes one, your notes' included).
+OPENED_MARK = b"trio_sync opened this store\n"
+
+
+def was_opened_as_store(path: str) -> bool:
+    """Whether trio_sync once opened the file at ``path`` as a store (its lock file says
+    so); False when that cannot be read."""
+    try:
+        with open(lock_path(path), "rb") as lock_file:
+            return lock_file.read(len(OPENED_MARK)) == OPENED_MARK
+    except OSError:
+        return False
+
+
 def _acquire_lock(path: str) -> IO[bytes]:
     try:
         lock_file = open(lock_path(path), "ab")  # noqa: SIM115 (held for the store's lifetime)
@@ -168,9 +184,22 @@ class Database:
                 self._migrate(kind, migrations)
                 if on_disk:
                     self._reader = self._connect()
+            if self._lock_file is not None:
+                self._mark_opened(self._lock_file)
         except BaseException:
             self.close()
             raise
+
+    @staticmethod
+    def _mark_opened(lock_file: IO[bytes]) -> None:
+        # Not synced: a mark lost in a crash only means a damaged store is refused (and
+        # left for you to look at) instead of moved aside and rebuilt.
+        try:
+            if os.fstat(lock_file.fileno()).st_size == 0:
+                lock_file.write(OPENED_MARK)
+                lock_file.flush()
+        except OSError:
+            pass  # a full disk, say: the store itself opened, which is what was asked
 
     def _file_identity(self) -> tuple[int, int] | None:
         if is_memory(self.path):
