@@ -78,14 +78,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             _quiet_stranded_generators()
             return 130
         errors = group.subgroup(TrioSyncError)
-        if errors is None:
-            raise
-        print(f"trio-sync {args.command}: {_first_leaf(errors)}", file=sys.stderr)
-        return 1
+        if errors is not None:
+            print(f"trio-sync {args.command}: {_first_leaf(errors)}", file=sys.stderr)
+            return 1
+        if _only(group, BrokenPipeError):
+            _silence_stdout()
+            return 0
+        if _only(group, OSError):
+            return _os_failure(args.command, _first_leaf(group))
+        raise
     except BrokenPipeError:
         # The reader went away (``| head``): nothing more to say, and nobody to say it to.
         _silence_stdout()
         return 0
+    except OSError as exc:
+        return _os_failure(args.command, exc)
+
+
+def _only(group: BaseExceptionGroup[BaseException], kind: type[BaseException]) -> bool:
+    """Whether every leaf of ``group`` is a ``kind`` or a cancellation it caused."""
+    _, rest = group.split((kind, trio.Cancelled))
+    return rest is None
+
+
+def _os_failure(command: str, exc: BaseException) -> int:
+    # The stores and the network map their OS errors to trio_sync's own; what is left is
+    # mostly writing the output (stdout on a full disk, say): one line, no traceback.
+    try:
+        sys.stdout.flush()
+    except OSError:
+        _silence_stdout()  # stdout itself failed: Python's flush at exit would fail again
+    print(f"trio-sync {command}: {exc}", file=sys.stderr)
+    return 1
 
 
 def _quiet_stranded_generators() -> None:
@@ -106,7 +130,7 @@ def _quiet_stranded_generators() -> None:
     sys.unraisablehook = hook
 
 
-def _first_leaf(group: BaseExceptionGroup[TrioSyncError]) -> BaseException:
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     first: BaseException = group
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
