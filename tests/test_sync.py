@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,43 @@ async def test_client_is_unusable_after_its_block(
         pass
     with pytest.raises(trio_sync.ClientClosed):
         await client.commit("x", {})
+
+
+async def test_a_client_refuses_calls_from_another_trio_run(tmp_path: Path) -> None:
+    # Tried (a review's finding): an open client handed to a second trio.run in a worker
+    # thread. Its commit went through and a later wake-up crashed the owning run with a
+    # TrioInternalError. Now each call from there is refused with a clear error, nothing
+    # is recorded, and the owning run goes on.
+    async with trio_sync.open_client(
+        "ws://127.0.0.1:1", str(tmp_path / "c.sqlite3"), timings=FAST
+    ) as client:
+        await client.commit("x", {"i": 0})
+        calls: list[Callable[[], object]] = [
+            lambda: trio.run(client.commit, "x", {"i": 1}),
+            lambda: trio.run(client.commit_many, [("x", {"i": 2})]),
+            lambda: trio.run(client.wait_synced),
+            lambda: client.status,
+        ]
+        for call in calls:
+            with pytest.raises(RuntimeError, match="belongs to the Trio run that opened it"):
+                await trio.to_thread.run_sync(call)
+        await client.commit("x", {"i": 3})
+        assert [e.args["i"] for e in client.pending_events()] == [0, 3]
+        assert client.status.pending == 2
+
+
+def test_the_status_after_the_run_ended_is_the_one_it_closed_with(tmp_path: Path) -> None:
+    # Tried (a review's finding): reading client.status once trio.run had returned (it
+    # raised "must be called from async context").
+    async def main() -> trio_sync.Client:
+        async with trio_sync.open_client(
+            "ws://127.0.0.1:1", str(tmp_path / "c.sqlite3"), timings=FAST
+        ) as client:
+            await client.commit("x", {})
+        return client
+
+    client = trio.run(main)
+    assert (client.status.state, client.status.pending) == ("disconnected", 1)
 
 
 async def test_user_errors_in_the_block_come_out_unwrapped(

@@ -75,6 +75,11 @@ class Client:
         self._schema = schema
         self._token = token
         self._closed = False
+        #: The status when the client closed: it no longer changes, and it can be read
+        #: after the Trio run ended too.
+        self._final_status: SyncStatus | None = None
+        #: The Trio run this client belongs to (its tasks and waits live there).
+        self._trio_token = trio.lowlevel.current_trio_token()
         #: The sync connection while one is open (for the closing handshake on leaving).
         self._live_conn: Connection | None = None
         #: Set when the open_client block exits: no reconnecting, no failure reported.
@@ -90,7 +95,11 @@ class Client:
 
     @property
     def status(self) -> SyncStatus:
-        """The current :class:`SyncStatus` (a fresh snapshot each time)."""
+        """The current :class:`SyncStatus` (a fresh snapshot each time; once the client
+        has closed, the status it closed with)."""
+        if self._final_status is not None:
+            return self._final_status
+        self._check_run()
         return self._core.status()
 
     @property
@@ -120,8 +129,10 @@ class Client:
                 accepts; nothing was recorded.
             StoreError: The event could not be written (disk full); nothing was recorded.
             ClientClosed: The client's ``open_client`` block has exited.
+            RuntimeError: Called from another Trio run than the one that opened the
+                client (another thread's ``trio.run``); nothing was recorded.
         """
-        self._check_open()
+        self._check_usable()
         draft = self._core.state.draft(name, {} if args is None else args)
         [event] = await self._core.writer.commit([draft])
         return event
@@ -138,8 +149,10 @@ class Client:
                 written: then none is).
             StoreError: The write failed; none was recorded.
             ClientClosed: The client's ``open_client`` block has exited.
+            RuntimeError: Called from another Trio run than the one that opened the
+                client; none was recorded.
         """
-        self._check_open()
+        self._check_usable()
         drafts = [
             self._core.state.draft(name, {} if args is None else args) for name, args in items
         ]
@@ -161,6 +174,7 @@ class Client:
         Raises:
             IncompatibleServer: The server cannot sync with this client.
         """
+        self._check_usable()
         core = self._core
         reports = core.head_reports
         core.request_head()
@@ -176,7 +190,7 @@ class Client:
                 accepts that).
         """
         while True:
-            self._check_open()
+            self._check_usable()
             changed = self._core.changed.event
             status = self._core.status()
             if predicate(status):
@@ -196,7 +210,7 @@ class Client:
             ValueError: ``buffer`` is below 1.
             ClientClosed: The client's ``open_client`` block has exited.
         """
-        self._check_open()
+        self._check_usable()
         return self._core.bus.subscribe(buffer=buffer)
 
     def recent_events(self, n: int | None = None) -> list[Notification]:
@@ -210,7 +224,7 @@ class Client:
         A plain async iterator: breaking out of ``async for`` needs no clean-up. It ends
         when the client closes.
         """
-        self._check_open()
+        self._check_usable()
         return StatusChanges(self._core, self._is_closed)
 
     def confirmed_events(self) -> list[Event]:
@@ -236,7 +250,7 @@ class Client:
             after: Start after this global seq (default: the current head, so only new
                 events; 0 replays the whole log first).
         """
-        self._check_open()
+        self._check_usable()
         return ConfirmedStream(
             self._core, self._is_closed, self._core.durable_head if after is None else after
         )
@@ -271,7 +285,7 @@ class Client:
             StoreError: The file or the store could not be written; nothing changed.
             ClientClosed: The client's ``open_client`` block has exited.
         """
-        self._check_open()
+        self._check_usable()
         core = self._core
         async with self._reset_lock:
             # Decided under the lock: a reset that ran meanwhile changed the answer.
@@ -420,7 +434,7 @@ class Client:
         For a "stuck" or "disconnected" client whose cause a person has just fixed (the
         server is back, the token renewed): nothing else changes.
         """
-        self._check_open()
+        self._check_usable()
         core = self._core
         core.refused_push = None
         if core.push.phase == "backoff":
@@ -457,6 +471,7 @@ class Client:
         else:
             core.changed.notify()
         core.bus.end()
+        self._final_status = core.status()
 
     def _is_closed(self) -> bool:
         return self._closed
@@ -464,6 +479,23 @@ class Client:
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this client's open_client() block has exited")
+
+    def _check_usable(self) -> None:
+        self._check_open()
+        self._check_run()
+
+    def _check_run(self) -> None:
+        """Called from the Trio run that opened the client: its tasks and waits live
+        there, and another run (in another thread) would wake them from the wrong one."""
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            token = None
+        if token is not self._trio_token:
+            raise RuntimeError(
+                "this client belongs to the Trio run that opened it (its open_client "
+                "block): call it from there (from another thread: trio.from_thread.run)"
+            )
 
 
 @asynccontextmanager
