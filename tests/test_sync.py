@@ -247,6 +247,28 @@ def test_the_status_after_the_run_ended_is_the_one_it_closed_with(tmp_path: Path
     assert (client.status.state, client.status.pending) == ("disconnected", 1)
 
 
+@pytest.mark.parametrize("client_id", ["", 5, "a\nb"])
+async def test_a_client_id_that_cannot_be_one_is_refused_before_the_store_opens(
+    tmp_path: Path, client_id: object
+) -> None:
+    # Tried (a review's finding): client_id="" made up a random id on a fresh store, and
+    # the same call failed on the next start (StoreMismatch: the store belongs to that
+    # random id, not ''); client_id=5 on an existing store said StoreMismatch too.
+    path = tmp_path / "c.sqlite3"
+    async with trio_sync.open_client("ws://127.0.0.1:1", str(path), client_id="A"):
+        pass
+    fresh = tmp_path / "fresh.sqlite3"
+    for store in (path, fresh):
+        with pytest.raises(ValueError, match="client_id"):
+            async with trio_sync.open_client(
+                "ws://127.0.0.1:1",
+                str(store),
+                client_id=client_id,  # type: ignore[arg-type]
+            ):
+                pass  # pragma: no cover
+    assert not fresh.exists()
+
+
 async def test_user_errors_in_the_block_come_out_unwrapped(
     server: trio_sync.Server, open_test_client: ClientFactory
 ) -> None:

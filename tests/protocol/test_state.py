@@ -116,6 +116,21 @@ def test_commit_normalises_args_through_json() -> None:
     assert type(event.args["l"]) is str
 
 
+def test_a_name_from_a_str_enum_is_its_plain_string() -> None:
+    # Tried (a review's finding): names from a StrEnum and from a (str, Enum) class, whose
+    # own str() is "Kind.CREATED". Refused before ("must be a non-empty string").
+    class Kind(str, enum.Enum):  # noqa: UP042 (the form whose str() is not its value)
+        CREATED = "todo.created"
+
+    class Done(enum.StrEnum):
+        DONE = "todo.done"
+
+    state = SyncState("A")
+    events = [state.commit(Kind.CREATED, {}), state.commit(Done.DONE, {})]
+    assert [event.name for event in events] == ["todo.created", "todo.done"]
+    assert all(type(event.name) is str for event in events)
+
+
 def test_commit_follows_the_limits_the_server_announced() -> None:
     state = SyncState("A", limits=WireLimits(max_frame_bytes=8192, max_event_bytes=64))
     with pytest.raises(InvalidEvent, match="exceeds the limit of 64 bytes"):

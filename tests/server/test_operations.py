@@ -145,7 +145,7 @@ async def test_a_client_that_leaves_is_logged_as_leaving_not_as_lost(
     # server's log as a lost connection (1006 ABNORMAL_CLOSURE). Then the handshake's
     # reply went unread (the connection's reader was cancelled as the session ended), and
     # every exit waited out the closing time: made longer than WAIT here, it must not.
-    monkeypatch.setattr(trio_sync.client._client, "LEAVE_TIMEOUT", 10 * WAIT)
+    monkeypatch.setattr(trio_sync.client._open, "LEAVE_TIMEOUT", 10 * WAIT)
     monkeypatch.setattr(trio_sync.transport._websocket, "CLOSE_TIMEOUT", 10 * WAIT)
     caplog.set_level(logging.INFO, logger="trio_sync")
     with trio.fail_after(WAIT):

@@ -1,8 +1,9 @@
 """The client runtime: ``open_client()`` and the :class:`Client`."""
 
 from ._bus import EventBus, Notification, Subscription
-from ._client import Client, open_client
+from ._client import Client
 from ._config import ClientTimings
+from ._open import open_client
 from ._reset import ResetReport
 
 __all__ = [

@@ -286,7 +286,8 @@ def new_draft(name: str, args: object, *, limits: WireLimits = DEFAULT_LIMITS) -
 
     The args are normalised through JSON (tuples become lists, str and int subclasses
     plain values, keys strings) so that the event a client stores is exactly the one that
-    comes back from the server.
+    comes back from the server. A name that is a str subclass (a ``StrEnum`` member)
+    becomes its plain string too.
 
     Raises:
         InvalidEvent: The name is not a usable identifier, args is not a JSON object, a
@@ -296,6 +297,8 @@ def new_draft(name: str, args: object, *, limits: WireLimits = DEFAULT_LIMITS) -
     """
     if not isinstance(args, dict):
         raise InvalidEvent(f"args must be a dict, got {type(args).__name__}")
+    if isinstance(name, str) and type(name) is not str:
+        name = str.__str__(name)  # its characters, whatever its own __str__ says
     try:
         check_identifier(name, "event name", MAX_NAME_LENGTH)
     except (TypeError, ValueError) as exc:
