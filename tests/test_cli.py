@@ -157,6 +157,16 @@ def test_serve_on_a_corrupt_database_says_so_and_leaves_it_alone(tmp_path: Path)
         ("replay --seed 0 --param nosuch=1", "unknown scenario parameters: ['nosuch']"),
         ("replay --seed 0 --max-runs 0", "argument --max-runs: 0 is not at least 1"),
         ("status", "the following arguments are required: --store"),
+        # A review's findings: both were taken, then every upload failed / the token was
+        # refused as expired.
+        (
+            "serve --db x --blob-dir /dev/null",
+            "argument --blob-dir: '/dev/null' exists and is not a folder",
+        ),
+        (
+            "token --secret-file s --store a --client b --ttl 0",
+            "argument --ttl: 0 seconds: it would be expired when printed",
+        ),
     ],
 )
 def test_every_bad_input_is_refused_up_front_with_exit_2(command: str, says: str) -> None:

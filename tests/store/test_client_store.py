@@ -235,6 +235,30 @@ def test_inspect_reads_a_cleanly_closed_store_in_a_folder_it_cannot_write(
     assert sorted(p.name for p in folder.iterdir()) == ["c.sqlite3", "c.sqlite3.lock"]
 
 
+def test_inspect_leaves_a_cleanly_closed_store_as_it_was(tmp_path: Path) -> None:
+    # What was tried (a review's finding): trio-sync status on a store closed cleanly, in
+    # a folder it can write. SQLite's read-only mode made a -wal and a -shm beside it
+    # that stayed there, though inspecting "changes nothing".
+    store_with_one_pending(tmp_path / "c.sqlite3").close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    summary = inspect_store(str(tmp_path / "c.sqlite3"))
+    assert (summary.client_id, summary.pending) == ("A", 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_inspect_reads_what_the_write_ahead_log_of_a_store_in_use_holds(
+    tmp_path: Path,
+) -> None:
+    # What was tried: inspecting a store while it is open, its last commit still only in
+    # its write-ahead log: the log is read too (not the database file alone).
+    store = store_with_one_pending(tmp_path / "c.sqlite3")
+    try:
+        assert (tmp_path / "c.sqlite3-wal").stat().st_size > 0
+        assert inspect_store(str(tmp_path / "c.sqlite3")).pending == 1
+    finally:
+        store.close()
+
+
 def test_inspect_explains_a_write_ahead_log_it_cannot_read(tmp_path: Path) -> None:
     # What was tried: a copy of a store taken while it was open (its -wal holds the
     # commit, no -shm came along) in a folder where nothing can be created. Reading the

@@ -162,6 +162,22 @@ def test_a_server_store_with_two_names_is_refused_too(tmp_path: Path) -> None:
         ServerStore.open(str(tmp_path / "copy.sqlite3"))
 
 
+def test_a_directory_is_not_a_store_with_other_names(tmp_path: Path) -> None:
+    # Tried (a review's finding): a directory given as the store of a client and of a
+    # server. Its link count (2 and up: its entries) read as other names, and the advice
+    # was to find and remove them.
+    folder = tmp_path / "d.sqlite3"
+    folder.mkdir()
+    for open_store in (ClientStore.open, ServerStore.open, open_client_store):
+        with pytest.raises(StoreError) as refused:
+            open_store(str(folder))
+        assert not isinstance(refused.value, StoreHasOtherNames)
+        assert str(refused.value) == (
+            f"store {str(folder)!r} is a directory: give the path of a store file"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.sqlite3"]
+
+
 def test_an_empty_log_beside_another_name_is_not_taken_for_the_commits(tmp_path: Path) -> None:
     # What was tried: reading the link with a tool made an empty link.sqlite3-wal while
     # the commits are in c.sqlite3-wal (a process killed with them there: simulated by

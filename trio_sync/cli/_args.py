@@ -148,6 +148,23 @@ def seconds(text: str) -> float:
     return value
 
 
+def lifetime(text: str) -> float:
+    """Seconds something stays valid: finite and above 0 (0 would be expired at once)."""
+    value = seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 seconds: it would be expired when printed")
+    return value
+
+
+def folder(text: str) -> str:
+    """A folder, or a path where one will be made: not a file."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    if os.path.isdir(text) and not os.access(text, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"folder {text!r} cannot be written")
+    return text
+
+
 def store_id(text: str) -> str:
     if not valid_store_id(text):
         raise argparse.ArgumentTypeError(

@@ -19,7 +19,17 @@ from .._errors import TransportError, TrioSyncError
 from .._groups import single_exception
 from ..protocol import EVENT_ENVELOPE_BYTES, MESSAGE_ENVELOPE_BYTES, WireLimits
 from ..server import BlobLimits, Server, ServerLimits, serve, tune_process
-from ._args import CommandError, byte_size, count, db_path, port, read_secrets, seconds, version
+from ._args import (
+    CommandError,
+    byte_size,
+    count,
+    db_path,
+    folder,
+    port,
+    read_secrets,
+    seconds,
+    version,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -61,6 +71,7 @@ def add_parser(commands: Any) -> None:
     run.add_argument("--keyfile", help="the certificate's private key (PEM)")
     run.add_argument(
         "--blob-dir",
+        type=folder,
         help="where file contents are kept (default: <db>.blobs beside a SQLite log; "
         "nodes on PostgreSQL need a folder they all share)",
     )

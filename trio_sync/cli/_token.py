@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ..protocol import issue_token
-from ._args import client_id, read_secrets, seconds, store_id
+from ._args import client_id, lifetime, read_secrets, store_id
 
 
 def add_parser(commands: Any) -> None:
@@ -21,7 +21,7 @@ def add_parser(commands: Any) -> None:
     token.add_argument("--store", required=True, type=store_id, help="the store id")
     token.add_argument("--client", required=True, type=client_id, help="the client id")
     token.add_argument(
-        "--ttl", type=seconds, default=30 * 24 * 3600, help="seconds it is valid (30 days)"
+        "--ttl", type=lifetime, default=30 * 24 * 3600, help="seconds it is valid (30 days)"
     )
 
     token.set_defaults(run=run_token)

@@ -81,7 +81,7 @@ class ClientStore(SQLiteStore):
         try:
             recorded = db.read(lambda conn: get_meta(conn, "client_id"))
             if recorded is None:
-                chosen = client_id or uuid.uuid4().hex
+                chosen = client_id if client_id is not None else uuid.uuid4().hex
                 db.write(lambda conn: set_meta(conn, "client_id", chosen))
                 recorded = chosen
             elif client_id is not None and client_id != recorded:
@@ -344,34 +344,29 @@ def _open_read_only(path: str) -> tuple[sqlite3.Connection, tuple[object, ...] |
     """Opens ``path`` read-only and reads its kind (the first read is where SQLite
     finds out whether it can read the file at all).
 
-    Reading a database in write-ahead-log mode takes a ``-shm`` file beside it, which
-    SQLite creates if it is missing: on read-only media (a mounted backup, an immutable
-    folder) it cannot. Without a ``-wal`` file (the store was closed cleanly) there is
-    nothing the database file does not hold, so it is then read as immutable.
+    Without a ``-wal`` file beside it (the store was closed cleanly, and nobody has it
+    open) the database file holds everything: it is read as immutable, which makes no
+    ``-wal`` and ``-shm`` beside it and works on read-only media. Otherwise its
+    write-ahead log is read too, through a ``-shm`` file SQLite creates if it is missing
+    (on read-only media it cannot).
 
     Raises:
         StoreError: It cannot be opened (with why).
         StoreCorrupt: It is not a trio_sync client store.
     """
     uri = "file:" + urllib.parse.quote(os.path.abspath(path))
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    logged = os.path.exists(f"{path}-wal")
+    conn = sqlite3.connect(f"{uri}?mode=ro" if logged else f"{uri}?mode=ro&immutable=1", uri=True)
     try:
         return conn, conn.execute("SELECT kind FROM store_kind").fetchone()
     except sqlite3.OperationalError as exc:
         conn.close()
-        if "unable to open" not in str(exc):
-            raise StoreCorrupt(f"{path!r} is not a trio_sync client store ({exc})") from None
-        if os.path.exists(f"{path}-wal"):
+        if logged and "unable to open" in str(exc):
             raise StoreError(
                 f"cannot read {path!r}: it has a write-ahead log ({path}-wal) and SQLite "
                 f"cannot create {path}-shm beside it to read that log (read-only media or "
                 "folder?); copy the store's files to a writable folder and read the copy"
             ) from None
-    conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
-    try:
-        return conn, conn.execute("SELECT kind FROM store_kind").fetchone()
-    except sqlite3.OperationalError as exc:
-        conn.close()
         if "unable to open" in str(exc):
             raise StoreError(f"cannot read {path!r}: {exc}") from None
         raise StoreCorrupt(f"{path!r} is not a trio_sync client store ({exc})") from None

@@ -18,8 +18,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 
-from .._errors import StoreHasOtherNames
+from .._errors import StoreError, StoreHasOtherNames
 
 
 def _names_beside(real: str, info: os.stat_result) -> tuple[list[str], str | None]:
@@ -70,9 +71,14 @@ def refuse_other_names(path: str) -> None:
         StoreHasOtherNames: The file has other names; the message lists those found in
             its folder, says which name holds a write-ahead log or is in use, and which
             name to keep.
+        StoreError: ``path`` is not a file at all (a directory, say: its link count
+            counts its entries, not other names).
         OSError: ``path`` cannot be examined.
     """
     info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise StoreError(f"store {path!r} is {what}: give the path of a store file")
     if info.st_nlink <= 1:
         return
     real = os.path.realpath(path)
