@@ -69,19 +69,11 @@ def open_client_store(
                 raise
             reason = str(exc)
         except StoreCorrupt as exc:
-            if not _was_a_store(path):
+            if not was_a_store(path):
                 raise  # some other file: never moved
             reason = str(exc)
     salvage = _salvage(path)
-    if moved_to is None:
-        stamp = _lineage.utc_stamp(time.time() if now is None else now)
-        # A second name first, then the old one dropped: a damaged file of the same
-        # second already moved aside is never replaced.
-        moved_to = _lineage.link_to_free_name(path, f"{path}.corrupt.{stamp}")
-    os.unlink(path)
-    for suffix in ("-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.replace(path + suffix, moved_to + suffix)
+    moved_to = move_aside(path, now, moved_to)
     known_id = client_id or salvage.client_id
     store = ClientStore.open(path, known_id)
     # In order from the first readable one. An unreadable row leaves a gap, and the
@@ -102,7 +94,23 @@ def open_client_store(
     return store, StoreRecovery(moved_to=moved_to, salvaged=len(kept), reason=reason)
 
 
-def _was_a_store(path: str) -> bool:
+def move_aside(path: str, now: float | None = None, second_name: str | None = None) -> str:
+    """Moves the damaged store at ``path`` (with its ``-wal`` and ``-shm``) to
+    ``<path>.corrupt.<UTC time>`` (or ``second_name``, given it already: an interrupted
+    move is finished); returns where it went."""
+    if second_name is None:
+        stamp = _lineage.utc_stamp(time.time() if now is None else now)
+        # A second name first, then the old one dropped: a damaged file of the same
+        # second already moved aside is never replaced.
+        second_name = _lineage.link_to_free_name(path, f"{path}.corrupt.{stamp}")
+    os.unlink(path)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, second_name + suffix)
+    return second_name
+
+
+def was_a_store(path: str) -> bool:
     """A file SQLite cannot read at all, which trio_sync opened as a store before (its
     lock file says so) and whose size is whole database pages: a store whose header was
     damaged, not someone's notes."""

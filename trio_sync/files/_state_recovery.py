@@ -1,0 +1,101 @@
+"""A damaged transfer state: moved aside, and rebuilt from what is held here.
+
+The transfer state (``<store>.files``) records, per file and direction, where each
+transfer stands. Unlike the sync store it holds nothing that exists nowhere else but one
+fact: which contents this client still owes the server (saved here, maybe never
+uploaded). Rebuilding it from the synced facts and the contents held here gives that fact
+back without knowing it: every file whose contents are here is written as held (its
+download ``done``), and the check that runs when the files open (``_repair.py``) asks the
+server which of those it lacks and uploads them. Downloads of the rest are queued again
+by the reconcile, as on any start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+
+import attrs
+
+from .._errors import StoreCorrupt, StoreDamaged
+from ..client._core import ClientCore
+from ..store._recovery import move_aside, was_a_store
+from ..store._sqlite import is_memory
+from ._blobs import BlobStore
+from ._model import FileInfo, FileTable, TransferState
+from ._state import Key, TransferStateStore
+
+
+@attrs.frozen
+class StateRecovery:
+    """A damaged transfer state moved aside (``moved_to``) for ``reason``."""
+
+    moved_to: str
+    reason: str
+
+
+def open_transfer_state(
+    path: str, now: float | None = None
+) -> tuple[TransferStateStore, StateRecovery | None, bool]:
+    """Opens the transfer state at ``path``; a damaged one is moved aside and a new one
+    made. Returns the store, the recovery (None: none was needed) and whether the store
+    is new, made here (then :func:`rebuild_state` fills it: one deleted by hand is
+    rebuilt like a damaged one).
+
+    Raises:
+        StoreInUse, StoreVersionError: As for the client store.
+        StoreCorrupt: The file is not a trio_sync store at all (never moved).
+    """
+    existed = is_memory(path) or os.path.exists(path)
+    try:
+        return TransferStateStore(path), None, not existed
+    except StoreDamaged as exc:
+        if is_memory(path):
+            raise
+        reason = str(exc)
+    except StoreCorrupt as exc:
+        if not was_a_store(path):
+            raise  # some other file: never moved
+        reason = str(exc)
+    moved_to = move_aside(path, now)
+    return TransferStateStore(path), StateRecovery(moved_to, reason), True
+
+
+def rows_for_held_contents(
+    files: Mapping[str, FileInfo], held: Callable[[str], bool]
+) -> list[tuple[Key, TransferState]]:
+    """The rows of a rebuilt transfer state: each file whose current contents are held
+    here (``held(content_hash)``) has them (download ``done``); deleted files need none."""
+    return [
+        ((file_id, "download"), TransferState("done", info.content_hash))
+        for file_id, info in files.items()
+        if not info.deleted and held(info.content_hash)
+    ]
+
+
+async def rebuild_state(
+    core: ClientCore,
+    states: TransferStateStore,
+    blobs: BlobStore,
+    view: FileTable,
+    recovery: StateRecovery | None,
+    new: bool,
+) -> None:
+    """Fills a ``new`` transfer state (``recovery``: it replaced a damaged one; else the
+    file was missing, deleted by hand or never made): what is held here is written as
+    held (before the check of lost uploads runs), and a ``recovery`` notification says
+    what happened to a damaged one. Does nothing for one that was there."""
+    if not new:
+        return
+    rows = await core.run_store(rows_for_held_contents, dict(view.files), blobs.has)
+    if rows:
+        await core.run_store(states.set_many, rows)
+        core.trace("files.state_rebuilt", held=len(rows))
+    if recovery is not None:
+        core.notify(
+            "recovery",
+            what="damaged-transfer-state",
+            moved_to=recovery.moved_to,
+            held=len(rows),
+            reason=recovery.reason,
+        )
