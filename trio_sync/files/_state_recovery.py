@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import attrs
 
-from .._errors import StoreCorrupt, StoreDamaged
 from ..client._core import ClientCore
-from ..store._recovery import move_aside, was_a_store
+from ..store._recovery import Damaged, move_aside, open_unless_damaged
 from ..store._sqlite import is_memory
 from ._blobs import BlobStore
 from ._model import FileInfo, FileTable, TransferState
@@ -47,18 +47,11 @@ def open_transfer_state(
         StoreCorrupt: The file is not a trio_sync store at all (never moved).
     """
     existed = is_memory(path) or os.path.exists(path)
-    try:
-        return TransferStateStore(path), None, not existed
-    except StoreDamaged as exc:
-        if is_memory(path):
-            raise
-        reason = str(exc)
-    except StoreCorrupt as exc:
-        if not was_a_store(path):
-            raise  # some other file: never moved
-        reason = str(exc)
-    moved_to = move_aside(path, now)
-    return TransferStateStore(path), StateRecovery(moved_to, reason), True
+    opened = open_unless_damaged(path, partial(TransferStateStore, path))
+    if not isinstance(opened, Damaged):
+        return opened, None, not existed
+    moved_to = move_aside(path, now, opened.moved_to)
+    return TransferStateStore(path), StateRecovery(moved_to, opened.reason), True
 
 
 def rows_for_held_contents(

@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import attrs
 import orjson
@@ -21,6 +24,8 @@ from . import _lineage
 from ._client_store import ClientStore, commit_time_column
 from ._names import interrupted_move
 from ._sqlite import is_memory, set_meta, was_opened_as_store
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -56,24 +61,12 @@ def open_client_store(
             another client's, a newer schema, not a trio_sync store at all).
     """
     path = str(path)
-    moved_to = interrupted_move(path)
-    if moved_to is not None:
-        # A recovery killed between giving the damaged file its second name and removing
-        # the first: finished now (the file is still the damaged one).
-        reason = f"a recovery of this damaged store was interrupted; finished now ({moved_to})"
-    else:
-        try:
-            return ClientStore.open(path, client_id), None
-        except StoreDamaged as exc:
-            if is_memory(path):
-                raise
-            reason = str(exc)
-        except StoreCorrupt as exc:
-            if not was_a_store(path):
-                raise  # some other file: never moved
-            reason = str(exc)
+    opened = open_unless_damaged(path, partial(ClientStore.open, path, client_id))
+    if not isinstance(opened, Damaged):
+        return opened, None
+    reason = opened.reason
     salvage = _salvage(path)
-    moved_to = move_aside(path, now, moved_to)
+    moved_to = move_aside(path, now, opened.moved_to)
     known_id = client_id or salvage.client_id
     store = ClientStore.open(path, known_id)
     # In order from the first readable one. An unreadable row leaves a gap, and the
@@ -92,6 +85,41 @@ def open_client_store(
         server_id = salvage.server_id
         store._db.write(lambda conn: set_meta(conn, "server_id", server_id))
     return store, StoreRecovery(moved_to=moved_to, salvaged=len(kept), reason=reason)
+
+
+@attrs.frozen
+class Damaged:
+    """Why the store at a path is damaged, and the second name a move aside that was
+    interrupted already gave it (None: none)."""
+
+    reason: str
+    moved_to: str | None = None
+
+
+def open_unless_damaged(path: str, open_store: Callable[[], T]) -> T | Damaged:
+    """Opens the store at ``path`` with ``open_store()``, or says why it is a damaged
+    store (to move aside with :func:`move_aside`).
+
+    Raises:
+        StoreError: What ``open_store`` raises for anything else: in use, a newer schema,
+            a file that was never a trio_sync store (never taken for a damaged one).
+    """
+    moved_to = interrupted_move(path)
+    if moved_to is not None:
+        # A recovery killed between giving the damaged file its second name and removing
+        # the first: finished now (the file is still the damaged one).
+        reason = f"a recovery of this damaged store was interrupted; finished now ({moved_to})"
+        return Damaged(reason, moved_to)
+    try:
+        return open_store()
+    except StoreDamaged as exc:
+        if is_memory(path):
+            raise
+        return Damaged(str(exc))
+    except StoreCorrupt as exc:
+        if not was_a_store(path):
+            raise  # some other file: never moved
+        return Damaged(str(exc))
 
 
 def move_aside(path: str, now: float | None = None, second_name: str | None = None) -> str:
