@@ -64,8 +64,9 @@ class ClientSession:
         # Pages wait here for the applier, each with the bytes that brought it (they decide,
         # with its rows, where it is written); a few at most, then the reader waits too.
         self._send_page, self._pages = trio.open_memory_channel[tuple[PullPage, int]](16)
-        #: Whether the applier is merging pages (the read loop then queues the next).
-        self._applying = False
+        #: Pages handed to the applier and not merged yet (while any is, the read loop
+        #: queues the next behind it: order is kept).
+        self._pages_waiting = 0
         #: Whether the handshake succeeded, and when.
         self.connected = False
         self._connected_at = 0.0
@@ -189,6 +190,7 @@ class ClientSession:
                 if self._applies_here(message, size):
                     await self._apply([(message, size)])
                 else:
+                    self._pages_waiting += 1
                     await self._send_page.send((message, size))
             elif isinstance(message, PushAck):
                 self.made_progress = True
@@ -228,14 +230,12 @@ class ClientSession:
                 raise ProtocolError(f"a server does not send {message.TYPE!r}")
 
     def _applies_here(self, page: PullPage, size: int) -> bool:
-        """Whether the read loop merges ``page`` itself: nothing else is being applied or
-        waits to be, and its write would run on the loop at once (no wait, so reading
-        goes on as soon as it is written). Saves the switch to the applier and back."""
-        return (
-            not self._applying
-            and not self._pages.statistics().current_buffer_used
-            and self._core.writer.writes_here(len(page.events), size)
-        )
+        """Whether the read loop merges ``page`` itself: no page handed to the applier
+        is still to be merged (counted from the hand-over to the end of its merge: a page
+        in the channel, or taken from it, is not merged yet), and its write would run on
+        the loop at once (no wait, so reading goes on as soon as it is written). Saves
+        the switch to the applier and back."""
+        return not self._pages_waiting and self._core.writer.writes_here(len(page.events), size)
 
     async def _apply_pages(self) -> None:
         """Merges pulled pages: whatever has queued up while the last write ran is merged
@@ -247,11 +247,10 @@ class ClientSession:
                     pages.append(self._pages.receive_nowait())
                 except trio.WouldBlock:
                     break
-            self._applying = True
             try:
                 await self._apply(pages)
             finally:
-                self._applying = False
+                self._pages_waiting -= len(pages)
 
     async def _apply(self, pages: list[tuple[PullPage, int]]) -> None:
         # Pages of a pull already replaced are dropped: the new one resends them.
