@@ -126,6 +126,9 @@ def move_aside(path: str, now: float | None = None, second_name: str | None = No
     """Moves the damaged store at ``path`` (with its ``-wal`` and ``-shm``) to
     ``<path>.corrupt.<UTC time>`` (or ``second_name``, given it already: an interrupted
     move is finished); returns where it went."""
+    # The file itself, not a symbolic link to it: the new store is made where it was,
+    # and the link goes on naming it.
+    path = os.path.realpath(path)
     if second_name is None:
         stamp = _lineage.utc_stamp(time.time() if now is None else now)
         # A second name first, then the old one dropped: a damaged file of the same
@@ -139,9 +142,9 @@ def move_aside(path: str, now: float | None = None, second_name: str | None = No
 
 
 def was_a_store(path: str) -> bool:
-    """A file SQLite cannot read at all, which trio_sync opened as a store before (its
-    lock file says so) and whose size is whole database pages: a store whose header was
-    damaged, not someone's notes."""
+    """A file SQLite cannot read at all, what is left of a trio_sync store (see
+    :func:`was_opened_as_store`) whose size is whole database pages: a store whose header
+    was damaged, not someone's notes."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as file:

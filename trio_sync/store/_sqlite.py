@@ -59,25 +59,31 @@ def lock_path(path: str) -> str:
     return os.path.realpath(path) + ".lock"
 
 
-#: What the lock file holds once trio_sync has opened the store beside it: a file SQLite
-#: cannot read is a damaged store only if it was one (a lock file alone proves nothing:
-#: any attempt to open a path makes one, your notes' included).
-OPENED_MARK = b"trio_sync opened this store\n"
+#: What the lock file holds once trio_sync has opened a store at its path.
+OPENED_MARK = b"trio_sync opened a store here\n"
+#: Part of every trio_sync store's schema, kept in its first page as SQL text.
+_SCHEMA_SIGN = b"CREATE TABLE store_kind"
 
 
 def was_opened_as_store(path: str) -> bool:
-    """Whether trio_sync once opened the file at ``path`` as a store (its lock file says
-    so); False when that cannot be read."""
+    """Whether the file at ``path``, which SQLite cannot read, is what is left of a
+    trio_sync store: trio_sync opened a store at this path (its lock file says so: a lock
+    file alone proves nothing, any attempt to open a path makes one) and the file still
+    holds the schema of one (a store deleted and replaced by your notes left its lock).
+    False when that cannot be read."""
     try:
         with open(lock_path(path), "rb") as lock_file:
-            return lock_file.read(len(OPENED_MARK)) == OPENED_MARK
+            if lock_file.read(len(OPENED_MARK) + 1) != OPENED_MARK:
+                return False
+        with open(path, "rb") as file:
+            return _SCHEMA_SIGN in file.read(64 * 1024)
     except OSError:
         return False
 
 
 def _acquire_lock(path: str) -> IO[bytes]:
     try:
-        lock_file = open(lock_path(path), "ab")  # noqa: SIM115 (held for the store's lifetime)
+        lock_file = open(lock_path(path), "a+b")  # noqa: SIM115 (held for the store's lifetime)
     except OSError as exc:
         raise _os_error(path, exc) from None
     try:
@@ -191,15 +197,17 @@ class Database:
             raise
 
     @staticmethod
-    def _mark_opened(lock_file: IO[bytes]) -> None:
-        # Not synced: a mark lost in a crash only means a damaged store is refused (and
-        # left for you to look at) instead of moved aside and rebuilt.
+    def _mark_opened(lock_file: IO[bytes], mark: bytes = OPENED_MARK) -> None:
+        # Unbuffered (a failed write leaves nothing to fail again at close), and not
+        # synced: a mark lost in a crash or to a full disk only means a damaged store is
+        # refused (left for you to look at) instead of moved aside and rebuilt.
+        fd = lock_file.fileno()
         try:
-            if os.fstat(lock_file.fileno()).st_size == 0:
-                lock_file.write(OPENED_MARK)
-                lock_file.flush()
+            if os.pread(fd, len(mark) + 1, 0) != mark:
+                os.ftruncate(fd, 0)
+                os.write(fd, mark)
         except OSError:
-            pass  # a full disk, say: the store itself opened, which is what was asked
+            pass  # the store itself opened, which is what was asked
 
     def _file_identity(self) -> tuple[int, int] | None:
         if is_memory(self.path):
