@@ -165,7 +165,11 @@ def test_serve_on_a_corrupt_database_says_so_and_leaves_it_alone(tmp_path: Path)
         ),
         (
             "token --secret-file s --store a --client b --ttl 0",
-            "argument --ttl: 0 seconds: it would be expired when printed",
+            "argument --ttl: 0 seconds: tokens count whole seconds",
+        ),
+        (
+            "token --secret-file s --store a --client b --ttl 0.5",
+            "argument --ttl: 0.5 seconds: tokens count whole seconds",
         ),
     ],
 )

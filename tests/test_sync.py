@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import trio
 
 import trio_sync
 from trio_sync import IncompatibleServer, StoreInUse
+from trio_sync.store import ClientStore
 
 from .conftest import FAST, WAIT, ClientFactory, wait_converged
 
@@ -267,6 +269,24 @@ async def test_a_client_id_that_cannot_be_one_is_refused_before_the_store_opens(
             ):
                 pass  # pragma: no cover
     assert not fresh.exists()
+
+
+def test_client_store_open_refuses_an_empty_client_id(tmp_path: Path) -> None:
+    # Tried (a second review's finding): ClientStore.open(path, "") on a fresh store
+    # recorded "" as the client id; every later commit then failed for good.
+    with pytest.raises(ValueError, match="client_id"):
+        ClientStore.open(str(tmp_path / "c.sqlite3"), "")
+    assert not (tmp_path / "c.sqlite3").exists()
+
+
+async def test_a_client_id_from_a_str_enum_is_its_plain_string(tmp_path: Path) -> None:
+    class Device(enum.StrEnum):
+        PHONE = "phone"
+
+    async with trio_sync.open_client(
+        "ws://127.0.0.1:1", str(tmp_path / "c.sqlite3"), client_id=Device.PHONE
+    ) as client:
+        assert type(client.client_id) is str and client.client_id == "phone"
 
 
 async def test_user_errors_in_the_block_come_out_unwrapped(

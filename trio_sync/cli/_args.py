@@ -149,10 +149,14 @@ def seconds(text: str) -> float:
 
 
 def lifetime(text: str) -> float:
-    """Seconds something stays valid: finite and above 0 (0 would be expired at once)."""
+    """Seconds a token stays valid: finite and at least 1 (tokens count whole seconds:
+    less could be expired when printed)."""
     value = seconds(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 seconds: it would be expired when printed")
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text} seconds: tokens count whole seconds, so under 1 it could be expired "
+            "when printed"
+        )
     return value
 
 

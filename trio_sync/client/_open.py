@@ -97,6 +97,8 @@ async def open_client(
     # name its peers as it likes.
     urls = server_urls(url, check=connector is None)
     if client_id is not None:
+        if isinstance(client_id, str) and type(client_id) is not str:
+            client_id = str.__str__(client_id)  # a StrEnum member: its characters
         # Before the store opens: "" is not "make one up", and 5 is not another client.
         check_identifier(client_id, "client_id", MAX_CLIENT_ID_LENGTH)
     token = checked_token_source(token)

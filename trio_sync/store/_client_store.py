@@ -17,7 +17,14 @@ import attrs
 import orjson
 
 from .._errors import StoreCorrupt, StoreError, StoreMismatch
-from ..protocol import DEFAULT_LIMITS, Event, SyncState, WireLimits
+from ..protocol import (
+    DEFAULT_LIMITS,
+    MAX_CLIENT_ID_LENGTH,
+    Event,
+    SyncState,
+    WireLimits,
+    check_identifier,
+)
 from . import _lineage
 from ._names import refuse_other_names
 from ._sqlite import (
@@ -63,6 +70,7 @@ class ClientStore(SQLiteStore):
         StoreCorrupt: The file is damaged or not a trio_sync client store.
         StoreVersionError: The file was written by a newer trio_sync.
         StoreMismatch: The store belongs to another client id.
+        ValueError: ``client_id`` is not a usable one (an empty string, say).
     """
 
     def __init__(self, db: Database, client_id: str) -> None:
@@ -76,6 +84,8 @@ class ClientStore(SQLiteStore):
         ``client_id`` None means: the id recorded in the store, or a new random one.
         """
         path = str(path)
+        if client_id is not None:
+            check_identifier(client_id, "client_id", MAX_CLIENT_ID_LENGTH)
         ensure_directory(path)
         db = Database(path, kind="client", migrations=MIGRATIONS, manual_checkpoints=True)
         try:
