@@ -12,6 +12,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from trio_sync import (
     StoreVersionError,
 )
 from trio_sync.protocol import Event, SyncState
-from trio_sync.store import ClientStore, ServerStore, inspect_store
+from trio_sync.store import ClientStore, ServerStore, _client_store, inspect_store
 from trio_sync.store._client_store import MIGRATIONS
 
 
@@ -244,6 +245,39 @@ def test_inspect_leaves_a_cleanly_closed_store_as_it_was(tmp_path: Path) -> None
     summary = inspect_store(str(tmp_path / "c.sqlite3"))
     assert (summary.client_id, summary.pending) == ("A", 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("meanwhile", ["stale", "torn"])
+def test_inspect_reads_again_when_an_application_wrote_while_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    # What was tried (a second review's finding): the application opens the store,
+    # commits and closes (a checkpoint writes the database file) while trio-sync status
+    # reads it from the file alone. That read saw a mix of old and new pages: "database
+    # disk image is malformed" (a healthy store called damaged), or stale facts. Here the
+    # read from the file alone returns its stale facts, or fails as a torn one does; the
+    # file changed meanwhile, so the store is read again, through its log.
+    path = tmp_path / "c.sqlite3"
+    store_with_one_pending(path).close()
+    summary = _client_store._summary
+
+    def racing(where: str, *, immutable: bool) -> Any:
+        if not immutable:
+            return summary(where, immutable=False)
+        facts = summary(where, immutable=True)
+        store = ClientStore.open(where, "A")
+        state = store.load_state()
+        for i in range(2, 7):
+            event = state.commit("x", {"i": i})
+            store.append_pending(event)
+        store.checkpoint()
+        store.close()
+        if meanwhile == "torn":
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return facts
+
+    monkeypatch.setattr(_client_store, "_summary", racing)
+    assert inspect_store(str(path)).pending == 6
 
 
 def test_inspect_reads_what_the_write_ahead_log_of_a_store_in_use_holds(

@@ -350,28 +350,32 @@ class StoreSummary:
     size_bytes: int
 
 
-def _open_read_only(path: str) -> tuple[sqlite3.Connection, tuple[object, ...] | None]:
-    """Opens ``path`` read-only and reads its kind (the first read is where SQLite
-    finds out whether it can read the file at all).
+def _open_read_only(
+    path: str, *, immutable: bool
+) -> tuple[sqlite3.Connection, tuple[object, ...] | None]:
+    """Opens ``path`` read-only, starts one read transaction (every fact from one
+    state) and reads its kind (the first read is where SQLite finds out whether it can
+    read the file at all).
 
-    Without a ``-wal`` file beside it (the store was closed cleanly, and nobody has it
-    open) the database file holds everything: it is read as immutable, which makes no
-    ``-wal`` and ``-shm`` beside it and works on read-only media. Otherwise its
-    write-ahead log is read too, through a ``-shm`` file SQLite creates if it is missing
-    (on read-only media it cannot).
+    ``immutable``: the database file alone, with no ``-shm`` made beside it (right for a
+    store closed cleanly, with no ``-wal``, while nobody writes it; also on read-only
+    media); else its write-ahead log too, through a ``-shm`` file SQLite creates if it is
+    missing (on read-only media it cannot).
 
     Raises:
         StoreError: It cannot be opened (with why).
         StoreCorrupt: It is not a trio_sync client store.
     """
     uri = "file:" + urllib.parse.quote(os.path.abspath(path))
-    logged = os.path.exists(f"{path}-wal")
-    conn = sqlite3.connect(f"{uri}?mode=ro" if logged else f"{uri}?mode=ro&immutable=1", uri=True)
+    mode = "mode=ro&immutable=1" if immutable else "mode=ro"
+    conn = sqlite3.connect(f"{uri}?{mode}", uri=True)
     try:
+        conn.execute("BEGIN")
         return conn, conn.execute("SELECT kind FROM store_kind").fetchone()
     except sqlite3.OperationalError as exc:
         conn.close()
-        if logged and "unable to open" in str(exc):
+        logged = os.path.exists(f"{path}-wal")
+        if logged and not immutable and "unable to open" in str(exc):
             raise StoreError(
                 f"cannot read {path!r}: it has a write-ahead log ({path}-wal) and SQLite "
                 f"cannot create {path}-shm beside it to read that log (read-only media or "
@@ -386,6 +390,10 @@ def inspect_store(path: str) -> StoreSummary:
     """Reads a client store's facts read-only, without its lock: it works while the
     application has the store open, and changes nothing.
 
+    A store closed cleanly (no ``-wal``) is read from its database file alone, which
+    makes no ``-wal`` or ``-shm`` beside it; if the file changed meanwhile (an
+    application opened the store and wrote), it is read again through its log.
+
     Raises:
         StoreError: No file at ``path``, or it cannot be read.
         StoreCorrupt: It is not a trio_sync client store, or it is damaged.
@@ -396,20 +404,46 @@ def inspect_store(path: str) -> StoreSummary:
         # Read under another name than the writer's, the state may miss what is in its
         # write-ahead log (and SQLite would make a -wal and -shm beside this one).
         refuse_other_names(path)
-        conn, kind = _open_read_only(path)
-        try:
-            if kind is None or kind[0] != "client":
-                raise StoreCorrupt(f"{path!r} is not a trio_sync client store")
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            when = commit_time_column(conn)
-            oldest = conn.execute(f"SELECT min({when}) FROM pending").fetchone()[0]
-            pending = conn.execute("SELECT count(*) FROM pending").fetchone()[0]
-            confirmed = conn.execute("SELECT count(*) FROM confirmed").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.OperationalError as exc:
-            raise StoreCorrupt(f"{path!r} is not a trio_sync client store ({exc})") from None
-        finally:
-            conn.close()
+        before = _unlogged_state(path)
+        if before is not None:
+            try:
+                summary = _summary(path, immutable=True)
+            except (StoreError, sqlite3.Error):
+                if _unlogged_state(path) == before:
+                    raise
+            else:
+                if _unlogged_state(path) == before:
+                    return summary
+        return _summary(path, immutable=False)
+
+
+def _unlogged_state(path: str) -> tuple[int, int, int] | None:
+    """The database file's identity, size and last change while it has no ``-wal``
+    beside it (None: it has one, or it is gone)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if os.path.exists(f"{path}-wal"):
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _summary(path: str, *, immutable: bool) -> StoreSummary:
+    conn, kind = _open_read_only(path, immutable=immutable)
+    try:
+        if kind is None or kind[0] != "client":
+            raise StoreCorrupt(f"{path!r} is not a trio_sync client store")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        when = commit_time_column(conn)
+        oldest = conn.execute(f"SELECT min({when}) FROM pending").fetchone()[0]
+        pending = conn.execute("SELECT count(*) FROM pending").fetchone()[0]
+        confirmed = conn.execute("SELECT count(*) FROM confirmed").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        raise StoreCorrupt(f"{path!r} is not a trio_sync client store ({exc})") from None
+    finally:
+        conn.close()
     return StoreSummary(
         path=path,
         client_id=meta.get("client_id"),
