@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -221,18 +222,25 @@ async def test_a_client_refuses_calls_from_another_trio_run(tmp_path: Path) -> N
         "ws://127.0.0.1:1", str(tmp_path / "c.sqlite3"), timings=FAST
     ) as client:
         await client.commit("x", {"i": 0})
+        saved = await client.files.save(b"saved", path="saved")
         calls: list[Callable[[], object]] = [
             lambda: trio.run(client.commit, "x", {"i": 1}),
             lambda: trio.run(client.commit_many, [("x", {"i": 2})]),
             lambda: trio.run(client.wait_synced),
             lambda: client.status,
+            # A second review's finding: the files' calls went through, a delete was
+            # recorded though its caller got an error, and the owning run then died.
+            lambda: trio.run(partial(client.files.save, b"contents", path="p")),
+            lambda: trio.run(client.files.delete, saved),
+            lambda: trio.run(client.files.wait_idle),
         ]
         for call in calls:
             with pytest.raises(RuntimeError, match="belongs to the Trio run that opened it"):
                 await trio.to_thread.run_sync(call)
         await client.commit("x", {"i": 3})
-        assert [e.args["i"] for e in client.pending_events()] == [0, 3]
-        assert client.status.pending == 2
+        assert [e.args.get("i") for e in client.pending_events()] == [0, None, 3]
+        assert client.status.pending == 3
+        assert [info.id for info in client.files.list()] == [saved]
 
 
 def test_the_status_after_the_run_ended_is_the_one_it_closed_with(tmp_path: Path) -> None:

@@ -66,8 +66,6 @@ class Client:
         #: The status when the client closed: it no longer changes, and it can be read
         #: after the Trio run ended too.
         self._final_status: SyncStatus | None = None
-        #: The Trio run this client belongs to (its tasks and waits live there).
-        self._trio_token = trio.lowlevel.current_trio_token()
         #: The sync connection while one is open (for the closing handshake on leaving).
         self._live_conn: Connection | None = None
         #: Set when the open_client block exits: no reconnecting, no failure reported.
@@ -473,14 +471,4 @@ class Client:
         self._check_run()
 
     def _check_run(self) -> None:
-        """Called from the Trio run that opened the client: its tasks and waits live
-        there, and another run (in another thread) would wake them from the wrong one."""
-        try:
-            token = trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            token = None
-        if token is not self._trio_token:
-            raise RuntimeError(
-                "this client belongs to the Trio run that opened it (its open_client "
-                "block): call it from there (from another thread: trio.from_thread.run)"
-            )
+        self._core.check_run()

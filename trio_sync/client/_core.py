@@ -74,6 +74,8 @@ class ClientCore:
         self.state = state
         self.push = push
         self.run_store = run_store
+        #: The Trio run this client belongs to (its tasks and waits live there).
+        self._trio_token = trio.lowlevel.current_trio_token()
         self.rng = rng
         self._trace = trace
         self._trace_failures = 0
@@ -193,6 +195,20 @@ class ClientCore:
             self.refused_push = message
             self.trace("push.refused_by_limits", client_seq=event.client_seq)
             self.changed.notify()
+
+    def check_run(self) -> None:
+        """Raises RuntimeError unless called from the Trio run that opened the client: its
+        tasks and waits live there, and another run (in another thread) would wake them
+        from the wrong one."""
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            token = None
+        if token is not self._trio_token:
+            raise RuntimeError(
+                "this client belongs to the Trio run that opened it (its open_client "
+                "block): call it from there (from another thread: trio.from_thread.run)"
+            )
 
     @property
     def failing_fast(self) -> bool:

@@ -528,9 +528,8 @@ class FileSync:
         self._check_open()
 
     async def _still_open(self) -> None:
-        """Raises ClientClosed if the client closed, after Cancelled if this is (called
-        in a scope torn down with the client, Cancelled is what a Trio function raises).
-        """
+        """Raises ClientClosed if the client closed, after Cancelled if this is (called in
+        a scope torn down with the client, Cancelled is what a Trio function raises)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
 
@@ -540,6 +539,7 @@ class FileSync:
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this client's open_client() block has exited")
+        self._core.check_run()
 
     def _live(self, file_id: str) -> FileInfo:
         if not isinstance(file_id, str):
