@@ -164,6 +164,10 @@ def test_serve_on_a_corrupt_database_says_so_and_leaves_it_alone(tmp_path: Path)
             "argument --blob-dir: '/dev/null' exists and is not a folder",
         ),
         (
+            "serve --db x --blob-dir /dev/null/blobs",
+            "argument --blob-dir: '/dev/null/blobs' cannot be made: '/dev/null' is not a folder",
+        ),
+        (
             "token --secret-file s --store a --client b --ttl 0",
             "argument --ttl: 0 seconds: tokens count whole seconds",
         ),
@@ -178,6 +182,23 @@ def test_every_bad_input_is_refused_up_front_with_exit_2(command: str, says: str
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert says in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_default_blob_folder_that_is_a_file_at_start(
+    tmp_path: Path,
+) -> None:
+    # Tried (a second review's finding): <db>.blobs, where file contents go by default, is
+    # a regular file. The server started, and every upload then failed.
+    db = tmp_path / "s.sqlite3"
+    (tmp_path / "s.sqlite3.blobs").write_text("not a folder")
+    result = subprocess.run(
+        [*CLI, "serve", "--db", str(db)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"trio-sync serve: file contents cannot be kept there: {str(db) + '.blobs'!r} "
+        "exists and is not a folder\n"
+    )
 
 
 def test_version_and_python_dash_m() -> None:

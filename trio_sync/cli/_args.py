@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from .._errors import TrioSyncError
 from ..protocol import INT64_MAX, MAX_CLIENT_ID_LENGTH, TokenError, check_identifier, check_secret
+from ..server._blob_backends import folder_problem
 from ..store import valid_store_id
 from ..store._pg_connect import check_url, is_postgres_url, postgres_url_of, redact
 
@@ -161,11 +162,10 @@ def lifetime(text: str) -> float:
 
 
 def folder(text: str) -> str:
-    """A folder, or a path where one will be made: not a file."""
-    if os.path.exists(text) and not os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
-    if os.path.isdir(text) and not os.access(text, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"folder {text!r} cannot be written")
+    """A folder this process can write in, or a path where one can be made."""
+    problem = folder_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

@@ -3,12 +3,14 @@ of a blob connection."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
 import attrs
 
 from .._checks import finite_non_negative, positive_int
+from .._errors import StoreError
 from ..files._blobs import FileBlobStore, ServerBlobStore
 from ..files._memory_blobs import MemoryBlobStore
 
@@ -61,10 +63,40 @@ class BlobBackend(Protocol):
         ...
 
 
+def folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder this process writes in; None if it
+    can. Nothing is made: the first upload makes it."""
+    path = os.path.abspath(path)
+    if os.path.lexists(path) and not os.path.exists(path):
+        return f"{path!r} is a broken symbolic link"
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return f"{path!r} exists and is not a folder"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"folder {path!r} cannot be written"
+        return None
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{path!r} cannot be made: {parent!r} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path!r} cannot be made: folder {parent!r} cannot be written"
+    return None
+
+
 class FileBlobBackend:
-    """Blobs in ``root/<store_id>/`` (a directory per sync store)."""
+    """Blobs in ``root/<store_id>/`` (a directory per sync store).
+
+    Raises (from the constructor):
+        StoreError: ``root`` cannot be a folder this process writes in (a file, a broken
+            link, under a file, not writable): said at start, not at each upload.
+    """
 
     def __init__(self, root: str | Path) -> None:
+        problem = folder_problem(root)
+        if problem is not None:
+            raise StoreError(f"file contents cannot be kept there: {problem}")
         self.root = Path(root)
         self._stores: dict[str, FileBlobStore] = {}
 

@@ -222,7 +222,8 @@ async def serve(
     Raises:
         StoreError: The database cannot be opened or written (in use, corrupt, newer
             schema, read-only, unreachable; StoreVersionError: a PostgreSQL database that
-            was not migrated).
+            was not migrated), or ``blob_dir`` (``<db>.blobs`` by default) cannot be a
+            folder this process writes in (a file, a broken link, under a file).
         TransportError: No port could be bound.
         TokenError: A secret is too short.
     """
@@ -231,6 +232,7 @@ async def serve(
     stopped = trio.Event()
     try:
         await run_store(store.check_writable)
+        blobs = _blob_backend(db, blob_dir)  # at start, not at each upload
         stores = await run_store(store.stores)
         # A local log appends on the event loop while its disk is fast (an fsync then
         # costs less than the hop to a worker thread); a shared one always in the thread.
@@ -248,7 +250,7 @@ async def serve(
                 bound: int = await nursery.start(
                     partial(
                         serve_hub,
-                        blobs=_blob_backend(db, blob_dir),
+                        blobs=blobs,
                         blob_limits=blob_limits,
                     ),
                     hub,
