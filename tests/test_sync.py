@@ -223,6 +223,9 @@ async def test_a_client_refuses_calls_from_another_trio_run(tmp_path: Path) -> N
     ) as client:
         await client.commit("x", {"i": 0})
         saved = await client.files.save(b"saved", path="saved")
+        stream = client.confirmed_stream()
+        changes = client.status_changes()
+        subscription = client.subscribe()
         calls: list[Callable[[], object]] = [
             lambda: trio.run(client.commit, "x", {"i": 1}),
             lambda: trio.run(client.commit_many, [("x", {"i": 2})]),
@@ -233,10 +236,17 @@ async def test_a_client_refuses_calls_from_another_trio_run(tmp_path: Path) -> N
             lambda: trio.run(partial(client.files.save, b"contents", path="p")),
             lambda: trio.run(client.files.delete, saved),
             lambda: trio.run(client.files.wait_idle),
+            # Iterators made here and iterated there (each would wait to be woken here).
+            lambda: trio.run(stream.__anext__),
+            lambda: trio.run(changes.__anext__),
+            lambda: trio.run(subscription.__anext__),
         ]
         for call in calls:
-            with pytest.raises(RuntimeError, match="belongs to the Trio run that opened it"):
-                await trio.to_thread.run_sync(call)
+            with (
+                pytest.raises(RuntimeError, match="belongs to the Trio run that opened it"),
+                trio.fail_after(WAIT),  # a wait that is not refused would never end
+            ):
+                await trio.to_thread.run_sync(call, abandon_on_cancel=True)
         await client.commit("x", {"i": 3})
         assert [e.args.get("i") for e in client.pending_events()] == [0, None, 3]
         assert client.status.pending == 3

@@ -17,6 +17,8 @@ from types import MappingProxyType
 import attrs
 import trio
 
+from .._runs import check_run, current_run
+
 #: How many notifications a subscriber may have unread before the oldest are dropped.
 DEFAULT_SUBSCRIBER_BUFFER = 256
 #: How many of the last notifications ``recent_events()`` can show.
@@ -107,6 +109,8 @@ class Subscription:
         self._limit = buffer
         self._arrived = trio.Event()
         self._closed = False
+        #: The run it belongs to: the client's (its waits are woken from there).
+        self._run = current_run()
         #: The client closed: nothing more will arrive.
         self._ended = False
         #: Notifications this subscriber missed because it fell behind.
@@ -149,6 +153,7 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Notification:
+        check_run(self._run)
         while not self._buffer:
             if self._closed or self._ended:
                 raise StopAsyncIteration

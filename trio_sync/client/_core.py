@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._broadcast import Broadcast
+from .._runs import check_run, current_run
 from .._store_runner import StoreRunner
 from ..protocol import (
     Advance,
@@ -75,7 +76,7 @@ class ClientCore:
         self.push = push
         self.run_store = run_store
         #: The Trio run this client belongs to (its tasks and waits live there).
-        self._trio_token = trio.lowlevel.current_trio_token()
+        self._trio_token = current_run()
         self.rng = rng
         self._trace = trace
         self._trace_failures = 0
@@ -197,18 +198,9 @@ class ClientCore:
             self.changed.notify()
 
     def check_run(self) -> None:
-        """Raises RuntimeError unless called from the Trio run that opened the client: its
-        tasks and waits live there, and another run (in another thread) would wake them
-        from the wrong one."""
-        try:
-            token = trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            token = None
-        if token is not self._trio_token:
-            raise RuntimeError(
-                "this client belongs to the Trio run that opened it (its open_client "
-                "block): call it from there (from another thread: trio.from_thread.run)"
-            )
+        """Raises RuntimeError unless called from the Trio run that opened the client
+        (see ``_runs.py``)."""
+        check_run(self._trio_token)
 
     @property
     def failing_fast(self) -> bool:

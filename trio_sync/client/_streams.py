@@ -49,6 +49,7 @@ class ConfirmedStream:
                 return self._buffer.popleft()
             if self._is_closed():
                 raise StopAsyncIteration
+            core.check_run()  # once per batch taken: it waits, or reads, from here on
             changed = core.changed.event
             if self._cursor < core.durable_head:
                 if core.durable_head - self._cursor <= _INLINE_READ:
@@ -108,6 +109,8 @@ class StatusChanges:
     async def __anext__(self) -> SyncStatus:
         core = self._core
         while True:
+            if not self._is_closed():
+                core.check_run()
             changed = core.changed.event
             status = core.status()
             if self._last is None or _what_changed(status) != _what_changed(self._last):
