@@ -19,7 +19,7 @@ from functools import partial
 import attrs
 
 from ..client._core import ClientCore
-from ..store._recovery import Damaged, move_aside, open_unless_damaged
+from ..store._recovery import Damaged, move_aside, open_or_rebuild
 from ..store._sqlite import is_memory
 from ._blobs import BlobStore
 from ._model import FileInfo, FileTable, TransferState
@@ -47,11 +47,15 @@ def open_transfer_state(
         StoreCorrupt: The file is not a trio_sync store at all (never moved).
     """
     existed = is_memory(path) or os.path.exists(path)
-    opened = open_unless_damaged(path, partial(TransferStateStore, path))
-    if not isinstance(opened, Damaged):
+
+    def rebuild(damaged: Damaged) -> tuple[TransferStateStore, StateRecovery]:
+        moved_to = move_aside(path, now, damaged.moved_to)
+        return TransferStateStore(path), StateRecovery(moved_to, damaged.reason)
+
+    opened = open_or_rebuild(path, partial(TransferStateStore, path), rebuild)
+    if isinstance(opened, TransferStateStore):
         return opened, None, not existed
-    moved_to = move_aside(path, now, opened.moved_to)
-    return TransferStateStore(path), StateRecovery(moved_to, opened.reason), True
+    return (*opened, True)
 
 
 def rows_for_held_contents(

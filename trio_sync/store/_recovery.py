@@ -9,23 +9,26 @@ already holds.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TypeVar
 
 import attrs
 import orjson
 
-from .._errors import StoreCorrupt, StoreDamaged
+from .._errors import StoreCorrupt, StoreDamaged, StoreError
 from . import _lineage
 from ._client_store import ClientStore, commit_time_column
 from ._names import interrupted_move
 from ._sqlite import is_memory, set_meta, was_opened_as_store
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @attrs.frozen
@@ -61,12 +64,20 @@ def open_client_store(
             another client's, a newer schema, not a trio_sync store at all).
     """
     path = str(path)
-    opened = open_unless_damaged(path, partial(ClientStore.open, path, client_id))
-    if not isinstance(opened, Damaged):
-        return opened, None
-    reason = opened.reason
+    opened = open_or_rebuild(
+        path,
+        partial(ClientStore.open, path, client_id),
+        partial(_rebuild_client_store, path, client_id, now),
+    )
+    return (opened, None) if isinstance(opened, ClientStore) else opened
+
+
+def _rebuild_client_store(
+    path: str, client_id: str | None, now: float | None, damaged: Damaged
+) -> tuple[ClientStore, StoreRecovery]:
+    reason = damaged.reason
     salvage = _salvage(path)
-    moved_to = move_aside(path, now, opened.moved_to)
+    moved_to = move_aside(path, now, damaged.moved_to)
     known_id = client_id or salvage.client_id
     store = ClientStore.open(path, known_id)
     # In order from the first readable one. An unreadable row leaves a gap, and the
@@ -94,6 +105,41 @@ class Damaged:
 
     reason: str
     moved_to: str | None = None
+
+
+def open_or_rebuild(
+    path: str, open_store: Callable[[], T], rebuild: Callable[[Damaged], R]
+) -> T | R:
+    """Opens the store at ``path`` with ``open_store()``; if it is a damaged store,
+    ``rebuild`` moves it aside and makes a new one. Recoveries of one path run one at a
+    time (a lock beside it, ``.recovering``), and each looks again first: two processes
+    that found the store damaged together do not both move it (the second would move the
+    first's new store); the second opens the new store, or finds it in use.
+
+    Raises:
+        StoreError: As :func:`open_unless_damaged`.
+    """
+    opened = open_unless_damaged(path, open_store)
+    if not isinstance(opened, Damaged):
+        return opened
+    with _recovery_lock(path):
+        opened = open_unless_damaged(path, open_store)
+        if not isinstance(opened, Damaged):
+            return opened
+        return rebuild(opened)
+
+
+@contextlib.contextmanager
+def _recovery_lock(path: str) -> Iterator[None]:
+    try:
+        fd = os.open(os.path.realpath(path) + ".recovering", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"store {path!r} is damaged and cannot be recovered: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for another process's recovery to end
+        yield
+    finally:
+        os.close(fd)
 
 
 def open_unless_damaged(path: str, open_store: Callable[[], T]) -> T | Damaged:
