@@ -184,6 +184,21 @@ def test_every_bad_input_is_refused_up_front_with_exit_2(command: str, says: str
     assert "Traceback" not in result.stderr
 
 
+def test_serve_refuses_a_blob_folder_under_a_broken_symbolic_link(tmp_path: Path) -> None:
+    # Tried (a third review's finding): --blob-dir below a link to nowhere. The server
+    # started, and every upload failed ("File exists").
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    blobs = tmp_path / "broken" / "blobs"
+    result = subprocess.run(
+        [*CLI, "serve", "--db", str(tmp_path / "s.sqlite3"), "--blob-dir", str(blobs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{str(tmp_path / 'broken')!r} is a broken symbolic link" in result.stderr
+
+
 def test_serve_refuses_a_default_blob_folder_that_is_a_file_at_start(
     tmp_path: Path,
 ) -> None:

@@ -70,6 +70,14 @@ def test_a_token_that_does_not_allow_this_is_refused_with_the_reason(
         assert given not in reason  # a reason never repeats the token
 
 
+def test_a_token_valid_for_part_of_a_second_is_not_expired_when_made() -> None:
+    # Tried (a third review's finding): trio-sync token --ttl 1 at NOW + 0.4: the expiry
+    # was rounded down to whole seconds, so the token was expired before it was used.
+    made_at = NOW + 0.4
+    assert problem(token(expires=made_at + 1), now=made_at + 0.9) is None
+    assert read_token(token(expires=made_at + 1), [SECRET]).expires_at == NOW + 2
+
+
 def test_a_rotated_secret_still_accepts_tokens_signed_by_the_previous_one() -> None:
     assert token_problem(token(), [OTHER, SECRET], store_id="todo", client_id="A", now=NOW) is None
 

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -84,7 +85,10 @@ def issue_token(secret: bytes, *, store_id: str, client_id: str, expires_at: flo
     """
     check_secret(secret)
     payload = json.dumps(
-        {"s": store_id, "c": client_id, "e": int(expires_at)}, separators=(",", ":")
+        # Whole seconds, rounded up: valid until at least ``expires_at`` (rounded down, a
+        # token of a second's lifetime could be expired when handed out).
+        {"s": store_id, "c": client_id, "e": math.ceil(expires_at)},
+        separators=(",", ":"),
     )
     signed = f"{_VERSION}.{_b64encode(payload.encode())}"
     return f"{signed}.{_b64encode(_signature(secret, signed))}"

@@ -77,6 +77,8 @@ def folder_problem(path: str | Path) -> str | None:
         return None
     parent = os.path.dirname(path)
     while not os.path.exists(parent):
+        if os.path.lexists(parent):
+            return f"{path!r} cannot be made: {parent!r} is a broken symbolic link"
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         return f"{path!r} cannot be made: {parent!r} is not a folder"
