@@ -305,6 +305,9 @@ async def test_a_client_id_from_a_str_enum_is_its_plain_string(tmp_path: Path) -
         "ws://127.0.0.1:1", str(tmp_path / "c.sqlite3"), client_id=Device.PHONE
     ) as client:
         assert type(client.client_id) is str and client.client_id == "phone"
+    # The store module takes one too (a third review found it refused there).
+    store = ClientStore.open(str(tmp_path / "c.sqlite3"), Device.PHONE)
+    store.close()
 
 
 async def test_user_errors_in_the_block_come_out_unwrapped(

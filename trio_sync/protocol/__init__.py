@@ -6,7 +6,15 @@ are passed in. The runtimes in ``client/`` and ``server/`` move bytes and call t
 
 from ._backoff import backoff_delay
 from ._codec import MAX_FRAME_BYTES, decode, encode, encode_frame, event_json
-from ._events import Draft, Event, check_identifier, event_size, new_draft, new_event
+from ._events import (
+    Draft,
+    Event,
+    check_identifier,
+    event_size,
+    new_draft,
+    new_event,
+    plain_str,
+)
 from ._fast_failures import FAST_FAILURE_SECONDS, FastFailures
 from ._handshake import (
     hello_problem,
@@ -179,6 +187,7 @@ __all__ = [
     "make_push_machine",
     "new_draft",
     "new_event",
+    "plain_str",
     "protocol_problem",
     "read_token",
     "reused_id_problem",

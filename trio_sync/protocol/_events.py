@@ -27,6 +27,14 @@ _KNOWN_GOOD: dict[tuple[str, int], None] = {}
 _KNOWN_GOOD_MAX = 65_536
 
 
+def plain_str(value: object) -> object:
+    """A str subclass (a ``StrEnum`` member) as its plain characters, whatever its own
+    ``__str__`` says; anything else as it is."""
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
+    return value
+
+
 def check_identifier(value: object, what: str, limit: int) -> str:
     """Returns ``value`` if it is a usable identifier (event name, client id, store id).
 
@@ -297,8 +305,7 @@ def new_draft(name: str, args: object, *, limits: WireLimits = DEFAULT_LIMITS) -
     """
     if not isinstance(args, dict):
         raise InvalidEvent(f"args must be a dict, got {type(args).__name__}")
-    if isinstance(name, str) and type(name) is not str:
-        name = str.__str__(name)  # its characters, whatever its own __str__ says
+    name = plain_str(name)  # type: ignore[assignment]
     try:
         check_identifier(name, "event name", MAX_NAME_LENGTH)
     except (TypeError, ValueError) as exc:

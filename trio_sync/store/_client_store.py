@@ -24,6 +24,7 @@ from ..protocol import (
     SyncState,
     WireLimits,
     check_identifier,
+    plain_str,
 )
 from . import _lineage
 from ._names import refuse_other_names
@@ -85,6 +86,7 @@ class ClientStore(SQLiteStore):
         """
         path = str(path)
         if client_id is not None:
+            client_id = plain_str(client_id)  # type: ignore[assignment]
             check_identifier(client_id, "client_id", MAX_CLIENT_ID_LENGTH)
         ensure_directory(path)
         db = Database(path, kind="client", migrations=MIGRATIONS, manual_checkpoints=True)
