@@ -85,7 +85,7 @@ class Client:
         has closed, the status it closed with)."""
         if self._final_status is not None:
             return self._final_status
-        self._check_run()
+        self._core.check_run()
         return self._core.status()
 
     @property
@@ -468,7 +468,4 @@ class Client:
 
     def _check_usable(self) -> None:
         self._check_open()
-        self._check_run()
-
-    def _check_run(self) -> None:
         self._core.check_run()

@@ -15,7 +15,7 @@ import trio
 
 from .._groups import single_exception
 from .._store_runner import StoreRunner, despite_interrupts, in_worker_thread
-from ..protocol import MAX_CLIENT_ID_LENGTH, check_identifier, make_push_machine, plain_str
+from ..protocol import make_push_machine
 from ..store import open_client_store
 from ..transport import Connector, connect_websocket
 from ._arguments import TokenSource, checked_token_source, server_urls
@@ -96,10 +96,6 @@ async def open_client(
     # Only the WebSocket connector understands URLs; a custom one (the simulator's) may
     # name its peers as it likes.
     urls = server_urls(url, check=connector is None)
-    if client_id is not None:
-        client_id = plain_str(client_id)  # type: ignore[assignment]
-        # Before the store opens: "" is not "make one up", and 5 is not another client.
-        check_identifier(client_id, "client_id", MAX_CLIENT_ID_LENGTH)
     token = checked_token_source(token)
     store_path = os.fspath(store_path)
     timings = timings or ClientTimings()

@@ -93,7 +93,7 @@ class FileSync:
         """
         core, options = self._core, self._options
         self.blobs, state_path = await core.run_store(default_places, self._store_path, options)
-        self._states, moved, new = await core.run_store(open_transfer_state, state_path)
+        self._states, new = await core.run_store(open_transfer_state, state_path)
         self._garbage = BlobCollector(
             self.blobs,
             core.run_store,
@@ -137,7 +137,7 @@ class FileSync:
             )
             await self._recover_stale()
             await self._fold.catch_up()
-            await rebuild_state(core, self._states, self.blobs, self._fold.view, moved, new)
+            await rebuild_state(core, self._states, self.blobs, self._fold.view, new)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.executor.run)
                 # The files with rows too: a crash between a save's rows and its event

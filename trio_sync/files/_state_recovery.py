@@ -27,20 +27,19 @@ from ._state import Key, TransferStateStore
 
 
 @attrs.frozen
-class StateRecovery:
-    """A damaged transfer state moved aside (``moved_to``) for ``reason``."""
+class NewState:
+    """A transfer state made new at open: it was missing (never made, or deleted by
+    hand), or a damaged one was moved aside (to ``moved_to``, for ``reason``)."""
 
-    moved_to: str
-    reason: str
+    moved_to: str | None = None
+    reason: str | None = None
 
 
 def open_transfer_state(
     path: str, now: float | None = None
-) -> tuple[TransferStateStore, StateRecovery | None, bool]:
+) -> tuple[TransferStateStore, NewState | None]:
     """Opens the transfer state at ``path``; a damaged one is moved aside and a new one
-    made. Returns the store, the recovery (None: none was needed) and whether the store
-    is new, made here (then :func:`rebuild_state` fills it: one deleted by hand is
-    rebuilt like a damaged one).
+    made. Returns the store and, when it is new, how (:func:`rebuild_state` fills it).
 
     Raises:
         StoreInUse, StoreVersionError: As for the client store.
@@ -48,14 +47,14 @@ def open_transfer_state(
     """
     existed = is_memory(path) or os.path.exists(path)
 
-    def rebuild(damaged: Damaged) -> tuple[TransferStateStore, StateRecovery]:
+    def rebuild(damaged: Damaged) -> tuple[TransferStateStore, NewState]:
         moved_to = move_aside(path, now, damaged.moved_to)
-        return TransferStateStore(path), StateRecovery(moved_to, damaged.reason)
+        return TransferStateStore(path), NewState(moved_to, damaged.reason)
 
     opened = open_or_rebuild(path, partial(TransferStateStore, path), rebuild)
     if isinstance(opened, TransferStateStore):
-        return opened, None, not existed
-    return (*opened, True)
+        return opened, None if existed else NewState()
+    return opened
 
 
 def rows_for_held_contents(
@@ -75,24 +74,22 @@ async def rebuild_state(
     states: TransferStateStore,
     blobs: BlobStore,
     view: FileTable,
-    recovery: StateRecovery | None,
-    new: bool,
+    new: NewState | None,
 ) -> None:
-    """Fills a ``new`` transfer state (``recovery``: it replaced a damaged one; else the
-    file was missing, deleted by hand or never made): what is held here is written as
-    held (before the check of lost uploads runs), and a ``recovery`` notification says
-    what happened to a damaged one. Does nothing for one that was there."""
-    if not new:
+    """Fills a new transfer state (None: the one opened was there, nothing to do): what
+    is held here is written as held (before the check of lost uploads runs), and a
+    ``recovery`` notification says when it replaced a damaged one."""
+    if new is None:
         return
     rows = await core.run_store(rows_for_held_contents, dict(view.files), blobs.has)
     if rows:
         await core.run_store(states.set_many, rows)
         core.trace("files.state_rebuilt", held=len(rows))
-    if recovery is not None:
+    if new.moved_to is not None:
         core.notify(
             "recovery",
             what="damaged-transfer-state",
-            moved_to=recovery.moved_to,
+            moved_to=new.moved_to,
             held=len(rows),
-            reason=recovery.reason,
+            reason=new.reason,
         )

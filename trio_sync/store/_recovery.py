@@ -25,7 +25,7 @@ from .._errors import StoreCorrupt, StoreDamaged, StoreError
 from . import _lineage
 from ._client_store import ClientStore, commit_time_column
 from ._names import interrupted_move
-from ._sqlite import is_memory, set_meta, was_opened_as_store
+from ._sqlite import is_memory, opened_here, set_meta
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -117,13 +117,13 @@ def open_or_rebuild(
     first's new store); the second opens the new store, or finds it in use.
 
     Raises:
-        StoreError: As :func:`open_unless_damaged`.
+        StoreError: As :func:`_open_unless_damaged`.
     """
-    opened = open_unless_damaged(path, open_store)
+    opened = _open_unless_damaged(path, open_store)
     if not isinstance(opened, Damaged):
         return opened
     with _recovery_lock(path):
-        opened = open_unless_damaged(path, open_store)
+        opened = _open_unless_damaged(path, open_store)
         if not isinstance(opened, Damaged):
             return opened
         return rebuild(opened)
@@ -142,7 +142,7 @@ def _recovery_lock(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-def open_unless_damaged(path: str, open_store: Callable[[], T]) -> T | Damaged:
+def _open_unless_damaged(path: str, open_store: Callable[[], T]) -> T | Damaged:
     """Opens the store at ``path`` with ``open_store()``, or says why it is a damaged
     store (to move aside with :func:`move_aside`).
 
@@ -163,7 +163,7 @@ def open_unless_damaged(path: str, open_store: Callable[[], T]) -> T | Damaged:
             raise
         return Damaged(str(exc))
     except StoreCorrupt as exc:
-        if not was_a_store(path):
+        if not _was_a_store(path):
             raise  # some other file: never moved
         return Damaged(str(exc))
 
@@ -187,19 +187,24 @@ def move_aside(path: str, now: float | None = None, second_name: str | None = No
     return second_name
 
 
-def was_a_store(path: str) -> bool:
-    """A file SQLite cannot read at all, what is left of a trio_sync store (see
-    :func:`was_opened_as_store`) whose size is whole database pages: a store whose header
-    was damaged, not someone's notes."""
+#: Part of every trio_sync store's schema, kept in its first page as SQL text.
+_SCHEMA_SIGN = b"CREATE TABLE store_kind"
+
+
+def _was_a_store(path: str) -> bool:
+    """A file SQLite cannot read at all that is what is left of a trio_sync store, not
+    someone's notes: trio_sync opened a store at this path (:func:`opened_here`), the
+    file still holds the schema of one (a store deleted and replaced by your notes left
+    its lock) and its size is whole database pages."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as file:
-            header = file.read(16)
+            start = file.read(64 * 1024)
     except OSError:
         return False
-    if header == b"SQLite format 3\x00":
+    if start.startswith(b"SQLite format 3\x00"):
         return False  # SQLite reads it: another program's database, not a damaged store
-    return was_opened_as_store(path) and size > 0 and size % 512 == 0
+    return size > 0 and size % 512 == 0 and _SCHEMA_SIGN in start and opened_here(path)
 
 
 def _salvage(path: str) -> _Salvage:

@@ -61,22 +61,15 @@ def lock_path(path: str) -> str:
 
 #: What the lock file holds once trio_sync has opened a store at its path.
 OPENED_MARK = b"trio_sync opened a store here\n"
-#: Part of every trio_sync store's schema, kept in its first page as SQL text.
-_SCHEMA_SIGN = b"CREATE TABLE store_kind"
 
 
-def was_opened_as_store(path: str) -> bool:
-    """Whether the file at ``path``, which SQLite cannot read, is what is left of a
-    trio_sync store: trio_sync opened a store at this path (its lock file says so: a lock
-    file alone proves nothing, any attempt to open a path makes one) and the file still
-    holds the schema of one (a store deleted and replaced by your notes left its lock).
-    False when that cannot be read."""
+def opened_here(path: str) -> bool:
+    """Whether trio_sync once opened a store at ``path`` (its lock file says so: a lock
+    file alone proves nothing, any attempt to open a path makes one); False when that
+    cannot be read."""
     try:
         with open(lock_path(path), "rb") as lock_file:
-            if lock_file.read(len(OPENED_MARK) + 1) != OPENED_MARK:
-                return False
-        with open(path, "rb") as file:
-            return _SCHEMA_SIGN in file.read(64 * 1024)
+            return lock_file.read(len(OPENED_MARK) + 1) == OPENED_MARK
     except OSError:
         return False
 
@@ -197,15 +190,15 @@ class Database:
             raise
 
     @staticmethod
-    def _mark_opened(lock_file: IO[bytes], mark: bytes = OPENED_MARK) -> None:
+    def _mark_opened(lock_file: IO[bytes]) -> None:
         # Unbuffered (a failed write leaves nothing to fail again at close), and not
         # synced: a mark lost in a crash or to a full disk only means a damaged store is
         # refused (left for you to look at) instead of moved aside and rebuilt.
         fd = lock_file.fileno()
         try:
-            if os.pread(fd, len(mark) + 1, 0) != mark:
+            if os.pread(fd, len(OPENED_MARK) + 1, 0) != OPENED_MARK:
                 os.ftruncate(fd, 0)
-                os.write(fd, mark)
+                os.write(fd, OPENED_MARK)
         except OSError:
             pass  # the store itself opened, which is what was asked
 
