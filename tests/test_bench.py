@@ -3,10 +3,12 @@ writes its results. No timing is asserted here: the speed targets live in bench/
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +67,65 @@ def test_a_missing_peer_is_reported_not_fatal(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     assert "pycrdt: n/a (not installed" in result.stdout
     assert "burst:" in result.stdout
+
+
+def _load_profile_burst() -> Any:
+    spec = importlib.util.spec_from_file_location("profile_burst", BENCH / "profile_burst.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_sorts_samples_by_kind_of_work_and_leaves_out_imports() -> None:
+    profile = _load_profile_burst()
+    raw = "\n".join(
+        [
+            "run (trio/_core/_run.py:1);commit (trio_sync/store/_sqlite.py:298) 7",
+            "run (trio/_core/_run.py:1);_work (trio/_core/_thread_cache.py:211) 3",
+            "run (trio/_core/_run.py:1);reschedule (trio/_core/_run.py:1897) 2",
+            "run (trio/_core/_run.py:1);loads (trio_sync/protocol/_json.py:61) 4",
+            "run (trio/_core/_run.py:1);events (wsproto/frame_protocol.py:1) 1",
+            "run (trio/_core/_run.py:1);poll (trio_sync/protocol/_push.py:140) 5",
+            "<module> (x.py:1);_find_and_load (<frozen importlib._bootstrap>:1176) 50",
+            "<module> (x.py:1);main (x.py:3) 1",
+            "a line py-spy would not write",
+        ]
+    )
+    kinds = profile.summarize(raw)
+    assert kinds == {
+        "SQLite, rows (and the commit's fsync)": 7,
+        "worker-thread hand-offs": 3,
+        "Trio scheduling": 2,
+        "codec (JSON, validation)": 4,
+        "WebSocket framing": 1,
+        "engine logic": 5,
+        profile.OTHER: 1,
+    }
+
+
+def test_profile_burst_runs_through_the_public_api(tmp_path: Path) -> None:
+    # What the profiled child runs: a real server process, two clients, 16 tasks.
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "profile_burst.py"), "burst", "64", "16"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    figures = json.loads(result.stdout.splitlines()[-1])
+    assert figures["events_per_second"] > 0
+    assert figures["cpu_us_per_event"] > 0
+    assert figures["loop_idle_us_per_event"] >= 0
+
+
+def test_profile_refuses_a_before_folder_without_trio_sync(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "profile_burst.py"), "--before", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{tmp_path} holds no trio_sync package" in result.stderr

@@ -1,0 +1,262 @@
+"""Where a burst's time goes in the client process, by kind of work, for any version.
+
+``python bench/profile_burst.py [--tasks 16] [--events N] [--before TREE] [--rate HZ]``
+
+Runs the burst of ``throughput.py`` (A commits N events, one task or 16 at once, until B
+holds them all; the server in a process of its own) under py-spy (``pip install
+py-spy``; sampling without pausing the process, every thread), and sorts the samples by
+the kind of work of the frame that was running: SQLite (and the fsync under a durable
+commit), hand-offs to worker threads, Trio's scheduling, the codec, WebSocket framing,
+socket calls, the engine's own logic. It prints microseconds of samples per event for
+each kind, and the client's CPU and events/s measured without the profiler.
+
+``--before TREE`` measures an older version beside this one: a folder holding its
+``trio_sync`` package (``git archive <commit> | tar -x -C TREE``). The burst speaks only
+the public API that every version has had (``serve``, ``open_client``, ``commit``,
+``confirmed_stream``), so the issue's "before" (6aeffc8) runs as it is.
+
+``python bench/profile_burst.py burst N TASKS`` runs the burst alone and prints one JSON line
+(what the profiled child runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+
+import trio
+
+import trio_sync
+
+#: The kinds of work, by the file or function of the frame that was running.
+KINDS: list[tuple[str, re.Pattern[str]]] = [
+    ("SQLite, rows (and the commit's fsync)", re.compile(r"sqlite|trio_sync/store/")),
+    ("worker-thread hand-offs", re.compile(r"_thread_cache|trio/_threads|threading\.py")),
+    ("socket calls", re.compile(r"trio/_socket|trio/_highlevel_socket")),
+    ("WebSocket framing", re.compile(r"wsproto/|trio_websocket/|h11/")),
+    ("codec (JSON, validation)", re.compile(r"trio_sync/protocol/_(json|codec|events)|json")),
+    ("Trio scheduling", re.compile(r"trio/|outcome/|contextlib")),
+    ("engine logic", re.compile(r"trio_sync/")),
+]
+OTHER = "other (the harness, the interpreter)"
+#: Sampling without pausing the process (pauses would stretch what they interrupt), every
+#: thread, stacks as text lines.
+PY_SPY = ["py-spy", "record", "--nonblocking", "-f", "raw"]
+
+SERVER = (
+    "import sys, trio, trio_sync\n"
+    "async def main():\n"
+    "    async with trio.open_nursery() as nursery:\n"
+    "        server = await nursery.start(trio_sync.serve, sys.argv[1])\n"
+    "        print(server.url, flush=True)\n"
+    "trio.run(main)\n"
+)
+
+
+class _LoopIdle(trio.abc.Instrument):
+    """Seconds the event loop waited for I/O with nothing to run, while ``on``."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.seconds = 0.0
+        self._since = 0.0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self._since = time.perf_counter()
+
+    def after_io_wait(self, timeout: float) -> None:
+        if self.on:
+            self.seconds += time.perf_counter() - self._since
+
+
+async def _burst(folder: str, url: str, events: int, tasks: int, idle: _LoopIdle) -> dict:
+    a_path, b_path = os.path.join(folder, "a.sqlite3"), os.path.join(folder, "b.sqlite3")
+    async with (
+        trio_sync.open_client(url, a_path, client_id="a") as a,
+        trio_sync.open_client(url, b_path, client_id="b") as b,
+    ):
+        await a.commit("warm-up", {})
+        await a.wait_synced()
+        await b.wait_synced()
+        all_seen = trio.Event()
+        seen = 0
+
+        async def watch() -> None:
+            nonlocal seen
+            async for event in b.confirmed_stream():
+                if event.name == "item":
+                    seen += 1
+                    if seen == events:
+                        all_seen.set()
+                        return
+
+        async def commit_every(first: int) -> None:
+            for i in range(first, events, tasks):
+                await a.commit("item", {"i": i, "text": "x" * 40})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await b.wait_synced()
+            wall, cpu, idle.on = time.perf_counter(), time.process_time(), True
+            async with trio.open_nursery() as committers:
+                for first in range(tasks):
+                    committers.start_soon(commit_every, first)
+            await all_seen.wait()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            idle.on = False
+    return {
+        "events_per_second": events / wall,
+        "cpu_us_per_event": cpu / events * 1e6,
+        "loop_idle_us_per_event": idle.seconds / events * 1e6,
+    }
+
+
+def burst(events: int, tasks: int) -> dict:
+    """One burst, the server in a child process; returns its figures."""
+    with tempfile.TemporaryDirectory() as folder:
+        server = subprocess.Popen(
+            # -P: not the working directory on sys.path, so that the server runs the
+            # version this process imports (a checkout's own would shadow --before's).
+            [sys.executable, "-P", "-c", SERVER, os.path.join(folder, "server.sqlite3")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip()
+            if not url:
+                raise RuntimeError("the server did not start (its errors are above)")
+            idle = _LoopIdle()
+            return trio.run(_burst, folder, url, events, tasks, idle, instruments=[idle])
+        finally:
+            server.terminate()
+            server.wait()
+
+
+def kind_of(frame: str) -> str:
+    """The kind of work of one py-spy frame (``function (file:line)``)."""
+    for kind, pattern in KINDS:
+        if pattern.search(frame):
+            return kind
+    return OTHER
+
+
+def summarize(raw: str) -> Counter[str]:
+    """Samples per kind of work in a py-spy ``--format raw`` profile, leaving out
+    importing modules (start-up, not the burst)."""
+    kinds: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if any("importlib._bootstrap" in frame for frame in frames):
+            continue
+        kinds[kind_of(frames[-1])] += int(count)
+    return kinds
+
+
+def _child(*args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), *args]
+
+
+def _env(tree: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    return env
+
+
+def measure(tree: Path | None, events: int, tasks: int, rate: int, out: Path) -> dict:
+    """The burst without the profiler (the figures), then under py-spy (the kinds)."""
+    env = _env(tree)
+    plain = subprocess.run(
+        _child("burst", str(events), str(tasks)), env=env, capture_output=True, text=True
+    )
+    if plain.returncode:
+        raise RuntimeError(f"the burst failed:\n{plain.stderr[-3000:]}")
+    figures = json.loads(plain.stdout.splitlines()[-1])
+    raw = out / f"profile-{'before' if tree else 'now'}-{tasks}.txt"
+    spy = subprocess.run(
+        [*PY_SPY, "-r", str(rate), "-o", str(raw), "--", *_child("burst", str(events), str(tasks))],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if spy.returncode or not raw.exists():
+        raise RuntimeError(f"py-spy failed:\n{spy.stderr[-3000:]}")
+    samples = summarize(raw.read_text())
+    us_per_sample = 1e6 / rate
+    figures["us_per_event"] = {k: n * us_per_sample / events for k, n in samples.items()}
+    figures["raw_profile"] = str(raw)
+    return figures
+
+
+def print_table(columns: dict[str, dict]) -> None:
+    names = list(columns)
+    print(f"{'us of samples per event':<36}" + "".join(f"{n:>12}" for n in names))
+    print("-" * (36 + 12 * len(names)))
+    kinds = [k for k, _ in KINDS] + [OTHER]
+    for kind in sorted(
+        kinds, key=lambda k: -max(c["us_per_event"].get(k, 0) for c in columns.values())
+    ):
+        print(
+            f"{kind:<36}"
+            + "".join(f"{c['us_per_event'].get(kind, 0):>12,.1f}" for c in columns.values())
+        )
+    rows = [
+        ("total sampled", lambda c: f"{sum(c['us_per_event'].values()):,.1f}"),
+        ("client CPU us/event (no profiler)", lambda c: f"{c['cpu_us_per_event']:,.0f}"),
+        ("event loop idle us/event", lambda c: f"{c['loop_idle_us_per_event']:,.0f}"),
+        ("events/s (no profiler)", lambda c: f"{c['events_per_second']:,.0f}"),
+    ]
+    for label, cell in rows:
+        print(f"{label:<36}" + "".join(f"{cell(c):>12}" for c in columns.values()))
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["burst"]:
+        print(json.dumps(burst(int(sys.argv[2]), int(sys.argv[3]))))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=16, help="committing tasks (1 or 16)")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=500, help="py-spy samples a second")
+    parser.add_argument("--before", type=Path, help="a folder holding an older trio_sync")
+    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "out")
+    args = parser.parse_args()
+    if args.before is not None and not (args.before / "trio_sync" / "__init__.py").exists():
+        print(f"{args.before} holds no trio_sync package", file=sys.stderr)
+        return 2
+    if shutil.which("py-spy") is None:
+        print("py-spy is not installed: pip install py-spy", file=sys.stderr)
+        return 2
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    columns: dict[str, dict] = {}
+    try:
+        if args.before is not None:
+            columns["before"] = measure(
+                args.before, args.events, args.tasks, args.rate, args.out_dir
+            )
+        columns["now"] = measure(None, args.events, args.tasks, args.rate, args.out_dir)
+    except RuntimeError as exc:
+        traceback.print_exception(exc, limit=0)
+        return 1
+    print(f"profile: {args.events:,} events committed by {args.tasks} task(s), client process")
+    print_table(columns)
+    (args.out_dir / "profile_burst.json").write_text(json.dumps(columns, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
