@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import multiprocessing
@@ -184,16 +185,158 @@ async def pace(rate: float, count: int, action: Callable[[int], Awaitable[None]]
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
+    """The options every measuring script takes. Sizes are checked here, before anything
+    runs: a size of 0 or less is refused (none of them means "the default"), and the
+    results folder must be writable now, not after a run of minutes."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes: a smoke run of a few seconds"
     )
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default per script)")
     parser.add_argument(
-        "--out-dir", type=Path, default=DEFAULT_OUT, help="where the JSON and PNG go"
+        "--rounds", type=positive_int, help="interleaved rounds (default per script)"
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=writable_folder,
+        default=str(DEFAULT_OUT),  # a string, so that argparse checks it too
+        help="where the JSON and PNG go",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     return parser
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return _at_least(_number(text, int), 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    return _at_least(_number(text, int), 0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number of at least 0."""
+    return _at_least(_number(text, float), 0.0)
+
+
+def _number(text: str, kind: Callable[[str], T]) -> T:
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _at_least(value: Any, minimum: float) -> Any:
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value:g} is not at least {minimum:g}")
+    return value
+
+
+def number_list(minimum: int = 1) -> Callable[[str], list[int]]:
+    """An argparse type: comma-separated whole numbers, each at least ``minimum``."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not comma-separated whole numbers"
+            ) from None
+        low = [value for value in values if value < minimum]
+        if low:
+            raise argparse.ArgumentTypeError(f"{low[0]} is not at least {minimum}")
+        return values
+
+    return parse
+
+
+def existing_folder(text: str) -> str:
+    """An argparse type: a folder that exists."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder")
+    return text
+
+
+def writable_folder(text: str) -> Path:
+    """An argparse type: a folder results can be written to (made if missing)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"cannot write results to {text}: {exc.strerror or exc}"
+        ) from None
+    return path
+
+
+def run_script(main: Callable[[], Awaitable[object]]) -> None:
+    """Runs a script's ``main`` under Trio (:func:`run_stoppable`); an interruption ends
+    with one line and exit status 130, not a traceback of every task it cancelled."""
+    try:
+        run_stoppable(main)
+    except BaseException as exc:
+        if not _only_interrupts(exc):
+            raise
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def run_stoppable(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``trio.run(function, *args)``, which SIGTERM (``kill``, ``timeout``, a CI runner)
+    stops as Ctrl-C does: everything is cancelled, so that servers and worker processes
+    are stopped and temporary folders removed, and KeyboardInterrupt is raised. (Not by
+    forwarding SIGTERM as SIGINT: a shell without job control starts background commands
+    with SIGINT ignored.)"""
+    return trio.run(_until_sigterm, function, *args)
+
+
+async def _until_sigterm(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    result: list[T] = []
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        raise KeyboardInterrupt("SIGTERM")
+
+                async def run() -> None:
+                    result.append(await function(*args))
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_on_signal)
+                nursery.start_soon(run)
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # what function raised, as trio.run would
+                raise group.exceptions[0] from None
+            raise
+    return result[0]
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        interrupts, rest = exc.split(KeyboardInterrupt)
+        return interrupts is not None and rest is None
+    return False
 
 
 def machine() -> dict[str, Any]:
@@ -213,12 +356,39 @@ def describe_machine() -> str:
 
 
 def write_json(out_dir: Path, name: str, payload: Mapping[str, Any]) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
+    """Writes ``<out_dir>/<name>.json`` whole or not at all: the results of an earlier run
+    stay as they were if this one cannot be written (a full disk, say).
+
+    Raises:
+        SystemExit: It could not be written (one line saying why, exit status 1).
+    """
+    path = Path(out_dir) / f"{name}.json"
     body = {"benchmark": name, "machine": machine(), "argv": sys.argv[1:], **payload}
-    path.write_text(json.dumps(body, indent=2, default=_jsonable, allow_nan=True) + "\n")
+    text = json.dumps(body, indent=2, default=_jsonable, allow_nan=True) + "\n"
+    try:
+        replace_whole(path, text.encode())
+    except OSError as exc:
+        raise SystemExit(f"results not written to {path}: {exc.strerror or exc}") from None
     print(f"results: {path}", flush=True)
     return path
+
+
+def replace_whole(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file beside it and a rename.
+
+    Raises:
+        OSError: Nothing was written (the temporary file is removed).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _jsonable(value: object) -> object:
@@ -315,10 +485,17 @@ def plot_lines(
 
 
 def _save(figure: Any, plt: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Saves the plot whole or not at all; a plot that cannot be written is said in one
+    line and the run goes on (its results are in the JSON)."""
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
+    try:
+        replace_whole(path, buffer.getvalue())
+    except OSError as exc:
+        print(f"plot not written to {path}: {exc.strerror or exc}", file=sys.stderr, flush=True)
+        return
     print(f"plot: {path}", flush=True)
 
 

@@ -32,9 +32,12 @@ from _common import (
     median,
     pipe_receive,
     plot_cdfs,
+    positive_float,
+    positive_int,
     progress,
     raise_fd_limit,
     rounds_latency_summary,
+    run_script,
     spawn_server,
     temp_dir,
     trio_sync_server_command,
@@ -101,10 +104,16 @@ async def _open_all(url: str, connections: int, held: list[RawConnection]) -> li
 
 async def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, help="abusive connections (default 1000)")
-    parser.add_argument("--rate", type=float, help="normal client's events/s (default 50)")
-    parser.add_argument("--seconds", type=float, help="seconds measured per round (default 4)")
-    parser.add_argument("--prefill", type=int, help="events in the log beforehand (20,000)")
+    parser.add_argument(
+        "--connections", type=positive_int, help="abusive connections (default 1000)"
+    )
+    parser.add_argument("--rate", type=positive_float, help="normal client's events/s (default 50)")
+    parser.add_argument(
+        "--seconds", type=positive_float, help="seconds measured per round (default 4)"
+    )
+    parser.add_argument(
+        "--prefill", type=positive_int, help="events in the log beforehand (20,000)"
+    )
     options = parser.parse_args()
     quick = options.quick
     connections = options.connections or (20 if quick else 1000)
@@ -230,4 +239,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    run_script(main)

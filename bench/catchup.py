@@ -28,7 +28,9 @@ from _common import (
     interleave,
     median,
     plot_lines,
+    positive_int,
     progress,
+    run_script,
     spawn_server,
     temp_dir,
     trio_sync_server_command,
@@ -120,7 +122,7 @@ def raw_insert(folder: Path, frames: list[str]) -> float:
 async def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="1,000,000 events")
-    parser.add_argument("--events", type=int, help="events in the log (default 100,000)")
+    parser.add_argument("--events", type=positive_int, help="events in the log (default 100,000)")
     args = parser.parse_args()
     total = args.events or (2_000 if args.quick else 1_000_000 if args.large else 100_000)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -189,4 +191,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    run_script(main)

@@ -30,8 +30,11 @@ from _common import (
     fmt_ratio,
     interleave,
     median,
+    number_list,
     plot_lines,
+    positive_int,
     progress,
+    run_script,
     temp_dir,
     write_json,
 )
@@ -144,10 +147,14 @@ ROUNDS: dict[str, Callable[[Path, int, int], Any]] = {
 
 async def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--clients", help="comma-separated client counts (default 2,4,8)")
-    parser.add_argument("--events", type=int, help="events per client (default 500)")
+    parser.add_argument(
+        "--clients",
+        type=number_list(minimum=2),  # one client has nobody to contend with
+        help="comma-separated client counts (default 2,4,8)",
+    )
+    parser.add_argument("--events", type=positive_int, help="events per client (default 500)")
     args = parser.parse_args()
-    counts = [int(k) for k in (args.clients or ("2,3" if args.quick else "2,4,8")).split(",")]
+    counts = args.clients or ([2, 3] if args.quick else [2, 4, 8])
     events = args.events or (30 if args.quick else 500)
     rounds = args.rounds or (1 if args.quick else 3)
     print(f"contention on {describe_machine()}", flush=True)
@@ -231,4 +238,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    run_script(main)

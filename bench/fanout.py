@@ -39,13 +39,17 @@ from _common import (
     interleave,
     latency_summary,
     median,
+    number_list,
     pace,
     pipe_receive,
     plot_lines,
+    positive_float,
+    positive_int,
     progress,
     raise_fd_limit,
     relay_server_command,
     rounds_latency_summary,
+    run_script,
     spawn_server,
     split,
     temp_dir,
@@ -161,6 +165,9 @@ async def _run_readers(conn: Connection, url: str, kind: str, count: int, folder
         conn.send(("ready", count))
         cpu_at_start = time.process_time()
         request = await pipe_receive(conn)
+        if request is None:  # "stop": the benchmark ends before this round did
+            nursery.cancel_scope.cancel()
+            return
         expected = request[1]
         check_delivered()
         with trio.move_on_after(DELIVERY_TIMEOUT):
@@ -270,17 +277,17 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--clients", help="comma-separated reader counts (default 10,100,500)")
-    parser.add_argument("--rate", type=float, default=20.0, help="writer's events/s")
-    parser.add_argument("--seconds", type=float, help="seconds of writing per round")
-    parser.add_argument("--workers", type=int, default=4, help="reader processes")
+    parser.add_argument(
+        "--clients", type=number_list(), help="comma-separated reader counts (default 10,100,500)"
+    )
+    parser.add_argument("--rate", type=positive_float, default=20.0, help="writer's events/s")
+    parser.add_argument("--seconds", type=positive_float, help="seconds of writing per round")
+    parser.add_argument("--workers", type=positive_int, default=4, help="reader processes")
     parser.add_argument(
         "--full-clients", action="store_true", help="trio_sync readers are open_client clients"
     )
     options = parser.parse_args()
-    counts = [
-        int(c) for c in (options.clients or ("2,4" if options.quick else "10,100,500")).split(",")
-    ]
+    counts = options.clients or ([2, 4] if options.quick else [10, 100, 500])
     options.seconds = options.seconds or (0.5 if options.quick else 8.0)
     if options.quick:
         options.workers = min(options.workers, 2)
@@ -390,4 +397,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    run_script(main)

@@ -40,11 +40,14 @@ from _common import (
     Table,
     base_parser,
     describe_machine,
+    existing_folder,
     fmt_ms,
     fmt_ratio,
     median,
+    positive_float,
     progress,
     rounds_latency_summary,
+    run_stoppable,
     spawn_server,
     temp_dir,
     trio_sync_server_command,
@@ -419,7 +422,7 @@ def main() -> None:
         print(trio.run(durable_copy, sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])))
         return
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=float, default=50.0)
+    parser.add_argument("--size-mb", type=positive_float, default=50.0)
     parser.add_argument(
         "--placement",
         choices=["processes", "one-process"],
@@ -429,6 +432,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--tmp-dir",
+        type=existing_folder,
         help="where the stores and blobs go (default: the system's temporary directory; "
         "/dev/shm takes the disk out of the picture)",
     )
@@ -442,7 +446,7 @@ def main() -> None:
     size = int((2 if args.quick else args.size_mb) * 1024 * 1024)
     rounds = args.rounds or (1 if args.quick else 3)
     with temp_dir("files", args.tmp_dir) as folder:
-        results = trio.run(
+        results = run_stoppable(
             partial(run, size, folder, rounds, args.placement, events=not args.no_events)
         )
     mb = size / 1e6

@@ -30,8 +30,10 @@ from _common import (
     fmt_ms,
     fmt_ratio,
     interleave,
+    positive_int,
     progress,
     rounds_latency_summary,
+    run_script,
     temp_dir,
     write_json,
 )
@@ -129,7 +131,9 @@ async def raw_latencies(folder: Path, calls: int, batch: int) -> list[float]:
 
 async def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--commits", type=int, help="calls per round and scenario (default 500)")
+    parser.add_argument(
+        "--commits", type=positive_int, help="calls per round and scenario (default 500)"
+    )
     args = parser.parse_args()
     calls = args.commits or (20 if args.quick else 500)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -236,4 +240,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    run_script(main)

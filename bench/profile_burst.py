@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,15 @@ class _LoopIdle(trio.abc.Instrument):
             self.seconds += time.perf_counter() - self._since
 
 
-async def _burst(folder: str, url: str, events: int, tasks: int, idle: _LoopIdle) -> dict:
+async def _pause(say: str) -> None:
+    """Says ``say`` on stdout and waits for a line on stdin (the profiler's cue)."""
+    print(say, flush=True)
+    await trio.to_thread.run_sync(sys.stdin.readline)
+
+
+async def _burst(
+    folder: str, url: str, events: int, tasks: int, idle: _LoopIdle, paused: bool
+) -> dict:
     a_path, b_path = os.path.join(folder, "a.sqlite3"), os.path.join(folder, "b.sqlite3")
     async with (
         trio_sync.open_client(url, a_path, client_id="a") as a,
@@ -107,6 +116,8 @@ async def _burst(folder: str, url: str, events: int, tasks: int, idle: _LoopIdle
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
             await b.wait_synced()
+            if paused:  # the profiler attaches now: it sees the burst, not the set-up
+                await _pause("ready")
             wall, cpu, idle.on = time.perf_counter(), time.process_time(), True
             async with trio.open_nursery() as committers:
                 for first in range(tasks):
@@ -114,15 +125,20 @@ async def _burst(folder: str, url: str, events: int, tasks: int, idle: _LoopIdle
             await all_seen.wait()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             idle.on = False
-    return {
-        "events_per_second": events / wall,
-        "cpu_us_per_event": cpu / events * 1e6,
-        "loop_idle_us_per_event": idle.seconds / events * 1e6,
-    }
+            figures = {
+                "events_per_second": events / wall,
+                "cpu_us_per_event": cpu / events * 1e6,
+                "loop_idle_us_per_event": idle.seconds / events * 1e6,
+            }
+            if paused:  # the profiler stops now: it does not see the tear-down
+                await _pause(json.dumps(figures))
+    return figures
 
 
-def burst(events: int, tasks: int) -> dict:
-    """One burst, the server in a child process; returns its figures."""
+def burst(events: int, tasks: int, paused: bool = False) -> dict:
+    """One burst, the server in a child process; returns its figures. ``paused``: it
+    says "ready" on stdout and waits for a line on stdin before the burst, and says its
+    figures and waits again after it (before closing anything)."""
     with tempfile.TemporaryDirectory() as folder:
         server = subprocess.Popen(
             # -P: not the working directory on sys.path, so that the server runs the
@@ -137,7 +153,7 @@ def burst(events: int, tasks: int) -> dict:
             if not url:
                 raise RuntimeError("the server did not start (its errors are above)")
             idle = _LoopIdle()
-            return trio.run(_burst, folder, url, events, tasks, idle, instruments=[idle])
+            return trio.run(_burst, folder, url, events, tasks, idle, paused, instruments=[idle])
         finally:
             server.terminate()
             server.wait()
@@ -187,19 +203,71 @@ def measure(tree: Path | None, events: int, tasks: int, rate: int, out: Path) ->
         raise RuntimeError(f"the burst failed:\n{plain.stderr[-3000:]}")
     figures = json.loads(plain.stdout.splitlines()[-1])
     raw = out / f"profile-{'before' if tree else 'now'}-{tasks}.txt"
-    spy = subprocess.run(
-        [*PY_SPY, "-r", str(rate), "-o", str(raw), "--", *_child("burst", str(events), str(tasks))],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if spy.returncode or not raw.exists():
-        raise RuntimeError(f"py-spy failed:\n{spy.stderr[-3000:]}")
+    _profile_burst(env, events, tasks, rate, raw)
     samples = summarize(raw.read_text())
     us_per_sample = 1e6 / rate
     figures["us_per_event"] = {k: n * us_per_sample / events for k, n in samples.items()}
     figures["raw_profile"] = str(raw)
     return figures
+
+
+def _profile_burst(env: dict[str, str], events: int, tasks: int, rate: int, raw: Path) -> None:
+    """A burst with py-spy attached for the burst alone (set-up and tear-down unseen).
+
+    Raises:
+        RuntimeError: The burst or py-spy failed.
+    """
+    child = subprocess.Popen(
+        _child("burst", str(events), str(tasks), "--paused"),
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    spy: subprocess.Popen[str] | None = None
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError("the burst failed before it began (its errors are above)")
+        raw.unlink(missing_ok=True)
+        spy = subprocess.Popen(
+            [*PY_SPY, "-r", str(rate), "-o", str(raw), "--pid", str(child.pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        said = _wait_for_sampling(spy)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        if not child.stdout.readline().strip():
+            raise RuntimeError("the burst failed (its errors are above)")
+        spy.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
+        said += spy.communicate(timeout=60)[0]
+        if not raw.exists():
+            raise RuntimeError(f"py-spy wrote no profile:\n{said[-3000:]}")
+        child.stdin.write("stop\n")
+        child.stdin.flush()
+        child.wait(timeout=60)
+    finally:
+        for process in (spy, child):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _wait_for_sampling(spy: subprocess.Popen[str]) -> str:
+    """Returns what py-spy said once it says it samples.
+
+    Raises:
+        RuntimeError: It ended first (no permission to read the process, say).
+    """
+    assert spy.stdout is not None
+    said = ""
+    for line in spy.stdout:
+        said += line
+        if "Sampling process" in line:
+            return said
+    raise RuntimeError(f"py-spy could not sample the burst:\n{said[-3000:]}")
 
 
 def print_table(columns: dict[str, dict]) -> None:
@@ -226,14 +294,19 @@ def print_table(columns: dict[str, dict]) -> None:
 
 def main() -> int:
     if sys.argv[1:2] == ["burst"]:
-        print(json.dumps(burst(int(sys.argv[2]), int(sys.argv[3]))))
+        figures = burst(int(sys.argv[2]), int(sys.argv[3]), paused="--paused" in sys.argv)
+        print(json.dumps(figures))
         return 0
+    # The shared helpers import this version's internals: not in the burst, which must
+    # run any version (--before).
+    from _common import DEFAULT_OUT, positive_int, replace_whole, writable_folder
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=16, help="committing tasks (1 or 16)")
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rate", type=int, default=500, help="py-spy samples a second")
+    parser.add_argument("--tasks", type=positive_int, default=16, help="committing tasks (1 or 16)")
+    parser.add_argument("--events", type=positive_int, default=20_000)
+    parser.add_argument("--rate", type=positive_int, default=500, help="py-spy samples a second")
     parser.add_argument("--before", type=Path, help="a folder holding an older trio_sync")
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--out-dir", type=writable_folder, default=str(DEFAULT_OUT))
     args = parser.parse_args()
     if args.before is not None and not (args.before / "trio_sync" / "__init__.py").exists():
         print(f"{args.before} holds no trio_sync package", file=sys.stderr)
@@ -241,7 +314,6 @@ def main() -> int:
     if shutil.which("py-spy") is None:
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
         return 2
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     columns: dict[str, dict] = {}
     try:
         if args.before is not None:
@@ -254,7 +326,11 @@ def main() -> int:
         return 1
     print(f"profile: {args.events:,} events committed by {args.tasks} task(s), client process")
     print_table(columns)
-    (args.out_dir / "profile_burst.json").write_text(json.dumps(columns, indent=2))
+    try:
+        replace_whole(args.out_dir / "profile_burst.json", json.dumps(columns, indent=2).encode())
+    except OSError as exc:
+        print(f"results not written: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

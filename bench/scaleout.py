@@ -43,8 +43,13 @@ from _common import (
     interleave,
     latency_summary,
     median,
+    non_negative_float,
+    number_list,
     plot_lines,
+    positive_float,
+    positive_int,
     progress,
+    run_script,
     spawn_server,
     temp_dir,
     trio_sync_server_command,
@@ -138,16 +143,21 @@ async def run_clients(urls: list[str], folder: Path, options: Any) -> dict[str, 
 
 async def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--nodes", help="comma-separated node counts on PostgreSQL (1,2,4)")
-    parser.add_argument("--writers", type=int, default=4, help="writing clients")
-    parser.add_argument("--readers", type=int, default=4, help="reading clients")
-    parser.add_argument("--seconds", type=float, help="seconds of writing per round")
-    parser.add_argument("--batch", type=int, default=10, help="events per commit_many")
     parser.add_argument(
-        "--rate", type=float, default=0, help="events/s of all writers together (0: flat out)"
+        "--nodes", type=number_list(), help="comma-separated node counts on PostgreSQL (1,2,4)"
+    )
+    parser.add_argument("--writers", type=positive_int, default=4, help="writing clients")
+    parser.add_argument("--readers", type=positive_int, default=4, help="reading clients")
+    parser.add_argument("--seconds", type=positive_float, help="seconds of writing per round")
+    parser.add_argument("--batch", type=positive_int, default=10, help="events per commit_many")
+    parser.add_argument(
+        "--rate",
+        type=non_negative_float,
+        default=0,
+        help="events/s of all writers together (0: flat out)",
     )
     options = parser.parse_args()
-    counts = [int(n) for n in (options.nodes or ("1,2" if options.quick else "1,2,4")).split(",")]
+    counts = options.nodes or ([1, 2] if options.quick else [1, 2, 4])
     options.seconds = options.seconds or (0.5 if options.quick else 5.0)
     if options.quick:
         options.writers, options.readers = min(options.writers, 2), min(options.readers, 2)
@@ -247,4 +257,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    run_script(main)

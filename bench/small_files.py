@@ -31,7 +31,10 @@ from _common import (
     describe_machine,
     fmt_ratio,
     median,
+    non_negative_int,
+    positive_int,
     progress,
+    run_stoppable,
     spawn_server,
     temp_dir,
     trio_sync_server_command,
@@ -122,15 +125,18 @@ async def run(folder: Path, count: int, rounds: int, stored: int) -> dict[str, A
 
 def main() -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--files", type=int, default=300, help="files per round")
+    parser.add_argument("--files", type=positive_int, default=300, help="files per round")
     parser.add_argument(
-        "--stored", type=int, default=0, help="other blobs the server's store holds already"
+        "--stored",
+        type=non_negative_int,
+        default=0,
+        help="other blobs the server's store holds already",
     )
     args = parser.parse_args()
     count = 20 if args.quick else args.files
     rounds = args.rounds or (1 if args.quick else 3)
     with temp_dir("small_files") as folder:
-        results = trio.run(partial(run, folder, count, rounds, args.stored))
+        results = run_stoppable(partial(run, folder, count, rounds, args.stored))
     limit = median([count / seconds for seconds in results["limit"]])
     table = Table(
         f"small files: {count} x {FILE_BYTES} B saved by {SAVERS} tasks, the server's store "

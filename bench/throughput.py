@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import trio
 from _common import (
     NA,
     Table,
     base_parser,
     describe_machine,
+    existing_folder,
     fmt_ms,
     fmt_rate,
     fmt_ratio,
@@ -28,8 +28,11 @@ from _common import (
     median,
     percentile,
     plot_cdfs,
+    positive_float,
+    positive_int,
     progress,
     rounds_latency_summary,
+    run_script,
     temp_dir,
     write_json,
 )
@@ -271,8 +274,10 @@ def paced_table(
 
 async def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, help="events per burst (default 3000)")
-    parser.add_argument("--seconds", type=float, help="seconds at each paced rate (default 5)")
+    parser.add_argument("--events", type=positive_int, help="events per burst (default 3000)")
+    parser.add_argument(
+        "--seconds", type=positive_float, help="seconds at each paced rate (default 5)"
+    )
     parser.add_argument(
         "--placement",
         choices=("processes", "one-process"),
@@ -282,6 +287,7 @@ async def main() -> None:
     )
     parser.add_argument(
         "--tmp-dir",
+        type=existing_folder,
         help="where the stores go (default: the system's temporary folder); /dev/shm takes "
         "the disk out of the picture",
     )
@@ -336,4 +342,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    run_script(main)

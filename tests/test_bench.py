@@ -3,10 +3,14 @@ writes its results. No timing is asserted here: the speed targets live in bench/
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +133,126 @@ def test_profile_refuses_a_before_folder_without_trio_sync(tmp_path: Path) -> No
     )
     assert result.returncode == 2
     assert f"{tmp_path} holds no trio_sync package" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "bad", "said"),
+    [
+        ("throughput", ["--events", "0"], "argument --events: 0 is not at least 1"),
+        ("throughput", ["--rounds", "-1"], "argument --rounds: -1 is not at least 1"),
+        ("throughput", ["--seconds", "nan"], "argument --seconds: 'nan' is not a finite number"),
+        ("throughput", ["--tmp-dir", "/nonexistent/x"], "/nonexistent/x is not a folder"),
+        ("fanout", ["--clients", "10,0"], "argument --clients: 0 is not at least 1"),
+        ("fanout", ["--clients", "abc"], "'abc' is not comma-separated whole numbers"),
+        ("fanout", ["--rate", "0"], "argument --rate: 0 is not above 0"),
+        ("contention", ["--clients", "1"], "argument --clients: 1 is not at least 2"),
+        ("catchup", ["--events", "-5"], "argument --events: -5 is not at least 1"),
+        ("offline", ["--commits", "0"], "argument --commits: 0 is not at least 1"),
+        ("abuse", ["--connections", "0"], "argument --connections: 0 is not at least 1"),
+    ],
+)
+def test_a_bad_size_is_refused_before_anything_runs(script: str, bad: list[str], said: str) -> None:
+    # Tried: sizes of 0, below 0, not a number, a missing folder. Before, 0 meant "the
+    # default" (a run of minutes), a negative count hung or printed negative rates.
+    result = subprocess.run(
+        [sys.executable, str(BENCH / f"{script}.py"), "--quick", *bad],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_results_folder_that_is_a_file_is_refused_at_start(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "results"
+    not_a_folder.write_text("my notes")
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "offline.py"), "--quick", "--out-dir", str(not_a_folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{not_a_folder} is not a folder" in result.stderr
+    assert "offline commit:" not in result.stdout  # refused before measuring
+    assert not_a_folder.read_text() == "my notes"
+
+
+def test_results_that_cannot_be_written_leave_the_last_ones_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried: the disk fills while the new results are written (simulated at the rename,
+    # the last step). Before, the old file was emptied first and left half written.
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _common
+
+    _common.write_json(tmp_path, "offline", {"rounds": [1, 2, 3]})
+    before = (tmp_path / "offline.json").read_text()
+
+    def disk_full(source: str, destination: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_common.os, "replace", disk_full)
+    with pytest.raises(SystemExit, match=r"results not written to .*No space left on device"):
+        _common.write_json(tmp_path, "offline", {"rounds": [4]})
+    assert (tmp_path / "offline.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["offline.json"]  # no temporary
+
+
+def _children_of(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _within(seconds: float, condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_sigterm_stops_a_run_and_its_server(tmp_path: Path) -> None:
+    # Tried: SIGTERM (what kill, timeout and CI runners send) during a burst. Before, the
+    # script died at once and its server process went on running, orphaned.
+    bench = subprocess.Popen(
+        [
+            *(sys.executable, str(BENCH / "throughput.py"), "--events", "1000000"),
+            *("--rounds", "1", "--no-plot", "--out-dir", str(tmp_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _within(60, lambda: bool(_children_of(bench.pid))), "no server started"
+        servers = _children_of(bench.pid)
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 130, stderr[-3000:]
+    assert stderr.rstrip().endswith("interrupted")
+    assert _within(10, lambda: not any(_running(pid) for pid in servers))
