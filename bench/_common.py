@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import io
 import json
 import math
@@ -286,13 +287,20 @@ def writable_folder(text: str) -> Path:
     return path
 
 
-def run_script(main: Callable[[], Awaitable[object]]) -> None:
-    """Runs a script's ``main`` under Trio (:func:`run_stoppable`); an interruption ends
-    with one line and exit status 130, not a traceback of every task it cancelled."""
+def run_script(main: Callable[[], Any]) -> None:
+    """Runs a script's ``main`` (an ``async def``, under :func:`run_stoppable`; or a
+    plain function that calls it); an interruption ends with one line and exit status
+    130, not a traceback of every task it cancelled."""
+    stop_like_ctrl_c()
     try:
-        run_stoppable(main)
+        if inspect.iscoroutinefunction(main):
+            run_stoppable(main)
+        else:
+            status = main()
+            if status:
+                raise SystemExit(status)
     except BaseException as exc:
-        if not _only_interrupts(exc):
+        if not interrupted(exc):
             raise
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
@@ -300,43 +308,45 @@ def run_script(main: Callable[[], Awaitable[object]]) -> None:
 
 def run_stoppable(function: Callable[..., Awaitable[T]], *args: Any) -> T:
     """``trio.run(function, *args)``, which SIGTERM (``kill``, ``timeout``, a CI runner)
-    stops as Ctrl-C does: everything is cancelled, so that servers and worker processes
-    are stopped and temporary folders removed, and KeyboardInterrupt is raised. (Not by
-    forwarding SIGTERM as SIGINT: a shell without job control starts background commands
-    with SIGINT ignored.)"""
-    return trio.run(_until_sigterm, function, *args)
+    stops exactly as Ctrl-C does: forwarded as SIGINT, which Trio raises as
+    KeyboardInterrupt where it is safe to, even in the middle of synchronous work, so
+    that servers and worker processes are stopped and temporary folders removed. A shell
+    without job control starts background commands with SIGINT ignored: a benchmark
+    takes it back, or SIGTERM would be ignored too."""
+    stop_like_ctrl_c()
+    return trio.run(function, *args)
 
 
-async def _until_sigterm(function: Callable[..., Awaitable[T]], *args: Any) -> T:
-    result: list[T] = []
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        try:
-            async with trio.open_nursery() as nursery:
-
-                async def stop_on_signal() -> None:
-                    async for _ in signals:
-                        raise KeyboardInterrupt("SIGTERM")
-
-                async def run() -> None:
-                    result.append(await function(*args))
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(stop_on_signal)
-                nursery.start_soon(run)
-        except BaseExceptionGroup as group:
-            if len(group.exceptions) == 1:  # what function raised, as trio.run would
-                raise group.exceptions[0] from None
-            raise
-    return result[0]
+def stop_like_ctrl_c() -> None:
+    """From now on SIGTERM interrupts this process as Ctrl-C does (see
+    :func:`run_stoppable`)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _forward_as_sigint)
 
 
-def _only_interrupts(exc: BaseException) -> bool:
+def _forward_as_sigint(signum: int, frame: object) -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or holds, a KeyboardInterrupt (what else an interruption
+    raised on its way, a connection closed under a task, say, is its consequence)."""
     if isinstance(exc, KeyboardInterrupt):
         return True
     if isinstance(exc, BaseExceptionGroup):
-        interrupts, rest = exc.split(KeyboardInterrupt)
-        return interrupts is not None and rest is None
+        return exc.subgroup(KeyboardInterrupt) is not None
     return False
+
+
+def quiet_when_interrupted(function: Callable[..., object], *args: Any) -> None:
+    """Runs ``function(*args)`` in a worker process: a Ctrl-C that reaches the whole
+    process group ends it quietly (the benchmark's own process says "interrupted")."""
+    try:
+        function(*args)
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
 
 
 def machine() -> dict[str, Any]:
@@ -384,11 +394,19 @@ def replace_whole(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+        os.chmod(temporary, _new_file_mode())  # mkstemp's 0600 would hide it from others
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _new_file_mode() -> int:
+    """The mode a file made with open() gets here (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _jsonable(value: object) -> object:

@@ -30,11 +30,13 @@ from _common import (
     interleave,
     latency_summary,
     median,
+    non_negative_int,
     pipe_receive,
     plot_cdfs,
     positive_float,
     positive_int,
     progress,
+    quiet_when_interrupted,
     raise_fd_limit,
     rounds_latency_summary,
     run_script,
@@ -64,7 +66,7 @@ SETTLE = 1.0
 def abuser_worker(conn: Connection, url: str, connections: int) -> None:
     """Opens ``connections`` abusive connections on "open", closes them on "close"."""
     raise_fd_limit()
-    trio.run(_abuse, conn, url, connections)
+    quiet_when_interrupted(trio.run, _abuse, conn, url, connections)
 
 
 async def _abuse(conn: Connection, url: str, connections: int) -> None:
@@ -112,7 +114,7 @@ async def main() -> None:
         "--seconds", type=positive_float, help="seconds measured per round (default 4)"
     )
     parser.add_argument(
-        "--prefill", type=positive_int, help="events in the log beforehand (20,000)"
+        "--prefill", type=non_negative_int, help="events in the log beforehand (20,000)"
     )
     options = parser.parse_args()
     quick = options.quick

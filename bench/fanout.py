@@ -46,6 +46,7 @@ from _common import (
     positive_float,
     positive_int,
     progress,
+    quiet_when_interrupted,
     raise_fd_limit,
     relay_server_command,
     rounds_latency_summary,
@@ -111,7 +112,7 @@ READERS = {"trio_sync": wire_reader, "trio_sync_full": full_reader, "relay": rel
 def reader_worker(conn: Connection, url: str, kind: str, count: int, folder: str) -> None:
     """A worker process: ``count`` readers of one kind in one Trio loop."""
     raise_fd_limit()
-    trio.run(_run_readers, conn, url, kind, count, folder)
+    quiet_when_interrupted(trio.run, _run_readers, conn, url, kind, count, folder)
 
 
 async def _run_readers(conn: Connection, url: str, kind: str, count: int, folder: str) -> None:

@@ -47,6 +47,7 @@ from _common import (
     positive_float,
     progress,
     rounds_latency_summary,
+    run_script,
     run_stoppable,
     spawn_server,
     temp_dir,
@@ -530,4 +531,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -60,6 +60,8 @@ SERVER = (
     "    async with trio.open_nursery() as nursery:\n"
     "        server = await nursery.start(trio_sync.serve, sys.argv[1])\n"
     "        print(server.url, flush=True)\n"
+    "        await trio.to_thread.run_sync(sys.stdin.read)\n"
+    "        nursery.cancel_scope.cancel()\n"
     "trio.run(main)\n"
 )
 
@@ -135,28 +137,30 @@ async def _burst(
     return figures
 
 
-def burst(events: int, tasks: int, paused: bool = False) -> dict:
+def burst(events: int, tasks: int, folder: str, paused: bool = False) -> dict:
     """One burst, the server in a child process; returns its figures. ``paused``: it
     says "ready" on stdout and waits for a line on stdin before the burst, and says its
-    figures and waits again after it (before closing anything)."""
-    with tempfile.TemporaryDirectory() as folder:
-        server = subprocess.Popen(
-            # -P: not the working directory on sys.path, so that the server runs the
-            # version this process imports (a checkout's own would shadow --before's).
-            [sys.executable, "-P", "-c", SERVER, os.path.join(folder, "server.sqlite3")],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            url = server.stdout.readline().strip()
-            if not url:
-                raise RuntimeError("the server did not start (its errors are above)")
-            idle = _LoopIdle()
-            return trio.run(_burst, folder, url, events, tasks, idle, paused, instruments=[idle])
-        finally:
-            server.terminate()
-            server.wait()
+    figures and waits again after it (before closing anything). The stores go to
+    ``folder``, which the caller removes: this process may be killed."""
+    server = subprocess.Popen(
+        # -P: not the working directory on sys.path, so that the server runs the
+        # version this process imports (a checkout's own would shadow --before's).
+        [sys.executable, "-P", "-c", SERVER, os.path.join(folder, "server.sqlite3")],
+        # It reads stdin to its end: it ends when this process does, however it ends.
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        if not url:
+            raise RuntimeError("the server did not start (its errors are above)")
+        idle = _LoopIdle()
+        return trio.run(_burst, folder, url, events, tasks, idle, paused, instruments=[idle])
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def kind_of(frame: str) -> str:
@@ -194,16 +198,18 @@ def _env(tree: Path | None) -> dict[str, str]:
 
 
 def measure(tree: Path | None, events: int, tasks: int, rate: int, out: Path) -> dict:
-    """The burst without the profiler (the figures), then under py-spy (the kinds)."""
+    """The burst without the profiler (the figures), then under py-spy (the kinds).
+
+    Raises:
+        RuntimeError: A burst or py-spy failed.
+    """
     env = _env(tree)
-    plain = subprocess.run(
-        _child("burst", str(events), str(tasks)), env=env, capture_output=True, text=True
-    )
-    if plain.returncode:
-        raise RuntimeError(f"the burst failed:\n{plain.stderr[-3000:]}")
-    figures = json.loads(plain.stdout.splitlines()[-1])
+    with tempfile.TemporaryDirectory(prefix="trio_sync_bench_profile_") as folder:
+        plain = _run_child(_child("burst", str(events), str(tasks), folder), env)
+    figures = json.loads(plain.splitlines()[-1])
     raw = out / f"profile-{'before' if tree else 'now'}-{tasks}.txt"
-    _profile_burst(env, events, tasks, rate, raw)
+    with tempfile.TemporaryDirectory(prefix="trio_sync_bench_profile_") as folder:
+        _profile_burst(env, [str(events), str(tasks), folder], rate, raw)
     samples = summarize(raw.read_text())
     us_per_sample = 1e6 / rate
     figures["us_per_event"] = {k: n * us_per_sample / events for k, n in samples.items()}
@@ -211,14 +217,43 @@ def measure(tree: Path | None, events: int, tasks: int, rate: int, out: Path) ->
     return figures
 
 
-def _profile_burst(env: dict[str, str], events: int, tasks: int, rate: int, raw: Path) -> None:
+def _run_child(command: list[str], env: dict[str, str]) -> str:
+    """Runs a burst child to its end and returns its output; it is stopped if this
+    process is interrupted.
+
+    Raises:
+        RuntimeError: It failed.
+    """
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        output = child.communicate()[0]
+    finally:
+        _stop(child)
+    if child.returncode:
+        raise RuntimeError("the burst failed (its errors are above)")
+    return output
+
+
+def _stop(process: subprocess.Popen[str] | None) -> None:
+    """Stops a child still running: SIGTERM, then SIGKILL after 10 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _profile_burst(env: dict[str, str], burst_args: list[str], rate: int, raw: Path) -> None:
     """A burst with py-spy attached for the burst alone (set-up and tear-down unseen).
 
     Raises:
         RuntimeError: The burst or py-spy failed.
     """
     child = subprocess.Popen(
-        _child("burst", str(events), str(tasks), "--paused"),
+        _child("burst", *burst_args, "--paused"),
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -249,10 +284,8 @@ def _profile_burst(env: dict[str, str], events: int, tasks: int, rate: int, raw:
         child.stdin.flush()
         child.wait(timeout=60)
     finally:
-        for process in (spy, child):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+        _stop(spy)
+        _stop(child)
 
 
 def _wait_for_sampling(spy: subprocess.Popen[str]) -> str:
@@ -294,11 +327,18 @@ def print_table(columns: dict[str, dict]) -> None:
 
 def main() -> int:
     if sys.argv[1:2] == ["burst"]:
-        figures = burst(int(sys.argv[2]), int(sys.argv[3]), paused="--paused" in sys.argv)
-        print(json.dumps(figures))
+        events, tasks, folder = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+        print(json.dumps(burst(events, tasks, folder, paused="--paused" in sys.argv)))
         return 0
     # The shared helpers import this version's internals: not in the burst, which must
     # run any version (--before).
+    from _common import run_script
+
+    run_script(_profile_main)
+    return 0
+
+
+def _profile_main() -> int:
     from _common import DEFAULT_OUT, positive_int, replace_whole, writable_folder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -18,7 +18,6 @@ what the store holds.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -34,6 +33,7 @@ from _common import (
     non_negative_int,
     positive_int,
     progress,
+    run_script,
     run_stoppable,
     spawn_server,
     temp_dir,
@@ -167,4 +167,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import errno
 import importlib.util
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -111,7 +113,7 @@ def test_profile_sorts_samples_by_kind_of_work_and_leaves_out_imports() -> None:
 def test_profile_burst_runs_through_the_public_api(tmp_path: Path) -> None:
     # What the profiled child runs: a real server process, two clients, 16 tasks.
     result = subprocess.run(
-        [sys.executable, str(BENCH / "profile_burst.py"), "burst", "64", "16"],
+        [sys.executable, str(BENCH / "profile_burst.py"), "burst", "64", "16", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -190,6 +192,10 @@ def test_results_that_cannot_be_written_leave_the_last_ones_whole(
 
     _common.write_json(tmp_path, "offline", {"rounds": [1, 2, 3]})
     before = (tmp_path / "offline.json").read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    # Readable as any file this user makes (the temporary file it was is made 0600).
+    assert stat.S_IMODE((tmp_path / "offline.json").stat().st_mode) == 0o666 & ~umask
 
     def disk_full(source: str, destination: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -255,4 +261,29 @@ def test_sigterm_stops_a_run_and_its_server(tmp_path: Path) -> None:
             bench.wait()
     assert bench.returncode == 130, stderr[-3000:]
     assert stderr.rstrip().endswith("interrupted")
+    assert _within(10, lambda: not any(_running(pid) for pid in servers))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_killed_burst_takes_its_server_with_it(tmp_path: Path) -> None:
+    # Tried: SIGKILL of profile_burst.py's burst child while py-spy would watch it (the
+    # parent stops it this way when py-spy fails). Before, its server ran on, orphaned,
+    # holding the stores and the output pipe (a `| tee` never ended).
+    with subprocess.Popen(
+        [
+            *(sys.executable, str(BENCH / "profile_burst.py")),
+            *("burst", "10", "1", str(tmp_path), "--paused"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as burst:
+        try:
+            assert burst.stdout is not None
+            assert burst.stdout.readline().strip() == "ready"
+            servers = _children_of(burst.pid)
+            assert servers
+        finally:
+            burst.kill()
+            burst.wait(timeout=30)
     assert _within(10, lambda: not any(_running(pid) for pid in servers))
