@@ -15,16 +15,19 @@ each kind, and the client's CPU and events/s measured without the profiler.
 the public API that every version has had (``serve``, ``open_client``, ``commit``,
 ``confirmed_stream``), so the issue's "before" (6aeffc8) runs as it is.
 
-``python bench/profile_burst.py burst N TASKS`` runs the burst alone and prints one JSON line
-(what the profiled child runs).
+``python bench/profile_burst.py burst N TASKS URL FOLDER`` runs the burst alone through the
+server at URL, its stores in FOLDER, and prints one JSON line (what the profiled child
+runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -33,7 +36,9 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -50,6 +55,8 @@ KINDS: list[tuple[str, re.Pattern[str]]] = [
     ("engine logic", re.compile(r"trio_sync/")),
 ]
 OTHER = "other (the harness, the interpreter)"
+#: Where a burst child finds the pid of the process it must not outlive.
+PARENT_VARIABLE = "PROFILE_BURST_PARENT"
 #: Sampling without pausing the process (pauses would stretch what they interrupt), every
 #: thread, stacks as text lines.
 PY_SPY = ["py-spy", "record", "--nonblocking", "-f", "raw"]
@@ -137,30 +144,35 @@ async def _burst(
     return figures
 
 
-def burst(events: int, tasks: int, folder: str, paused: bool = False) -> dict:
-    """One burst, the server in a child process; returns its figures. ``paused``: it
-    says "ready" on stdout and waits for a line on stdin before the burst, and says its
+def burst(events: int, tasks: int, url: str, folder: str, paused: bool = False) -> dict:
+    """One burst through the server at ``url``; returns its figures. ``paused``: it says
+    "ready" on stdout and waits for a line on stdin before the burst, and says its
     figures and waits again after it (before closing anything). The stores go to
-    ``folder``, which the caller removes: this process may be killed."""
-    server = subprocess.Popen(
-        # -P: not the working directory on sys.path, so that the server runs the
-        # version this process imports (a checkout's own would shadow --before's).
-        [sys.executable, "-P", "-c", SERVER, os.path.join(folder, "server.sqlite3")],
-        # It reads stdin to its end: it ends when this process does, however it ends.
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    ``folder``, which the caller removes. It ends if the process that started it does."""
+    idle = _LoopIdle()
+    return trio.run(
+        _orphan_watch, _burst, folder, url, events, tasks, idle, paused, instruments=[idle]
     )
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
-        if not url:
-            raise RuntimeError("the server did not start (its errors are above)")
-        idle = _LoopIdle()
-        return trio.run(_burst, folder, url, events, tasks, idle, paused, instruments=[idle])
-    finally:
-        server.terminate()
-        server.wait()
+
+
+async def _orphan_watch(function: Any, *args: Any) -> Any:
+    """Runs ``function(*args)``, and ends this process if its parent ends first (its
+    server then ends too, and clients would retry for ever). The parent is the one that
+    said so in the environment: it may have ended before this process got here."""
+    parent = int(os.environ.get(PARENT_VARIABLE, os.getppid()))
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            # Polled: nothing tells a process that its parent ended.
+            while True:
+                if os.getppid() != parent:
+                    os._exit(1)
+                await trio.sleep(0.5)
+
+        nursery.start_soon(watch)
+        result = await function(*args)
+        nursery.cancel_scope.cancel()
+    return result
 
 
 def kind_of(frame: str) -> str:
@@ -191,7 +203,7 @@ def _child(*args: str) -> list[str]:
 
 
 def _env(tree: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(os.environ, **{PARENT_VARIABLE: str(os.getpid())})
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     return env
@@ -204,12 +216,12 @@ def measure(tree: Path | None, events: int, tasks: int, rate: int, out: Path) ->
         RuntimeError: A burst or py-spy failed.
     """
     env = _env(tree)
-    with tempfile.TemporaryDirectory(prefix="trio_sync_bench_profile_") as folder:
-        plain = _run_child(_child("burst", str(events), str(tasks), folder), env)
-    figures = json.loads(plain.splitlines()[-1])
+    with _serving(env) as (server, url, folder):
+        burst_args = [str(events), str(tasks), url, folder]
+        figures = json.loads(_run_child(_child("burst", *burst_args), env, server))
     raw = out / f"profile-{'before' if tree else 'now'}-{tasks}.txt"
-    with tempfile.TemporaryDirectory(prefix="trio_sync_bench_profile_") as folder:
-        _profile_burst(env, [str(events), str(tasks), folder], rate, raw)
+    with _serving(env) as (server, url, folder):
+        _profile_burst(env, server, [str(events), str(tasks), url, folder], rate, raw)
     samples = summarize(raw.read_text())
     us_per_sample = 1e6 / rate
     figures["us_per_event"] = {k: n * us_per_sample / events for k, n in samples.items()}
@@ -217,21 +229,71 @@ def measure(tree: Path | None, events: int, tasks: int, rate: int, out: Path) ->
     return figures
 
 
-def _run_child(command: list[str], env: dict[str, str]) -> str:
-    """Runs a burst child to its end and returns its output; it is stopped if this
-    process is interrupted.
+@contextlib.contextmanager
+def _serving(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """A server of the version ``env`` imports, in a child process, and a temporary
+    folder for its store and the burst's: the server is stopped, and gone, before the
+    folder is removed.
 
     Raises:
-        RuntimeError: It failed.
+        RuntimeError: The server did not start.
     """
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        output = child.communicate()[0]
-    finally:
-        _stop(child)
-    if child.returncode:
-        raise RuntimeError("the burst failed (its errors are above)")
-    return output
+    with tempfile.TemporaryDirectory(prefix="trio_sync_bench_profile_") as folder:
+        server = subprocess.Popen(
+            # -P: not the working directory on sys.path, so that the server runs the
+            # version asked for (a checkout's own would shadow --before's).
+            [sys.executable, "-P", "-c", SERVER, os.path.join(folder, "server.sqlite3")],
+            env=env,
+            # It reads stdin to its end: it ends when this process does, however it ends.
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip()
+            if not url:
+                raise RuntimeError("the server did not start (its errors are above)")
+            yield server, url, folder
+        finally:
+            _stop(server)
+            for pipe in (server.stdin, server.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+
+def _run_child(command: list[str], env: dict[str, str], server: subprocess.Popen[str]) -> str:
+    """Runs a burst child to its end and returns the line it says; it is stopped if this
+    process is interrupted or the server ends first.
+
+    Raises:
+        RuntimeError: It failed, or the server ended.
+    """
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            line = _next_line(child, server)
+            child.wait(timeout=60)
+        finally:
+            _stop(child)
+    return line
+
+
+def _next_line(child: subprocess.Popen[str], server: subprocess.Popen[str]) -> str:
+    """The next line ``child`` says, watching that it and the server still run.
+
+    Raises:
+        RuntimeError: The child ended without a line, or the server ended.
+    """
+    assert child.stdout is not None
+    while True:
+        readable, _, _ = select.select([child.stdout], [], [], 0.5)
+        if readable:
+            line = child.stdout.readline().strip()
+            if not line:
+                raise RuntimeError("the burst failed (its errors are above)")
+            return line
+        if server.poll() is not None:
+            raise RuntimeError("the server ended during the burst (its errors are above)")
 
 
 def _stop(process: subprocess.Popen[str] | None) -> None:
@@ -246,7 +308,9 @@ def _stop(process: subprocess.Popen[str] | None) -> None:
         process.wait()
 
 
-def _profile_burst(env: dict[str, str], burst_args: list[str], rate: int, raw: Path) -> None:
+def _profile_burst(
+    env: dict[str, str], server: subprocess.Popen[str], burst_args: list[str], rate: int, raw: Path
+) -> None:
     """A burst with py-spy attached for the burst alone (set-up and tear-down unseen).
 
     Raises:
@@ -262,7 +326,7 @@ def _profile_burst(env: dict[str, str], burst_args: list[str], rate: int, raw: P
     spy: subprocess.Popen[str] | None = None
     assert child.stdin is not None and child.stdout is not None
     try:
-        if child.stdout.readline().strip() != "ready":
+        if _next_line(child, server) != "ready":
             raise RuntimeError("the burst failed before it began (its errors are above)")
         raw.unlink(missing_ok=True)
         spy = subprocess.Popen(
@@ -274,8 +338,7 @@ def _profile_burst(env: dict[str, str], burst_args: list[str], rate: int, raw: P
         said = _wait_for_sampling(spy)
         child.stdin.write("go\n")
         child.stdin.flush()
-        if not child.stdout.readline().strip():
-            raise RuntimeError("the burst failed (its errors are above)")
+        _next_line(child, server)  # its figures: the burst is over
         spy.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
         said += spy.communicate(timeout=60)[0]
         if not raw.exists():
@@ -284,8 +347,10 @@ def _profile_burst(env: dict[str, str], burst_args: list[str], rate: int, raw: P
         child.stdin.flush()
         child.wait(timeout=60)
     finally:
-        _stop(spy)
-        _stop(child)
+        for process in (spy, child):
+            if process is not None:
+                _stop(process)
+                process.__exit__(None, None, None)  # its pipes closed
 
 
 def _wait_for_sampling(spy: subprocess.Popen[str]) -> str:
@@ -327,8 +392,8 @@ def print_table(columns: dict[str, dict]) -> None:
 
 def main() -> int:
     if sys.argv[1:2] == ["burst"]:
-        events, tasks, folder = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-        print(json.dumps(burst(events, tasks, folder, paused="--paused" in sys.argv)))
+        events, tasks, url, folder = int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:6]
+        print(json.dumps(burst(events, tasks, url, folder, paused="--paused" in sys.argv)))
         return 0
     # The shared helpers import this version's internals: not in the burst, which must
     # run any version (--before).

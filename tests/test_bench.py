@@ -111,14 +111,16 @@ def test_profile_sorts_samples_by_kind_of_work_and_leaves_out_imports() -> None:
 
 
 def test_profile_burst_runs_through_the_public_api(tmp_path: Path) -> None:
-    # What the profiled child runs: a real server process, two clients, 16 tasks.
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "profile_burst.py"), "burst", "64", "16", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    # What the profiled child runs: two clients, 16 tasks, through a real server process.
+    profile = _load_profile_burst()
+    with profile._serving(dict(os.environ)) as (_server, url, folder):
+        result = subprocess.run(
+            [sys.executable, str(BENCH / "profile_burst.py"), "burst", "64", "16", url, folder],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
     assert result.returncode == 0, result.stderr[-4000:]
     figures = json.loads(result.stdout.splitlines()[-1])
     assert figures["events_per_second"] > 0
@@ -264,26 +266,72 @@ def test_sigterm_stops_a_run_and_its_server(tmp_path: Path) -> None:
     assert _within(10, lambda: not any(_running(pid) for pid in servers))
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
-def test_a_killed_burst_takes_its_server_with_it(tmp_path: Path) -> None:
-    # Tried: SIGKILL of profile_burst.py's burst child while py-spy would watch it (the
-    # parent stops it this way when py-spy fails). Before, its server ran on, orphaned,
-    # holding the stores and the output pipe (a `| tee` never ended).
-    with subprocess.Popen(
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _start_profile(tmp_path: Path) -> subprocess.Popen[str]:
+    """profile_burst.py on a burst too long to end by itself, with a py-spy that fails
+    (it is not needed before the burst without the profiler ends)."""
+    fake = tmp_path / "bin" / "py-spy"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    env["TMPDIR"] = str(tmp_path)  # what a killed run cannot remove stays with the test
+    return subprocess.Popen(
         [
-            *(sys.executable, str(BENCH / "profile_burst.py")),
-            *("burst", "10", "1", str(tmp_path), "--paused"),
+            *(sys.executable, str(BENCH / "profile_burst.py"), "--tasks", "1"),
+            *("--events", "100000000", "--out-dir", str(tmp_path / "out")),
         ],
-        stdin=subprocess.PIPE,
+        env=env,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    ) as burst:
+    )
+
+
+def _server_and_burst(parent: int) -> tuple[int, int] | None:
+    children = {_command_line(pid): pid for pid in _children_of(parent)}
+    server = next((pid for line, pid in children.items() if " -P -c " in line), None)
+    burst = next((pid for line, pid in children.items() if " burst " in line), None)
+    return (server, burst) if server and burst else None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_killed_profile_run_takes_its_server_and_burst_with_it(tmp_path: Path) -> None:
+    # Tried: SIGKILL of profile_burst.py during a burst. Before, its server ran on,
+    # orphaned, holding the output pipe (a `| tee` never ended), and so did the burst.
+    with _start_profile(tmp_path) as profile:
         try:
-            assert burst.stdout is not None
-            assert burst.stdout.readline().strip() == "ready"
-            servers = _children_of(burst.pid)
-            assert servers
+            assert _within(60, lambda: _server_and_burst(profile.pid) is not None)
+            pids = _server_and_burst(profile.pid)
+            assert pids is not None
         finally:
-            burst.kill()
-            burst.wait(timeout=30)
-    assert _within(10, lambda: not any(_running(pid) for pid in servers))
+            profile.kill()
+            profile.communicate(timeout=30)
+    assert _within(10, lambda: not any(_running(pid) for pid in pids))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_profile_run_whose_server_dies_ends_with_an_error(tmp_path: Path) -> None:
+    # Tried: the server killed during the burst (an OOM kill, say). Before, the burst's
+    # clients waited for it for ever, and so did the run.
+    with _start_profile(tmp_path) as profile:
+        try:
+            assert _within(60, lambda: _server_and_burst(profile.pid) is not None)
+            pids = _server_and_burst(profile.pid)
+            assert pids is not None
+            os.kill(pids[0], signal.SIGKILL)
+            _, stderr = profile.communicate(timeout=60)
+        finally:
+            if profile.poll() is None:
+                profile.kill()
+                profile.communicate()
+    assert profile.returncode == 1
+    assert "the server ended during the burst" in stderr
+    assert _within(10, lambda: not any(_running(pid) for pid in pids))
+    assert not any(tmp_path.glob("out/profile_burst.json"))
