@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from trio_sync.cli._args import count
 from trio_sync.server._process import tune_collector
 
 T = TypeVar("T")
@@ -211,9 +212,8 @@ def positive_int(text: str) -> int:
     return _at_least(_number(text, int), 1)
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: a whole number of at least 0."""
-    return _at_least(_number(text, int), 0)
+#: An argparse type: a whole number of at least 0 (the command line's own).
+non_negative_int = count
 
 
 def positive_float(text: str) -> float:
@@ -288,38 +288,29 @@ def writable_folder(text: str) -> Path:
 
 
 def run_script(main: Callable[[], Any]) -> None:
-    """Runs a script's ``main`` (an ``async def``, under :func:`run_stoppable`; or a
-    plain function that calls it); an interruption ends with one line and exit status
-    130, not a traceback of every task it cancelled."""
+    """Runs a script's ``main``: an ``async def`` under Trio, or a plain function (which
+    calls ``trio.run`` itself), returning an exit status or None. SIGTERM (``kill``,
+    ``timeout``, a CI runner) stops it as Ctrl-C does (:func:`stop_like_ctrl_c`), so that
+    servers and worker processes are stopped and temporary folders removed; an
+    interruption ends with one line and exit status 130, not a traceback of every task it
+    cancelled."""
     stop_like_ctrl_c()
     try:
-        if inspect.iscoroutinefunction(main):
-            run_stoppable(main)
-        else:
-            status = main()
-            if status:
-                raise SystemExit(status)
+        status = trio.run(main) if inspect.iscoroutinefunction(main) else main()
     except BaseException as exc:
         if not interrupted(exc):
             raise
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-
-
-def run_stoppable(function: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """``trio.run(function, *args)``, which SIGTERM (``kill``, ``timeout``, a CI runner)
-    stops exactly as Ctrl-C does: forwarded as SIGINT, which Trio raises as
-    KeyboardInterrupt where it is safe to, even in the middle of synchronous work, so
-    that servers and worker processes are stopped and temporary folders removed. A shell
-    without job control starts background commands with SIGINT ignored: a benchmark
-    takes it back, or SIGTERM would be ignored too."""
-    stop_like_ctrl_c()
-    return trio.run(function, *args)
+    if status:
+        raise SystemExit(status)
 
 
 def stop_like_ctrl_c() -> None:
-    """From now on SIGTERM interrupts this process as Ctrl-C does (see
-    :func:`run_stoppable`)."""
+    """From now on SIGTERM interrupts this process as Ctrl-C does: forwarded as SIGINT,
+    which Trio raises as KeyboardInterrupt where it is safe to, even in the middle of
+    synchronous work. A shell without job control starts background commands with
+    SIGINT ignored: a benchmark takes it back, or SIGTERM would be ignored too."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _forward_as_sigint)

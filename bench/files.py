@@ -48,7 +48,6 @@ from _common import (
     progress,
     rounds_latency_summary,
     run_script,
-    run_stoppable,
     spawn_server,
     temp_dir,
     trio_sync_server_command,
@@ -447,7 +446,7 @@ def main() -> None:
     size = int((2 if args.quick else args.size_mb) * 1024 * 1024)
     rounds = args.rounds or (1 if args.quick else 3)
     with temp_dir("files", args.tmp_dir) as folder:
-        results = run_stoppable(
+        results = trio.run(
             partial(run, size, folder, rounds, args.placement, events=not args.no_events)
         )
     mb = size / 1e6

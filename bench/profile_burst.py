@@ -238,28 +238,26 @@ def _serving(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str, 
     Raises:
         RuntimeError: The server did not start.
     """
-    with tempfile.TemporaryDirectory(prefix="trio_sync_bench_profile_") as folder:
-        server = subprocess.Popen(
-            # -P: not the working directory on sys.path, so that the server runs the
-            # version asked for (a checkout's own would shadow --before's).
-            [sys.executable, "-P", "-c", SERVER, os.path.join(folder, "server.sqlite3")],
-            env=env,
-            # It reads stdin to its end: it ends when this process does, however it ends.
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            url = server.stdout.readline().strip()
-            if not url:
-                raise RuntimeError("the server did not start (its errors are above)")
-            yield server, url, folder
-        finally:
-            _stop(server)
-            for pipe in (server.stdin, server.stdout):
-                if pipe is not None:
-                    pipe.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="trio_sync_bench_profile_") as folder,
+        _stopped(
+            subprocess.Popen(
+                # -P: not the working directory on sys.path, so that the server runs the
+                # version asked for (a checkout's own would shadow --before's).
+                [sys.executable, "-P", "-c", SERVER, os.path.join(folder, "server.sqlite3")],
+                env=env,
+                # It reads stdin to its end: it ends when this process does, however.
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        ) as server,
+    ):
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        if not url:
+            raise RuntimeError("the server did not start (its errors are above)")
+        yield server, url, folder
 
 
 def _run_child(command: list[str], env: dict[str, str], server: subprocess.Popen[str]) -> str:
@@ -269,12 +267,9 @@ def _run_child(command: list[str], env: dict[str, str], server: subprocess.Popen
     Raises:
         RuntimeError: It failed, or the server ended.
     """
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as child:
-        try:
-            line = _next_line(child, server)
-            child.wait(timeout=60)
-        finally:
-            _stop(child)
+    with _stopped(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)) as child:
+        line = _next_line(child, server)
+        child.wait(timeout=60)
     return line
 
 
@@ -296,16 +291,23 @@ def _next_line(child: subprocess.Popen[str], server: subprocess.Popen[str]) -> s
             raise RuntimeError("the server ended during the burst (its errors are above)")
 
 
-def _stop(process: subprocess.Popen[str] | None) -> None:
-    """Stops a child still running: SIGTERM, then SIGKILL after 10 s."""
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+@contextlib.contextmanager
+def _stopped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """``process``, stopped at the end of the block if it still runs (SIGTERM, then
+    SIGKILL after 10 s), its pipes closed. (Not ``_common.spawn_server``'s own stop:
+    this module must not import ``_common``, which imports this version's internals,
+    where a burst runs another version.)"""
+    with process:
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 def _profile_burst(
@@ -316,41 +318,36 @@ def _profile_burst(
     Raises:
         RuntimeError: The burst or py-spy failed.
     """
-    child = subprocess.Popen(
+    paused = subprocess.Popen(
         _child("burst", *burst_args, "--paused"),
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    spy: subprocess.Popen[str] | None = None
-    assert child.stdin is not None and child.stdout is not None
-    try:
+    with _stopped(paused) as child:
+        assert child.stdin is not None
         if _next_line(child, server) != "ready":
             raise RuntimeError("the burst failed before it began (its errors are above)")
         raw.unlink(missing_ok=True)
-        spy = subprocess.Popen(
+        sampling = subprocess.Popen(
             [*PY_SPY, "-r", str(rate), "-o", str(raw), "--pid", str(child.pid)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        said = _wait_for_sampling(spy)
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        _next_line(child, server)  # its figures: the burst is over
-        spy.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
-        said += spy.communicate(timeout=60)[0]
+        with _stopped(sampling) as spy:
+            said = _wait_for_sampling(spy)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            _next_line(child, server)  # its figures: the burst is over
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
+            said += spy.communicate(timeout=60)[0]
         if not raw.exists():
             raise RuntimeError(f"py-spy wrote no profile:\n{said[-3000:]}")
         child.stdin.write("stop\n")
         child.stdin.flush()
         child.wait(timeout=60)
-    finally:
-        for process in (spy, child):
-            if process is not None:
-                _stop(process)
-                process.__exit__(None, None, None)  # its pipes closed
 
 
 def _wait_for_sampling(spy: subprocess.Popen[str]) -> str:

@@ -34,7 +34,6 @@ from _common import (
     positive_int,
     progress,
     run_script,
-    run_stoppable,
     spawn_server,
     temp_dir,
     trio_sync_server_command,
@@ -136,7 +135,7 @@ def main() -> None:
     count = 20 if args.quick else args.files
     rounds = args.rounds or (1 if args.quick else 3)
     with temp_dir("small_files") as folder:
-        results = run_stoppable(partial(run, folder, count, rounds, args.stored))
+        results = trio.run(partial(run, folder, count, rounds, args.stored))
     limit = median([count / seconds for seconds in results["limit"]])
     table = Table(
         f"small files: {count} x {FILE_BYTES} B saved by {SAVERS} tasks, the server's store "

@@ -3,6 +3,7 @@ writes its results. No timing is asserted here: the speed targets live in bench/
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import json
@@ -12,7 +13,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -273,16 +274,18 @@ def _command_line(pid: int) -> str:
         return ""
 
 
-def _start_profile(tmp_path: Path) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def _profile_running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     """profile_burst.py on a burst too long to end by itself, with a py-spy that fails
-    (it is not needed before the burst without the profiler ends)."""
+    (it is not needed before the burst without the profiler ends), once both its server
+    and its burst run: the run and their pids. Killed at the end if it still runs."""
     fake = tmp_path / "bin" / "py-spy"
     fake.parent.mkdir()
     fake.write_text("#!/bin/sh\nexit 1\n")
     fake.chmod(0o755)
     env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     env["TMPDIR"] = str(tmp_path)  # what a killed run cannot remove stays with the test
-    return subprocess.Popen(
+    with subprocess.Popen(
         [
             *(sys.executable, str(BENCH / "profile_burst.py"), "--tasks", "1"),
             *("--events", "100000000", "--out-dir", str(tmp_path / "out")),
@@ -291,7 +294,16 @@ def _start_profile(tmp_path: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
+    ) as profile:
+        try:
+            assert _within(60, lambda: _server_and_burst(profile.pid) is not None)
+            pids = _server_and_burst(profile.pid)
+            assert pids is not None
+            yield profile, *pids
+        finally:
+            if profile.poll() is None:
+                profile.kill()
+                profile.communicate(timeout=30)
 
 
 def _server_and_burst(parent: int) -> tuple[int, int] | None:
@@ -305,33 +317,19 @@ def _server_and_burst(parent: int) -> tuple[int, int] | None:
 def test_a_killed_profile_run_takes_its_server_and_burst_with_it(tmp_path: Path) -> None:
     # Tried: SIGKILL of profile_burst.py during a burst. Before, its server ran on,
     # orphaned, holding the output pipe (a `| tee` never ended), and so did the burst.
-    with _start_profile(tmp_path) as profile:
-        try:
-            assert _within(60, lambda: _server_and_burst(profile.pid) is not None)
-            pids = _server_and_burst(profile.pid)
-            assert pids is not None
-        finally:
-            profile.kill()
-            profile.communicate(timeout=30)
-    assert _within(10, lambda: not any(_running(pid) for pid in pids))
+    with _profile_running(tmp_path) as (_profile, server, burst):
+        pass  # killed on the way out
+    assert _within(10, lambda: not any(_running(pid) for pid in (server, burst)))
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_a_profile_run_whose_server_dies_ends_with_an_error(tmp_path: Path) -> None:
     # Tried: the server killed during the burst (an OOM kill, say). Before, the burst's
     # clients waited for it for ever, and so did the run.
-    with _start_profile(tmp_path) as profile:
-        try:
-            assert _within(60, lambda: _server_and_burst(profile.pid) is not None)
-            pids = _server_and_burst(profile.pid)
-            assert pids is not None
-            os.kill(pids[0], signal.SIGKILL)
-            _, stderr = profile.communicate(timeout=60)
-        finally:
-            if profile.poll() is None:
-                profile.kill()
-                profile.communicate()
+    with _profile_running(tmp_path) as (profile, server, burst):
+        os.kill(server, signal.SIGKILL)
+        _, stderr = profile.communicate(timeout=60)
     assert profile.returncode == 1
     assert "the server ended during the burst" in stderr
-    assert _within(10, lambda: not any(_running(pid) for pid in pids))
+    assert _within(10, lambda: not any(_running(pid) for pid in (server, burst)))
     assert not any(tmp_path.glob("out/profile_burst.json"))
